@@ -1,0 +1,91 @@
+"""prebake: bake deterministic preprocessing once, load whole batches at memory speed.
+
+>>> import prebake
+>>> cache = prebake.build("data/cifar-10-batches-py", "cache/cifar10")  # doctest: +SKIP
+>>> cache["train"][0]["image"].shape  # doctest: +SKIP
+(3, 32, 32)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import os
+from typing import Any
+
+from .build import BuildOptions, BuildReport, ProgressFn, build_all, resolve_sources
+from .errors import (
+    BadItemError,
+    BuildLockedError,
+    CacheCorruptError,
+    CacheNotFoundError,
+    FormatError,
+    PrebakeError,
+    SourceError,
+    StrictModeError,
+    UnsafePickleError,
+)
+from .reader import Cache, Ragged, open_cache
+from .sources import Source, SourceOptions
+from .verify import VerifyReport, verify
+from .memory import write_arrays
+
+open = open_cache  # prebake.open(path) -> Cache
+
+
+def build(
+    source: Any,
+    out: str | os.PathLike[str],
+    *,
+    kind: str | None = None,
+    split: str | None = None,
+    source_options: SourceOptions | None = None,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> Cache | dict[str, Cache]:
+    """Bake ``source`` into a cache at ``out`` and open it.
+
+    ``source`` is a path (CIFAR directory, image folder, CSV, .npy/.npz), a
+    :class:`Source`, or any map-style dataset. ``options`` are the fields of
+    :class:`BuildOptions` (``image_size``, ``crop``, ``workers``, ``force``,
+    ``strict``, ``transform``, ...).
+
+    Returns the :class:`Cache`, or ``{split: Cache}`` when the source has splits
+    (CIFAR train/test, an image folder with train/ and val/), built into
+    ``out/<split>``. ``split="train"`` builds and returns just that one.
+    """
+    sources = resolve_sources(source, kind=kind, options=source_options)
+    if split is not None:
+        if split not in sources:
+            raise SourceError(f"{source} has no split {split!r}; it has {sorted(sources)}")
+        sources = {split: sources[split]}
+    reports = build_all(sources, out, BuildOptions(**options), progress)
+    caches = {r.split: Cache(r.out) for r in reports}
+    if split is not None:
+        return caches[split]
+    return caches[""] if "" in caches else caches
+
+
+__all__ = [
+    "BadItemError",
+    "BuildLockedError",
+    "BuildOptions",
+    "BuildReport",
+    "Cache",
+    "CacheCorruptError",
+    "CacheNotFoundError",
+    "FormatError",
+    "PrebakeError",
+    "Ragged",
+    "Source",
+    "SourceError",
+    "SourceOptions",
+    "StrictModeError",
+    "UnsafePickleError",
+    "VerifyReport",
+    "__version__",
+    "build",
+    "open",
+    "verify",
+    "write_arrays",
+]

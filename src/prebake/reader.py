@@ -1,0 +1,154 @@
+"""``prebake.open``: a committed cache as a map-style torch Dataset.
+
+Columns are memory-mapped read-only; nothing is read until an item is asked
+for. ``cache[i]`` returns a dict of writable numpy arrays (copies of one row,
+so ``torch.from_numpy`` never warns about non-writable memory). The dataset
+pickles without its memory maps, so spawn workers reopen them cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.utils.data
+
+from .errors import CacheCorruptError, CacheNotFoundError
+from .format import MANIFEST, PARTIAL_SUFFIX, ColumnSpec, column_specs, read_manifest
+from .writer import partial_path
+
+
+class Ragged:
+    """A read-only ragged column: ``values[offsets[i]:offsets[i+1]]`` is item i."""
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.values, self.offsets = values, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+
+def _require_committed(path: Path) -> None:
+    if (path / MANIFEST).is_file():
+        return
+    if path.name.endswith(PARTIAL_SUFFIX) or partial_path(path).exists():
+        raise CacheNotFoundError(
+            f"{path} is an unfinished build (no {MANIFEST}); a partial directory never opens as a "
+            "cache — re-run the same 'prebake build' command to resume it"
+        )
+    raise CacheNotFoundError(f"no prebake cache at {path} (no {MANIFEST}); build one with 'prebake build SOURCE {path}'")
+
+
+class Cache(torch.utils.data.Dataset):
+    """A committed cache. ``len(cache)``, ``cache[i] -> dict``, ``.targets``, ``.classes``."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        _require_committed(self.path)
+        self.manifest: dict[str, Any] = read_manifest(self.path)
+        self.specs: dict[str, ColumnSpec] = column_specs(self.manifest)
+        self._check_sizes()
+        self._cols: dict[str, np.ndarray | Ragged] | None = None
+        self._targets: np.ndarray | None = None
+
+    def _check_sizes(self) -> None:
+        """Cheap open-time check (stat only); ``prebake verify`` checks the bytes."""
+        for name, col in self.manifest["columns"].items():
+            for fname, meta in col["files"].items():
+                f = self.path / fname
+                size = f.stat().st_size if f.exists() else None
+                if size != meta["bytes"]:
+                    got = "missing" if size is None else f"{size:,} bytes"
+                    raise CacheCorruptError(
+                        f"{f} is {got}, manifest says {meta['bytes']:,} bytes — the file was truncated or "
+                        f"replaced; run 'prebake verify {self.path}' or rebuild with --force"
+                    )
+
+    # -- columns --------------------------------------------------------------------------------
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.specs)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.get("classes") or [])
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The ``label`` column as an in-memory int64 array, in source order."""
+        if self._targets is None:
+            if "label" not in self.specs:
+                raise AttributeError(f"{self.path} has no 'label' column (columns: {self.columns})")
+            self._targets = np.array(self.column("label"))
+        return self._targets
+
+    def column(self, name: str) -> np.ndarray | Ragged:
+        """The whole column, memory-mapped read-only (a :class:`Ragged` for ragged columns)."""
+        if self._cols is None:
+            self._cols = {n: self._open(s) for n, s in self.specs.items()}
+        try:
+            return self._cols[name]
+        except KeyError:
+            raise KeyError(f"{self.path} has no column {name!r}; columns are {self.columns}") from None
+
+    def _open(self, spec: ColumnSpec) -> np.ndarray | Ragged:
+        arrays = [np.load(self.path / f, mmap_mode="r", allow_pickle=False) for f in spec.files]
+        return Ragged(*arrays) if spec.ragged else arrays[0]
+
+    # -- Dataset ----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_items"])
+
+    def _index(self, i: int) -> int:
+        n = len(self)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"index {i} out of range for a cache of {n} items")
+        return j
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        j = self._index(i)
+        return {name: self._row(name, spec, j) for name, spec in self.specs.items()}
+
+    def _row(self, name: str, spec: ColumnSpec, j: int) -> np.ndarray:
+        col = self.column(name)
+        if spec.ragged:
+            return np.array(col[j])
+        return np.array(col[j : j + 1]).reshape(spec.shape)  # a slice keeps "S5"; col[j] would be a bare scalar
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        """A batch with one sorted gather per fixed column (memmaps read fastest in order)."""
+        idx = np.array([self._index(i) for i in indices], dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        batch: dict[str, Any] = {}
+        for name, spec in self.specs.items():
+            col = self.column(name)
+            if spec.ragged:
+                batch[name] = [np.array(col[j]) for j in idx]
+            else:
+                batch[name] = np.asarray(col[idx[order]])[inverse]  # fancy indexing copies: writable
+        return [{name: batch[name][k] for name in self.specs} for k in range(len(idx))]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cols"] = None  # memory maps are reopened in the receiving process
+        return state
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{n}:{s.dtype}{list(s.shape)}{'*' if s.ragged else ''}" for n, s in self.specs.items())
+        return f"Cache({str(self.path)!r}, items={len(self)}, columns=[{cols}])"
+
+
+def open_cache(path: str | os.PathLike[str]) -> Cache:
+    """Open a committed cache. Raises CacheNotFoundError for a missing or partial one."""
+    return Cache(path)

@@ -1,0 +1,55 @@
+"""Cheap per-column statistics, computed per chunk in the workers and combined at commit.
+
+A chunk's statistics are ``[min, max, sum, count]`` over its good rows. Integer
+sums are exact Python ints; float sums are float64 added in chunk order, so a
+resumed build reports the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+_NUMERIC = "biuf"
+
+
+def chunk_stats(values: np.ndarray) -> list[Any] | None:
+    """``[min, max, sum, count]`` of all elements, or None for non-numeric or empty data."""
+    if values.dtype.kind not in _NUMERIC or values.size == 0:
+        return None
+    if values.dtype.kind == "f":
+        acc = np.float64
+    elif values.dtype.kind == "u":
+        acc = np.uint64
+    else:
+        acc = np.int64
+    return [_py(values.min()), _py(values.max()), _py(values.sum(dtype=acc)), int(values.size)]
+
+
+def combine_stats(chunks: Sequence[dict[str, list[Any]]]) -> dict[str, dict[str, Any]]:
+    """Fold per-chunk stats into ``{column: {min, max, mean}}`` (in chunk order)."""
+    acc: dict[str, list[Any]] = {}
+    for stats in chunks:
+        for name, (lo, hi, total, count) in stats.items():
+            if name not in acc:
+                acc[name] = [lo, hi, total, count]
+            else:
+                a = acc[name]
+                acc[name] = [min(a[0], lo), max(a[1], hi), a[2] + total, a[3] + count]
+    return {n: {"min": lo, "max": hi, "mean": total / count} for n, (lo, hi, total, count) in acc.items()}
+
+
+def label_histogram(labels: np.ndarray, classes: Sequence[str] | None) -> dict[str, int]:
+    """``{label value: count}``; every class appears, with 0 when it has no items."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    hist = {str(int(v)): int(c) for v, c in zip(values, counts)}
+    for i in range(len(classes or ())):
+        hist.setdefault(str(i), 0)
+    return dict(sorted(hist.items(), key=lambda kv: int(kv[0])))
+
+
+def _py(x: Any) -> Any:
+    v = x.item() if hasattr(x, "item") else x
+    return bool(v) if isinstance(v, (bool, np.bool_)) else v

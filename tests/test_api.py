@@ -1,0 +1,30 @@
+"""The public API is deliberate: this test lists it, so a change to it is a visible decision."""
+
+from __future__ import annotations
+
+import doctest
+
+import prebake
+import prebake.memory
+
+
+def test_public_names():
+    assert sorted(prebake.__all__) == sorted([
+        "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
+        "CacheNotFoundError", "FormatError", "PrebakeError", "Ragged", "Source", "SourceError",
+        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "__version__",
+        "build", "open", "verify", "write_arrays",
+    ])
+    for name in prebake.__all__:
+        assert hasattr(prebake, name), name
+
+
+def test_open_is_a_torch_dataset_factory():
+    import torch.utils.data
+
+    assert issubclass(prebake.Cache, torch.utils.data.Dataset)
+    assert prebake.open is prebake.reader.open_cache
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(prebake.memory).failed == 0

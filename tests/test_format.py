@@ -1,0 +1,92 @@
+"""The on-disk format, pinned: manifest fields, file names, .npy headers, safety rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import prebake
+from prebake.errors import FormatError
+from prebake.format import FORMAT_VERSION, MANIFEST_KEYS, ColumnSpec, file_checksum, validate_column_name
+from prebake.synthetic import write_cifar10_python
+
+
+def _cifar_cache(tmp_path):
+    src = write_cifar10_python(tmp_path / "data", n_train=50, n_test=10)
+    return prebake.build(src, tmp_path / "cache", workers=0)
+
+
+def test_golden_manifest_fields_and_file_names(tmp_path):
+    caches = _cifar_cache(tmp_path)
+    assert sorted(caches) == ["test", "train"]
+    train = tmp_path / "cache" / "train"
+    assert sorted(p.name for p in train.iterdir()) == ["image.npy", "label.npy", "manifest.json"]
+    m = json.loads((train / "manifest.json").read_text())
+    assert tuple(m) == MANIFEST_KEYS == (
+        "format", "format_version", "prebake_version", "created", "num_items", "columns",
+        "classes", "fingerprint", "skipped", "stats",
+    )
+    assert m["format"] == "prebake-cache" and m["format_version"] == FORMAT_VERSION == 1
+    assert m["num_items"] == 50
+    assert m["columns"]["image"] == {
+        "dtype": "|u1", "shape": [3, 32, 32], "ragged": False,
+        "files": {"image.npy": {"bytes": 128 + 50 * 3072, "xxh3_64": file_checksum(train / "image.npy")}},
+    }
+    assert m["columns"]["label"]["dtype"] == "<i8" and m["columns"]["label"]["shape"] == []
+    assert m["classes"][:3] == ["airplane", "automobile", "bird"] and len(m["classes"]) == 10
+    assert set(m["fingerprint"]) == {"digest", "inputs"}
+    assert set(m["fingerprint"]["inputs"]) == {"format_version", "source", "transforms", "options"}
+    assert m["skipped"] == []
+    assert set(m["stats"]) == {"columns", "label_histogram"}
+    assert set(m["stats"]["columns"]["image"]) == {"min", "max", "mean"}
+    assert sum(m["stats"]["label_histogram"].values()) == 50
+
+
+def test_npy_header_is_numpy_standard_v1(tmp_path):
+    _cifar_cache(tmp_path)
+    raw = (tmp_path / "cache" / "train" / "image.npy").read_bytes()
+    assert raw[:8] == b"\x93NUMPY\x01\x00"
+    header_len = int.from_bytes(raw[8:10], "little")
+    assert (10 + header_len) % 64 == 0  # aligned data, as numpy writes it
+    header = raw[10 : 10 + header_len].decode("latin1")
+    assert header.startswith("{'descr': '|u1', 'fortran_order': False, 'shape': (50, 3, 32, 32), }")
+
+
+def test_every_column_loads_without_pickle(tmp_path):
+    cache = prebake.write_arrays(tmp_path / "c", {
+        "image": np.zeros((4, 3, 2, 2), np.uint8), "label": np.arange(4),
+        "signal": [np.arange(i, dtype=np.int16) for i in range(4)],
+    })
+    files = [f for col in cache.manifest["columns"].values() for f in col["files"]]
+    assert sorted(files) == ["image.npy", "label.npy", "signal.offsets.npy", "signal.values.npy"]
+    for f in files:
+        arr = np.load(tmp_path / "c" / f, mmap_mode="r", allow_pickle=False)
+        assert arr.dtype != object
+    offsets = np.load(tmp_path / "c" / "signal.offsets.npy", allow_pickle=False)
+    assert offsets.tolist() == [0, 0, 1, 3, 6]
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", "", ".hidden", "_journal", "x y"])
+def test_bad_column_names_are_refused(name):
+    with pytest.raises(FormatError, match="not allowed"):
+        validate_column_name(name)
+
+
+def test_object_and_structured_dtypes_are_refused(tmp_path):
+    with pytest.raises(FormatError, match="never pickles"):
+        prebake.write_arrays(tmp_path / "o", {"x": np.array([{"a": 1}, None], dtype=object)})
+    with pytest.raises(FormatError, match="structured"):
+        prebake.write_arrays(tmp_path / "s", {"x": np.zeros(3, dtype=[("a", "<i4"), ("b", "<f4")])})
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
+
+
+def test_manifest_of_newer_format_is_refused_with_a_fix(tmp_path):
+    _cifar_cache(tmp_path)
+    path = tmp_path / "cache" / "test"
+    m = json.loads((path / "manifest.json").read_text())
+    m["format_version"] = 99
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FormatError, match="rebuild"):
+        prebake.open(path)
