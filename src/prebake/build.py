@@ -241,7 +241,7 @@ def _pool_chunk(task: tuple[Path, Plan, int]) -> ChunkResult:
     job = _JOB
     assert job is not None, "worker started without a job"
     if job.partial is None or job.partial.plan != plan:
-        job.partial = PartialCache(out, plan, {})
+        job.partial, job._columns = PartialCache(out, plan, {}), None
     return run_chunk(job, chunk)
 
 

@@ -46,7 +46,7 @@ def write_arrays(out: str | os.PathLike[str], columns: Mapping[str, Column],
     fp = fpr.make({"kind": "memory", "xxh3": _content_hash(fixed, ragged)}, [], {})
     partial = PartialCache.start(out, Plan(fp["digest"], n, max(n, 1), tuple(specs)))
     if n:
-        cols = partial.open_columns()
+        cols = partial.open_columns().arrays
         stats = {}
         for k, v in fixed.items():
             cols[k][:] = v

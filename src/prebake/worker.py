@@ -20,7 +20,7 @@ from .errors import BadItemError, SourceError, StrictModeError
 from .format import ColumnSpec
 from .sources.base import Source
 from .stats import chunk_stats
-from .writer import ChunkResult, PartialCache
+from .writer import ChunkResult, MappedColumns, PartialCache
 
 
 @dataclass
@@ -29,10 +29,10 @@ class Job:
     steps: Sequence[T.Transform]
     strict: bool = False
     partial: PartialCache | None = None
-    _columns: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _columns: MappedColumns | None = field(default=None, repr=False)
     _pid: int = -1
 
-    def columns(self) -> dict[str, np.ndarray]:
+    def columns(self) -> MappedColumns:
         if self._columns is None or self._pid != os.getpid():
             assert self.partial is not None
             self._columns, self._pid = self.partial.open_columns(), os.getpid()
@@ -102,7 +102,8 @@ def run_chunk(job: Job, chunk: int) -> ChunkResult:
     assert job.partial is not None
     plan = job.partial.plan
     rows = plan.chunk_range(chunk)
-    cols = job.columns()
+    mapped = job.columns()
+    cols = mapped.arrays
     fixed = [(c.name, cols[c.name]) for c in plan.fixed]
     ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in plan.ragged}
     result = ChunkResult(chunk)
@@ -118,6 +119,7 @@ def run_chunk(job: Job, chunk: int) -> ChunkResult:
             column[i] = item[name]
         for name, items in ragged.items():
             items.append(item[name])
+    mapped.flush_rows(rows.start, rows.stop)
     for c in plan.ragged:
         job.partial.write_shard(c, chunk, ragged[c.name])
     result.stats = _chunk_stats(cols, ragged, plan.fixed, rows, result.bad)

@@ -1,0 +1,133 @@
+"""Bake throughput: items/s building CIFAR-10-format data (60,000 images), prebake vs the seed.
+
+    python benchmarks/bake.py                      # full run: 60,000 images, 32 and 224 px, 1 and 2 workers
+    python benchmarks/bake.py --train 5000 --test 1000 --sizes 32   # a quick look
+
+Each configuration starts from an empty output and times the whole build: reading
+the pickled batches, transforms, writing rows, journaling, checksums, fsync and the
+atomic commit. The seed's own preprocess loop (benchmarks/seeds.py) runs on the same
+data in the same process; at 224 px it writes float32 (4x prebake's bytes), so it runs
+on the first --seed-items images and is compared as items/s.
+
+Prints a table and writes JSON to benchmarks/results/bake-<machine>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+
+import prebake
+from prebake.build import BuildOptions, build_all, resolve_sources
+from prebake.synthetic import write_cifar10_python
+
+sys.path.insert(0, str(Path(__file__).parent))
+from seeds import seed_preprocess_cifar  # noqa: E402
+
+
+def _machine() -> dict:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+            "python": platform.python_version(), "prebake": prebake.__version__, "numpy": np.__version__,
+            "torch": torch.__version__, "pillow": PIL.__version__}
+
+
+def time_prebake(source: Path, out: Path, size: int, workers: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    sources = resolve_sources(source, kind="cifar")
+    t0 = time.perf_counter()
+    reports = build_all(sources, out, BuildOptions(image_size=None if size == 32 else size, workers=workers))
+    seconds = time.perf_counter() - t0
+    items = sum(r.num_items for r in reports)
+    nbytes = sum(f.stat().st_size for f in out.rglob("*.npy"))
+    shutil.rmtree(out)
+    return {"pipeline": "prebake", "size": size, "workers": workers, "items": items, "seconds": seconds,
+            "items_per_s": items / seconds, "bytes": nbytes}
+
+
+def time_seed(source: Path, out: Path, size: int, limit: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    sources = resolve_sources(source, kind="cifar")
+    images = np.concatenate([s.images for s in sources.values()])[:limit]  # loaded as the seed's loader does
+    t0 = time.perf_counter()
+    nbytes = seed_preprocess_cifar(images, size, out / "images.dat")
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(out)
+    return {"pipeline": "seed 000 preprocess_data.py", "size": size, "workers": 1, "items": len(images),
+            "seconds": seconds, "items_per_s": len(images) / seconds, "bytes": nbytes}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--train", type=int, default=50_000)
+    p.add_argument("--test", type=int, default=10_000)
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--seed-items", type=int, default=5_000, help="images the seed's loop bakes at sizes > 32")
+    p.add_argument("--workdir", type=Path, default=Path(__file__).parent / "data")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bake-cpu-2core.json")
+    args = p.parse_args()
+
+    data = args.workdir / f"cifar10-synthetic-{args.train}-{args.test}"
+    source = data / "cifar-10-batches-py"
+    if not (source / "batches.meta").exists():
+        print(f"writing {args.train + args.test:,} synthetic CIFAR-10 images (python-version format) to {data}")
+        write_cifar10_python(data, n_train=args.train, n_test=args.test, seed=0)
+
+    rows = []
+    for size in args.sizes:
+        for w in args.workers:
+            rows.append(time_prebake(source, args.workdir / "out", size, w))
+            _print_row(rows[-1])
+        limit = args.train + args.test if size == 32 else min(args.seed_items, args.train + args.test)
+        rows.append(time_seed(source, args.workdir / "seed-out", size, limit))
+        _print_row(rows[-1])
+
+    ratios = _ratios(rows, args.sizes, args.workers)
+    for k, v in ratios.items():
+        print(f"{k:<58} {v:6.2f}x")
+    result = {"benchmark": "bake", "data": f"synthetic CIFAR-10 python-version batches, {args.train:,} train + "
+              f"{args.test:,} test", "machine": _machine(), "device": "cpu", "rows": rows, "ratios": ratios,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _ratios(rows: list[dict], sizes: list[int], workers: list[int]) -> dict[str, float]:
+    out = {}
+    for size in sizes:
+        by = {(r["pipeline"], r["workers"]): r for r in rows if r["size"] == size}
+        seed = by.get(("seed 000 preprocess_data.py", 1))
+        if 1 in workers and 2 in workers:
+            out[f"{size}px: prebake 2 workers / 1 worker (items/s)"] = (
+                by[("prebake", 2)]["items_per_s"] / by[("prebake", 1)]["items_per_s"])
+        for w in workers:
+            if seed:
+                out[f"{size}px: prebake {w} worker(s) / seed loop (items/s)"] = (
+                    by[("prebake", w)]["items_per_s"] / seed["items_per_s"])
+        if seed:
+            per_item_prebake = by[("prebake", workers[0])]["bytes"] / by[("prebake", workers[0])]["items"]
+            out[f"{size}px: seed bytes per image / prebake bytes per image"] = (
+                seed["bytes"] / seed["items"]) / per_item_prebake
+    return out
+
+
+def _print_row(r: dict) -> None:
+    print(f"{r['pipeline']:<30} {r['size']:>4}px  workers={r['workers']}  {r['items']:>7,} items "
+          f"{r['seconds']:8.2f} s  {r['items_per_s']:>9,.0f} items/s  {r['bytes'] / 2**30:7.2f} GiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
