@@ -13,6 +13,7 @@ One call per split:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -29,10 +30,10 @@ import filelock
 from . import fingerprint as fpr
 from . import transforms as T
 from .errors import BuildLockedError, FormatError, PrebakeError
-from .format import LOCK_SUFFIX, MANIFEST, read_manifest
+from .format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, read_manifest
 from .sources import DatasetSource, Source, SourceOptions, detect
 from .worker import Job, probe_specs, run_chunk
-from .writer import ChunkResult, PartialCache, Plan, partial_path, publish
+from .writer import ChunkResult, PartialCache, Plan, partial_path, publish, remove_paths
 
 log = logging.getLogger("prebake")
 
@@ -96,13 +97,14 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     out = Path(os.path.abspath(out))
     steps = T.make_pipeline(opts.image_size, opts.shorter_side, opts.crop, opts.transform)
     fp = fpr.make(src.describe(), T.describe(steps), {"ragged": sorted(opts.ragged)})
-    if stale_reasons(out, fp, opts.force) is None:
+    if stale_reasons(out, fp, opts.force) is None and not leftovers(out):
         return _up_to_date(split, out, t0)
     out.parent.mkdir(parents=True, exist_ok=True)
     job = Job(src, steps, opts.strict)
     with _worker_pool(job, opts.workers, len(src)) as pool, _locked(out, opts.lock_timeout):
         reasons = stale_reasons(out, fp, opts.force)  # again: another builder may have finished it
         if reasons is None:
+            remove_paths(leftovers(out))  # safe: we hold the lock, nobody else builds this output
             return _up_to_date(split, out, t0)
         if (out / MANIFEST).exists():
             log.info("rebuilding %s: %s", out, "; ".join(reasons))
@@ -176,6 +178,14 @@ def stale_reasons(out: Path, fp: dict[str, Any], force: bool) -> list[str] | Non
     return fpr.explain(old.get("inputs", {}), fp["inputs"])
 
 
+def leftovers(out: Path) -> list[Path]:
+    """What a build killed after its commit leaves: an old cache swapped out, or one moved aside."""
+    sealed_partial = partial_path(out)
+    found = [sealed_partial] if (sealed_partial / MANIFEST).exists() else []
+    replaced = out.with_name(out.name + REPLACED_SUFFIX)
+    return found + ([replaced] if replaced.exists() else [])
+
+
 def _digest_of(cache_dir: Path) -> str | None:
     try:
         return read_manifest(cache_dir)["fingerprint"]["digest"]
@@ -223,7 +233,7 @@ def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]
         return
     global _JOB
     _JOB = job
-    pool = mp.get_context("fork").Pool(n, initializer=_ignore_sigint)
+    pool = mp.get_context("fork").Pool(n, initializer=_init_worker, initargs=(os.getpid(),))
     try:
         yield pool
     finally:
@@ -232,8 +242,23 @@ def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]
         _JOB = None
 
 
-def _ignore_sigint() -> None:
+def _init_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this worker when the builder dies, so no orphan keeps working."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: orphans exit when the task pipe closes
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _pool_chunk(task: tuple[Path, Plan, int]) -> ChunkResult:

@@ -20,6 +20,7 @@ from .format import MANIFEST
 from .plugins import load_object
 from .sources import KINDS, DatasetSource, SourceOptions
 from .verify import VerifyReport, verify
+from .writer import remove_paths
 
 _SHOW_SKIPPED = 10
 
@@ -264,7 +265,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         if input("delete these? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    inventory.delete(targets)
+    remove_paths(targets)
     if args.json:
         print(json.dumps({"deleted": [str(t) for t in targets]}))
     else:

@@ -8,7 +8,6 @@ unfinished build that the same command resumes).
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,14 +103,6 @@ def clear_targets(path: str | os.PathLike[str]) -> list[Path]:
             if extra.exists():
                 targets.append(extra)
     return sorted(set(targets))
-
-
-def delete(targets: list[Path]) -> None:
-    for t in targets:
-        if t.is_dir():
-            shutil.rmtree(t)
-        elif t.exists():
-            t.unlink()
 
 
 def dir_bytes(d: Path) -> int:

@@ -35,9 +35,14 @@ class Ragged:
 
 
 def _require_committed(path: Path) -> None:
+    if path.name.endswith(PARTIAL_SUFFIX):  # even a sealed one: committed means renamed into place
+        raise CacheNotFoundError(
+            f"{path} is an unfinished build; a partial directory never opens as a cache — re-run the "
+            "same 'prebake build' command to resume it"
+        )
     if (path / MANIFEST).is_file():
         return
-    if path.name.endswith(PARTIAL_SUFFIX) or partial_path(path).exists():
+    if partial_path(path).exists():
         raise CacheNotFoundError(
             f"{path} is an unfinished build (no {MANIFEST}); a partial directory never opens as a "
             "cache — re-run the same 'prebake build' command to resume it"

@@ -18,6 +18,7 @@ A chunk enters the journal only after its rows are on disk, so a crash or
 
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 import os
@@ -165,6 +166,7 @@ class PartialCache:
         self.path = partial_path(out)
         self.plan = plan
         self.done = done
+        self._shards_fd: int | None = None
 
     # -- start / resume -------------------------------------------------------------
 
@@ -202,13 +204,21 @@ class PartialCache:
 
     @staticmethod
     def _read_journal(journal: Path) -> dict[int, ChunkResult]:
+        """Finished chunks; a torn tail from a crash is cut off so later appends start clean."""
         done: dict[int, ChunkResult] = {}
-        for line in journal.read_text().splitlines():
+        raw = journal.read_bytes()
+        good = 0
+        for line in raw.splitlines(keepends=True):
             try:
-                r = ChunkResult.from_json(line)
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn line")
+                r = ChunkResult.from_json(line.decode())
             except (ValueError, KeyError):
-                break  # a torn last line from a crash: that chunk is redone
+                break  # that chunk and any after it are redone
             done[r.chunk] = r
+            good += len(line)
+        if good < len(raw):
+            os.truncate(journal, good)
         return done
 
     def pending(self) -> list[int]:
@@ -225,13 +235,21 @@ class PartialCache:
         return base.with_name(base.name + ".values.npy"), base.with_name(base.name + ".lengths.npy")
 
     def write_shard(self, spec: ColumnSpec, chunk: int, items: list[np.ndarray]) -> None:
-        values_path, lengths_path = self.shard_files(spec.name, chunk)
+        """Write a chunk's ragged items, relative to the _shards directory this process opened.
+
+        A worker orphaned by a killed build holds the old directory, so it can never drop
+        a shard into the next build's fresh partial directory.
+        """
+        if self._shards_fd is None:
+            self._shards_fd = os.open(self.path / SHARDS, os.O_RDONLY | os.O_DIRECTORY)
+        fd = self._shards_fd
         lengths = np.array([len(a) for a in items], dtype=np.int64)
         values = np.concatenate(items, dtype=spec.dtype) if items else np.empty((0, *spec.shape), dtype=spec.dtype)
-        for path, arr in ((values_path, values), (lengths_path, lengths)):
-            tmp = path.with_name(path.name + ".tmp.npy")
-            np.save(tmp, arr, allow_pickle=False)
-            os.replace(tmp, path)
+        for path, arr in zip(self.shard_files(spec.name, chunk), (values, lengths)):
+            tmp = path.name + ".tmp"
+            with open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd)) as f:
+                np.save(f, arr, allow_pickle=False)
+            os.replace(tmp, path.name, src_dir_fd=fd, dst_dir_fd=fd)
 
     # -- journal (parent side) ----------------------------------------------------------
 
@@ -334,18 +352,32 @@ class PartialCache:
 
 def publish(sealed: Path, out: Path) -> Path:
     """Remove the journal from a sealed partial directory and rename it onto ``out``."""
-    for name in _INTERNAL:
-        p = sealed / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+    remove_paths(sealed / name for name in _INTERNAL)
     fsync_path(sealed)
     return swap_into_place(sealed, out)
 
 
+def remove_paths(paths: Iterable[Path]) -> None:
+    """Delete files and directory trees; missing ones are fine."""
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
 def swap_into_place(src: Path, out: Path) -> Path:
-    """Rename ``src`` onto ``out``; an existing ``out`` is moved aside first, then deleted."""
+    """Rename ``src`` onto ``out``, so that ``out`` always holds a complete cache.
+
+    An existing ``out`` is swapped with ``src`` in one atomic renameat2(RENAME_EXCHANGE)
+    and the old cache, now at ``src``, is deleted. Where the kernel or filesystem cannot
+    exchange, the old cache is renamed aside first: a reader that looks in between
+    those two renames finds no cache (never a half-built one).
+    """
+    if out.exists() and _exchange(src, out):
+        fsync_path(out.parent)
+        shutil.rmtree(src, ignore_errors=True)
+        return out
     old = out.with_name(out.name + REPLACED_SUFFIX)
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
@@ -354,6 +386,20 @@ def swap_into_place(src: Path, out: Path) -> Path:
     fsync_path(out.parent)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux's renameat2; False where that is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
 
 
 def _copy_rows(src_file: Path, dst_file: Path, keep: np.ndarray, block: int) -> None:
