@@ -164,8 +164,10 @@ def install_kill(kill: str | None) -> Any:
 
             def rmtree(path: Any, *a: Any, **k: Any) -> None:
                 manifest = Path(path) / "manifest.json"
-                if manifest.exists():
-                    manifest.unlink()
+                if not manifest.exists():  # not a cache (a leftover check): delete for real
+                    real_rmtree(path, *a, **k)
+                    return
+                manifest.unlink()
                 _die()
 
             shutil.rmtree = rmtree  # type: ignore[assignment]

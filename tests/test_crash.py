@@ -209,10 +209,6 @@ def test_kill_during_rebuild_keeps_old_cache_until_published(env, tmp_path, kill
     assert not np.array_equal(prebake.open(out)[0]["image"], prebake.open(env.ref_plain)[0]["image"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a kill while swap_into_place deletes the swapped-out old cache (now at <out>.partial) "
-    "can leave <out>.partial without manifest.json; build.leftovers only removes a partial that "
-    "has one, so every re-run says 'up to date' and the old cache's files stay on disk for good"))
 def test_kill_while_deleting_the_old_cache_leaves_nothing_behind(env, tmp_path):
     if not can_exchange(tmp_path):
         pytest.skip("this filesystem cannot rename-exchange; swap_into_place takes its fallback path")

@@ -213,10 +213,6 @@ def test_transform_code_change_rebuilds_in_a_fresh_process(folder, tmp_path):
         np.testing.assert_array_equal(img, pixels[key] // 4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: plugins.load_object returns the module cached in sys.modules after its file changed, "
-    "while plugins.code_identity hashes the file's current text: the cache is baked with the old "
-    "function under the new code's fingerprint, and stays silently stale"))
 def test_transform_edited_in_the_same_process_is_never_silently_stale(folder, tmp_path):
     root, pixels = folder
     out, tf_file = tmp_path / "cache", tmp_path / "tf.py"
@@ -233,11 +229,6 @@ def test_transform_edited_in_the_same_process_is_never_silently_stale(folder, tm
         np.testing.assert_array_equal(img, pixels[key] // 4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: transforms.describe/plugins.code_identity fingerprint a functools.partial as "
-    "'functools:partial' (the functools module source), a closure or a callable instance by "
-    "its module source only: their arguments, captured values and attributes are not in the "
-    "fingerprint, so changing them leaves the cache silently stale"))
 @pytest.mark.parametrize("kind", ["partial", "closure", "instance"])
 def test_transform_parameter_change_triggers_rebuild(folder, tmp_path, kind):
     root, pixels = folder

@@ -221,6 +221,12 @@ class PartialCache:
             os.truncate(journal, good)
         return done
 
+    def close(self) -> None:
+        """Release the directory handle that ragged-shard writes hold."""
+        if self._shards_fd is not None:
+            os.close(self._shards_fd)
+            self._shards_fd = None
+
     def pending(self) -> list[int]:
         return [c for c in range(self.plan.num_chunks) if c not in self.done]
 
@@ -275,6 +281,7 @@ class PartialCache:
 
     def seal(self, keys: list[str], classes: list[str] | None, fingerprint: dict[str, Any]) -> dict[str, Any]:
         """Finish every file, then write manifest.json inside the partial directory."""
+        self.close()
         results = [self.done[c] for c in range(self.plan.num_chunks)]
         bad = sorted(b for r in results for b in r.bad)
         good = np.ones(self.plan.num_keys, dtype=bool)
@@ -374,12 +381,13 @@ def swap_into_place(src: Path, out: Path) -> Path:
     exchange, the old cache is renamed aside first: a reader that looks in between
     those two renames finds no cache (never a half-built one).
     """
-    if out.exists() and _exchange(src, out):
-        fsync_path(out.parent)
-        shutil.rmtree(src, ignore_errors=True)
-        return out
     old = out.with_name(out.name + REPLACED_SUFFIX)
     shutil.rmtree(old, ignore_errors=True)
+    if out.exists() and _exchange(src, out):
+        os.replace(src, old)  # then delete it under a name no build takes for a partial one
+        fsync_path(out.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return out
     if out.exists():
         os.replace(out, old)
     os.replace(src, out)
