@@ -5,7 +5,7 @@ Seeds 000/001 (federated ViT on CIFAR-10) preprocess offline with a
 
     PIL image -> Resize(S) -> ToTensor() (float32 in [0, 1], CHW) -> raw np.memmap (float32)
 
-torchvision is not available here (and prebake never depends on it), so the
+prebake never depends on torchvision, so the
 two torchvision steps are written with the same operations: ``Resize`` on a PIL
 image is ``PIL.Image.resize`` with bilinear filtering; ``ToTensor`` is
 ``asarray / 255`` in float32, transposed to CHW.

@@ -116,13 +116,13 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
 def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,
           progress: ProgressFn | None, split: str) -> tuple[dict[str, Any], str]:
     sealed = partial_path(out) / MANIFEST
-    if sealed.exists() and _digest_of(sealed.parent) == fp["digest"]:
+    if sealed.exists() and _digest_of(sealed.parent) == fp["digest"] and not opts.force:
         publish(sealed.parent, out)  # a crash hit between seal and publish
         return read_manifest(out), "resumed"
     specs = probe_specs(job, opts.ragged)
     rows = opts.chunk_rows or max(32, min(1024, _CHUNK_BYTES // max(1, sum(c.row_bytes for c in specs))))
     plan = Plan(fp["digest"], len(job.source), rows, tuple(specs))
-    partial = PartialCache.start(out, plan)
+    partial = PartialCache.start(out, plan, fresh=opts.force)
     action = "resumed" if partial.done else ("rebuilt" if (out / MANIFEST).exists() else "built")
     if partial.done:
         log.info("resuming %s: %d of %d chunks already done", out, len(partial.done), plan.num_chunks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -174,7 +175,9 @@ def _print_report(r: BuildReport) -> None:
 
 
 def _reason_kind(reason: str) -> str:
-    return reason.split(":")[0].split("(")[0].strip()
+    """'row 7: scans/a.png: file not found' -> 'file not found', for the summary by kind."""
+    text = re.sub(r"^row \d+: (\S+: )?", "", reason)
+    return re.split(r"[:(]", text, maxsplit=1)[0].strip()
 
 
 # -- verify / info / ls / clear -------------------------------------------------------------------

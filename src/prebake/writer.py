@@ -171,11 +171,11 @@ class PartialCache:
     # -- start / resume -------------------------------------------------------------
 
     @classmethod
-    def start(cls, out: Path, plan: Plan) -> PartialCache:
-        """Resume the partial build of ``out`` if it has the same plan, else start over."""
+    def start(cls, out: Path, plan: Plan, fresh: bool = False) -> PartialCache:
+        """Resume the partial build of ``out`` if it has the same plan (and not ``fresh``), else start over."""
         path = partial_path(out)
         try:
-            old = Plan.from_json(json.loads((path / PLAN).read_text()))
+            old = None if fresh else Plan.from_json(json.loads((path / PLAN).read_text()))
         except (OSError, ValueError, KeyError):
             old = None
         if old == plan and cls._files_intact(path, plan):

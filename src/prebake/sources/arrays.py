@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError
-from .base import Source, file_identity
+from .base import Source
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,7 @@ class ArraySource(Source):
         return item
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "root": str(self.root),
-            "params": dict(self.params),
-            "files": file_identity(self.files, self.root),
-        }
+        return self.describe_files(self.root, self.params, self.files)
 
 
 def from_npz(path: Path) -> ArraySource:

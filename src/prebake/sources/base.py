@@ -51,6 +51,11 @@ class Source(abc.ABC):
     def __len__(self) -> int:
         return len(self.keys())
 
+    def describe_files(self, root: str | os.PathLike[str], params: dict[str, Any],
+                      files: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
+        """The usual :meth:`describe` of a source made of files under ``root``."""
+        return {"kind": self.kind, "root": str(root), "params": dict(params), "files": file_identity(files, root)}
+
 
 def file_identity(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str]) -> dict[str, list[int]]:
     """``{relative path: [size, mtime_ns]}`` for files that exist; missing ones get ``[-1, -1]``."""

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceError, UnsafePickleError
-from .base import Source, file_identity
+from .base import Source
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +195,7 @@ class CifarSource(Source):
         return item
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "root": str(self.root),
-            "params": dict(self.params),
-            "files": file_identity([self.root / f for f in self._identity_files], self.root),
-        }
+        return self.describe_files(self.root, self.params, [self.root / f for f in self._identity_files])
 
 
 class CifarBinarySource(CifarSource):

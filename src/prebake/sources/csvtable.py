@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadItemError, SourceError
-from .base import Source, file_identity
+from .base import Source
 from .images import decode_image
 
 #: Column names tried, in order, when no path column is given.
@@ -205,13 +205,5 @@ class CsvSource(Source):
 
     def describe(self) -> dict[str, Any]:
         files = [self.csv_path] + [self._file(r) for _, r in self._good_rows()]
-        return {
-            "kind": self.kind,
-            "root": str(self.base_dir),
-            "params": {
-                "csv": str(self.csv_path),
-                "path_column": self.path_column,
-                "label_columns": list(self.label_names),
-            },
-            "files": file_identity(files, self.base_dir),
-        }
+        params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names)}
+        return self.describe_files(self.base_dir, params, files)

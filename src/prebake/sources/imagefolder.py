@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
-from .base import Source, file_identity
+from .base import Source
 from .images import IMAGE_EXTENSIONS, decode_image, is_image_file
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,7 @@ class ImageFolderSource(Source):
         return {"image": image, "label": self._labels[index]}
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "root": str(self.root),
-            "params": {"classes": list(self.classes)},
-            "files": file_identity([self.root / p for p in self._paths], self.root),
-        }
+        return self.describe_files(self.root, {"classes": list(self.classes)}, [self.root / p for p in self._paths])
 
 
 def split_dirs(root: Path) -> list[str] | None:
