@@ -237,7 +237,7 @@ def test_csv_string_labels(tmp_path):
     for i in range(9, 12):
         with pytest.raises(BadItemError) as info:
             source.read(i)
-        reasons.append(info.value.reason)
+        reasons.append(f"{source.keys()[i]}: {info.value.reason}")  # as the manifest pairs them
     assert reasons == [
         "row 11: scans/missing.png: file not found",
         "row 12: empty path in column 'image_path'",
@@ -273,7 +273,7 @@ def test_csv_options_base_dir_floats_and_bad_values(tmp_path):
     first = source.read(0)["label"]
     assert first.dtype == np.float32 and first.tolist() == [0.5, 1.0]
     assert source.read(1)["label"].tolist() == [2.0, 3.0]
-    with pytest.raises(BadItemError, match=r"row 4: label 'oops' in column 'score_b' is not a number"):
+    with pytest.raises(BadItemError, match=r"^label 'oops' in column 'score_b' is not a number"):
         source.read(2)
     only_b = detect(table, options=SourceOptions("scan", ("score_b",), str(tmp_path / "data")))[""]
     assert only_b.classes == ["1", "3", "oops"] and only_b.read(2)["label"] == 2

@@ -175,9 +175,8 @@ def _print_report(r: BuildReport) -> None:
 
 
 def _reason_kind(reason: str) -> str:
-    """'row 7: scans/a.png: file not found' -> 'file not found', for the summary by kind."""
-    text = re.sub(r"^row \d+: (\S+: )?", "", reason)
-    return re.split(r"[:(]", text, maxsplit=1)[0].strip()
+    """'truncated image: image file is truncated (...)' -> 'truncated image', for the summary."""
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip()
 
 
 # -- verify / info / ls / clear -------------------------------------------------------------------
@@ -187,6 +186,8 @@ def _targets(path: str) -> list[Path]:
     p = Path(path)
     if (p / MANIFEST).is_file():
         return [p]
+    if not p.exists():
+        raise PrebakeError(f"{p} does not exist; give a cache directory, or a directory that holds caches")
     found = [Path(e.path) for e in inventory.find_caches(p) if e.state != "partial"]
     if not found:
         raise PrebakeError(f"no prebake cache at or under {p}; build one with 'prebake build SOURCE {p}'")

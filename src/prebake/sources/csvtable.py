@@ -138,12 +138,12 @@ class CsvSource(Source):
         label_at = [header.index(c) for c in self.label_names]
         for row, record in zip(self._rows, fields):
             if len(record) != len(header):
-                row.error = f"row {row.line}: has {len(record)} fields, the header has {len(header)}"
+                row.error = f"has {len(record)} fields, the header has {len(header)}"
                 continue
             row.path = record[path_at].strip()
             row.values = [record[i].strip() for i in label_at]
             if not row.path:
-                row.error = f"row {row.line}: empty path in column {self.path_column!r}"
+                row.error = f"empty path in column {self.path_column!r}"
 
     def _good_rows(self) -> list[tuple[int, _Row]]:
         return [(i, r) for i, r in enumerate(self._rows) if r.error is None]
@@ -152,7 +152,7 @@ class CsvSource(Source):
         column = self.label_names[0]
         for _, row in self._good_rows():
             if not row.values[0]:
-                row.error = f"row {row.line}: empty label in column {column!r}"
+                row.error = f"empty label in column {column!r}"
         good = self._good_rows()
         ints = [_parse_numbers(r.values[0], int) for _, r in good]
         if all(v is not None for v in ints):
@@ -180,7 +180,7 @@ class CsvSource(Source):
             bad = [(c, v) for c, v, p in zip(self.label_names, row.values, parsed) if p is None]
             if bad:
                 c, v = bad[0]
-                row.error = f"row {row.line}: label {v!r} in column {c!r} is not a number"
+                row.error = f"label {v!r} in column {c!r} is not a number"
             else:
                 self._labels[i] = np.array(parsed, dtype=dtype)
 
@@ -197,7 +197,7 @@ class CsvSource(Source):
         try:
             image = decode_image(self._file(row))
         except BadItemError as e:
-            raise BadItemError(f"row {row.line}: {row.path}: {e.reason}") from None
+            raise BadItemError(e.reason) from None  # the key already names the row and the file
         item: dict[str, Any] = {"image": image}
         if self.label_names:
             item["label"] = self._labels[index]
