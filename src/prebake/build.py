@@ -19,7 +19,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +84,7 @@ def resolve_sources(source: Any, kind: str | None = None, options: SourceOptions
     raise TypeError(f"cannot build from {type(source).__name__}: pass a path, a Source or a map-style dataset")
 
 
-def build_all(sources: dict[str, Source], out: str | os.PathLike[str], opts: BuildOptions,
+def build_all(sources: Mapping[str, Source], out: str | os.PathLike[str], opts: BuildOptions,
               progress: ProgressFn | None = None) -> list[BuildReport]:
     """Build every split: ``{"": src}`` into ``out``, named splits into ``out/<split>``."""
     out = Path(out)

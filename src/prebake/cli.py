@@ -19,7 +19,7 @@ from .build import BuildOptions, BuildReport, build_all, resolve_sources
 from .errors import PrebakeError, StrictModeError
 from .format import MANIFEST
 from .plugins import load_object
-from .sources import KINDS, DatasetSource, SourceOptions
+from .sources import KINDS, DatasetSource, Source, SourceOptions
 from .verify import VerifyReport, verify
 from .writer import remove_paths
 
@@ -123,7 +123,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if args.dataset:
         if len(args.paths) != 1:
             raise PrebakeError("with --dataset give only OUT: prebake build --dataset MODULE:FUNC OUT")
-        sources = {"": DatasetSource.from_spec(args.dataset)}
+        sources: dict[str, Source] = {"": DatasetSource.from_spec(args.dataset)}
     else:
         if len(args.paths) != 2:
             raise PrebakeError("give SOURCE and OUT: prebake build SOURCE OUT")
@@ -289,12 +289,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n} B"
+    return f"{n:.1f} TB"
 
 
 if __name__ == "__main__":

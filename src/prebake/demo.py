@@ -44,7 +44,7 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
             v = verify(r.out)
             ok &= v.ok
             image = np.load(r.out / "image.npy", mmap_mode="r", allow_pickle=False)
-            entry = {"size": size, "split": r.split, "out": str(r.out), "action": r.action, "items": r.num_items,
+            entry: dict[str, Any] = {"size": size, "split": r.split, "out": str(r.out), "action": r.action, "items": r.num_items,
                      "seconds": r.seconds, "bytes": dir_bytes(r.out), "verified": v.ok,
                      "verify_seconds": time.perf_counter() - t0, "image_shape": list(image.shape)}
             builds.append(entry)

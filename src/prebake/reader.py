@@ -125,7 +125,7 @@ class Cache(torch.utils.data.Dataset):
 
     def _row(self, name: str, spec: ColumnSpec, j: int) -> np.ndarray:
         col = self.column(name)
-        if spec.ragged:
+        if isinstance(col, Ragged):
             return np.array(col[j])
         return np.array(col[j : j + 1]).reshape(spec.shape)  # a slice keeps "S5"; col[j] would be a bare scalar
 
@@ -138,7 +138,7 @@ class Cache(torch.utils.data.Dataset):
         batch: dict[str, Any] = {}
         for name, spec in self.specs.items():
             col = self.column(name)
-            if spec.ragged:
+            if isinstance(col, Ragged):
                 batch[name] = [np.array(col[j]) for j in idx]
             else:
                 batch[name] = np.asarray(col[idx[order]])[inverse]  # fancy indexing copies: writable

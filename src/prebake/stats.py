@@ -19,12 +19,7 @@ def chunk_stats(values: np.ndarray) -> list[Any] | None:
     """``[min, max, sum, count]`` of all elements, or None for non-numeric or empty data."""
     if values.dtype.kind not in _NUMERIC or values.size == 0:
         return None
-    if values.dtype.kind == "f":
-        acc = np.float64
-    elif values.dtype.kind == "u":
-        acc = np.uint64
-    else:
-        acc = np.int64
+    acc: Any = {"f": np.float64, "u": np.uint64}.get(values.dtype.kind, np.int64)
     return [_py(values.min()), _py(values.max()), _py(values.sum(dtype=acc)), int(values.size)]
 
 
