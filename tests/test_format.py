@@ -26,7 +26,7 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     m = json.loads((train / "manifest.json").read_text())
     assert tuple(m) == MANIFEST_KEYS == (
         "format", "format_version", "prebake_version", "created", "num_items", "columns",
-        "classes", "fingerprint", "skipped", "stats",
+        "classes", "fingerprint", "skipped", "stats", "item_ids",
     )
     assert m["format"] == "prebake-cache" and m["format_version"] == FORMAT_VERSION == 1
     assert m["num_items"] == 50
@@ -39,6 +39,7 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     assert set(m["fingerprint"]) == {"digest", "inputs"}
     assert set(m["fingerprint"]["inputs"]) == {"format_version", "source", "transforms", "options"}
     assert m["skipped"] == []
+    assert m["item_ids"] is None  # CIFAR items have no per-item file identity
     assert set(m["stats"]) == {"columns", "label_histogram"}
     assert set(m["stats"]["columns"]["image"]) == {"min", "max", "mean"}
     assert sum(m["stats"]["label_histogram"].values()) == 50

@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import filelock
+import numpy as np
 
 from . import fingerprint as fpr
 from . import transforms as T
 from .errors import BuildLockedError, FormatError, PrebakeError
 from .format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, read_manifest
 from .sources import DatasetSource, Source, SourceOptions, detect
+from .incremental import hash_identities, reuse_plan
 from .worker import Job, probe_specs, run_chunk
 from .writer import ChunkResult, PartialCache, Plan, partial_path, publish, remove_paths
 
@@ -71,6 +73,7 @@ class BuildReport:
     num_items: int = 0
     skipped: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    reused: int = 0  # items copied unchanged from the previous cache instead of baked
 
 
 def resolve_sources(source: Any, kind: str | None = None, options: SourceOptions | None = None) -> dict[str, Source]:
@@ -108,41 +111,48 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
             return _up_to_date(split, out, t0)
         if (out / MANIFEST).exists():
             log.info("rebuilding %s: %s", out, "; ".join(reasons))
-        manifest, action = _bake(job, out, fp, opts, pool, progress, split)
+        manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split)
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
-    return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"], time.perf_counter() - t0)
+    return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
+                       time.perf_counter() - t0, reused)
 
 
 def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,
-          progress: ProgressFn | None, split: str) -> tuple[dict[str, Any], str]:
+          progress: ProgressFn | None, split: str) -> tuple[dict[str, Any], str, int]:
     sealed = partial_path(out) / MANIFEST
     if sealed.exists() and _digest_of(sealed.parent) == fp["digest"] and not opts.force:
         publish(sealed.parent, out)  # a crash hit between seal and publish
-        return read_manifest(out), "resumed"
-    specs = probe_specs(job, opts.ragged)
+        return read_manifest(out), "resumed", 0
+    ids = hash_identities(job.source.item_identities())
+    reusable = None if opts.force else reuse_plan(out, fp, ids)
+    reuse, specs = reusable if reusable else (None, probe_specs(job, opts.ragged))
     rows = opts.chunk_rows or max(32, min(1024, _CHUNK_BYTES // max(1, sum(c.row_bytes for c in specs))))
     plan = Plan(fp["digest"], len(job.source), rows, tuple(specs))
     partial = PartialCache.start(out, plan, fresh=opts.force)
     action = "resumed" if partial.done else ("rebuilt" if (out / MANIFEST).exists() else "built")
     if partial.done:
         log.info("resuming %s: %d of %d chunks already done", out, len(partial.done), plan.num_chunks)
+    if reuse is not None:
+        log.info("%s: copying %d unchanged items from the old cache", out, int((reuse >= 0).sum()))
     job.partial = partial
-    _run(job, partial, pool, progress, split)
-    manifest = partial.seal(list(job.source.keys()), job.source.classes, fp)
+    _run(job, partial, pool, progress, split, reuse)
+    manifest = partial.seal(list(job.source.keys()), job.source.classes, fp, ids)
     partial.publish()
-    return manifest, action
+    return manifest, action, 0 if reuse is None else int((reuse >= 0).sum())
 
 
-def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None, split: str) -> None:
+def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None, split: str,
+         reuse: np.ndarray | None) -> None:
     """Bake the pending chunks, journaling finished ones at most every _CHECKPOINT_S."""
     plan, pending = partial.plan, partial.pending()
     done_items = sum(len(plan.chunk_range(c)) for c in partial.done)
     if progress:
         progress(split, done_items, plan.num_keys)
+    tasks = [(partial.out, plan, c, _slice(reuse, plan.chunk_range(c))) for c in pending]
     if pool is None:
-        results: Iterator[ChunkResult] = (run_chunk(job, c) for c in pending)
+        results: Iterator[ChunkResult] = (run_chunk(job, c, r) for _, _, c, r in tasks)
     else:
-        results = pool.imap_unordered(_pool_chunk, [(partial.out, plan, c) for c in pending])
+        results = pool.imap_unordered(_pool_chunk, tasks)
     buffer: list[ChunkResult] = []
     last = time.monotonic()
     try:
@@ -261,13 +271,17 @@ def _die_with_parent(parent: int) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def _pool_chunk(task: tuple[Path, Plan, int]) -> ChunkResult:
-    out, plan, chunk = task
+def _slice(reuse: np.ndarray | None, rows: range) -> np.ndarray | None:
+    return None if reuse is None else reuse[rows.start : rows.stop]
+
+
+def _pool_chunk(task: tuple[Path, Plan, int, np.ndarray | None]) -> ChunkResult:
+    out, plan, chunk, reuse = task
     job = _JOB
     assert job is not None, "worker started without a job"
     if job.partial is None or job.partial.plan != plan:
         job.partial, job._columns = PartialCache(out, plan, {}), None
-    return run_chunk(job, chunk)
+    return run_chunk(job, chunk, reuse)
 
 
 def workers_default() -> int:

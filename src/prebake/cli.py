@@ -153,7 +153,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _report_json(r: BuildReport) -> dict[str, Any]:
     return {"split": r.split, "out": str(r.out), "action": r.action, "reasons": r.reasons,
-            "num_items": r.num_items, "skipped": r.skipped, "seconds": round(r.seconds, 3)}
+            "num_items": r.num_items, "reused": r.reused, "skipped": r.skipped, "seconds": round(r.seconds, 3)}
 
 
 def _print_report(r: BuildReport) -> None:
@@ -162,6 +162,8 @@ def _print_report(r: BuildReport) -> None:
     print(f"{name}{r.action}: {r.num_items:,} items in {r.seconds:.1f} s{rate} -> {r.out}")
     if r.reasons and r.action != "built":
         print(f"  because: {'; '.join(r.reasons)}")
+    if r.reused:
+        print(f"  {r.reused:,} unchanged items copied from the previous cache, {r.num_items - r.reused:,} baked")
     if r.skipped and r.action == "up to date":
         print(f"  {len(r.skipped)} bad items were skipped when it was built (see 'skipped' in {r.out / MANIFEST})")
     elif r.skipped:

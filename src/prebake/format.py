@@ -8,6 +8,8 @@ A cache is a directory of plain files that numpy alone can read::
       label.npy             int64 (N,)
       signal.values.npy     ragged column: every item concatenated along axis 0
       signal.offsets.npy    int64 (N+1,): item i is values[offsets[i]:offsets[i+1]]
+      _item_ids.npy         uint64 (N,), optional: xxh3 of each row's input identity, so a
+                            rebuild copies unchanged rows instead of baking them again
 
 While it is being built the directory is ``cache/cifar10/train.partial/`` and
 also holds the resume journal (``_plan.json``, ``_journal.jsonl``, ``_shards/``).
@@ -35,6 +37,7 @@ MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
 REPLACED_SUFFIX = ".replaced"
+ITEM_IDS = "_item_ids.npy"
 PLAN = "_plan.json"
 JOURNAL = "_journal.jsonl"
 SHARDS = "_shards"
@@ -51,6 +54,7 @@ MANIFEST_KEYS = (
     "fingerprint",
     "skipped",
     "stats",
+    "item_ids",
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
@@ -157,6 +161,14 @@ def read_manifest(cache_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "rebuild the cache with this prebake ('prebake build ... --force')"
         )
     return manifest
+
+
+def committed_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every data file of a committed cache: ``{file name: {"bytes", "xxh3_64"}}``."""
+    files = {f: meta for col in manifest["columns"].values() for f, meta in col["files"].items()}
+    if manifest.get("item_ids"):
+        files[ITEM_IDS] = manifest["item_ids"]
+    return files
 
 
 def column_specs(manifest: dict[str, Any]) -> dict[str, ColumnSpec]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch.utils.data
 
 from .errors import CacheCorruptError, CacheNotFoundError
-from .format import MANIFEST, PARTIAL_SUFFIX, ColumnSpec, column_specs, read_manifest
+from .format import MANIFEST, PARTIAL_SUFFIX, ColumnSpec, column_specs, committed_files, read_manifest
 from .writer import partial_path
 
 
@@ -64,16 +64,15 @@ class Cache(torch.utils.data.Dataset):
 
     def _check_sizes(self) -> None:
         """Cheap open-time check (stat only); ``prebake verify`` checks the bytes."""
-        for name, col in self.manifest["columns"].items():
-            for fname, meta in col["files"].items():
-                f = self.path / fname
-                size = f.stat().st_size if f.exists() else None
-                if size != meta["bytes"]:
-                    got = "missing" if size is None else f"{size:,} bytes"
-                    raise CacheCorruptError(
-                        f"{f} is {got}, manifest says {meta['bytes']:,} bytes — the file was truncated or "
-                        f"replaced; run 'prebake verify {self.path}' or rebuild with --force"
-                    )
+        for fname, meta in committed_files(self.manifest).items():
+            f = self.path / fname
+            size = f.stat().st_size if f.exists() else None
+            if size != meta["bytes"]:
+                got = "missing" if size is None else f"{size:,} bytes"
+                raise CacheCorruptError(
+                    f"{f} is {got}, manifest says {meta['bytes']:,} bytes — the file was truncated or "
+                    f"replaced; run 'prebake verify {self.path}' or rebuild with --force"
+                )
 
     # -- columns --------------------------------------------------------------------------------
 

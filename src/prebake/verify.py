@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CacheNotFoundError, FormatError
-from .format import MANIFEST, ColumnSpec, column_specs, file_checksum, read_manifest
+from .format import ITEM_IDS, MANIFEST, ColumnSpec, column_specs, committed_files, file_checksum, read_manifest
 from .stats import label_histogram
 
 _BLOCK_ROWS_BYTES = 64 << 20
@@ -52,10 +52,12 @@ def verify(path: str | os.PathLike[str], progress: Callable[[int, int], None] | 
     except (CacheNotFoundError, FormatError, KeyError, ValueError) as e:
         report.problems.append(str(e))
         return report
-    total = sum(m["bytes"] for c in manifest["columns"].values() for m in c["files"].values())
+    total = sum(m["bytes"] for m in committed_files(manifest).values())
     intact = {name: _check_column(report, manifest, spec, total, progress) for name, spec in specs.items()}
     if intact.get("label"):
         _check_labels(report, manifest, specs["label"])
+    if manifest.get("item_ids"):
+        _check_file(report, report.path / ITEM_IDS, manifest["item_ids"])
     return report
 
 

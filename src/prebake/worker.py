@@ -20,6 +20,7 @@ from .errors import BadItemError, SourceError, StrictModeError
 from .format import ColumnSpec
 from .sources.base import Source
 from .stats import chunk_stats
+from .reader import Cache
 from .writer import ChunkResult, MappedColumns, PartialCache
 
 
@@ -30,13 +31,22 @@ class Job:
     strict: bool = False
     partial: PartialCache | None = None
     _columns: MappedColumns | None = field(default=None, repr=False)
+    _old: Cache | None = field(default=None, repr=False)
     _pid: int = -1
 
     def columns(self) -> MappedColumns:
         if self._columns is None or self._pid != os.getpid():
             assert self.partial is not None
-            self._columns, self._pid = self.partial.open_columns(), os.getpid()
+            self._columns, self._old, self._pid = self.partial.open_columns(), None, os.getpid()
         return self._columns
+
+    def old_cache(self) -> Cache:
+        """The committed cache being replaced, whose unchanged rows are copied (read-only)."""
+        self.columns()  # (re)open per process
+        if self._old is None:
+            assert self.partial is not None
+            self._old = Cache(self.partial.out)
+        return self._old
 
 
 def bake_item(job: Job, index: int) -> dict[str, Any]:
@@ -97,8 +107,11 @@ def _spec_of(name: str, value: Any, ragged: bool) -> ColumnSpec:
     return ColumnSpec.of(name, dtype, v.shape[1:] if ragged else v.shape, ragged)
 
 
-def run_chunk(job: Job, chunk: int) -> ChunkResult:
-    """Bake one chunk: rows into the memory maps, ragged items into a shard."""
+def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkResult:
+    """Bake one chunk: rows into the memory maps, ragged items into a shard.
+
+    ``reuse[k] >= 0`` means item ``rows[k]`` is row ``reuse[k]`` of the old cache: copied, not baked.
+    """
     assert job.partial is not None
     plan = job.partial.plan
     rows = plan.chunk_range(chunk)
@@ -107,9 +120,13 @@ def run_chunk(job: Job, chunk: int) -> ChunkResult:
     fixed = [(c.name, cols[c.name]) for c in plan.fixed]
     ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in plan.ragged}
     result = ChunkResult(chunk)
-    for i in rows:
+    for k, i in enumerate(rows):
         try:
-            item = conform(bake_item(job, i), plan.columns)
+            if reuse is not None and reuse[k] >= 0:
+                old = job.old_cache()
+                item = {c.name: old.column(c.name)[reuse[k]] for c in plan.columns}
+            else:
+                item = conform(bake_item(job, i), plan.columns)
         except BadItemError as e:
             if job.strict:
                 raise StrictModeError(f"{_where(job, i)}: {e.reason} (--strict stops at the first bad item)") from e

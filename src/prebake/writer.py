@@ -35,6 +35,7 @@ from . import __version__
 from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    ITEM_IDS,
     JOURNAL,
     MANIFEST,
     PARTIAL_SUFFIX,
@@ -279,8 +280,12 @@ class PartialCache:
 
     # -- commit ---------------------------------------------------------------------------
 
-    def seal(self, keys: list[str], classes: list[str] | None, fingerprint: dict[str, Any]) -> dict[str, Any]:
-        """Finish every file, then write manifest.json inside the partial directory."""
+    def seal(self, keys: list[str], classes: list[str] | None, fingerprint: dict[str, Any],
+             item_ids: np.ndarray | None = None) -> dict[str, Any]:
+        """Finish every file, then write manifest.json inside the partial directory.
+
+        ``item_ids`` (uint64, one per key) are kept for the rows that were not skipped.
+        """
         self.close()
         results = [self.done[c] for c in range(self.plan.num_chunks)]
         bad = sorted(b for r in results for b in r.bad)
@@ -300,6 +305,7 @@ class PartialCache:
             "fingerprint": fingerprint,
             "skipped": [{"index": i, "key": keys[i], "reason": r} for i, r in bad],
             "stats": self._stats(results, classes),
+            "item_ids": None if item_ids is None else self._write_item_ids(item_ids[good]),
         }
         write_json(self.path / MANIFEST, manifest)
         return manifest
@@ -337,6 +343,12 @@ class PartialCache:
         out.flush()
         del out
         np.save(offsets_file, offsets, allow_pickle=False)
+
+    def _write_item_ids(self, ids: np.ndarray) -> dict[str, Any]:
+        path = self.path / ITEM_IDS
+        np.save(path, np.ascontiguousarray(ids, dtype=np.uint64), allow_pickle=False)
+        fsync_path(path)
+        return {"bytes": path.stat().st_size, "xxh3_64": file_checksum(path)}
 
     def _column_entry(self, c: ColumnSpec) -> dict[str, Any]:
         files = {}

@@ -51,6 +51,14 @@ class Source(abc.ABC):
     def __len__(self) -> int:
         return len(self.keys())
 
+    def item_identities(self) -> list[str] | None:
+        """Optional: one string per item that changes whenever the item's input does.
+
+        With it, a rebuild copies the rows of unchanged items from the old cache and
+        bakes only new or changed ones. None (the default) means every item is baked.
+        """
+        return None
+
     def describe_files(self, root: str | os.PathLike[str], params: dict[str, Any],
                       files: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
         """The usual :meth:`describe` of a source made of files under ``root``."""

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadItemError, SourceError
-from .base import Source
+from .base import Source, file_identity
 from .images import decode_image
 
 #: Column names tried, in order, when no path column is given.
@@ -203,7 +203,20 @@ class CsvSource(Source):
             item["label"] = self._labels[index]
         return item
 
+    def item_identities(self) -> list[str]:
+        """Path, file size and mtime, and labels: independent of the row's position in the table."""
+        files = file_identity([self._file(r) for r in self._rows if r.path], self.base_dir)
+        out = []
+        for row, label in zip(self._rows, self._labels):
+            rel = os.path.relpath(self._file(row), self.base_dir) if row.path else ""
+            out.append(f"{row.path}|{files.get(rel)}|{row.values}|{_label_text(label)}|{row.error}")
+        return out
+
     def describe(self) -> dict[str, Any]:
         files = [self.csv_path] + [self._file(r) for _, r in self._good_rows()]
         params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names)}
         return self.describe_files(self.base_dir, params, files)
+
+
+def _label_text(label: Any) -> str:
+    return repr(label.tolist()) if isinstance(label, np.ndarray) else repr(label)

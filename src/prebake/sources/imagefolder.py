@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
-from .base import Source
+from .base import Source, file_identity
 from .images import IMAGE_EXTENSIONS, decode_image, is_image_file
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,10 @@ class ImageFolderSource(Source):
     def read(self, index: int) -> dict[str, Any]:
         image = decode_image(self.root / self._paths[index])
         return {"image": image, "label": self._labels[index]}
+
+    def item_identities(self) -> list[str]:
+        files = file_identity([self.root / p for p in self._paths], self.root)
+        return [f"{p}|{files[p]}|{label}" for p, label in zip(self._paths, self._labels)]
 
     def describe(self) -> dict[str, Any]:
         return self.describe_files(self.root, {"classes": list(self.classes)}, [self.root / p for p in self._paths])
