@@ -9,7 +9,7 @@ import pytest
 
 import prebake
 from prebake.errors import FormatError
-from prebake.format import FORMAT_VERSION, MANIFEST_KEYS, ColumnSpec, file_checksum, validate_column_name
+from prebake.format import FORMAT_VERSION, MANIFEST_KEYS, file_checksum, validate_column_name
 from prebake.synthetic import write_cifar10_python
 
 

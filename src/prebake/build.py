@@ -35,7 +35,8 @@ from .format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, read_manifest
 from .sources import DatasetSource, Source, SourceOptions, detect
 from .incremental import hash_identities, reuse_plan
 from .worker import Job, probe_specs, run_chunk
-from .writer import ChunkResult, PartialCache, Plan, partial_path, publish, remove_paths
+from .storage import remove_paths
+from .writer import ChunkResult, PartialCache, Plan, partial_path, publish
 
 log = logging.getLogger("prebake")
 

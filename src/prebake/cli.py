@@ -21,7 +21,7 @@ from .format import MANIFEST
 from .plugins import load_object
 from .sources import KINDS, DatasetSource, Source, SourceOptions
 from .verify import VerifyReport, verify
-from .writer import remove_paths
+from .storage import remove_paths
 
 _SHOW_SKIPPED = 10
 

@@ -21,7 +21,8 @@ from .format import ColumnSpec
 from .sources.base import Source
 from .stats import chunk_stats
 from .reader import Cache
-from .writer import ChunkResult, MappedColumns, PartialCache
+from .storage import MappedColumns
+from .writer import ChunkResult, PartialCache
 
 
 @dataclass

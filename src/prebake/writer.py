@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import mmap
 import os
 import shutil
 from collections.abc import Iterable
@@ -47,6 +46,7 @@ from .format import (
     fsync_path,
 )
 from .stats import combine_stats, label_histogram
+from .storage import MappedColumns, copy_rows, remove_paths, write_json
 
 _COMPACT = "_compact"
 _COMPACTED = "_compacted"
@@ -95,42 +95,6 @@ class Plan:
         return cls(d["digest"], int(d["num_keys"]), int(d["chunk_rows"]), cols)
 
 
-class MappedColumns:
-    """Writable maps of the fixed columns, with an msync of just the rows a chunk wrote.
-
-    Each worker flushes its own rows before reporting the chunk, so the disk writes
-    run in parallel with the other workers' compute instead of in one fsync at the
-    end (at 32 px that end-of-build fsync was a third of a 2-worker build).
-    Arrays are plain ndarrays over the map: row assignment skips np.memmap's
-    per-item subclass overhead.
-    """
-
-    def __init__(self, path: Path, specs: Iterable[ColumnSpec]):
-        self.arrays: dict[str, np.ndarray] = {}
-        self._maps: dict[str, tuple[mmap.mmap, int]] = {}
-        for c in specs:
-            with open(path / c.files[0], "r+b") as f:
-                major, _ = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(f)
-                offset = f.tell()
-                if int(np.prod(shape)) * dtype.itemsize == 0:
-                    self.arrays[c.name] = np.empty(shape, dtype)  # nothing to map
-                    continue
-                mm = mmap.mmap(f.fileno(), 0)  # the map outlives the file object
-            self.arrays[c.name] = np.ndarray(shape, dtype, buffer=mm, offset=offset)
-            self._maps[c.name] = (mm, offset)
-
-    def flush_rows(self, start: int, stop: int) -> None:
-        """msync rows [start, stop) of every column (page-aligned, as msync requires)."""
-        for name, (mm, offset) in self._maps.items():
-            row = self.arrays[name][:1].nbytes
-            lo, hi = offset + start * row, offset + stop * row
-            lo -= lo % mmap.PAGESIZE
-            if hi > lo:
-                mm.flush(lo, hi - lo)
-
-
 @dataclass
 class ChunkResult:
     """What a worker reports for one chunk: skipped rows and column statistics."""
@@ -146,17 +110,6 @@ class ChunkResult:
     def from_json(cls, line: str) -> ChunkResult:
         d = json.loads(line)
         return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"])
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON durably: temp file, fsync, rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class PartialCache:
@@ -320,7 +273,7 @@ class PartialCache:
             tmp.mkdir()
             keep = np.flatnonzero(good)
             for c in self.plan.fixed:
-                _copy_rows(self.path / c.files[0], tmp / c.files[0], keep, self.plan.chunk_rows)
+                copy_rows(self.path / c.files[0], tmp / c.files[0], keep, self.plan.chunk_rows)
             fsync_path(tmp)
             marker.touch()
             fsync_path(self.path)
@@ -376,15 +329,6 @@ def publish(sealed: Path, out: Path) -> Path:
     return swap_into_place(sealed, out)
 
 
-def remove_paths(paths: Iterable[Path]) -> None:
-    """Delete files and directory trees; missing ones are fine."""
-    for p in paths:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-
-
 def swap_into_place(src: Path, out: Path) -> Path:
     """Rename ``src`` onto ``out``, so that ``out`` always holds a complete cache.
 
@@ -420,13 +364,3 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return rc == 0
-
-
-def _copy_rows(src_file: Path, dst_file: Path, keep: np.ndarray, block: int) -> None:
-    src = np.load(src_file, mmap_mode="r")
-    dst = np.lib.format.open_memmap(dst_file, "w+", src.dtype, (len(keep), *src.shape[1:]))
-    for s in range(0, len(keep), block):
-        dst[s : s + block] = src[keep[s : s + block]]
-    dst.flush()
-    del dst
-    fsync_path(dst_file)
