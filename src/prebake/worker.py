@@ -18,9 +18,9 @@ import numpy as np
 from . import transforms as T
 from .errors import BadItemError, SourceError, StrictModeError
 from .format import ColumnSpec
+from .reader import Cache
 from .sources.base import Source
 from .stats import chunk_stats
-from .reader import Cache
 from .storage import MappedColumns
 from .writer import ChunkResult, PartialCache
 
