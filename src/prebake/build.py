@@ -54,6 +54,8 @@ class BuildOptions:
     image_size: int | None = None  # resize to S x S
     shorter_side: int | None = None  # resize the shorter side to S
     crop: int | None = None  # center crop S x S, after the resize
+    sample_rate: int | None = None  # resample audio signals to this rate (Hz)
+    bandpass: tuple[float, float] | None = None  # Butterworth band-pass of audio signals (Hz)
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # user function, runs last
     workers: int | None = None  # processes; None = all cores; 0 or 1 = in this process
     force: bool = False
@@ -99,8 +101,10 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
               split: str = "") -> BuildReport:
     t0 = time.perf_counter()
     out = Path(os.path.abspath(out))
-    steps = T.make_pipeline(opts.image_size, opts.shorter_side, opts.crop, opts.transform)
-    fp = fpr.make(src.describe(), T.describe(steps), {"ragged": sorted(opts.ragged)})
+    steps = T.make_pipeline(image_size=opts.image_size, shorter_side=opts.shorter_side, crop=opts.crop,
+                            sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform)
+    ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns)))
+    fp = fpr.make(src.describe(), T.describe(steps), {"ragged": list(ragged)})
     if stale_reasons(out, fp, opts.force) is None and not leftovers(out):
         return _up_to_date(split, out, t0)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,21 +116,21 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
             return _up_to_date(split, out, t0)
         if (out / MANIFEST).exists():
             log.info("rebuilding %s: %s", out, "; ".join(reasons))
-        manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split)
+        manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split, ragged)
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
     return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
                        time.perf_counter() - t0, reused)
 
 
 def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,
-          progress: ProgressFn | None, split: str) -> tuple[dict[str, Any], str, int]:
+          progress: ProgressFn | None, split: str, ragged: tuple[str, ...]) -> tuple[dict[str, Any], str, int]:
     sealed = partial_path(out) / MANIFEST
     if sealed.exists() and _digest_of(sealed.parent) == fp["digest"] and not opts.force:
         publish(sealed.parent, out)  # a crash hit between seal and publish
         return read_manifest(out), "resumed", 0
     ids = hash_identities(job.source.item_identities())
     reusable = None if opts.force else reuse_plan(out, fp, ids)
-    reuse, specs = reusable if reusable else (None, probe_specs(job, opts.ragged))
+    reuse, specs = reusable if reusable else (None, probe_specs(job, ragged))
     rows = opts.chunk_rows or max(32, min(1024, _CHUNK_BYTES // max(1, sum(c.row_bytes for c in specs))))
     plan = Plan(fp["digest"], len(job.source), rows, tuple(specs))
     partial = PartialCache.start(out, plan, fresh=opts.force)

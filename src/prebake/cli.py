@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--image-size", type=int, metavar="S", help="resize images to S x S (antialiased)")
     b.add_argument("--shorter-side", type=int, metavar="S", help="resize the shorter image side to S")
     b.add_argument("--crop", type=int, metavar="S", help="center crop S x S after the resize")
+    b.add_argument("--sample-rate", type=int, metavar="HZ", help="resample audio signals to HZ (needs scipy)")
+    b.add_argument("--bandpass", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="band-pass audio signals between LOW and HIGH Hz (needs scipy)")
     b.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     b.add_argument("--strict", action="store_true", help="fail on the first bad item instead of skipping it")
@@ -135,6 +138,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         sources = {args.split: sources[args.split]}
     options = BuildOptions(
         image_size=args.image_size, shorter_side=args.shorter_side, crop=args.crop,
+        sample_rate=args.sample_rate, bandpass=tuple(args.bandpass) if args.bandpass else None,
         transform=load_object(args.transform) if args.transform else None, workers=args.workers,
         force=args.force, strict=args.strict, ragged=tuple(args.ragged), lock_timeout=args.lock_timeout,
     )

@@ -17,6 +17,7 @@ import io
 import os
 import pickle
 import struct
+import wave
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -395,3 +396,60 @@ def write_bad_images(directory: str | os.PathLike[str]) -> dict[str, str]:
     for name, (data, _) in files.items():
         (directory / name).write_bytes(data)
     return {name: reason for name, (_, reason) in files.items()}
+
+
+def heart_sound(n: int, rate: int, abnormal: bool, rng: np.random.Generator) -> np.ndarray:
+    """A phonocardiogram-like float signal in [-1, 1]: S1/S2 thumps, plus a murmur if ``abnormal``."""
+    t = np.arange(n) / rate
+    beat = 60.0 / rng.uniform(60, 100)
+    phase = np.mod(t, beat)
+    out = np.zeros(n)
+    for onset, freq in ((0.0, rng.uniform(40, 60)), (0.3 * beat, rng.uniform(60, 90))):  # S1, S2
+        dt = phase - onset
+        on = (dt >= 0) & (dt < 0.1)
+        out[on] += np.sin(2 * np.pi * freq * dt[on]) * np.exp(-dt[on] / 0.03)
+    if abnormal:  # a systolic murmur: band noise between S1 and S2
+        systole = (phase > 0.1) & (phase < 0.3 * beat)
+        out[systole] += 0.3 * np.sin(2 * np.pi * 150 * t[systole]) * rng.uniform(0.5, 1, systole.sum())
+    out += 0.02 * rng.standard_normal(n)
+    return np.clip(out / max(1e-9, np.abs(out).max()), -1, 1)
+
+
+def write_wav(path: Path, signal: np.ndarray, rate: int, width: int = 2) -> None:
+    """Write float ``signal`` in [-1, 1], ``(T,)`` or ``(T, C)``, as PCM with ``width`` bytes."""
+    x = signal if signal.ndim == 2 else signal[:, None]
+    if width == 1:
+        raw = np.clip(np.rint(x * 127 + 128), 0, 255).astype(np.uint8).tobytes()
+    elif width == 3:
+        v = np.clip(np.rint(x * 8388607), -8388608, 8388607).astype("<i4")
+        raw = v.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    else:
+        dtype = {2: "<i2", 4: "<i4"}[width]
+        raw = np.rint(x * np.iinfo(dtype).max).astype(dtype).tobytes()
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(x.shape[1])
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(raw)
+
+
+def write_audio_folder(
+    root: str | os.PathLike[str],
+    classes: Sequence[str] = ("abnormal", "normal"),
+    per_class: int = 3,
+    rate: int = 2000,
+    seconds: tuple[float, float] = (1.0, 3.0),
+    channels: int = 1,
+    width: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Write ``root/<class>/<class>_NNN.wav`` heart-sound-like PCM recordings of varying length."""
+    root = Path(root)
+    rng = np.random.default_rng([seed, per_class, rate])
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            n = int(rng.uniform(*seconds) * rate)
+            x = np.stack([heart_sound(n, rate, c == 0, rng) for _ in range(channels)], axis=1)
+            write_wav(root / name / f"{name}_{i:03d}.wav", x if channels > 1 else x[:, 0], rate, width)
+    return root

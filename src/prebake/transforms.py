@@ -20,6 +20,7 @@ from PIL import Image
 
 from .errors import BadItemError
 from .plugins import code_identity
+from .signals import BandPass, Resample
 
 Item = dict[str, Any]
 ImageLike = Any  # PIL.Image.Image | np.ndarray (C, H, W)
@@ -131,15 +132,22 @@ Transform = Callable[[Item], Item]
 
 
 def make_pipeline(
+    *,
     image_size: int | None = None,
     shorter_side: int | None = None,
     crop: int | None = None,
+    sample_rate: int | None = None,
+    bandpass: tuple[float, float] | None = None,
     transform: Callable[[Item], Item] | None = None,
 ) -> list[Transform]:
-    """The bake pipeline: [resize] [center crop] to-CHW [user function]."""
+    """The bake pipeline: [resample] [band-pass] [resize] [center crop] to-CHW [user function]."""
     if image_size is not None and shorter_side is not None:
         raise ValueError("pass image_size (S x S) or shorter_side, not both")
     steps: list[Transform] = []
+    if sample_rate is not None:
+        steps.append(Resample(_positive(sample_rate, "sample_rate")))
+    if bandpass is not None:
+        steps.append(BandPass(float(bandpass[0]), float(bandpass[1])))
     if image_size is not None:
         steps.append(Resize(_positive(image_size, "image_size")))
     if shorter_side is not None:

@@ -6,6 +6,7 @@ Kinds (``detect(path, kind=...)``, CLI ``--kind``):
 ``cifar``      CIFAR-10/100 python batches (``cifar-10-batches-py``, ``cifar-100-python``)
 ``cifar-bin``  CIFAR-10/100 binary (``cifar-10-batches-bin``, ``cifar-100-binary``)
 ``imagefolder`` ``root/<class>/<image>`` or ``root/<split>/<class>/<image>``
+``audio``      ``root/<class>/<recording>.wav`` (or with split folders), a ragged ``signal``
 ``csv``        a CSV table with an image path column and label column(s)
 ``arrays``     ``.npz``, ``.npy`` or a folder of ``{split}_images.npy`` + ``{split}_labels.npy``
 =============  ===============================================================
@@ -27,12 +28,14 @@ from .base import Source, file_identity
 from .cifar import CifarBinarySource, CifarSource, cifar_binary, cifar_python
 from .csvtable import CsvSource
 from .dataset import DatasetSource
-from .imagefolder import ImageFolderSource, image_folder
+from .audio import AudioFolderSource
+from .folder import ImageFolderSource, class_folder, folder_kind
 from .images import decode_image
 
 __all__ = [
     "KINDS",
     "ArraySource",
+    "AudioFolderSource",
     "CifarBinarySource",
     "CifarSource",
     "CsvSource",
@@ -45,7 +48,7 @@ __all__ = [
     "file_identity",
 ]
 
-KINDS = ("cifar", "cifar-bin", "imagefolder", "csv", "arrays")
+KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "csv", "arrays")
 
 #: Folder names of the extracted CIFAR downloads, and the kind each one is.
 CIFAR_DIRS = {
@@ -59,7 +62,7 @@ _LOOKED_FOR = (
     "CIFAR python batches (data_batch_1..5 + test_batch, or train + test + meta), "
     "CIFAR binary batches (data_batch_1.bin.. + test_batch.bin, or train.bin + test.bin), "
     f"a folder holding one of {', '.join(CIFAR_DIRS)}, "
-    "{split}_images.npy files, a .csv/.npz/.npy file, and class subfolders of images"
+    "{split}_images.npy files, a .csv/.npz/.npy file, and class subfolders of images or WAV files"
 )
 
 
@@ -133,7 +136,7 @@ def _detect_kind(root: Path) -> tuple[str, Path]:
     elif split_pairs(root):
         return "arrays", root
     elif any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(root)):
-        return "imagefolder", root
+        return folder_kind(root), root
     raise SourceError(
         f"cannot tell what kind of dataset {root} is: looked for {_LOOKED_FOR}; "
         f"pass --kind (one of {', '.join(KINDS)}) to choose one"
@@ -145,10 +148,10 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
         return dict(cifar_python(root))
     if kind == "cifar-bin":
         return dict(cifar_binary(root))
-    if kind == "imagefolder":
+    if kind in ("imagefolder", "audio"):
         if not root.is_dir():
-            raise SourceError(f"{root} is not a directory; --kind imagefolder needs root/<class>/<image>")
-        return dict(image_folder(root))
+            raise SourceError(f"{root} is not a directory; --kind {kind} needs root/<class>/<file>")
+        return dict(class_folder(root, ImageFolderSource if kind == "imagefolder" else AudioFolderSource))
     if kind == "arrays":
         return dict(_arrays(root))
     return {"": _csv(root, options)}

@@ -31,6 +31,8 @@ class Source(abc.ABC):
     kind: ClassVar[str] = "source"
     #: Class names, index = label value; None when labels are not class indices.
     classes: list[str] | None = None
+    #: Columns whose first axis varies per item (audio signals); always stored ragged.
+    ragged_columns: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def keys(self) -> Sequence[str]:
