@@ -11,7 +11,7 @@ import prebake.memory
 def test_public_names():
     assert sorted(prebake.__all__) == sorted([
         "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
-        "CacheNotFoundError", "FormatError", "PrebakeError", "Ragged", "Source", "SourceError",
+        "CacheNotFoundError", "FormatError", "Loader", "PrebakeError", "Ragged", "Source", "SourceError",
         "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "__version__",
         "build", "open", "verify", "write_arrays",
     ])

@@ -25,6 +25,7 @@ from .errors import (
     StrictModeError,
     UnsafePickleError,
 )
+from .loader import Loader
 from .reader import Cache, Ragged, open_cache
 from .sources import Source, SourceOptions
 from .verify import VerifyReport, verify
@@ -75,6 +76,7 @@ __all__ = [
     "CacheCorruptError",
     "CacheNotFoundError",
     "FormatError",
+    "Loader",
     "PrebakeError",
     "Ragged",
     "Source",
