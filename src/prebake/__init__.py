@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 import os
 from typing import Any
 
-from .build import BuildOptions, BuildReport, ProgressFn, build_all, resolve_sources
+from .build import BuildOptions, BuildReport, ProgressFn, build_all, resolve_sources, select_split
 from .errors import (
     BadItemError,
     BuildLockedError,
@@ -56,10 +56,7 @@ def build(
     ``out/<split>``. ``split="train"`` builds and returns just that one.
     """
     sources = resolve_sources(source, kind=kind, options=source_options)
-    if split is not None:
-        if split not in sources:
-            raise SourceError(f"{source} has no split {split!r}; it has {sorted(sources)}")
-        sources = {split: sources[split]}
+    sources = select_split(sources, split)
     reports = build_all(sources, out, BuildOptions(**options), progress)
     caches = {r.split: Cache(r.out) for r in reports}
     if split is not None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import fingerprint as fpr
 from . import transforms as T
-from .errors import BuildLockedError, FormatError, PrebakeError
+from .errors import BuildLockedError, FormatError, PrebakeError, SourceError
 from .format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, read_manifest
 from .sources import DatasetSource, Source, SourceOptions, detect
 from .incremental import hash_identities, reuse_plan
@@ -88,6 +88,16 @@ def resolve_sources(source: Any, kind: str | None = None, options: SourceOptions
     if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
         return {"": DatasetSource(source)}
     raise TypeError(f"cannot build from {type(source).__name__}: pass a path, a Source or a map-style dataset")
+
+
+def select_split(sources: Mapping[str, Source], split: str | None) -> dict[str, Source]:
+    """Just ``split`` of ``sources`` (all of them when None), or a SourceError naming the splits there are."""
+    if split is None:
+        return dict(sources)
+    if split not in sources:
+        have = sorted(sources) if list(sources) != [""] else "none"
+        raise SourceError(f"the source has no split {split!r}; its splits: {have}")
+    return {split: sources[split]}
 
 
 def build_all(sources: Mapping[str, Source], out: str | os.PathLike[str], opts: BuildOptions,
@@ -293,4 +303,4 @@ def workers_default() -> int:
     return os.cpu_count() or 1
 
 
-__all__: Sequence[str] = ("BuildOptions", "BuildReport", "build_all", "build_one", "resolve_sources")
+__all__: Sequence[str] = ("BuildOptions", "BuildReport", "build_all", "build_one", "resolve_sources", "select_split")

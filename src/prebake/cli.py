@@ -15,7 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__, inventory
-from .build import BuildOptions, BuildReport, build_all, resolve_sources
+from .build import BuildOptions, BuildReport, build_all, resolve_sources, select_split
 from .errors import PrebakeError, StrictModeError
 from .format import MANIFEST
 from .plugins import load_object
@@ -132,10 +132,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             raise PrebakeError("give SOURCE and OUT: prebake build SOURCE OUT")
         opts = SourceOptions(args.path_column, tuple(args.label_column), args.base_dir)
         sources = resolve_sources(args.paths[0], kind=args.kind, options=opts)
-    if args.split:
-        if args.split not in sources:
-            raise PrebakeError(f"the source has no split {args.split!r}; it has {sorted(sources)}")
-        sources = {args.split: sources[args.split]}
+    sources = select_split(sources, args.split)
     options = BuildOptions(
         image_size=args.image_size, shorter_side=args.shorter_side, crop=args.crop,
         sample_rate=args.sample_rate, bandpass=tuple(args.bandpass) if args.bandpass else None,
