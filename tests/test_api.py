@@ -12,8 +12,8 @@ def test_public_names():
     assert sorted(prebake.__all__) == sorted([
         "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
         "CacheNotFoundError", "FormatError", "Loader", "PrebakeError", "Ragged", "Source", "SourceError",
-        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "__version__",
-        "build", "open", "verify", "write_arrays",
+        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "Watch", "WatchReport", "__version__",
+        "build", "open", "verify", "watch", "write_arrays",
     ])
     for name in prebake.__all__:
         assert hasattr(prebake, name), name

@@ -30,6 +30,7 @@ from .reader import Cache, Ragged, open_cache
 from .sources import Source, SourceOptions
 from .verify import VerifyReport, verify
 from .memory import write_arrays
+from .watch import Watch, WatchReport, watch
 
 open = open_cache  # prebake.open(path) -> Cache
 
@@ -82,9 +83,12 @@ __all__ = [
     "StrictModeError",
     "UnsafePickleError",
     "VerifyReport",
+    "Watch",
+    "WatchReport",
     "__version__",
     "build",
     "open",
     "verify",
+    "watch",
     "write_arrays",
 ]
