@@ -119,6 +119,23 @@ def test_dataloader_workers_give_the_same_samples_as_indexing(cache, context):
     assert labels.tolist() == list(range(len(cache)))
 
 
+def test_a_list_index_is_one_batch_and_feeds_a_batch_sampler(cache):
+    ds = prebake.open(cache.path)
+    batch = ds[[7, -1, 0, 7]]
+    assert batch["label"].tolist() == [7, len(ds) - 1, 0, 7]
+    assert np.array_equal(batch["image"][1], ds[len(ds) - 1]["image"])
+    assert [s.tolist() for s in batch["sig"]] == [[7] * 3, [300] * 0, [], [7] * 3]
+    with pytest.raises(IndexError, match="index 301 out of range"):
+        ds[[0, 301]]
+    sampler = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(ds), 64, drop_last=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=sampler, num_workers=2,
+                                             collate_fn=lambda b: {k: v for k, v in b.items() if k != "sig"})
+        labels = [b["label"].tolist() for b in loader]
+    assert labels == [list(range(i, min(i + 64, len(ds)))) for i in range(0, len(ds), 64)]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("preload", [None, "device"])
 def test_cuda_batches_match_the_cpu_ones(cache, preload):

@@ -66,12 +66,35 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("path", metavar="OUT|ROOT")
     c.add_argument("--yes", "-y", action="store_true", help="do not ask")
     _common(c)
+    _bench_parser(sub)
     d = sub.add_parser("demo", help="bake a small synthetic CIFAR-10 (or --source) at 32 and 224 px and verify it")
     d.add_argument("--source", metavar="DIR", help="a real CIFAR-10 python-version download to use instead")
     d.add_argument("--workdir", default="prebake-demo", help="where data and caches go (default: ./prebake-demo)")
     d.add_argument("--workers", type=int, metavar="N")
     _common(d)
     return p
+
+
+def _bench_parser(sub: Any) -> None:
+    c = sub.add_parser("bench", help="samples/s of prebake.Loader vs the seed pipelines and peer libraries",
+                       description="Time every pipeline on the same cache, in one run, all producing "
+                       "normalised float32 N x 3 x S x S batches with labels on the device.")
+    c.add_argument("path", metavar="CACHE", help="a cache with uint8 'image' (3 x H x W) and 'label' columns")
+    c.add_argument("--batch-size", type=int, default=256, metavar="B")
+    c.add_argument("--image-size", type=int, metavar="S", help="output size (default: the cache's); "
+                   "a different size is resized on the device")
+    c.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    c.add_argument("--seconds", type=float, default=3.0, metavar="T", help="timed seconds per pipeline (default 3)")
+    c.add_argument("--limit", type=int, metavar="N", help="use the first N items (default: all, or fewer to "
+                   "keep the seed's float32 file under 4 GiB)")
+    c.add_argument("--workers", type=int, default=4, metavar="W", help="DataLoader workers (default 4, the seed's)")
+    c.add_argument("--only", action="append", metavar="KEY", help="run only these pipelines (repeatable): "
+                   "prebake, prebake-ram, prebake-device, dataloader, seed-offline, seed-online, hf-datasets, litdata")
+    c.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
+    c.add_argument("--workdir", metavar="DIR", help="keep the seed file and peer formats here (default: a temp dir)")
+    c.add_argument("--out", metavar="FILE.json", help="also write the JSON result to FILE.json")
+    c.add_argument("--plot", metavar="OUT.png", help="write a bar chart (needs matplotlib)")
+    _common(c)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -85,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(message)s", stream=sys.stderr)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "build": _cmd_build, "verify": _cmd_verify, "info": _cmd_info, "ls": _cmd_ls,
-        "clear": _cmd_clear, "demo": _cmd_demo,
+        "clear": _cmd_clear, "demo": _cmd_demo, "bench": _cmd_bench,
     }
     try:
         return commands[args.command](args)
@@ -290,6 +313,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         print("\n".join(result["lines"]))
     return 0 if result["ok"] else 1
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchOptions, run_bench
+    from .bench.report import plot, pyplot, table
+
+    if args.plot:
+        pyplot()  # fail before the run, not after it
+    opts = BenchOptions(batch_size=args.batch_size, image_size=args.image_size, device=args.device,
+                        seconds=args.seconds, limit=args.limit, workers=args.workers, only=args.only,
+                        peers=not args.no_peers, workdir=Path(args.workdir) if args.workdir else None)
+    quiet = args.quiet or args.json
+    result = run_bench(args.path, opts, progress=None if quiet else lambda line: print(line, file=sys.stderr))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    if args.plot:
+        plot(result, Path(args.plot))
+    print(json.dumps(result.as_dict(), indent=1) if args.json else "\n".join(table(result)))
+    return 0
 
 
 def _size(n: float) -> str:

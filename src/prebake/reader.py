@@ -118,7 +118,12 @@ class Cache(torch.utils.data.Dataset):
             raise IndexError(f"index {i} out of range for a cache of {n} items")
         return j
 
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    def __getitem__(self, i: int | Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """``cache[i]``: one item. ``cache[[i, j, ...]]``: a whole batch, one gather per column, as a
+        dict of arrays (lists for ragged columns) — what ``DataLoader(cache, batch_size=None,
+        sampler=BatchSampler(...))`` hands on, with no per-sample collate."""
+        if isinstance(i, (Sequence, np.ndarray)) and not isinstance(i, (str, bytes)):
+            return self._batch(i)
         j = self._index(i)
         return {name: self._row(name, spec, j) for name, spec in self.specs.items()}
 
@@ -129,8 +134,18 @@ class Cache(torch.utils.data.Dataset):
         return np.array(col[j : j + 1]).reshape(spec.shape)  # a slice keeps "S5"; col[j] would be a bare scalar
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
-        """A batch with one sorted gather per fixed column (memmaps read fastest in order)."""
-        idx = np.array([self._index(i) for i in indices], dtype=np.int64)
+        """A batch for DataLoader's per-sample collate: one gather per column, split into rows."""
+        batch = self._batch(indices)
+        return [{name: batch[name][k] for name in self.specs} for k in range(len(indices))]
+
+    def _batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """One sorted gather per fixed column (memmaps read fastest in order), in the asked order."""
+        idx = np.array(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        idx[idx < 0] += n
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            raise IndexError(f"index {np.asarray(indices).reshape(-1)[np.argmax(bad)]} out of range for a cache of {n} items")
         order = np.argsort(idx, kind="stable")
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
@@ -141,7 +156,7 @@ class Cache(torch.utils.data.Dataset):
                 batch[name] = [np.array(col[j]) for j in idx]
             else:
                 batch[name] = np.asarray(col[idx[order]])[inverse]  # fancy indexing copies: writable
-        return [{name: batch[name][k] for name in self.specs} for k in range(len(idx))]
+        return batch
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
