@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 VENV=benchmarks/.venv-peers
 PY=$VENV/bin/python
 [ -x "$PY" ] || python3 -m venv "$VENV"
-$PY -m pip install --quiet -c constraints.txt -e '.[dev,audio]' datasets kornia
+$PY -m pip install --quiet -c constraints.txt -e '.[dev,audio,plot]' datasets kornia
 $PY -m pip install --quiet -c constraints.txt --no-deps litdata torch-audiomentations torch-pitch-shift
 $PY -m pip install --quiet -c constraints.txt lightning-utilities boto3 requests tifffile obstore julius primePy
 echo "peers installed in $VENV; run e.g. $PY -m prebake bench CACHE"

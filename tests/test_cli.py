@@ -91,13 +91,16 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
 
 
 def test_demo_builds_verifies_and_reports(tmp_path, capsys):
-    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json"]) == 0
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json", "--bench-seconds", "0.2"]) == 0
     result = _json(capsys)
     assert result["ok"] and result["source"].endswith("cifar-10-batches-py")
+    timed = {r["key"] for r in result["bench"]["rows"] if r["samples_per_s"]}
+    assert {"prebake", "seed-offline", "seed-online"} <= timed  # it ends with the loader comparison
     shapes = {(b["size"], b["split"]): b["image_shape"] for b in result["builds"]}
     assert shapes[(32, "train")][1:] == [3, 32, 32] and shapes[(224, "test")][1:] == [3, 224, 224]
     assert all(b["verified"] for b in result["builds"])
     readme = (tmp_path / "demo" / "data" / "cifar-10-batches-py" / "readme.html").read_text()
     assert "SYNTHETIC" in readme.upper()
-    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json"]) == 0  # again: nothing to rebuild
-    assert {b["action"] for b in _json(capsys)["builds"]} == {"up to date"}
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json", "--bench-seconds", "0"]) == 0  # again
+    again = _json(capsys)
+    assert again["bench"] is None and {b["action"] for b in again["builds"]} == {"up to date"}

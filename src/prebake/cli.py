@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--source", metavar="DIR", help="a real CIFAR-10 python-version download to use instead")
     d.add_argument("--workdir", default="prebake-demo", help="where data and caches go (default: ./prebake-demo)")
     d.add_argument("--workers", type=int, metavar="N")
+    d.add_argument("--bench-seconds", type=float, default=1.0, metavar="T",
+                   help="seconds per pipeline in the closing loader comparison (0 skips it)")
     _common(d)
     return p
 
@@ -307,7 +309,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     result = run_demo(Path(args.workdir), source=Path(args.source) if args.source else None,
-                      workers=args.workers, progress=_Bars(args.quiet or args.json))
+                      workers=args.workers, progress=_Bars(args.quiet or args.json),
+                      bench_seconds=args.bench_seconds)
     if args.json:
         print(json.dumps(result, indent=1, default=str))
     else:

@@ -1,4 +1,4 @@
-"""``prebake demo``: bake CIFAR-10 at 32 and 224 px, verify both, and report.
+"""``prebake demo``: bake CIFAR-10 at 32 and 224 px, verify both, then compare loading pipelines.
 
 Without ``source`` it first writes a small SYNTHETIC dataset in the real
 CIFAR-10 python-version format (pickled batches), so it runs offline.
@@ -20,7 +20,7 @@ DEMO_TRAIN, DEMO_TEST = 1000, 200
 
 
 def run_demo(workdir: Path, source: Path | None = None, workers: int | None = None,
-             progress: ProgressFn | None = None) -> dict[str, Any]:
+             progress: ProgressFn | None = None, bench_seconds: float = 1.0) -> dict[str, Any]:
     """Run the demo under ``workdir``; returns ``{"ok", "lines", "builds", ...}`` for the CLI to print."""
     lines: list[str] = []
     if source is None:
@@ -59,4 +59,15 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
     lines.append(f"read it back with numpy alone: np.load('{workdir / 'cache' / 'cifar10-32' / 'train' / 'image.npy'}', "
                  "mmap_mode='r')")
     lines.append("re-running this command is a no-op: the fingerprint says every cache is up to date")
-    return {"ok": ok, "lines": lines, "builds": builds, "source": str(source)}
+    bench = None
+    if bench_seconds > 0:
+        from .bench import BenchOptions, run_bench
+        from .bench.report import table
+
+        lines.append("")
+        res = run_bench(workdir / "cache" / "cifar10-32" / "train",
+                        BenchOptions(batch_size=256, seconds=bench_seconds, workdir=workdir / "bench"))
+        lines += table(res)
+        lines.append("measured on the small demo set; benchmarks/loader.py runs the full-size comparison")
+        bench = res.as_dict()
+    return {"ok": ok, "lines": lines, "builds": builds, "source": str(source), "bench": bench}
