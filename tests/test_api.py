@@ -12,7 +12,7 @@ def test_public_names():
     assert sorted(prebake.__all__) == sorted([
         "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
         "CacheNotFoundError", "FormatError", "Loader", "PrebakeError", "Ragged", "Source", "SourceError",
-        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "Watch", "WatchReport", "__version__",
+        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "Watch", "WatchReport", "__version__", "augment",
         "build", "open", "verify", "watch", "write_arrays",
     ])
     for name in prebake.__all__:

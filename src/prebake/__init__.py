@@ -31,6 +31,7 @@ from .sources import Source, SourceOptions
 from .verify import VerifyReport, verify
 from .memory import write_arrays
 from .watch import Watch, WatchReport, watch
+from . import augment
 
 open = open_cache  # prebake.open(path) -> Cache
 
@@ -86,6 +87,7 @@ __all__ = [
     "Watch",
     "WatchReport",
     "__version__",
+    "augment",
     "build",
     "open",
     "verify",

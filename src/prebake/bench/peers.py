@@ -6,6 +6,7 @@ that does not import is skipped with the reason (see benchmarks/setup-peers.sh t
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import time
 from typing import Any
 
@@ -61,8 +62,10 @@ def litdata(data: BenchData) -> Pipeline:
     ld = _require("litdata", "litdata")
     t = time.perf_counter()
     out = data.workdir / "litdata"
+    method = multiprocessing.get_start_method(allow_none=True)
     ld.optimize(fn=functools.partial(_litdata_item, str(data.cache.path)), inputs=list(range(data.n)),
                 output_dir=str(out), chunk_bytes="64MB", num_workers=1)
+    multiprocessing.set_start_method(method, force=True)  # optimize switches the process to spawn
     dataset = ld.StreamingDataset(input_dir=str(out), shuffle=True)
     setup = time.perf_counter() - t
     loader = ld.StreamingDataLoader(dataset, batch_size=data.batch_size, num_workers=data.workers,

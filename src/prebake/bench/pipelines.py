@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import torch.utils.data
 from PIL import Image
 
+from ..augment import Normalize, Resize
 from ..loader import Loader
 from ..reader import Cache
 
@@ -62,21 +63,18 @@ class BenchData:
 
 
 class DeviceNormalize:
-    """uint8 N x 3 x H x W on the device -> float32 normalised, resized to ``size`` when needed."""
+    """uint8 N x 3 x H x W on the device -> float32 normalised, then resized to ``size`` when needed.
+
+    Normalising before an upsampling resize is exact (bilinear weights sum to 1) and touches
+    (S/H)^2 fewer values: for CIFAR 32 -> 224 that is 49x fewer.
+    """
 
     def __init__(self, size: int, device: torch.device):
-        self.size = size
-        std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std)
-        self.shift = -torch.tensor(MEAN, device=device).view(1, 3, 1, 1) / std
+        self.normalize = Normalize(MEAN, STD).to(device)
+        self.resize = Resize(size).to(device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            shrink = x.shape[-1] > self.size
-            x = F.interpolate(x.float(), size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=shrink)
-        # convert, then scale and shift in place: 2-3x faster on CPU than a promoting torch.mul(uint8, float)
-        return x.float().mul_(self.scale).add_(self.shift)
+        return self.resize(self.normalize(x))
 
 
 def prebake_loader(data: BenchData, preload: str | None) -> Pipeline:

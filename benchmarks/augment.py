@@ -1,0 +1,337 @@
+"""Augment throughput: prebake.augment against Kornia, torch-audiomentations and the seeds' per-sample loops.
+
+    python benchmarks/augment.py                        # CPU, the issue's sizes
+    python benchmarks/augment.py --quick                # tiny sizes: a smoke run, not a measurement
+    python benchmarks/augment.py --device cuda          # GPU; signals also at 1024 x 4000
+
+Three comparisons, each on the same data with the same output, in one process:
+
+1. images, 512 x 3 x 32 x 32: RandomHorizontalFlip + RandomCrop(32, padding=4) + Normalize,
+   against Kornia's AugmentationSequential of the same ops and a per-sample loop of torch ops;
+2. the ViT input of seeds 000/001 (uint8 32 px -> Resize 224 -> flip -> Normalize),
+   against per-sample PIL, the seeds' online path;
+3. seed 004's six signal ops on 64 x 1 x 4000, against torch-audiomentations (Shift + Gain +
+   AddColoredNoise) and the seed's per-sample numpy/scipy pipeline in a DataLoader loop.
+
+Peers that do not import are skipped with the reason. torch-audiomentations imports
+torchaudio, which has no build for the pinned CPU torch; the three transforms used here
+never call it, so a stub module stands in for the import (printed when used).
+
+Prints a table and writes JSON to benchmarks/results/augment-<device tag>.json.
+Figures are samples (images or signals) per second, the median of timed calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import prebake
+import prebake.augment as A
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10 statistics
+VIT_MEAN, VIT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # seed 001's Normalize
+SAMPLE_RATE = 5000  # seed 004: heart sounds at 5 kHz, 4000-sample cycles
+TARGETS = {"kornia": 4.0, "torch-audiomentations": 5.0, "seed 004 scipy": 20.0}  # CPU targets from issue 4
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    return {"device": str(device), "device_name": name, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "prebake": prebake.__version__}
+
+
+def device_tag(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "cuda-" + re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
+
+
+def timed(fn: Callable[[], Any], device: torch.device, min_seconds: float, max_calls: int = 50) -> list[float]:
+    """Seconds per call: two warm-up calls, then calls until ``min_seconds`` have passed (at least 3)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        fn()
+    sync()
+    runs: list[float] = []
+    while len(runs) < 3 or (sum(runs) < min_seconds and len(runs) < max_calls):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        runs.append(time.perf_counter() - t0)
+    return runs
+
+
+def row(suite: str, pipeline: str, batch: tuple[int, ...], runs: list[float], note: str = "") -> dict[str, Any]:
+    seconds = statistics.median(runs)
+    return {"suite": suite, "pipeline": pipeline, "batch": list(batch), "calls": len(runs), "seconds": seconds,
+            "samples_per_s": batch[0] / seconds, "note": note}
+
+
+# ---------------------------------------------------------------- peers (optional imports)
+
+def import_kornia() -> Any:
+    try:
+        import kornia.augmentation as K
+    except Exception as exc:  # any import failure means "skip this peer"
+        print(f"skip kornia: {type(exc).__name__}: {exc} (pip install kornia, or run benchmarks/setup-peers.sh)")
+        return None
+    return K
+
+
+def import_torch_audiomentations() -> Any:
+    if importlib.util.find_spec("torch_audiomentations") is None:
+        print("skip torch-audiomentations: not installed (run benchmarks/setup-peers.sh)")
+        return None
+    if importlib.util.find_spec("torchaudio") is None:
+        print("torch-audiomentations: torchaudio is missing; a stub module stands in for the import "
+              "(Shift, Gain and AddColoredNoise never call torchaudio)")
+        stub = types.ModuleType("torchaudio")
+        stub.__path__ = []  # a package, so "import torchaudio.transforms" resolves
+        stub.__version__ = "0.0.0+stub"
+        for sub in ("transforms", "functional"):
+            setattr(stub, sub, types.ModuleType(f"torchaudio.{sub}"))
+            sys.modules[f"torchaudio.{sub}"] = getattr(stub, sub)
+        sys.modules["torchaudio"] = stub
+    try:
+        import torch_audiomentations as TA
+    except Exception as exc:
+        print(f"skip torch-audiomentations: {type(exc).__name__}: {exc} (run benchmarks/setup-peers.sh)")
+        return None
+    return TA
+
+
+# ---------------------------------------------------------------- images: flip + crop + normalize
+
+def loop_flip_crop_normalize(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """A Dataset's per-sample torch transforms (ToTensor, flip, RandomCrop(32, 4), Normalize), then collate."""
+    mean = torch.tensor(MEAN, device=images.device)[:, None, None]
+    std = torch.tensor(STD, device=images.device)[:, None, None]
+    out = []
+    for img in images:
+        x = img.float() / 255
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+        x = F.pad(x, (4, 4, 4, 4))
+        top, left = rng.randint(0, 8), rng.randint(0, 8)
+        out.append((x[:, top:top + 32, left:left + 32] - mean) / std)
+    return torch.stack(out)
+
+
+def bench_images(n: int, device: torch.device, min_s: float, K: Any) -> list[dict[str, Any]]:
+    g = torch.Generator(device=device).manual_seed(0)
+    u8 = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
+    f32 = u8.float() / 255
+    ours = A.Compose([A.RandomHorizontalFlip(), A.RandomCrop(32, padding=4), A.Normalize(MEAN, STD)]).to(device)
+    rows = [row("images", "prebake (uint8 in)", tuple(u8.shape), timed(lambda: ours(u8, generator=g), device, min_s),
+                "uint8 -> float fused into Normalize"),
+            row("images", "prebake (float in)", tuple(f32.shape), timed(lambda: ours(f32, generator=g), device, min_s))]
+    if K is not None:
+        kornia = K.AugmentationSequential(
+            K.RandomHorizontalFlip(), K.RandomCrop((32, 32), padding=4),
+            K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD))).to(device)
+        rows.append(row("images", "kornia (float in)", tuple(f32.shape), timed(lambda: kornia(f32), device, min_s),
+                        "Kornia rejects uint8"))
+    rng = random.Random(0)
+    rows.append(row("images", "per-sample loop (uint8 in)", tuple(u8.shape),
+                    timed(lambda: loop_flip_crop_normalize(u8, rng), device, min_s, max_calls=10)))
+    return rows
+
+
+# ---------------------------------------------------------------- ViT input: 32 -> 224
+
+def pil_vit_input(hwc: np.ndarray, device: torch.device, rng: random.Random) -> torch.Tensor:
+    """Seeds 000/001 online: per image PIL resize 224, flip, ToTensor, Normalize; collate; to the device."""
+    from PIL import Image
+
+    mean, std = torch.tensor(VIT_MEAN)[:, None, None], torch.tensor(VIT_STD)[:, None, None]
+    out = []
+    for img in hwc:
+        pil = Image.fromarray(img).resize((224, 224), Image.Resampling.BILINEAR)
+        if rng.random() < 0.5:
+            pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        x = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255
+        out.append((x - mean) / std)
+    return torch.stack(out).to(device)
+
+
+def bench_vit(n: int, device: torch.device, min_s: float) -> list[dict[str, Any]]:
+    g = torch.Generator(device=device).manual_seed(0)
+    u8 = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    hwc = np.ascontiguousarray(u8.permute(0, 2, 3, 1).numpy())
+    u8 = u8.to(device)
+    fast = A.Compose([A.RandomHorizontalFlip(), A.Normalize(VIT_MEAN, VIT_STD), A.Resize(224)]).to(device)
+    literal = A.Compose([A.Resize(224), A.RandomHorizontalFlip(), A.Normalize(VIT_MEAN, VIT_STD)]).to(device)
+    rng = random.Random(0)
+    return [
+        row("vit", "prebake flip+normalize at 32, resize 224", tuple(u8.shape),
+            timed(lambda: fast(u8, generator=g), device, min_s), "same result up to uint8 rounding"),
+        row("vit", "prebake resize 224 (uint8), flip, normalize", tuple(u8.shape),
+            timed(lambda: literal(u8, generator=g), device, min_s), "the issue's literal order"),
+        row("vit", "per-sample PIL (seeds 000/001 online)", tuple(u8.shape),
+            timed(lambda: pil_vit_input(hwc, device, rng), device, min_s, max_calls=5)),
+    ]
+
+
+# ---------------------------------------------------------------- signals: seed 004's six ops
+
+class SeedScipyDataset(torch.utils.data.Dataset):
+    """Seed 004's CPU path: six numpy/scipy augmentations per sample in ``__getitem__``, each with p = 0.5."""
+
+    def __init__(self, signals: np.ndarray, seed: int = 0):
+        self.signals, self.rng = signals, np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import scipy.signal
+
+        x, rng, t = self.signals[i].copy(), self.rng, self.signals.shape[-1]
+        if rng.random() < 0.5:  # TimeShift
+            x = np.roll(x, rng.integers(-t // 10, t // 10 + 1), axis=-1)
+        if rng.random() < 0.5:  # AmplitudeScale
+            x = x * rng.uniform(0.8, 1.2)
+        if rng.random() < 0.5:  # GaussianNoise at an SNR in dB
+            rms = np.sqrt(np.mean(x ** 2))
+            x = x + rng.standard_normal(x.shape).astype(np.float32) * rms / 10 ** (rng.uniform(20, 40) / 20)
+        if rng.random() < 0.5:  # TimeMask
+            w = rng.integers(0, t // 10 + 1)
+            s = rng.integers(0, t - w + 1)
+            x[..., s:s + w] = 0
+        if rng.random() < 0.5:  # FrequencyMask
+            spec = np.fft.rfft(x, axis=-1)
+            bins = spec.shape[-1]
+            w = rng.integers(0, int(0.1 * bins) + 1)
+            s = rng.integers(0, bins - w + 1)
+            spec[..., s:s + w] = 0
+            x = np.fft.irfft(spec, n=t, axis=-1)
+        if rng.random() < 0.5:  # TimeStretch: scipy.signal.resample, then crop or pad
+            y = scipy.signal.resample(x, int(round(t / rng.uniform(0.8, 1.25))), axis=-1)
+            x = y[..., :t] if y.shape[-1] >= t else np.pad(y, [(0, 0), (0, t - y.shape[-1])])
+        return torch.tensor(x, dtype=torch.float32)  # the seed re-wraps every sample with torch.tensor
+
+
+def ours_three_ops() -> A.Compose:
+    """The same three ops as the torch-audiomentations pipeline, for a like-for-like ratio."""
+    return A.Compose([A.TimeShift(0.1, p=0.5), A.AmplitudeScale((0.5, 2.0), p=0.5),
+                      A.GaussianNoise(snr_db=(3, 30), p=0.5)])
+
+
+def bench_signals(n: int, device: torch.device, min_s: float, TA: Any, with_peers: bool) -> list[dict[str, Any]]:
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(n, 1, 4000, generator=torch.Generator().manual_seed(2))
+    host = x.numpy()
+    x = x.to(device)
+    six, three = A.signal_pretrain_preset(SAMPLE_RATE).to(device), ours_three_ops().to(device)
+    views = A.TwoViews(six)
+    rows = [row("signals", "prebake six ops", tuple(x.shape), timed(lambda: six(x, generator=g), device, min_s)),
+            row("signals", "prebake two views of six ops", tuple(x.shape),
+                timed(lambda: views(x, generator=g), device, min_s), "samples/s counts pairs"),
+            row("signals", "prebake shift+gain+noise", tuple(x.shape), timed(lambda: three(x, generator=g), device, min_s))]
+    if not with_peers:
+        return rows
+    if TA is not None:
+        ta = TA.Compose([TA.Shift(min_shift=-0.1, max_shift=0.1, p=0.5, output_type="tensor"),
+                         TA.Gain(p=0.5, output_type="tensor"),
+                         TA.AddColoredNoise(p=0.5, output_type="tensor")], output_type="tensor").to(device)
+        rows.append(row("signals", "torch-audiomentations shift+gain+colored noise", tuple(x.shape),
+                        timed(lambda: ta(x, sample_rate=SAMPLE_RATE), device, min_s)))
+    loader = torch.utils.data.DataLoader(SeedScipyDataset(host), batch_size=n, num_workers=0)
+    rows.append(row("signals", "seed 004 scipy per-sample (DataLoader, 1 process)", tuple(x.shape),
+                    timed(lambda: next(iter(loader)).to(device), device, min_s, max_calls=5),
+                    "the seed ran 8 such worker processes"))
+    return rows
+
+
+# ---------------------------------------------------------------- report
+
+RATIOS = [  # (ours, peer, peer key for the target)
+    ("prebake (float in)", "kornia (float in)", "kornia"),
+    ("prebake (uint8 in)", "per-sample loop (uint8 in)", None),
+    ("prebake flip+normalize at 32, resize 224", "per-sample PIL (seeds 000/001 online)", None),
+    ("prebake resize 224 (uint8), flip, normalize", "per-sample PIL (seeds 000/001 online)", None),
+    ("prebake six ops", "torch-audiomentations shift+gain+colored noise", "torch-audiomentations"),
+    ("prebake shift+gain+noise", "torch-audiomentations shift+gain+colored noise", None),
+    ("prebake six ops", "seed 004 scipy per-sample (DataLoader, 1 process)", "seed 004 scipy"),
+]
+
+
+def ratios(rows: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    out = []
+    for ours, peer, target_key in RATIOS:
+        for a in (r for r in rows if r["pipeline"] == ours):
+            b = next((r for r in rows if r["pipeline"] == peer and r["batch"] == a["batch"]), None)
+            if b is None:
+                continue
+            target = TARGETS.get(target_key) if device.type == "cpu" and target_key else None
+            ratio = a["samples_per_s"] / b["samples_per_s"]
+            out.append({"ours": ours, "peer": peer, "batch": a["batch"], "ratio": ratio, "target": target,
+                        "meets_target": None if target is None else ratio >= target})
+    return out
+
+
+def print_report(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> None:
+    print(f"\n{'suite':8} {'pipeline':52} {'batch':>16} {'samples/s':>12} {'ms/batch':>10}")
+    for r in rows:
+        batch = "x".join(map(str, r["batch"]))
+        print(f"{r['suite']:8} {r['pipeline']:52} {batch:>16} {r['samples_per_s']:12,.0f} {r['seconds'] * 1e3:10.2f}")
+    print(f"\n{'prebake':45} {'vs':52} {'ratio':>8} {'target':>8}")
+    for p in pairs:
+        target = "" if p["target"] is None else f">={p['target']:.0f}x " + ("ok" if p["meets_target"] else "MISSED")
+        print(f"{p['ours']:45} {p['peer']:52} {p['ratio']:7.1f}x {target:>8}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    ap.add_argument("--quick", action="store_true", help="tiny batches and short timings: a smoke run")
+    ap.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/augment-<device tag>.json)")
+    ap.add_argument("--signal-batches", type=int, nargs="+", help="signal batch sizes (default 64; 64 1024 on cuda)")
+    ap.add_argument("--vit-batch", type=int, help="ViT batch (default 256 on cpu, 1024 on cuda)")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch.cuda.is_available() is False here; run on a GPU machine or use --device cpu")
+    min_s = 0.05 if args.quick else 1.0
+    image_n = 32 if args.quick else 512
+    vit_n = 8 if args.quick else (args.vit_batch or (1024 if cuda else 256))
+    signal_ns = [8] if args.quick else (args.signal_batches or ([64, 1024] if cuda else [64]))
+
+    K, TA = import_kornia(), import_torch_audiomentations()
+    rows = bench_images(image_n, device, min_s, K) + bench_vit(vit_n, device, min_s)
+    for i, n in enumerate(signal_ns):  # peers only at the first (the issue's 64 x 4000) size
+        rows += bench_signals(n, device, min_s, TA, with_peers=i == 0)
+    pairs = ratios(rows, device)
+    print_report(rows, pairs)
+
+    out = args.out or Path(__file__).parent / "results" / f"augment-{device_tag(device)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "augment", "quick": args.quick, "machine": machine(device),
+              "peers": {"kornia": K is not None, "torch-audiomentations": TA is not None},
+              "rows": rows, "ratios": pairs}
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

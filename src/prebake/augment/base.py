@@ -1,0 +1,212 @@
+"""The contract every augmentation follows: draw per-sample parameters, then apply them.
+
+An op is an ``nn.Module`` with two methods of its own:
+
+- ``sample_params(batch_shape, device, generator)`` draws every random number the
+  batch needs, as device tensors, in one call (one ``torch.rand`` of shape
+  ``(N, k)`` for most ops). Samples that lose the per-sample ``p`` coin get the
+  op's *neutral* parameters (scale 1, shift 0, no flip) through ``torch.where``.
+- ``apply(x, params)`` is a pure batched tensor function of ``x`` and ``params``.
+
+``forward`` joins them, returns the params on request, and replays them when they
+are passed back in. Nothing reads a tensor's value on the host (no ``.item()``,
+``.tolist()``, boolean-mask indexing or ``if tensor:``), and no Python loop runs
+over samples, so one call issues the same kernels for any batch size and never
+waits for the device.
+
+Random ops are the identity in ``.eval()``; those that change the shape (a crop to
+a smaller size) apply their deterministic version instead (a centre crop).
+Deterministic ops (``Resize``, ``Normalize``) set ``random = False`` and apply in
+both modes: they define the model's input, not a variation of it.
+
+Generators: a CUDA tensor can only be drawn from a CUDA ``torch.Generator``. A
+generator on another device than ``x`` still works: the params are drawn on the
+generator's device and copied to ``x``'s, which on CUDA is a small host-to-device
+copy that waits for the host. Pass ``torch.Generator(device=x.device)`` for runs
+that never sync.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+Params = dict[str, Any]
+"""Per-sample parameters: tensors with a leading batch dimension (nested dicts for pipelines)."""
+
+Device = torch.device | str
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _draw_device(device: Device, generator: torch.Generator | None) -> torch.device:
+    return torch.device(device) if generator is None else generator.device
+
+
+def uniform(shape: Sequence[int], device: Device, generator: torch.Generator | None = None) -> Tensor:
+    """Float32 uniforms in [0, 1) on ``device``, drawn from ``generator`` on its own device."""
+    u = torch.rand(tuple(shape), device=_draw_device(device, generator), generator=generator)
+    return u.to(device)
+
+
+def normal(shape: Sequence[int], device: Device, generator: torch.Generator | None = None) -> Tensor:
+    """Float32 standard normals on ``device``, drawn from ``generator`` on its own device."""
+    z = torch.randn(tuple(shape), device=_draw_device(device, generator), generator=generator)
+    return z.to(device)
+
+
+def lerp_range(u: Tensor, low: float, high: float) -> Tensor:
+    """Map uniforms in [0, 1) onto [low, high)."""
+    return low + (high - low) * u
+
+
+def randint_from(u: Tensor, high: Tensor | int) -> Tensor:
+    """Integers uniform in [0, high] (inclusive) from uniforms, as int64; ``high`` may vary per sample."""
+    if isinstance(high, Tensor):  # per-sample bounds stay on the device: no host round trip
+        return torch.minimum(torch.floor(u * (high + 1)), high.to(u.dtype)).long()
+    return torch.floor(u * (high + 1)).clamp_(max=high).long()  # u * (high + 1) can round up to it
+
+
+def per_sample(t: Tensor, ndim: int) -> Tensor:
+    """View a ``(N,)`` tensor as ``(N, 1, ..., 1)`` with ``ndim`` dims, to broadcast over a batch."""
+    return t.reshape(t.shape[0], *([1] * (ndim - 1)))
+
+
+def blend(apply: Tensor, out: Tensor, x: Tensor) -> Tensor:
+    """Per-sample ``p``: ``out`` where the sample's coin came up, ``x`` untouched elsewhere."""
+    return torch.where(per_sample(apply, x.dim()), out, x)
+
+
+def to_float32(x: Tensor) -> Tensor:
+    """Float32 working copy for kernels that need it (interpolate, grid_sample, FFT on CPU)."""
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def restore_dtype(y: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast a float result back to ``dtype``; integers are rounded and clipped to their range."""
+    if y.dtype == dtype:
+        return y
+    if dtype.is_floating_point:
+        return y.to(dtype)
+    info = torch.iinfo(dtype)
+    return y.round().clamp_(info.min, info.max).to(dtype)
+
+
+def value_max(dtype: torch.dtype) -> float:
+    """The value of full intensity: 255 for uint8 images, 1.0 for float images."""
+    return 255.0 if dtype == torch.uint8 else 1.0
+
+
+def check_probability(p: float, name: str = "p") -> float:
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{name}={p!r} is not a probability; pass a value in [0, 1]")
+    return float(p)
+
+
+def check_range(value: Sequence[float] | float, name: str, *, low: float | None = None,
+                high: float | None = None) -> tuple[float, float]:
+    """A ``(min, max)`` pair with ``min <= max`` inside ``[low, high]``; a number ``v`` means ``(v, v)``."""
+    pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    if len(pair) != 2 or pair[0] > pair[1]:
+        raise ValueError(f"{name}={value!r} must be a (min, max) pair with min <= max, e.g. (0.8, 1.2)")
+    if (low is not None and pair[0] < low) or (high is not None and pair[1] > high):
+        raise ValueError(f"{name}={value!r} must lie in [{low}, {high}]; pass a narrower range")
+    return pair  # type: ignore[return-value]
+
+
+def check_tensor(x: Any, ndim: int, layout: str, op: str, *, floating: bool = False) -> None:
+    """Reject inputs the op cannot handle, naming the value, the expectation and the fix."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op} expects a torch.Tensor {layout}, got {type(x).__name__}; "
+                        "convert with torch.as_tensor(x)")
+    if x.dim() != ndim:
+        raise ValueError(f"{op} expects a batch of shape {layout}, got shape {tuple(x.shape)}; "
+                         f"add the missing batch or channel dimension with x.unsqueeze(...)")
+    if floating and x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op} expects a floating signal (float16, bfloat16 or float32), got {x.dtype}; "
+                        "convert integer PCM with x.float() / 32768 (int16) first")
+    if not floating and x.dtype not in (torch.uint8, *FLOAT_DTYPES):
+        raise TypeError(f"{op} expects uint8 or floating images, got {x.dtype}; convert with x.float()")
+
+
+def _also_module_apply(apply: Callable[..., Tensor]) -> Callable[..., Any]:
+    """Keep ``nn.Module.apply(fn)`` working on an op whose ``apply(x, params)`` shadows it.
+
+    ``model.apply(init_weights)`` calls ``child.apply(fn)`` on every submodule, an
+    augmentation pipeline inside the model included: a lone callable goes to
+    ``nn.Module.apply``, anything else to the op's own ``apply``.
+    """
+    @functools.wraps(apply)
+    def dispatch(self: nn.Module, x: Any, params: Params | None = None) -> Any:
+        if params is None and callable(x) and not isinstance(x, Tensor):
+            return nn.Module.apply(self, x)
+        return apply(self, x, params)
+    return dispatch
+
+
+class Op(nn.Module):
+    """Base class of every augmentation: subclasses write ``sample_params`` and ``apply``.
+
+    ``p`` is the per-sample probability of applying the op. ``random = False``
+    marks deterministic ops, which apply in ``.eval()`` too.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "apply" in cls.__dict__:
+            cls.apply = _also_module_apply(cls.__dict__["apply"])  # type: ignore[method-assign]
+
+    random: ClassVar[bool] = True
+    ndim: ClassVar[int] = 4
+    layout: ClassVar[str] = "(N, C, H, W)"
+    floating_only: ClassVar[bool] = False
+
+    def __init__(self, p: float = 1.0):
+        super().__init__()
+        self.p = check_probability(p)
+
+    def sample_params(self, batch_shape: Sequence[int], device: Device,
+                      generator: torch.Generator | None = None) -> Params:
+        """Draw the parameters of every sample of a batch of ``batch_shape``, in one call."""
+        return {}
+
+    def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]  # pragma: no cover - abstract
+        """Apply the op to ``x`` with ``params``: a pure function, no randomness."""
+        raise NotImplementedError(f"{type(self).__name__} must implement apply(x, params)")
+
+    def eval_apply(self, x: Tensor) -> Tensor:
+        """What a random op does in ``.eval()``: nothing, unless it changes the shape."""
+        return x
+
+    def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape ``apply`` returns for an input of ``shape`` (used by ``Compose``)."""
+        return tuple(shape)
+
+    def check_input(self, x: Tensor) -> None:
+        check_tensor(x, self.ndim, self.layout, type(self).__name__, floating=self.floating_only)
+
+    def coin(self, u: Tensor) -> Tensor:
+        """Per-sample ``p``: True where the op applies, from uniforms ``u`` of shape (N,)."""
+        return u < self.p
+
+    def forward(self, x: Tensor, params: Params | None = None, generator: torch.Generator | None = None,
+                return_params: bool = False) -> Tensor | tuple[Tensor, Params]:
+        """Augment ``x``; pass ``params`` back in to replay a call, ``return_params=True`` to get them.
+
+        In ``.eval()`` a random op ignores ``params`` and returns ``eval_apply(x)``
+        (the identity for shape-preserving ops) with empty params.
+        """
+        self.check_input(x)
+        if self.random and not self.training:
+            out, params = self.eval_apply(x), {}
+        else:
+            if params is None:
+                params = self.sample_params(tuple(x.shape), x.device, generator)
+            out = self.apply(x, params)
+        return (out, params) if return_params else out
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}" if self.random else ""

@@ -1,0 +1,117 @@
+"""Frequency-domain masks on ``(N, C, T)`` signals: one batched ``rfft``, a mask, one ``irfft``.
+
+Each sample keeps its own set of rfft bins (``T // 2 + 1`` of them, bin ``k`` at
+``k * sample_rate / T`` Hz); the masked bins are zeroed exactly. A brick-wall mask
+rings (Gibbs) where a Butterworth ``filtfilt``, as seed 004 ran per sample on the
+CPU, would roll off; for augmentation that is the point, and it costs two FFTs
+per batch. The FFTs run in float32 (CPU has no half FFT, CUDA only for powers of
+two); output dtype: the input's. Samples without the ``p`` coin are passed
+through untouched, not through the FFT round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import Device, Params, blend, check_range, lerp_range, restore_dtype, to_float32, uniform
+from .signal import SignalOp, SpanOp, span_mask
+
+
+def num_bins(length: int) -> int:
+    """How many rfft bins a length-``length`` signal has."""
+    return length // 2 + 1
+
+
+def keep_bins(x: Tensor, keep: Tensor) -> Tensor:
+    """Zero the rfft bins where ``keep`` ``(N, T // 2 + 1)`` is False, per sample, and transform back."""
+    spectrum = torch.fft.rfft(to_float32(x), dim=-1).masked_fill_(~keep[:, None, :], 0)
+    return restore_dtype(torch.fft.irfft(spectrum, n=x.shape[-1], dim=-1), x.dtype)
+
+
+class FrequencyMask(SpanOp):
+    """Zero ``num_masks`` random bands of rfft bins per sample, each up to ``max_width`` of the bins.
+
+    ``max_width`` is a fraction of the ``T // 2 + 1`` bins, so the op needs no
+    sample rate (``signal_pretrain_preset`` converts Hz). Output dtype: the input's.
+    """
+
+    def __init__(self, max_width: float = 0.1, num_masks: int = 1, p: float = 0.5):
+        super().__init__(max_width, num_masks, p)
+
+    def span_length(self, batch_shape: Sequence[int]) -> int:
+        return num_bins(batch_shape[-1])
+
+    def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
+        masked = span_mask(params["start"], params["width"], num_bins(x.shape[-1]))
+        return blend(params["apply"], keep_bins(x, ~masked), x)
+
+
+class _Band(SignalOp):
+    """Per-sample bands ``(N, 2)`` = (low Hz, high Hz): keep them (pass) or zero them (stop)."""
+
+    stop: bool
+
+    def __init__(self, sample_rate: float, p: float):
+        super().__init__(p)
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate={sample_rate!r} must be > 0 Hz, e.g. 5000")
+        self.sample_rate = float(sample_rate)
+
+    def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
+        length = x.shape[-1]
+        hz = torch.arange(num_bins(length), device=x.device, dtype=torch.float32) * (self.sample_rate / length)
+        low, high = params["band"][:, :1], params["band"][:, 1:]
+        inside = (hz >= low) & (hz <= high)
+        return blend(params["apply"], keep_bins(x, ~inside if self.stop else inside), x)
+
+
+class BandPass(_Band):
+    """Keep only the bins between a per-sample low cut in ``low_hz`` and high cut in ``high_hz``.
+
+    Both ranges are (min, max) in Hz; draw them below ``sample_rate / 2``.
+    Output dtype: the input's.
+    """
+
+    stop = False
+
+    def __init__(self, sample_rate: float, low_hz: Sequence[float] = (20.0, 50.0),
+                 high_hz: Sequence[float] = (400.0, 800.0), p: float = 0.5):
+        super().__init__(sample_rate, p)
+        self.low_hz = check_range(low_hz, "low_hz", low=0.0)
+        self.high_hz = check_range(high_hz, "high_hz", low=self.low_hz[1])
+
+    def sample_params(self, batch_shape: Sequence[int], device: Device,
+                      generator: torch.Generator | None = None) -> Params:
+        u = uniform((batch_shape[0], 3), device, generator)
+        band = torch.stack([lerp_range(u[:, 1], *self.low_hz), lerp_range(u[:, 2], *self.high_hz)], dim=1)
+        return {"apply": self.coin(u[:, 0]), "band": band}
+
+    def extra_repr(self) -> str:
+        return f"sample_rate={self.sample_rate}, low_hz={self.low_hz}, high_hz={self.high_hz}, p={self.p}"
+
+
+class BandStop(_Band):
+    """Zero a band per sample: centre drawn from ``center_hz``, width from ``width_hz`` (both in Hz).
+
+    Output dtype: the input's.
+    """
+
+    stop = True
+
+    def __init__(self, sample_rate: float, center_hz: Sequence[float] = (50.0, 500.0),
+                 width_hz: Sequence[float] = (10.0, 100.0), p: float = 0.5):
+        super().__init__(sample_rate, p)
+        self.center_hz = check_range(center_hz, "center_hz", low=0.0)
+        self.width_hz = check_range(width_hz, "width_hz", low=0.0)
+
+    def sample_params(self, batch_shape: Sequence[int], device: Device,
+                      generator: torch.Generator | None = None) -> Params:
+        u = uniform((batch_shape[0], 3), device, generator)
+        centre, half = lerp_range(u[:, 1], *self.center_hz), lerp_range(u[:, 2], *self.width_hz) / 2
+        return {"apply": self.coin(u[:, 0]), "band": torch.stack([centre - half, centre + half], dim=1)}
+
+    def extra_repr(self) -> str:
+        return f"sample_rate={self.sample_rate}, center_hz={self.center_hz}, width_hz={self.width_hz}, p={self.p}"

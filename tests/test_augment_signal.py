@@ -1,0 +1,185 @@
+"""Signal ops against per-sample references: rolls, masks, rfft bins, resampling, SNR; presets and views."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import prebake.augment as A
+from prebake.augment.spectral import num_bins
+
+
+def _signals(n: int = 8, c: int = 2, t: int = 200, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, c, t, generator=torch.Generator().manual_seed(seed))
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_time_shift_roll_matches_torch_roll_per_sample():
+    x = _signals(16)
+    out, params = A.TimeShift(0.4, "roll", p=0.8)(x, generator=_gen(), return_params=True)
+    shifts = params["shift"].tolist()
+    assert len(set(shifts)) > 5 and max(map(abs, shifts)) <= 80
+    for i, s in enumerate(shifts):
+        assert torch.equal(out[i], torch.roll(x[i], s, dims=-1))
+
+
+def test_time_shift_zero_fills_what_it_vacates():
+    x = _signals(16)
+    out, params = A.TimeShift(0.4, "zero", p=1.0)(x, generator=_gen(), return_params=True)
+    for i, s in enumerate(params["shift"].tolist()):
+        ref = torch.zeros_like(x[i])
+        if s >= 0:
+            ref[:, s:] = x[i, :, :200 - s]
+        else:
+            ref[:, :s] = x[i, :, -s:]
+        assert torch.equal(out[i], ref)
+
+
+def test_amplitude_scale_and_polarity_match_per_sample():
+    x = _signals(16)
+    out, params = A.AmplitudeScale((0.5, 2.0), p=0.5)(x, generator=_gen(), return_params=True)
+    for i, s in enumerate(params["scale"].tolist()):
+        assert torch.equal(out[i], x[i] * torch.tensor(s))
+    out, params = A.PolarityInversion()(x, generator=_gen(), return_params=True)
+    for i, flip in enumerate(params["apply"].tolist()):
+        assert torch.equal(out[i], -x[i] if flip else x[i])
+
+
+def test_time_mask_zeroes_exactly_its_spans():
+    x = _signals(16) + 10  # no zeros of its own
+    out, params = A.TimeMask(0.2, num_masks=3, p=1.0)(x, generator=_gen(), return_params=True)
+    for i in range(16):
+        ref = x[i].clone()
+        for start, width in zip(params["start"][i].tolist(), params["width"][i].tolist()):
+            assert 0 <= start and start + width <= 200 and width <= 40
+            ref[:, start:start + width] = 0
+        assert torch.equal(out[i], ref)
+    assert (out == 0).any(dim=1).sum() > 16 * 10
+
+
+def test_frequency_mask_zeroes_exactly_the_masked_rfft_bins():
+    x = _signals(16, t=256)
+    out, params = A.FrequencyMask(0.25, num_masks=2, p=1.0)(x, generator=_gen(), return_params=True)
+    spectrum_in, spectrum_out = torch.fft.rfft(x.double()), torch.fft.rfft(out.double())
+    scale = spectrum_in.abs().max()
+    for i in range(16):
+        masked = torch.zeros(num_bins(256), dtype=torch.bool)
+        for start, width in zip(params["start"][i].tolist(), params["width"][i].tolist()):
+            masked[start:start + width] = True
+        assert masked.any()
+        assert spectrum_out[i][:, masked].abs().max() < 1e-5 * scale  # float32 FFT round trip
+        torch.testing.assert_close(spectrum_out[i][:, ~masked], spectrum_in[i][:, ~masked], atol=1e-5 * scale,
+                                   rtol=0)
+        ref = np.fft.irfft(np.where(masked.numpy(), 0, np.fft.rfft(x[i].numpy())), n=256)
+        np.testing.assert_allclose(out[i].numpy(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("op, inside", [
+    (A.BandPass(1000, low_hz=(50, 100), high_hz=(200, 300), p=1.0), True),
+    (A.BandStop(1000, center_hz=(150, 350), width_hz=(40, 120), p=1.0), False),
+])
+def test_band_masks_keep_or_zero_their_band(op, inside: bool):
+    x = _signals(8, t=500)
+    out, params = op(x, generator=_gen(), return_params=True)
+    hz = torch.arange(num_bins(500)) * (1000 / 500)
+    spectrum = torch.fft.rfft(out.double()).abs()
+    for i, (low, high) in enumerate(params["band"].tolist()):
+        band = (hz >= low) & (hz <= high)
+        zeroed = ~band if inside else band
+        assert zeroed.any() and spectrum[i][:, zeroed].max() < 1e-3
+        assert spectrum[i][:, ~zeroed].min() > 0
+
+
+def test_time_stretch_rate_1_is_the_identity():
+    x = _signals(8, t=4000)
+    params = {"apply": torch.ones(8, dtype=torch.bool), "rate": torch.ones(8)}
+    assert torch.equal(A.TimeStretch().apply(x, params), x)
+    assert torch.equal(A.TimeStretch(rate=(1.0, 1.0), p=1.0)(x, generator=_gen()), x)
+
+
+@pytest.mark.parametrize("rate", [2.0, 1.25, 0.5, 0.8])
+def test_time_stretch_matches_interpolate_then_crop_or_pad(rate: float):
+    """Per sample: F.interpolate to T / rate (linear), then cut to T or zero-pad to T."""
+    x = _signals(2, t=400)
+    params = {"apply": torch.ones(2, dtype=torch.bool), "rate": torch.tensor([rate, rate])}
+    out = A.TimeStretch().apply(x, params)
+    length = round(400 / rate)
+    ref = F.interpolate(x, size=length, mode="linear", align_corners=False)
+    ref = ref[..., :400] if length >= 400 else F.pad(ref, (0, 400 - length))
+    # the rate is a float32 param (0.8 -> 0.800000012); interpolate's scale is a double: 5e-5 apart at most
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+
+
+def test_time_stretch_rates_differ_per_sample():
+    x = _signals(16)
+    _, params = A.TimeStretch((0.8, 1.25), p=1.0)(x, generator=_gen(), return_params=True)
+    rates = params["rate"]
+    assert rates.unique().numel() == 16 and 0.8 <= rates.min() and rates.max() <= 1.25
+
+
+def test_gaussian_noise_reaches_the_requested_snr():
+    x = _signals(32, c=1, t=4000) * 3
+    out, params = A.GaussianNoise(snr_db=(5, 30), p=1.0)(x, generator=_gen(), return_params=True)
+    noise = out - x
+    snr = 10 * torch.log10(x.square().mean(dim=(1, 2)) / noise.square().mean(dim=(1, 2)))
+    torch.testing.assert_close(snr, params["level"], atol=0.3, rtol=0)
+    out, params = A.GaussianNoise(std=(0.1, 0.5), p=1.0)(x, generator=_gen(), return_params=True)
+    torch.testing.assert_close((out - x).std(dim=(1, 2)), params["level"], atol=0.02, rtol=0)
+
+
+def test_signal_ops_keep_half_precision_dtypes():
+    x = _signals().to(torch.bfloat16)
+    out = A.signal_pretrain_preset(1000, p=1.0)(x, generator=_gen())
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+
+
+def test_signal_preset_is_seed_004s_six_ops():
+    preset = A.signal_pretrain_preset(5000)
+    names = [type(op).__name__ for op in preset.ops]
+    assert names == ["TimeShift", "AmplitudeScale", "GaussianNoise", "TimeMask", "FrequencyMask", "TimeStretch"]
+    assert math.isclose(preset.ops[4].max_width, 250 / 2500)
+
+
+def test_two_views_differ_and_replay():
+    x = _signals(8)
+    views = A.TwoViews(A.signal_pretrain_preset(1000, p=1.0))
+    (v1, v2), params = views(x, generator=_gen(), return_params=True)
+    assert not torch.equal(v1, v2)
+    r1, r2 = views(x, params)
+    assert torch.equal(r1, v1) and torch.equal(r2, v2)
+    e1, e2 = views.eval()(x)
+    assert torch.equal(e1, x) and torch.equal(e2, x)
+
+
+def test_one_of_picks_one_op_per_sample():
+    x = _signals(32) + 10
+    op = A.OneOf([A.PolarityInversion(p=1.0), A.TimeMask(0.5, p=1.0)], weights=[1, 3], p=0.9)
+    out, params = op(x, generator=_gen(), return_params=True)
+    inverted = (out < 0).all(dim=-1).all(dim=-1)
+    masked = (out == 0).any(dim=-1).any(dim=-1)
+    choice, apply = params["choice"], params["apply"]
+    assert torch.equal(inverted, apply & (choice == 0))
+    assert torch.equal(masked, apply & (choice == 1) & (params["1"]["width"][:, 0] > 0))
+    assert 0 < inverted.sum() < masked.sum()
+
+
+def test_signal_inputs_are_checked():
+    with pytest.raises(TypeError, match=r"torch.int16.*x.float\(\) / 32768"):
+        A.TimeShift()(torch.zeros(2, 1, 10, dtype=torch.int16))
+    with pytest.raises(ValueError, match=r"\(N, C, T\), got shape \(2, 10\).*unsqueeze"):
+        A.TimeMask()(torch.zeros(2, 10))
+    with pytest.raises(ValueError, match="exactly one of std"):
+        A.GaussianNoise()
+    with pytest.raises(ValueError, match=r"mode='wrap'"):
+        A.TimeShift(mode="wrap")
+    with pytest.raises(ValueError, match=r"max_width=1.5"):
+        A.TimeMask(max_width=1.5)
+    with pytest.raises(ValueError, match=r"sample_rate=0"):
+        A.signal_pretrain_preset(0)
