@@ -95,6 +95,19 @@ def test_preload_gives_the_same_batches(cache, preload):
     assert all(torch.equal(a, b) for a, b in zip(want, got)) and len(want) == len(got)
 
 
+@pytest.mark.parametrize("preload", ["ram", "device"])
+def test_loaders_over_one_cache_share_one_preloaded_copy(cache, preload):
+    clients = [prebake.Loader(cache, 8, indices=np.arange(k, 300, 10), columns=["image"], preload=preload)
+               for k in range(10)]
+    def ptr(col):
+        return col.ctypes.data if isinstance(col, np.ndarray) else col.data_ptr()
+    assert len({ptr(c._data["image"]) for c in clients}) == 1
+    other = prebake.Loader(prebake.open(cache.path), 8, columns=["image"], preload=preload)
+    assert ptr(other._data["image"]) != ptr(clients[0]._data["image"])  # another Cache object: its own copy
+    with pytest.raises(ValueError, match="'sig' is ragged and cannot be preloaded"):
+        prebake.Loader(cache, 8, preload=preload)
+
+
 def test_transform_runs_on_each_batch(cache):
     def to_float(batch):
         batch["image"] = batch["image"].float() / 255

@@ -7,7 +7,9 @@ batches ahead; the batch order does not depend on the thread count. On a CUDA
 device the gathers land in reused pinned buffers and are copied on a side
 stream; the consumer's stream waits on an event, so the loop never blocks the
 host on the copy. ``preload="device"`` keeps the columns in device memory, and
-a batch is then a device-side ``index_select`` with no host work.
+a batch is then a device-side ``index_select`` with no host work. Preloaded columns
+are made once per :class:`Cache` object (:meth:`Cache.preloaded`), so Loaders over
+the same object, one per federated client say, share one copy.
 
 Which items a batch holds comes from :mod:`prebake.sampling`.
 """
@@ -67,17 +69,12 @@ class Loader:
         self._data = self._preload(preload)
 
     def _preload(self, preload: str | None) -> dict[str, Any]:
-        cols = {name: self.cache.column(name) for name in self.columns}
         if preload is None:
-            return cols
+            return {name: self.cache.column(name) for name in self.columns}
         if preload not in ("ram", "device"):
             raise ValueError(f"preload must be None, 'ram' or 'device', got {preload!r}")
-        if any(isinstance(c, Ragged) for c in cols.values()):
-            raise ValueError("preload does not support ragged columns yet; leave preload=None")
-        in_ram = {name: np.array(col) for name, col in cols.items()}
-        if preload == "ram":
-            return in_ram
-        return {name: torch.from_numpy(arr).to(self.device) for name, arr in in_ram.items()}
+        device = self.device if preload == "device" else None
+        return {name: self.cache.preloaded(name, device) for name in self.columns}  # one copy per Cache
 
     # -- epochs and resume -------------------------------------------------------------------
 

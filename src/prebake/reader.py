@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.utils.data
 
 from .errors import CacheCorruptError, CacheNotFoundError
@@ -61,6 +62,7 @@ class Cache(torch.utils.data.Dataset):
         self._check_sizes()
         self._cols: dict[str, np.ndarray | Ragged] | None = None
         self._targets: np.ndarray | None = None
+        self._preloaded: dict[tuple[str, str], Any] = {}
 
     def _check_sizes(self) -> None:
         """Cheap open-time check (stat only); ``prebake verify`` checks the bytes."""
@@ -101,6 +103,22 @@ class Cache(torch.utils.data.Dataset):
             return self._cols[name]
         except KeyError:
             raise KeyError(f"{self.path} has no column {name!r}; columns are {self.columns}") from None
+
+    def preloaded(self, name: str, device: Any = None) -> Any:
+        """The column copied into RAM (``device=None``, a numpy array) or onto ``device`` (a tensor).
+
+        Made once per Cache object: every ``Loader(cache, preload=...)`` over the same object
+        shares it, so 100 client views of one preloaded cache hold one copy.
+        """
+        key = (name, "ram" if device is None else str(torch.device(device)))
+        if key not in self._preloaded:
+            col = self.column(name)
+            if isinstance(col, Ragged):
+                raise ValueError(f"{self.path}: column {name!r} is ragged and cannot be preloaded yet; "
+                                 "leave preload=None")
+            arr = np.array(col)
+            self._preloaded[key] = arr if device is None else torch.from_numpy(arr).to(device)
+        return self._preloaded[key]
 
     def _open(self, spec: ColumnSpec) -> np.ndarray | Ragged:
         arrays = [np.load(self.path / f, mmap_mode="r", allow_pickle=False) for f in spec.files]
@@ -161,6 +179,7 @@ class Cache(torch.utils.data.Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cols"] = None  # memory maps are reopened in the receiving process
+        state["_preloaded"] = {}  # preloaded copies are not sent either
         return state
 
     def __repr__(self) -> str:
