@@ -1,0 +1,26 @@
+"""``python -m examples.federated --alg fedlora --vit tiny --image_size 224 ...``; see README.md."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+
+from .config import parse_args
+from .run import run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = parse_args(argv)
+    from tqdm.auto import tqdm
+
+    def progress(rounds: Iterable[int]) -> Iterable[int]:
+        return tqdm(rounds, desc=f"{cfg.alg} rounds", unit="round", dynamic_ncols=True)
+
+    run(cfg, progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
