@@ -6,7 +6,7 @@
 # benchmarks/results/ (named after the GPU) and, when $OUT is set, are copied there too.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-SCRATCH="${TMPDIR:-${TMP:-.}}/prebake-gpu"  # wheels and benchmark data; not the repo
+SCRATCH="$(python3 -c "import tempfile; print(tempfile.gettempdir())")/prebake-gpu"  # wheels and benchmark data, outside the repo
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SCRATCH/site" .whl/*.whl \
         && export PYTHONPATH="$PYTHONPATH:$SCRATCH/site"
