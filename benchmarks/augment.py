@@ -26,10 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import random
-import re
 import statistics
 import sys
 import time
@@ -42,26 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import prebake
 import prebake.augment as A
+from prebake.bench import device_tag, machine
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10 statistics
 VIT_MEAN, VIT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # seed 001's Normalize
 SAMPLE_RATE = 5000  # seed 004: heart sounds at 5 kHz, 4000-sample cycles
 TARGETS = {"kornia": 4.0, "torch-audiomentations": 5.0, "seed 004 scipy": 20.0}  # CPU targets from issue 4
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
-    return {"device": str(device), "device_name": name, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "prebake": prebake.__version__}
-
-
-def device_tag(device: torch.device) -> str:
-    if device.type == "cuda":
-        return "cuda-" + re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
-    return f"cpu-{os.cpu_count()}core"
 
 
 def timed(fn: Callable[[], Any], device: torch.device, min_seconds: float, max_calls: int = 50) -> list[float]:
@@ -326,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.out or Path(__file__).parent / "results" / f"augment-{device_tag(device)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "augment", "quick": args.quick, "machine": machine(device),
+    report = {"benchmark": "augment", "quick": args.quick, "machine": {"device": str(device), **machine(device)},
               "peers": {"kornia": K is not None, "torch-audiomentations": TA is not None},
               "rows": rows, "ratios": pairs}
     out.write_text(json.dumps(report, indent=1) + "\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import prebake
-from prebake.bench import BenchOptions, run_bench
+from prebake.bench import BenchOptions, device_tag, run_bench
 from prebake.bench.report import table
 from prebake.synthetic import write_cifar10_python
 
@@ -58,9 +58,7 @@ def main() -> int:
         res = run_bench(cache, opts, progress=lambda line: print(line, file=sys.stderr))
         print("\n".join(table(res)) + "\n")
         results[name] = res.as_dict()
-    tag = "cpu-%dcore" % results["32px-b256"]["machine"]["cpu_count"] if args.device == "cpu" else \
-        torch.cuda.get_device_name().lower().replace(" ", "-")
-    out = args.out or HERE / "results" / f"loader-{tag}.json"
+    out = args.out or HERE / "results" / f"loader-{device_tag(args.device)}.json"
     text = json.dumps(results, indent=1).replace(str(HERE.parent.resolve()) + "/", "")  # repo-relative paths
     out.write_text(text + "\n")
     print(f"wrote {out}")

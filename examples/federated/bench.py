@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
@@ -24,18 +22,13 @@ from typing import Any
 
 import torch
 
+from prebake.bench import device_tag, machine
 from prebake.synthetic import write_cifar10_python
 
 from .config import Config
 from .run import run
 
 PATHS = ("prebake", "offline", "online")
-
-
-def device_label(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device)).lower().replace("nvidia ", "").replace(" ", "-")
-    return f"cpu-{os.cpu_count()}core"
 
 
 def measure(args: argparse.Namespace, work: Path, data_path: str) -> dict[str, Any]:
@@ -79,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
     base = results.get("prebake")
     print(f"{args.alg}, ViT-{args.vit} at {args.image_size} px, {args.clients} clients x {args.local_ep} local epochs "
-          f"x {args.samples_per_client} samples, batch {args.local_bs}, device {device_label(args.device)}")
+          f"x {args.samples_per_client} samples, batch {args.local_bs}, device {device_tag(args.device)}")
     print(f"{'data path':<10} {'round s':>9} {'data wait':>10} {'vs prebake':>11}")
     ratios = {}
     for path, r in results.items():
@@ -87,14 +80,14 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
         ratios[f"{path}/prebake"] = ratio
         print(f"{path:<10} {r['median_round_seconds']:>9.2f} {100 * r['data_wait_fraction']:>9.1f}% {ratio:>10.2f}x")
     args.out.mkdir(parents=True, exist_ok=True)
-    dest = args.out / f"federated-{device_label(args.device)}.json"
+    dest = args.out / f"federated-{device_tag(args.device)}.json"
     setting = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     key = (f"{args.alg} vit-{args.vit} {args.image_size}px {args.clients}x{args.local_ep}ep"
            f"x{args.samples_per_client} bs{args.local_bs}")
     runs = json.loads(dest.read_text())["runs"] if dest.exists() else {}
-    runs[key] = {"setting": setting, "torch": torch.__version__, "machine": platform.machine(),
-                 "cpu_count": os.cpu_count(), "results": results, "round_time_ratios": ratios}
-    dest.write_text(json.dumps({"device": device_label(args.device), "runs": runs}, indent=1))  # one entry per setting
+    runs[key] = {"setting": setting, "machine": machine(args.device), "results": results,
+                 "round_time_ratios": ratios}
+    dest.write_text(json.dumps({"device": device_tag(args.device), "runs": runs}, indent=1))  # one entry per setting
     print(f"wrote {dest}")
 
 

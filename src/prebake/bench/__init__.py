@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -98,13 +99,26 @@ class BenchResult:
                 "loader_output_fraction_of_memcpy": frac}
 
 
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+def machine(device: str | torch.device | None = None) -> dict[str, Any]:
+    """What a benchmark ran on, for its JSON: shared by `prebake bench` and benchmarks/."""
+    from .. import __version__
+
+    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "processor": _cpu_name(), "platform": platform.platform(),
                             "python": platform.python_version(), "torch": torch.__version__,
-                            "numpy": np.__version__, "processor": _cpu_name()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+                            "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+                            "prebake": __version__}
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
     return info
+
+
+def device_tag(device: str | torch.device) -> str:
+    """The suffix of a results file: ``cpu-2core`` or the GPU's name, e.g. ``nvidia-h100-80gb-hbm3``."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(dev).lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
 
 
 def _cpu_name() -> str:
@@ -251,7 +265,7 @@ def run_bench(path: str | os.PathLike[str], opts: BenchOptions,
     finally:
         if tmp:
             shutil.rmtree(workdir, ignore_errors=True)
-    return BenchResult(str(cache.path), n, size, cache_size, opts.batch_size, str(device), machine(),
+    return BenchResult(str(cache.path), n, size, cache_size, opts.batch_size, str(device), machine(device),
                        memcpy_gbps(), rows, raw_source)
 
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torch.utils.data
 from PIL import Image
 
 from ..augment import Normalize, Resize
+from ..augment.image import resize
 from ..loader import Loader
 from ..reader import Cache
 
@@ -167,10 +167,7 @@ def write_seed_offline(data: BenchData, path: Path) -> tuple[int, ...]:
     images = data.cache.column("image")
     step = max(1, (64 << 20) // (3 * data.size * data.size * 4))
     for lo in range(0, data.n, step):
-        x = torch.from_numpy(np.array(images[lo:min(lo + step, data.n)])).float()
-        if x.shape[-1] != data.size:
-            x = F.interpolate(x, size=(data.size, data.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > data.size)
+        x = resize(torch.from_numpy(np.array(images[lo:min(lo + step, data.n)])).float(), (data.size, data.size))
         out[lo:lo + step] = (x / 255.0).numpy()
     out.flush()
     del out
