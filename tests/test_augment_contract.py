@@ -59,6 +59,7 @@ CASES = [
     Case("RandomResizedCrop-up-bicubic", lambda p: A.RandomResizedCrop(20, interpolation="bicubic", p=p),
          keeps_shape=False),
     Case("RandomHorizontalFlip", lambda p: A.RandomHorizontalFlip(p=p), binary=True),
+    Case("flip+crop-fused", lambda p: A.Compose([A.RandomHorizontalFlip(p=p), A.RandomCrop(12, padding=3, p=p)])),
     Case("ColorJitter", lambda p: A.ColorJitter(0.4, 0.4, 0.4, p=p)),
     Case("RandomErasing", lambda p: A.RandomErasing(p=p)),
     Case("MixUp", lambda p: A.MixUp(alpha=0.4, p=p), mix=True),

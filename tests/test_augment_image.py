@@ -37,6 +37,44 @@ def test_random_crop_matches_per_sample_loop(mode: str, size):
     assert len(set(map(tuple, params["offset"].tolist()))) > 1
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("hw, size, padding", [
+    ((10, 12), None, (2, 3)),  # the CIFAR recipe: pad, crop back to the input size
+    ((10, 12), (7, 9), (0, 0)),  # no padding: a plain crop
+    ((5, 6), (9, 14), (3, 4)),  # a crop larger than the input: padding on both sides of one row
+    ((6, 3), (6, 3), (1, 5)),  # padding wider than the image
+])
+def test_flip_then_crop_fused_equals_the_two_ops_apart(dtype, hw, size, padding):
+    x = _images(n=9, h=hw[0], w=hw[1], seed=3).to(dtype)
+    flip, crop = A.RandomHorizontalFlip(p=0.5), A.RandomCrop(size, padding=padding, fill=(10, 20, 30), p=0.8)
+    fused, params = A.Compose([flip, crop])(x, generator=_gen(4), return_params=True)
+    g = _gen(4)  # the same draws, in the same order, one op at a time
+    apart, flip_params = flip(x, generator=g, return_params=True)
+    apart, crop_params = crop(apart, generator=g, return_params=True)
+    assert torch.equal(params["0"]["apply"], flip_params["apply"])
+    assert torch.equal(params["1"]["offset"], crop_params["offset"])
+    assert fused.dtype == dtype and torch.equal(fused, apart)
+    assert torch.equal(A.Compose([flip, crop])(x, params=params), fused)  # replay
+    assert 0 < int(params["0"]["apply"].sum()) < len(x)  # both branches of the flip were exercised
+
+
+def test_fused_crop_keeps_inf_and_nan_out_of_the_padding():
+    x = torch.full((4, 1, 3, 3), float("nan"))
+    x[:, :, 1, 1] = float("inf")
+    op = A.Compose([A.RandomHorizontalFlip(), A.RandomCrop(3, padding=2, fill=-1.0)])
+    out, params = op(x, generator=_gen(), return_params=True)
+    for i, (top, left) in enumerate(params["1"]["offset"].tolist()):
+        padded = F.pad(x[i], (2, 2, 2, 2), value=-1.0)[:, top:top + 3, left:left + 3]
+        assert torch.equal(torch.isnan(out[i]), torch.isnan(padded))
+        assert torch.equal(out[i].nan_to_num(0.0), padded.nan_to_num(0.0))
+
+
+def test_flip_and_crop_in_eval_are_not_fused():
+    x = _images()
+    op = A.Compose([A.RandomHorizontalFlip(p=1.0), A.RandomCrop(8, padding=2)]).eval()
+    assert torch.equal(op(x), x[:, :, 1:9, 2:10])  # no flip, the centre crop
+
+
 def test_random_crop_unapplied_samples_take_the_centre():
     x = _images()
     out, params = A.RandomCrop(6, padding=0, p=0.5)(x, generator=_gen(1), return_params=True)

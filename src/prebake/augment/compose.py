@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Device, Op, Params, blend, uniform
+from .image import RandomCrop, RandomHorizontalFlip
 from .mix import _Mix
 
 
@@ -60,17 +61,51 @@ class Compose(Op):
             batch_shape = op.output_shape(batch_shape)
         return params
 
+    def _fused(self, i: int) -> RandomCrop | None:
+        """The crop that op ``i``, a flip, fuses into (one pass instead of two), if ops ``i, i + 1`` are both
+        training and the pair is RandomHorizontalFlip then RandomCrop (the CIFAR recipe)."""
+        ops = _ops(self.ops)
+        if i + 1 < len(ops) and type(ops[i]) is RandomHorizontalFlip and isinstance(ops[i + 1], RandomCrop):
+            crop = cast(RandomCrop, ops[i + 1])
+            return crop if ops[i].training and crop.training else None
+        return None
+
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
-        for i, op in enumerate(_ops(self.ops)):
-            x = op.apply(x, params[str(i)])
+        ops, i = _ops(self.ops), 0
+        while i < len(ops):
+            crop = self._fused(i)
+            if crop is not None:
+                x = crop.apply_flipped(x, params[str(i + 1)], params[str(i)]["apply"])
+                i += 2
+            else:
+                x = ops[i].apply(x, params[str(i)])
+                i += 1
         return x
 
     def forward(self, x: Tensor, params: Params | None = None, generator: torch.Generator | None = None,
                 return_params: bool = False) -> Tensor | tuple[Tensor, Params]:
-        """Each op checks its own input and follows its own train/eval mode."""
+        """Each op checks its own input and follows its own train/eval mode.
+
+        A flip followed by a crop runs as one fused crop (``RandomCrop.apply_flipped``):
+        same params, drawn in the same order, and the same output as running them apart.
+        """
         used: Params = {}
-        for i, op in enumerate(_ops(self.ops)):
-            x, used[str(i)] = op(x, None if params is None else params[str(i)], generator, return_params=True)
+        ops, i = _ops(self.ops), 0
+        while i < len(ops):
+            given = None if params is None else params[str(i)]
+            crop = self._fused(i)
+            if crop is None:
+                x, used[str(i)] = ops[i](x, given, generator, return_params=True)
+                i += 1
+                continue
+            ops[i].check_input(x)
+            crop.check_input(x)
+            flip = ops[i].sample_params(tuple(x.shape), x.device, generator) if given is None else given
+            crop_params = (crop.sample_params(tuple(x.shape), x.device, generator) if params is None
+                           else params[str(i + 1)])
+            x = crop.apply_flipped(x, crop_params, flip["apply"])
+            used[str(i)], used[str(i + 1)] = flip, crop_params
+            i += 2
         return (x, used) if return_params else x
 
     def extra_repr(self) -> str:
