@@ -19,7 +19,8 @@ torchaudio, which has no build for the pinned CPU torch; the three transforms us
 never call it, so a stub module stands in for the import (printed when used).
 
 Prints a table and writes JSON to benchmarks/results/augment-<device tag>.json.
-Figures are samples (images or signals) per second, the median of timed calls.
+Figures are samples (images or signals) per second, the median of timed calls; the pipelines
+of a suite are timed in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import time
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +54,41 @@ RETAIN = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2 ** 36)}
 TARGETS = {"kornia": 4.0, "torch-audiomentations": 5.0, "seed 004 scipy": 20.0}  # CPU targets from issue 4
 
 
-def timed(fn: Callable[[], Any], device: torch.device, min_seconds: float, max_calls: int = 50) -> list[float]:
-    """Seconds per call: two warm-up calls, then calls until ``min_seconds`` have passed (at least 3)."""
+@dataclass
+class Pipeline:
+    name: str
+    fn: Callable[[], Any]
+    note: str = ""
+    max_calls: int = 50
+
+
+def measure(suite: str, batch: tuple[int, ...], pipelines: list[Pipeline], device: torch.device,
+            min_seconds: float) -> list[dict[str, Any]]:
+    """Time a suite's pipelines in rounds, one call of each per round, and report the median per call.
+
+    Each pipeline is warmed up with two calls first. Rounds go on until every
+    pipeline has at least 3 calls and ``min_seconds`` of them (or ``max_calls``).
+    Interleaving exposes all pipelines to the same drift of this machine (other
+    load, allocator and cache state) instead of giving each its own stretch of time.
+    """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(2):
-        fn()
+    for p in pipelines:
+        p.fn()
+        p.fn()
     sync()
-    runs: list[float] = []
-    while len(runs) < 3 or (sum(runs) < min_seconds and len(runs) < max_calls):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        runs.append(time.perf_counter() - t0)
-    return runs
+    runs: dict[str, list[float]] = {p.name: [] for p in pipelines}
+
+    def wanted(p: Pipeline) -> bool:
+        done = runs[p.name]
+        return len(done) < 3 or (sum(done) < min_seconds and len(done) < p.max_calls)
+
+    while active := [p for p in pipelines if wanted(p)]:
+        for p in active:
+            t0 = time.perf_counter()
+            p.fn()
+            sync()
+            runs[p.name].append(time.perf_counter() - t0)
+    return [row(suite, p.name, batch, runs[p.name], p.note) for p in pipelines]
 
 
 def row(suite: str, pipeline: str, batch: tuple[int, ...], runs: list[float], note: str = "") -> dict[str, Any]:
@@ -128,22 +152,18 @@ def bench_images(n: int, device: torch.device, min_s: float, K: Any) -> list[dic
     u8 = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
     f32 = u8.float() / 255
     ours = A.Compose([A.RandomHorizontalFlip(), A.RandomCrop(32, padding=4), A.Normalize(MEAN, STD)]).to(device)
-    rows = [row("images", "prebake (uint8 in)", tuple(u8.shape), timed(lambda: ours(u8, generator=g), device, min_s),
-                "uint8 -> float fused into Normalize"),
-            row("images", "prebake (float in)", tuple(f32.shape), timed(lambda: ours(f32, generator=g), device, min_s))]
+    rng = random.Random(0)
+    pipelines = [Pipeline("prebake (uint8 in)", lambda: ours(u8, generator=g), "uint8 -> float fused into Normalize"),
+                 Pipeline("prebake (float in)", lambda: ours(f32, generator=g))]
     if K is not None:
         kornia = K.AugmentationSequential(
             K.RandomHorizontalFlip(), K.RandomCrop((32, 32), padding=4),
             K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD))).to(device)
-        rows.append(row("images", "kornia (float in)", tuple(f32.shape), timed(lambda: kornia(f32), device, min_s),
-                        "Kornia rejects uint8"))
-        rows.append(row("images", "kornia (uint8 in, x.float() / 255 first)", tuple(u8.shape),
-                        timed(lambda: kornia(u8.float().div_(255)), device, min_s),
-                        "the conversion Kornia needs from a uint8 cache batch"))
-    rng = random.Random(0)
-    rows.append(row("images", "per-sample loop (uint8 in)", tuple(u8.shape),
-                    timed(lambda: loop_flip_crop_normalize(u8, rng), device, min_s, max_calls=10)))
-    return rows
+        pipelines += [Pipeline("kornia (float in)", lambda: kornia(f32), "Kornia rejects uint8"),
+                      Pipeline("kornia (uint8 in, x.float() / 255 first)", lambda: kornia(u8.float().div_(255)),
+                               "the conversion Kornia needs from a uint8 cache batch")]
+    pipelines.append(Pipeline("per-sample loop (uint8 in)", lambda: loop_flip_crop_normalize(u8, rng), max_calls=10))
+    return measure("images", tuple(u8.shape), pipelines, device, min_s)
 
 
 # ---------------------------------------------------------------- ViT input: 32 -> 224
@@ -171,14 +191,13 @@ def bench_vit(n: int, device: torch.device, min_s: float) -> list[dict[str, Any]
     fast = A.Compose([A.RandomHorizontalFlip(), A.Normalize(VIT_MEAN, VIT_STD), A.Resize(224)]).to(device)
     literal = A.Compose([A.Resize(224), A.RandomHorizontalFlip(), A.Normalize(VIT_MEAN, VIT_STD)]).to(device)
     rng = random.Random(0)
-    return [
-        row("vit", "prebake flip+normalize at 32, resize 224", tuple(u8.shape),
-            timed(lambda: fast(u8, generator=g), device, min_s), "same result up to uint8 rounding"),
-        row("vit", "prebake resize 224 (uint8), flip, normalize", tuple(u8.shape),
-            timed(lambda: literal(u8, generator=g), device, min_s), "the issue's literal order"),
-        row("vit", "per-sample PIL (seeds 000/001 online)", tuple(u8.shape),
-            timed(lambda: pil_vit_input(hwc, device, rng), device, min_s, max_calls=5)),
-    ]
+    return measure("vit", tuple(u8.shape), [
+        Pipeline("prebake flip+normalize at 32, resize 224", lambda: fast(u8, generator=g),
+                 "same result up to uint8 rounding"),
+        Pipeline("prebake resize 224 (uint8), flip, normalize", lambda: literal(u8, generator=g),
+                 "the issue's literal order"),
+        Pipeline("per-sample PIL (seeds 000/001 online)", lambda: pil_vit_input(hwc, device, rng), max_calls=5),
+    ], device, min_s)
 
 
 # ---------------------------------------------------------------- signals: seed 004's six ops
@@ -233,23 +252,21 @@ def bench_signals(n: int, device: torch.device, min_s: float, TA: Any, with_peer
     x = x.to(device)
     six, three = A.signal_pretrain_preset(SAMPLE_RATE).to(device), ours_three_ops().to(device)
     views = A.TwoViews(six)
-    rows = [row("signals", "prebake six ops", tuple(x.shape), timed(lambda: six(x, generator=g), device, min_s)),
-            row("signals", "prebake two views of six ops", tuple(x.shape),
-                timed(lambda: views(x, generator=g), device, min_s), "samples/s counts pairs"),
-            row("signals", "prebake shift+gain+noise", tuple(x.shape), timed(lambda: three(x, generator=g), device, min_s))]
-    if not with_peers:
-        return rows
-    if TA is not None:
+    pipelines = [Pipeline("prebake six ops", lambda: six(x, generator=g)),
+                 Pipeline("prebake two views of six ops", lambda: views(x, generator=g), "samples/s counts pairs"),
+                 Pipeline("prebake shift+gain+noise", lambda: three(x, generator=g))]
+    if with_peers and TA is not None:
         ta = TA.Compose([TA.Shift(min_shift=-0.1, max_shift=0.1, p=0.5, output_type="tensor"),
                          TA.Gain(p=0.5, output_type="tensor"),
                          TA.AddColoredNoise(p=0.5, output_type="tensor")], output_type="tensor").to(device)
-        rows.append(row("signals", "torch-audiomentations shift+gain+colored noise", tuple(x.shape),
-                        timed(lambda: ta(x, sample_rate=SAMPLE_RATE), device, min_s)))
-    loader = torch.utils.data.DataLoader(SeedScipyDataset(host), batch_size=n, num_workers=0)
-    rows.append(row("signals", "seed 004 scipy per-sample (DataLoader, 1 process)", tuple(x.shape),
-                    timed(lambda: next(iter(loader)).to(device), device, min_s, max_calls=5),
-                    "the seed ran 8 such worker processes"))
-    return rows
+        pipelines.append(Pipeline("torch-audiomentations shift+gain+colored noise",
+                                  lambda: ta(x, sample_rate=SAMPLE_RATE)))
+    if with_peers:
+        loader = torch.utils.data.DataLoader(SeedScipyDataset(host), batch_size=n, num_workers=0)
+        pipelines.append(Pipeline("seed 004 scipy per-sample (DataLoader, 1 process)",
+                                  lambda: next(iter(loader)).to(device), "the seed ran 8 such worker processes",
+                                  max_calls=5))
+    return measure("signals", tuple(x.shape), pipelines, device, min_s)
 
 
 # ---------------------------------------------------------------- report

@@ -69,6 +69,19 @@ def test_fused_crop_keeps_inf_and_nan_out_of_the_padding():
         assert torch.equal(out[i].nan_to_num(0.0), padded.nan_to_num(0.0))
 
 
+def test_fused_flip_and_crop_pass_gradients_back():
+    x = torch.rand(3, 2, 5, 5, requires_grad=True)
+    out, params = A.Compose([A.RandomHorizontalFlip(p=1.0), A.RandomCrop(5, padding=2)])(
+        x, generator=_gen(), return_params=True)
+    (out * 2).sum().backward()
+    top, left = params["1"]["offset"].unbind(1)
+    for i in range(3):  # 2 where a pixel lands inside the crop, 0 where it was cut off
+        rows = (torch.arange(5) + 2 >= top[i]) & (torch.arange(5) + 2 < top[i] + 5)
+        cols = (torch.arange(5) + 2 >= left[i]) & (torch.arange(5) + 2 < left[i] + 5)
+        expected = 2.0 * (rows[:, None] & cols.flip(0)[None, :]).float()
+        assert torch.equal(x.grad[i, 0], expected)
+
+
 def test_flip_and_crop_in_eval_are_not_fused():
     x = _images()
     op = A.Compose([A.RandomHorizontalFlip(p=1.0), A.RandomCrop(8, padding=2)]).eval()

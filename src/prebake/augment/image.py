@@ -236,7 +236,7 @@ def padded_crop(x: Tensor, offset: Tensor, size: tuple[int, int], padding: tuple
     valid = ((cols >= 0) & (cols < width))[:, None, None, :]
     fill_value = fill.reshape(1, -1, 1, 1)
     if x.dtype.is_floating_point:  # torch.where keeps the input's inf and nan out of the padding
-        return torch.where(valid, out, fill_value, out=out)
+        return torch.where(valid, out, fill_value, **({} if out.requires_grad else {"out": out}))
     keep = valid.to(x.dtype)  # integers: out * keep + fill * (1 - keep) is exact and 10x faster than where
     return out.mul_(keep).add_(fill_value * (1 - keep))
 
