@@ -19,8 +19,9 @@ torchaudio, which has no build for the pinned CPU torch; the three transforms us
 never call it, so a stub module stands in for the import (printed when used).
 
 Prints a table and writes JSON to benchmarks/results/augment-<device tag>.json.
-Figures are samples (images or signals) per second, the median of timed calls; the pipelines
-of a suite are timed in interleaved rounds.
+Figures are samples (images or signals) per second: the median of timed calls, whose pipelines
+are timed in interleaved rounds, then the median over ``--repeat`` runs of the whole set; each
+ratio also shows its min and max over the repeats.
 """
 
 from __future__ import annotations
@@ -283,18 +284,37 @@ RATIOS = [  # (ours, peer, peer key for the target)
 ]
 
 
-def ratios(rows: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+def ratios(repeats: list[list[dict[str, Any]]], device: torch.device) -> list[dict[str, Any]]:
+    """Each comparison's ratio per repeat, and their median, min and max; the target is judged on the median."""
     out = []
     for ours, peer, target_key in RATIOS:
-        for a in (r for r in rows if r["pipeline"] == ours):
-            b = next((r for r in rows if r["pipeline"] == peer and r["batch"] == a["batch"]), None)
-            if b is None:
+        for a in (r for r in repeats[0] if r["pipeline"] == ours):
+            per_repeat = []
+            for rows in repeats:
+                mine = next(r for r in rows if r["pipeline"] == ours and r["batch"] == a["batch"])
+                theirs = next((r for r in rows if r["pipeline"] == peer and r["batch"] == a["batch"]), None)
+                if theirs is not None:
+                    per_repeat.append(mine["samples_per_s"] / theirs["samples_per_s"])
+            if not per_repeat:
                 continue
             target = TARGETS.get(target_key) if device.type == "cpu" and target_key else None
-            ratio = a["samples_per_s"] / b["samples_per_s"]
-            out.append({"ours": ours, "peer": peer, "batch": a["batch"], "ratio": ratio, "target": target,
+            ratio = statistics.median(per_repeat)
+            out.append({"ours": ours, "peer": peer, "batch": a["batch"], "ratio": ratio, "ratio_min": min(per_repeat),
+                        "ratio_max": max(per_repeat), "per_repeat": per_repeat, "target": target,
                         "meets_target": None if target is None else ratio >= target})
     return out
+
+
+def combine(repeats: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per pipeline: the median over repeats of its median call time."""
+    rows = []
+    for i, first in enumerate(repeats[0]):
+        seconds = [rows_[i]["seconds"] for rows_ in repeats]
+        median = statistics.median(seconds)
+        rows.append({**first, "seconds": median, "samples_per_s": first["batch"][0] / median,
+                     "samples_per_s_per_repeat": [first["batch"][0] / s for s in seconds],
+                     "calls": sum(rows_[i]["calls"] for rows_ in repeats)})
+    return rows
 
 
 def print_report(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> None:
@@ -302,10 +322,11 @@ def print_report(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> Non
     for r in rows:
         batch = "x".join(map(str, r["batch"]))
         print(f"{r['suite']:8} {r['pipeline']:52} {batch:>16} {r['samples_per_s']:12,.0f} {r['seconds'] * 1e3:10.2f}")
-    print(f"\n{'prebake':45} {'vs':52} {'ratio':>8} {'target':>8}")
+    print(f"\n{'prebake':45} {'vs':52} {'ratio':>8} {'min-max':>12} {'target':>12}")
     for p in pairs:
         target = "" if p["target"] is None else f">={p['target']:.0f}x " + ("ok" if p["meets_target"] else "MISSED")
-        print(f"{p['ours']:45} {p['peer']:52} {p['ratio']:7.1f}x {target:>8}")
+        spread = f"{p['ratio_min']:.1f}-{p['ratio_max']:.1f}x"
+        print(f"{p['ours']:45} {p['peer']:52} {p['ratio']:7.2f}x {spread:>12} {target:>12}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -320,7 +341,11 @@ def main(argv: list[str] | None = None) -> None:
                          f"({' '.join(f'{k}={v}' for k, v in RETAIN.items())}); by default glibc hands large "
                          "blocks back to the OS on free, and each new tensor page-faults in again. "
                          "Every pipeline runs under the same settings")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="measure everything this many times; report medians and the spread of each ratio (default 3)")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error(f"--repeat {args.repeat}: give at least 1")
     if args.retain_freed_memory and any(os.environ.get(k) != v for k, v in RETAIN.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **RETAIN})
 
@@ -334,10 +359,14 @@ def main(argv: list[str] | None = None) -> None:
     signal_ns = [8] if args.quick else (args.signal_batches or ([64, 1024] if cuda else [64]))
 
     K, TA = import_kornia(), import_torch_audiomentations()
-    rows = bench_images(image_n, device, min_s, K) + bench_vit(vit_n, device, min_s)
-    for i, n in enumerate(signal_ns):  # peers only at the first (the issue's 64 x 4000) size
-        rows += bench_signals(n, device, min_s, TA, with_peers=i == 0)
-    pairs = ratios(rows, device)
+    repeats = []
+    for repeat in range(args.repeat):
+        print(f"repeat {repeat + 1} of {args.repeat}", flush=True)
+        rows = bench_images(image_n, device, min_s, K) + bench_vit(vit_n, device, min_s)
+        for i, n in enumerate(signal_ns):  # peers only at the first (the issue's 64 x 4000) size
+            rows += bench_signals(n, device, min_s, TA, with_peers=i == 0)
+        repeats.append(rows)
+    rows, pairs = combine(repeats), ratios(repeats, device)
     print_report(rows, pairs)
 
     allocator = {k: os.environ[k] for k in RETAIN if k in os.environ} or "glibc defaults"
@@ -347,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"benchmark": "augment", "quick": args.quick, "machine": {"device": str(device), **machine(device)},
               "allocator": allocator,
               "peers": {"kornia": K is not None, "torch-audiomentations": TA is not None},
-              "rows": rows, "ratios": pairs}
+              "repeats": args.repeat, "rows": rows, "ratios": pairs}
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {out}")
 
