@@ -199,9 +199,10 @@ def padded_crop(x: Tensor, offset: Tensor, size: tuple[int, int], padding: tuple
     - the at most ``pad_w`` columns at each edge that can fall in the padding are
       then set to ``fill`` by one masked pass.
 
-    On CPU, per-element gathers (advanced indexing, ``gather``) and ``torch.where``
-    over a broadcast mask cost 3-5x more than these row copies; the padded copy
-    that ``F.pad`` writes costs as much as the crop itself.
+    On CPU (512 x 3 x 32 x 32), integer indexing of ``unfold`` windows took 3x
+    (float32) to 6x (uint8) as long as this ``index_select`` of rows, and
+    ``torch.where`` over a broadcast per-sample mask 16x as long as a multiply
+    for uint8.
     """
     n, c, height, width = x.shape
     h, w = size
@@ -237,7 +238,7 @@ def padded_crop(x: Tensor, offset: Tensor, size: tuple[int, int], padding: tuple
     fill_value = fill.reshape(1, -1, 1, 1)
     if x.dtype.is_floating_point:  # torch.where keeps the input's inf and nan out of the padding
         return torch.where(valid, out, fill_value, **({} if out.requires_grad else {"out": out}))
-    keep = valid.to(x.dtype)  # integers: out * keep + fill * (1 - keep) is exact and 10x faster than where
+    keep = valid.to(x.dtype)  # integers: out * keep + fill * (1 - keep) is exact, and far faster than where
     return out.mul_(keep).add_(fill_value * (1 - keep))
 
 
