@@ -2,8 +2,9 @@
 
 Every op keeps the input dtype (uint8 results are rounded and clipped) and the
 device. Interpolating ops compute in float32. Crops take integer boxes, as
-torchvision does, and gather every sample's box in one ``gather`` (fixed size) or
-one ``grid_sample`` (resized), so the kernel count does not grow with the batch.
+torchvision does, and read every sample's box in one ``index_select`` of rows
+(fixed size; a preceding flip is fused in) or one ``grid_sample`` (resized), so
+the kernel count does not grow with the batch.
 """
 
 from __future__ import annotations
