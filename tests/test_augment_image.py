@@ -58,6 +58,17 @@ def test_flip_then_crop_fused_equals_the_two_ops_apart(dtype, hw, size, padding)
     assert 0 < int(params["0"]["apply"].sum()) < len(x)  # both branches of the flip were exercised
 
 
+def test_fused_crop_reads_strided_input_like_contiguous():
+    x = _images(n=6, h=10, w=12, seed=5)
+    op = A.Compose([A.RandomHorizontalFlip(), A.RandomCrop(None, padding=(2, 3), fill=(10, 20, 30))])
+    expected, params = op(x, generator=_gen(), return_params=True)
+    wide = torch.zeros(6, 3, 10, 20, dtype=torch.uint8)
+    wide[..., 4:16] = x  # a column slice of a wider batch: rows are not contiguous
+    for strided in (x.contiguous(memory_format=torch.channels_last), wide[..., 4:16]):
+        assert not strided.is_contiguous()
+        assert torch.equal(op(strided, params=params), expected)
+
+
 def test_fused_crop_keeps_inf_and_nan_out_of_the_padding():
     x = torch.full((4, 1, 3, 3), float("nan"))
     x[:, :, 1, 1] = float("inf")
