@@ -21,7 +21,9 @@ never call it, so a stub module stands in for the import (printed when used).
 Prints a table and writes JSON to benchmarks/results/augment-<device tag>.json.
 Figures are samples (images or signals) per second: the median of timed calls, whose pipelines
 are timed in interleaved rounds, then the median over ``--repeat`` runs of the whole set; each
-ratio also shows its min and max over the repeats.
+ratio also shows its min and max over the repeats. Every suite of every repeat runs in a fresh
+Python process: glibc's mmap and trim thresholds adapt to what a process has allocated before,
+so a suite run after another inherits fewer (or more) page faults than a user's own process has.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -100,22 +104,22 @@ def row(suite: str, pipeline: str, batch: tuple[int, ...], runs: list[float], no
 
 # ---------------------------------------------------------------- peers (optional imports)
 
-def import_kornia() -> Any:
+def import_kornia(say: Callable[[str], None] = print) -> Any:
     try:
         import kornia.augmentation as K
     except Exception as exc:  # any import failure means "skip this peer"
-        print(f"skip kornia: {type(exc).__name__}: {exc} (pip install kornia, or run benchmarks/setup-peers.sh)")
+        say(f"skip kornia: {type(exc).__name__}: {exc} (pip install kornia, or run benchmarks/setup-peers.sh)")
         return None
     return K
 
 
-def import_torch_audiomentations() -> Any:
+def import_torch_audiomentations(say: Callable[[str], None] = print) -> Any:
     if importlib.util.find_spec("torch_audiomentations") is None:
-        print("skip torch-audiomentations: not installed (run benchmarks/setup-peers.sh)")
+        say("skip torch-audiomentations: not installed (run benchmarks/setup-peers.sh)")
         return None
     if importlib.util.find_spec("torchaudio") is None:
-        print("torch-audiomentations: torchaudio is missing; a stub module stands in for the import "
-              "(Shift, Gain and AddColoredNoise never call torchaudio)")
+        say("torch-audiomentations: torchaudio is missing; a stub module stands in for the import "
+            "(Shift, Gain and AddColoredNoise never call torchaudio)")
         stub = types.ModuleType("torchaudio")
         stub.__path__ = []  # a package, so "import torchaudio.transforms" resolves
         stub.__version__ = "0.0.0+stub"
@@ -126,7 +130,7 @@ def import_torch_audiomentations() -> Any:
     try:
         import torch_audiomentations as TA
     except Exception as exc:
-        print(f"skip torch-audiomentations: {type(exc).__name__}: {exc} (run benchmarks/setup-peers.sh)")
+        say(f"skip torch-audiomentations: {type(exc).__name__}: {exc} (run benchmarks/setup-peers.sh)")
         return None
     return TA
 
@@ -329,6 +333,37 @@ def print_report(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> Non
         print(f"{p['ours']:45} {p['peer']:52} {p['ratio']:7.2f}x {spread:>12} {target:>12}")
 
 
+SUITES = ("images", "vit", "signals")
+
+
+def run_suite(suite: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One suite, timed in this process (the child side of ``main``)."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    min_s = 0.05 if args.quick else 1.0
+    quiet: Callable[[str], None] = lambda message: None  # noqa: E731 - the parent already said it
+    if suite == "images":
+        return bench_images(32 if args.quick else 512, device, min_s, import_kornia(quiet))
+    if suite == "vit":
+        return bench_vit(8 if args.quick else (args.vit_batch or (1024 if cuda else 256)), device, min_s)
+    rows, TA = [], import_torch_audiomentations(quiet)
+    signal_ns = [8] if args.quick else (args.signal_batches or ([64, 1024] if cuda else [64]))
+    for i, n in enumerate(signal_ns):  # peers only at the first (the issue's 64 x 4000) size
+        rows += bench_signals(n, device, min_s, TA, with_peers=i == 0)
+    return rows
+
+
+def run_in_fresh_process(suite: str, argv: list[str]) -> list[dict[str, Any]]:
+    """Run one suite in a new interpreter (same arguments, same environment) and read back its rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows_file = Path(tmp) / "rows.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--suite", suite, "--rows-to", str(rows_file)]
+        done = subprocess.run(cmd)
+        if done.returncode != 0:
+            sys.exit(f"the {suite} suite failed (exit {done.returncode}); rerun it alone: {' '.join(cmd[:-2])}")
+        return json.loads(rows_file.read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -343,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
                          "Every pipeline runs under the same settings")
     ap.add_argument("--repeat", type=int, default=3,
                     help="measure everything this many times; report medians and the spread of each ratio (default 3)")
+    ap.add_argument("--suite", choices=SUITES, help="run only this suite, once, in this process, and print its rows")
+    ap.add_argument("--rows-to", type=Path, help=argparse.SUPPRESS)  # where a --suite child writes its rows
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error(f"--repeat {args.repeat}: give at least 1")
@@ -350,22 +388,21 @@ def main(argv: list[str] | None = None) -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **RETAIN})
 
     device = torch.device(args.device)
-    cuda = device.type == "cuda"
-    if cuda and not torch.cuda.is_available():
+    if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: torch.cuda.is_available() is False here; run on a GPU machine or use --device cpu")
-    min_s = 0.05 if args.quick else 1.0
-    image_n = 32 if args.quick else 512
-    vit_n = 8 if args.quick else (args.vit_batch or (1024 if cuda else 256))
-    signal_ns = [8] if args.quick else (args.signal_batches or ([64, 1024] if cuda else [64]))
+    if args.suite:
+        rows = run_suite(args.suite, args)
+        if args.rows_to:
+            args.rows_to.write_text(json.dumps(rows))
+        else:
+            print_report(rows, ratios([rows], device))
+        return
 
-    K, TA = import_kornia(), import_torch_audiomentations()
+    K, TA = import_kornia(), import_torch_audiomentations()  # say once which peers run or are skipped
     repeats = []
     for repeat in range(args.repeat):
-        print(f"repeat {repeat + 1} of {args.repeat}", flush=True)
-        rows = bench_images(image_n, device, min_s, K) + bench_vit(vit_n, device, min_s)
-        for i, n in enumerate(signal_ns):  # peers only at the first (the issue's 64 x 4000) size
-            rows += bench_signals(n, device, min_s, TA, with_peers=i == 0)
-        repeats.append(rows)
+        print(f"repeat {repeat + 1} of {args.repeat}: " + ", ".join(SUITES) + ", each in a fresh process", flush=True)
+        repeats.append([row for suite in SUITES for row in run_in_fresh_process(suite, argv)])
     rows, pairs = combine(repeats), ratios(repeats, device)
     print_report(rows, pairs)
 
@@ -374,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or Path(__file__).parent / "results" / f"augment-{device_tag(device)}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "augment", "quick": args.quick, "machine": {"device": str(device), **machine(device)},
-              "allocator": allocator,
+              "allocator": allocator, "process": "each suite of each repeat in a fresh process",
               "peers": {"kornia": K is not None, "torch-audiomentations": TA is not None},
               "repeats": args.repeat, "rows": rows, "ratios": pairs}
     out.write_text(json.dumps(report, indent=1) + "\n")
