@@ -5,7 +5,8 @@ change the shape); shape, dtype and device are kept (or the documented dtype);
 seeded runs repeat; returned params replay; samples get their own parameters;
 the kernel count does not grow with the batch (profiler, CPU); nothing syncs with
 the host (``torch.cuda.set_sync_debug_mode("error")`` on CUDA; on CPU, running
-on the ``meta`` device, which has no values to read, stands in for it).
+on the ``meta`` device, which has no values to read, stands in for it); the
+forward traces into one ``torch.compile`` graph.
 """
 
 from __future__ import annotations
@@ -217,6 +218,19 @@ def test_no_value_is_read_on_the_host_meta(case: Case):
     x = torch.empty(case.shape(), device="meta")
     out = _op(case, 0.5, "meta")(x)
     assert out.device.type == "meta" and tuple(out.shape) == case.make(0.5).output_shape(x.shape)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES])
+def test_forward_traces_as_one_graph(case: Case):
+    """``torch.compile(fullgraph=True)`` accepts the whole forward: no graph break, so on CUDA
+    ``mode="reduce-overhead"`` can replay a pipeline as one CUDA graph. The eager backend checks
+    the tracing without compiling kernels; a replay with the params of the traced call must match."""
+    torch._dynamo.reset()
+    op = _op(case, 0.5, "cpu")
+    x = _input(case, torch.float32, "cpu")
+    traced = torch.compile(lambda t: op(t, return_params=True), fullgraph=True, backend="eager")
+    out, params = traced(x)
+    assert torch.equal(op(x, params), out)
 
 
 @NEEDS_CUDA
