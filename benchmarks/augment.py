@@ -4,6 +4,7 @@
     python benchmarks/augment.py --quick                # tiny sizes: a smoke run, not a measurement
     python benchmarks/augment.py --device cuda          # GPU; signals also at 1024 x 4000
     python benchmarks/augment.py --retain-freed-memory  # every pipeline without page faults on fresh tensors
+    python benchmarks/augment.py --suite signals        # one suite, once, in this process
 
 Three comparisons, each on the same data with the same output, in one process:
 
