@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 import prebake.augment as A
-from prebake.bench import device_tag, machine
+from prebake.measure.bench import device_tag, machine
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10 statistics
 VIT_MEAN, VIT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # seed 001's Normalize

@@ -29,7 +29,7 @@ import PIL
 import torch
 
 import prebake
-from prebake.build import BuildOptions, build_all, resolve_sources
+from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.synthetic import write_cifar10_python
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 import prebake
-from prebake.bench import BenchOptions, device_tag, run_bench
-from prebake.bench.report import table
+from prebake.measure.bench import BenchOptions, device_tag, run_bench
+from prebake.measure.bench.report import table
 from prebake.synthetic import write_cifar10_python
 
 HERE = Path(__file__).parent

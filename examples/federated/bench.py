@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from prebake.bench import device_tag, machine
+from prebake.measure.bench import device_tag, machine
 from prebake.synthetic import write_cifar10_python
 
 from .config import Config

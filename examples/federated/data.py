@@ -25,7 +25,7 @@ import torch
 
 import prebake
 from prebake.augment import batch_transform, image_eval_preset, image_train_preset
-from prebake.bench.pipelines import MEAN, STD, BenchData, SeedOffline, SeedOnline, write_seed_offline
+from prebake.measure.bench.pipelines import MEAN, STD, BenchData, SeedOffline, SeedOnline, write_seed_offline
 
 from .config import Config
 

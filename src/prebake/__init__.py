@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import os
 from typing import Any
 
-from .build import BuildOptions, BuildReport, ProgressFn, build_all, resolve_sources, select_split
+from ._version import __version__
+from .bake.build import BuildOptions, BuildReport, ProgressFn, build_all, resolve_sources, select_split
 from .errors import (
     BadItemError,
     BuildLockedError,
@@ -25,12 +24,12 @@ from .errors import (
     StrictModeError,
     UnsafePickleError,
 )
-from .loader import Loader
-from .reader import Cache, Ragged, open_cache
-from .sources import Source, SourceOptions
-from .verify import VerifyReport, verify
-from .memory import write_arrays
-from .watch import Watch, WatchReport, watch
+from .bake.memory import write_arrays
+from .bake.sources import Source, SourceOptions
+from .cache.reader import Cache, Ragged, open_cache
+from .cache.verify import VerifyReport, verify
+from .load.loader import Loader
+from .measure.watch import Watch, WatchReport, watch
 from . import augment
 
 open = open_cache  # prebake.open(path) -> Cache

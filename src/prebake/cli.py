@@ -14,14 +14,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import __version__, inventory
-from .build import BuildOptions, BuildReport, build_all, resolve_sources, select_split
+from ._version import __version__
+from .bake.build import BuildOptions, BuildReport, build_all, resolve_sources, select_split
+from .bake.freshness import source_changes
+from .bake.plugins import load_object
+from .bake.sources import KINDS, DatasetSource, Source, SourceOptions
+from .cache import inventory
+from .cache.files import remove_paths
+from .cache.format import MANIFEST
+from .cache.verify import VerifyReport, verify
 from .errors import PrebakeError, StrictModeError
-from .format import MANIFEST
-from .plugins import load_object
-from .sources import KINDS, DatasetSource, Source, SourceOptions
-from .verify import VerifyReport, verify
-from .storage import remove_paths
 
 _SHOW_SKIPPED = 10
 
@@ -251,7 +253,7 @@ def _byte_progress(bar: tqdm) -> Callable[[int, int], None]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    infos = [inventory.info(t) for t in _targets(args.path)]
+    infos = [inventory.info(t, source_changes) for t in _targets(args.path)]
     if args.json:
         print(json.dumps(infos if len(infos) > 1 else infos[0], indent=1))
         return 0
@@ -271,7 +273,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    entries = inventory.find_caches(args.path)
+    entries = inventory.find_caches(args.path, source_changes)
     if args.json:
         print(json.dumps([e.to_json() for e in entries], indent=1))
         return 0
@@ -319,8 +321,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BenchOptions, run_bench
-    from .bench.report import plot, pyplot, table
+    from .measure.bench import BenchOptions, run_bench
+    from .measure.bench.report import plot, pyplot, table
 
     if args.plot:
         pyplot()  # fail before the run, not after it

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .build import BuildOptions, ProgressFn, build_all, resolve_sources
-from .inventory import dir_bytes
-from .verify import verify
+from .bake.build import BuildOptions, ProgressFn, build_all, resolve_sources
+from .cache.inventory import dir_bytes
+from .cache.verify import verify
 
 DEMO_TRAIN, DEMO_TEST = 1000, 200
 
@@ -61,8 +61,8 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
     lines.append("re-running this command is a no-op: the fingerprint says every cache is up to date")
     bench = None
     if bench_seconds > 0:
-        from .bench import BenchOptions, run_bench
-        from .bench.report import table
+        from .measure.bench import BenchOptions, run_bench
+        from .measure.bench.report import table
 
         lines.append("")
         res = run_bench(workdir / "cache" / "cifar10-32" / "train",

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .sources.cifar import CIFAR10_CLASSES
+from .bake.sources.cifar import CIFAR10_CLASSES
 
 #: The real CIFAR-100 superclasses (coarse labels) and their five classes each.
 CIFAR100_SUPERCLASSES = {

@@ -1,0 +1,13 @@
+"""How a cache is made: sources -> per-item transforms -> worker processes -> an atomic commit.
+
+:mod:`.build` runs a build; :mod:`.worker` is what each process does; :mod:`.writer`
+keeps the partial directory, its journal and the commit; :mod:`.fingerprint` and
+:mod:`.plugins` decide when a cache is stale; :mod:`.sources` reads the inputs.
+"""
+
+from .build import BuildOptions, BuildReport, ProgressFn, build_all, build_one, resolve_sources, select_split
+from .memory import write_arrays
+from .sources import Source, SourceOptions
+
+__all__ = ["BuildOptions", "BuildReport", "ProgressFn", "Source", "SourceOptions", "build_all", "build_one",
+           "resolve_sources", "select_split", "write_arrays"]

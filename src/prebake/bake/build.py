@@ -1,0 +1,306 @@
+"""``prebake.build``: source -> transforms -> parallel workers -> committed cache.
+
+One call per split:
+
+1. fingerprint the inputs; an identical committed cache is a no-op;
+2. fork the worker pool, then take the output's lock (children never hold it,
+   so a killed builder cannot wedge the next one);
+3. probe the first good item for the column specs and preallocate (or resume)
+   the partial directory;
+4. run the pending chunks, journaling them as they become durable;
+5. seal and publish.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import filelock
+import numpy as np
+
+from ..cache.files import read_manifest, remove_paths
+from ..cache.format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, partial_path
+from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError
+from . import fingerprint as fpr
+from . import transforms as T
+from .incremental import hash_identities, reuse_plan
+from .sources import DatasetSource, Source, SourceOptions, detect
+from .worker import Job, probe_specs, run_chunk
+from .writer import ChunkResult, PartialCache, Plan, publish
+
+log = logging.getLogger("prebake")
+
+#: ``progress(split, items_done, items_total)``, called in the parent process.
+ProgressFn = Callable[[str, int, int], None]
+
+_CHUNK_BYTES = 16 << 20  # ~16 MB of rows per chunk: big enough to amortise, small enough to balance
+_CHECKPOINT_S = 1.0  # journal finished chunks at most this often (each checkpoint fsyncs)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything that shapes a build. ``prebake.build(**options)`` fills it in."""
+
+    image_size: int | None = None  # resize to S x S
+    shorter_side: int | None = None  # resize the shorter side to S
+    crop: int | None = None  # center crop S x S, after the resize
+    sample_rate: int | None = None  # resample audio signals to this rate (Hz)
+    bandpass: tuple[float, float] | None = None  # Butterworth band-pass of audio signals (Hz)
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # user function, runs last
+    workers: int | None = None  # processes; None = all cores; 0 or 1 = in this process
+    force: bool = False
+    strict: bool = False
+    ragged: tuple[str, ...] = ()  # columns whose first axis varies per item
+    lock_timeout: float | None = None  # seconds to wait for another build of the same output
+    chunk_rows: int | None = None  # rows per work unit; None = about 16 MB of rows
+
+
+@dataclass
+class BuildReport:
+    """What one split's build did."""
+
+    split: str
+    out: Path
+    action: str  # "built", "resumed", "rebuilt" or "up to date"
+    reasons: list[str] = field(default_factory=list)
+    num_items: int = 0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    reused: int = 0  # items copied unchanged from the previous cache instead of baked
+
+
+def resolve_sources(source: Any, kind: str | None = None, options: SourceOptions | None = None) -> dict[str, Source]:
+    """A path, a Source, or any map-style dataset -> ``{split: Source}``."""
+    if isinstance(source, Source):
+        return {"": source}
+    if isinstance(source, (str, os.PathLike)):
+        return detect(source, kind=kind, options=options)
+    if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        return {"": DatasetSource(source)}
+    raise TypeError(f"cannot build from {type(source).__name__}: pass a path, a Source or a map-style dataset")
+
+
+def select_split(sources: Mapping[str, Source], split: str | None) -> dict[str, Source]:
+    """Just ``split`` of ``sources`` (all of them when None), or a SourceError naming the splits there are."""
+    if split is None:
+        return dict(sources)
+    if split not in sources:
+        have = sorted(sources) if list(sources) != [""] else "none"
+        raise SourceError(f"the source has no split {split!r}; its splits: {have}")
+    return {split: sources[split]}
+
+
+def build_all(sources: Mapping[str, Source], out: str | os.PathLike[str], opts: BuildOptions,
+              progress: ProgressFn | None = None) -> list[BuildReport]:
+    """Build every split: ``{"": src}`` into ``out``, named splits into ``out/<split>``."""
+    out = Path(out)
+    return [build_one(src, out / split if split else out, opts, progress, split) for split, src in sources.items()]
+
+
+def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn | None = None,
+              split: str = "") -> BuildReport:
+    t0 = time.perf_counter()
+    out = Path(os.path.abspath(out))
+    steps = T.make_pipeline(image_size=opts.image_size, shorter_side=opts.shorter_side, crop=opts.crop,
+                            sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform)
+    ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns)))
+    fp = fpr.make(src.describe(), T.describe(steps), {"ragged": list(ragged)})
+    if stale_reasons(out, fp, opts.force) is None and not leftovers(out):
+        return _up_to_date(split, out, t0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    job = Job(src, steps, opts.strict)
+    with _worker_pool(job, opts.workers, len(src)) as pool, _locked(out, opts.lock_timeout):
+        reasons = stale_reasons(out, fp, opts.force)  # again: another builder may have finished it
+        if reasons is None:
+            remove_paths(leftovers(out))  # safe: we hold the lock, nobody else builds this output
+            return _up_to_date(split, out, t0)
+        if (out / MANIFEST).exists():
+            log.info("rebuilding %s: %s", out, "; ".join(reasons))
+        manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split, ragged)
+    log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
+    return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
+                       time.perf_counter() - t0, reused)
+
+
+def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,
+          progress: ProgressFn | None, split: str, ragged: tuple[str, ...]) -> tuple[dict[str, Any], str, int]:
+    sealed = partial_path(out) / MANIFEST
+    if sealed.exists() and _digest_of(sealed.parent) == fp["digest"] and not opts.force:
+        publish(sealed.parent, out)  # a crash hit between seal and publish
+        return read_manifest(out), "resumed", 0
+    ids = hash_identities(job.source.item_identities())
+    reusable = None if opts.force else reuse_plan(out, fp, ids)
+    reuse, specs = reusable if reusable else (None, probe_specs(job, ragged))
+    rows = opts.chunk_rows or max(32, min(1024, _CHUNK_BYTES // max(1, sum(c.row_bytes for c in specs))))
+    plan = Plan(fp["digest"], len(job.source), rows, tuple(specs))
+    partial = PartialCache.start(out, plan, fresh=opts.force)
+    action = "resumed" if partial.done else ("rebuilt" if (out / MANIFEST).exists() else "built")
+    if partial.done:
+        log.info("resuming %s: %d of %d chunks already done", out, len(partial.done), plan.num_chunks)
+    if reuse is not None:
+        log.info("%s: copying %d unchanged items from the old cache", out, int((reuse >= 0).sum()))
+    job.partial = partial
+    _run(job, partial, pool, progress, split, reuse)
+    manifest = partial.seal(list(job.source.keys()), job.source.classes, fp, ids)
+    partial.publish()
+    return manifest, action, 0 if reuse is None else int((reuse >= 0).sum())
+
+
+def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None, split: str,
+         reuse: np.ndarray | None) -> None:
+    """Bake the pending chunks, journaling finished ones at most every _CHECKPOINT_S."""
+    plan, pending = partial.plan, partial.pending()
+    done_items = sum(len(plan.chunk_range(c)) for c in partial.done)
+    if progress:
+        progress(split, done_items, plan.num_keys)
+    tasks = [(partial.out, plan, c, _slice(reuse, plan.chunk_range(c))) for c in pending]
+    if pool is None:
+        results: Iterator[ChunkResult] = (run_chunk(job, c, r) for _, _, c, r in tasks)
+    else:
+        results = pool.imap_unordered(_pool_chunk, tasks)
+    buffer: list[ChunkResult] = []
+    last = time.monotonic()
+    try:
+        for r in results:
+            buffer.append(r)
+            done_items += len(plan.chunk_range(r.chunk))
+            if progress:
+                progress(split, done_items, plan.num_keys)
+            if time.monotonic() - last >= _CHECKPOINT_S:
+                partial.record(buffer)
+                buffer, last = [], time.monotonic()
+    finally:
+        partial.record(buffer)  # keep finished work even when a strict error stops the build
+
+
+def stale_reasons(out: Path, fp: dict[str, Any], force: bool) -> list[str] | None:
+    """None if ``out`` is a committed cache of exactly these inputs, else the reasons to (re)build."""
+    if force:
+        return ["--force"]
+    if not (out / MANIFEST).exists():
+        if out.exists() and any(out.iterdir()):
+            raise PrebakeError(
+                f"{out} exists, is not empty and holds no {MANIFEST}: it is not a prebake cache; "
+                "choose another output directory or delete it"
+            )
+        return ["no cache yet"]
+    try:
+        old = read_manifest(out)["fingerprint"]
+    except (FormatError, KeyError) as e:
+        return [f"existing cache is unreadable or from another format ({e})"]
+    if old.get("digest") == fp["digest"]:
+        return None
+    return fpr.explain(old.get("inputs", {}), fp["inputs"])
+
+
+def leftovers(out: Path) -> list[Path]:
+    """What a build killed after its commit leaves: an old cache swapped out, or one moved aside."""
+    sealed_partial = partial_path(out)
+    found = [sealed_partial] if (sealed_partial / MANIFEST).exists() else []
+    replaced = out.with_name(out.name + REPLACED_SUFFIX)
+    return found + ([replaced] if replaced.exists() else [])
+
+
+def _digest_of(cache_dir: Path) -> str | None:
+    try:
+        return read_manifest(cache_dir)["fingerprint"]["digest"]
+    except (OSError, ValueError, KeyError, FormatError):
+        return None
+
+
+def _up_to_date(split: str, out: Path, t0: float) -> BuildReport:
+    m = read_manifest(out)
+    log.debug("%s is up to date (%d items)", out, m["num_items"])
+    return BuildReport(split, out, "up to date", [], m["num_items"], m["skipped"], time.perf_counter() - t0)
+
+
+@contextmanager
+def _locked(out: Path, timeout: float | None) -> Iterator[None]:
+    """One builder per output. flock is released by the kernel when its holder dies."""
+    lock = filelock.FileLock(str(out) + LOCK_SUFFIX)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        log.info("another process is building %s; waiting for it", out)
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except filelock.Timeout:
+            raise BuildLockedError(
+                f"{out} is being built by another process (lock {lock.lock_file}); "
+                f"waited {timeout}s — wait for that build to finish, or raise lock_timeout"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+_JOB: Job | None = None  # set in the parent just before the pool forks; children inherit it
+
+
+@contextmanager
+def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]:
+    n = workers_default() if workers is None else workers
+    if n <= 1 or num_items < 2 or "fork" not in mp.get_all_start_methods():
+        yield None  # in this process: no fork, simplest to debug
+        return
+    global _JOB
+    _JOB = job
+    pool = mp.get_context("fork").Pool(n, initializer=_init_worker, initargs=(os.getpid(),))
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        pool.join()
+        _JOB = None
+
+
+def _init_worker(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this worker when the builder dies, so no orphan keeps working."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: orphans exit when the task pipe closes
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _slice(reuse: np.ndarray | None, rows: range) -> np.ndarray | None:
+    return None if reuse is None else reuse[rows.start : rows.stop]
+
+
+def _pool_chunk(task: tuple[Path, Plan, int, np.ndarray | None]) -> ChunkResult:
+    out, plan, chunk, reuse = task
+    job = _JOB
+    assert job is not None, "worker started without a job"
+    if job.partial is None or job.partial.plan != plan:
+        job.partial, job._columns = PartialCache(out, plan, {}), None
+    return run_chunk(job, chunk, reuse)
+
+
+def workers_default() -> int:
+    return os.cpu_count() or 1
+
+
+__all__: Sequence[str] = ("BuildOptions", "BuildReport", "build_all", "build_one", "resolve_sources", "select_split")

@@ -1,0 +1,22 @@
+"""Whether a committed cache still matches its inputs, read from the fingerprint it recorded.
+
+Used by ``prebake ls`` and ``prebake info`` (through :mod:`prebake.cache.inventory`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import fingerprint as fpr
+from .sources.base import file_identity
+
+
+def source_changes(manifest: dict[str, Any]) -> list[str]:
+    """Which of the source files recorded in ``manifest`` changed since the build (empty: none)."""
+    source = manifest.get("fingerprint", {}).get("inputs", {}).get("source", {})
+    if not (source.get("files") and source.get("root")):
+        return []
+    root = Path(source["root"])
+    now = file_identity([root / f for f in source["files"]], root)
+    return fpr.explain_files(source["files"], now)

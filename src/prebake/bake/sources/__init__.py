@@ -1,0 +1,180 @@
+"""Sources: what a bake reads from. :func:`detect` turns a path into ``{split: Source}``.
+
+Kinds (``detect(path, kind=...)``, CLI ``--kind``):
+
+=============  ===============================================================
+``cifar``      CIFAR-10/100 python batches (``cifar-10-batches-py``, ``cifar-100-python``)
+``cifar-bin``  CIFAR-10/100 binary (``cifar-10-batches-bin``, ``cifar-100-binary``)
+``imagefolder`` ``root/<class>/<image>`` or ``root/<split>/<class>/<image>``
+``audio``      ``root/<class>/<recording>.wav`` (or with split folders), a ragged ``signal``
+``csv``        a CSV table with an image path column and label column(s)
+``arrays``     ``.npz``, ``.npy`` or a folder of ``{split}_images.npy`` + ``{split}_labels.npy``
+=============  ===============================================================
+
+Python datasets are wrapped directly: ``DatasetSource(my_dataset)`` or
+``DatasetSource.from_spec("my_module:make_dataset")``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import SourceError
+from .arrays import ArraySource, split_pairs
+from .arrays import arrays as _arrays
+from .base import Source, file_identity
+from .cifar import CifarBinarySource, CifarSource, cifar_binary, cifar_python
+from .csvtable import CsvSource
+from .dataset import DatasetSource
+from .audio import AudioFolderSource
+from .folder import ImageFolderSource, class_folder
+from .images import decode_image, is_image_file
+
+__all__ = [
+    "KINDS",
+    "ArraySource",
+    "AudioFolderSource",
+    "CifarBinarySource",
+    "CifarSource",
+    "CsvSource",
+    "DatasetSource",
+    "ImageFolderSource",
+    "Source",
+    "SourceOptions",
+    "decode_image",
+    "detect",
+    "file_identity",
+]
+
+KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "csv", "arrays")
+
+#: Folder names of the extracted CIFAR downloads, and the kind each one is.
+CIFAR_DIRS = {
+    "cifar-10-batches-py": "cifar",
+    "cifar-100-python": "cifar",
+    "cifar-10-batches-bin": "cifar-bin",
+    "cifar-100-binary": "cifar-bin",
+}
+
+_LOOKED_FOR = (
+    "CIFAR python batches (data_batch_1..5 + test_batch, or train + test + meta), "
+    "CIFAR binary batches (data_batch_1.bin.. + test_batch.bin, or train.bin + test.bin), "
+    f"a folder holding one of {', '.join(CIFAR_DIRS)}, "
+    "{split}_images.npy files, a .csv/.npz/.npy file, and class subfolders of images or WAV files"
+)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Options that only some kinds use (all for ``csv`` for now)."""
+
+    path_column: str | None = None
+    label_columns: tuple[str, ...] = ()
+    base_dir: str | None = None  # default: the CSV file's directory
+
+
+def detect(
+    path: str | os.PathLike[str], kind: str | None = None, options: SourceOptions | None = None
+) -> dict[str, Source]:
+    """Return ``{split_name: Source}``; a source without splits returns ``{"": source}``.
+
+    ``kind`` forces one of :data:`KINDS`; without it the kind is detected from the path.
+    """
+    options = options or SourceOptions()
+    root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise SourceError(f"{root} does not exist; check the dataset path")
+    if kind is None:
+        kind, root = _detect_kind(root)
+    elif kind not in KINDS:
+        raise SourceError(f"unknown source kind {kind!r}; use one of --kind {', '.join(KINDS)}")
+    elif kind in ("cifar", "cifar-bin"):
+        root = _cifar_child(root, kind) or root
+    return dict(_open(kind, root, options))
+
+
+def _is_cifar_python(root: Path) -> bool:
+    cifar10 = (root / "data_batch_1").is_file() and (root / "test_batch").is_file()
+    cifar100 = all((root / f).is_file() for f in ("train", "test", "meta"))
+    return cifar10 or cifar100
+
+
+def _is_cifar_binary(root: Path) -> bool:
+    cifar10 = (root / "data_batch_1.bin").is_file() and (root / "test_batch.bin").is_file()
+    cifar100 = (root / "train.bin").is_file() and (root / "test.bin").is_file()
+    return cifar10 or cifar100
+
+
+def _cifar_child(root: Path, kind: str | None) -> Path | None:
+    """The one extracted CIFAR folder inside ``root`` (of ``kind`` when given), if any."""
+    if not root.is_dir():
+        return None
+    found = [n for n, k in CIFAR_DIRS.items() if (root / n).is_dir() and kind in (None, k)]
+    if len(found) > 1:
+        raise SourceError(
+            f"{root} holds several CIFAR folders ({', '.join(found)}); pass the one you mean, "
+            f"e.g. {root / found[0]}"
+        )
+    return root / found[0] if found else None
+
+
+def _detect_kind(root: Path) -> tuple[str, Path]:
+    if root.is_file():
+        suffix = root.suffix.lower()
+        if suffix == ".csv":
+            return "csv", root
+        if suffix in (".npz", ".npy"):
+            return "arrays", root
+    elif _is_cifar_python(root):
+        return "cifar", root
+    elif _is_cifar_binary(root):
+        return "cifar-bin", root
+    elif (child := _cifar_child(root, None)) is not None:
+        return CIFAR_DIRS[child.name], child
+    elif split_pairs(root):
+        return "arrays", root
+    elif any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(root)):
+        return _folder_kind(root), root
+    raise SourceError(
+        f"cannot tell what kind of dataset {root} is: looked for {_LOOKED_FOR}; "
+        f"pass --kind (one of {', '.join(KINDS)}) to choose one"
+    )
+
+
+def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
+    if kind == "cifar":
+        return dict(cifar_python(root))
+    if kind == "cifar-bin":
+        return dict(cifar_binary(root))
+    if kind in ("imagefolder", "audio"):
+        if not root.is_dir():
+            raise SourceError(f"{root} is not a directory; --kind {kind} needs root/<class>/<file>")
+        return dict(class_folder(root, ImageFolderSource if kind == "imagefolder" else AudioFolderSource))
+    if kind == "arrays":
+        return dict(_arrays(root))
+    return {"": _csv(root, options)}
+
+
+def _csv(root: Path, options: SourceOptions) -> CsvSource:
+    if root.is_dir():
+        tables = sorted(p for p in root.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+        if len(tables) != 1:
+            raise SourceError(
+                f"{root} is a directory with {len(tables)} .csv files; pass the CSV file itself"
+            )
+        root = tables[0]
+    return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir)
+
+
+def _folder_kind(root: Path) -> str:
+    """'audio' when the first item-like file under ``root`` is a WAV file, else 'imagefolder'."""
+    for _, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if is_image_file(f):
+                return "imagefolder"
+            if AudioFolderSource.is_item_file(f):
+                return "audio"
+    return "imagefolder"

@@ -1,0 +1,222 @@
+"""A CSV table: one row per image, a path column and label column(s)::
+
+    image_path,diagnosis            image_path,effusion,nodule,pneumonia
+    scans/0001.png,benign           scans/0001.png,0,1,0
+
+- The header row is required. The path column is ``path_column``, else the first of
+  :data:`PATH_COLUMNS` present (case-insensitive). Paths are relative to ``base_dir``
+  (default: the CSV's directory); absolute paths are used as they are.
+- Label columns are ``label_columns``, else every other column.
+  One column: all integers -> ``label`` int, ``classes`` None; otherwise the sorted
+  distinct strings are the ``classes`` and ``label`` is the index. Several columns ->
+  ``label`` of shape (K,), int64 when every value is an integer, else float32; the
+  column names are in :attr:`CsvSource.label_names`.
+- A bad row (wrong number of fields, empty path, empty or unparseable label, missing
+  file) becomes a :class:`BadItemError` at :meth:`CsvSource.read` time, with its row
+  number, so every other row still builds. Row numbers are CSV line numbers (the
+  header is row 1), as a spreadsheet shows them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import BadItemError, SourceError
+from .base import Source, file_identity
+from .images import decode_image
+
+#: Column names tried, in order, when no path column is given.
+PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
+
+
+@dataclass
+class _Row:
+    line: int
+    path: str
+    values: list[str]  # label field values, in label_columns order
+    error: str | None = None
+
+
+def _read_table(csv_path: Path) -> tuple[list[str], list[_Row], list[list[str]]]:
+    """Header, rows (with the raw fields) and the raw field lists, skipping blank lines."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header: list[str] | None = None
+            rows: list[_Row] = []
+            fields: list[list[str]] = []
+            start = 1
+            for record in reader:
+                line, start = start, reader.line_num + 1
+                if not record:
+                    continue
+                if header is None:
+                    header = [h.strip() for h in record]
+                    continue
+                rows.append(_Row(line, "", []))
+                fields.append(record)
+    except FileNotFoundError:
+        raise SourceError(f"{csv_path} does not exist") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SourceError(f"{csv_path} is not a readable UTF-8 CSV file: {e}") from None
+    if header is None:
+        raise SourceError(f"{csv_path} is empty; a CSV source needs a header row (e.g. 'path,label')")
+    return header, rows, fields
+
+
+def _find_path_column(header: list[str], wanted: str | None, csv_path: Path) -> str:
+    lower = {h.lower(): h for h in reversed(header)}
+    if wanted is not None:
+        if wanted in header:
+            return wanted
+        if wanted.lower() in lower:
+            return lower[wanted.lower()]
+        raise SourceError(f"{csv_path} has no column {wanted!r}; its columns are {header}")
+    for name in PATH_COLUMNS:
+        if name in lower:
+            return lower[name]
+    raise SourceError(
+        f"{csv_path} has no image path column: its columns are {header}, and none is one of "
+        f"{list(PATH_COLUMNS)}; pass path_column= (CLI: --path-column) to name it"
+    )
+
+
+def _parse_numbers(text: str, kind: type) -> int | float | None:
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
+class CsvSource(Source):
+    """Items ``{"image": RGB PIL.Image, "label": ...}`` from the rows of a CSV table."""
+
+    kind = "csv"
+
+    def __init__(
+        self,
+        csv_path: str | os.PathLike[str],
+        path_column: str | None = None,
+        label_columns: tuple[str, ...] = (),
+        base_dir: str | os.PathLike[str] | None = None,
+    ):
+        self.csv_path = Path(csv_path).resolve()
+        self.base_dir = Path(base_dir).resolve() if base_dir is not None else self.csv_path.parent
+        header, self._rows, fields = _read_table(self.csv_path)
+        if len(set(header)) != len(header):
+            raise SourceError(f"{self.csv_path} has duplicate column names: {header}; rename them")
+        self.path_column = _find_path_column(header, path_column, self.csv_path)
+        self.label_names = self._label_columns(header, label_columns)
+        self._split_fields(header, fields)
+        self.classes: list[str] | None = None
+        self._labels: list[Any] = [None] * len(self._rows)
+        if len(self.label_names) == 1:
+            self._single_labels()
+        elif self.label_names:
+            self._multi_labels()
+
+    def _label_columns(self, header: list[str], wanted: tuple[str, ...]) -> list[str]:
+        if not wanted:
+            return [h for h in header if h != self.path_column]
+        missing = [c for c in wanted if c not in header]
+        if missing or self.path_column in wanted:
+            raise SourceError(
+                f"{self.csv_path}: label columns {list(wanted)} must be columns of the table other "
+                f"than the path column {self.path_column!r}; its columns are {header}"
+            )
+        return list(wanted)
+
+    def _split_fields(self, header: list[str], fields: list[list[str]]) -> None:
+        """Fill each row's path and label values, or its error."""
+        path_at = header.index(self.path_column)
+        label_at = [header.index(c) for c in self.label_names]
+        for row, record in zip(self._rows, fields):
+            if len(record) != len(header):
+                row.error = f"has {len(record)} fields, the header has {len(header)}"
+                continue
+            row.path = record[path_at].strip()
+            row.values = [record[i].strip() for i in label_at]
+            if not row.path:
+                row.error = f"empty path in column {self.path_column!r}"
+
+    def _good_rows(self) -> list[tuple[int, _Row]]:
+        return [(i, r) for i, r in enumerate(self._rows) if r.error is None]
+
+    def _single_labels(self) -> None:
+        column = self.label_names[0]
+        for _, row in self._good_rows():
+            if not row.values[0]:
+                row.error = f"empty label in column {column!r}"
+        good = self._good_rows()
+        ints = [_parse_numbers(r.values[0], int) for _, r in good]
+        if all(v is not None for v in ints):
+            for (i, _), v in zip(good, ints):
+                self._labels[i] = v
+            return
+        self.classes = sorted({r.values[0] for _, r in good})
+        index = {name: k for k, name in enumerate(self.classes)}
+        for i, row in good:
+            self._labels[i] = index[row.values[0]]
+
+    def _multi_labels(self) -> None:
+        good = self._good_rows()
+        for k, column in enumerate(self.label_names):
+            if good and all(_parse_numbers(r.values[k], float) is None for _, r in good):
+                raise SourceError(
+                    f"{self.csv_path}: column {column!r} holds no numbers (e.g. {good[0][1].values[k]!r}), "
+                    f"but a table with several label columns needs numeric ones; pass "
+                    f"label_columns= (CLI: --label-columns) to choose among {self.label_names}"
+                )
+        all_int = all(_parse_numbers(v, int) is not None for _, r in good for v in r.values)
+        kind, dtype = (int, np.int64) if all_int else (float, np.float32)
+        for i, row in good:
+            parsed = [_parse_numbers(v, kind) for v in row.values]
+            bad = [(c, v) for c, v, p in zip(self.label_names, row.values, parsed) if p is None]
+            if bad:
+                c, v = bad[0]
+                row.error = f"label {v!r} in column {c!r} is not a number"
+            else:
+                self._labels[i] = np.array(parsed, dtype=dtype)
+
+    def _file(self, row: _Row) -> Path:
+        return self.base_dir / row.path  # an absolute row.path replaces base_dir
+
+    def keys(self) -> list[str]:
+        return [f"row {r.line}: {r.path}" if r.path else f"row {r.line}" for r in self._rows]
+
+    def read(self, index: int) -> dict[str, Any]:
+        row = self._rows[index]
+        if row.error is not None:
+            raise BadItemError(row.error)
+        try:
+            image = decode_image(self._file(row))
+        except BadItemError as e:
+            raise BadItemError(e.reason) from None  # the key already names the row and the file
+        item: dict[str, Any] = {"image": image}
+        if self.label_names:
+            item["label"] = self._labels[index]
+        return item
+
+    def item_identities(self) -> list[str]:
+        """Path, file size and mtime, and labels: independent of the row's position in the table."""
+        files = file_identity([self._file(r) for r in self._rows if r.path], self.base_dir)
+        out = []
+        for row, label in zip(self._rows, self._labels):
+            rel = os.path.relpath(self._file(row), self.base_dir) if row.path else ""
+            out.append(f"{row.path}|{files.get(rel)}|{row.values}|{_label_text(label)}|{row.error}")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        files = [self.csv_path] + [self._file(r) for _, r in self._good_rows()]
+        params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names)}
+        return self.describe_files(self.base_dir, params, files)
+
+
+def _label_text(label: Any) -> str:
+    return repr(label.tolist()) if isinstance(label, np.ndarray) else repr(label)

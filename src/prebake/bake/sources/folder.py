@@ -1,0 +1,141 @@
+"""A folder with one subfolder per class, each holding item files::
+
+    pets/cat/001.jpg  pets/cat/more/002.png  pets/dog/003.jpg
+    hearts/normal/a0001.wav  hearts/abnormal/a0002.wav
+
+or the same one level down per split (``pets/train/cat/...``, ``pets/val/cat/...``).
+
+Classes are the sorted subfolder names, and label = index in that list. For split
+folders the class list is the sorted union over all splits, so a label means the same
+class in every split. Items are sorted by (class, relative path); class folders are
+searched recursively. Hidden files and folders (name starting with '.') are skipped, as
+are files of other types. A file of the right type that fails to decode is a bad item
+(recorded by the build), never silently dropped.
+
+:class:`ImageFolderSource` reads images; :class:`~prebake.bake.sources.audio.AudioFolderSource`
+reads WAV files. Both are a :class:`ClassFolderSource` with two methods of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from ...errors import SourceError
+from .base import Source, file_identity
+from .images import IMAGE_EXTENSIONS, decode_image, is_image_file
+
+log = logging.getLogger(__name__)
+
+#: Subfolder names that mark a folder of splits rather than a folder of classes.
+SPLIT_NAMES = ("train", "val", "valid", "validation", "test")
+
+
+def visible_dirs(path: Path) -> list[str]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    except OSError as e:
+        raise SourceError(f"cannot list {path}: {e.strerror or e}") from None
+
+
+class ClassFolderSource(Source):
+    """Items ``{**read_file(path), "label": class index}`` from class subfolders."""
+
+    kind = "folder"
+    #: What the files are, and their extensions, for messages.
+    what: ClassVar[str] = "files"
+    extensions: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, root: str | os.PathLike[str], classes: Iterable[str] | None = None):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise SourceError(f"{self.root} is not a directory; it should hold one subfolder per class")
+        present = visible_dirs(self.root)
+        self.classes = sorted(classes) if classes is not None else present
+        index = {name: i for i, name in enumerate(self.classes)}
+        self._paths: list[str] = []
+        self._labels: list[int] = []
+        for name in present:
+            if name not in index:
+                raise SourceError(f"{self.root / name} is not in the class list {self.classes}")
+            files = self._files(self.root / name)
+            if not files:
+                log.warning("class folder %s holds no %s", self.root / name, self.what)
+            self._paths.extend(f"{name}/{f}" for f in files)
+            self._labels.extend([index[name]] * len(files))
+        if not self._paths:
+            raise SourceError(
+                f"{self.root} holds no {self.what} in class subfolders (looked for "
+                f"{', '.join(self.extensions)} in {len(present)} subfolder(s)); expected "
+                f"root/<class>/<file>, e.g. root/cat/001{self.extensions[0] if self.extensions else ''}"
+            )
+
+    @classmethod
+    def is_item_file(cls, name: str) -> bool:
+        return name.lower().endswith(cls.extensions)
+
+    def read_file(self, path: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _files(self, class_dir: Path) -> list[str]:
+        """Item files under ``class_dir`` (recursive), as sorted POSIX paths relative to it."""
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(class_dir):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(class_dir)
+            found.extend((rel / f).as_posix() for f in filenames if not f.startswith(".") and self.is_item_file(f))
+        return sorted(found)
+
+    def keys(self) -> list[str]:
+        return self._paths
+
+    def read(self, index: int) -> dict[str, Any]:
+        return {**self.read_file(self.root / self._paths[index]), "label": self._labels[index]}
+
+    def item_identities(self) -> list[str]:
+        files = file_identity([self.root / p for p in self._paths], self.root)
+        return [f"{p}|{files[p]}|{label}" for p, label in zip(self._paths, self._labels)]
+
+    def describe(self) -> dict[str, Any]:
+        return self.describe_files(self.root, {"classes": list(self.classes)}, [self.root / p for p in self._paths])
+
+
+class ImageFolderSource(ClassFolderSource):
+    """Items ``{"image": RGB PIL.Image, "label": class index}`` from class subfolders."""
+
+    kind = "imagefolder"
+    what = "image files"
+    extensions = IMAGE_EXTENSIONS
+
+    @classmethod
+    def is_item_file(cls, name: str) -> bool:
+        return is_image_file(name)
+
+    def read_file(self, path: Path) -> dict[str, Any]:
+        return {"image": decode_image(path)}
+
+
+def split_dirs(root: Path) -> list[str] | None:
+    """The split subfolders of ``root`` when every subfolder is a split name holding folders."""
+    subdirs = visible_dirs(root)
+    if not subdirs or any(d.lower() not in SPLIT_NAMES for d in subdirs):
+        return None
+    if not all(visible_dirs(root / d) for d in subdirs):
+        return None
+    return subdirs
+
+
+F = TypeVar("F", bound=ClassFolderSource)
+
+
+def class_folder(root: Path, cls: type[F]) -> dict[str, F]:
+    """``{split: source}`` for a split folder, else ``{"": source}``."""
+    splits = split_dirs(root)
+    if splits is None:
+        return {"": cls(root)}
+    classes = sorted({c for s in splits for c in visible_dirs(root / s)})
+    return {s: cls(root / s, classes=classes) for s in splits}

@@ -1,0 +1,139 @@
+"""Decode one image file into an RGB ``PIL.Image``, or say exactly why it cannot be.
+
+Every failure becomes a :class:`~prebake.errors.BadItemError` with a short reason
+("file not found", "truncated image: ...") so a build records the item and goes on.
+
+Mode conversion rules (the cache stores 8-bit RGB):
+
+- ``L``, ``1``, ``P``, ``CMYK``, ``YCbCr``: Pillow's own conversion to RGB.
+- Alpha (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour): the alpha channel is
+  **dropped**, the colour values are kept. This matches what ``Image.convert("RGB")``
+  (and so torchvision's ``ImageFolder`` loader) produces, so a prebake cache holds the same
+  pixels the usual loader would.
+- 16-bit (``I;16*``): ``value >> 8``, a proper rescale rather than clipping at 255.
+- 32-bit int (``I``): values in [0, 65535] are 16-bit data (16-bit PNG/TIFF open this
+  way in some Pillow versions) and get ``>> 8``; wider values are clipped at 0 and get ``>> 23``.
+- Float (``F``): values in [0, 1] are scaled by 255; others are clipped to [0, 255]; NaN is 0.
+
+Truncated files always fail: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never enabled.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ...errors import BadItemError
+
+#: Extensions (lower case) that image folders and CSV tables treat as images.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def is_image_file(name: str | os.PathLike[str]) -> bool:
+    """True when the file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Fully decode ``path`` into an RGB image with its EXIF orientation applied.
+
+    Raises :class:`BadItemError` with a short reason for a missing, empty, unreadable,
+    truncated, oversized (decompression bomb) or zero-size image.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.width == 0 or im.height == 0:
+                raise BadItemError(f"zero-size image ({im.width}x{im.height})")
+            oriented = ImageOps.exif_transpose(im)
+            return to_rgb(oriented)
+    except BadItemError:
+        raise
+    except UnidentifiedImageError:
+        raise BadItemError("not a readable image (Pillow cannot identify it)") from None
+    except Image.DecompressionBombError as e:
+        # Pillow's text: "Image size (N pixels) exceeds limit of M pixels, could be ..."
+        raise BadItemError(f"decompression bomb: {str(e).split(', could')[0]}") from None
+    except OSError as e:
+        raise BadItemError(_os_error_reason(path, e)) from None
+    except Exception as e:  # noqa: BLE001 - Pillow plugins raise many types on corrupt data
+        raise BadItemError(f"cannot decode image: {type(e).__name__}: {e}") from None
+
+
+def _check_file(path: Path) -> None:
+    """Reasons that do not need Pillow: missing file, directory, empty file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise BadItemError("file not found") from None
+    except OSError as e:
+        raise BadItemError(f"cannot stat file: {e.strerror or e}") from None
+    if path.is_dir():
+        raise BadItemError("is a directory, not an image file")
+    if st.st_size == 0:
+        raise BadItemError("empty file (0 bytes)")
+
+
+def _os_error_reason(path: Path, e: OSError) -> str:
+    text = str(e)
+    if "truncated" in text:
+        return f"truncated image: {text}"
+    riff = _riff_shortfall(path)
+    if riff:
+        return f"truncated image: {riff}"
+    return f"cannot decode image: {text}"
+
+
+def _riff_shortfall(path: Path) -> str | None:
+    """For WebP (RIFF) files, say so when the file is shorter than its header declares.
+
+    Pillow's WebP decoder only reports "could not create decoder object" for a cut file.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    declared = struct.unpack("<I", head[4:8])[0] + 8
+    if size < declared:
+        return f"file has {size} bytes, its RIFF header declares {declared}"
+    return None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB following the rules in the module docstring."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.uint16) >> 8
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        shift = 8 if a.size == 0 or (a.min() >= 0 and a.max() <= 0xFFFF) else 23
+        a = np.clip(a, 0, 2**31 - 1) >> shift
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        return Image.fromarray(_float_to_uint8(np.asarray(im)), "L").convert("RGB")
+    if mode == "P" and "transparency" in im.info:
+        return im.convert("RGBA").convert("RGB")
+    try:
+        return im.convert("RGB")
+    except ValueError as e:
+        raise BadItemError(f"unsupported image mode {mode!r}: {e}") from None
+
+
+def _float_to_uint8(a: np.ndarray) -> np.ndarray:
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if a.size and a.min() >= 0.0 and a.max() <= 1.0:
+        a = a * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)

@@ -1,0 +1,184 @@
+"""Bake-time, per-item, deterministic transforms: item dict -> item dict.
+
+Between transforms an ``image`` is a PIL image or a ``(C, H, W)`` ndarray.
+:class:`ToCHW` turns it into a contiguous ``uint8`` ``(C, H, W)`` array, the
+layout the cache stores (like PyTorch). A user function runs last and sees
+that array.
+
+Random augmentation does not belong here: it runs batched on the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import BadItemError
+from .plugins import code_identity
+from .signals import BandPass, Resample
+
+Item = dict[str, Any]
+ImageLike = Any  # PIL.Image.Image | np.ndarray (C, H, W)
+
+_PIL_MODES = {1: "L", 3: "RGB"}
+
+
+def image_size(img: ImageLike) -> tuple[int, int]:
+    """(width, height) of a PIL image or a CHW array."""
+    if isinstance(img, Image.Image):
+        return img.size
+    return int(img.shape[-1]), int(img.shape[-2])
+
+
+def _resize_array(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    if img.dtype == np.uint8 and img.ndim == 3 and img.shape[0] in _PIL_MODES:
+        hwc = np.ascontiguousarray(img.transpose(1, 2, 0))
+        pil = Image.fromarray(hwc[..., 0] if img.shape[0] == 1 else hwc)  # mode L or RGB
+        out = np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR))
+        return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)
+    import torch  # other dtypes and channel counts: torch's antialiased bilinear
+
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    t = t.reshape(1, -1, *t.shape[-2:])
+    t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return t.reshape(*img.shape[:-2], h, w).numpy().astype(img.dtype, copy=False)
+
+
+def resize_image(img: ImageLike, w: int, h: int) -> ImageLike:
+    """Antialiased bilinear resize (Pillow's filter widens on downscale)."""
+    if image_size(img) == (w, h):
+        return img
+    if isinstance(img, Image.Image):
+        return img.resize((w, h), Image.Resampling.BILINEAR)
+    return _resize_array(np.asarray(img), w, h)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Resize to ``size`` x ``size``, or (``shorter=True``) the shorter side to ``size``."""
+
+    size: int
+    shorter: bool = False
+
+    def __call__(self, item: Item) -> Item:
+        w, h = image_size(item["image"])
+        if not self.shorter:
+            nw, nh = self.size, self.size
+        elif w <= h:  # torchvision's rule: the longer side is truncated, not rounded
+            nw, nh = self.size, int(self.size * h / w)
+        else:
+            nw, nh = int(self.size * w / h), self.size
+        item["image"] = resize_image(item["image"], nw, nh)
+        return item
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """Crop the central ``size`` x ``size`` window."""
+
+    size: int
+
+    def __call__(self, item: Item) -> Item:
+        img = item["image"]
+        w, h = image_size(img)
+        s = self.size
+        if w < s or h < s:
+            raise BadItemError(
+                f"image is {w}x{h}, smaller than the {s}x{s} crop; resize first (--image-size or --shorter-side)"
+            )
+        top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        if isinstance(img, Image.Image):
+            item["image"] = img.crop((left, top, left + s, top + s))
+        else:
+            item["image"] = np.ascontiguousarray(img[..., top : top + s, left : left + s])
+        return item
+
+
+@dataclass(frozen=True)
+class ToCHW:
+    """PIL image -> contiguous uint8 (C, H, W). Arrays are already CHW and pass through."""
+
+    def __call__(self, item: Item) -> Item:
+        img = item.get("image")
+        if isinstance(img, Image.Image):
+            arr = np.asarray(img)
+            arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+            item["image"] = np.ascontiguousarray(arr, dtype=np.uint8)
+        return item
+
+
+class UserTransform:
+    """A user's per-item function; its module source is part of the fingerprint."""
+
+    def __init__(self, fn: Callable[[Item], Item]):
+        if not callable(fn):
+            raise TypeError(f"transform must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.identity = code_identity(fn)
+
+    def __call__(self, item: Item) -> Item:
+        out = self.fn(item)
+        if not isinstance(out, dict):
+            raise BadItemError(f"transform {self.identity['name']} returned {type(out).__name__}, expected a dict")
+        return out
+
+
+Transform = Callable[[Item], Item]
+
+
+def make_pipeline(
+    *,
+    image_size: int | None = None,
+    shorter_side: int | None = None,
+    crop: int | None = None,
+    sample_rate: int | None = None,
+    bandpass: tuple[float, float] | None = None,
+    transform: Callable[[Item], Item] | None = None,
+) -> list[Transform]:
+    """The bake pipeline: [resample] [band-pass] [resize] [center crop] to-CHW [user function]."""
+    if image_size is not None and shorter_side is not None:
+        raise ValueError("pass image_size (S x S) or shorter_side, not both")
+    steps: list[Transform] = []
+    if sample_rate is not None:
+        steps.append(Resample(_positive(sample_rate, "sample_rate")))
+    if bandpass is not None:
+        steps.append(BandPass(float(bandpass[0]), float(bandpass[1])))
+    if image_size is not None:
+        steps.append(Resize(_positive(image_size, "image_size")))
+    if shorter_side is not None:
+        steps.append(Resize(_positive(shorter_side, "shorter_side"), shorter=True))
+    if crop is not None:
+        steps.append(CenterCrop(_positive(crop, "crop")))
+    steps.append(ToCHW())
+    if transform is not None:
+        steps.append(UserTransform(transform))
+    return steps
+
+
+def _positive(v: int, name: str) -> int:
+    if int(v) != v or v <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def describe(steps: Sequence[Transform]) -> list[dict[str, Any]]:
+    """JSON identity of a pipeline, for the fingerprint."""
+    out: list[dict[str, Any]] = []
+    for s in steps:
+        if dataclasses.is_dataclass(s):
+            out.append({"name": type(s).__name__, **dataclasses.asdict(s)})
+        else:
+            ident = s.identity if isinstance(s, UserTransform) else code_identity(s)
+            out.append({"name": "user", "function": ident["name"], "code": ident["code"]})
+    return out
+
+
+def apply(steps: Sequence[Transform], item: Item) -> Item:
+    for step in steps:
+        item = step(item)
+    return item

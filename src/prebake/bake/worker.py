@@ -1,0 +1,168 @@
+"""What runs in a worker process: read items, transform them, write rows.
+
+A worker gets a :class:`Job` by fork (the source's state is loaded once in the
+parent), opens the memory-mapped columns once, and for each chunk writes its
+rows in place. Only a small :class:`~prebake.bake.writer.ChunkResult` goes back
+through the pipe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..cache.format import ColumnSpec
+from ..cache.reader import Cache
+from ..cache.stats import chunk_stats
+from ..errors import BadItemError, SourceError, StrictModeError
+from . import transforms as T
+from .mapped import MappedColumns
+from .sources.base import Source
+from .writer import ChunkResult, PartialCache
+
+
+@dataclass
+class Job:
+    source: Source
+    steps: Sequence[T.Transform]
+    strict: bool = False
+    partial: PartialCache | None = None
+    _columns: MappedColumns | None = field(default=None, repr=False)
+    _old: Cache | None = field(default=None, repr=False)
+    _pid: int = -1
+
+    def columns(self) -> MappedColumns:
+        if self._columns is None or self._pid != os.getpid():
+            assert self.partial is not None
+            self._columns, self._old, self._pid = self.partial.open_columns(), None, os.getpid()
+        return self._columns
+
+    def old_cache(self) -> Cache:
+        """The committed cache being replaced, whose unchanged rows are copied (read-only)."""
+        self.columns()  # (re)open per process
+        if self._old is None:
+            assert self.partial is not None
+            self._old = Cache(self.partial.out)
+        return self._old
+
+
+def bake_item(job: Job, index: int) -> dict[str, Any]:
+    """Read and transform one item; any failure becomes a BadItemError with the reason."""
+    try:
+        return T.apply(job.steps, job.source.read(index))
+    except BadItemError:
+        raise
+    except Exception as e:  # a user's dataset or transform: record it, keep the build going
+        raise BadItemError(f"{type(e).__name__}: {e}") from e
+
+
+def conform(item: dict[str, Any], specs: Sequence[ColumnSpec]) -> dict[str, np.ndarray]:
+    """Check an item against the column specs; return arrays in the column dtypes."""
+    extra = set(item) - {c.name for c in specs}
+    if extra:
+        raise BadItemError(f"has columns {sorted(extra)} that the first item did not have")
+    out = {}
+    for c in specs:
+        if c.name not in item:
+            raise BadItemError(f"missing column {c.name!r}")
+        v = np.asarray(item[c.name])
+        dtype = np.dtype(c.dtype)
+        if v.dtype != dtype and not np.can_cast(v.dtype, dtype, casting="safe"):
+            raise BadItemError(f"column {c.name!r} has dtype {v.dtype}, expected {dtype} like the first item")
+        shape = v.shape[1:] if c.ragged else v.shape
+        if shape != c.shape or (c.ragged and v.ndim == 0):
+            want = ("(n, " + ", ".join(map(str, c.shape)) + ")") if c.ragged else str(c.shape)
+            hint = "; pass --image-size S to give every image one size" if c.name == "image" else ""
+            raise BadItemError(f"column {c.name!r} has shape {v.shape}, expected {want} like the first item{hint}")
+        if v.dtype.kind in "fc" and not np.isfinite(v).all():
+            raise BadItemError(f"column {c.name!r} contains NaN or Inf")
+        out[c.name] = v.astype(dtype, copy=False)
+    return out
+
+
+def probe_specs(job: Job, ragged: Sequence[str]) -> list[ColumnSpec]:
+    """Column specs from the first item that bakes; later items must match it."""
+    reasons = []
+    for i in range(len(job.source)):
+        try:
+            item = bake_item(job, i)
+        except BadItemError as e:
+            reasons.append(f"{job.source.keys()[i]}: {e.reason}")
+            continue
+        return [_spec_of(name, value, name in ragged) for name, value in item.items()]
+    shown = "; ".join(reasons[:3]) or "the source has no items"
+    raise SourceError(f"no item of the source could be baked ({shown})")
+
+
+def _spec_of(name: str, value: Any, ragged: bool) -> ColumnSpec:
+    v = np.asarray(value)
+    dtype = v.dtype
+    if name == "label" and dtype.kind in "iu":
+        dtype = np.dtype(np.int64)  # labels are int64, as torch expects
+    if ragged and v.ndim == 0:
+        raise SourceError(f"column {name!r} is listed as ragged but its first item is a scalar")
+    return ColumnSpec.of(name, dtype, v.shape[1:] if ragged else v.shape, ragged)
+
+
+def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkResult:
+    """Bake one chunk: rows into the memory maps, ragged items into a shard.
+
+    ``reuse[k] >= 0`` means item ``rows[k]`` is row ``reuse[k]`` of the old cache: copied, not baked.
+    """
+    assert job.partial is not None
+    plan = job.partial.plan
+    rows = plan.chunk_range(chunk)
+    mapped = job.columns()
+    cols = mapped.arrays
+    fixed = [(c.name, cols[c.name]) for c in plan.fixed]
+    ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in plan.ragged}
+    result = ChunkResult(chunk)
+    for k, i in enumerate(rows):
+        try:
+            if reuse is not None and reuse[k] >= 0:
+                old = job.old_cache()
+                item = {c.name: old.column(c.name)[reuse[k]] for c in plan.columns}
+            else:
+                item = conform(bake_item(job, i), plan.columns)
+        except BadItemError as e:
+            if job.strict:
+                raise StrictModeError(f"{_where(job, i)}: {e.reason} (--strict stops at the first bad item)") from e
+            result.bad.append((i, e.reason))
+            continue
+        for name, column in fixed:
+            column[i] = item[name]
+        for name, items in ragged.items():
+            items.append(item[name])
+    mapped.flush_rows(rows.start, rows.stop)
+    for c in plan.ragged:
+        job.partial.write_shard(c, chunk, ragged[c.name])
+    result.stats = _chunk_stats(cols, ragged, plan.fixed, rows, result.bad)
+    return result
+
+
+def _where(job: Job, index: int) -> str:
+    """The item's key and the source it belongs to (called once, on a strict failure)."""
+    key = job.source.keys()[index]
+    root = job.source.describe().get("root")
+    return f"{key} (in {root})" if root else key
+
+
+def _chunk_stats(cols: dict[str, np.ndarray], ragged: dict[str, list[np.ndarray]],
+                 fixed: Sequence[ColumnSpec], rows: range, bad: list[tuple[int, str]]) -> dict[str, list[Any]]:
+    good = np.ones(len(rows), dtype=bool)
+    good[np.array([i - rows.start for i, _ in bad], dtype=np.int64)] = False
+    out = {}
+    for c in fixed:
+        block = cols[c.name][rows.start : rows.stop]
+        s = chunk_stats(block if good.all() else block[good])
+        if s is not None:
+            out[c.name] = s
+    for name, items in ragged.items():
+        s = chunk_stats(np.concatenate(items)) if items else None
+        if s is not None:
+            out[name] = s
+    return out

@@ -1,0 +1,362 @@
+"""Build a cache in ``<out>.partial/`` and commit it atomically.
+
+Life of a partial directory::
+
+    start()   preallocate every fixed column as a full-size .npy (sparse file),
+              write _plan.json; or, if _plan.json matches, resume from _journal.jsonl
+    workers   write rows straight into the memory-mapped columns; ragged columns
+              go to per-chunk shards in _shards/
+    record()  fsync the data of finished chunks, then append them to the journal
+    seal()    drop skipped rows (copy, never in place), stitch ragged shards,
+              checksum every file, write manifest.json (fsync)
+    publish() remove the journal, rename <out>.partial -> <out>, fsync the parent
+
+A chunk enters the journal only after its rows are on disk, so a crash or
+``kill -9`` at any point resumes to the same bytes. A directory without
+``manifest.json`` is never opened as a cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..cache.files import file_checksum, fsync_path, remove_paths, write_json
+from ..cache.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    ITEM_IDS,
+    JOURNAL,
+    MANIFEST,
+    PARTIAL_SUFFIX,
+    PLAN,
+    REPLACED_SUFFIX,
+    SHARDS,
+    ColumnSpec,
+    partial_path,
+)
+from ..cache.stats import combine_stats, label_histogram
+from .mapped import MappedColumns, copy_rows
+
+_COMPACT = "_compact"
+_COMPACTED = "_compacted"
+_INTERNAL = (PLAN, JOURNAL, SHARDS, _COMPACT, _COMPACTED)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a partial directory is building; resume requires an identical plan."""
+
+    digest: str
+    num_keys: int
+    chunk_rows: int
+    columns: tuple[ColumnSpec, ...]
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_keys // self.chunk_rows)
+
+    def chunk_range(self, chunk: int) -> range:
+        return range(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.num_keys))
+
+    @property
+    def fixed(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if not c.ragged]
+
+    @property
+    def ragged(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.ragged]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "num_keys": self.num_keys,
+            "chunk_rows": self.chunk_rows,
+            "columns": {c.name: c.to_json() for c in self.columns},
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Plan:
+        cols = tuple(ColumnSpec.from_json(n, c) for n, c in d["columns"].items())
+        return cls(d["digest"], int(d["num_keys"]), int(d["chunk_rows"]), cols)
+
+
+@dataclass
+class ChunkResult:
+    """What a worker reports for one chunk: skipped rows and column statistics."""
+
+    chunk: int
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    stats: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats})
+
+    @classmethod
+    def from_json(cls, line: str) -> ChunkResult:
+        d = json.loads(line)
+        return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"])
+
+
+class PartialCache:
+    """A cache under construction in ``<out>.partial/``."""
+
+    def __init__(self, out: Path, plan: Plan, done: dict[int, ChunkResult]):
+        self.out = out
+        self.path = partial_path(out)
+        self.plan = plan
+        self.done = done
+        self._shards_fd: int | None = None
+
+    # -- start / resume -------------------------------------------------------------
+
+    @classmethod
+    def start(cls, out: Path, plan: Plan, fresh: bool = False) -> PartialCache:
+        """Resume the partial build of ``out`` if it has the same plan (and not ``fresh``), else start over."""
+        path = partial_path(out)
+        try:
+            old = None if fresh else Plan.from_json(json.loads((path / PLAN).read_text()))
+        except (OSError, ValueError, KeyError):
+            old = None
+        if old == plan and cls._files_intact(path, plan):
+            return cls(out, plan, cls._read_journal(path / JOURNAL))
+        cls._create(path, plan)
+        return cls(out, plan, {})
+
+    @staticmethod
+    def _create(path: Path, plan: Plan) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        (path / SHARDS).mkdir(parents=True)
+        for c in plan.fixed:
+            mm = np.lib.format.open_memmap(
+                path / c.files[0], mode="w+", dtype=np.dtype(c.dtype), shape=(plan.num_keys, *c.shape)
+            )
+            del mm  # sparse until workers write rows
+        (path / JOURNAL).touch()
+        write_json(path / PLAN, plan.to_json())
+        fsync_path(path)
+
+    @staticmethod
+    def _files_intact(path: Path, plan: Plan) -> bool:
+        if (path / _COMPACTED).exists():
+            return True  # fixed columns were already compacted; the journal is complete
+        return all((path / c.files[0]).exists() for c in plan.fixed)
+
+    @staticmethod
+    def _read_journal(journal: Path) -> dict[int, ChunkResult]:
+        """Finished chunks; a torn tail from a crash is cut off so later appends start clean."""
+        done: dict[int, ChunkResult] = {}
+        raw = journal.read_bytes()
+        good = 0
+        for line in raw.splitlines(keepends=True):
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn line")
+                r = ChunkResult.from_json(line.decode())
+            except (ValueError, KeyError):
+                break  # that chunk and any after it are redone
+            done[r.chunk] = r
+            good += len(line)
+        if good < len(raw):
+            os.truncate(journal, good)
+        return done
+
+    def close(self) -> None:
+        """Release the directory handle that ragged-shard writes hold."""
+        if self._shards_fd is not None:
+            os.close(self._shards_fd)
+            self._shards_fd = None
+
+    def pending(self) -> list[int]:
+        return [c for c in range(self.plan.num_chunks) if c not in self.done]
+
+    # -- writing (worker side) ----------------------------------------------------------
+
+    def open_columns(self) -> MappedColumns:
+        """Writable memory maps of the fixed columns (one set per worker process)."""
+        return MappedColumns(self.path, self.plan.fixed)
+
+    def shard_files(self, name: str, chunk: int) -> tuple[Path, Path]:
+        base = self.path / SHARDS / f"{name}.{chunk:06d}"
+        return base.with_name(base.name + ".values.npy"), base.with_name(base.name + ".lengths.npy")
+
+    def write_shard(self, spec: ColumnSpec, chunk: int, items: list[np.ndarray]) -> None:
+        """Write a chunk's ragged items, relative to the _shards directory this process opened.
+
+        A worker orphaned by a killed build holds the old directory, so it can never drop
+        a shard into the next build's fresh partial directory.
+        """
+        if self._shards_fd is None:
+            self._shards_fd = os.open(self.path / SHARDS, os.O_RDONLY | os.O_DIRECTORY)
+        fd = self._shards_fd
+        lengths = np.array([len(a) for a in items], dtype=np.int64)
+        values = np.concatenate(items, dtype=spec.dtype) if items else np.empty((0, *spec.shape), dtype=spec.dtype)
+        for path, arr in zip(self.shard_files(spec.name, chunk), (values, lengths)):
+            tmp = path.name + ".tmp"
+            with open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd)) as f:
+                np.save(f, arr, allow_pickle=False)
+            os.replace(tmp, path.name, src_dir_fd=fd, dst_dir_fd=fd)
+
+    # -- journal (parent side) ----------------------------------------------------------
+
+    def record(self, results: Iterable[ChunkResult]) -> None:
+        """Make finished chunks durable, then journal them."""
+        results = list(results)
+        if not results:
+            return
+        for c in self.plan.fixed:
+            fsync_path(self.path / c.files[0])
+        for r in results:
+            for c in self.plan.ragged:
+                for p in self.shard_files(c.name, r.chunk):
+                    fsync_path(p)
+        with open(self.path / JOURNAL, "a") as f:
+            f.write("".join(r.to_json() + "\n" for r in results))
+            f.flush()
+            os.fsync(f.fileno())
+        for r in results:
+            self.done[r.chunk] = r
+
+    # -- commit ---------------------------------------------------------------------------
+
+    def seal(self, keys: list[str], classes: list[str] | None, fingerprint: dict[str, Any],
+             item_ids: np.ndarray | None = None) -> dict[str, Any]:
+        """Finish every file, then write manifest.json inside the partial directory.
+
+        ``item_ids`` (uint64, one per key) are kept for the rows that were not skipped.
+        """
+        self.close()
+        results = [self.done[c] for c in range(self.plan.num_chunks)]
+        bad = sorted(b for r in results for b in r.bad)
+        good = np.ones(self.plan.num_keys, dtype=bool)
+        good[np.array([i for i, _ in bad], dtype=np.int64)] = False
+        self._compact(good)
+        for c in self.plan.ragged:
+            self._stitch(c)
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "prebake_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "num_items": int(good.sum()),
+            "columns": {c.name: self._column_entry(c) for c in self.plan.columns},
+            "classes": classes,
+            "fingerprint": fingerprint,
+            "skipped": [{"index": i, "key": keys[i], "reason": r} for i, r in bad],
+            "stats": self._stats(results, classes),
+            "item_ids": None if item_ids is None else self._write_item_ids(item_ids[good]),
+        }
+        write_json(self.path / MANIFEST, manifest)
+        return manifest
+
+    def _compact(self, good: np.ndarray) -> None:
+        """Drop skipped rows by copying into _compact/, then renaming (crash-safe, never in place)."""
+        tmp, marker = self.path / _COMPACT, self.path / _COMPACTED
+        if good.all() or not self.plan.fixed:
+            return
+        if not marker.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            keep = np.flatnonzero(good)
+            for c in self.plan.fixed:
+                copy_rows(self.path / c.files[0], tmp / c.files[0], keep, self.plan.chunk_rows)
+            fsync_path(tmp)
+            marker.touch()
+            fsync_path(self.path)
+        for f in sorted(tmp.iterdir()) if tmp.exists() else []:
+            os.replace(f, self.path / f.name)
+
+    def _stitch(self, c: ColumnSpec) -> None:
+        """Concatenate the per-chunk shards of a ragged column in row order."""
+        shards = [self.shard_files(c.name, k) for k in range(self.plan.num_chunks)]
+        lengths = [np.load(lp, allow_pickle=False) for _, lp in shards]
+        offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(lengths) if lengths else [], out=offsets[1:])
+        values_file, offsets_file = (self.path / f for f in c.files)
+        out = np.lib.format.open_memmap(values_file, "w+", np.dtype(c.dtype), (int(offsets[-1]), *c.shape))
+        pos = 0
+        for vp, _ in shards:
+            v = np.load(vp, mmap_mode="r", allow_pickle=False)
+            out[pos : pos + len(v)] = v
+            pos += len(v)
+        out.flush()
+        del out
+        np.save(offsets_file, offsets, allow_pickle=False)
+
+    def _write_item_ids(self, ids: np.ndarray) -> dict[str, Any]:
+        path = self.path / ITEM_IDS
+        np.save(path, np.ascontiguousarray(ids, dtype=np.uint64), allow_pickle=False)
+        fsync_path(path)
+        return {"bytes": path.stat().st_size, "xxh3_64": file_checksum(path)}
+
+    def _column_entry(self, c: ColumnSpec) -> dict[str, Any]:
+        files = {}
+        for name in c.files:
+            path = self.path / name
+            fsync_path(path)
+            files[name] = {"bytes": path.stat().st_size, "xxh3_64": file_checksum(path)}
+        return {**c.to_json(), "files": files}
+
+    def _stats(self, results: list[ChunkResult], classes: list[str] | None) -> dict[str, Any]:
+        stats: dict[str, Any] = {"columns": combine_stats([r.stats for r in results])}
+        label = next((c for c in self.plan.fixed if c.name == "label" and c.shape == ()), None)
+        if label is not None and np.dtype(label.dtype).kind in "iub":
+            stats["label_histogram"] = label_histogram(np.load(self.path / label.files[0], mmap_mode="r"), classes)
+        return stats
+
+    def publish(self) -> Path:
+        return publish(self.path, self.out)
+
+
+def publish(sealed: Path, out: Path) -> Path:
+    """Remove the journal from a sealed partial directory and rename it onto ``out``."""
+    remove_paths(sealed / name for name in _INTERNAL)
+    fsync_path(sealed)
+    return swap_into_place(sealed, out)
+
+
+def swap_into_place(src: Path, out: Path) -> Path:
+    """Rename ``src`` onto ``out``, so that ``out`` always holds a complete cache.
+
+    An existing ``out`` is swapped with ``src`` in one atomic renameat2(RENAME_EXCHANGE)
+    and the old cache, now at ``src``, is deleted. Where the kernel or filesystem cannot
+    exchange, the old cache is renamed aside first: a reader that looks in between
+    those two renames finds no cache (never a half-built one).
+    """
+    old = out.with_name(out.name + REPLACED_SUFFIX)
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists() and _exchange(src, out):
+        os.replace(src, old)  # then delete it under a name no build takes for a partial one
+        fsync_path(out.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return out
+    if out.exists():
+        os.replace(out, old)
+    os.replace(src, out)
+    fsync_path(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux's renameat2; False where that is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0

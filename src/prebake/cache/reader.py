@@ -1,0 +1,192 @@
+"""``prebake.open``: a committed cache as a map-style torch Dataset.
+
+Columns are memory-mapped read-only; nothing is read until an item is asked
+for. ``cache[i]`` returns a dict of writable numpy arrays (copies of one row,
+so ``torch.from_numpy`` never warns about non-writable memory). The dataset
+pickles without its memory maps, so spawn workers reopen them cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from ..errors import CacheCorruptError, CacheNotFoundError
+from .files import read_manifest
+from .format import MANIFEST, PARTIAL_SUFFIX, ColumnSpec, column_specs, committed_files, partial_path
+
+
+class Ragged:
+    """A read-only ragged column: ``values[offsets[i]:offsets[i+1]]`` is item i."""
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.values, self.offsets = values, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+
+def _require_committed(path: Path) -> None:
+    if path.name.endswith(PARTIAL_SUFFIX):  # even a sealed one: committed means renamed into place
+        raise CacheNotFoundError(
+            f"{path} is an unfinished build; a partial directory never opens as a cache — re-run the "
+            "same 'prebake build' command to resume it"
+        )
+    if (path / MANIFEST).is_file():
+        return
+    if partial_path(path).exists():
+        raise CacheNotFoundError(
+            f"{path} is an unfinished build (no {MANIFEST}); a partial directory never opens as a "
+            "cache — re-run the same 'prebake build' command to resume it"
+        )
+    raise CacheNotFoundError(f"no prebake cache at {path} (no {MANIFEST}); build one with 'prebake build SOURCE {path}'")
+
+
+class Cache(torch.utils.data.Dataset):
+    """A committed cache. ``len(cache)``, ``cache[i] -> dict``, ``.targets``, ``.classes``."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        _require_committed(self.path)
+        self.manifest: dict[str, Any] = read_manifest(self.path)
+        self.specs: dict[str, ColumnSpec] = column_specs(self.manifest)
+        self._check_sizes()
+        self._cols: dict[str, np.ndarray | Ragged] | None = None
+        self._targets: np.ndarray | None = None
+        self._preloaded: dict[tuple[str, str], Any] = {}
+
+    def _check_sizes(self) -> None:
+        """Cheap open-time check (stat only); ``prebake verify`` checks the bytes."""
+        for fname, meta in committed_files(self.manifest).items():
+            f = self.path / fname
+            size = f.stat().st_size if f.exists() else None
+            if size != meta["bytes"]:
+                got = "missing" if size is None else f"{size:,} bytes"
+                raise CacheCorruptError(
+                    f"{f} is {got}, manifest says {meta['bytes']:,} bytes — the file was truncated or "
+                    f"replaced; run 'prebake verify {self.path}' or rebuild with --force"
+                )
+
+    # -- columns --------------------------------------------------------------------------------
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.specs)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.get("classes") or [])
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The ``label`` column as an in-memory int64 array, in source order."""
+        if self._targets is None:
+            if "label" not in self.specs:
+                raise AttributeError(f"{self.path} has no 'label' column (columns: {self.columns})")
+            self._targets = np.array(self.column("label"))
+        return self._targets
+
+    def column(self, name: str) -> np.ndarray | Ragged:
+        """The whole column, memory-mapped read-only (a :class:`Ragged` for ragged columns)."""
+        if self._cols is None:
+            self._cols = {n: self._open(s) for n, s in self.specs.items()}
+        try:
+            return self._cols[name]
+        except KeyError:
+            raise KeyError(f"{self.path} has no column {name!r}; columns are {self.columns}") from None
+
+    def preloaded(self, name: str, device: Any = None) -> Any:
+        """The column copied into RAM (``device=None``, a numpy array) or onto ``device`` (a tensor).
+
+        Made once per Cache object: every ``Loader(cache, preload=...)`` over the same object
+        shares it, so 100 client views of one preloaded cache hold one copy.
+        """
+        key = (name, "ram" if device is None else str(torch.device(device)))
+        if key not in self._preloaded:
+            col = self.column(name)
+            if isinstance(col, Ragged):
+                raise ValueError(f"{self.path}: column {name!r} is ragged and cannot be preloaded yet; "
+                                 "leave preload=None")
+            arr = np.array(col)
+            self._preloaded[key] = arr if device is None else torch.from_numpy(arr).to(device)
+        return self._preloaded[key]
+
+    def _open(self, spec: ColumnSpec) -> np.ndarray | Ragged:
+        arrays = [np.load(self.path / f, mmap_mode="r", allow_pickle=False) for f in spec.files]
+        return Ragged(*arrays) if spec.ragged else arrays[0]
+
+    # -- Dataset ----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_items"])
+
+    def _index(self, i: int) -> int:
+        n = len(self)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"index {i} out of range for a cache of {n} items")
+        return j
+
+    def __getitem__(self, i: int | Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """``cache[i]``: one item. ``cache[[i, j, ...]]``: a whole batch, one gather per column, as a
+        dict of arrays (lists for ragged columns) — what ``DataLoader(cache, batch_size=None,
+        sampler=BatchSampler(...))`` hands on, with no per-sample collate."""
+        if isinstance(i, (Sequence, np.ndarray)) and not isinstance(i, (str, bytes)):
+            return self._batch(i)
+        j = self._index(i)
+        return {name: self._row(name, spec, j) for name, spec in self.specs.items()}
+
+    def _row(self, name: str, spec: ColumnSpec, j: int) -> np.ndarray:
+        col = self.column(name)
+        if isinstance(col, Ragged):
+            return np.array(col[j])
+        return np.array(col[j : j + 1]).reshape(spec.shape)  # a slice keeps "S5"; col[j] would be a bare scalar
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        """A batch for DataLoader's per-sample collate: one gather per column, split into rows."""
+        batch = self._batch(indices)
+        return [{name: batch[name][k] for name in self.specs} for k in range(len(indices))]
+
+    def _batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """One sorted gather per fixed column (memmaps read fastest in order), in the asked order."""
+        idx = np.array(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        idx[idx < 0] += n
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            raise IndexError(f"index {np.asarray(indices).reshape(-1)[np.argmax(bad)]} out of range for a cache of {n} items")
+        order = np.argsort(idx, kind="stable")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        batch: dict[str, Any] = {}
+        for name, spec in self.specs.items():
+            col = self.column(name)
+            if isinstance(col, Ragged):
+                batch[name] = [np.array(col[j]) for j in idx]
+            else:
+                batch[name] = np.asarray(col[idx[order]])[inverse]  # fancy indexing copies: writable
+        return batch
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cols"] = None  # memory maps are reopened in the receiving process
+        state["_preloaded"] = {}  # preloaded copies are not sent either
+        return state
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{n}:{s.dtype}{list(s.shape)}{'*' if s.ragged else ''}" for n, s in self.specs.items())
+        return f"Cache({str(self.path)!r}, items={len(self)}, columns=[{cols}])"
+
+
+def open_cache(path: str | os.PathLike[str]) -> Cache:
+    """Open a committed cache. Raises CacheNotFoundError for a missing or partial one."""
+    return Cache(path)

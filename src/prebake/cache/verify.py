@@ -1,0 +1,161 @@
+"""``prebake verify``: check every byte of a cache against its manifest.
+
+Checks, per file: present, size, xxh3 checksum, .npy header dtype and shape;
+per column: NaN/Inf in float data, ragged offsets; for labels: the range
+against the classes and the histogram against the manifest. Class imbalance
+is reported as a warning, since real datasets are often imbalanced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CacheNotFoundError, FormatError
+from .files import file_checksum, read_manifest
+from .format import ITEM_IDS, MANIFEST, ColumnSpec, column_specs, committed_files
+from .stats import label_histogram
+
+_BLOCK_ROWS_BYTES = 64 << 20
+_IMBALANCE_WARN = 10.0
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files_checked: int = 0
+    bytes_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "ok": self.ok, "problems": self.problems, "warnings": self.warnings,
+                "files_checked": self.files_checked, "bytes_checked": self.bytes_checked}
+
+
+def verify(path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Verify the cache at ``path``; ``progress(bytes_done, bytes_total)`` is called per file."""
+    report = VerifyReport(Path(path))
+    try:
+        if not (report.path / MANIFEST).is_file():
+            raise CacheNotFoundError(f"{report.path / MANIFEST} is missing: not a committed cache")
+        manifest = read_manifest(report.path)
+        specs = column_specs(manifest)
+    except (CacheNotFoundError, FormatError, KeyError, ValueError) as e:
+        report.problems.append(str(e))
+        return report
+    total = sum(m["bytes"] for m in committed_files(manifest).values())
+    intact = {name: _check_column(report, manifest, spec, total, progress) for name, spec in specs.items()}
+    if intact.get("label"):
+        _check_labels(report, manifest, specs["label"])
+    if manifest.get("item_ids"):
+        _check_file(report, report.path / ITEM_IDS, manifest["item_ids"])
+    return report
+
+
+def _check_column(report: VerifyReport, manifest: dict[str, Any], spec: ColumnSpec, total: int,
+                  progress: Callable[[int, int], None] | None) -> bool:
+    """True when the column's files match the manifest byte for byte and their headers agree."""
+    files = manifest["columns"][spec.name]["files"]
+    intact = True
+    for fname, meta in files.items():
+        intact &= _check_file(report, report.path / fname, meta)
+        if progress:
+            progress(report.bytes_checked, total)
+    if not intact:
+        return False
+    try:
+        arrays = [np.load(report.path / f, mmap_mode="r", allow_pickle=False) for f in spec.files]
+    except (ValueError, OSError) as e:
+        report.problems.append(f"{report.path / spec.files[0]}: cannot be read as .npy ({e})")
+        return False
+    before = len(report.problems)
+    _check_header(report, spec, arrays, int(manifest["num_items"]))
+    if len(report.problems) > before:
+        return False
+    if np.dtype(spec.dtype).kind in "fc":
+        _check_finite(report, spec, arrays[0])
+    return True
+
+
+def _check_file(report: VerifyReport, f: Path, meta: dict[str, Any]) -> bool:
+    if not f.is_file():
+        report.problems.append(f"{f} is missing; rebuild the cache with --force")
+        return False
+    size = f.stat().st_size
+    report.files_checked += 1
+    if size != meta["bytes"]:
+        report.problems.append(f"{f} is {size:,} bytes, manifest says {meta['bytes']:,}: truncated or replaced; "
+                               "rebuild with --force")
+        return False
+    digest = file_checksum(f)
+    report.bytes_checked += size
+    if digest != meta["xxh3_64"]:
+        report.problems.append(f"{f} checksum is {digest}, manifest says {meta['xxh3_64']}: the bytes changed "
+                               "on disk; rebuild with --force")
+        return False
+    return True
+
+
+def _check_header(report: VerifyReport, spec: ColumnSpec, arrays: list[np.ndarray], n: int) -> None:
+    main = report.path / spec.files[0]
+    data = arrays[0]
+    if data.dtype != np.dtype(spec.dtype):
+        report.problems.append(f"{main} has dtype {data.dtype}, manifest says {np.dtype(spec.dtype)}")
+    want = (data.shape[0], *spec.shape) if spec.ragged else (n, *spec.shape)
+    if data.shape != want:
+        report.problems.append(f"{main} has shape {data.shape}, manifest says {want}")
+    if spec.ragged:
+        offsets = arrays[1]
+        valid = (offsets.shape == (n + 1,) and offsets.dtype == np.int64 and offsets[0] == 0
+                 and offsets[-1] == data.shape[0] and not np.any(np.diff(offsets) < 0))
+        if not valid:
+            report.problems.append(f"{report.path / spec.files[1]}: offsets are not {n + 1} non-decreasing int64 "
+                                   f"values from 0 to {data.shape[0]}")
+
+
+def _check_finite(report: VerifyReport, spec: ColumnSpec, data: np.ndarray) -> None:
+    rows = max(1, _BLOCK_ROWS_BYTES // max(1, data[:1].nbytes))
+    bad: list[np.ndarray] = []
+    for s in range(0, len(data), rows):
+        finite = np.isfinite(data[s : s + rows]).reshape(len(data[s : s + rows]), -1).all(axis=1)
+        bad.append(s + np.flatnonzero(~finite))
+    found = np.concatenate(bad) if bad else np.empty(0, np.int64)
+    if len(found):
+        report.problems.append(f"{report.path / spec.files[0]}: {len(found)} rows contain NaN or Inf "
+                               f"(first: row {found[0]}); the data was written with non-finite values")
+
+
+def _check_labels(report: VerifyReport, manifest: dict[str, Any], spec: ColumnSpec) -> None:
+    f = report.path / spec.files[0]
+    labels = np.load(f, mmap_mode="r", allow_pickle=False)
+    classes = manifest.get("classes") or []
+    if spec.ragged or spec.shape != () or np.dtype(spec.dtype).kind not in "iu" or len(labels) == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if classes and (lo < 0 or hi >= len(classes)):
+        report.problems.append(f"{f}: labels range {lo}..{hi}, but there are {len(classes)} classes (0..{len(classes) - 1})")
+    hist = label_histogram(labels, classes)
+    stored = manifest.get("stats", {}).get("label_histogram")
+    if stored is not None and stored != hist:
+        report.problems.append(f"{f}: label histogram differs from the manifest's")
+    counts = list(hist.values())
+    empty = [k for k, c in hist.items() if c == 0]
+    if empty:
+        report.warnings.append(f"classes with no items: {', '.join(_class_name(classes, k) for k in empty)}")
+    elif counts and max(counts) > _IMBALANCE_WARN * min(counts):
+        report.warnings.append(f"class imbalance: largest class has {max(counts)} items, smallest {min(counts)}")
+
+
+def _class_name(classes: list[str], key: str) -> str:
+    i = int(key)
+    return f"{i} ({classes[i]})" if 0 <= i < len(classes) else key
