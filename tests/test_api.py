@@ -5,7 +5,7 @@ from __future__ import annotations
 import doctest
 
 import prebake
-import prebake.memory
+import prebake.bake.memory
 
 
 def test_public_names():
@@ -23,8 +23,8 @@ def test_open_is_a_torch_dataset_factory():
     import torch.utils.data
 
     assert issubclass(prebake.Cache, torch.utils.data.Dataset)
-    assert prebake.open is prebake.reader.open_cache
+    assert prebake.open is prebake.cache.reader.open_cache
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(prebake.memory).failed == 0
+    assert doctest.testmod(prebake.bake.memory).failed == 0

@@ -12,11 +12,11 @@ import scipy.signal
 
 import prebake
 from prebake.errors import BadItemError
-from prebake.sources import detect
-from prebake.sources.audio import read_wav
+from prebake.bake.sources import detect
+from prebake.bake.sources.audio import read_wav
 from prebake.synthetic import write_audio_folder, write_wav
 
-build_mod = sys.modules["prebake.build"]
+build_mod = sys.modules["prebake.bake.build"]
 
 
 def _stdlib_int16(path):

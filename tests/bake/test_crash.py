@@ -1,6 +1,6 @@
 """Crash safety: real child processes, real SIGKILL, then a re-run must give the same bytes.
 
-Kill points are installed in the child only (see _crash_helper.py). Most children are
+Kill points are installed in the child only (see tests/helpers/crash.py). Most children are
 forked from the test process (torch is already imported there, which keeps the suite
 fast); the lock tests use fresh interpreters and the real CLI.
 """
@@ -23,11 +23,11 @@ import pytest
 
 import prebake
 from prebake.errors import CacheNotFoundError
-from prebake.format import JOURNAL, PLAN, file_checksum, read_manifest
-from prebake.writer import ChunkResult, partial_path
+from prebake.bake.writer import ChunkResult
+from prebake.cache.files import file_checksum, read_manifest
+from prebake.cache.format import JOURNAL, PLAN, partial_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _crash_helper, whatever the import mode
-from _crash_helper import (  # noqa: E402
+from tests.helpers.crash import (
     CHUNK_ROWS,
     NUM_ITEMS,
     assert_same_cache,

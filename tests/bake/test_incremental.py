@@ -12,7 +12,7 @@ import pytest
 import prebake
 from prebake.synthetic import write_csv_table, write_image_folder
 
-build_mod = sys.modules["prebake.build"]
+build_mod = sys.modules["prebake.bake.build"]
 PROBE = 1  # a full build bakes its first item once more, to learn the columns
 
 
@@ -40,7 +40,7 @@ def counting(tmp_path):
         "        f.write('x\\n')\n"
         "    return item\n"
     )
-    from prebake.plugins import load_object
+    from prebake.bake.plugins import load_object
 
     fn = load_object(f"{module}:count")
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from prebake import synthetic
 from prebake.errors import BadItemError, SourceError, UnsafePickleError
-from prebake.sources import DatasetSource, SourceOptions, detect
-from prebake.sources.images import decode_image
+from prebake.bake.sources import DatasetSource, SourceOptions, detect
+from prebake.bake.sources.images import decode_image
 
 
 def test_cifar10_python_pixels_labels_order(tmp_path):

@@ -20,13 +20,12 @@ from PIL import Image
 
 import prebake
 from prebake import cli
-from prebake.build import BuildOptions, build_all, resolve_sources
-from prebake.format import MANIFEST, read_manifest
-from prebake.plugins import load_object
-from prebake.writer import partial_path
+from prebake.bake.build import BuildOptions, build_all, resolve_sources
+from prebake.bake.plugins import load_object
+from prebake.cache.files import read_manifest
+from prebake.cache.format import MANIFEST, partial_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _crash_helper, whatever the import mode
-from _crash_helper import run_forked, write_dataset  # noqa: E402
+from tests.helpers.crash import run_forked, write_dataset
 
 CLI = [sys.executable, "-m", "prebake.cli"]
 
@@ -285,12 +284,12 @@ def test_new_format_version_of_prebake_means_rebuild(folder, tmp_path, monkeypat
     root, _ = folder
     out = tmp_path / "cache"
     build(root, out)
-    import prebake.fingerprint
-    import prebake.format
-    import prebake.inventory
-    import prebake.writer
+    import prebake.bake.fingerprint
+    import prebake.bake.writer
+    import prebake.cache.format
+    import prebake.cache.inventory
 
-    for module in (prebake.format, prebake.fingerprint, prebake.writer, prebake.inventory):
+    for module in (prebake.cache.format, prebake.bake.fingerprint, prebake.bake.writer, prebake.cache.inventory):
         monkeypatch.setattr(module, "FORMAT_VERSION", 2)
     report = build(root, out)
     assert report.action == "rebuilt"

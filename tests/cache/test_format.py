@@ -9,7 +9,8 @@ import pytest
 
 import prebake
 from prebake.errors import FormatError
-from prebake.format import FORMAT_VERSION, MANIFEST_KEYS, file_checksum, validate_column_name
+from prebake.cache.files import file_checksum
+from prebake.cache.format import FORMAT_VERSION, MANIFEST_KEYS, validate_column_name
 from prebake.synthetic import write_cifar10_python
 
 

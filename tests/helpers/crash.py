@@ -2,9 +2,9 @@
 
 A killed build runs in a real child process: either forked from the test process
 (:func:`run_forked`, cheap: torch is already imported) or started as a fresh
-interpreter (``python tests/_crash_helper.py '<json config>'``, :func:`script_cmd`).
+interpreter (``python tests/helpers/crash.py '<json config>'``, :func:`script_cmd`).
 Either way the child installs its kill hook (SIGKILL at a chosen point) *in the child
-only* and runs ``prebake.build.build_all``.
+only* and runs ``prebake.bake.build.build_all``.
 
 Config keys: ``spec`` (dataset ``file.py:make``), ``out``, ``workers``, ``transform``
 (``file.py:fn``), ``kill`` (``progress:FRACTION`` or ``<function>:entry|mid|rmtree|exit`` for
@@ -93,8 +93,8 @@ def write_transform(d: Path) -> str:
 
 
 def build_options(workers: int = 0, transform: str | None = None, **kw: Any) -> Any:
-    from prebake.build import BuildOptions
-    from prebake.plugins import load_object
+    from prebake.bake.build import BuildOptions
+    from prebake.bake.plugins import load_object
 
     fn = load_object(transform) if transform else None
     return BuildOptions(workers=workers, chunk_rows=CHUNK_ROWS, ragged=("sig",), transform=fn, **kw)
@@ -102,8 +102,8 @@ def build_options(workers: int = 0, transform: str | None = None, **kw: Any) -> 
 
 def build_dataset(spec: str, out: str | os.PathLike[str], progress: Any = None, **kw: Any) -> Any:
     """An in-process build of the test dataset; returns the one BuildReport."""
-    from prebake.build import build_all
-    from prebake.sources import DatasetSource
+    from prebake.bake.build import build_all
+    from prebake.bake.sources import DatasetSource
 
     [report] = build_all({"": DatasetSource.from_spec(spec)}, out, build_options(**kw), progress)
     return report
@@ -132,7 +132,7 @@ def install_kill(kill: str | None) -> Any:
                 _die()
 
         return progress
-    import prebake.writer as W
+    import prebake.bake.writer as W
 
     owner: Any = W.PartialCache if target in ("seal", "_compact", "_stitch") else W
     orig = getattr(owner, target)
@@ -183,13 +183,13 @@ def install_kill(kill: str | None) -> Any:
 def child_main(cfg: dict[str, Any]) -> None:
     for k, v in cfg.get("env", {}).items():
         os.environ[k] = v
-    import prebake.build  # noqa: F401
+    import prebake.bake.build  # noqa: F401
 
-    B = sys.modules["prebake.build"]  # the module: the attribute prebake.build is the build() function
+    B = sys.modules["prebake.bake.build"]
     if cfg.get("checkpoint0", True):
         B._CHECKPOINT_S = 0.0  # journal every finished chunk, so a kill leaves resumable work
     if cfg.get("no_exchange"):  # as on a filesystem without renameat2(RENAME_EXCHANGE)
-        import prebake.writer as W
+        import prebake.bake.writer as W
 
         W._exchange = lambda a, b: False
     progress = install_kill(cfg.get("kill"))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prebake.sampling import Sampling
+from prebake.load.sampling import Sampling
 
 
 @settings(max_examples=200, deadline=None)

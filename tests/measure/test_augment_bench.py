@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "augment.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "augment.py"
 
 
 def test_quick_run_writes_every_suite_from_fresh_processes(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import prebake
-from prebake.bench import BenchOptions, run_bench
-from prebake.bench.pipelines import BenchData, DeviceNormalize, SeedOffline, SeedOnline, write_seed_offline
+from prebake.measure.bench import BenchOptions, run_bench
+from prebake.measure.bench.pipelines import BenchData, DeviceNormalize, SeedOffline, SeedOnline, write_seed_offline
 from prebake.cli import main
 from prebake.synthetic import write_cifar10_python
 

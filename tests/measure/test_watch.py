@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import prebake
-from prebake.watch import WatchReport, count_samples, watch
+from prebake.measure.watch import WatchReport, count_samples, watch
 
 
 def _slow_batches(n: int, delay: float, batch: int = 8):
