@@ -241,9 +241,25 @@ def test_mix_in_eval_is_identity_with_one_hot_labels():
     assert torch.equal(out, x) and torch.equal(soft, F.one_hot(y, 3).float())
 
 
-def test_soft_labels_need_num_classes():
-    with pytest.raises(ValueError, match="num_classes"):
-        A.MixUp()(torch.rand(4, 3, 2, 2), target=torch.arange(4))
+@pytest.mark.parametrize("op", [A.MixUp, A.CutMix])
+def test_soft_labels_need_num_classes_at_construction(op):
+    with pytest.raises(ValueError, match=rf"{op.__name__}\(num_classes=10\), or {op.__name__}\(labels='pair'\)"):
+        op()
+    op(labels="pair")  # (y_a, y_b, lam) needs no class count
+
+
+@pytest.mark.parametrize("op", [A.MixUp, A.CutMix])
+def test_labels_as_the_second_argument_mix_and_replay(op):
+    """mix(x, y) is what a user writes; it equals target=y, and mix(x, y, params) replays the call."""
+    x, y = _images(8), torch.arange(8) % 3
+    mix = op(num_classes=3)
+    out, soft, params = mix(x, y, generator=_gen(), return_params=True)
+    out2, soft2 = mix(x, target=y, generator=_gen())
+    assert torch.equal(out, out2) and torch.equal(soft, soft2) and soft.shape == (8, 3)
+    out3, soft3 = mix(x, y, params)
+    assert torch.equal(out3, out) and torch.equal(soft3, soft)
+    with pytest.raises(TypeError, match="labels twice"):
+        mix(x, y, target=y)
 
 
 @pytest.mark.parametrize("alpha", [0.2, 1.0, 3.0])

@@ -175,11 +175,24 @@ def test_signal_inputs_are_checked():
         A.TimeShift()(torch.zeros(2, 1, 10, dtype=torch.int16))
     with pytest.raises(ValueError, match=r"\(N, C, T\), got shape \(2, 10\).*unsqueeze"):
         A.TimeMask()(torch.zeros(2, 10))
-    with pytest.raises(ValueError, match="exactly one of std"):
-        A.GaussianNoise()
+    with pytest.raises(ValueError, match="one of std=.*not both"):
+        A.GaussianNoise(std=(0.1, 0.2), snr_db=(10, 20))
     with pytest.raises(ValueError, match=r"mode='wrap'"):
         A.TimeShift(mode="wrap")
     with pytest.raises(ValueError, match=r"max_width=1.5"):
         A.TimeMask(max_width=1.5)
     with pytest.raises(ValueError, match=r"sample_rate=0"):
         A.signal_pretrain_preset(0)
+
+
+@pytest.mark.parametrize("make", [A.GaussianNoise, A.BandPass, A.BandStop, A.TimeShift, A.AmplitudeScale,
+                                  A.TimeMask, A.FrequencyMask, A.TimeStretch, A.PolarityInversion])
+def test_every_signal_op_builds_with_no_arguments(make):
+    """Defaults from seed 004's pretraining config: 5 kHz signals, 20-40 dB SNR noise."""
+    op = make()
+    x = _signals(4, 1, 400)
+    assert op(x, generator=_gen()).shape == x.shape
+    if make in (A.BandPass, A.BandStop):
+        assert op.sample_rate == 5000.0
+    if make is A.GaussianNoise:
+        assert op.by_snr and tuple(op.level) == (20.0, 40.0)

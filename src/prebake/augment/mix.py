@@ -1,12 +1,14 @@
 """MixUp and CutMix: mix each sample with a random partner, with a per-sample λ.
 
-``mix(x)`` mixes images; ``mix.targets(y, params)`` mixes the labels of the same
-call, as soft targets ``(N, num_classes)`` or as ``(y_a, y_b, lam)`` for
-``lam * loss(out, y_a) + (1 - lam) * loss(out, y_b)``. ``mix(x, target=y)`` does
-both at once::
+``mix(x, y)`` mixes a batch and its labels in one call: soft targets
+``(N, num_classes)``, or ``(y_a, y_b, lam)`` for ``lam * loss(out, y_a) +
+(1 - lam) * loss(out, y_b)`` with ``labels="pair"``. ``mix(x)`` mixes the batch
+alone, and ``mix.targets(y, params)`` the labels of a call that returned ``params``::
 
     mix = CutMix(alpha=1.0, num_classes=10)
-    images, soft = mix(images, target=labels)
+    images, soft = mix(images, labels)
+    images, soft, params = mix(images, labels, return_params=True)
+    again, soft2 = mix(images_2, labels, params)     # replays the same mixing
 
 λ is drawn per sample from Beta(alpha, alpha). ``torch.distributions.Beta`` takes
 no ``generator``, so :func:`beta` builds it from two Gamma draws, each by
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -61,10 +64,16 @@ class _Mix(Op):
 
     def __init__(self, alpha: float, num_classes: int | None, labels: str, p: float):
         super().__init__(p)
+        name = type(self).__name__
         if alpha <= 0:
             raise ValueError(f"alpha={alpha!r} must be > 0 (Beta(alpha, alpha)); 1.0 draws λ uniformly")
         if labels not in ("soft", "pair"):
             raise ValueError(f"labels={labels!r} must be 'soft' (N, num_classes) or 'pair' (y_a, y_b, lam)")
+        if labels == "soft" and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                 or num_classes < 1):
+            raise ValueError(f"{name}(labels='soft') one-hots the labels, so it needs the number of classes: "
+                             f"{name}(num_classes=10), or {name}(labels='pair') for (y_a, y_b, lam); "
+                             f"got num_classes={num_classes!r}")
         self.alpha, self.num_classes, self.labels = float(alpha), num_classes, labels
 
     def _lam_and_partner(self, n: int, device: Device, generator: torch.Generator | None,
@@ -89,9 +98,20 @@ class _Mix(Op):
         lam = per_sample(lam, y.dim()).to(y.dtype)
         return torch.lerp(y[partner], y, lam)
 
-    def forward(self, x: Tensor, params: Params | None = None, generator: torch.Generator | None = None,
-                return_params: bool = False, *, target: Tensor | None = None):  # type: ignore[override]
-        """As :meth:`Op.forward`; with ``target=`` it returns ``(x, mixed targets[, params])``."""
+    def forward(self, x: Tensor, *args: Any, target: Tensor | None = None, **kwargs: Any):  # type: ignore[override]
+        """``mix(x, y[, params])`` -> ``(x, mixed y[, params])``; ``mix(x[, params])`` as :meth:`Op.forward`.
+
+        A tensor second argument is the labels (also ``target=y``); the arguments after it
+        are ``params``, ``generator`` and ``return_params``, as for every op.
+        """
+        if args and isinstance(args[0], Tensor):
+            if target is not None:
+                raise TypeError(f"{type(self).__name__} got the labels twice: as the second argument and as target=")
+            target, args = args[0], args[1:]
+        return self._forward(x, *args, target=target, **kwargs)
+
+    def _forward(self, x: Tensor, params: Params | None = None, generator: torch.Generator | None = None,
+                 return_params: bool = False, *, target: Tensor | None = None) -> Any:
         if target is None:
             return super().forward(x, params, generator, return_params)
         if not isinstance(target, Tensor):

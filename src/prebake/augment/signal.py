@@ -117,19 +117,27 @@ class PolarityInversion(SignalOp):
         return _scale_per_sample(x, torch.where(params["apply"], -1.0, 1.0))
 
 
+#: GaussianNoise's SNR range when neither ``std`` nor ``snr_db`` is given (seed 004's pretraining).
+DEFAULT_SNR_DB = (20.0, 40.0)
+
+
 class GaussianNoise(SignalOp):
     """Add white Gaussian noise, by standard deviation or by signal-to-noise ratio.
 
-    Give exactly one of ``std`` = (min, max) (absolute) and ``snr_db`` = (min, max)
-    (relative to each sample's RMS over channels and time). The noise itself is
-    part of the params, so a replay adds the same noise. Output dtype: the input's.
+    Give one of ``std`` = (min, max) (absolute) and ``snr_db`` = (min, max)
+    (relative to each sample's RMS over channels and time); with neither, the SNR is
+    drawn from :data:`DEFAULT_SNR_DB` (20-40 dB, seed 004's pretraining setting). The
+    noise itself is part of the params, so a replay adds the same noise. Output
+    dtype: the input's.
     """
 
     def __init__(self, std: Sequence[float] | None = None, snr_db: Sequence[float] | None = None, p: float = 0.5):
         super().__init__(p)
-        if (std is None) == (snr_db is None):
-            raise ValueError("GaussianNoise needs exactly one of std=(min, max) or snr_db=(min, max), "
+        if std is not None and snr_db is not None:
+            raise ValueError("GaussianNoise takes one of std=(min, max) or snr_db=(min, max), not both; "
                              f"got std={std!r}, snr_db={snr_db!r}")
+        if std is None and snr_db is None:
+            snr_db = DEFAULT_SNR_DB
         self.by_snr = snr_db is not None
         self.level = check_range(snr_db, "snr_db") if snr_db is not None else check_range(std or (), "std", low=0.0)
 

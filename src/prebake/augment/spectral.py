@@ -19,6 +19,9 @@ from torch import Tensor
 from .base import Device, Params, blend, check_range, lerp_range, restore_dtype, to_float32, uniform
 from .signal import SignalOp, SpanOp, span_mask
 
+#: BandPass and BandStop assume this rate (Hz) unless told: seed 004's heart sounds at 5 kHz.
+DEFAULT_SAMPLE_RATE = 5000.0
+
 
 def num_bins(length: int) -> int:
     """How many rfft bins a length-``length`` signal has."""
@@ -71,13 +74,15 @@ class _Band(SignalOp):
 class BandPass(_Band):
     """Keep only the bins between a per-sample low cut in ``low_hz`` and high cut in ``high_hz``.
 
-    Both ranges are (min, max) in Hz; draw them below ``sample_rate / 2``.
+    Both ranges are (min, max) in Hz; draw them below ``sample_rate / 2``. ``sample_rate``
+    is the signals' rate in Hz (default :data:`DEFAULT_SAMPLE_RATE`, seed 004's 5 kHz:
+    pass yours, since the bands are in Hz).
     Output dtype: the input's.
     """
 
     stop = False
 
-    def __init__(self, sample_rate: float, low_hz: Sequence[float] = (20.0, 50.0),
+    def __init__(self, sample_rate: float = DEFAULT_SAMPLE_RATE, low_hz: Sequence[float] = (20.0, 50.0),
                  high_hz: Sequence[float] = (400.0, 800.0), p: float = 0.5):
         super().__init__(sample_rate, p)
         self.low_hz = check_range(low_hz, "low_hz", low=0.0)
@@ -101,7 +106,7 @@ class BandStop(_Band):
 
     stop = True
 
-    def __init__(self, sample_rate: float, center_hz: Sequence[float] = (50.0, 500.0),
+    def __init__(self, sample_rate: float = DEFAULT_SAMPLE_RATE, center_hz: Sequence[float] = (50.0, 500.0),
                  width_hz: Sequence[float] = (10.0, 100.0), p: float = 0.5):
         super().__init__(sample_rate, p)
         self.center_hz = check_range(center_hz, "center_hz", low=0.0)
