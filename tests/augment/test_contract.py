@@ -26,7 +26,7 @@ SIGNAL = (16, 2, 128)
 IMAGE_DTYPES = [torch.uint8, torch.float16, torch.bfloat16, torch.float32]
 SIGNAL_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 DEVICES = ["cpu", "cuda"]
-NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+from tests.helpers.devices import NEEDS_CUDA
 # p=0 vs eval for ops that change the shape: grid_sample vs interpolate, rounded to the dtype
 CLOSE = {torch.uint8: 1.0, torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5}
 
@@ -63,8 +63,8 @@ CASES = [
     Case("flip+crop-fused", lambda p: A.Compose([A.RandomHorizontalFlip(p=p), A.RandomCrop(12, padding=3, p=p)])),
     Case("ColorJitter", lambda p: A.ColorJitter(0.4, 0.4, 0.4, p=p)),
     Case("RandomErasing", lambda p: A.RandomErasing(p=p)),
-    Case("MixUp", lambda p: A.MixUp(alpha=0.4, p=p), mix=True),
-    Case("CutMix", lambda p: A.CutMix(alpha=1.0, p=p), mix=True),
+    Case("MixUp", lambda p: A.MixUp(alpha=0.4, num_classes=4, p=p), mix=True),
+    Case("CutMix", lambda p: A.CutMix(alpha=1.0, num_classes=4, p=p), mix=True),
     Case("RandomApply-image", lambda p: A.RandomApply([A.ColorJitter(0.5), A.RandomHorizontalFlip()], p=p)),
     Case("OneOf-image", lambda p: A.OneOf([A.RandomErasing(p=1), A.ColorJitter(0.5)], p=p)),
     Case("image_train_preset", lambda p: A.image_train_preset(20), keeps_shape=False, has_p=False),
@@ -80,7 +80,7 @@ CASES = [
     Case("TimeStretch", lambda p: A.TimeStretch((0.7, 1.4), p=p), "signal"),
     Case("BandPass", lambda p: A.BandPass(1000, (10, 50), (200, 400), p=p), "signal"),
     Case("BandStop", lambda p: A.BandStop(1000, (100, 300), (20, 80), p=p), "signal"),
-    Case("MixUp-signal", lambda p: A.MixUp(alpha=1.0, p=p), "signal", mix=True),
+    Case("MixUp-signal", lambda p: A.MixUp(alpha=1.0, labels="pair", p=p), "signal", mix=True),
     Case("signal_pretrain_preset", lambda p: A.signal_pretrain_preset(1000, p=p), "signal"),
 ]
 # every public op class appears in the battery

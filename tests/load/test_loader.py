@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import prebake
+from tests.helpers.devices import NEEDS_CUDA
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,7 @@ def test_a_list_index_is_one_batch_and_feeds_a_batch_sampler(cache):
     assert labels == [list(range(i, min(i + 64, len(ds)))) for i in range(0, len(ds), 64)]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@NEEDS_CUDA
 @pytest.mark.parametrize("preload", [None, "device"])
 def test_cuda_batches_match_the_cpu_ones(cache, preload):
     cpu = list(prebake.Loader(cache, 32, seed=4, columns=["image", "label"]))
