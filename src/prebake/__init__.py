@@ -4,64 +4,102 @@
 >>> cache = prebake.build("data/cifar-10-batches-py", "cache/cifar10")  # doctest: +SKIP
 >>> cache["train"][0]["image"].shape  # doctest: +SKIP
 (3, 32, 32)
+
+Members import on first use: ``import prebake`` does not import torch until a name
+that needs it (``prebake.Loader``, ``prebake.open``, ...) is touched.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Union
 
+from ._lazy import lazy_members
 from ._version import __version__
-from .bake.build import BuildOptions, BuildReport, ProgressFn, build_all, resolve_sources, select_split
+from .config import load_config
 from .errors import (
     BadItemError,
     BuildLockedError,
     CacheCorruptError,
     CacheNotFoundError,
     FormatError,
+    OptionError,
     PrebakeError,
     SourceError,
     StrictModeError,
     UnsafePickleError,
 )
-from .bake.memory import write_arrays
-from .bake.sources import Source, SourceOptions
-from .cache.reader import Cache, Ragged, open_cache
-from .cache.verify import VerifyReport, verify
-from .load.loader import Loader
-from .measure.watch import Watch, WatchReport, watch
-from . import augment
 
-open = open_cache  # prebake.open(path) -> Cache
+if TYPE_CHECKING:
+    from . import augment
+    from .bake.build import BuildOptions, BuildReport
+    from .bake.memory import write_arrays
+    from .bake.sources import Source, SourceOptions
+    from .cache.reader import Cache, Ragged
+    from .cache.reader import open_cache as open
+    from .cache.verify import VerifyReport, verify
+    from .load.loader import Loader
+    from .measure.watch import Watch, WatchReport, watch
+
+log = logging.getLogger("prebake")
+
+#: ``progress(split, items_done, items_total)``; True/None: a bar on a terminal; False: none.
+Progress = Union[bool, None, Callable[[str, int, int], None]]
 
 
 def build(
-    source: Any,
-    out: str | os.PathLike[str],
+    source: Any = None,
+    out: str | os.PathLike[str] | None = None,
     *,
-    kind: str | None = None,
-    split: str | None = None,
+    progress: Progress = None,
     source_options: SourceOptions | None = None,
-    progress: ProgressFn | None = None,
-    **options: Any,
+    **settings: Any,
 ) -> Cache | dict[str, Cache]:
     """Bake ``source`` into a cache at ``out`` and open it.
 
-    ``source`` is a path (CIFAR directory, image folder, CSV, .npy/.npz), a
-    :class:`Source`, or any map-style dataset. ``options`` are the fields of
-    :class:`BuildOptions` (``image_size``, ``crop``, ``workers``, ``force``,
-    ``strict``, ``transform``, ...).
+    Parameters:
+        source: a path (a CIFAR-10/100 folder, a folder of class subfolders of images
+            or WAV files, a ``.csv`` table, ``.npy``/``.npz`` arrays), a :class:`Source`,
+            or any map-style dataset. Leave it out when ``dataset="module:function"``.
+        out: the cache directory; a source with splits (CIFAR's train and test, an image
+            folder with ``train/`` and ``val/``) builds one cache per split in ``out/<split>``.
+        progress: None (the default) shows a progress bar when stderr is a terminal;
+            False shows none; a function ``progress(split, done, total)`` is called instead.
+        source_options: a :class:`SourceOptions`, instead of the CSV settings below.
+        **settings: the settings of ``prebake build``, by their Python names
+            (``prebake build --help`` describes each): ``kind``, ``split``, ``dataset``,
+            ``transform`` (a function item -> item, or ``"module:function"``),
+            ``image_size``, ``shorter_side``, ``crop``, ``sample_rate``, ``bandpass``
+            (LOW, HIGH), ``ragged``, ``path_column``, ``label_columns``, ``base_dir``,
+            ``delimiter``, ``workers``, ``force``, ``strict``, ``allow_empty``,
+            ``chunk_rows``, ``lock_timeout``. ``prebake.build(**prebake.load_config(f))``
+            runs a config file.
 
-    Returns the :class:`Cache`, or ``{split: Cache}`` when the source has splits
-    (CIFAR train/test, an image folder with train/ and val/), built into
-    ``out/<split>``. ``split="train"`` builds and returns just that one.
+    Returns the :class:`Cache`, or ``{split: Cache}`` for a source with splits;
+    ``split="train"`` builds and returns just that one. Bad items are skipped (see
+    ``cache.manifest["skipped"]``) and summarised in a WARNING log; ``strict=True``
+    fails on the first one instead.
     """
-    sources = resolve_sources(source, kind=kind, options=source_options)
-    sources = select_split(sources, split)
-    reports = build_all(sources, out, BuildOptions(**options), progress)
+    from .bake.build import build_all, skipped_summary
+    from .cache.reader import Cache
+    from .config import check_settings, resolve
+    from .progress import ProgressBars
+
+    given = check_settings({"source": source, "out": out, **settings})
+    sources, out_dir, options = resolve(given, source_options)
+    bars = ProgressBars(quiet=progress is False) if progress in (None, True, False) else None
+    try:
+        reports = build_all(sources, out_dir, options, bars if bars is not None else progress)  # type: ignore[arg-type]
+    finally:
+        if bars is not None:
+            bars.close()
+    for r in reports:
+        if r.skipped and r.action != "up to date":
+            log.warning("\n".join(skipped_summary(r, f"{r.out.name}/manifest.json")))
     caches = {r.split: Cache(r.out) for r in reports}
-    if split is not None:
-        return caches[split]
+    if given.get("split") is not None:
+        return caches[given["split"]]
     return caches[""] if "" in caches else caches
 
 
@@ -75,6 +113,7 @@ __all__ = [
     "CacheNotFoundError",
     "FormatError",
     "Loader",
+    "OptionError",
     "PrebakeError",
     "Ragged",
     "Source",
@@ -88,8 +127,20 @@ __all__ = [
     "__version__",
     "augment",
     "build",
+    "load_config",
     "open",
     "verify",
     "watch",
     "write_arrays",
 ]
+
+__getattr__, __dir__ = lazy_members(__name__, {
+    "augment": ".augment:",
+    "BuildOptions": ".bake.build", "BuildReport": ".bake.build",
+    "write_arrays": ".bake.memory",
+    "Source": ".bake.sources", "SourceOptions": ".bake.sources",
+    "Cache": ".cache.reader", "Ragged": ".cache.reader", "open": ".cache.reader:open_cache",
+    "VerifyReport": ".cache.verify", "verify": ".cache.verify",
+    "Loader": ".load.loader",
+    "Watch": ".measure.watch", "WatchReport": ".measure.watch", "watch": ".measure.watch",
+})

@@ -47,3 +47,37 @@ class StrictModeError(PrebakeError):
 
 class BuildLockedError(PrebakeError):
     """Another process holds the build lock of this output."""
+
+
+class OptionError(PrebakeError, ValueError):
+    """An option value, or a combination of options, that cannot work; raised before any work starts."""
+
+
+# -- naming options in messages ------------------------------------------------------------------
+
+_FRONT_END = {"cli": False}
+#: Options that are switches: the CLI spells them ``--force``, Python ``force=True``.
+_SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes"})
+#: Python names whose CLI flag is spelled otherwise (a repeatable flag takes one value at a time).
+CLI_FLAGS = {"label_columns": "--label-column"}
+
+
+def use_cli_names(on: bool = True) -> bool:
+    """Make :func:`opt` spell options as CLI flags (``prebake`` does, while it runs); returns the old setting."""
+    previous, _FRONT_END["cli"] = _FRONT_END["cli"], on
+    return previous
+
+
+def opt(name: str, value: object = None) -> str:
+    """An option as the user writes it: ``--image-size 224`` on the CLI, ``image_size=224`` in Python
+    (``image_size`` without a value; switches are ``--force`` and ``force=True``).
+
+    Every message that tells the user to change an option names it through here, so a
+    CLI user is never told about a Python parameter, nor a Python user about a flag.
+    """
+    if _FRONT_END["cli"]:
+        flag = CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
+        return flag if value is None or name in _SWITCHES else f"{flag} {value}"
+    if name in _SWITCHES:
+        return f"{name}=True"
+    return name if value is None else f"{name}={value!r}"

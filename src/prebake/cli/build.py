@@ -1,0 +1,66 @@
+"""``prebake build``: settings from the flags (over a config file), then one build per split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..config import BUILD_KEYS, check_settings, dump_config, load_config
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The effective settings: the config file's, then every flag or argument given on the command line."""
+    merged = load_config(args.config) if args.config else {}
+    given = {k.name: getattr(args, k.name) for k in BUILD_KEYS if getattr(args, k.name, None) is not None}
+    if (given.get("dataset") or merged.get("dataset")) and "source" in given and "out" not in given:
+        given["out"] = given.pop("source")  # prebake build --dataset m:f OUT: the one argument is OUT
+    merged.update(given)
+    return check_settings(merged, "prebake build")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bake.build import build_all
+    from ..config import resolve
+    from ..progress import ProgressBars
+
+    s = settings(args)
+    if args.print_config:
+        sys.stdout.write(dump_config(s))
+        return 0
+    sources, out, options = resolve(s)
+    bars = ProgressBars(quiet=args.quiet or args.json)
+    try:
+        reports = build_all(sources, out, options, bars)
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps([_report_json(r) for r in reports], indent=1))
+    else:
+        for r in reports:
+            _print_report(r)
+    return 0
+
+
+def _report_json(r: Any) -> dict[str, Any]:
+    return {"split": r.split, "out": str(r.out), "action": r.action, "reasons": r.reasons,
+            "num_items": r.num_items, "reused": r.reused, "skipped": r.skipped, "seconds": round(r.seconds, 3)}
+
+
+def _print_report(r: Any) -> None:
+    from ..bake.build import skipped_summary
+
+    name = f"{r.split}: " if r.split else ""
+    rate = f" ({r.num_items / r.seconds:,.0f} items/s)" if r.action != "up to date" and r.seconds > 0 else ""
+    print(f"{name}{r.action}: {r.num_items:,} items in {r.seconds:.1f} s{rate} -> {r.out}")
+    if r.reasons and r.action != "built":
+        print(f"  because: {'; '.join(r.reasons)}")
+    if r.reused:
+        print(f"  {r.reused:,} unchanged items copied from the previous cache, {r.num_items - r.reused:,} baked")
+    manifest = f"{r.out}/manifest.json"
+    if r.skipped and r.action == "up to date":
+        print(f"  {len(r.skipped)} bad items were skipped when it was built (see 'skipped' in {manifest})")
+    elif r.skipped:
+        print(f"  skipped {len(r.skipped)} bad item{'s' if len(r.skipped) != 1 else ''}:")
+        print("\n".join("  " + line for line in skipped_summary(r, manifest)[1:]))

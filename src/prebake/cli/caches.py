@@ -1,0 +1,151 @@
+"""``prebake verify``, ``info``, ``ls`` and ``clear``: commands over caches that already exist (no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..cache import inventory
+from ..cache.format import MANIFEST
+from ..errors import PrebakeError
+
+
+def _targets(path: str) -> list[Path]:
+    p = Path(path)
+    if (p / MANIFEST).is_file():
+        return [p]
+    if not p.exists():
+        raise PrebakeError(f"{p} does not exist; give a cache directory, or a directory that holds caches")
+    found = [Path(e.path) for e in inventory.find_caches(p) if e.state != "partial"]
+    if not found:
+        raise PrebakeError(f"no prebake cache at or under {p}; build one with 'prebake build SOURCE {p}'")
+    return found
+
+
+def _bar(desc: str, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit="B", unit_scale=True, leave=False, disable=True if quiet else None)
+
+
+def verify(args: argparse.Namespace) -> int:
+    from ..cache.verify import VerifyReport, verify as verify_cache
+
+    reports: list[VerifyReport] = []
+    for target in _targets(args.path):
+        bar = _bar(f"verify {target.name}", args.quiet or args.json)
+        reports.append(verify_cache(target, _byte_progress(bar)))
+        bar.close()
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=1))
+    else:
+        for r in reports:
+            status = "ok" if r.ok else f"FAILED ({len(r.problems)} problem{'s' if len(r.problems) != 1 else ''})"
+            print(f"{r.path}: {status} — {r.files_checked} files, {r.bytes_checked:,} bytes checked")
+            for msg in r.problems:
+                print(f"  problem: {msg}")
+            for msg in r.warnings:
+                print(f"  warning: {msg}")
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _byte_progress(bar: Any) -> Callable[[int, int], None]:
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update
+
+
+def _staleness() -> Callable[[dict[str, Any]], list[str]]:
+    from ..bake.freshness import rebuild_reasons
+
+    return rebuild_reasons
+
+
+def info(args: argparse.Namespace) -> int:
+    infos = [inventory.info(t, _staleness()) for t in _targets(args.path)]
+    if args.json:
+        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=1))
+        return 0
+    for i in infos:
+        _print_info(i)
+    return 0
+
+
+def _print_info(i: dict[str, Any]) -> None:
+    print(f"{i['path']}  ({i['state']})")
+    for reason in i.get("reasons", []):
+        print(f"  stale      {reason}")
+    print(f"  items      {i['num_items']:,}   on disk {size(i['bytes'])}   skipped {i['skipped']}")
+    for name, c in i["columns"].items():
+        print(f"  column     {name:<12} {c['dtype']:<5} {c['shape']}{'  ragged' if c['ragged'] else ''}")
+    classes = i["classes"] or []
+    hist = i["stats"].get("label_histogram") or {}
+    if classes:
+        shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+        print(f"  classes    {len(classes)}: {shown}")
+    if hist:
+        name = (lambda k: classes[int(k)] if 0 <= int(k) < len(classes) else k)
+        counts = ", ".join(f"{name(k)} {v:,}" for k, v in list(hist.items())[:10])
+        print(f"  labels     {counts}{', ...' if len(hist) > 10 else ''}")
+    print(f"  source     {i['source'].get('kind', '?')} {i['source'].get('root', '')}")
+    print(f"  transforms {', '.join(map(_step, i['transforms'])) or 'none'}")
+    print(f"  made       {i['created']} by prebake {i['prebake_version']}, fingerprint {i['fingerprint']}")
+
+
+def _step(t: dict[str, Any]) -> str:
+    """'Resize(size=224)', 'BandPass(low=25.0, high=400.0, order=4)', 'user(mymod:crop)'."""
+    if t["name"] == "user":
+        return f"user({t.get('function', '?')})"
+    params = ", ".join(f"{k}={v}" for k, v in t.items() if k != "name" and v is not False)
+    return f"{t['name']}({params})" if params else t["name"]
+
+
+def ls(args: argparse.Namespace) -> int:
+    entries = inventory.find_caches(args.path, _staleness())
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=1))
+        return 0
+    if not entries:
+        print(f"no caches under {args.path}")
+    for e in entries:
+        items = f"{e.items:,}" if e.items is not None else "-"
+        print(f"{e.state:<10} {items:>12} items {size(e.bytes):>10}  {e.path}")
+        for reason in e.reasons:
+            print(f"{'':<10} {reason}")
+    return 0
+
+
+def clear(args: argparse.Namespace) -> int:
+    from ..cache.files import remove_paths
+
+    targets = inventory.clear_targets(args.path)
+    if not targets:
+        print(f"nothing to clear under {args.path}")
+        return 0
+    if not args.yes:
+        print("will delete:\n" + "\n".join(f"  {t}" for t in targets))
+        if not sys.stdin.isatty():
+            raise PrebakeError("not a terminal, so cannot ask; pass --yes to delete without asking")
+        if input("delete these? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    remove_paths(targets)
+    if args.json:
+        print(json.dumps({"deleted": [str(t) for t in targets]}))
+    else:
+        print(f"deleted {len(targets)} path{'s' if len(targets) != 1 else ''}")
+    return 0
+
+
+def size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
