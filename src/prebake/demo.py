@@ -1,7 +1,9 @@
 """``prebake demo``: bake CIFAR-10 at 32 and 224 px, verify both, then compare loading pipelines.
 
 Without ``source`` it first writes a small SYNTHETIC dataset in the real
-CIFAR-10 python-version format (pickled batches), so it runs offline.
+CIFAR-10 python-version format (pickled batches), so it runs offline, and small
+inputs of the other kinds (an image folder, WAV recordings, a CSV table, arrays, a
+dataset and a transform file) that the README's quickstart bakes.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
     if source is None:
         from .synthetic import write_cifar10_python
 
+        from .synthetic import write_quickstart_data
+
         source = workdir / "data" / "cifar-10-batches-py"
         if not (source / "batches.meta").exists():  # written last; keep an existing copy so re-runs are no-ops
             write_cifar10_python(workdir / "data", n_train=DEMO_TRAIN, n_test=DEMO_TEST, seed=0)
+            write_quickstart_data(workdir / "data")
         lines.append(f"wrote a SYNTHETIC CIFAR-10 sample ({DEMO_TRAIN:,} train + {DEMO_TEST:,} test images, "
                      f"real python-version batch format) to {source}")
+        lines.append(f"and small inputs for the README's quickstart in {workdir / 'data'}: photos/, hearts/, "
+                     "labels.csv, arrays.npz, mydata.py, mytransforms.py")
     else:
         lines.append(f"using the CIFAR-10 download at {source}")
     sources = resolve_sources(source, kind="cifar")
@@ -58,7 +65,11 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
                  "and resize on the GPU at load time")
     lines.append(f"read it back with numpy alone: np.load('{workdir / 'cache' / 'cifar10-32' / 'train' / 'image.npy'}', "
                  "mmap_mode='r')")
-    lines.append("re-running this command is a no-op: the fingerprint says every cache is up to date")
+    if all(b["action"] == "up to date" for b in builds):
+        lines.append("every cache was already up to date (the fingerprints matched): nothing was baked again")
+    else:
+        lines.append("run it again and nothing is baked again (the fingerprints will match); the loader "
+                     "comparison below runs each time")
     bench = None
     if bench_seconds > 0:
         from .measure.bench import BenchOptions, run_bench

@@ -453,3 +453,51 @@ def write_audio_folder(
             x = np.stack([heart_sound(n, rate, c == 0, rng) for _ in range(channels)], axis=1)
             write_wav(root / name / f"{name}_{i:03d}.wav", x if channels > 1 else x[:, 0], rate, width)
     return root
+
+
+QUICKSTART_DATASET = '''"""A map-style dataset for the quickstart: any object with __len__ and __getitem__ works."""
+import numpy as np
+
+
+class Squares:
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng(i)
+        return {"image": rng.integers(0, 256, (3, 40, 40), dtype=np.uint8), "label": i % 4}
+
+
+def make_dataset():
+    return Squares()
+'''
+
+QUICKSTART_TRANSFORM = '''"""A per-item function for the quickstart: item dict -> item dict, run once per item at bake time."""
+
+
+def crop_face(item):
+    item["image"] = item["image"][:, 4:36, 4:36]  # a fixed 32 x 32 window
+    return item
+'''
+
+
+def write_quickstart_data(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """Small inputs of every kind the README's quickstart bakes, under ``root``; returns their paths.
+
+    ``photos/`` (JPEG class folders with train/ and val/), ``hearts/`` (WAV recordings at
+    4 kHz), ``labels.csv`` (+ ``scans/``), ``arrays.npz`` (``x`` (500, 16) float32, ``y``),
+    ``mydata.py`` (a dataset factory) and ``mytransforms.py`` (a per-item function).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "photos": write_image_folder(root / "photos", per_class=6, size=(300, 260), fmt="jpg", splits=("train", "val")),
+        "hearts": write_audio_folder(root / "hearts", per_class=3, rate=4000),
+        "csv": write_csv_table(root, n=12),
+    }
+    rng = np.random.default_rng(0)
+    np.savez(root / "arrays.npz", x=rng.standard_normal((500, 16)).astype(np.float32), y=rng.integers(0, 5, 500))
+    (root / "mydata.py").write_text(QUICKSTART_DATASET)
+    (root / "mytransforms.py").write_text(QUICKSTART_TRANSFORM)
+    paths.update(arrays=root / "arrays.npz", dataset=root / "mydata.py", transform=root / "mytransforms.py")
+    return paths

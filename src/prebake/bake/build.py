@@ -17,8 +17,10 @@ import ctypes
 import logging
 import multiprocessing as mp
 import os
+import re
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,9 +30,9 @@ from typing import Any
 import filelock
 import numpy as np
 
-from ..cache.files import read_manifest, remove_paths
+from ..cache.files import lock_holder, read_manifest, remove_paths, write_lock_holder
 from ..cache.format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, partial_path
-from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError
+from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError, opt
 from . import fingerprint as fpr
 from . import transforms as T
 from .incremental import hash_identities, reuse_plan
@@ -49,7 +51,17 @@ _CHECKPOINT_S = 1.0  # journal finished chunks at most this often (each checkpoi
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Everything that shapes a build. ``prebake.build(**options)`` fills it in."""
+    """Everything that shapes a build; ``prebake.build(**settings)`` fills it in.
+
+    ``image_size``: resize images to S x S. ``shorter_side``: resize the shorter side to S.
+    ``crop``: center crop S x S after the resize. ``sample_rate``: resample signals to Hz.
+    ``bandpass``: (low, high) Hz Butterworth band-pass of signals. ``transform``: your
+    per-item function, run last. ``workers``: processes (None: one per core; 0 or 1: in this
+    process). ``force``: rebuild even when up to date. ``strict``: fail on the first bad item.
+    ``allow_empty``: commit even when every item is bad. ``ragged``: columns whose first
+    axis varies per item. ``lock_timeout``: seconds to wait for another build of the same
+    output (None: wait). ``chunk_rows``: rows per unit of work (None: about 16 MB of rows).
+    """
 
     image_size: int | None = None  # resize to S x S
     shorter_side: int | None = None  # resize the shorter side to S
@@ -60,6 +72,7 @@ class BuildOptions:
     workers: int | None = None  # processes; None = all cores; 0 or 1 = in this process
     force: bool = False
     strict: bool = False
+    allow_empty: bool = False  # commit a cache even when every item is bad
     ragged: tuple[str, ...] = ()  # columns whose first axis varies per item
     lock_timeout: float | None = None  # seconds to wait for another build of the same output
     chunk_rows: int | None = None  # rows per work unit; None = about 16 MB of rows
@@ -67,7 +80,13 @@ class BuildOptions:
 
 @dataclass
 class BuildReport:
-    """What one split's build did."""
+    """What one split's build did.
+
+    ``split`` ("" without splits) was built into ``out``; ``action`` is "built", "resumed",
+    "rebuilt" or "up to date", for ``reasons``. ``num_items`` were committed, ``skipped``
+    lists the bad items (index, key, reason), ``reused`` items were copied unchanged from
+    the previous cache, in ``seconds``.
+    """
 
     split: str
     out: Path
@@ -77,6 +96,19 @@ class BuildReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     reused: int = 0  # items copied unchanged from the previous cache instead of baked
+
+
+def skipped_summary(report: BuildReport, manifest: str, show: int = 10) -> list[str]:
+    """Lines that summarise the bad items of ``report``: counts by kind of reason, then the first few."""
+    n = len(report.skipped)
+    where = f"{report.split}: " if report.split else ""
+    lines = [f"{where}skipped {n} bad item{'s' if n != 1 else ''} of {report.out}:"]
+    kinds = Counter(re.split(r"[:(]", s["reason"], maxsplit=1)[0].strip() for s in report.skipped)
+    lines += [f"  {count:>6} x {kind}" for kind, count in kinds.most_common()]
+    lines += [f"  {s['key']}: {s['reason']}" for s in report.skipped[:show]]
+    if n > show:
+        lines.append(f"  ... and {n - show} more (see 'skipped' in {manifest})")
+    return lines
 
 
 def resolve_sources(source: Any, kind: str | None = None, options: SourceOptions | None = None) -> dict[str, Source]:
@@ -111,10 +143,14 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
               split: str = "") -> BuildReport:
     t0 = time.perf_counter()
     out = Path(os.path.abspath(out))
+    _check_out(out)
     steps = T.make_pipeline(image_size=opts.image_size, shorter_side=opts.shorter_side, crop=opts.crop,
                             sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform)
+    T.check_inputs(steps, src)
     ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns)))
     fp = fpr.make(src.describe(), T.describe(steps), {"ragged": list(ragged)})
+    if src.origin is not None:
+        fp["origin"] = src.origin  # beside the digest, not in it: how ls opens the source again
     if stale_reasons(out, fp, opts.force) is None and not leftovers(out):
         return _up_to_date(split, out, t0)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +163,8 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
         if (out / MANIFEST).exists():
             log.info("rebuilding %s: %s", out, "; ".join(reasons))
         manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split, ragged)
+        if action == "resumed":
+            reasons = ["resuming a build that was interrupted"]
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
     return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
                        time.perf_counter() - t0, reused)
@@ -151,6 +189,7 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
         log.info("%s: copying %d unchanged items from the old cache", out, int((reuse >= 0).sum()))
     job.partial = partial
     _run(job, partial, pool, progress, split, reuse)
+    _refuse_empty(partial, job.source, opts.allow_empty)
     manifest = partial.seal(list(job.source.keys()), job.source.classes, fp, ids)
     partial.publish()
     return manifest, action, 0 if reuse is None else int((reuse >= 0).sum())
@@ -181,6 +220,30 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
                 buffer, last = [], time.monotonic()
     finally:
         partial.record(buffer)  # keep finished work even when a strict error stops the build
+
+
+def _check_out(out: Path) -> None:
+    """``out`` and its existing parents must be directories (or not exist yet)."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "OUT" if p == out else f"a parent of OUT ({out})"
+                raise PrebakeError(f"{p} is a file, and {what} must be a directory: choose another output "
+                                   "directory, or move the file away")
+            return
+
+
+def _refuse_empty(partial: PartialCache, source: Source, allow_empty: bool) -> None:
+    """Every item bad: fail (and remove the partial build, which holds nothing) unless allowed."""
+    bad = [b for r in partial.done.values() for b in r.bad]
+    if allow_empty or len(bad) < partial.plan.num_keys or partial.plan.num_keys == 0:
+        return
+    keys = source.keys()
+    shown = "; ".join(f"{keys[i]}: {reason}" for i, reason in sorted(bad)[:3])
+    remove_paths([partial.path])
+    raise SourceError(f"all {len(bad):,} items of the source are bad, so no cache was written ({shown}"
+                      f"{'; ...' if len(bad) > 3 else ''}); fix the inputs, or pass {opt('allow_empty')} "
+                      "to commit an empty cache")
 
 
 def stale_reasons(out: Path, fp: dict[str, Any], force: bool) -> list[str] | None:
@@ -231,14 +294,17 @@ def _locked(out: Path, timeout: float | None) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        log.info("another process is building %s; waiting for it", out)
+        holder = lock_holder(out)
+        log.info("another process%s is building %s; waiting for it", f" (pid {holder})" if holder else "", out)
         try:
             lock.acquire(timeout=-1 if timeout is None else timeout)
         except filelock.Timeout:
             raise BuildLockedError(
-                f"{out} is being built by another process (lock {lock.lock_file}); "
-                f"waited {timeout}s — wait for that build to finish, or raise lock_timeout"
+                f"{out} is being built by another process{f' (pid {holder})' if holder else ''} (lock "
+                f"{lock.lock_file}); waited {timeout}s: wait for that build to finish, or raise "
+                f"{opt('lock_timeout')}"
             ) from None
+    write_lock_holder(out)
     try:
         yield
     finally:

@@ -1,5 +1,11 @@
-"""Whether a committed cache still matches its inputs, read from the fingerprint it recorded.
+"""Would ``prebake build`` rebuild this cache now? Answered from what its manifest recorded.
 
+The fingerprint of a build keeps, beside its digest, how the source was opened (path,
+kind, options, split). :func:`rebuild_reasons` opens it again the same way, describes it,
+and fingerprints it with the transforms and options the cache was built with, so added,
+removed and modified source files, new classes, and a new prebake format all show.
+It never imports user code: a changed ``--transform`` function, or the data behind a
+``--dataset`` function, is found by the next build, which names what changed.
 Used by ``prebake ls`` and ``prebake info`` (through :mod:`prebake.cache.inventory`).
 """
 
@@ -8,8 +14,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import PrebakeError
 from . import fingerprint as fpr
+from .sources import SourceOptions, detect
 from .sources.base import file_identity
+
+
+def rebuild_reasons(manifest: dict[str, Any]) -> list[str]:
+    """Why a build of the same inputs would rebuild the cache of ``manifest`` (empty: it would not)."""
+    fp = manifest.get("fingerprint") or {}
+    inputs, origin = fp.get("inputs") or {}, fp.get("origin")
+    if not isinstance(origin, dict):
+        return source_changes(manifest)  # built before origins were recorded: check the file table
+    try:
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in (origin.get("options") or {}).items()}
+        sources = detect(origin["path"], origin.get("kind"), SourceOptions(**options))
+    except (PrebakeError, OSError, KeyError, TypeError) as e:
+        return [f"the source cannot be opened as it was built: {e}"]
+    src = sources.get(origin.get("split", ""))
+    if src is None:
+        return [f"the source {origin['path']} has no split {origin.get('split')!r} any more"]
+    now = fpr.make(src.describe(), inputs.get("transforms", []), inputs.get("options", {}))
+    return [] if now["digest"] == fp.get("digest") else fpr.explain(inputs, now["inputs"])
 
 
 def source_changes(manifest: dict[str, Any]) -> list[str]:

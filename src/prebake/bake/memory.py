@@ -33,7 +33,8 @@ def write_arrays(out: str | os.PathLike[str], columns: Mapping[str, Column],
     """Commit ``columns`` as a cache at ``out`` and open it.
 
     A column is an array (item i is ``arr[i]``), a list of arrays (ragged: their
-    first axes may differ), or a :class:`Ragged` ``(values, offsets)`` pair.
+    first axes may differ), or a :class:`Ragged` ``(values, offsets)`` pair. ``classes``:
+    the class names, if ``label`` holds class indices.
     """
     out = Path(os.path.abspath(out))
     fixed, ragged = _split(columns)

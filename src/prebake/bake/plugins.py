@@ -55,7 +55,7 @@ def _import(module_part: str, spec: str) -> Any:
     if module_part.endswith(".py"):
         path = Path(module_part).resolve()
         if not path.is_file():
-            raise PrebakeError(f"{path} does not exist (from {spec!r})")
+            raise PrebakeError(f"{path} does not exist (from {spec!r}); check the path before ':'")
         name = f"prebake_user_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
         if name in sys.modules and _LOADED.get(name) == _file_sha(path):
             return sys.modules[name]
@@ -63,19 +63,42 @@ def _import(module_part: str, spec: str) -> Any:
         assert mod_spec is not None and mod_spec.loader is not None
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[name] = module
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # the user's file failed to import: say where and why, in one line
+            del sys.modules[name]
+            raise _import_failed(str(path), spec, e) from e
         _LOADED[name] = _file_sha(path)
-        mod_spec.loader.exec_module(module)
         return module
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(module_part)
-    except ImportError as e:
-        raise PrebakeError(
-            f"cannot import {module_part!r} (from {spec!r}): {e}; run from the directory that "
-            "holds it, add it to PYTHONPATH, or pass 'path/to/file.py:function'"
-        ) from e
+    except ModuleNotFoundError as e:
+        if e.name and module_part.split(".")[0] == e.name.split(".")[0]:
+            raise PrebakeError(
+                f"cannot import {module_part!r} (from {spec!r}): {e}; run from the directory that "
+                "holds it, add it to PYTHONPATH, or pass 'path/to/file.py:function'"
+            ) from e
+        raise _import_failed(module_part, spec, e) from e
+    except Exception as e:
+        raise _import_failed(module_part, spec, e) from e
     return _reload_if_edited(module)
+
+
+def _import_failed(what: str, spec: str, e: Exception) -> PrebakeError:
+    """One line for a user module whose own code failed to import, naming the line when known."""
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        return PrebakeError(f"{what} (from {spec!r}) imports {e.name!r}, which is not installed in this Python: "
+                            f"install it (pip install {e.name.split('.')[0]}) or remove the import")
+    tb = e.__traceback__
+    line = None
+    while tb is not None:  # the deepest frame of the user's own file
+        if tb.tb_frame.f_code.co_filename.endswith(what.rsplit("/", 1)[-1]):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    where = f" line {line}" if line else ""
+    return PrebakeError(f"{what}{where} (from {spec!r}) failed to import: {type(e).__name__}: {e}")
 
 
 def _reload_if_edited(module: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,8 @@ def _back_to(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
 class Resample:
     """Polyphase resampling (``scipy.signal.resample_poly``, Kaiser window) to ``rate`` Hz."""
 
+    needs: ClassVar[tuple[str, ...]] = ("signal", "sample_rate")
+    option: ClassVar[str] = "sample_rate"
     rate: int
 
     def __call__(self, item: Item) -> Item:
@@ -61,6 +63,8 @@ class Resample:
 class BandPass:
     """Zero-phase Butterworth band-pass (``sosfiltfilt``) between ``low`` and ``high`` Hz."""
 
+    needs: ClassVar[tuple[str, ...]] = ("signal", "sample_rate")
+    option: ClassVar[str] = "bandpass"
     low: float
     high: float
     order: int = 4

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
-from ..errors import BadItemError
+from ..errors import BadItemError, OptionError, opt
 from .plugins import code_identity
 from .signals import BandPass, Resample
 
@@ -62,8 +62,13 @@ def resize_image(img: ImageLike, w: int, h: int) -> ImageLike:
 class Resize:
     """Resize to ``size`` x ``size``, or (``shorter=True``) the shorter side to ``size``."""
 
+    needs: ClassVar[tuple[str, ...]] = ("image",)
     size: int
     shorter: bool = False
+
+    @property
+    def option(self) -> str:
+        return "shorter_side" if self.shorter else "image_size"
 
     def __call__(self, item: Item) -> Item:
         w, h = image_size(item["image"])
@@ -81,6 +86,8 @@ class Resize:
 class CenterCrop:
     """Crop the central ``size`` x ``size`` window."""
 
+    needs: ClassVar[tuple[str, ...]] = ("image",)
+    option: ClassVar[str] = "crop"
     size: int
 
     def __call__(self, item: Item) -> Item:
@@ -89,7 +96,8 @@ class CenterCrop:
         s = self.size
         if w < s or h < s:
             raise BadItemError(
-                f"image is {w}x{h}, smaller than the {s}x{s} crop; resize first (--image-size or --shorter-side)"
+                f"image is {w}x{h}, smaller than the {s}x{s} crop; resize first ({opt('image_size')} or "
+                f"{opt('shorter_side')})"
             )
         top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
         if isinstance(img, Image.Image):
@@ -142,12 +150,12 @@ def make_pipeline(
 ) -> list[Transform]:
     """The bake pipeline: [resample] [band-pass] [resize] [center crop] to-CHW [user function]."""
     if image_size is not None and shorter_side is not None:
-        raise ValueError("pass image_size (S x S) or shorter_side, not both")
+        raise OptionError(f"give {opt('image_size')} (S x S) or {opt('shorter_side')}, not both")
     steps: list[Transform] = []
     if sample_rate is not None:
         steps.append(Resample(_positive(sample_rate, "sample_rate")))
     if bandpass is not None:
-        steps.append(BandPass(float(bandpass[0]), float(bandpass[1])))
+        steps.append(_bandpass(bandpass, sample_rate))
     if image_size is not None:
         steps.append(Resize(_positive(image_size, "image_size")))
     if shorter_side is not None:
@@ -161,9 +169,59 @@ def make_pipeline(
 
 
 def _positive(v: int, name: str) -> int:
-    if int(v) != v or v <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v <= 0:
+        raise OptionError(f"{opt(name)} takes a positive integer, got {v!r}")
     return int(v)
+
+
+def _bandpass(band: Sequence[float], sample_rate: int | None) -> BandPass:
+    if len(band) != 2:
+        raise OptionError(f"{opt('bandpass')} takes two frequencies LOW HIGH in Hz, got {list(band)!r}")
+    low, high = float(band[0]), float(band[1])
+    if not 0 < low < high:
+        raise OptionError(f"{opt('bandpass')} takes LOW HIGH with 0 < LOW < HIGH Hz, got {low:g} {high:g}; "
+                          f"for example {opt('bandpass', '25 400')}")
+    if sample_rate is not None and high >= sample_rate / 2:
+        raise OptionError(f"{opt('bandpass')} {low:g} {high:g} Hz: HIGH must be below half of "
+                          f"{opt('sample_rate', sample_rate)} ({sample_rate / 2:g} Hz)")
+    return BandPass(low, high)
+
+
+_PROBE_ITEMS = 5
+
+
+def check_inputs(steps: Sequence[Transform], source: Any) -> None:
+    """Before any work: the built-in steps find the columns they need in the source's items.
+
+    Reads up to the first few raw items (the first that reads is enough); items that do
+    not read are left to the build, which records them as bad.
+    """
+    wanted = [s for s in steps if getattr(s, "needs", ())]
+    if not wanted:
+        return
+    for index in range(min(len(source), _PROBE_ITEMS)):
+        try:
+            item = source.read(index)
+        except Exception:  # a bad item: the build reports it; look at the next one
+            continue
+        for step in wanted:
+            missing = [c for c in step.needs if c not in item]
+            if missing:
+                raise OptionError(
+                    f"{opt(step.option)} needs a {' and '.join(map(repr, step.needs))} column, but the items of "
+                    f"{_name(source)} have {sorted(item)}; drop {opt(step.option)} for this source"
+                )
+        rate = next((s.rate for s in steps if isinstance(s, Resample)), item.get("sample_rate"))
+        band = next((s for s in steps if isinstance(s, BandPass)), None)
+        if band is not None and rate is not None and band.high >= int(rate) / 2:
+            raise OptionError(f"{opt('bandpass')} {band.low:g} {band.high:g} Hz: HIGH must be below half the "
+                              f"sample rate, and the signals are at {int(rate)} Hz (Nyquist {int(rate) / 2:g} Hz)")
+        return
+
+
+def _name(source: Any) -> str:
+    root = source.describe().get("root") if hasattr(source, "describe") else None
+    return f"{root} ({source.kind})" if root else f"the {getattr(source, 'kind', 'source')} source"
 
 
 def describe(steps: Sequence[Transform]) -> list[dict[str, Any]]:

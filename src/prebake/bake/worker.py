@@ -18,7 +18,7 @@ import numpy as np
 from ..cache.format import ColumnSpec
 from ..cache.reader import Cache
 from ..cache.stats import chunk_stats
-from ..errors import BadItemError, SourceError, StrictModeError
+from ..errors import BadItemError, SourceError, StrictModeError, opt
 from . import transforms as T
 from .mapped import MappedColumns
 from .sources.base import Source
@@ -76,7 +76,7 @@ def conform(item: dict[str, Any], specs: Sequence[ColumnSpec]) -> dict[str, np.n
         shape = v.shape[1:] if c.ragged else v.shape
         if shape != c.shape or (c.ragged and v.ndim == 0):
             want = ("(n, " + ", ".join(map(str, c.shape)) + ")") if c.ragged else str(c.shape)
-            hint = "; pass --image-size S to give every image one size" if c.name == "image" else ""
+            hint = f"; give every image one size with {opt('image_size')}" if c.name == "image" else ""
             raise BadItemError(f"column {c.name!r} has shape {v.shape}, expected {want} like the first item{hint}")
         if v.dtype.kind in "fc" and not np.isfinite(v).all():
             raise BadItemError(f"column {c.name!r} contains NaN or Inf")
@@ -130,7 +130,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
                 item = conform(bake_item(job, i), plan.columns)
         except BadItemError as e:
             if job.strict:
-                raise StrictModeError(f"{_where(job, i)}: {e.reason} (--strict stops at the first bad item)") from e
+                raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad item)") from e
             result.bad.append((i, e.reason))
             continue
         for name, column in fixed:

@@ -16,8 +16,8 @@ from typing import Any
 
 import xxhash
 
-from ..errors import FormatError
-from .format import MANIFEST, check_manifest
+from ..errors import FormatError, opt
+from .format import LOCK_SUFFIX, MANIFEST, check_manifest
 
 _CHECKSUM_BLOCK = 8 << 20
 
@@ -53,7 +53,7 @@ def read_manifest(cache_dir: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise FormatError(f"{path} is not valid JSON ({e}); rebuild the cache with --force") from e
+        raise FormatError(f"{path} is not valid JSON ({e}); rebuild the cache with {opt('force')}") from e
     return check_manifest(manifest, path)
 
 
@@ -75,3 +75,34 @@ def remove_paths(paths: Iterable[Path]) -> None:
             shutil.rmtree(p)
         elif p.exists() or p.is_symlink():
             p.unlink()
+
+
+def write_lock_holder(out: Path) -> None:
+    """Record this process as the builder of ``out``, in the lock file it holds (for messages)."""
+    fd = os.open(str(out) + LOCK_SUFFIX, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)  # another descriptor: the builder's flock stays held
+
+
+def lock_holder(out: Path) -> int | None:
+    """The pid of the process building ``out`` now (-1 if it has not written it yet), or None."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; say nothing rather than guess
+        return None
+    try:
+        fd = os.open(str(out) + LOCK_SUFFIX, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

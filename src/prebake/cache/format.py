@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, opt
 
 FORMAT_NAME = "prebake-cache"
 FORMAT_VERSION = 1
@@ -139,7 +139,7 @@ def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise FormatError(
             f"{path} has format version {version}, this prebake reads version {FORMAT_VERSION}; "
-            "rebuild the cache with this prebake ('prebake build ... --force')"
+            f"rebuild the cache with this prebake ({opt('force')})"
         )
     return manifest
 

@@ -17,13 +17,16 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from ..errors import CacheCorruptError, CacheNotFoundError
-from .files import read_manifest
-from .format import MANIFEST, PARTIAL_SUFFIX, ColumnSpec, column_specs, committed_files, partial_path
+from ..errors import CacheCorruptError, CacheNotFoundError, opt
+from .files import lock_holder, read_manifest
+from .format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, ColumnSpec, column_specs, committed_files, partial_path
 
 
 class Ragged:
-    """A read-only ragged column: ``values[offsets[i]:offsets[i+1]]`` is item i."""
+    """A read-only ragged column: ``values[offsets[i]:offsets[i+1]]`` is item i.
+
+    ``values``: every item concatenated along axis 0; ``offsets``: int64, one more than the items.
+    """
 
     def __init__(self, values: np.ndarray, offsets: np.ndarray):
         self.values, self.offsets = values, offsets
@@ -36,23 +39,42 @@ class Ragged:
 
 
 def _require_committed(path: Path) -> None:
-    if path.name.endswith(PARTIAL_SUFFIX):  # even a sealed one: committed means renamed into place
-        raise CacheNotFoundError(
-            f"{path} is an unfinished build; a partial directory never opens as a cache — re-run the "
-            "same 'prebake build' command to resume it"
-        )
-    if (path / MANIFEST).is_file():
+    """Raise CacheNotFoundError, saying what ``path`` is instead, unless it holds a committed cache."""
+    if (path / MANIFEST).is_file() and not path.name.endswith(PARTIAL_SUFFIX):
         return
-    if partial_path(path).exists():
-        raise CacheNotFoundError(
-            f"{path} is an unfinished build (no {MANIFEST}); a partial directory never opens as a "
-            "cache — re-run the same 'prebake build' command to resume it"
-        )
+    out = path.with_name(path.name[: -len(PARTIAL_SUFFIX)]) if path.name.endswith(PARTIAL_SUFFIX) else path
+    if path.name.endswith(PARTIAL_SUFFIX) or partial_path(out).exists():  # a sealed one too: committed = renamed
+        holder = lock_holder(out)
+        if holder is not None:
+            who = f"process {holder}" if holder > 0 else "another process"
+            raise CacheNotFoundError(f"{out} is being built right now by {who} (it holds {out}{LOCK_SUFFIX}); "
+                                     "open it when that build has finished")
+        raise CacheNotFoundError(f"{out} is an unfinished build that was interrupted (no {MANIFEST} yet); a partial "
+                                 "directory never opens as a cache: re-run the same 'prebake build' command to resume it")
+    splits = _split_caches(path)
+    if splits:
+        names = ", ".join(splits)
+        raise CacheNotFoundError(f"{path} holds the splits {names}, one cache each: open one, for example "
+                                 f"prebake.open('{path / splits[0]}')")
     raise CacheNotFoundError(f"no prebake cache at {path} (no {MANIFEST}); build one with 'prebake build SOURCE {path}'")
 
 
+def _split_caches(path: Path) -> list[str]:
+    """The names of the committed caches directly inside ``path`` (the splits of one build)."""
+    try:
+        return sorted(d.name for d in path.iterdir() if d.is_dir() and (d / MANIFEST).is_file()
+                      and not d.name.endswith(PARTIAL_SUFFIX))
+    except OSError:
+        return []
+
+
 class Cache(torch.utils.data.Dataset):
-    """A committed cache. ``len(cache)``, ``cache[i] -> dict``, ``.targets``, ``.classes``."""
+    """The committed cache at ``path``: ``len(cache)``, ``cache[i] -> dict``, ``.targets``, ``.classes``.
+
+    Raises :class:`~prebake.errors.CacheNotFoundError` when ``path`` holds no committed cache
+    (saying what it holds instead), and :class:`~prebake.errors.CacheCorruptError` when a file's
+    size does not match the manifest.
+    """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -73,7 +95,7 @@ class Cache(torch.utils.data.Dataset):
                 got = "missing" if size is None else f"{size:,} bytes"
                 raise CacheCorruptError(
                     f"{f} is {got}, manifest says {meta['bytes']:,} bytes — the file was truncated or "
-                    f"replaced; run 'prebake verify {self.path}' or rebuild with --force"
+                    f"replaced; run 'prebake verify {self.path}' or rebuild with {opt('force')}"
                 )
 
     # -- columns --------------------------------------------------------------------------------
@@ -188,5 +210,5 @@ class Cache(torch.utils.data.Dataset):
 
 
 def open_cache(path: str | os.PathLike[str]) -> Cache:
-    """Open a committed cache. Raises CacheNotFoundError for a missing or partial one."""
+    """Open the committed cache at ``path`` (``prebake.open``); see :class:`Cache`."""
     return Cache(path)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CacheNotFoundError, FormatError
+from ..errors import CacheNotFoundError, FormatError, opt
 from .files import file_checksum, read_manifest
 from .format import ITEM_IDS, MANIFEST, ColumnSpec, column_specs, committed_files
 from .stats import label_histogram
@@ -27,6 +27,9 @@ _IMBALANCE_WARN = 10.0
 
 @dataclass
 class VerifyReport:
+    """What :func:`verify` found at ``path``: ``problems`` (the cache is wrong), ``warnings`` (it is
+    right but unusual), and how many ``files_checked`` and ``bytes_checked``. ``ok``: no problems."""
+
     path: Path
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -43,7 +46,11 @@ class VerifyReport:
 
 
 def verify(path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Verify the cache at ``path``; ``progress(bytes_done, bytes_total)`` is called per file."""
+    """Check every byte of the cache at ``path`` against its manifest (``prebake.verify``).
+
+    ``progress``, when given, is called as ``progress(bytes_done, bytes_total)`` after each
+    file. Returns a :class:`VerifyReport`: ``.ok``, ``.problems`` and ``.warnings``.
+    """
     report = VerifyReport(Path(path))
     try:
         if not (report.path / MANIFEST).is_file():
@@ -89,19 +96,19 @@ def _check_column(report: VerifyReport, manifest: dict[str, Any], spec: ColumnSp
 
 def _check_file(report: VerifyReport, f: Path, meta: dict[str, Any]) -> bool:
     if not f.is_file():
-        report.problems.append(f"{f} is missing; rebuild the cache with --force")
+        report.problems.append(f"{f} is missing; rebuild the cache with {opt('force')}")
         return False
     size = f.stat().st_size
     report.files_checked += 1
     if size != meta["bytes"]:
         report.problems.append(f"{f} is {size:,} bytes, manifest says {meta['bytes']:,}: truncated or replaced; "
-                               "rebuild with --force")
+                               f"rebuild with {opt('force')}")
         return False
     digest = file_checksum(f)
     report.bytes_checked += size
     if digest != meta["xxh3_64"]:
         report.problems.append(f"{f} checksum is {digest}, manifest says {meta['xxh3_64']}: the bytes changed "
-                               "on disk; rebuild with --force")
+                               f"on disk; rebuild with {opt('force')}")
         return False
     return True
 

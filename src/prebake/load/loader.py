@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..cache.reader import Cache, Ragged, open_cache
+from ..errors import OptionError
 from .sampling import Sampling
 
 Batch = dict[str, Any]
@@ -39,6 +40,24 @@ def _distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int
     return (0 if rank is None else rank), (1 if world_size is None else world_size)
 
 
+def check_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device, or an OptionError now if this machine does not have it."""
+    d = torch.device(device or "cpu")
+    if d.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise OptionError(f"device={str(device)!r}, but this machine has no CUDA device (torch {torch.__version__}, "
+                              f"{build}); pass device='cpu', or choose what exists: "
+                              "device='cuda' if torch.cuda.is_available() else 'cpu'")
+        if d.index is not None and d.index >= count:
+            raise OptionError(f"device={str(device)!r}, but this machine has {count} CUDA device(s), "
+                              f"cuda:0..cuda:{count - 1}")
+    elif d.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(f"device={str(device)!r}, but MPS is not available here; pass device='cpu'")
+    return d
+
+
 class Loader:
     """Iterate a cache in whole batches: ``for batch in Loader(cache, 256): batch["image"]``.
 
@@ -46,6 +65,26 @@ class Loader:
     A full pass advances the epoch; :meth:`set_epoch` sets it. :meth:`state_dict`
     taken mid-epoch resumes, through :meth:`load_state_dict`, with exactly the
     remaining batches.
+
+    Parameters:
+        cache: a :class:`~prebake.Cache`, or the path of one.
+        batch_size: items per batch (per rank under DDP).
+        shuffle: a new permutation each epoch, drawn from ``(seed, epoch)``; False keeps the order.
+        seed: the seed of those permutations; equal seeds give equal batches on any machine.
+        drop_last: drop the last, smaller batch of each epoch.
+        indices: read only these items (a federated client, a split); a view, not a copy.
+        columns: the columns to load (default: all).
+        device: where batches go: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``...; a device
+            this machine does not have is an error here, not at the first batch.
+        transform: a batched function of the batch dict on the device, such as
+            :func:`prebake.augment.batch_transform`.
+        rank: with world_size, this process's share under DDP (default: from ``torch.distributed``
+            when it is initialised): every item once per epoch across ranks, equal steps.
+        world_size: the number of ranks (default: from ``torch.distributed``, else 1).
+        preload: None reads the memory maps; ``"ram"`` copies the columns into memory once;
+            ``"device"`` keeps them on ``device``, so a batch is one device gather.
+        prefetch: how many batches are gathered ahead of the one in use.
+        threads: background threads that gather batches (the order never depends on it).
     """
 
     def __init__(self, cache: Cache | str | os.PathLike[str], batch_size: int, *, shuffle: bool = True,
@@ -62,7 +101,7 @@ class Loader:
         n = len(self.cache) if self.indices is None else len(self.indices)
         self.sampling = Sampling(n, batch_size, shuffle, seed, drop_last, rank, world_size)
         self.columns = list(columns) if columns is not None else self.cache.columns
-        self.device = torch.device(device or "cpu")
+        self.device = check_device(device)
         self.transform = transform
         self.prefetch, self.threads = max(1, prefetch), max(1, threads)
         self.epoch, self._start = 0, 0

@@ -43,7 +43,12 @@ FED = 0.05  # below this fraction it is called compute-bound
 
 @dataclass(frozen=True)
 class WatchReport:
-    """Figures for a window of steps (or the whole run when ``final``)."""
+    """Figures for a window of steps (or the whole run when ``final``).
+
+    ``steps`` and ``samples`` in the window; ``wait_seconds`` spent in ``next()`` of the
+    loader and ``compute_seconds`` in the loop body; ``gpu_util`` in percent through
+    NVML, or None without it.
+    """
 
     steps: int
     samples: int
@@ -113,7 +118,10 @@ class _Window:
 
 
 class Watch:
-    """The iterable returned by :func:`watch`; ``.report`` and ``.reports`` hold the results."""
+    """The iterable returned by :func:`watch`; ``.report`` and ``.reports`` hold the results.
+
+    ``iterable``, ``every``, ``report`` and ``count`` are :func:`watch`'s.
+    """
 
     def __init__(self, iterable: Iterable[Any], every: int | None = None,
                  report: Callable[[WatchReport], Any] | None = None,

@@ -17,11 +17,12 @@ Python datasets are wrapped directly: ``DatasetSource(my_dataset)`` or
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import SourceError
+from ...errors import SourceError, opt
 from .arrays import ArraySource, split_pairs
 from .arrays import arrays as _arrays
 from .base import Source, file_identity
@@ -29,7 +30,7 @@ from .cifar import CifarBinarySource, CifarSource, cifar_binary, cifar_python
 from .csvtable import CsvSource
 from .dataset import DatasetSource
 from .audio import AudioFolderSource
-from .folder import ImageFolderSource, class_folder
+from .folder import ImageFolderSource, class_folder, is_cache_tree, visible_dirs
 from .images import decode_image, is_image_file
 
 __all__ = [
@@ -68,11 +69,18 @@ _LOOKED_FOR = (
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Options that only some kinds use (all for ``csv`` for now)."""
+    """Options that only some kinds of source use (all for ``csv`` for now).
+
+    ``path_column``: the CSV column of file paths (default: a column named path, file, image, ...).
+    ``label_columns``: the CSV label column(s) (default: every other column).
+    ``base_dir``: what the CSV's paths are relative to (default: the CSV file's directory).
+    ``delimiter``: the CSV field separator (default: detected among , ; tab |).
+    """
 
     path_column: str | None = None
     label_columns: tuple[str, ...] = ()
-    base_dir: str | None = None  # default: the CSV file's directory
+    base_dir: str | None = None
+    delimiter: str | None = None
 
 
 def detect(
@@ -89,10 +97,13 @@ def detect(
     if kind is None:
         kind, root = _detect_kind(root)
     elif kind not in KINDS:
-        raise SourceError(f"unknown source kind {kind!r}; use one of --kind {', '.join(KINDS)}")
+        raise SourceError(f"unknown source kind {kind!r}; {opt('kind')} takes one of {', '.join(KINDS)}")
     elif kind in ("cifar", "cifar-bin"):
         root = _cifar_child(root, kind) or root
-    return dict(_open(kind, root, options))
+    sources = dict(_open(kind, root, options))
+    for split, src in sources.items():
+        src.origin = {"path": str(root), "kind": kind, "options": dataclasses.asdict(options), "split": split}
+    return sources
 
 
 def _is_cifar_python(root: Path) -> bool:
@@ -123,7 +134,7 @@ def _cifar_child(root: Path, kind: str | None) -> Path | None:
 def _detect_kind(root: Path) -> tuple[str, Path]:
     if root.is_file():
         suffix = root.suffix.lower()
-        if suffix == ".csv":
+        if suffix in (".csv", ".tsv"):
             return "csv", root
         if suffix in (".npz", ".npy"):
             return "arrays", root
@@ -135,11 +146,11 @@ def _detect_kind(root: Path) -> tuple[str, Path]:
         return CIFAR_DIRS[child.name], child
     elif split_pairs(root):
         return "arrays", root
-    elif any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(root)):
+    elif visible_dirs(root):
         return _folder_kind(root), root
     raise SourceError(
         f"cannot tell what kind of dataset {root} is: looked for {_LOOKED_FOR}; "
-        f"pass --kind (one of {', '.join(KINDS)}) to choose one"
+        f"choose one with {opt('kind')} ({', '.join(KINDS)})"
     )
 
 
@@ -150,7 +161,7 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
         return dict(cifar_binary(root))
     if kind in ("imagefolder", "audio"):
         if not root.is_dir():
-            raise SourceError(f"{root} is not a directory; --kind {kind} needs root/<class>/<file>")
+            raise SourceError(f"{root} is not a directory; {opt('kind', kind)} needs root/<class>/<file>")
         return dict(class_folder(root, ImageFolderSource if kind == "imagefolder" else AudioFolderSource))
     if kind == "arrays":
         return dict(_arrays(root))
@@ -159,19 +170,19 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
 
 def _csv(root: Path, options: SourceOptions) -> CsvSource:
     if root.is_dir():
-        tables = sorted(p for p in root.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+        tables = sorted(p for p in root.iterdir() if p.suffix.lower() in (".csv", ".tsv") and p.is_file())
         if len(tables) != 1:
             raise SourceError(
                 f"{root} is a directory with {len(tables)} .csv files; pass the CSV file itself"
             )
         root = tables[0]
-    return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir)
+    return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir, options.delimiter)
 
 
 def _folder_kind(root: Path) -> str:
     """'audio' when the first item-like file under ``root`` is a WAV file, else 'imagefolder'."""
-    for _, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_cache_tree(Path(dirpath) / d))
         for f in sorted(filenames):
             if is_image_file(f):
                 return "imagefolder"

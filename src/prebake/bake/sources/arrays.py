@@ -1,13 +1,18 @@
-"""Images already decoded into numpy arrays: ``.npz``, ``.npy``, or a folder of split pairs.
+"""Arrays already in numpy files: ``.npz``, ``.npy``, or a folder of split pairs.
 
-- ``data.npz`` with images under one of :data:`IMAGE_KEYS` and, optionally, labels
-  under one of :data:`LABEL_KEYS` (and class names under ``classes``/``class_names``).
-- ``images.npy``: images alone (items have no label).
+- ``data.npz``: every array with one row per item is a column, under its own name.
+  Images (an array under one of :data:`IMAGE_KEYS` shaped like images) become the
+  ``image`` column in (C, H, W); integer labels under one of :data:`LABEL_KEYS` become
+  ``label`` (int64); class names under ``classes``/``class_names`` become the classes.
+  So ``np.savez("f.npz", x=features, y=labels)`` bakes columns ``x`` and ``label``.
+- ``name.npy``: one array; ``image`` when shaped like images, else a column ``name``.
 - A folder of ``{split}_images.npy`` + ``{split}_labels.npy`` (the layout the old
   preprocessing scripts wrote: ``train_images.npy``, ``test_images.npy``, ...).
 
-Layouts: (N, H, W, C) with C in 1/3/4 (and the second axis not) is transposed per item
-to (C, H, W); (N, C, H, W) is kept; (N, H, W) gets C = 1. The dtype is kept. ``.npy``
+Image layouts: (N, H, W, C) with C in 1/3/4 (and the second axis not) is transposed per
+item to (C, H, W); (N, C, H, W) is kept; (N, H, W) gets C = 1. What counts as images:
+anything 3-D or 4-D under ``images``/``image``; under ``x``/``X``/``data`` only a 4-D
+array with a channel axis of 1, 3 or 4, or a 3-D uint8 one. Dtypes are kept. ``.npy``
 files are memory-mapped; everything is loaded with ``allow_pickle=False``.
 """
 
@@ -20,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import SourceError
+from ...cache.format import validate_column_name
+from ...errors import FormatError, SourceError
 from .base import Source
 
 log = logging.getLogger(__name__)
@@ -38,9 +44,19 @@ def image_layout(shape: tuple[int, ...], where: str) -> str:
     if len(shape) == 4:
         return "NHWC" if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4) else "NCHW"
     raise SourceError(
-        f"{where} has shape {shape}; expected images shaped (N, H, W), (N, H, W, C) or "
-        "(N, C, H, W); wrap other arrays in a Dataset and use DatasetSource"
+        f"{where} has shape {shape}; expected images shaped (N, H, W), (N, H, W, C) or (N, C, H, W); "
+        "save other arrays under another name (they become columns of their own)"
     )
+
+
+def looks_like_images(name: str, a: np.ndarray) -> bool:
+    """True for the image array of a file (see the module docstring for the rule)."""
+    if name in ("images", "image"):
+        return a.ndim in (3, 4)
+    if name in IMAGE_KEYS:
+        channel_axis = a.ndim == 4 and (a.shape[1] in (1, 3, 4) or a.shape[-1] in (1, 3, 4))
+        return channel_axis or (a.ndim == 3 and a.dtype == np.uint8)
+    return False
 
 
 def load_npy(path: Path) -> np.ndarray:
@@ -95,68 +111,94 @@ def as_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
     raise SourceError(f"{where}: labels have dtype {labels.dtype} with non-integer values; expected class indices")
 
 
+def _integral(labels: np.ndarray) -> bool:
+    a = np.asarray(labels)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    return a.ndim == 1 and (a.dtype.kind in "iub" or a.dtype.kind == "f" and bool(np.all(np.isfinite(a)))
+                            and bool(np.all(a == np.round(a))))
+
+
 class ArraySource(Source):
-    """Items ``{"image": ndarray (C, H, W) in the stored dtype, "label": int}``."""
+    """Items with one value per column; ``image`` as (C, H, W) in its stored dtype, ``label`` as int.
+
+    ``columns`` maps a column name to its array (one row per item); ``image`` and
+    ``label`` get the conversions the module docstring describes.
+    """
 
     kind = "arrays"
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray | None,
-        root: Path,
-        files: list[Path],
-        params: dict[str, Any],
-        classes: list[str] | None = None,
-    ):
+    def __init__(self, columns: dict[str, np.ndarray], root: Path, files: list[Path], params: dict[str, Any],
+                 classes: list[str] | None = None):
         where = ", ".join(str(f) for f in files)
-        if images.dtype.hasobject or images.dtype.fields is not None:
-            raise SourceError(f"{where}: images have dtype {images.dtype}; expected a numeric array")
-        self.layout = image_layout(images.shape, where)
-        self.images = images
-        self.labels = None if labels is None else as_labels(labels, len(images), where)
+        lengths = {name: len(a) for name, a in columns.items()}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{n} ({k:,})" for n, k in lengths.items())
+            raise SourceError(f"{where}: arrays of different lengths: {shown}; each array is a column and needs "
+                              "one row per item")
+        for name, a in columns.items():
+            if a.dtype.hasobject or a.dtype.fields is not None or a.ndim == 0:
+                raise SourceError(f"{where}: array {name!r} has dtype {a.dtype} and shape {a.shape}; expected a "
+                                  "numeric, bool or string array with one row per item")
+        self.layout = image_layout(columns["image"].shape, where) if "image" in columns else None
+        if "label" in columns:
+            columns = {**columns, "label": as_labels(columns["label"], len(columns["label"]), where)}
+        self.columns = columns
         self.classes = classes
-        self.root = root
-        self.files = files
-        self.params = {**params, "layout": self.layout, "dtype": str(images.dtype)}
-        self._keys = [f"{files[0].name}[{i}]" for i in range(len(images))]
+        self.root, self.files = root, files
+        self.params = {**params, "layout": self.layout, "dtypes": {n: str(a.dtype) for n, a in columns.items()}}
+        n = next(iter(lengths.values()), 0)
+        self._keys = [f"{files[0].name}[{i}]" for i in range(n)]
 
     def keys(self) -> list[str]:
         return self._keys
 
     def read(self, index: int) -> dict[str, Any]:
-        x = self.images[index]
-        if self.layout == "NHWC":
-            x = x.transpose(2, 0, 1)
-        elif self.layout == "NHW":
-            x = x[None]
-        item: dict[str, Any] = {"image": np.ascontiguousarray(x)}
-        if self.labels is not None:
-            item["label"] = int(self.labels[index])
+        item: dict[str, Any] = {}
+        for name, a in self.columns.items():
+            if name == "image":
+                x = a[index]
+                x = x.transpose(2, 0, 1) if self.layout == "NHWC" else x[None] if self.layout == "NHW" else x
+                item[name] = np.ascontiguousarray(x)
+            elif name == "label":
+                item[name] = int(a[index])
+            else:
+                item[name] = a[index]
         return item
 
     def describe(self) -> dict[str, Any]:
         return self.describe_files(self.root, self.params, self.files)
 
 
+def _check_name(name: str, path: Path) -> None:
+    try:
+        validate_column_name(name)
+    except FormatError as e:
+        raise SourceError(f"{path}: array {name!r} cannot be a column: {e}; rename it") from None
+
+
 def from_npz(path: Path) -> ArraySource:
     arrays = load_npz(path)
-    image_key = _pick(arrays, IMAGE_KEYS)
-    if image_key is None:
-        raise SourceError(
-            f"{path} holds arrays {sorted(arrays)}, none named one of {list(IMAGE_KEYS)}; "
-            "re-save it with np.savez(path, images=..., labels=...)"
-        )
-    label_key = _pick(arrays, LABEL_KEYS)
     class_key = _pick(arrays, CLASS_KEYS)
-    classes = [_text(c) for c in arrays[class_key].tolist()] if class_key else None
-    params = {"images": image_key, "labels": label_key}
-    labels = arrays[label_key] if label_key else None
-    return ArraySource(arrays[image_key], labels, path.parent, [path], params, classes)
+    classes = [_text(c) for c in arrays.pop(class_key).tolist()] if class_key else None
+    if not arrays:
+        raise SourceError(f"{path} holds no arrays besides the class names; save the data with np.savez")
+    image_key = next((k for k in IMAGE_KEYS if k in arrays and looks_like_images(k, arrays[k])), None)
+    label_key = next((k for k in LABEL_KEYS if k in arrays and _integral(arrays[k])), None)
+    renamed = {image_key: "image", label_key: "label"}
+    columns = {renamed.get(k, k): a for k, a in arrays.items()}
+    for name in columns:
+        _check_name(name, path)
+    params = {"images": image_key, "labels": label_key, "columns": sorted(columns)}
+    return ArraySource(columns, path.parent, [path], params, classes)
 
 
 def from_npy(path: Path) -> ArraySource:
-    return ArraySource(load_npy(path), None, path.parent, [path], {"images": path.name, "labels": None})
+    a = load_npy(path)
+    name = "image" if a.ndim in (3, 4) and (a.dtype == np.uint8 or looks_like_images("x", a)) else path.stem
+    _check_name(name, path)
+    return ArraySource({name: a}, path.parent, [path], {"images": path.name if name == "image" else None,
+                                                         "labels": None, "columns": [name]})
 
 
 def split_pairs(root: Path) -> dict[str, tuple[Path, Path | None]]:
@@ -181,7 +223,8 @@ def split_dir(root: Path) -> dict[str, ArraySource]:
         labels = load_npy(labels_path) if labels_path else None
         files = [images_path] + ([labels_path] if labels_path else [])
         params = {"images": images_path.name, "labels": labels_path.name if labels_path else None}
-        out[split] = ArraySource(load_npy(images_path), labels, root, files, params)
+        columns = {"image": load_npy(images_path), **({"label": labels} if labels is not None else {})}
+        out[split] = ArraySource(columns, root, files, params)
     return out
 
 

@@ -33,6 +33,9 @@ class Source(abc.ABC):
     classes: list[str] | None = None
     #: Columns whose first axis varies per item (audio signals); always stored ragged.
     ragged_columns: ClassVar[tuple[str, ...]] = ()
+    #: How to open this source again (set by :func:`prebake.bake.sources.detect`): what
+    #: ``prebake ls`` uses to tell whether a build would now rebuild. None: it cannot be.
+    origin: dict[str, Any] | None = None
 
     @abc.abstractmethod
     def keys(self) -> Sequence[str]:

@@ -3,6 +3,8 @@
     image_path,diagnosis            image_path,effusion,nodule,pneumonia
     scans/0001.png,benign           scans/0001.png,0,1,0
 
+- Fields are separated by ``delimiter``; by default it is detected from the start of the
+  file among ``,`` ``;`` tab and ``|`` (a ``.tsv`` file is tab-separated).
 - The header row is required. The path column is ``path_column``, else the first of
   :data:`PATH_COLUMNS` present (case-insensitive). Paths are relative to ``base_dir``
   (default: the CSV's directory); absolute paths are used as they are.
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadItemError, SourceError
+from ...errors import BadItemError, OptionError, SourceError, opt
 from .base import Source, file_identity
 from .images import decode_image
 
@@ -43,11 +45,28 @@ class _Row:
     error: str | None = None
 
 
-def _read_table(csv_path: Path) -> tuple[list[str], list[_Row], list[list[str]]]:
+#: Separators tried when none is given, most common first.
+DELIMITERS = ",;\t|"
+_SNIFF_BYTES = 64 << 10
+
+
+def detect_delimiter(csv_path: Path) -> str:
+    """The field separator of ``csv_path``: tab for ``.tsv``, else sniffed from its first lines (',' if unsure)."""
+    if csv_path.suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            sample = f.read(_SNIFF_BYTES)
+        return csv.Sniffer().sniff(sample.rsplit("\n", 1)[0] if "\n" in sample else sample, DELIMITERS).delimiter
+    except (OSError, csv.Error):
+        return ","
+
+
+def _read_table(csv_path: Path, delimiter: str) -> tuple[list[str], list[_Row], list[list[str]]]:
     """Header, rows (with the raw fields) and the raw field lists, skipping blank lines."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            reader = csv.reader(f, delimiter=delimiter)
             header: list[str] | None = None
             rows: list[_Row] = []
             fields: list[list[str]] = []
@@ -83,7 +102,7 @@ def _find_path_column(header: list[str], wanted: str | None, csv_path: Path) -> 
             return lower[name]
     raise SourceError(
         f"{csv_path} has no image path column: its columns are {header}, and none is one of "
-        f"{list(PATH_COLUMNS)}; pass path_column= (CLI: --path-column) to name it"
+        f"{list(PATH_COLUMNS)}; name it with {opt('path_column')}"
     )
 
 
@@ -105,12 +124,20 @@ class CsvSource(Source):
         path_column: str | None = None,
         label_columns: tuple[str, ...] = (),
         base_dir: str | os.PathLike[str] | None = None,
+        delimiter: str | None = None,
     ):
         self.csv_path = Path(csv_path).resolve()
         self.base_dir = Path(base_dir).resolve() if base_dir is not None else self.csv_path.parent
-        header, self._rows, fields = _read_table(self.csv_path)
+        delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter) if delimiter is not None else None
+        if delimiter is not None and len(delimiter) != 1:
+            raise OptionError(f"{opt('delimiter')} must be one character (for a tab: '\\t'), got {delimiter!r}")
+        self.delimiter = delimiter if delimiter is not None else detect_delimiter(self.csv_path)
+        header, self._rows, fields = _read_table(self.csv_path, self.delimiter)
         if len(set(header)) != len(header):
             raise SourceError(f"{self.csv_path} has duplicate column names: {header}; rename them")
+        if len(header) == 1 and any(d in header[0] for d in DELIMITERS):
+            raise SourceError(f"{self.csv_path}: the header {header[0]!r} reads as one column with "
+                              f"{self.delimiter!r} as the separator; name the separator with {opt('delimiter')}")
         self.path_column = _find_path_column(header, path_column, self.csv_path)
         self.label_names = self._label_columns(header, label_columns)
         self._split_fields(header, fields)
@@ -170,8 +197,8 @@ class CsvSource(Source):
             if good and all(_parse_numbers(r.values[k], float) is None for _, r in good):
                 raise SourceError(
                     f"{self.csv_path}: column {column!r} holds no numbers (e.g. {good[0][1].values[k]!r}), "
-                    f"but a table with several label columns needs numeric ones; pass "
-                    f"label_columns= (CLI: --label-columns) to choose among {self.label_names}"
+                    f"but a table with several label columns needs numeric ones; choose among {self.label_names} "
+                    f"with {opt('label_columns')}"
                 )
         all_int = all(_parse_numbers(v, int) is not None for _, r in good for v in r.values)
         kind, dtype = (int, np.int64) if all_int else (float, np.float32)
@@ -214,7 +241,8 @@ class CsvSource(Source):
 
     def describe(self) -> dict[str, Any]:
         files = [self.csv_path] + [self._file(r) for _, r in self._good_rows()]
-        params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names)}
+        params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names),
+                  "delimiter": self.delimiter}
         return self.describe_files(self.base_dir, params, files)
 
 

@@ -9,8 +9,11 @@ Classes are the sorted subfolder names, and label = index in that list. For spli
 folders the class list is the sorted union over all splits, so a label means the same
 class in every split. Items are sorted by (class, relative path); class folders are
 searched recursively. Hidden files and folders (name starting with '.') are skipped, as
-are files of other types. A file of the right type that fails to decode is a bad item
-(recorded by the build), never silently dropped.
+are files of other types, and prebake caches (a folder with a ``manifest.json``, a
+``.partial`` or ``.replaced`` build folder, or a folder of such folders): a cache built
+inside its own source folder, ``prebake build photos photos/cache``, never becomes a
+class. A file of the right type that fails to decode is a bad item (recorded by the
+build), never silently dropped.
 
 :class:`ImageFolderSource` reads images; :class:`~prebake.bake.sources.audio.AudioFolderSource`
 reads WAV files. Both are a :class:`ClassFolderSource` with two methods of their own.
@@ -24,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ...cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFIX
 from ...errors import SourceError
 from .base import Source, file_identity
 from .images import IMAGE_EXTENSIONS, decode_image, is_image_file
@@ -35,11 +39,26 @@ SPLIT_NAMES = ("train", "val", "valid", "validation", "test")
 
 
 def visible_dirs(path: Path) -> list[str]:
+    """Subfolders that can hold items: not hidden, not prebake caches."""
+    return [d for d in _subdirs(path) if not is_cache_tree(path / d)]
+
+
+def _subdirs(path: Path) -> list[str]:
     try:
         with os.scandir(path) as it:
             return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
     except OSError as e:
         raise SourceError(f"cannot list {path}: {e.strerror or e}") from None
+
+
+def is_cache_tree(path: Path) -> bool:
+    """A prebake cache or build folder, or a folder that holds only those (a cache with splits)."""
+    if path.name.endswith((PARTIAL_SUFFIX, REPLACED_SUFFIX)) or (path / MANIFEST).is_file():
+        return True
+    subdirs = _subdirs(path)
+    if not subdirs or any(f.is_file() and not f.name.endswith(LOCK_SUFFIX) for f in path.iterdir()):
+        return False
+    return all(is_cache_tree(path / d) for d in subdirs)
 
 
 class ClassFolderSource(Source):
@@ -85,7 +104,7 @@ class ClassFolderSource(Source):
         """Item files under ``class_dir`` (recursive), as sorted POSIX paths relative to it."""
         found: list[str] = []
         for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_cache_tree(Path(dirpath) / d)]
             rel = Path(dirpath).relative_to(class_dir)
             found.extend((rel / f).as_posix() for f in filenames if not f.startswith(".") and self.is_item_file(f))
         return sorted(found)

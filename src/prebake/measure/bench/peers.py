@@ -46,7 +46,7 @@ def hf_datasets(data: BenchData) -> Pipeline:
     setup = time.perf_counter() - t
     loader = make_dataloader(ds, data)
     norm = DeviceNormalize(data.size, data.device)
-    name = f"HF datasets {datasets.__version__} (Arrow, torch format), {data.workers} workers"
+    name = f"HF datasets {datasets.__version__}: Arrow, torch format, DataLoader x{data.workers}"
     # its torch format hands integer arrays over as int64: 8x the bytes, cast back before normalising
     unpack = lambda b: (b["image"].to(torch.uint8), b["label"])  # noqa: E731
     return Pipeline(name, on_device(loader, data, unpack, norm), setup,
@@ -78,7 +78,7 @@ def litdata(data: BenchData) -> Pipeline:
     loader = ld.StreamingDataLoader(dataset, batch_size=data.batch_size, num_workers=data.workers,
                                     pin_memory=data.device.type == "cuda", persistent_workers=data.workers > 0)
     norm = DeviceNormalize(data.size, data.device)
-    name = f"LitData {ld.__version__} (optimize + StreamingDataLoader), {data.workers} workers"
+    name = f"LitData {ld.__version__}: optimize + StreamingDataLoader x{data.workers}"
     return Pipeline(name, on_device(loader, data, lambda b: (b["image"], b["label"]), norm), setup)
 
 

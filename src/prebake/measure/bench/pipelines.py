@@ -83,7 +83,7 @@ def prebake_loader(data: BenchData, preload: str | None) -> Pipeline:
     loader = Loader(data.cache, data.batch_size, shuffle=True, indices=indices, device=data.device,
                     columns=["image", "label"], preload=preload,
                     transform=lambda b: (norm(b["image"]), b["label"]))
-    name = "prebake.Loader" + (f" preload={preload!r}" if preload else "")
+    name = "prebake.Loader: one sorted gather per batch" + (f", preload={preload!r}" if preload else ", memmap")
     return Pipeline(name, lambda: loader)
 
 
@@ -110,7 +110,7 @@ def dataloader_over_cache(data: BenchData) -> Pipeline:
     sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(range(data.n)), data.batch_size, False)
     loader = make_dataloader(data.cache, data, batch_size=None, shuffle=None, sampler=sampler)
     norm = DeviceNormalize(data.size, data.device)
-    name = f"DataLoader(prebake.open, batch sampler), {data.workers} workers"
+    name = f"DataLoader x{data.workers} over prebake.open, whole batches (batch sampler)"
     return Pipeline(name, on_device(loader, data, lambda b: (b["image"], b["label"]), norm))
 
 
@@ -156,7 +156,7 @@ class SeedOffline(torch.utils.data.Dataset):
 
 def seed_online(data: BenchData) -> Pipeline:
     loader = make_dataloader(SeedOnline(data.raw_hwc, data.labels, data.size), data)
-    name = f"seed online: PIL resize+ToTensor+Normalize, {data.workers} workers"
+    name = f"seed online: per-sample PIL resize + ToTensor + Normalize, DataLoader x{data.workers}"
     return Pipeline(name, on_device(loader, data, tuple, None))
 
 
@@ -180,6 +180,6 @@ def seed_offline(data: BenchData) -> Pipeline:
     shape = write_seed_offline(data, path)
     setup = time.perf_counter() - t
     loader = make_dataloader(SeedOffline(path, shape, data.labels), data)
-    name = f"seed offline: float32 memmap .copy()+Normalize, {data.workers} workers"
+    name = f"seed offline: float32 memmap, per-sample .copy() + Normalize, DataLoader x{data.workers}"
     return Pipeline(name, on_device(loader, data, tuple, None), setup,
                     [f"seed offline file: {path.stat().st_size / 2**20:,.0f} MB float32, written in {setup:.1f} s"])

@@ -13,13 +13,13 @@ from . import BenchResult
 def table(res: BenchResult) -> list[str]:
     lines = [f"prebake bench: {res.cache}, {res.items:,} items, cached at {res.cache_image_size} px -> "
              f"float32 3x{res.image_size}x{res.image_size} normalised, batch {res.batch_size}, device {res.device}",
-             f"{'pipeline':<66} {'samples/s':>12} {'prebake.Loader is':>18}"]
+             f"{'pipeline':<72} {'samples/s':>12} {'prebake.Loader is':>18}"]
     for r in res.rows:
         if r.skipped:
-            lines.append(f"{r.name:<66} {'skipped':>12}   {r.skipped}")
+            lines.append(f"{r.name:<72} {'skipped':>12}   {r.skipped}")
             continue
         ratio = res.ratio(r)
-        lines.append(f"{r.name:<66} {r.samples_per_s:>12,.0f} {f'{ratio:.2f}x' if ratio else '-':>18}")
+        lines.append(f"{r.name:<72} {r.samples_per_s:>12,.0f} {f'{ratio:.2f}x' if ratio else '-':>18}")
     for r in res.rows:
         lines += [f"  {note}" for note in r.notes]
     ref = res.reference
@@ -27,7 +27,9 @@ def table(res: BenchResult) -> list[str]:
         out = res.output_gbps(ref) or 0.0
         lines.append(f"memcpy bandwidth {res.memcpy_gbps:.1f} GB/s (the host's physical limit); prebake.Loader "
                      f"writes {out:.2f} GB/s of float32 output = {100 * out / res.memcpy_gbps:.0f}% of it")
-    lines.append(f"seed online starts from {res.raw_source}")
+    lines.append("seed online/offline: the two pipelines of seeds 000/001 (federated ViT), rebuilt: online "
+                 "decodes and resizes every sample in __getitem__; offline reads the float32 file its "
+                 f"preprocess script writes. seed online starts from {res.raw_source}")
     return lines
 
 
