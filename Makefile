@@ -6,8 +6,10 @@ PY     := $(VENV)/bin/python
 .PHONY: demo test bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "creating $(VENV) and installing prebake with its dependencies (torch, numpy, Pillow, ...): about a minute on a first run"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@echo "installed into $(VENV); use it with: source $(VENV)/bin/activate"
 	touch $@
 
 demo: $(VENV)/.installed

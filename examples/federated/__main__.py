@@ -6,6 +6,8 @@ import logging
 import sys
 from collections.abc import Iterable, Sequence
 
+import prebake
+
 from .config import parse_args
 from .run import run
 
@@ -18,7 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(rounds: Iterable[int]) -> Iterable[int]:
         return tqdm(rounds, desc=f"{cfg.alg} rounds", unit="round", dynamic_ncols=True)
 
-    run(cfg, progress)
+    try:
+        run(cfg, progress)
+    except prebake.PrebakeError as e:  # a bad --data or --cache: one line that names the path and the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

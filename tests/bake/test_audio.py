@@ -16,7 +16,7 @@ from prebake.bake.sources import detect
 from prebake.bake.sources.audio import read_wav
 from prebake.synthetic import write_audio_folder, write_wav
 
-build_mod = sys.modules["prebake.bake.build"]
+import prebake.bake.build as build_mod  # noqa: E402
 
 
 def _stdlib_int16(path):

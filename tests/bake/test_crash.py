@@ -268,7 +268,7 @@ def test_orphaned_worker_of_killed_build_cannot_corrupt_next_build(env, tmp_path
 
 def test_two_builds_at_once_one_builds_one_waits(env, tmp_path):
     out = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "prebake.cli", "build", "--dataset", env.spec, str(out),
+    cmd = [sys.executable, "-m", "prebake", "build", "--dataset", env.spec, str(out),
            "--ragged", "sig", "--workers", "2", "--json", "--lock-timeout", "60"]
     child_env = {**os.environ, "PREBAKE_TEST_DELAY": "0.0003"}  # ~1 s of baking: the two overlap
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env)

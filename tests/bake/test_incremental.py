@@ -12,7 +12,7 @@ import pytest
 import prebake
 from prebake.synthetic import write_csv_table, write_image_folder
 
-build_mod = sys.modules["prebake.bake.build"]
+import prebake.bake.build as build_mod  # noqa: E402
 PROBE = 1  # a full build bakes its first item once more, to learn the columns
 
 

@@ -27,7 +27,7 @@ from prebake.cache.format import MANIFEST, partial_path
 
 from tests.helpers.crash import run_forked, write_dataset
 
-CLI = [sys.executable, "-m", "prebake.cli"]
+CLI = [sys.executable, "-m", "prebake"]
 
 TRANSFORM_V1 = '''
 def tf(item):

@@ -37,7 +37,9 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     }
     assert m["columns"]["label"]["dtype"] == "<i8" and m["columns"]["label"]["shape"] == []
     assert m["classes"][:3] == ["airplane", "automobile", "bird"] and len(m["classes"]) == 10
-    assert set(m["fingerprint"]) == {"digest", "inputs"}
+    assert set(m["fingerprint"]) == {"digest", "inputs", "origin"}  # origin: how ls opens the source again
+    assert set(m["fingerprint"]["origin"]) == {"path", "kind", "options", "split"}
+    assert m["fingerprint"]["origin"]["kind"] == "cifar" and m["fingerprint"]["origin"]["split"] == "train"
     assert set(m["fingerprint"]["inputs"]) == {"format_version", "source", "transforms", "options"}
     assert m["skipped"] == []
     assert m["item_ids"] is None  # CIFAR items have no per-item file identity

@@ -1,0 +1,41 @@
+"""The README's quickstart runs as written, on the data ``prebake demo`` writes, on a CPU-only machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def quickstart_blocks() -> list[tuple[str, str]]:
+    text = README.read_text()
+    section = text[text.index("## Quickstart"):]
+    section = section[: section.index("\n## ", 3)]
+    return re.findall(r"```(bash|python)\n(.*?)```", section, re.S)
+
+
+def test_the_quickstart_starts_in_the_demo_environment():
+    first_lang, first = quickstart_blocks()[0]
+    assert first_lang == "bash" and "source .venv/bin/activate" in first and "cd prebake-demo" in first
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the quickstart uses fork DataLoader workers")
+def test_every_quickstart_block_runs_as_written(tmp_path):
+    """As a user would: the demo's data, then each block in order, in the demo's folder."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    demo = subprocess.run([str(bin_dir / "prebake"), "demo", "--workdir", str(tmp_path / "prebake-demo"),
+                           "--bench-seconds", "0"], capture_output=True, text=True, env=env, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    for lang, code in quickstart_blocks()[1:]:
+        cmd = ["bash", "-e", "-o", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+        proc = subprocess.run(cmd, cwd=tmp_path / "prebake-demo", capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, f"this {lang} block failed:\n{code}\n--- stderr:\n{proc.stderr[-3000:]}"
+    assert (tmp_path / "prebake-demo" / "photos.yaml").is_file()
