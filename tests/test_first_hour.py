@@ -402,3 +402,34 @@ def test_every_build_option_is_a_setting():
 
     fields = {f.name for f in dataclasses.fields(prebake.BuildOptions)}
     assert fields <= set(KEYS), fields - set(KEYS)
+
+
+# -- 3 and 5. what the demo and the test suite print explains itself ---------------------------------
+
+
+def test_bench_rows_say_what_each_pipeline_does(tmp_path, capsys):
+    from prebake.synthetic import write_cifar10_python
+
+    prebake.build(write_cifar10_python(tmp_path / "d", n_train=64, n_test=10), tmp_path / "c", split="train")
+    assert main(["bench", str(tmp_path / "c" / "train"), "--seconds", "0.05", "--batch-size", "16",
+                 "--workers", "0", "--no-peers", "--only", "seed-online", "--only", "seed-offline"]) == 0
+    out = capsys.readouterr().out
+    assert "seed online: per-sample PIL resize + ToTensor + Normalize, DataLoader x0" in out
+    assert "seed offline: float32 memmap, per-sample .copy() + Normalize, DataLoader x0" in out
+    assert "the two pipelines of seeds 000/001" in out
+
+
+def test_the_suite_summary_says_the_skips_are_the_cuda_variants(tmp_path):
+    (tmp_path / "test_x.py").write_text(
+        "from tests.helpers.devices import NEEDS_CUDA\n"
+        "import pytest, torch\n"
+        "@NEEDS_CUDA\n"
+        "def test_gpu(): pass\n"
+        "def test_cpu(): pass\n")
+    shutil_root = Path(__file__).resolve().parents[1]
+    (tmp_path / "conftest.py").write_text((shutil_root / "tests" / "conftest.py").read_text())
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path / "test_x.py")],
+                          capture_output=True, text=True, timeout=120, cwd=shutil_root)
+    if torch.cuda.is_available():
+        pytest.skip("nothing is skipped on a machine with CUDA")
+    assert "1 of the 1 skipped tests are the CUDA variants" in proc.stdout, proc.stdout

@@ -150,7 +150,7 @@ def _also_module_apply(apply: Callable[..., Tensor]) -> Callable[..., Any]:
 class Op(nn.Module):
     """Base class of every augmentation: subclasses write ``sample_params`` and ``apply``.
 
-    ``p`` is the per-sample probability of applying the op. ``random = False``
+    ``p`` is the per-sample probability of applying the op (each sample tosses its own coin). ``random = False``
     marks deterministic ops, which apply in ``.eval()`` too.
     """
 

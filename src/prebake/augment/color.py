@@ -18,6 +18,7 @@ _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL and torchvision use
 class Normalize(Op):
     """``(x / max_value - mean) / std`` per channel, as a multiply and an add: deterministic, applies in eval.
 
+    ``mean`` and ``std`` are per channel, in [0, 1] units (default: ImageNet's).
     uint8 input is converted on the fly (``max_value`` 255), so a uint8 batch
     from the cache never makes a float copy of itself first. Float input is taken
     to be in [0, 1] (``max_value`` 1). Output dtype: ``dtype`` when given, else
@@ -82,7 +83,8 @@ def _gray(x: Tensor) -> Tensor:
 class ColorJitter(Op):
     """Per-sample brightness, contrast and saturation factors (torchvision's definitions).
 
-    A number ``v`` draws each factor from [max(0, 1 - v), 1 + v]; a pair is the range.
+    ``brightness``, ``contrast`` and ``saturation``: a number ``v`` draws that factor from
+    [max(0, 1 - v), 1 + v]; a pair is the range; 0 leaves it out.
     The three run in a fixed order (brightness, contrast, saturation), not
     torchvision's random order, so the op stays one fixed sequence of kernels.
     Images are clipped to [0, 255] (uint8) or [0, 1] (float). Computes in float32;

@@ -38,7 +38,7 @@ def _ops(modules: nn.ModuleList) -> list[Op]:
 
 
 class Compose(Op):
-    """Run ops in order. Params replay as ``{"0": params of op 0, "1": ...}``."""
+    """Run ``ops`` in order. Params replay as ``{"0": params of op 0, "1": ...}``."""
 
     def __init__(self, ops: Sequence[Op]):
         super().__init__()
@@ -192,6 +192,7 @@ class OneOf(Op):
 class TwoViews(nn.Module):
     """Two independently augmented views of the same batch, for contrastive pretraining (seed 004).
 
+    ``pipeline`` is an op or a list of ops (a :class:`Compose`), drawn afresh for each view.
     ``view1, view2 = TwoViews(pipeline)(x)``; with ``return_params=True`` also
     ``{"view1": params, "view2": params}``, which replay when passed back.
     """
@@ -208,7 +209,11 @@ class TwoViews(nn.Module):
 
 
 class BatchTransform(nn.Module):
-    """Apply a pipeline per column of a batch dict; see :func:`batch_transform`."""
+    """Apply a pipeline per column of a batch dict; see :func:`batch_transform`.
+
+    ``pipelines`` maps a column to its pipeline; ``mix``, ``mix_keys`` and ``generator``
+    are :func:`batch_transform`'s.
+    """
 
     def __init__(self, pipelines: Mapping[str, Op | TwoViews | Sequence[Op]], mix: _Mix | None = None,
                  mix_keys: tuple[str, str] = ("image", "label"), generator: torch.Generator | None = None):
@@ -254,5 +259,6 @@ def batch_transform(*, mix: _Mix | None = None, mix_keys: tuple[str, str] = ("im
     last on ``mix_keys`` = (inputs, labels) and writes soft labels over the label
     column, or ``label_a``, ``label_b`` and ``lam`` with ``labels="pair"``. The
     result is an ``nn.Module``: ``.to(device)``, ``.train()`` and ``.eval()`` reach every op.
+    ``generator``, when given, draws every op's parameters (a seeded, replayable stream).
     """
     return BatchTransform(pipelines, mix, mix_keys, generator)

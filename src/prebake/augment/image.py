@@ -41,7 +41,8 @@ def _check_mode(mode: str) -> str:
 class Resize(Op):
     """Resize every image to ``size`` (an int means a square): deterministic, applies in eval too.
 
-    Bilinear or bicubic with ``align_corners=False``, antialiased when shrinking
+    ``interpolation`` is ``"bilinear"`` or ``"bicubic"``, with ``align_corners=False``; ``antialias``
+    (default True) filters when shrinking
     (``F.interpolate(antialias=True)``), so it matches PIL's filters. 32 -> 224
     bilinear on uint8 differs from PIL by at most 1 level (13 % of pixels off by 1;
     tests/test_augment_image.py).
@@ -267,7 +268,8 @@ class RandomResizedCrop(Op):
 
     torchvision's box search, all samples at once; every box is then read by one
     ``affine_grid`` + ``grid_sample`` (bilinear or bicubic, no antialias: shrinking
-    a large box aliases as in Kornia). Samples without the ``p`` coin take the whole
+    a large box aliases as in Kornia; ``interpolation`` is ``"bilinear"`` or ``"bicubic"``).
+    Samples without the ``p`` coin take the whole
     image; eval resizes the whole image with :func:`resize` (antialiased).
     Output dtype: the input's (uint8 rounded).
     """

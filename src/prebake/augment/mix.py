@@ -139,6 +139,10 @@ class MixUp(_Mix):
 
     Works on any ``(N, ...)`` batch (images or signals). Computes in float32;
     output dtype: the input's (uint8 rounded). See the module docstring for labels.
+
+    ``alpha``: λ ~ Beta(alpha, alpha) (0.2 by default, the paper's ImageNet setting).
+    ``num_classes``: for ``labels="soft"``, the width of the one-hot targets (required).
+    ``labels``: ``"soft"`` gives (N, num_classes) targets, ``"pair"`` gives (y_a, y_b, lam).
     """
 
     def __init__(self, alpha: float = 0.2, num_classes: int | None = None, labels: str = "soft", p: float = 1.0):
@@ -163,6 +167,9 @@ class CutMix(_Mix):
     The box covers a fraction ``1 - λ`` of the image, λ ~ Beta(alpha, alpha), centred
     uniformly and clipped to the image; λ is then corrected to the area actually
     kept, so the labels match the pixels. Output dtype: the input's.
+
+    ``alpha``: λ ~ Beta(alpha, alpha) (1.0 by default: uniform, the paper's setting).
+    ``num_classes`` and ``labels``: as for :class:`MixUp`.
     """
 
     def __init__(self, alpha: float = 1.0, num_classes: int | None = None, labels: str = "soft", p: float = 1.0):

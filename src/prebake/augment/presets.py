@@ -36,7 +36,8 @@ def image_train_preset(size: int | Sequence[int] = 224, mean: Sequence[float] = 
                        std: Sequence[float] = IMAGENET_STD, padding: int = 4) -> Compose:
     """Seed 001's training transform (flip, RandomCrop(224, padding=4), Normalize) on native-size uint8.
 
-    The images stay small in the cache and are resized to ``size`` on the device.
+    The images stay small in the cache and are resized to ``size`` on the device;
+    ``mean`` and ``std`` normalise per channel (default: ImageNet's); ``padding`` is the crop's.
     Order, for speed with the same result: flip and normalize at the native size
     (49x fewer pixels for 32 -> 224; bilinear weights sum to 1, so a per-channel
     affine commutes with the resize), then resize, then the padded random crop.
@@ -54,5 +55,6 @@ def image_train_preset(size: int | Sequence[int] = 224, mean: Sequence[float] = 
 
 def image_eval_preset(size: int | Sequence[int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
                       std: Sequence[float] = IMAGENET_STD) -> Compose:
-    """Normalize and resize to ``size``, nothing random: the eval input of :func:`image_train_preset`."""
+    """Normalize (by ``mean`` and ``std``) and resize to ``size``, nothing random: the eval input of
+    :func:`image_train_preset`."""
     return Compose([Normalize(mean, std), Resize(size)])

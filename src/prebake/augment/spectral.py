@@ -101,7 +101,8 @@ class BandPass(_Band):
 class BandStop(_Band):
     """Zero a band per sample: centre drawn from ``center_hz``, width from ``width_hz`` (both in Hz).
 
-    Output dtype: the input's.
+    ``sample_rate`` is the signals' rate in Hz (default :data:`DEFAULT_SAMPLE_RATE`, seed
+    004's 5 kHz). Output dtype: the input's.
     """
 
     stop = True
