@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import doctest
 
+import pytest
+
 import prebake
 import prebake.bake.memory
+import prebake.cache.tuples
+import prebake.load.signals
+import prebake.load.views
 
 
 def test_public_names():
     assert sorted(prebake.__all__) == sorted([
         "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
-        "CacheNotFoundError", "FormatError", "Loader", "PrebakeError", "Ragged", "Source", "SourceError",
-        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "Watch", "WatchReport", "__version__", "augment",
-        "build", "open", "verify", "watch", "write_arrays",
+        "CacheNotFoundError", "Elements", "FormatError", "Loader", "PrebakeError", "Ragged", "ResumeError", "Source",
+        "SourceError", "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError", "Watch",
+        "WatchReport", "Windows", "__version__", "augment", "build", "crop_or_pad", "open", "verify", "watch",
+        "write_arrays",
     ])
     for name in prebake.__all__:
         assert hasattr(prebake, name), name
@@ -26,5 +32,8 @@ def test_open_is_a_torch_dataset_factory():
     assert prebake.open is prebake.cache.reader.open_cache
 
 
-def test_docstring_examples_run():
-    assert doctest.testmod(prebake.bake.memory).failed == 0
+@pytest.mark.parametrize("module", [prebake.bake.memory, prebake.cache.tuples, prebake.load.views, prebake.load.signals],
+                         ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module)
+    assert result.attempted and result.failed == 0

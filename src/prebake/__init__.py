@@ -20,19 +20,23 @@ from .errors import (
     CacheNotFoundError,
     FormatError,
     PrebakeError,
+    ResumeError,
     SourceError,
     StrictModeError,
     UnsafePickleError,
+    ViewError,
 )
 from .bake.memory import write_arrays
 from .bake.sources import Source, SourceOptions
 from .cache.reader import Cache, Ragged, open_cache
 from .cache.verify import VerifyReport, verify
 from .load.loader import Loader
+from .load.signals import crop_or_pad
+from .load.views import Elements, Windows
 from .measure.watch import Watch, WatchReport, watch
 from . import augment
 
-open = open_cache  # prebake.open(path) -> Cache
+open = open_cache  # prebake.open(path) -> Cache; prebake.open(path, as_tuple=(...)) -> Tuples
 
 
 def build(
@@ -73,21 +77,26 @@ __all__ = [
     "Cache",
     "CacheCorruptError",
     "CacheNotFoundError",
+    "Elements",
     "FormatError",
     "Loader",
     "PrebakeError",
     "Ragged",
+    "ResumeError",
     "Source",
     "SourceError",
     "SourceOptions",
     "StrictModeError",
     "UnsafePickleError",
     "VerifyReport",
+    "ViewError",
     "Watch",
     "WatchReport",
+    "Windows",
     "__version__",
     "augment",
     "build",
+    "crop_or_pad",
     "open",
     "verify",
     "watch",

@@ -47,3 +47,11 @@ class StrictModeError(PrebakeError):
 
 class BuildLockedError(PrebakeError):
     """Another process holds the build lock of this output."""
+
+
+class ViewError(PrebakeError, ValueError):
+    """A view of a cache (windows, elements, tuples) asked for something the cache cannot give."""
+
+
+class ResumeError(PrebakeError, ValueError):
+    """A ``Loader.load_state_dict`` state that was saved by a different loader (items, subset, view)."""
