@@ -13,9 +13,10 @@ import prebake.bake.memory
 def test_public_names():
     assert sorted(prebake.__all__) == sorted([
         "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
-        "CacheNotFoundError", "FormatError", "Loader", "OptionError", "PrebakeError", "Ragged", "Source",
-        "SourceError", "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "Watch", "WatchReport",
-        "__version__", "augment", "build", "load_config", "open", "verify", "watch", "write_arrays",
+        "CacheNotFoundError", "Elements", "FormatError", "Loader", "OptionError", "PrebakeError", "Ragged",
+        "ResumeError", "Source", "SourceError", "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport",
+        "ViewError", "Watch", "WatchReport", "Windows", "__version__", "augment", "build", "crop_or_pad", "load_config",
+        "open", "verify", "watch", "write_arrays",
     ])
     for name in prebake.__all__:
         assert hasattr(prebake, name), name

@@ -26,9 +26,11 @@ from .errors import (
     FormatError,
     OptionError,
     PrebakeError,
+    ResumeError,
     SourceError,
     StrictModeError,
     UnsafePickleError,
+    ViewError,
 )
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from .cache.reader import open_cache as open
     from .cache.verify import VerifyReport, verify
     from .load.loader import Loader
+    from .load.signals import crop_or_pad
+    from .load.views import Elements, Windows
     from .measure.watch import Watch, WatchReport, watch
 
 log = logging.getLogger("prebake")
@@ -111,23 +115,28 @@ __all__ = [
     "Cache",
     "CacheCorruptError",
     "CacheNotFoundError",
+    "Elements",
     "FormatError",
     "Loader",
     "OptionError",
     "PrebakeError",
     "Ragged",
+    "ResumeError",
     "Source",
     "SourceError",
     "SourceOptions",
     "StrictModeError",
     "UnsafePickleError",
     "VerifyReport",
+    "ViewError",
     "Watch",
     "WatchReport",
+    "Windows",
     "__version__",
     "augment",
     "build",
     "load_config",
+    "crop_or_pad",
     "open",
     "verify",
     "watch",
@@ -141,6 +150,6 @@ __getattr__, __dir__ = lazy_members(__name__, {
     "Source": ".bake.sources", "SourceOptions": ".bake.sources",
     "Cache": ".cache.reader", "Ragged": ".cache.reader", "open": ".cache.reader:open_cache",
     "VerifyReport": ".cache.verify", "verify": ".cache.verify",
-    "Loader": ".load.loader",
+    "Loader": ".load.loader", "crop_or_pad": ".load.signals", "Elements": ".load.views", "Windows": ".load.views",
     "Watch": ".measure.watch", "WatchReport": ".measure.watch", "watch": ".measure.watch",
 })

@@ -49,6 +49,14 @@ class BuildLockedError(PrebakeError):
     """Another process holds the build lock of this output."""
 
 
+class ViewError(PrebakeError, ValueError):
+    """A view of a cache (windows, elements, tuples) asked for something the cache cannot give."""
+
+
+class ResumeError(PrebakeError, ValueError):
+    """A ``Loader.load_state_dict`` state that was saved by a different loader (items, subset, view)."""
+
+
 class OptionError(PrebakeError, ValueError):
     """An option value, or a combination of options, that cannot work; raised before any work starts."""
 

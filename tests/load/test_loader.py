@@ -80,6 +80,27 @@ def test_resume_state_must_match(cache):
         prebake.Loader(cache, 32, seed=9).load_state_dict(state)
 
 
+def test_resume_refuses_the_state_of_another_subset(cache):
+    """Client B must not resume from client A's state: same sizes, other items."""
+    a = prebake.Loader(cache, 8, seed=1, indices=np.arange(0, 100))
+    it = iter(a)
+    next(it)
+    state = a.state_dict()
+    del it
+    for other in (np.arange(100, 200), np.arange(0, 100)[::-1]):  # other items; the same items in another order
+        with pytest.raises(prebake.ResumeError, match="another subset of items .* indices= of the run that saved"):
+            prebake.Loader(cache, 8, seed=1, indices=other).load_state_dict(state)
+    same = prebake.Loader(cache, 8, seed=1, indices=np.arange(0, 100))
+    same.load_state_dict(state)
+    assert same.state_dict()["batch"] == 1
+    whole = prebake.Loader(cache, 8, seed=1, indices=np.arange(len(cache)))
+    with pytest.raises(prebake.ResumeError):  # a subset of every item is not "all items" (it fixes their order)
+        whole.load_state_dict(prebake.Loader(cache, 8, seed=1).state_dict())
+    legacy = {k: v for k, v in state.items() if k not in ("indices", "dataset")}  # a state that names no subset
+    with pytest.raises(prebake.ResumeError, match="not recorded"):
+        same.load_state_dict(legacy)
+
+
 def test_stopping_early_shuts_the_threads_down(cache):
     before = {t for t in threading.enumerate() if t.name.startswith("prebake-loader")}
     for i, _ in enumerate(prebake.Loader(cache, 8, prefetch=4, threads=3)):
@@ -105,8 +126,8 @@ def test_loaders_over_one_cache_share_one_preloaded_copy(cache, preload):
     assert len({ptr(c._data["image"]) for c in clients}) == 1
     other = prebake.Loader(prebake.open(cache.path), 8, columns=["image"], preload=preload)
     assert ptr(other._data["image"]) != ptr(clients[0]._data["image"])  # another Cache object: its own copy
-    with pytest.raises(ValueError, match="'sig' is ragged and cannot be preloaded"):
-        prebake.Loader(cache, 8, preload=preload)
+    ragged = [prebake.Loader(cache, 8, columns=["sig"], preload=preload) for _ in range(2)]
+    assert ptr(ragged[0]._data["sig"].values) == ptr(ragged[1]._data["sig"].values)  # ragged columns too
 
 
 def test_transform_runs_on_each_batch(cache):

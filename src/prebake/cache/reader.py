@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ import torch.utils.data
 from ..errors import CacheCorruptError, CacheNotFoundError, opt
 from .files import lock_holder, read_manifest
 from .format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, ColumnSpec, column_specs, committed_files, partial_path
+from .tuples import Tuples
 
 
 class Ragged:
@@ -129,18 +130,24 @@ class Cache(torch.utils.data.Dataset):
     def preloaded(self, name: str, device: Any = None) -> Any:
         """The column copied into RAM (``device=None``, a numpy array) or onto ``device`` (a tensor).
 
-        Made once per Cache object: every ``Loader(cache, preload=...)`` over the same object
-        shares it, so 100 client views of one preloaded cache hold one copy.
+        A ragged column becomes a :class:`Ragged` whose ``values`` are copied the same way; its
+        ``offsets`` stay in RAM as numpy (a batch's row positions are computed on the host, a few
+        integers per sample). A column torch cannot hold (str, bytes) stays a numpy array in RAM
+        even for a device. Made once per Cache object: every ``Loader(cache, preload=...)`` over the
+        same object shares it, so 100 client views of one preloaded cache hold one copy.
         """
         key = (name, "ram" if device is None else str(torch.device(device)))
         if key not in self._preloaded:
             col = self.column(name)
             if isinstance(col, Ragged):
-                raise ValueError(f"{self.path}: column {name!r} is ragged and cannot be preloaded yet; "
-                                 "leave preload=None")
-            arr = np.array(col)
-            self._preloaded[key] = arr if device is None else torch.from_numpy(arr).to(device)
+                self._preloaded[key] = Ragged(_copy_to(col.values, device), np.array(col.offsets))
+            else:
+                self._preloaded[key] = _copy_to(col, device)
         return self._preloaded[key]
+
+    def tuples(self, *names: str) -> Tuples:
+        """A torchvision-style view: ``image, label = cache.tuples("image", "label")[i]``."""
+        return Tuples(self, names)
 
     def _open(self, spec: ColumnSpec) -> np.ndarray | Ragged:
         arrays = [np.load(self.path / f, mmap_mode="r", allow_pickle=False) for f in spec.files]
@@ -209,6 +216,38 @@ class Cache(torch.utils.data.Dataset):
         return f"Cache({str(self.path)!r}, items={len(self)}, columns=[{cols}])"
 
 
-def open_cache(path: str | os.PathLike[str]) -> Cache:
-    """Open the committed cache at ``path`` (``prebake.open``); see :class:`Cache`."""
-    return Cache(path)
+@overload
+def open_cache(path: str | os.PathLike[str], as_tuple: None = None) -> Cache: ...
+@overload
+def open_cache(path: str | os.PathLike[str], as_tuple: Sequence[str]) -> Tuples: ...
+def open_cache(path: str | os.PathLike[str], as_tuple: Sequence[str] | None = None) -> Cache | Tuples:
+    """Open the committed cache at ``path`` (``prebake.open``); see :class:`Cache`.
+
+    Args:
+        path: the cache directory (the one holding ``manifest.json``).
+        as_tuple: column names; when given, ``ds[i]`` returns a tuple of those columns, in that
+            order, as ``torchvision.datasets`` do (``image, label = ds[i]``). See :class:`Tuples`.
+    """
+    cache = Cache(path)
+    return cache if as_tuple is None else Tuples(cache, as_tuple)
+
+
+def torch_dtype_ok(dtype: np.dtype) -> bool:
+    """Whether torch can hold ``dtype`` (numbers and bool, in any byte order); str and bytes cannot."""
+    return np.dtype(dtype).newbyteorder("=") in _TORCH_DTYPES
+
+
+def native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in the machine's byte order (torch refuses the other one); a copy only when it is not."""
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
+def _copy_to(arr: np.ndarray, device: Any) -> Any:
+    copy = np.array(arr)
+    if device is None or not torch_dtype_ok(copy.dtype):
+        return copy
+    return torch.from_numpy(native(copy)).to(device)
+
+
+_TORCH_DTYPES = {np.dtype(t) for t in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8",
+                                       "c16")}

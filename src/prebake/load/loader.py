@@ -1,15 +1,16 @@
-"""``prebake.Loader``: whole batches from a cache, one gather per column per batch.
+"""``prebake.Loader``: whole batches from a cache or a view, one gather per column per batch.
 
-For each batch the indices are sorted, each column is gathered in one call from
-its memory map (in file order, the fastest way to read a memmap), and the
-drawn order is restored. Gathers run on background threads, ``prefetch``
-batches ahead; the batch order does not depend on the thread count. On a CUDA
-device the gathers land in reused pinned buffers and are copied on a side
-stream; the consumer's stream waits on an event, so the loop never blocks the
-host on the copy. ``preload="device"`` keeps the columns in device memory, and
-a batch is then a device-side ``index_select`` with no host work. Preloaded columns
-are made once per :class:`Cache` object (:meth:`Cache.preloaded`), so Loaders over
-the same object, one per federated client say, share one copy.
+For each batch the indices are sorted into file order, each column is gathered in one call
+from its memory map (the fastest way to read a memmap), and the drawn order is restored. A
+view (``load/views.py``: windows, elements) plans the rows of a batch from its offsets, so a
+batch of windows is also one gather per column. Gathers run on background threads,
+``prefetch`` batches ahead; the batch order does not depend on the thread count. On a CUDA
+device the gathers are pinned and copied on a side stream; the consumer's stream waits on an
+event, so the loop never blocks the host on the copy. ``preload="device"`` keeps the columns
+in device memory, and a batch is then a device-side ``index_select`` per column, with only
+the row positions (a few integers per sample) sent from the host. Preloaded columns are made
+once per :class:`Cache` object (:meth:`Cache.preloaded`), so Loaders over the same object,
+one per federated client say, share one copy.
 
 Which items a batch holds comes from :mod:`prebake.load.sampling`.
 """
@@ -25,9 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache.reader import Cache, Ragged, open_cache
-from ..errors import OptionError
+from ..cache.reader import Cache, open_cache, torch_dtype_ok
+from ..errors import OptionError, ResumeError, ViewError
+from .gather import Pieces, read_device, read_host, reorder_host
 from .sampling import Sampling
+from .views import Items, View, subset_id
 
 Batch = dict[str, Any]
 _STATE_KEYS = ("num_items", "batch_size", "shuffle", "seed", "drop_last", "rank", "world_size")
@@ -58,53 +61,68 @@ def check_device(device: str | torch.device | None) -> torch.device:
     return d
 
 
+def _as_view(data: Cache | View | str | os.PathLike[str], columns: Sequence[str] | None, pad: bool) -> View:
+    if isinstance(data, View):
+        if pad:
+            raise ViewError(f"pad=True pads whole ragged items of a cache; the items of {data!r} already have one "
+                            "length: leave pad out")
+        return data
+    return Items(data if isinstance(data, Cache) else open_cache(data), columns, pad)
+
+
 class Loader:
-    """Iterate a cache in whole batches: ``for batch in Loader(cache, 256): batch["image"]``.
+    """Iterate a cache or a view in whole batches: ``for batch in Loader(cache, 256): batch["image"]``.
 
     Yields dicts of tensors on ``device`` (uint8 images stay uint8 until ``transform``).
-    A full pass advances the epoch; :meth:`set_epoch` sets it. :meth:`state_dict`
-    taken mid-epoch resumes, through :meth:`load_state_dict`, with exactly the
-    remaining batches.
+    Columns torch cannot hold (str, bytes) arrive as numpy arrays on the host. A ragged
+    column of a cache arrives as a list of per-item tensors, or with ``pad=True`` as one
+    zero-padded ``(B, longest, ...)`` tensor plus ``<column>_lengths``. A full pass advances
+    the epoch; :meth:`set_epoch` sets it. :meth:`state_dict` taken mid-epoch resumes, through
+    :meth:`load_state_dict`, with exactly the remaining batches.
 
-    Parameters:
-        cache: a :class:`~prebake.Cache`, or the path of one.
-        batch_size: items per batch (per rank under DDP).
-        shuffle: a new permutation each epoch, drawn from ``(seed, epoch)``; False keeps the order.
-        seed: the seed of those permutations; equal seeds give equal batches on any machine.
-        drop_last: drop the last, smaller batch of each epoch.
-        indices: read only these items (a federated client, a split); a view, not a copy.
-        columns: the columns to load (default: all).
-        device: where batches go: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``...; a device
-            this machine does not have is an error here, not at the first batch.
-        transform: a batched function of the batch dict on the device, such as
-            :func:`prebake.augment.batch_transform`.
-        rank: with world_size, this process's share under DDP (default: from ``torch.distributed``
-            when it is initialised): every item once per epoch across ranks, equal steps.
-        world_size: the number of ranks (default: from ``torch.distributed``, else 1).
-        preload: None reads the memory maps; ``"ram"`` copies the columns into memory once;
-            ``"device"`` keeps them on ``device``, so a batch is one device gather.
-        prefetch: how many batches are gathered ahead of the one in use.
-        threads: background threads that gather batches (the order never depends on it).
+    Args:
+        data: a :class:`Cache`, a cache path, or a view (:class:`~prebake.Windows`,
+            :class:`~prebake.Elements`).
+        batch_size: samples per batch (see :mod:`prebake.load.sampling` for uneven DDP shares).
+        shuffle: draw a new order each epoch, from ``(seed, epoch)``.
+        seed: the seed of the order.
+        drop_last: make every batch exactly ``batch_size``, skipping the rest of the epoch.
+        indices: a subset of ``data``'s items (a federated client, a split); a view, not a copy.
+        columns: the columns to read; default: all of ``data``'s.
+        device: where batches go: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``...; CUDA batches are
+            copied through pinned memory on a side stream. A device this machine does not have
+            is an error here, not at the first batch.
+        transform: called on each batch (a dict) before it is yielded, e.g. an augment pipeline.
+        rank: this process's DDP rank; default from ``torch.distributed``, else 0.
+        world_size: the number of DDP ranks; default from ``torch.distributed``, else 1.
+        preload: ``None`` (read the memory maps), ``"ram"`` or ``"device"`` (copy the columns
+            there once, shared by every Loader over the same Cache object).
+        prefetch: batches gathered ahead of the one being consumed.
+        threads: gather threads.
+        pad: for a cache's ragged columns, pad each batch to its longest item (see above).
     """
 
-    def __init__(self, cache: Cache | str | os.PathLike[str], batch_size: int, *, shuffle: bool = True,
+    def __init__(self, data: Cache | View | str | os.PathLike[str], batch_size: int, *, shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False, indices: Sequence[int] | np.ndarray | None = None,
                  columns: Sequence[str] | None = None, device: str | torch.device | None = None,
                  transform: Callable[[Batch], Batch] | None = None, rank: int | None = None,
                  world_size: int | None = None, preload: str | None = None, prefetch: int = 2,
-                 threads: int = 2):
-        self.cache = cache if isinstance(cache, Cache) else open_cache(cache)
+                 threads: int = 2, pad: bool = False):
+        self.view = _as_view(data, columns, pad)
+        self.cache = self.view.cache
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
-        if self.indices is not None and len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(self.cache)):
-            raise IndexError(f"indices must lie in 0..{len(self.cache) - 1} for {self.cache.path}")
+        if self.indices is not None and len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(self.view)):
+            raise IndexError(f"indices must lie in 0..{len(self.view) - 1} for {self.view!r}")
         rank, world_size = _distributed_defaults(rank, world_size)
-        n = len(self.cache) if self.indices is None else len(self.indices)
+        n = len(self.view) if self.indices is None else len(self.indices)
         self.sampling = Sampling(n, batch_size, shuffle, seed, drop_last, rank, world_size)
-        self.columns = list(columns) if columns is not None else self.cache.columns
+        self.columns = list(columns) if columns is not None else self.view.columns
+        self.view.plan(np.zeros(0, np.int64), self.columns)  # checks the columns now, not at the first batch
         self.device = check_device(device)
         self.transform = transform
         self.prefetch, self.threads = max(1, prefetch), max(1, threads)
         self.epoch, self._start = 0, 0
+        self._on_device = preload == "device"
         self._data = self._preload(preload)
 
     def _preload(self, preload: str | None) -> dict[str, Any]:
@@ -124,14 +142,27 @@ class Loader:
         self.epoch, self._start = int(epoch), 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self._start,
-                **{k: getattr(self.sampling, k) for k in _STATE_KEYS}}
+        """Where this loader is, and what it walks: the sampling, the view, and an xxh3 of ``indices``."""
+        return {"epoch": self.epoch, "batch": self._start, **{k: getattr(self.sampling, k) for k in _STATE_KEYS},
+                "dataset": self.view.identity(), "indices": subset_id(self.indices)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state``; raises :class:`~prebake.errors.ResumeError` if it was saved by a loader over
+        other items (another subset, view or sampling), which would skip or repeat items."""
         mismatch = [k for k in _STATE_KEYS if state.get(k) != getattr(self.sampling, k)]
         if mismatch:
-            raise ValueError(f"cannot resume: the state was saved with different {', '.join(mismatch)} "
-                             f"({', '.join(f'{k}={state.get(k)!r}' for k in mismatch)})")
+            raise ResumeError(f"cannot resume: the state was saved with different {', '.join(mismatch)} "
+                              f"({', '.join(f'{k}={state.get(k)!r}' for k in mismatch)}, this loader has "
+                              f"{', '.join(f'{k}={getattr(self.sampling, k)!r}' for k in mismatch)})")
+        own = self.state_dict()
+        if "indices" not in state or state["indices"] != own["indices"]:
+            raise ResumeError(f"cannot resume: the state was saved over another subset of items (indices "
+                              f"{_subset_text(state.get('indices', '(not recorded)'))}, this loader's "
+                              f"{_subset_text(own['indices'])}); build the loader with the indices= of the "
+                              "run that saved the state (one state per federated client)")
+        if state.get("dataset") != own["dataset"]:
+            raise ResumeError(f"cannot resume: the state was saved over {state.get('dataset', '(not recorded)')}, "
+                              f"this loader reads {own['dataset']}; build the loader over the same view")
         self.epoch, self._start = int(state["epoch"]), int(state["batch"])
 
     # -- iteration ---------------------------------------------------------------------------
@@ -148,12 +179,24 @@ class Loader:
         self.epoch, self._start = self.epoch + 1, 0
 
     def _produce(self, batches: list[np.ndarray]) -> Iterator[Batch]:
-        if isinstance(next(iter(self._data.values()), None), torch.Tensor):
-            for idx in batches:  # preload="device": everything happens on the device
-                index = torch.from_numpy(idx).to(self.device, non_blocking=True)
-                yield {name: col.index_select(0, index) for name, col in self._data.items()}
+        if self._on_device:
+            for idx in batches:  # preload="device": the gathers happen on the device, in the drawn order
+                got = read_device(self.view.plan(idx, self.columns), self._data, self.device)
+                yield {k: _device_pieces(v) for k, v in got.items()}
             return
         yield from _Prefetcher(self, batches)
+
+
+def _subset_text(digest: str | None) -> str:
+    return "all items" if digest is None else f"xxh3 {digest}"
+
+
+def _device_pieces(value: Any) -> Any:
+    if isinstance(value, Pieces):
+        if isinstance(value.flat, torch.Tensor):
+            return list(value.flat.split(value.lengths.tolist()))
+        return reorder_host(value, np.arange(len(value.lengths)))
+    return value
 
 
 class _Prefetcher:
@@ -181,17 +224,33 @@ class _Prefetcher:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _load(self, idx: np.ndarray) -> Batch:
-        order = np.argsort(idx, kind="stable")
-        sorted_idx = idx[order]
-        inverse = torch.from_numpy(np.argsort(order, kind="stable"))
-        out: Batch = {}
-        for name, col in self.loader._data.items():
-            if isinstance(col, Ragged):
-                out[name] = [torch.from_numpy(np.array(col[i])).to(self.loader.device) for i in idx]
-                continue
-            host = torch.from_numpy(np.ascontiguousarray(col[sorted_idx]))  # one sorted gather
-            out[name] = self._to_device(host, inverse)
-        return out
+        view = self.loader.view
+        order = np.argsort(view.sort_key(idx), kind="stable")
+        inverse = np.argsort(order, kind="stable")
+        got = read_host(view.plan(idx[order], self.loader.columns), self.loader._data)  # one sorted gather per column
+        inverse_t = torch.from_numpy(inverse)
+        return {k: self._finish(v, inverse, inverse_t) for k, v in got.items()}
+
+    def _finish(self, value: Any, inverse: np.ndarray, inverse_t: torch.Tensor) -> Any:
+        """One output of the sorted gather, in the drawn order, on the device (numpy for str and bytes)."""
+        flat = value.flat if isinstance(value, Pieces) else value
+        if not torch_dtype_ok(flat.dtype):
+            return reorder_host(value, inverse)
+        if isinstance(value, Pieces):
+            return self._pieces(torch.from_numpy(flat), value.lengths.tolist(), inverse)
+        return self._to_device(torch.from_numpy(value), inverse_t)
+
+    def _pieces(self, host: torch.Tensor, lengths: list[int], inverse: np.ndarray) -> Any:
+        """Whole ragged items: one copy of them all, cut into per-item views, in the drawn order."""
+        if not self.cuda:
+            pieces = host.split(lengths)
+            return [pieces[j] for j in inverse]
+        pinned = host.pin_memory()
+        with torch.cuda.stream(self.stream):
+            pieces = pinned.to(self.loader.device, non_blocking=True).split(lengths)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return _OnStream([pieces[j] for j in inverse], event, pinned)
 
     def _to_device(self, host: torch.Tensor, inverse: torch.Tensor) -> Any:
         if not self.cuda:
@@ -209,14 +268,18 @@ class _Prefetcher:
         """On CUDA, make the consumer's stream wait for the copy (no host sync)."""
         for name, value in batch.items():
             if isinstance(value, _OnStream):
-                torch.cuda.current_stream(value.tensor.device).wait_event(value.event)
-                value.tensor.record_stream(torch.cuda.current_stream(value.tensor.device))
-                batch[name] = value.tensor
+                tensors = value.value if isinstance(value.value, list) else [value.value]
+                for t in tensors[:1]:
+                    torch.cuda.current_stream(t.device).wait_event(value.event)
+                for t in tensors:
+                    t.record_stream(torch.cuda.current_stream(t.device))
+                batch[name] = value.value
         return batch
 
 
 class _OnStream:
-    """A device tensor still being written by a side stream, with the event that marks its end."""
+    """A device tensor (or a list of views of one) still being written by a side stream, with the event
+    that marks its end."""
 
-    def __init__(self, tensor: torch.Tensor, event: Any, pinned: torch.Tensor):
-        self.tensor, self.event, self.pinned = tensor, event, pinned  # keep the pinned source alive
+    def __init__(self, value: Any, event: Any, pinned: torch.Tensor):
+        self.value, self.event, self.pinned = value, event, pinned  # keep the pinned source alive

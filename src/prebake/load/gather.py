@@ -1,0 +1,148 @@
+"""How a batch is read: a :class:`Plan` of row positions, executed as one gather per column.
+
+A view (``load/views.py``) turns the indices of a batch into a plan: for each column, the
+rows to read, computed with numpy from the offsets (``offsets[item] + start + arange(L)``
+for a window), never by a loop over the samples. Executing a plan is one ``np.take`` per
+column from its memory map (or RAM copy), or one ``index_select`` per column for columns
+preloaded on a device. A column whose rows split into several outputs (a window and the
+context rows before it) is still read by one gather: the plan lists the rows of each output
+back to back, so each output is a contiguous slice of what was read.
+
+On the host the Loader sorts a batch by its first row before planning it (memory maps read
+fastest in file order) and restores the drawn order afterwards; see ``load/loader.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..cache.reader import Ragged, native
+
+Column = Any  # np.ndarray | Ragged | torch.Tensor | a Ragged of tensors
+
+
+@dataclass(frozen=True)
+class Part:
+    """One output of a column: ``rows`` (``(B,)`` or ``(B, r)``) of its values; ``valid`` marks rows that exist.
+
+    Rows where ``valid`` is False (context before the start of a sequence, padding past the end
+    of an item) point at any existing row and are filled with zeros after the gather.
+    """
+
+    key: str
+    rows: np.ndarray
+    valid: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Take:
+    """Everything one column gives a batch: its parts, read by one gather.
+
+    ``lengths`` is set for whole ragged items without padding: the one part holds every
+    sample's rows back to back, and the output is a list of per-sample pieces.
+    """
+
+    column: str
+    parts: tuple[Part, ...]
+    lengths: np.ndarray | None = None
+
+    def flat_rows(self) -> np.ndarray:
+        if len(self.parts) == 1:
+            return self.parts[0].rows.reshape(-1)
+        return np.concatenate([p.rows.reshape(-1) for p in self.parts])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The takes of a batch, plus per-sample values computed from the indices alone (``item``, ``start``...)."""
+
+    takes: tuple[Take, ...]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Whole ragged items read in one gather: ``flat`` holds them back to back, ``lengths`` cuts it."""
+
+    flat: Any  # np.ndarray or torch.Tensor
+    lengths: np.ndarray
+
+
+def values_of(col: Column) -> Any:
+    """The array a gather reads from: a fixed column itself, a ragged column's ``values``.
+
+    A memory map is seen as a plain ndarray over the same pages (no copy), so what a gather
+    returns is a plain array too, not a ``np.memmap`` that is backed by no file.
+    """
+    values = col.values if isinstance(col, Ragged) else col
+    return np.asarray(values) if isinstance(values, np.memmap) else values
+
+
+def read_host(plan: Plan, data: Mapping[str, Column]) -> dict[str, Any]:
+    """Execute ``plan`` against numpy columns (memory maps or RAM): one ``np.take`` per column.
+
+    Returns numpy arrays in the plan's sample order (``Pieces`` for whole ragged items), in the
+    machine's byte order, with invalid rows zeroed.
+    """
+    out: dict[str, Any] = {}
+    for take in plan.takes:
+        values = values_of(data[take.column])
+        got = native(np.take(values, take.flat_rows(), axis=0))  # the one gather of this column
+        out.update(_split(got, take))
+    return {**out, **plan.extra}
+
+
+def _split(got: Any, take: Take) -> list[tuple[str, Any]]:
+    """Cut what one gather read into the take's outputs (a loop over its one or two parts)."""
+    pieces, first = [], 0
+    for part in take.parts:
+        n = part.rows.size
+        arr = got[first:first + n].reshape(*part.rows.shape, *got.shape[1:])
+        first += n
+        if part.valid is not None:
+            _zero(arr, part.valid)
+        pieces.append((part.key, arr if take.lengths is None else Pieces(arr, take.lengths)))
+    return pieces
+
+
+def _zero(arr: Any, valid: Any) -> None:
+    """Fill the rows where ``valid`` is False with zeros ('' for str), in place, with no host sync."""
+    if isinstance(arr, torch.Tensor):
+        mask = valid.reshape(*valid.shape, *([1] * (arr.ndim - valid.ndim)))
+        arr.masked_fill_(~mask, 0)
+    else:
+        arr[~valid] = np.zeros((), arr.dtype)
+
+
+def read_device(plan: Plan, data: Mapping[str, Column], device: torch.device) -> dict[str, Any]:
+    """Execute ``plan`` against columns preloaded on ``device``: one ``index_select`` per column.
+
+    Only the plan's row positions (a few integers per sample) cross from the host. Columns that
+    torch cannot hold (str, bytes) were preloaded to RAM and are read there, as numpy arrays.
+    """
+    out: dict[str, Any] = {}
+    for take in plan.takes:
+        values = values_of(data[take.column])
+        if not isinstance(values, torch.Tensor):
+            out.update(read_host(Plan((take,)), data))
+            continue
+        rows = torch.from_numpy(take.flat_rows()).to(device, non_blocking=True)
+        got = values.index_select(0, rows)
+        device_take = Take(take.column, tuple(
+            Part(p.key, p.rows, None if p.valid is None else torch.from_numpy(p.valid).to(device, non_blocking=True))
+            for p in take.parts), take.lengths)
+        out.update(_split(got, device_take))
+    return {**out, **{k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in plan.extra.items()}}
+
+
+def reorder_host(value: Any, inverse: np.ndarray) -> Any:
+    """Put a sorted batch output back in the drawn order (numpy); whole ragged items become a list."""
+    if isinstance(value, Pieces):
+        pieces = np.split(value.flat, np.cumsum(value.lengths)[:-1]) if len(value.lengths) else []
+        return [pieces[j] for j in inverse]
+    return np.take(value, inverse, axis=0)

@@ -1,0 +1,372 @@
+"""Views: map-style Datasets over pieces of a cache's ragged columns.
+
+A ragged column keeps a variable number of rows per item (the frames of a clip, the
+cardiac cycles of a recording). Training reads pieces of it, and a view makes each
+piece one dataset item:
+
+- :class:`Windows`: one item per window of ``length`` rows (seed 003's frame windows,
+  with the ``context`` rows before each window, the previous window's motion latents);
+- :class:`Elements`: one item per row (seed 004's cardiac cycles, one per sample).
+
+Fixed columns (a clip's label, a recording's patient id) are repeated for every piece of
+their item; other ragged columns with the same offsets are cut at the same rows. The
+:class:`~prebake.Loader` takes a view wherever it takes a cache, and reads a batch with
+one gather per column (``load/gather.py``): from the memory maps, from RAM, or on the device.
+
+>>> import numpy as np, prebake, tempfile
+>>> d = tempfile.mkdtemp()
+>>> cache = prebake.write_arrays(d + "/clips", {
+...     "frames": [np.arange(5), np.arange(10, 13)],        # two clips, of 5 and 3 frames
+...     "label": np.array([7, 8])})
+>>> windows = prebake.Windows(cache, "frames", 2, stride=2, context=1)
+>>> len(windows), windows.item.tolist(), windows.start.tolist()
+(3, [0, 0, 1], [0, 2, 0])
+>>> w = windows[1]
+>>> w["frames"].tolist(), w["frames_context"].tolist(), w["context_mask"].tolist(), int(w["label"])
+([2, 3], [1], [True], 7)
+>>> windows[2]["frames_context"].tolist(), windows[2]["context_mask"].tolist()   # before the clip: zeros, masked
+([0], [False])
+>>> cycles = prebake.Elements(cache, "frames")
+>>> len(cycles), cycles[6]["frames"].tolist(), cycles[6]["item"].tolist(), cycles[6]["element"].tolist()
+(8, 11, 1, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch.utils.data
+import xxhash
+
+from ..cache.reader import Cache, Ragged
+from ..cache.tuples import Tuples
+from ..errors import ViewError
+from .gather import Part, Plan, Take, read_host, reorder_host
+
+log = logging.getLogger(__name__)
+Indices = Sequence[int] | np.ndarray
+
+
+def subset_id(indices: np.ndarray | None) -> str | None:
+    """An identity of a subset of items (xxh3 of its int64 indices, in order); None for all items."""
+    if indices is None:
+        return None
+    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
+
+
+def _items(cache: Cache, indices: Indices | None) -> np.ndarray | None:
+    if indices is None:
+        return None
+    items = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if len(items) and (items.min() < 0 or items.max() >= len(cache)):
+        bad = items[(items < 0) | (items >= len(cache))][0]
+        raise ViewError(f"indices holds item {bad}, but {cache.path} has items 0..{len(cache) - 1}; "
+                        "pass indices of items of this cache")
+    return items
+
+
+class View(torch.utils.data.Dataset):
+    """What every view shares: the cache, its columns, item access, ``.tuples()``, ``.targets``.
+
+    ``view[i]`` is one item, a dict of numpy arrays; ``view[[i, j, ...]]`` a whole batch, one
+    gather per column. Subclasses define which rows a batch reads (:meth:`plan`).
+    """
+
+    cache: Cache
+    columns: list[str]
+    #: The cache item each view item comes from.
+    item: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys of an item (and of a batch): the columns, and what the view adds."""
+        empty = self.plan(np.zeros(0, np.int64))
+        return [p.key for t in empty.takes for p in t.parts] + list(empty.extra)
+
+    def sort_key(self, idx: np.ndarray) -> np.ndarray:
+        """A value per sample that orders a batch in file order (the Loader gathers in that order)."""
+        return self.item[idx]
+
+    def plan(self, idx: np.ndarray, columns: Sequence[str] | None = None) -> Plan:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        """What the view's items are, for ``Loader.state_dict()``: a state saved over another view is refused."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The ``label`` of each view item (its cache item's label), for splits by class."""
+        return self.cache.targets[self.item]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.cache.classes
+
+    def tuples(self, *names: str) -> Tuples:
+        """A torchvision-style view of this one: ``frames, label = view.tuples("frames", "label")[i]``."""
+        return Tuples(self, names)
+
+    def _index(self, i: Any) -> np.ndarray:
+        idx = np.array(i, dtype=np.int64).reshape(-1)
+        n = len(self)
+        idx[idx < 0] += n
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            raise IndexError(f"index {np.asarray(i).reshape(-1)[np.argmax(bad)]} out of range for a view of {n} items")
+        return idx
+
+    def __getitem__(self, i: int | Indices) -> dict[str, Any]:
+        """``view[i]``: one item. ``view[[i, j, ...]]``: a batch as a dict of arrays, one gather per column."""
+        if isinstance(i, (Sequence, np.ndarray)) and not isinstance(i, (str, bytes)):
+            return self._batch(self._index(i))
+        return {k: _row(v, 0) for k, v in self._batch(self._index(i)).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch for DataLoader's per-sample collate: one gather per column, split into items."""
+        batch = self._batch(self._index(indices))
+        return [{k: _row(v, j) for k, v in batch.items()} for j in range(len(indices))]
+
+    def _batch(self, idx: np.ndarray) -> dict[str, Any]:
+        """Sorted into file order, gathered, and put back in the asked order (numpy)."""
+        order = np.argsort(self.sort_key(idx), kind="stable")
+        inverse = np.argsort(order, kind="stable")
+        got = read_host(self.plan(idx[order]), _columns_of(self.cache, self.columns))
+        return {k: reorder_host(v, inverse) for k, v in got.items()}
+
+    def _check_keys(self) -> None:
+        keys = self.keys
+        clash = sorted({k for k in keys if keys.count(k) > 1})
+        if clash:
+            raise ViewError(f"{type(self).__name__} adds the keys {clash}, but {self.cache.path} has columns of those "
+                            f"names too; leave those columns out with columns=[...]")
+
+
+def _columns_of(cache: Cache, names: Sequence[str]) -> dict[str, np.ndarray | Ragged]:
+    return {n: cache.column(n) for n in names}
+
+
+def _aligned(cache: Cache, column: str, columns: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(fixed columns, ragged columns cut like ``column``) of ``columns`` (default: every one that fits)."""
+    if column not in cache.specs:
+        raise ViewError(f"{cache.path} has no column {column!r}; its columns are {cache.columns}")
+    if not cache.specs[column].ragged:
+        raise ViewError(f"column {column!r} of {cache.path} is not ragged (one row per item); a view cuts the rows "
+                        f"of a ragged column: pick one of {[n for n, s in cache.specs.items() if s.ragged]}")
+    offsets = cache.column(column).offsets  # type: ignore[union-attr]
+    names = list(cache.columns) if columns is None else list(columns)
+    fixed, ragged = [], []
+    for name in names:
+        if name not in cache.specs:
+            raise ViewError(f"{cache.path} has no column {name!r}; its columns are {cache.columns}")
+        if not cache.specs[name].ragged:
+            fixed.append(name)
+        elif name == column or np.array_equal(cache.column(name).offsets, offsets):  # type: ignore[union-attr]
+            ragged.append(name)
+        elif columns is not None:
+            raise ViewError(f"ragged column {name!r} has other item lengths than {column!r} in {cache.path}, so it "
+                            f"cannot be cut at the same rows; leave it out of columns=")
+        else:
+            log.debug("view over %r leaves out %r: its items have other lengths", column, name)
+    return fixed, ragged
+
+
+def _check_int(value: int, name: str, least: int) -> int:
+    if int(value) != value or value < least:
+        raise ViewError(f"{name}={value!r} must be an integer >= {least}")
+    return int(value)
+
+
+class Windows(View):
+    """One item per window of ``length`` rows along a ragged column's first axis.
+
+    An item of ``n`` rows gives the windows starting at ``0, stride, 2·stride, …`` that fit
+    (``start + length <= n``); an item shorter than ``length`` (or empty) gives none. Every
+    other ragged column with the same offsets is cut at the same rows; fixed columns are
+    repeated per window. An item (and a batch) holds, for each ragged column ``c``:
+
+    - ``c``: its ``length`` rows, ``(length, *row shape)``;
+    - ``c_context``: with ``context=k``, the ``k`` rows before the window. Rows before the start
+      of the sequence do not exist: they are zeros, and ``context_mask`` (``(k,)`` bool) is
+      False for them. With ``require_context=True`` windows start at row ``k`` instead, so every
+      context row exists;
+
+    plus every fixed column, and ``item`` and ``start``: which cache item and row each window
+    comes from (also as the arrays :attr:`item` and :attr:`start`).
+
+    Args:
+        cache: the cache to cut.
+        column: the ragged column whose rows make the windows.
+        length: rows per window, at least 1.
+        stride: rows between the starts of consecutive windows of an item, at least 1.
+        columns: the columns to read (fixed ones, and ragged ones with the same offsets as
+            ``column``); default: all of those. A ragged column with other lengths is refused.
+        context: rows before each window to return as well (``c_context``), at least 0.
+        require_context: start the windows at row ``context``, so no context row is missing.
+        indices: the cache items to cut (a split, one federated client); default: all, in order.
+    """
+
+    def __init__(self, cache: Cache, column: str, length: int, stride: int = 1, *,
+                 columns: Sequence[str] | None = None, context: int = 0, require_context: bool = False,
+                 indices: Indices | None = None):
+        self.cache, self.column = cache, column
+        self.length = _check_int(length, "length", 1)
+        self.stride = _check_int(stride, "stride", 1)
+        self.context = _check_int(context, "context", 0)
+        self.require_context = bool(require_context)
+        self._fixed, self._ragged = _aligned(cache, column, columns)
+        self.columns = self._fixed + self._ragged
+        self.offsets = np.array(cache.column(column).offsets)  # type: ignore[union-attr]
+        self.items = _items(cache, indices)
+        items = np.arange(len(cache), dtype=np.int64) if self.items is None else self.items
+        first = self.context if self.require_context else 0
+        rows = self.offsets[items + 1] - self.offsets[items]
+        count = np.maximum((rows - first - self.length) // self.stride + 1, 0)
+        self.item = np.repeat(items, count)
+        within = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        self.start = first + within * self.stride
+        self._check_keys()
+
+    def sort_key(self, idx: np.ndarray) -> np.ndarray:
+        return self.offsets[self.item[idx]] + self.start[idx]
+
+    def plan(self, idx: np.ndarray, columns: Sequence[str] | None = None) -> Plan:
+        """Rows of a batch: ``offsets[item] + start + arange(-context, length)``, for every sample at once."""
+        item, start = self.item[idx], self.start[idx]
+        base = (self.offsets[item] + start)[:, None]
+        window = base + np.arange(self.length)
+        extra = {"item": item, "start": start}
+        if self.context:
+            back = np.arange(-self.context, 0)
+            mask = start[:, None] + back >= 0
+            extra["context_mask"] = mask
+            before = np.where(mask, base + back, base)  # a missing row reads the window's first row, then is zeroed
+            valid = None if mask.all() else mask
+        takes = []
+        for name in _select(self.columns, columns, self):
+            if name in self._fixed:
+                takes.append(Take(name, (Part(name, item),)))
+            elif self.context:  # context rows first, then the window: one gather, two contiguous outputs
+                takes.append(Take(name, (Part(f"{name}_context", before, valid), Part(name, window))))
+            else:
+                takes.append(Take(name, (Part(name, window),)))
+        return Plan(tuple(takes), extra)
+
+    def identity(self) -> dict[str, Any]:
+        return {"view": "windows", "column": self.column, "length": self.length, "stride": self.stride,
+                "context": self.context, "require_context": self.require_context, "items": subset_id(self.items),
+                "len": len(self)}
+
+    def __repr__(self) -> str:
+        return (f"Windows({self.cache.path.name!r}, {self.column!r}, length={self.length}, stride={self.stride}, "
+                f"context={self.context}, windows={len(self)}, columns={self.columns})")
+
+
+class Elements(View):
+    """One item per row of a ragged column: each cardiac cycle of each recording is one sample.
+
+    An item (and a batch) holds, for each ragged column with the same offsets as ``column``,
+    its row (``(*row shape)``); every fixed column of the row's cache item; ``item``, the
+    cache item; and ``element``, the row's position within that item. An empty item gives
+    no elements.
+
+    Args:
+        cache: the cache to read.
+        column: the ragged column whose rows become the items.
+        columns: the columns to read (fixed ones, and ragged ones with the same offsets as
+            ``column``); default: all of those. A ragged column with other lengths is refused.
+        indices: the cache items whose rows to use; default: all, in order.
+    """
+
+    def __init__(self, cache: Cache, column: str, *, columns: Sequence[str] | None = None,
+                 indices: Indices | None = None):
+        self.cache, self.column = cache, column
+        self._fixed, self._ragged = _aligned(cache, column, columns)
+        self.columns = self._fixed + self._ragged
+        offsets = np.asarray(cache.column(column).offsets)  # type: ignore[union-attr]
+        self.items = _items(cache, indices)
+        items = np.arange(len(cache), dtype=np.int64) if self.items is None else self.items
+        count = offsets[items + 1] - offsets[items]
+        self.item = np.repeat(items, count)
+        self.element = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        self.row = offsets[self.item] + self.element
+        self._check_keys()
+
+    def sort_key(self, idx: np.ndarray) -> np.ndarray:
+        return self.row[idx]
+
+    def plan(self, idx: np.ndarray, columns: Sequence[str] | None = None) -> Plan:
+        item, row = self.item[idx], self.row[idx]
+        takes = tuple(Take(n, (Part(n, item if n in self._fixed else row),)) for n in _select(self.columns, columns, self))
+        return Plan(takes, {"item": item, "element": self.element[idx]})
+
+    def identity(self) -> dict[str, Any]:
+        return {"view": "elements", "column": self.column, "items": subset_id(self.items), "len": len(self)}
+
+    def __repr__(self) -> str:
+        return f"Elements({self.cache.path.name!r}, {self.column!r}, elements={len(self)}, columns={self.columns})"
+
+
+class Items(View):
+    """The cache itself as a view: one item per cache item, what ``Loader(cache)`` reads.
+
+    A ragged column gives each sample's whole item: a list of arrays, or with ``pad=True`` one
+    array zero-padded to the longest item of the batch plus ``<column>_lengths``.
+    """
+
+    def __init__(self, cache: Cache, columns: Sequence[str] | None = None, pad: bool = False):
+        self.cache, self.pad = cache, bool(pad)
+        self.columns = list(cache.columns) if columns is None else list(columns)
+        for name in self.columns:
+            if name not in cache.specs:
+                raise ViewError(f"{cache.path} has no column {name!r}; its columns are {cache.columns}")
+        self.item = np.arange(len(cache), dtype=np.int64)
+        if self.pad:
+            self._check_keys()
+
+    def sort_key(self, idx: np.ndarray) -> np.ndarray:
+        return idx
+
+    def plan(self, idx: np.ndarray, columns: Sequence[str] | None = None) -> Plan:
+        takes, extra = [], {}
+        for name in _select(self.columns, columns, self):
+            col = self.cache.column(name)
+            if not isinstance(col, Ragged):
+                takes.append(Take(name, (Part(name, idx),)))
+                continue
+            first = np.asarray(col.offsets[idx])
+            lengths = np.asarray(col.offsets[idx + 1]) - first
+            if self.pad:
+                width = np.arange(int(lengths.max()) if len(lengths) else 0)
+                valid = width < lengths[:, None]
+                rows = np.where(valid, first[:, None] + width, 0)
+                takes.append(Take(name, (Part(name, rows, None if valid.all() else valid),)))
+                extra[f"{name}_lengths"] = lengths
+            else:
+                total = int(lengths.sum())
+                rows = np.arange(total, dtype=np.int64) + np.repeat(first - (np.cumsum(lengths) - lengths), lengths)
+                takes.append(Take(name, (Part(name, rows),), lengths))
+        return Plan(tuple(takes), extra)
+
+    def identity(self) -> dict[str, Any]:
+        return {"view": "items", "len": len(self)}
+
+
+def _select(own: list[str], columns: Sequence[str] | None, view: View) -> list[str]:
+    if columns is None:
+        return own
+    missing = [c for c in columns if c not in own]
+    if missing:
+        raise ViewError(f"columns {missing} are not columns of {view!r}; pick from {own}")
+    return list(columns)
+
+
+def _row(value: Any, j: int) -> Any:
+    """Sample ``j`` of a batch output: a 0-d array for a scalar column, as ``cache[i]`` gives."""
+    return value[j, ...] if isinstance(value, np.ndarray) else value[j]
