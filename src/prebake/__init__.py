@@ -81,11 +81,14 @@ def build(
             runs a config file.
 
     Returns the :class:`Cache`, or ``{split: Cache}`` for a source with splits;
-    ``split="train"`` builds and returns just that one. Bad items are skipped (see
+    ``split="train"`` builds and returns just that one. Called on every rank of a
+    ``torch.distributed`` job (torchrun), one rank builds and the others wait for it,
+    then open the same cache (see :mod:`prebake.bake.distributed`). Bad items are skipped (see
     ``cache.manifest["skipped"]``) and summarised in a WARNING log; ``strict=True``
     fails on the first one instead.
     """
     from .bake.build import build_all, skipped_summary
+    from .bake.distributed import one_build
     from .cache.reader import Cache
     from .config import check_settings, resolve
     from .progress import ProgressBars
@@ -94,7 +97,8 @@ def build(
     sources, out_dir, options = resolve(given, source_options)
     bars = ProgressBars(quiet=progress is False) if progress in (None, True, False) else None
     try:
-        reports = build_all(sources, out_dir, options, bars if bars is not None else progress)  # type: ignore[arg-type]
+        reports = one_build(lambda: build_all(sources, out_dir, options, bars if bars is not None else progress),  # type: ignore[arg-type]
+                            out_dir)
     finally:
         if bars is not None:
             bars.close()
