@@ -1,6 +1,6 @@
 """Views: windows and elements of ragged columns, prebake.Loader against the seeds' own designs, in one run.
 
-    python benchmarks/views.py            # the issue's settings: ~80 s on a 2-core CPU, ~1.5 GB of RAM and disk
+    python benchmarks/views.py            # about 2 minutes on a 2-core CPU; ~2 GB of RAM, 0.7 GB in the temp dir
     python benchmarks/views.py --quick    # tiny data, a few seconds: checks that everything runs
     python benchmarks/views.py --device cuda   # on a GPU: adds preload="device" windows
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -45,7 +46,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import prebake
-from prebake.measure.bench import device_tag, machine
+from prebake.measure.bench import device_tag, machine, memcpy_gbps
 
 HERE = Path(__file__).parent
 L = K = 16  # window length, context rows
@@ -152,9 +153,11 @@ def loader(view: Any, batch: int, device: torch.device, **kwargs: Any) -> Callab
     return make
 
 
-def check_same(pipes: list[Pipeline], order: np.ndarray, keys: tuple[str, ...], batches: int) -> None:
-    """The first ``batches`` batches of every pipeline, in one order, hold the same tensors as the first one's."""
-    want = None
+def check_same(pipes: list[Pipeline], order: np.ndarray, keys: tuple[str, ...], batches: int) -> int:
+    """The first ``batches`` batches of every pipeline, in one order, hold the same tensors as the first one's.
+
+    Returns the bytes of ``keys`` per sample (what every pipeline delivers)."""
+    want: list[dict[str, Any]] | None = None
     for p in pipes:
         it = p.make(order)
         got = [next(it) for _ in range(batches)]
@@ -168,6 +171,8 @@ def check_same(pipes: list[Pipeline], order: np.ndarray, keys: tuple[str, ...], 
                     raise RuntimeError(f"{p.name}: batch {k} column {key!r} differs from {pipes[0].name}'s")
         del got
         gc.collect()
+    assert want is not None
+    return sum(want[0][key].nbytes for key in keys) // len(want[0]["label"])
 
 
 def time_rounds(pipes: list[Pipeline], order: np.ndarray, seconds: float, rounds: int, warmup: int, sync: Callable) -> None:
@@ -223,7 +228,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix="prebake-views-", dir=args.workdir))
     results: dict[str, Any] = {"quick": args.quick, "seconds": args.seconds, "rounds": args.rounds,
-                               "machine": machine(device), "settings": []}
+                               "machine": machine(device), "memcpy_gbps": memcpy_gbps(),
+                               "load_average_before": os.getloadavg(), "settings": []}
     try:
         data = clips(args.clips, rng)
         t0 = time.perf_counter()
@@ -239,31 +245,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, make, keys, batch in settings:
             view_len, pipes = make()
             order = np.random.default_rng(1).permutation(view_len)
-            check_same(pipes, order, keys, batches=3)
+            sample_bytes = check_same(pipes, order, keys, batches=3)
             print(f"{name}: {view_len:,} items, same tensors from all {len(pipes)} pipelines; timing", file=sys.stderr)
             time_rounds(pipes, order, args.seconds, args.rounds, args.warmup, sync)
-            results["settings"].append(_rows(name, batch, view_len, pipes))
+            results["settings"].append(_rows(name, batch, view_len, sample_bytes, pipes))
             del pipes
             gc.collect()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results["load_average_after"] = os.getloadavg()  # 1, 5, 15 min: how busy the (shared) machine was
     return results
 
 
-def _rows(name: str, batch: int, items: int, pipes: list[Pipeline]) -> dict[str, Any]:
+def _rows(name: str, batch: int, items: int, sample_bytes: int, pipes: list[Pipeline]) -> dict[str, Any]:
     rows = [{"pipeline": p.name, "samples_per_s": statistics.median(p.samples_per_s),
              "samples_per_s_per_round": p.samples_per_s} for p in pipes]
     first = rows[0]["samples_per_s"]
     for r in rows:
         r["prebake_ratio"] = first / r["samples_per_s"]  # the memmap Loader's samples/s over this row's
-    return {"setting": name, "batch": batch, "items": items, "rows": rows}
+        per_round = [a / b for a, b in zip(rows[0]["samples_per_s_per_round"], r["samples_per_s_per_round"])]
+        r["prebake_ratio_min"], r["prebake_ratio_max"] = min(per_round), max(per_round)  # round by round
+        r["output_gb_per_s"] = r["samples_per_s"] * sample_bytes / 1e9
+    return {"setting": name, "batch": batch, "items": items, "bytes_per_sample": sample_bytes, "rows": rows}
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| setting | pipeline | samples/s | prebake memmap Loader / row |", "|---|---|---:|---:|"]
+    load = ", ".join(f"{x:.2f}" for x in results["load_average_before"] + results["load_average_after"])
+    lines = [f"memcpy bandwidth of this machine: {results['memcpy_gbps']:.1f} GB/s; load average (1, 5, 15 min) "
+             f"before and after: {load}", "",
+             "| setting | pipeline | samples/s | output GB/s | prebake memmap Loader / row (min-max of rounds) |",
+             "|---|---|---:|---:|---:|"]
     for s in results["settings"]:
         for r in s["rows"]:
-            lines.append(f"| {s['setting']} | {r['pipeline']} | {r['samples_per_s']:,.0f} | {r['prebake_ratio']:.2f}x |")
+            lines.append(f"| {s['setting']} | {r['pipeline']} | {r['samples_per_s']:,.0f} | {r['output_gb_per_s']:.2f} | "
+                         f"{r['prebake_ratio']:.2f}x ({r['prebake_ratio_min']:.1f}-{r['prebake_ratio_max']:.1f}) |")
     return "\n".join(lines)
 
 
