@@ -16,6 +16,7 @@ import prebake
 from prebake.cache.reader import torch_dtype_ok
 from prebake.load.gather import read_device
 from prebake.load.loader import _Prefetcher
+from prebake.load.views import Items
 
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 DEVICES = ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)]
@@ -222,7 +223,7 @@ def test_host_gather_makes_the_same_calls_for_any_batch_size(cache, kind):
     view = _op_views(cache)[kind]
     loader = prebake.Loader(view, 4)
     prefetcher = _Prefetcher(loader, [])
-    counts = []
+    counts, kept = [], []
     for idx in _batches(view):
         prefetcher._load(idx)  # warm up
         calls: Counter[str] = Counter()
@@ -233,9 +234,38 @@ def test_host_gather_makes_the_same_calls_for_any_batch_size(cache, kind):
 
         sys.setprofile(count)
         try:
-            batch = prefetcher._load(idx)
+            kept.append(prefetcher._load(idx))  # kept: dropping the last batch here would count its buffers' return
         finally:
             sys.setprofile(None)
-        assert len(batch["item"]) == len(idx)
+        assert len(kept[-1]["item"]) == len(idx)
         counts.append(calls)
     assert counts[0]["c_call:ndarray.take"] >= len(view.columns) and counts[0] == counts[1]  # one np.take per column
+
+
+@pytest.mark.parametrize("kind", ["windows", "elements", "cache"])
+def test_a_held_batch_is_never_overwritten_by_reused_buffers(cache, kind, tmp_path):
+    """Output memory is reused only once nothing refers to it: batches, and views of them, stay intact."""
+    if kind == "cache":  # sorted gathers, then the drawn order restored into a second buffer
+        rng = np.random.default_rng(5)
+        view = Items(prebake.write_arrays(tmp_path / "c", {"x": rng.standard_normal((60, 7)).astype(np.float32),
+                                                           "name": np.array([f"n{i}" for i in range(60)])}))
+    else:
+        view = _views(cache)[kind]
+    loader = prebake.Loader(view.cache if kind == "cache" else view, 3, seed=0, threads=2, prefetch=2)
+    held, parts = [], []
+    for k, (batch, idx) in enumerate(zip(loader, loader.sampling.batches(0))):
+        if k % 3 == 0:
+            held.append((batch, idx))
+        elif k % 3 == 1:
+            parts.append(({key: v[1:] for key, v in batch.items()}, idx))  # only a view of each output is kept
+    assert len(held) > 3
+    for batch, idx in held:
+        _check_batch(batch, view[idx])
+    for part, idx in parts:
+        _check_batch(part, {key: v[1:] for key, v in view[idx].items()})
+
+
+def test_dropped_batches_give_their_memory_back(cache):
+    loader = prebake.Loader(_views(cache)["elements"], 4, seed=0, drop_last=True)
+    pointers = [batch["lat"].data_ptr() for batch in loader]  # each batch is dropped at the next step
+    assert len(pointers) > 20 and len(set(pointers)) <= loader.prefetch + loader.threads + 2

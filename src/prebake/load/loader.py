@@ -28,7 +28,7 @@ import torch
 
 from ..cache.reader import Cache, open_cache, torch_dtype_ok
 from ..errors import OptionError, ResumeError, ViewError
-from .gather import Pieces, read_device, read_host, reorder_host
+from .gather import Buffers, Pieces, read_device, read_host, reorder_host, take_rows
 from .sampling import Sampling
 from .views import Items, View, subset_id
 
@@ -124,6 +124,7 @@ class Loader:
         self.epoch, self._start = 0, 0
         self._on_device = preload == "device"
         self._data = self._preload(preload)
+        self._buffers = Buffers(keep=self.prefetch + self.threads + 2)  # batches in flight, and one being used
 
     def _preload(self, preload: str | None) -> dict[str, Any]:
         if preload is None:
@@ -206,6 +207,7 @@ class _Prefetcher:
         self.loader, self.batches = loader, batches
         self.cuda = loader.device.type == "cuda"
         self.stream = torch.cuda.Stream(loader.device) if self.cuda else None
+        self.buffers = loader._buffers
 
     def __iter__(self) -> Iterator[Batch]:
         pool = ThreadPoolExecutor(self.loader.threads, thread_name_prefix="prebake-loader")
@@ -225,40 +227,47 @@ class _Prefetcher:
 
     def _load(self, idx: np.ndarray) -> Batch:
         view = self.loader.view
-        order = np.argsort(view.sort_key(idx), kind="stable")
+        key = view.sort_key(idx)
+        if key is None:  # the view reads each sample as one long run of rows: in the drawn order
+            got = read_host(view.plan(idx, self.loader.columns), self.loader._data, self.buffers)
+            return {k: self._finish(v, None) for k, v in got.items()}
+        order = np.argsort(key, kind="stable")
         inverse = np.argsort(order, kind="stable")
-        got = read_host(view.plan(idx[order], self.loader.columns), self.loader._data)  # one sorted gather per column
-        inverse_t = torch.from_numpy(inverse)
-        return {k: self._finish(v, inverse, inverse_t) for k, v in got.items()}
+        got = read_host(view.plan(idx[order], self.loader.columns), self.loader._data, self.buffers)  # sorted gathers
+        return {k: self._finish(v, inverse) for k, v in got.items()}
 
-    def _finish(self, value: Any, inverse: np.ndarray, inverse_t: torch.Tensor) -> Any:
-        """One output of the sorted gather, in the drawn order, on the device (numpy for str and bytes)."""
+    def _finish(self, value: Any, inverse: np.ndarray | None) -> Any:
+        """One output of the gather, in the drawn order (``inverse`` restores it after a sorted gather), on the
+        device; str and bytes stay numpy on the host."""
         flat = value.flat if isinstance(value, Pieces) else value
         if not torch_dtype_ok(flat.dtype):
             return reorder_host(value, inverse)
         if isinstance(value, Pieces):
             return self._pieces(torch.from_numpy(flat), value.lengths.tolist(), inverse)
-        return self._to_device(torch.from_numpy(value), inverse_t)
+        if not self.cuda:  # np.take: torch's CPU index_select took 16 ms for 8 x 16 x 3 x 64 x 64 uint8, np.take 0.09 ms
+            return torch.from_numpy(value if inverse is None else take_rows(value, inverse, self.buffers))
+        return self._to_device(torch.from_numpy(value), inverse)
 
-    def _pieces(self, host: torch.Tensor, lengths: list[int], inverse: np.ndarray) -> Any:
+    def _pieces(self, host: torch.Tensor, lengths: list[int], inverse: np.ndarray | None) -> Any:
         """Whole ragged items: one copy of them all, cut into per-item views, in the drawn order."""
+        order = range(len(lengths)) if inverse is None else inverse
         if not self.cuda:
             pieces = host.split(lengths)
-            return [pieces[j] for j in inverse]
+            return [pieces[j] for j in order]
         pinned = host.pin_memory()
         with torch.cuda.stream(self.stream):
             pieces = pinned.to(self.loader.device, non_blocking=True).split(lengths)
             event = torch.cuda.Event()
             event.record(self.stream)
-        return _OnStream([pieces[j] for j in inverse], event, pinned)
+        return _OnStream([pieces[j] for j in order], event, pinned)
 
-    def _to_device(self, host: torch.Tensor, inverse: torch.Tensor) -> Any:
-        if not self.cuda:
-            return host.index_select(0, inverse)  # the drawn order, in a fresh tensor
+    def _to_device(self, host: torch.Tensor, inverse: np.ndarray | None) -> Any:
+        """A CUDA copy through pinned memory on the side stream; the drawn order is restored on the device."""
         pinned = host.pin_memory()  # torch's caching host allocator reuses pinned blocks
         with torch.cuda.stream(self.stream):
             dev = pinned.to(self.loader.device, non_blocking=True)
-            dev = dev.index_select(0, inverse.to(self.loader.device, non_blocking=True))
+            if inverse is not None:
+                dev = dev.index_select(0, torch.from_numpy(inverse).to(self.loader.device, non_blocking=True))
             event = torch.cuda.Event()
             event.record(self.stream)
         return _OnStream(dev, event, pinned)
