@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     b.add_argument("--strict", action="store_true", help="fail on the first bad item instead of skipping it")
+    b.add_argument("--content-hash", action="store_true", help="identify source files by their bytes (one read "
+                   "of every file per build), not by size, mtime and ctime")
     b.add_argument("--kind", choices=KINDS, help="source kind (default: detected from the path)")
     b.add_argument("--split", help="build only this split (for example train)")
     b.add_argument("--transform", metavar="MODULE:FUNC", help="per-item function item -> item, runs last")
@@ -165,6 +167,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate, bandpass=tuple(args.bandpass) if args.bandpass else None,
         transform=load_object(args.transform) if args.transform else None, workers=args.workers,
         force=args.force, strict=args.strict, ragged=tuple(args.ragged), lock_timeout=args.lock_timeout,
+        content_hash=args.content_hash,
     )
     bars = _Bars(args.quiet or args.json)
     try:
@@ -284,6 +287,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         print(f"{e.state:<10} {items:>12} items {_size(e.bytes):>10}  {e.path}")
         for reason in e.reasons:
             print(f"{'':<10} {reason}")
+        for note in e.notes:
+            print(f"{'':<10} note: {note}")
     return 0
 
 

@@ -38,7 +38,9 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     assert m["columns"]["label"]["dtype"] == "<i8" and m["columns"]["label"]["shape"] == []
     assert m["classes"][:3] == ["airplane", "automobile", "bird"] and len(m["classes"]) == 10
     assert set(m["fingerprint"]) == {"digest", "inputs"}
-    assert set(m["fingerprint"]["inputs"]) == {"format_version", "source", "transforms", "options"}
+    assert set(m["fingerprint"]["inputs"]) == {"format_version", "prebake_version", "source", "transforms", "options"}
+    assert m["fingerprint"]["inputs"]["prebake_version"] == prebake.__version__
+    assert all(v[1].startswith("xxh3_64:") for v in m["fingerprint"]["inputs"]["source"]["files"].values())
     assert m["skipped"] == []
     assert m["item_ids"] is None  # CIFAR items have no per-item file identity
     assert set(m["stats"]) == {"columns", "label_histogram"}

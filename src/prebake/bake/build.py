@@ -63,6 +63,7 @@ class BuildOptions:
     ragged: tuple[str, ...] = ()  # columns whose first axis varies per item
     lock_timeout: float | None = None  # seconds to wait for another build of the same output
     chunk_rows: int | None = None  # rows per work unit; None = about 16 MB of rows
+    content_hash: bool = False  # identify source files by their bytes, not size/mtime/ctime (CLI --content-hash)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class BuildReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     reused: int = 0  # items copied unchanged from the previous cache instead of baked
+    warnings: list[str] = field(default_factory=list)  # e.g. a dataset whose data identity is unknown
 
 
 def resolve_sources(source: Any, kind: str | None = None, options: SourceOptions | None = None) -> dict[str, Source]:
@@ -114,22 +116,27 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     steps = T.make_pipeline(image_size=opts.image_size, shorter_side=opts.shorter_side, crop=opts.crop,
                             sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform)
     ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns)))
-    fp = fpr.make(src.describe(), T.describe(steps), {"ragged": list(ragged)})
+    src = src.with_content_hash() if opts.content_hash else src
+    described = src.describe()
+    fp = fpr.make(described, T.describe(steps), {"ragged": list(ragged), **_identity_option(opts)})
+    warnings = [described["unverified"]] if described.get("unverified") else []
+    for w in warnings:
+        log.warning("%s: %s", out, w)
     if stale_reasons(out, fp, opts.force) is None and not leftovers(out):
-        return _up_to_date(split, out, t0)
+        return _up_to_date(split, out, t0, warnings)
     out.parent.mkdir(parents=True, exist_ok=True)
     job = Job(src, steps, opts.strict)
     with _worker_pool(job, opts.workers, len(src)) as pool, _locked(out, opts.lock_timeout):
         reasons = stale_reasons(out, fp, opts.force)  # again: another builder may have finished it
         if reasons is None:
             remove_paths(leftovers(out))  # safe: we hold the lock, nobody else builds this output
-            return _up_to_date(split, out, t0)
+            return _up_to_date(split, out, t0, warnings)
         if (out / MANIFEST).exists():
             log.info("rebuilding %s: %s", out, "; ".join(reasons))
         manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split, ragged)
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
     return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
-                       time.perf_counter() - t0, reused)
+                       time.perf_counter() - t0, reused, warnings)
 
 
 def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,
@@ -218,10 +225,16 @@ def _digest_of(cache_dir: Path) -> str | None:
         return None
 
 
-def _up_to_date(split: str, out: Path, t0: float) -> BuildReport:
+def _up_to_date(split: str, out: Path, t0: float, warnings: list[str]) -> BuildReport:
     m = read_manifest(out)
     log.debug("%s is up to date (%d items)", out, m["num_items"])
-    return BuildReport(split, out, "up to date", [], m["num_items"], m["skipped"], time.perf_counter() - t0)
+    return BuildReport(split, out, "up to date", [], m["num_items"], m["skipped"], time.perf_counter() - t0,
+                       warnings=warnings)
+
+
+def _identity_option(opts: BuildOptions) -> dict[str, Any]:
+    """``content_hash`` enters the options only when set, so other fingerprints keep their digest."""
+    return {"content_hash": True} if opts.content_hash else {}
 
 
 @contextmanager

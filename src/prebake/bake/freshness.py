@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fingerprint as fpr
-from .sources.base import file_identity
+from .sources.base import refresh_identity
 
 
 def source_changes(manifest: dict[str, Any]) -> list[str]:
@@ -17,6 +17,5 @@ def source_changes(manifest: dict[str, Any]) -> list[str]:
     source = manifest.get("fingerprint", {}).get("inputs", {}).get("source", {})
     if not (source.get("files") and source.get("root")):
         return []
-    root = Path(source["root"])
-    now = file_identity([root / f for f in source["files"]], root)
+    now = refresh_identity(source["files"], Path(source["root"]))  # by metadata or content, as recorded
     return fpr.explain_files(source["files"], now)

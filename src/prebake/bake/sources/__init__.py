@@ -30,7 +30,7 @@ from .csvtable import CsvSource
 from .dataset import DatasetSource
 from .audio import AudioFolderSource
 from .folder import ImageFolderSource, class_folder
-from .images import decode_image, is_image_file
+from .images import DEFAULT_MAX_PIXELS, decode_image, is_image_file
 
 __all__ = [
     "KINDS",
@@ -68,11 +68,12 @@ _LOOKED_FOR = (
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Options that only some kinds use (all for ``csv`` for now)."""
+    """Options that only some kinds use."""
 
     path_column: str | None = None
     label_columns: tuple[str, ...] = ()
     base_dir: str | None = None  # default: the CSV file's directory
+    max_pixels: int = DEFAULT_MAX_PIXELS  # image folders and CSV tables: larger images are bad items
 
 
 def detect(
@@ -151,7 +152,9 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
     if kind in ("imagefolder", "audio"):
         if not root.is_dir():
             raise SourceError(f"{root} is not a directory; --kind {kind} needs root/<class>/<file>")
-        return dict(class_folder(root, ImageFolderSource if kind == "imagefolder" else AudioFolderSource))
+        if kind == "audio":
+            return dict(class_folder(root, AudioFolderSource))
+        return dict(class_folder(root, ImageFolderSource, max_pixels=options.max_pixels))
     if kind == "arrays":
         return dict(_arrays(root))
     return {"": _csv(root, options)}
@@ -165,7 +168,8 @@ def _csv(root: Path, options: SourceOptions) -> CsvSource:
                 f"{root} is a directory with {len(tables)} .csv files; pass the CSV file itself"
             )
         root = tables[0]
-    return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir)
+    return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir,
+                     max_pixels=options.max_pixels)
 
 
 def _folder_kind(root: Path) -> str:
