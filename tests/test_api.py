@@ -10,9 +10,10 @@ import prebake.bake.memory
 
 def test_public_names():
     assert sorted(prebake.__all__) == sorted([
-        "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
-        "CacheNotFoundError", "FormatError", "Loader", "PrebakeError", "Ragged", "Source", "SourceError",
-        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "Watch", "WatchReport", "__version__", "augment",
+        "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheChangedError",
+        "CacheCorruptError", "CacheNotFoundError", "DiskFullError", "FormatError", "Loader", "PrebakeError",
+        "Ragged", "SamplingError", "Source", "SourceError", "SourceOptions", "StrictModeError",
+        "UnsafePickleError", "VerifyReport", "Watch", "WatchReport", "WorkerDiedError", "__version__", "augment",
         "build", "open", "verify", "watch", "write_arrays",
     ])
     for name in prebake.__all__:
