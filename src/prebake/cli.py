@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, help_ in (("verify", "check every byte of a cache (or every cache under a directory)"),
                         ("info", "describe a cache (or every cache under a directory)")):
-        c = sub.add_parser(name, help=help_)
+        c = sub.add_parser(name, help=help_, epilog=_VERIFY_EXIT if name == "verify" else None)
         c.add_argument("path", metavar="OUT")
         _common(c)
     c = sub.add_parser("ls", help="list caches under ROOT with their state")
@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds per pipeline in the closing loader comparison (0 skips it)")
     _common(d)
     return p
+
+
+_VERIFY_EXIT = ("exit status: 0 every file was checked and is intact; 1 problems found (a file or the "
+                "manifest does not match, the cache must be rebuilt); 2 could not check (no cache at OUT, a "
+                "file that cannot be read, bad arguments)")
 
 
 def _bench_parser(sub: Any) -> None:
@@ -239,12 +244,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         for r in reports:
             status = "ok" if r.ok else f"FAILED ({len(r.problems)} problem{'s' if len(r.problems) != 1 else ''})"
+            status = "NOT CHECKED" if r.unchecked and not r.problems else status
             print(f"{r.path}: {status} — {r.files_checked} files, {r.bytes_checked:,} bytes checked")
             for msg in r.problems:
                 print(f"  problem: {msg}")
+            for msg in r.unchecked:
+                print(f"  not checked: {msg}")
             for msg in r.warnings:
                 print(f"  warning: {msg}")
-    return 0 if all(r.ok for r in reports) else 1
+    if any(r.problems for r in reports):
+        return 1
+    return 2 if any(r.unchecked for r in reports) else 0
 
 
 def _byte_progress(bar: tqdm) -> Callable[[int, int], None]:

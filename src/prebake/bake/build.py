@@ -30,10 +30,11 @@ import numpy as np
 
 from ..cache.files import read_manifest, remove_paths
 from ..cache.format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, partial_path
-from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError
+from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError, WorkerDiedError
 from . import fingerprint as fpr
 from . import transforms as T
 from .incremental import hash_identities, reuse_plan
+from .pool import WorkerPool
 from .sources import DatasetSource, Source, SourceOptions, detect
 from .worker import Job, probe_specs, run_chunk
 from .writer import ChunkResult, PartialCache, Plan, publish
@@ -174,7 +175,7 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
     if pool is None:
         results: Iterator[ChunkResult] = (run_chunk(job, c, r) for _, _, c, r in tasks)
     else:
-        results = pool.imap_unordered(_pool_chunk, tasks)
+        results = pool.imap_unordered(_pool_chunk, tasks, describe=_describe_task)
     buffer: list[ChunkResult] = []
     last = time.monotonic()
     try:
@@ -186,6 +187,12 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
             if time.monotonic() - last >= _CHECKPOINT_S:
                 partial.record(buffer)
                 buffer, last = [], time.monotonic()
+    except WorkerDiedError as e:
+        saved = len(partial.done) + len(buffer)
+        err = WorkerDiedError(f"{e}; the build stopped, {saved} of {plan.num_chunks} chunks are saved in "
+                              f"{partial.path}: re-run the same command to resume")
+        err.exitcode = e.exitcode
+        raise err from None
     finally:
         partial.record(buffer)  # keep finished work even when a strict error stops the build
 
@@ -271,12 +278,11 @@ def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]
         return
     global _JOB
     _JOB = job
-    pool = mp.get_context("fork").Pool(n, initializer=_init_worker, initargs=(os.getpid(),))
+    pool = WorkerPool(n, initializer=_init_worker, initargs=(os.getpid(),))  # notices a worker that dies
     try:
         yield pool
     finally:
-        pool.terminate()
-        pool.join()
+        pool.close()
         _JOB = None
 
 
@@ -301,6 +307,12 @@ _PR_SET_PDEATHSIG = 1
 
 def _slice(reuse: np.ndarray | None, rows: range) -> np.ndarray | None:
     return None if reuse is None else reuse[rows.start : rows.stop]
+
+
+def _describe_task(task: tuple[Path, Plan, int, np.ndarray | None]) -> str:
+    out, plan, chunk, _ = task
+    rows = plan.chunk_range(chunk)
+    return f"chunk {chunk} (items {rows.start}..{rows.stop - 1}) of {out}"
 
 
 def _pool_chunk(task: tuple[Path, Plan, int, np.ndarray | None]) -> ChunkResult:
