@@ -9,8 +9,9 @@ only* and runs ``prebake.bake.build.build_all``.
 Config keys: ``spec`` (dataset ``file.py:make``), ``out``, ``workers``, ``transform``
 (``file.py:fn``), ``kill`` (``progress:FRACTION`` or ``<function>:entry|mid|rmtree|exit`` for
 ``seal``, ``_compact``, ``_stitch``, ``publish``, ``swap_into_place``), ``env``
-(variables set in the child; ``PREBAKE_TEST_BLOCK`` holds one item, see :func:`kill_blocked_worker`), ``checkpoint0`` (journal every finished chunk;
-default on), ``no_exchange`` (make swap_into_place take its rename-aside fallback),
+(variables set in the child; ``PREBAKE_TEST_BLOCK`` holds one item, see
+:func:`kill_blocked_worker`), ``checkpoint0`` (journal every finished chunk; default
+on), ``no_exchange`` (make swap_into_place take its rename-aside fallback),
 ``report_to`` (a file for the JSON result: the action and reasons, or the error, in which
 case the child exits with status 3), ``options`` (more BuildOptions fields).
 """
@@ -214,7 +215,8 @@ def child_main(cfg: dict[str, Any]) -> None:
               "warnings": report.warnings}
     if cfg.get("report_to"):
         Path(cfg["report_to"]).write_text(json.dumps(result))
-    print(json.dumps(result))
+    else:
+        print(json.dumps(result))
 
 
 def _forked_entry(cfg: dict[str, Any]) -> None:
