@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import tempfile
 import traceback
 import uuid
 from collections.abc import Callable
@@ -51,7 +52,7 @@ def flip_one(path: Path, at: int) -> None:
 
 def in_child(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a forked child (fresh imports of your modules); its JSON-able result."""
-    report = Path(f"/tmp/prebake-child-{uuid.uuid4().hex}.json")
+    report = Path(tempfile.gettempdir()) / f"prebake-child-{uuid.uuid4().hex}.json"
     p = mp.get_context("fork").Process(target=_child, args=(fn, args, report))
     p.start()
     p.join(120)
