@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench faults clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "creating $(VENV) and installing prebake with its dependencies (torch, numpy, Pillow, ...): about a minute on a first run"
@@ -20,6 +20,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bake.py
+
+faults: $(VENV)/.installed
+	$(PY) benchmarks/faults.py
 
 clean:
 	rm -rf prebake-demo .pytest_cache .hypothesis

@@ -12,11 +12,12 @@ import prebake.bake.memory
 
 def test_public_names():
     assert sorted(prebake.__all__) == sorted([
-        "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
-        "CacheNotFoundError", "Elements", "FormatError", "Loader", "OptionError", "PrebakeError", "Ragged",
-        "ResumeError", "Source", "SourceError", "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport",
-        "ViewError", "Watch", "WatchReport", "Windows", "__version__", "augment", "build", "crop_or_pad", "load_config",
-        "open", "verify", "watch", "write_arrays",
+        "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheChangedError",
+        "CacheCorruptError", "CacheNotFoundError", "DiskFullError", "Elements", "FormatError", "Loader",
+        "OptionError", "PrebakeError", "Ragged", "ResumeError", "SamplingError", "Source", "SourceError",
+        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError", "Watch",
+        "WatchReport", "Windows", "WorkerDiedError", "__version__", "augment", "build", "crop_or_pad",
+        "load_config", "open", "verify", "watch", "write_arrays",
     ])
     for name in prebake.__all__:
         assert hasattr(prebake, name), name

@@ -61,6 +61,8 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("delimiter", "str", "CSV: the field separator (default: detected among , ; tab |)", "CHAR"),
     Key("workers", "int", "worker processes (default: one per core; 0 or 1 bakes in this process)", "N"),
     Key("force", "bool", "rebuild even when the cache is up to date"),
+    Key("content_hash", "bool", "identify source files by their bytes (one read of every file per build), not by "
+        "size, mtime and ctime"),
     Key("strict", "bool", "fail on the first bad item instead of skipping it"),
     Key("allow_empty", "bool", "commit a cache even when every item is bad (default: that build fails)"),
     Key("chunk_rows", "int", "rows per unit of work (default: about 16 MB of rows)", "N"),
@@ -212,6 +214,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         transform=load_object(transform) if isinstance(transform, str) else transform,
         workers=s.get("workers"), force=s.get("force", False), strict=s.get("strict", False),
         allow_empty=s.get("allow_empty", False), ragged=tuple(s.get("ragged", ())),
+        content_hash=s.get("content_hash", False),
         lock_timeout=s.get("lock_timeout"), chunk_rows=s.get("chunk_rows"),
     )
     return select_split(sources, s.get("split")), s["out"], options

@@ -18,6 +18,10 @@ class CacheCorruptError(PrebakeError):
     """A committed cache does not match its manifest (size, checksum, header)."""
 
 
+class CacheChangedError(PrebakeError):
+    """A cache was rebuilt after a Cache object was opened, so this process would mix two versions."""
+
+
 class FormatError(PrebakeError):
     """A manifest, column name or dtype that the format does not allow."""
 
@@ -47,6 +51,20 @@ class StrictModeError(PrebakeError):
 
 class BuildLockedError(PrebakeError):
     """Another process holds the build lock of this output."""
+
+
+class WorkerDiedError(PrebakeError):
+    """A build worker process died (a signal such as the out-of-memory killer's SIGKILL)."""
+
+    exitcode: int | None = None
+
+
+class DiskFullError(PrebakeError, OSError):
+    """The output's filesystem has no room for the cache being built."""
+
+
+class SamplingError(PrebakeError, ValueError):
+    """A loader configuration whose ranks could not all make the same number of steps."""
 
 
 class ViewError(PrebakeError, ValueError):

@@ -23,7 +23,7 @@ from prebake import cli
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.bake.plugins import load_object
 from prebake.cache.files import read_manifest
-from prebake.cache.format import MANIFEST, partial_path
+from prebake.cache.format import FORMAT_VERSION, MANIFEST, partial_path
 
 from tests.helpers.crash import run_forked, write_dataset
 
@@ -259,7 +259,7 @@ def test_force_always_rebuilds(folder, tmp_path):
     for _ in range(2):
         ino = out.stat().st_ino, (out / "image.npy").stat().st_ino
         report = build(root, out, force=True)
-        assert (report.action, report.reasons) == ("rebuilt", ["--force"])
+        assert (report.action, report.reasons) == ("rebuilt", ["force=True"])  # Python names the parameter; the CLI says --force
         assert (out.stat().st_ino, (out / "image.npy").stat().st_ino) != ino  # a new cache was published
         assert (out / "image.npy").read_bytes() == data
         assert prebake.verify(out).ok
@@ -274,8 +274,8 @@ def test_older_format_version_in_manifest_means_rebuild(folder, tmp_path):
     report = build(root, out)
     assert report.action == "rebuilt"
     assert any("format version" in r for r in report.reasons), report.reasons
-    assert read_manifest(out)["format_version"] == 1
-    assert read_manifest(out)["fingerprint"]["inputs"]["format_version"] == 1
+    assert read_manifest(out)["format_version"] == FORMAT_VERSION
+    assert read_manifest(out)["fingerprint"]["inputs"]["format_version"] == FORMAT_VERSION
     assert prebake.verify(out).ok
     assert build(root, out).action == "up to date"
 
@@ -290,11 +290,11 @@ def test_new_format_version_of_prebake_means_rebuild(folder, tmp_path, monkeypat
     import prebake.cache.inventory
 
     for module in (prebake.cache.format, prebake.bake.fingerprint, prebake.bake.writer, prebake.cache.inventory):
-        monkeypatch.setattr(module, "FORMAT_VERSION", 2)
+        monkeypatch.setattr(module, "FORMAT_VERSION", FORMAT_VERSION + 1)
     report = build(root, out)
     assert report.action == "rebuilt"
     assert any("format version" in r for r in report.reasons), report.reasons
-    assert read_manifest(out)["format_version"] == 2
+    assert read_manifest(out)["format_version"] == FORMAT_VERSION + 1
     assert build(root, out).action == "up to date"
 
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import xxhash
 
 import prebake
 from prebake.errors import FormatError
@@ -27,9 +28,9 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     m = json.loads((train / "manifest.json").read_text())
     assert tuple(m) == MANIFEST_KEYS == (
         "format", "format_version", "prebake_version", "created", "num_items", "columns",
-        "classes", "fingerprint", "skipped", "stats", "item_ids",
+        "classes", "fingerprint", "skipped", "stats", "item_ids", "manifest_xxh3_64",
     )
-    assert m["format"] == "prebake-cache" and m["format_version"] == FORMAT_VERSION == 1
+    assert m["format"] == "prebake-cache" and m["format_version"] == FORMAT_VERSION == 2
     assert m["num_items"] == 50
     assert m["columns"]["image"] == {
         "dtype": "|u1", "shape": [3, 32, 32], "ragged": False,
@@ -40,12 +41,18 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     assert set(m["fingerprint"]) == {"digest", "inputs", "origin"}  # origin: how ls opens the source again
     assert set(m["fingerprint"]["origin"]) == {"path", "kind", "options", "split"}
     assert m["fingerprint"]["origin"]["kind"] == "cifar" and m["fingerprint"]["origin"]["split"] == "train"
-    assert set(m["fingerprint"]["inputs"]) == {"format_version", "source", "transforms", "options"}
+    assert set(m["fingerprint"]["inputs"]) == {"format_version", "prebake_version", "source", "transforms", "options"}
+    assert m["fingerprint"]["inputs"]["prebake_version"] == prebake.__version__
+    assert all(v[1].startswith("xxh3_64:") for v in m["fingerprint"]["inputs"]["source"]["files"].values())
     assert m["skipped"] == []
     assert m["item_ids"] is None  # CIFAR items have no per-item file identity
     assert set(m["stats"]) == {"columns", "label_histogram"}
     assert set(m["stats"]["columns"]["image"]) == {"min", "max", "mean"}
     assert sum(m["stats"]["label_histogram"].values()) == 50
+    # the checksum covers every other key: sorted, compact, ASCII JSON, hashed with xxh3-64
+    body = {k: v for k, v in m.items() if k != "manifest_xxh3_64"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    assert m["manifest_xxh3_64"] == xxhash.xxh3_64_hexdigest(canonical)
 
 
 def test_npy_header_is_numpy_standard_v1(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import prebake
+from prebake.cache.format import sign_manifest
 from prebake.cli import main
 
 FILES = ["image.npy", "label.npy", "sig.values.npy", "sig.offsets.npy"]
@@ -75,6 +76,8 @@ def test_an_edited_manifest_histogram_is_a_problem(cache_dir):
     m = json.loads((cache_dir / "manifest.json").read_text())
     m["stats"]["label_histogram"]["0"] += 1
     (cache_dir / "manifest.json").write_text(json.dumps(m))
+    assert any("manifest checksum" in p for p in prebake.verify(cache_dir).problems)
+    (cache_dir / "manifest.json").write_text(json.dumps(sign_manifest(m)))  # edited and re-signed
     assert any("histogram" in p for p in prebake.verify(cache_dir).problems)
 
 

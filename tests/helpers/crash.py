@@ -9,12 +9,16 @@ only* and runs ``prebake.bake.build.build_all``.
 Config keys: ``spec`` (dataset ``file.py:make``), ``out``, ``workers``, ``transform``
 (``file.py:fn``), ``kill`` (``progress:FRACTION`` or ``<function>:entry|mid|rmtree|exit`` for
 ``seal``, ``_compact``, ``_stitch``, ``publish``, ``swap_into_place``), ``env``
-(variables set in the child), ``checkpoint0`` (journal every finished chunk; default on),
-``no_exchange`` (make swap_into_place take its rename-aside fallback).
+(variables set in the child; ``PREBAKE_TEST_BLOCK`` holds one item, see
+:func:`kill_blocked_worker`), ``checkpoint0`` (journal every finished chunk; default
+on), ``no_exchange`` (make swap_into_place take its rename-aside fallback),
+``report_to`` (a file for the JSON result: the action and reasons, or the error, in which
+case the child exits with status 3), ``options`` (more BuildOptions fields).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import multiprocessing as mp
 import os
@@ -51,6 +55,9 @@ class Items:
 
     def __len__(self):
         return self.n
+
+    def fingerprint(self):
+        return f"index-derived items, n={self.n}"  # no files: the code is the whole identity
 
     def __getitem__(self, i):
         if self.delay:
@@ -193,13 +200,28 @@ def child_main(cfg: dict[str, Any]) -> None:
 
         W._exchange = lambda a, b: False
     progress = install_kill(cfg.get("kill"))
-    report = build_dataset(cfg["spec"], cfg["out"], progress, workers=cfg.get("workers", 0),
-                           transform=cfg.get("transform"), lock_timeout=cfg.get("lock_timeout"))
-    print(json.dumps({"action": report.action, "reasons": report.reasons}))
+    from prebake.errors import PrebakeError
+
+    try:
+        report = build_dataset(cfg["spec"], cfg["out"], progress, workers=cfg.get("workers", 0),
+                               transform=cfg.get("transform"), lock_timeout=cfg.get("lock_timeout"),
+                               **cfg.get("options", {}))
+    except PrebakeError as e:
+        result = {"error": type(e).__name__, "message": str(e)}
+        if cfg.get("report_to"):
+            Path(cfg["report_to"]).write_text(json.dumps(result))
+        os._exit(3)
+    result = {"action": report.action, "reasons": report.reasons, "reused": report.reused,
+              "warnings": report.warnings}
+    if cfg.get("report_to"):
+        Path(cfg["report_to"]).write_text(json.dumps(result))
+    else:
+        print(json.dumps(result))
 
 
 def _forked_entry(cfg: dict[str, Any]) -> None:
     os.setsid()  # its own process group, so orphaned pool workers can be found and reaped
+    faulthandler.disable()  # a worker killed with SIGBUS or SIGSEGV on purpose needs no stack dump
     child_main(cfg)
 
 
@@ -255,6 +277,19 @@ def join_forked(p: Any, timeout: float = 60.0, reap: bool = True) -> int:
     return p.exitcode
 
 
+def kill_blocked_worker(flag: Path, sig: int, timeout: float = 60.0) -> int:
+    """Wait until a worker is held inside the ``PREBAKE_TEST_BLOCK`` item (mid-chunk), send it ``sig``; its pid."""
+    pid_file = Path(f"{flag}.pid")
+    deadline = time.monotonic() + timeout
+    while not pid_file.exists() or not pid_file.read_text():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no worker reached the blocking item in {timeout} s")
+        time.sleep(0.005)
+    pid = int(pid_file.read_text())
+    os.kill(pid, sig)
+    return pid
+
+
 def run_forked(cfg: dict[str, Any], timeout: float = 60.0) -> int:
     """Run a build in a forked child; its exit code (-9 when it SIGKILLed itself)."""
     return join_forked(start_forked(cfg), timeout)
@@ -286,11 +321,13 @@ def script_cmd(cfg: dict[str, Any]) -> list[str]:
 
 
 def snapshot(path: str | os.PathLike[str]) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """Every file's bytes (manifest.json apart) and the manifest without "created"."""
+    """Every file's bytes (manifest.json apart) and the manifest without "created" (nor its
+    checksum, which covers "created")."""
     root = Path(path)
     files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     manifest = json.loads(files.pop("manifest.json"))
     manifest.pop("created")
+    manifest.pop("manifest_xxh3_64")
     return files, manifest
 
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prebake.errors import SamplingError
 from prebake.load.sampling import Sampling
 
 
@@ -14,12 +15,15 @@ from prebake.load.sampling import Sampling
 @given(n=st.integers(1, 60), batch=st.integers(1, 9), world=st.integers(1, 4), shuffle=st.booleans(),
        seed=st.integers(0, 3), epoch=st.integers(0, 3))
 def test_each_item_exactly_once_per_epoch_with_equal_steps(n, batch, world, shuffle, seed, epoch):
+    if n < world:  # some rank would have no item: refused, never unequal steps
+        with pytest.raises(SamplingError, match=f"{n} items cannot be shared by {world} ranks"):
+            Sampling(n, batch, shuffle, seed, False, 0, world)
+        return
     ranks = [Sampling(n, batch, shuffle, seed, False, r, world) for r in range(world)]
     batches = [s.batches(epoch) for s in ranks]
     seen = np.concatenate([b for rank in batches for b in rank])
     assert sorted(seen.tolist()) == list(range(n))  # exactly once, across ranks
-    if n >= world:
-        assert len({len(rank) for rank in batches}) == 1  # the same number of steps on every rank
+    assert len({len(rank) for rank in batches}) == 1  # the same number of steps on every rank
     for s, rank in zip(ranks, batches):
         assert len(rank) == s.steps()
         assert all(1 <= len(b) <= batch + 1 for b in rank)

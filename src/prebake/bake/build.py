@@ -32,10 +32,11 @@ import numpy as np
 
 from ..cache.files import lock_holder, read_manifest, remove_paths, write_lock_holder
 from ..cache.format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, partial_path
-from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError, opt
+from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError, WorkerDiedError, opt
 from . import fingerprint as fpr
 from . import transforms as T
 from .incremental import hash_identities, reuse_plan
+from .pool import WorkerPool
 from .sources import DatasetSource, Source, SourceOptions, detect
 from .worker import Job, probe_specs, run_chunk
 from .writer import ChunkResult, PartialCache, Plan, publish
@@ -61,6 +62,7 @@ class BuildOptions:
     ``allow_empty``: commit even when every item is bad. ``ragged``: columns whose first
     axis varies per item. ``lock_timeout``: seconds to wait for another build of the same
     output (None: wait). ``chunk_rows``: rows per unit of work (None: about 16 MB of rows).
+    ``content_hash``: identify source files by their bytes, not by size, mtime and ctime.
     """
 
     image_size: int | None = None  # resize to S x S
@@ -76,6 +78,7 @@ class BuildOptions:
     ragged: tuple[str, ...] = ()  # columns whose first axis varies per item
     lock_timeout: float | None = None  # seconds to wait for another build of the same output
     chunk_rows: int | None = None  # rows per work unit; None = about 16 MB of rows
+    content_hash: bool = False  # identify source files by their bytes, not size/mtime/ctime (CLI --content-hash)
 
 
 @dataclass
@@ -85,7 +88,8 @@ class BuildReport:
     ``split`` ("" without splits) was built into ``out``; ``action`` is "built", "resumed",
     "rebuilt" or "up to date", for ``reasons``. ``num_items`` were committed, ``skipped``
     lists the bad items (index, key, reason), ``reused`` items were copied unchanged from
-    the previous cache, in ``seconds``.
+    the previous cache, in ``seconds``. ``warnings``: what the build could not check (a
+    dataset without ``fingerprint()``), also logged.
     """
 
     split: str
@@ -96,6 +100,7 @@ class BuildReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     reused: int = 0  # items copied unchanged from the previous cache instead of baked
+    warnings: list[str] = field(default_factory=list)  # e.g. a dataset whose data identity is unknown
 
 
 def skipped_summary(report: BuildReport, manifest: str, show: int = 10) -> list[str]:
@@ -148,18 +153,23 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
                             sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform)
     T.check_inputs(steps, src)
     ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns)))
-    fp = fpr.make(src.describe(), T.describe(steps), {"ragged": list(ragged)})
+    src = src.with_content_hash() if opts.content_hash else src
+    described = src.describe()
+    fp = fpr.make(described, T.describe(steps), {"ragged": list(ragged), **_identity_option(opts)})
+    warnings = [described["unverified"]] if described.get("unverified") else []
+    for w in warnings:
+        log.warning("%s: %s", out, w)
     if src.origin is not None:
         fp["origin"] = src.origin  # beside the digest, not in it: how ls opens the source again
     if stale_reasons(out, fp, opts.force) is None and not leftovers(out):
-        return _up_to_date(split, out, t0)
+        return _up_to_date(split, out, t0, warnings)
     out.parent.mkdir(parents=True, exist_ok=True)
     job = Job(src, steps, opts.strict)
     with _worker_pool(job, opts.workers, len(src)) as pool, _locked(out, opts.lock_timeout):
         reasons = stale_reasons(out, fp, opts.force)  # again: another builder may have finished it
         if reasons is None:
             remove_paths(leftovers(out))  # safe: we hold the lock, nobody else builds this output
-            return _up_to_date(split, out, t0)
+            return _up_to_date(split, out, t0, warnings)
         if (out / MANIFEST).exists():
             log.info("rebuilding %s: %s", out, "; ".join(reasons))
         manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split, ragged)
@@ -167,7 +177,7 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
             reasons = ["resuming a build that was interrupted"]
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
     return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
-                       time.perf_counter() - t0, reused)
+                       time.perf_counter() - t0, reused, warnings)
 
 
 def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,
@@ -206,7 +216,7 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
     if pool is None:
         results: Iterator[ChunkResult] = (run_chunk(job, c, r) for _, _, c, r in tasks)
     else:
-        results = pool.imap_unordered(_pool_chunk, tasks)
+        results = pool.imap_unordered(_pool_chunk, tasks, describe=_describe_task)
     buffer: list[ChunkResult] = []
     last = time.monotonic()
     try:
@@ -218,6 +228,12 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
             if time.monotonic() - last >= _CHECKPOINT_S:
                 partial.record(buffer)
                 buffer, last = [], time.monotonic()
+    except WorkerDiedError as e:
+        saved = len(partial.done) + len(buffer)
+        err = WorkerDiedError(f"{e}; the build stopped, {saved} of {plan.num_chunks} chunks are saved in "
+                              f"{partial.path}: re-run the same command to resume")
+        err.exitcode = e.exitcode
+        raise err from None
     finally:
         partial.record(buffer)  # keep finished work even when a strict error stops the build
 
@@ -249,7 +265,7 @@ def _refuse_empty(partial: PartialCache, source: Source, allow_empty: bool) -> N
 def stale_reasons(out: Path, fp: dict[str, Any], force: bool) -> list[str] | None:
     """None if ``out`` is a committed cache of exactly these inputs, else the reasons to (re)build."""
     if force:
-        return ["--force"]
+        return [opt("force")]
     if not (out / MANIFEST).exists():
         if out.exists() and any(out.iterdir()):
             raise PrebakeError(
@@ -281,10 +297,16 @@ def _digest_of(cache_dir: Path) -> str | None:
         return None
 
 
-def _up_to_date(split: str, out: Path, t0: float) -> BuildReport:
+def _up_to_date(split: str, out: Path, t0: float, warnings: list[str]) -> BuildReport:
     m = read_manifest(out)
     log.debug("%s is up to date (%d items)", out, m["num_items"])
-    return BuildReport(split, out, "up to date", [], m["num_items"], m["skipped"], time.perf_counter() - t0)
+    return BuildReport(split, out, "up to date", [], m["num_items"], m["skipped"], time.perf_counter() - t0,
+                       warnings=warnings)
+
+
+def _identity_option(opts: BuildOptions) -> dict[str, Any]:
+    """``content_hash`` enters the options only when set, so other fingerprints keep their digest."""
+    return {"content_hash": True} if opts.content_hash else {}
 
 
 @contextmanager
@@ -324,12 +346,11 @@ def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]
         return
     global _JOB
     _JOB = job
-    pool = mp.get_context("fork").Pool(n, initializer=_init_worker, initargs=(os.getpid(),))
+    pool = WorkerPool(n, initializer=_init_worker, initargs=(os.getpid(),))  # notices a worker that dies
     try:
         yield pool
     finally:
-        pool.terminate()
-        pool.join()
+        pool.close()
         _JOB = None
 
 
@@ -354,6 +375,12 @@ _PR_SET_PDEATHSIG = 1
 
 def _slice(reuse: np.ndarray | None, rows: range) -> np.ndarray | None:
     return None if reuse is None else reuse[rows.start : rows.stop]
+
+
+def _describe_task(task: tuple[Path, Plan, int, np.ndarray | None]) -> str:
+    out, plan, chunk, _ = task
+    rows = plan.chunk_range(chunk)
+    return f"chunk {chunk} (items {rows.start}..{rows.stop - 1}) of {out}"
 
 
 def _pool_chunk(task: tuple[Path, Plan, int, np.ndarray | None]) -> ChunkResult:

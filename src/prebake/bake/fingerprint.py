@@ -1,9 +1,12 @@
 """What a cache was made from, hashed, and a readable account of what changed.
 
-The fingerprint covers the format version, the source identity (paths, sizes
-and mtimes of its files, its parameters), the bake transforms with their
-parameters and the source of user code, and output-shaping options. Equal
-digests mean the cache is up to date; different ones come with reasons.
+The fingerprint covers the format version and the prebake version (a new release
+may bake differently), the source identity (its parameters and its files: by
+content for sources of a few large files, else by size, mtime and ctime, see
+:func:`prebake.bake.sources.base.file_identity`), the bake transforms with their
+parameters, the identity of user code (:mod:`prebake.bake.codehash`, weights of
+``nn.Module`` objects apart), and output-shaping options. Equal digests mean the
+cache is up to date; different ones come with reasons.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import hashlib
 import json
 from typing import Any
 
+from .._version import __version__
 from ..cache.format import FORMAT_VERSION
 
 _EXAMPLES = 3
 
 
 def make(source: dict[str, Any], transforms: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
-    inputs = {"format_version": FORMAT_VERSION, "source": source, "transforms": transforms, "options": options}
+    inputs = {"format_version": FORMAT_VERSION, "prebake_version": __version__, "source": source,
+              "transforms": transforms, "options": options}
     return {"digest": digest(inputs), "inputs": inputs}
 
 
@@ -30,8 +35,9 @@ def digest(inputs: dict[str, Any]) -> str:
 def explain(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human reasons why ``old`` inputs differ from ``new`` ones (empty if equal)."""
     reasons: list[str] = []
-    if old.get("format_version") != new.get("format_version"):
-        reasons.append(f"format version {old.get('format_version')} -> {new.get('format_version')}")
+    for key in ("format_version", "prebake_version"):
+        if old.get(key) != new.get(key):
+            reasons.append(f"{key.replace('_', ' ')} {old.get(key)} -> {new.get(key)}")
     reasons += _explain_source(old.get("source", {}), new.get("source", {}))
     if old.get("transforms") != new.get("transforms"):
         reasons += _explain_transforms(old.get("transforms", []), new.get("transforms", []))
@@ -46,6 +52,12 @@ def explain(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def _explain_source(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     reasons = []
+    old_params, new_params = old.get("params") or {}, new.get("params") or {}
+    if isinstance(old_params, dict) and isinstance(new_params, dict) and "code" in new_params:
+        reasons += _explain_code("dataset", old_params, new_params)  # a dataset's factory, like a transform
+        old_params = {k: v for k, v in old_params.items() if k not in ("code", "weights")}
+        new_params = {k: v for k, v in new_params.items() if k not in ("code", "weights")}
+        old, new = {**old, "params": old_params}, {**new, "params": new_params}
     for key in sorted((set(old) | set(new)) - {"files"}):
         if old.get(key) != new.get(key):
             reasons.append(f"source {key}: {_short(old.get(key))} -> {_short(new.get(key))}")
@@ -76,12 +88,30 @@ def _explain_transforms(old: list[dict[str, Any]], new: list[dict[str, Any]]) ->
         if prev is None:
             reasons.append(f"transform {t['name']} added {_params(t)}")
         elif prev != t:
-            if t["name"] == "user" and prev.get("code") != t.get("code"):
-                reasons.append(f"transform code changed ({t.get('function')})")
+            if t["name"] == "user" and (prev.get("code"), prev.get("weights")) != (t.get("code"), t.get("weights")):
+                reasons += _explain_code("transform", prev, t)
             else:
                 reasons.append(f"transform {t['name']}: {_params(prev)} -> {_params(t)}")
     if not reasons:
         reasons.append("transform order changed")
+    return reasons
+
+
+def _explain_code(what: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'transform code changed (m:f)' and "transform 'f': weights of ENCODER changed" lines."""
+    name = str(new.get("function") or new.get("name") or "?")
+    short = name.rpartition(":")[2]
+    reasons = []
+    if old.get("code") != new.get("code"):
+        reasons.append(f"{what} code changed ({name})")
+    w_old, w_new = old.get("weights") or {}, new.get("weights") or {}
+    for key in sorted(set(w_old) | set(w_new)):
+        if key not in w_old:
+            reasons.append(f"{what} '{short}': weights of {key} added")
+        elif key not in w_new:
+            reasons.append(f"{what} '{short}': weights of {key} removed")
+        elif w_old[key] != w_new[key]:
+            reasons.append(f"{what} '{short}': weights of {key} changed")
     return reasons
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import PrebakeError
 from . import fingerprint as fpr
 from .sources import SourceOptions, detect
-from .sources.base import file_identity
+from .sources.base import refresh_identity
 
 
 def rebuild_reasons(manifest: dict[str, Any]) -> list[str]:
@@ -34,6 +34,8 @@ def rebuild_reasons(manifest: dict[str, Any]) -> list[str]:
     src = sources.get(origin.get("split", ""))
     if src is None:
         return [f"the source {origin['path']} has no split {origin.get('split')!r} any more"]
+    if (inputs.get("options") or {}).get("content_hash"):
+        src = src.with_content_hash()
     now = fpr.make(src.describe(), inputs.get("transforms", []), inputs.get("options", {}))
     return [] if now["digest"] == fp.get("digest") else fpr.explain(inputs, now["inputs"])
 
@@ -43,6 +45,5 @@ def source_changes(manifest: dict[str, Any]) -> list[str]:
     source = manifest.get("fingerprint", {}).get("inputs", {}).get("source", {})
     if not (source.get("files") and source.get("root")):
         return []
-    root = Path(source["root"])
-    now = file_identity([root / f for f in source["files"]], root)
+    now = refresh_identity(source["files"], Path(source["root"]))  # by metadata or content, as recorded
     return fpr.explain_files(source["files"], now)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..cache.files import fsync_path
 from ..cache.format import ColumnSpec
+from .space import allocate_npy
 
 
 class MappedColumns:
@@ -51,10 +52,11 @@ class MappedColumns:
                 mm.flush(lo, hi - lo)
 
 
-def copy_rows(src_file: Path, dst_file: Path, keep: np.ndarray, block: int) -> None:
-    """Write rows ``keep`` of the .npy at ``src_file`` into a new .npy at ``dst_file``, ``block`` rows at a time."""
+def copy_rows(src_file: Path, dst_file: Path, keep: np.ndarray, block: int, what: str) -> None:
+    """Write rows ``keep`` of the .npy at ``src_file`` into a new, fully allocated .npy at
+    ``dst_file``, ``block`` rows at a time."""
     src = np.load(src_file, mmap_mode="r")
-    dst = np.lib.format.open_memmap(dst_file, "w+", src.dtype, (len(keep), *src.shape[1:]))
+    dst = allocate_npy(dst_file, src.dtype, (len(keep), *src.shape[1:]), what)
     for s in range(0, len(keep), block):
         dst[s : s + block] = src[keep[s : s + block]]
     dst.flush()

@@ -232,7 +232,7 @@ def describe(steps: Sequence[Transform]) -> list[dict[str, Any]]:
             out.append({"name": type(s).__name__, **dataclasses.asdict(s)})
         else:
             ident = s.identity if isinstance(s, UserTransform) else code_identity(s)
-            out.append({"name": "user", "function": ident["name"], "code": ident["code"]})
+            out.append({"name": "user", "function": ident["name"], "code": ident["code"], "weights": ident["weights"]})
     return out
 
 

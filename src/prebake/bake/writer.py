@@ -44,9 +44,12 @@ from ..cache.format import (
     SHARDS,
     ColumnSpec,
     partial_path,
+    sign_manifest,
 )
 from ..cache.stats import combine_stats, label_histogram
+from ..errors import DiskFullError
 from .mapped import MappedColumns, copy_rows
+from .space import NO_ROOM, allocate_npy, check_free, disk_full, npy_bytes
 
 _COMPACT = "_compact"
 _COMPACTED = "_compacted"
@@ -135,15 +138,24 @@ class PartialCache:
 
     @staticmethod
     def _create(path: Path, plan: Plan) -> None:
+        """A fresh partial directory with every fixed column allocated in full (see bake/space.py).
+
+        When the disk has no room for them, nothing is left behind: the error says how
+        many bytes are needed and free.
+        """
         shutil.rmtree(path, ignore_errors=True)
         (path / SHARDS).mkdir(parents=True)
-        for c in plan.fixed:
-            mm = np.lib.format.open_memmap(
-                path / c.files[0], mode="w+", dtype=np.dtype(c.dtype), shape=(plan.num_keys, *c.shape)
-            )
-            del mm  # sparse until workers write rows
-        (path / JOURNAL).touch()
-        write_json(path / PLAN, plan.to_json())
+        try:
+            shapes = [(c, (plan.num_keys, *c.shape)) for c in plan.fixed]
+            what = f"the build of {path.name[: -len(PARTIAL_SUFFIX)]} ({len(shapes)} fixed column files in {path})"
+            check_free(path, sum(npy_bytes(np.dtype(c.dtype), shape) for c, shape in shapes), what)
+            for c, shape in shapes:
+                allocate_npy(path / c.files[0], np.dtype(c.dtype), shape, what)  # workers map it themselves
+            (path / JOURNAL).touch()
+            write_json(path / PLAN, plan.to_json())
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # a partial that never started is worth nothing
+            raise
         fsync_path(path)
 
     @staticmethod
@@ -203,9 +215,23 @@ class PartialCache:
         values = np.concatenate(items, dtype=spec.dtype) if items else np.empty((0, *spec.shape), dtype=spec.dtype)
         for path, arr in zip(self.shard_files(spec.name, chunk), (values, lengths)):
             tmp = path.name + ".tmp"
-            with open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd)) as f:
-                np.save(f, arr, allow_pickle=False)
+            try:
+                with open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd)) as f:
+                    np.save(f, arr, allow_pickle=False)
+            except OSError as e:
+                if e.errno in NO_ROOM:
+                    raise self._no_room(e, arr.nbytes) from None
+                raise
             os.replace(tmp, path.name, src_dir_fd=fd, dst_dir_fd=fd)
+
+    def _no_room(self, e: OSError, needed: int) -> DiskFullError:
+        """A full disk after the build started: the finished chunks stay, a re-run resumes them."""
+        err = disk_full(self.path, needed, f"the build in {self.path} (ragged rows and the commit)", cause=e)
+        return DiskFullError(f"{err}; {self._resume_hint()}")
+
+    def _resume_hint(self) -> str:
+        return (f"the finished chunks are kept in {self.path}: re-run the same command to resume once there "
+                f"is room, or delete it with 'prebake clear {self.path}'")
 
     # -- journal (parent side) ----------------------------------------------------------
 
@@ -236,6 +262,17 @@ class PartialCache:
         ``item_ids`` (uint64, one per key) are kept for the rows that were not skipped.
         """
         self.close()
+        try:
+            return self._seal(keys, classes, fingerprint, item_ids)
+        except DiskFullError as e:
+            raise DiskFullError(f"{e}; {self._resume_hint()}") from None
+        except OSError as e:
+            if e.errno in NO_ROOM:
+                raise self._no_room(e, 0) from None
+            raise
+
+    def _seal(self, keys: list[str], classes: list[str] | None, fingerprint: dict[str, Any],
+              item_ids: np.ndarray | None) -> dict[str, Any]:
         results = [self.done[c] for c in range(self.plan.num_chunks)]
         bad = sorted(b for r in results for b in r.bad)
         good = np.ones(self.plan.num_keys, dtype=bool)
@@ -256,6 +293,7 @@ class PartialCache:
             "stats": self._stats(results, classes),
             "item_ids": None if item_ids is None else self._write_item_ids(item_ids[good]),
         }
+        manifest = sign_manifest(manifest)
         write_json(self.path / MANIFEST, manifest)
         return manifest
 
@@ -268,8 +306,11 @@ class PartialCache:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             keep = np.flatnonzero(good)
+            what = f"dropping {len(good) - len(keep)} skipped rows from the build in {self.path}"
+            check_free(tmp, sum(npy_bytes(np.dtype(c.dtype), (len(keep), *c.shape)) for c in self.plan.fixed),
+                       what)
             for c in self.plan.fixed:
-                copy_rows(self.path / c.files[0], tmp / c.files[0], keep, self.plan.chunk_rows)
+                copy_rows(self.path / c.files[0], tmp / c.files[0], keep, self.plan.chunk_rows, what)
             fsync_path(tmp)
             marker.touch()
             fsync_path(self.path)
@@ -283,7 +324,8 @@ class PartialCache:
         offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.int64)
         np.cumsum(np.concatenate(lengths) if lengths else [], out=offsets[1:])
         values_file, offsets_file = (self.path / f for f in c.files)
-        out = np.lib.format.open_memmap(values_file, "w+", np.dtype(c.dtype), (int(offsets[-1]), *c.shape))
+        out = allocate_npy(values_file, np.dtype(c.dtype), (int(offsets[-1]), *c.shape),
+                           f"the ragged column {c.name!r} of the build in {self.path}")
         pos = 0
         for vp, _ in shards:
             v = np.load(vp, mmap_mode="r", allow_pickle=False)

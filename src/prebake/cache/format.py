@@ -14,21 +14,32 @@ A cache is a directory of plain files that numpy alone can read::
 While it is being built the directory is ``cache/cifar10/train.partial/`` and
 also holds the resume journal (``_plan.json``, ``_journal.jsonl``, ``_shards/``).
 Those files are removed before the rename that commits the cache.
+
+The manifest protects itself: ``manifest_xxh3_64`` is the xxh3-64 of its canonical
+content (every other key, as sorted compact ASCII JSON, see :func:`manifest_checksum`),
+so any change to a value that a reader or a rebuild relies on is detected. It is a
+checksum against corruption and careless edits, not a signature. Every value is also
+checked against the schema (:func:`check_manifest`): a ``files`` table must name exactly
+the files the format implies for its column, so no manifest can point a check at one
+file while the reader opens another.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from ..errors import FormatError, opt
 
 FORMAT_NAME = "prebake-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest carries its own checksum (manifest_xxh3_64)
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
@@ -51,9 +62,13 @@ MANIFEST_KEYS = (
     "skipped",
     "stats",
     "item_ids",
+    "manifest_xxh3_64",
 )
+CHECKSUM_KEY = "manifest_xxh3_64"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
+_HEX16_RE = re.compile(r"^[0-9a-f]{16}$")
+_MAX_DIM = 1 << 48  # no axis, row count or file size of a real cache comes near this
 
 
 @dataclass(frozen=True)
@@ -130,23 +145,154 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + PARTIAL_SUFFIX)
 
 
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """xxh3-64 of the manifest's canonical content: every key but the checksum, sorted, compact ASCII JSON."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM_KEY}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return xxhash.xxh3_64_hexdigest(blob.encode("ascii"))
+
+
+def sign_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with its checksum as the last key (what the writer stores)."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM_KEY}
+    return {**body, CHECKSUM_KEY: manifest_checksum(body)}
+
+
 def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` at ``path``, if it is a manifest of this format version."""
+    """The parsed ``manifest.json`` at ``path``, if it is an intact manifest of this format version.
+
+    Raises :class:`FormatError` naming the entry for anything else: another format or
+    version, a checksum that does not match the content, or a value of the wrong type or
+    range (so no reader, verify or rebuild ever meets a raw KeyError or TypeError).
+    """
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise FormatError(f"{path} is not a prebake manifest (format={got!r})")
+        raise FormatError(f"{path} is not a prebake manifest (format={got!r}); it is not a cache this "
+                          f"prebake wrote: rebuild it with {opt('force')}")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or type(version) is not int:
         raise FormatError(
-            f"{path} has format version {version}, this prebake reads version {FORMAT_VERSION}; "
+            f"{path} has format version {version!r}, this prebake reads version {FORMAT_VERSION}; "
             f"rebuild the cache with this prebake ({opt('force')})"
         )
+    stored, actual = manifest.get(CHECKSUM_KEY), manifest_checksum(manifest)
+    if stored != actual:
+        raise FormatError(
+            f"{path}: manifest checksum is {actual}, the manifest says {stored!r} — the manifest was "
+            f"edited or corrupted after it was written; rebuild the cache with {opt('force')}"
+        )
+    _check_schema(manifest, _Where(path))
     return manifest
 
 
+class _Where:
+    """Names an entry of one manifest in error messages."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, entry: str, got: Any, expected: str) -> FormatError:
+        shown = repr(got)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return FormatError(f"{self.path}: {entry} is {shown}, expected {expected}; the manifest is damaged: "
+                           f"rebuild the cache with {opt('force')}")
+
+
+def _check_schema(m: dict[str, Any], at: _Where) -> None:
+    missing = [k for k in MANIFEST_KEYS if k not in m]
+    if missing:
+        raise at.fail("the key list", sorted(m), f"the keys {list(MANIFEST_KEYS)} (missing {missing})")
+    for key in ("prebake_version", "created"):
+        _expect(isinstance(m[key], str), at, key, m[key], "a string")
+    _count(m["num_items"], at, "num_items")
+    _expect(isinstance(m["columns"], dict), at, "columns", m["columns"], "an object of columns")
+    for name, col in m["columns"].items():
+        _check_column(name, col, at)
+    classes = m["classes"]
+    ok = classes is None or isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    _expect(ok, at, "classes", classes, "null or a list of strings")
+    fp = m["fingerprint"]
+    ok = isinstance(fp, dict) and isinstance(fp.get("digest"), str) and isinstance(fp.get("inputs"), dict)
+    _expect(ok, at, "fingerprint", fp, 'an object with a string "digest" and an object "inputs"')
+    _expect(isinstance(m["skipped"], list), at, "skipped", m["skipped"], "a list")
+    for k, s in enumerate(m["skipped"]):
+        ok = (isinstance(s, dict) and _is_count(s.get("index")) and isinstance(s.get("key"), str)
+              and isinstance(s.get("reason"), str))
+        _expect(ok, at, f"skipped[{k}]", s, 'an object with an integer "index" and string "key" and "reason"')
+    _check_stats(m["stats"], at)
+    if m["item_ids"] is not None:
+        _file_meta(m["item_ids"], at, "item_ids")
+
+
+def _check_column(name: Any, col: Any, at: _Where) -> None:
+    entry = f"columns.{name}"
+    try:
+        validate_column_name(name)
+    except FormatError:
+        raise at.fail("a column name", name, "letters, digits, '_' and '-' (no path separators, no '..')") from None
+    ok = isinstance(col, dict) and isinstance(col.get("dtype"), str) and isinstance(col.get("ragged"), bool)
+    _expect(ok, at, entry, col, 'an object with a string "dtype" and a boolean "ragged"')
+    try:
+        dtype = np.dtype(col["dtype"])
+    except (TypeError, ValueError, SyntaxError):
+        raise at.fail(f"{entry}.dtype", col["dtype"], "a numpy dtype string such as '|u1' or '<f4'") from None
+    try:
+        validate_dtype(dtype, name)
+    except FormatError as e:
+        raise at.fail(f"{entry}.dtype", col["dtype"], str(e).split("; ")[-1]) from None
+    _expect(dtype.itemsize > 0, at, f"{entry}.dtype", col["dtype"], "a dtype of at least one byte")
+    shape = col.get("shape")
+    dims = shape[1:] if col["ragged"] and isinstance(shape, list) and shape and shape[0] is None else shape
+    ok = isinstance(shape, list) and isinstance(dims, list) and (dims is not shape) == col["ragged"]
+    ok = ok and all(_is_count(d) for d in dims) and math.prod(dims) * dtype.itemsize < _MAX_DIM
+    want = "[null, d1, ...] of non-negative integers" if col["ragged"] else "a list of non-negative integers"
+    _expect(ok, at, f"{entry}.shape", shape, want)
+    files = col.get("files")
+    spec_files = ColumnSpec(name, dtype.str, tuple(dims), col["ragged"]).files
+    ok = isinstance(files, dict) and sorted(files) == sorted(spec_files)
+    _expect(ok, at, f"{entry}.files", sorted(files) if isinstance(files, dict) else files,
+            f"exactly the files {list(spec_files)} that the format names for column {name!r}")
+    for fname, meta in files.items():
+        _file_meta(meta, at, f"{entry}.files.{fname}")
+
+
+def _file_meta(meta: Any, at: _Where, entry: str) -> None:
+    ok = isinstance(meta, dict) and _is_count(meta.get("bytes")) and isinstance(meta.get("xxh3_64"), str)
+    ok = ok and bool(_HEX16_RE.match(meta["xxh3_64"]))
+    _expect(ok, at, entry, meta, 'an object with an integer "bytes" and 16 hex digits "xxh3_64"')
+
+
+def _check_stats(stats: Any, at: _Where) -> None:
+    _expect(isinstance(stats, dict) and isinstance(stats.get("columns", {}), dict), at, "stats", stats,
+            'an object with an object "columns"')
+    hist = stats.get("label_histogram")
+    ok = hist is None or isinstance(hist, dict) and all(_is_count(v) for v in hist.values())
+    _expect(ok, at, "stats.label_histogram", hist, "an object of label -> count")
+
+
+def _is_count(v: Any) -> bool:
+    return type(v) is int and 0 <= v < _MAX_DIM
+
+
+def _count(v: Any, at: _Where, entry: str) -> None:
+    _expect(_is_count(v), at, entry, v, "a non-negative integer")
+
+
+def _expect(ok: bool, at: _Where, entry: str, got: Any, expected: str) -> None:
+    if not ok:
+        raise at.fail(entry, got, expected)
+
+
 def committed_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every data file of a committed cache: ``{file name: {"bytes", "xxh3_64"}}``."""
-    files = {f: meta for col in manifest["columns"].values() for f, meta in col["files"].items()}
+    """Every data file of a committed cache: ``{file name: {"bytes", "xxh3_64"}}``.
+
+    The names are the ones the format implies (:attr:`ColumnSpec.files`), which
+    :func:`check_manifest` has made sure the manifest's tables agree with.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    for spec in column_specs(manifest).values():
+        table = manifest["columns"][spec.name]["files"]
+        files.update({f: table[f] for f in spec.files})
     if manifest.get("item_ids"):
         files[ITEM_IDS] = manifest["item_ids"]
     return files

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CacheNotFoundError, FormatError
+from ..errors import CacheCorruptError, CacheNotFoundError, FormatError
 from .files import read_manifest
 from .format import FORMAT_VERSION, LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFIX
 
@@ -32,6 +32,7 @@ class Entry:
     items: int | None
     bytes: int
     reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be checked (a dataset without fingerprint())
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,17 +76,26 @@ def find_caches(root: str | os.PathLike[str], staleness: Staleness | None = None
             dirnames.clear()
         elif (d / MANIFEST).is_file():
             state, items, reasons = _state(d, staleness)
-            entries.append(Entry(str(d), state, items, dir_bytes(d), reasons))
+            entries.append(Entry(str(d), state, items, dir_bytes(d), reasons, _notes(d)))
             dirnames.clear()
         else:
             dirnames[:] = sorted(n for n in dirnames if not n.endswith(REPLACED_SUFFIX))
     return sorted(entries, key=lambda e: e.path)
 
 
+def _notes(d: Path) -> list[str]:
+    """What the manifest says could not be checked when it was built (its source's "unverified")."""
+    try:
+        note = read_manifest(d)["fingerprint"]["inputs"].get("source", {}).get("unverified")
+    except (FormatError, CacheCorruptError, CacheNotFoundError, AttributeError):
+        return []
+    return [str(note)] if note else []
+
+
 def _state(d: Path, staleness: Staleness | None) -> tuple[str, int | None, list[str]]:
     try:
         m = read_manifest(d)
-    except FormatError as e:
+    except (FormatError, CacheCorruptError) as e:
         return "stale", None, [str(e)]
     inputs = m.get("fingerprint", {}).get("inputs", {})
     reasons = []

@@ -1,9 +1,15 @@
 """``prebake.open``: a committed cache as a map-style torch Dataset.
 
-Columns are memory-mapped read-only; nothing is read until an item is asked
-for. ``cache[i]`` returns a dict of writable numpy arrays (copies of one row,
-so ``torch.from_numpy`` never warns about non-writable memory). The dataset
-pickles without its memory maps, so spawn workers reopen them cheaply.
+Columns are memory-mapped read-only when the cache is opened; nothing is read
+until an item is asked for. ``cache[i]`` returns a dict of writable numpy arrays
+(copies of one row, so ``torch.from_numpy`` never warns about non-writable memory).
+
+One Cache serves one committed version for its whole life. The manifest and every
+column are opened through one descriptor of the cache directory, so a rebuild that
+swaps a new cache into place cannot mix into an open one: the maps keep the old files
+alive. The dataset pickles without its memory maps; the receiving process (a spawn
+DataLoader worker) maps the files again and checks that the manifest there has the
+same checksum, else it raises :class:`~prebake.errors.CacheChangedError`.
 """
 
 from __future__ import annotations
@@ -17,9 +23,20 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from ..errors import CacheCorruptError, CacheNotFoundError, opt
-from .files import lock_holder, read_manifest
-from .format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, ColumnSpec, column_specs, committed_files, partial_path
+from ..errors import CacheChangedError, CacheCorruptError, CacheNotFoundError, opt
+from .files import lock_holder, map_npy, npy_layout, open_dir, open_member, read_manifest
+from .format import (
+    CHECKSUM_KEY,
+    LOCK_SUFFIX,
+    MANIFEST,
+    PARTIAL_SUFFIX,
+    ColumnSpec,
+    column_specs,
+    committed_files,
+    partial_path,
+)
+
+_OPEN_TRIES = 3  # a rebuild may swap the directory while it is being opened: try again
 from .tuples import Tuples
 
 
@@ -80,24 +97,74 @@ class Cache(torch.utils.data.Dataset):
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         _require_committed(self.path)
-        self.manifest: dict[str, Any] = read_manifest(self.path)
-        self.specs: dict[str, ColumnSpec] = column_specs(self.manifest)
-        self._check_sizes()
-        self._cols: dict[str, np.ndarray | Ragged] | None = None
+        self.manifest: dict[str, Any] = {}
+        self.specs: dict[str, ColumnSpec] = {}
+        self._cols: dict[str, np.ndarray | Ragged] = {}
+        self._open(expected=None)
         self._targets: np.ndarray | None = None
         self._preloaded: dict[tuple[str, str], Any] = {}
 
-    def _check_sizes(self) -> None:
-        """Cheap open-time check (stat only); ``prebake verify`` checks the bytes."""
-        for fname, meta in committed_files(self.manifest).items():
-            f = self.path / fname
-            size = f.stat().st_size if f.exists() else None
-            if size != meta["bytes"]:
-                got = "missing" if size is None else f"{size:,} bytes"
-                raise CacheCorruptError(
-                    f"{f} is {got}, manifest says {meta['bytes']:,} bytes — the file was truncated or "
-                    f"replaced; run 'prebake verify {self.path}' or rebuild with {opt('force')}"
+    @property
+    def version(self) -> str:
+        """The manifest checksum: what identifies the committed version this Cache serves."""
+        return str(self.manifest[CHECKSUM_KEY])
+
+    def _open(self, expected: str | None) -> None:
+        """Read the manifest and map every column from one directory descriptor (see the module docstring)."""
+        for attempt in range(_OPEN_TRIES):
+            with open_dir(self.path) as dir_fd:
+                try:
+                    manifest = read_manifest(self.path, dir_fd)
+                    if expected is None or manifest[CHECKSUM_KEY] == expected:
+                        cols = self._map_all(dir_fd, manifest)
+                except (CacheCorruptError, CacheNotFoundError):
+                    if attempt + 1 < _OPEN_TRIES and _swapped(self.path, dir_fd):
+                        continue  # a rebuild replaced the directory while we read it
+                    raise
+            if expected is not None and manifest[CHECKSUM_KEY] != expected:
+                raise CacheChangedError(
+                    f"{self.path} was rebuilt after this Cache was opened (manifest checksum {expected}, "
+                    f"now {manifest[CHECKSUM_KEY]}); this process would mix two versions of the cache: "
+                    f"open it again with prebake.open({str(self.path)!r}) and restart the DataLoader workers"
                 )
+            self.manifest, self.specs, self._cols = manifest, column_specs(manifest), cols
+            return
+
+    def _map_all(self, dir_fd: int, manifest: dict[str, Any]) -> dict[str, np.ndarray | Ragged]:
+        """Every column mapped, after a cheap check of each file (size and .npy header; no bytes read)."""
+        n = int(manifest["num_items"])
+        files = committed_files(manifest)
+        fds: dict[str, int] = {}
+        try:
+            for fname, meta in files.items():
+                fds[fname] = open_member(dir_fd, fname, self.path / fname)
+                size = os.fstat(fds[fname]).st_size
+                if size != meta["bytes"]:
+                    raise CacheCorruptError(
+                        f"{self.path / fname} is {size:,} bytes, manifest says {meta['bytes']:,} bytes — the file "
+                        f"was truncated or replaced; run 'prebake verify {self.path}' or rebuild with {opt('force')}"
+                    )
+            return {name: self._map(fds, spec, n) for name, spec in column_specs(manifest).items()}
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _map(self, fds: dict[str, int], spec: ColumnSpec, n: int) -> np.ndarray | Ragged:
+        dtype = np.dtype(spec.dtype)
+        if not spec.ragged:
+            [f] = spec.files
+            return map_npy(fds[f], self.path / f, dtype, (n, *spec.shape))
+        values_file, offsets_file = spec.files
+        offsets = map_npy(fds[offsets_file], self.path / offsets_file, np.dtype(np.int64), (n + 1,))
+        shown = self.path / values_file
+        rows = npy_layout(fds[values_file], shown)[0][:1]
+        values = map_npy(fds[values_file], shown, dtype, (rows[0] if rows else -1, *spec.shape))
+        if int(offsets[0]) != 0 or int(offsets[-1]) != len(values):
+            raise CacheCorruptError(
+                f"{self.path / offsets_file} runs from {int(offsets[0])} to {int(offsets[-1])}, expected 0 to "
+                f"{len(values)} (the rows of {values_file}); run 'prebake verify {self.path}' or rebuild with {opt('force')}"
+            )
+        return Ragged(values, offsets)
 
     # -- columns --------------------------------------------------------------------------------
 
@@ -120,8 +187,6 @@ class Cache(torch.utils.data.Dataset):
 
     def column(self, name: str) -> np.ndarray | Ragged:
         """The whole column, memory-mapped read-only (a :class:`Ragged` for ragged columns)."""
-        if self._cols is None:
-            self._cols = {n: self._open(s) for n, s in self.specs.items()}
         try:
             return self._cols[name]
         except KeyError:
@@ -148,10 +213,6 @@ class Cache(torch.utils.data.Dataset):
     def tuples(self, *names: str) -> Tuples:
         """A torchvision-style view: ``image, label = cache.tuples("image", "label")[i]``."""
         return Tuples(self, names)
-
-    def _open(self, spec: ColumnSpec) -> np.ndarray | Ragged:
-        arrays = [np.load(self.path / f, mmap_mode="r", allow_pickle=False) for f in spec.files]
-        return Ragged(*arrays) if spec.ragged else arrays[0]
 
     # -- Dataset ----------------------------------------------------------------------------------
 
@@ -207,13 +268,26 @@ class Cache(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cols"] = None  # memory maps are reopened in the receiving process
+        state["_cols"] = {}  # memory maps are reopened in the receiving process
         state["_preloaded"] = {}  # preloaded copies are not sent either
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open(expected=self.version)  # the same committed version, or CacheChangedError
 
     def __repr__(self) -> str:
         cols = ", ".join(f"{n}:{s.dtype}{list(s.shape)}{'*' if s.ragged else ''}" for n, s in self.specs.items())
         return f"Cache({str(self.path)!r}, items={len(self)}, columns=[{cols}])"
+
+
+def _swapped(path: Path, dir_fd: int) -> bool:
+    """Whether ``path`` names another directory than ``dir_fd`` now (a rebuild was published)."""
+    try:
+        now, held = os.stat(path), os.fstat(dir_fd)
+    except OSError:
+        return True
+    return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
 
 
 @overload

@@ -1,6 +1,7 @@
 """``prebake verify``: check every byte of a cache against its manifest.
 
-Checks, per file: present, size, xxh3 checksum, .npy header dtype and shape;
+Checks the manifest first (its own checksum and schema), then, per file: a regular
+file inside the cache (never a symlink), size, xxh3 checksum, .npy header dtype and shape;
 per column: NaN/Inf in float data, ragged offsets; for labels: the range
 against the classes and the histogram against the manifest. Class imbalance
 is reported as a warning, since real datasets are often imbalanced.
@@ -16,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CacheNotFoundError, FormatError, opt
-from .files import file_checksum, read_manifest
+from ..errors import CacheCorruptError, CacheNotFoundError, FormatError, opt
+from .files import fd_checksum, map_npy, npy_layout, open_dir, open_member, read_manifest
 from .format import ITEM_IDS, MANIFEST, ColumnSpec, column_specs, committed_files
 from .stats import label_histogram
 
@@ -27,22 +28,26 @@ _IMBALANCE_WARN = 10.0
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify` found at ``path``: ``problems`` (the cache is wrong), ``warnings`` (it is
-    right but unusual), and how many ``files_checked`` and ``bytes_checked``. ``ok``: no problems."""
+    """What :func:`verify` found at ``path``: ``problems`` (the cache is wrong), ``unchecked`` (what could
+    not be checked, a file that cannot be read: permissions, I/O errors), ``warnings`` (it is right but
+    unusual), and how many ``files_checked`` and ``bytes_checked``. ``ok``: no problems."""
 
     path: Path
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
     files_checked: int = 0
     bytes_checked: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        """Everything was checked and nothing is wrong."""
+        return not self.problems and not self.unchecked
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "ok": self.ok, "problems": self.problems, "warnings": self.warnings,
-                "files_checked": self.files_checked, "bytes_checked": self.bytes_checked}
+                "unchecked": self.unchecked, "files_checked": self.files_checked,
+                "bytes_checked": self.bytes_checked}
 
 
 def verify(path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> VerifyReport:
@@ -53,37 +58,43 @@ def verify(path: str | os.PathLike[str], progress: Callable[[int, int], None] | 
     """
     report = VerifyReport(Path(path))
     try:
-        if not (report.path / MANIFEST).is_file():
-            raise CacheNotFoundError(f"{report.path / MANIFEST} is missing: not a committed cache")
-        manifest = read_manifest(report.path)
-        specs = column_specs(manifest)
-    except (CacheNotFoundError, FormatError, KeyError, ValueError) as e:
+        with open_dir(report.path) as dir_fd:
+            _verify(report, dir_fd, progress)
+    except CacheNotFoundError as e:
+        report.problems.append(f"{report.path / MANIFEST} is missing: not a committed cache ({e})")
+    except (FormatError, CacheCorruptError) as e:
         report.problems.append(str(e))
-        return report
-    total = sum(m["bytes"] for m in committed_files(manifest).values())
-    intact = {name: _check_column(report, manifest, spec, total, progress) for name, spec in specs.items()}
-    if intact.get("label"):
-        _check_labels(report, manifest, specs["label"])
-    if manifest.get("item_ids"):
-        _check_file(report, report.path / ITEM_IDS, manifest["item_ids"])
+    except OSError as e:
+        report.unchecked.append(f"{e.filename or report.path}: cannot be read ({e.strerror or e}); "
+                                "check the permissions and the disk, then verify again")
     return report
 
 
-def _check_column(report: VerifyReport, manifest: dict[str, Any], spec: ColumnSpec, total: int,
-                  progress: Callable[[int, int], None] | None) -> bool:
+def _verify(report: VerifyReport, dir_fd: int, progress: Callable[[int, int], None] | None) -> None:
+    manifest = read_manifest(report.path, dir_fd)  # its checksum and schema, or a FormatError
+    specs = column_specs(manifest)
+    total = sum(m["bytes"] for m in committed_files(manifest).values())
+    intact = {}
+    for name, spec in specs.items():
+        intact[name] = _check_column(report, dir_fd, manifest, spec)
+        if progress:
+            progress(report.bytes_checked, total)
+    if intact.get("label"):
+        _check_labels(report, dir_fd, manifest, specs["label"])
+    if manifest.get("item_ids"):
+        _check_file(report, dir_fd, ITEM_IDS, manifest["item_ids"])
+
+
+def _check_column(report: VerifyReport, dir_fd: int, manifest: dict[str, Any], spec: ColumnSpec) -> bool:
     """True when the column's files match the manifest byte for byte and their headers agree."""
     files = manifest["columns"][spec.name]["files"]
     intact = True
-    for fname, meta in files.items():
-        intact &= _check_file(report, report.path / fname, meta)
-        if progress:
-            progress(report.bytes_checked, total)
+    for fname in spec.files:
+        intact &= _check_file(report, dir_fd, fname, files[fname])
     if not intact:
         return False
-    try:
-        arrays = [np.load(report.path / f, mmap_mode="r", allow_pickle=False) for f in spec.files]
-    except (ValueError, OSError) as e:
-        report.problems.append(f"{report.path / spec.files[0]}: cannot be read as .npy ({e})")
+    arrays = _arrays(report, dir_fd, spec)
+    if arrays is None:
         return False
     before = len(report.problems)
     _check_header(report, spec, arrays, int(manifest["num_items"]))
@@ -94,28 +105,52 @@ def _check_column(report: VerifyReport, manifest: dict[str, Any], spec: ColumnSp
     return True
 
 
-def _check_file(report: VerifyReport, f: Path, meta: dict[str, Any]) -> bool:
-    if not f.is_file():
-        report.problems.append(f"{f} is missing; rebuild the cache with {opt('force')}")
+def _arrays(report: VerifyReport, dir_fd: int, spec: ColumnSpec) -> list[np.ndarray] | None:
+    """The column's files as read-only arrays, in the shapes their own headers give."""
+    out = []
+    for fname in spec.files:
+        shown = report.path / fname
+        fd = open_member(dir_fd, fname, shown)
+        try:
+            shape, dtype, _ = npy_layout(fd, shown)
+            out.append(map_npy(fd, shown, dtype, shape))
+        except CacheCorruptError as e:
+            report.problems.append(f"{shown}: cannot be read as .npy ({e})")
+            return None
+        finally:
+            os.close(fd)
+    return out
+
+
+def _check_file(report: VerifyReport, dir_fd: int, fname: str, meta: dict[str, Any]) -> bool:
+    f = report.path / fname
+    try:
+        fd = open_member(dir_fd, fname, f)
+    except CacheCorruptError as e:
+        report.problems.append(str(e))
         return False
-    size = f.stat().st_size
-    report.files_checked += 1
-    if size != meta["bytes"]:
-        report.problems.append(f"{f} is {size:,} bytes, manifest says {meta['bytes']:,}: truncated or replaced; "
-                               f"rebuild with {opt('force')}")
-        return False
-    digest = file_checksum(f)
+    try:
+        size = os.fstat(fd).st_size
+        report.files_checked += 1
+        if size != meta["bytes"]:
+            report.problems.append(f"{f} is {size:,} bytes, manifest says {meta['bytes']:,}: truncated or replaced; "
+                                   f"rebuild with {opt('force')}")
+            return False
+        digest = fd_checksum(fd)
+    finally:
+        os.close(fd)
     report.bytes_checked += size
     if digest != meta["xxh3_64"]:
         report.problems.append(f"{f} checksum is {digest}, manifest says {meta['xxh3_64']}: the bytes changed "
                                f"on disk; rebuild with {opt('force')}")
         return False
     return True
-
-
 def _check_header(report: VerifyReport, spec: ColumnSpec, arrays: list[np.ndarray], n: int) -> None:
     main = report.path / spec.files[0]
     data = arrays[0]
+    if data.ndim == 0:
+        report.problems.append(f"{main} holds a 0-d array, manifest says {n} rows of shape {spec.shape}")
+        return
     if data.dtype != np.dtype(spec.dtype):
         report.problems.append(f"{main} has dtype {data.dtype}, manifest says {np.dtype(spec.dtype)}")
     want = (data.shape[0], *spec.shape) if spec.ragged else (n, *spec.shape)
@@ -142,9 +177,12 @@ def _check_finite(report: VerifyReport, spec: ColumnSpec, data: np.ndarray) -> N
                                f"(first: row {found[0]}); the data was written with non-finite values")
 
 
-def _check_labels(report: VerifyReport, manifest: dict[str, Any], spec: ColumnSpec) -> None:
+def _check_labels(report: VerifyReport, dir_fd: int, manifest: dict[str, Any], spec: ColumnSpec) -> None:
     f = report.path / spec.files[0]
-    labels = np.load(f, mmap_mode="r", allow_pickle=False)
+    arrays = _arrays(report, dir_fd, spec)
+    if arrays is None:
+        return
+    labels = arrays[0]
     classes = manifest.get("classes") or []
     if spec.ragged or spec.shape != () or np.dtype(spec.dtype).kind not in "iu" or len(labels) == 0:
         return

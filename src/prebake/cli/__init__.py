@@ -17,9 +17,11 @@ from ..config import BUILD_KEYS, Key
 from ..errors import PrebakeError, StrictModeError, use_cli_names
 
 EXIT_CODES = """exit status:
-  0    success (verify: every cache is intact)
-  1    verify found problems; a --strict build met a bad item; clear was declined
-  2    an error: bad arguments or input, or a check that could not run (the message says why)
+  0    success (verify: every file was checked and is intact)
+  1    verify found problems (a file or the manifest does not match: rebuild the cache);
+       a --strict build met a bad item; clear was declined
+  2    an error: bad arguments or input, or verify could not check (no cache, a file that cannot
+       be read); the message says why
   130  interrupted (Ctrl-C); re-run the same command to resume a build"""
 
 #: ``build``'s settings that are positional arguments rather than flags.

@@ -45,12 +45,17 @@ def verify(args: argparse.Namespace) -> int:
     else:
         for r in reports:
             status = "ok" if r.ok else f"FAILED ({len(r.problems)} problem{'s' if len(r.problems) != 1 else ''})"
+            status = "NOT CHECKED" if r.unchecked and not r.problems else status
             print(f"{r.path}: {status} — {r.files_checked} files, {r.bytes_checked:,} bytes checked")
             for msg in r.problems:
                 print(f"  problem: {msg}")
+            for msg in r.unchecked:
+                print(f"  not checked: {msg}")
             for msg in r.warnings:
                 print(f"  warning: {msg}")
-    return 0 if all(r.ok for r in reports) else 1
+    if any(r.problems for r in reports):
+        return 1
+    return 2 if any(r.unchecked for r in reports) else 0
 
 
 def _byte_progress(bar: Any) -> Callable[[int, int], None]:
@@ -118,6 +123,8 @@ def ls(args: argparse.Namespace) -> int:
         print(f"{e.state:<10} {items:>12} items {size(e.bytes):>10}  {e.path}")
         for reason in e.reasons:
             print(f"{'':<10} {reason}")
+        for note in e.notes:
+            print(f"{'':<10} note: {note}")
     return 0
 
 

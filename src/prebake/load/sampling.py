@@ -15,6 +15,13 @@ to pad every rank to the same count; prebake never repeats. With
 ``drop_last=True`` every batch holds exactly ``batch_size`` items and the
 ``n - world_size * batch_size * steps`` left over at the end of the order are
 skipped this epoch (different ones each epoch when shuffling).
+
+With fewer items than ranks (``0 < n < world_size``, without ``drop_last``) some ranks
+would hold no item at all and make 0 steps while the others make 1, which hangs the
+first collective op. That configuration is refused when the loader is made
+(:class:`~prebake.errors.SamplingError`), rather than repeating items or handing a
+rank an empty batch. With ``drop_last=True`` every rank makes the same
+``n // world_size // batch_size`` steps, which may be 0 on all of them.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..errors import SamplingError
 
 
 @dataclass(frozen=True)
@@ -41,15 +50,21 @@ class Sampling:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is outside world_size {self.world_size} (0 <= rank < world_size)")
+        if 0 < self.num_items < self.world_size and not self.drop_last:
+            raise SamplingError(
+                f"{self.num_items} items cannot be shared by {self.world_size} ranks: "
+                f"{self.world_size - self.num_items} of them would get no item and make fewer steps than the "
+                "others, which hangs DDP's collective ops; use at most "
+                f"{self.num_items} ranks for this data, give the loader more items, or pass drop_last=True "
+                "(then every rank makes 0 steps)"
+            )
 
     def steps(self) -> int:
         """Batches per epoch on every rank."""
         share = self.num_items // self.world_size
         if self.drop_last:
             return share // self.batch_size
-        if share == 0:  # fewer items than ranks: each rank with an item makes one batch
-            return 1 if self.rank < self.num_items else 0
-        return -(-share // self.batch_size)
+        return -(-share // self.batch_size)  # 0 < num_items < world_size was refused in __post_init__
 
     def epoch_order(self, epoch: int, items: np.ndarray | None = None) -> np.ndarray:
         """All items of ``epoch`` in order (before the split over ranks)."""

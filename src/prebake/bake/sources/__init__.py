@@ -31,7 +31,7 @@ from .csvtable import CsvSource
 from .dataset import DatasetSource
 from .audio import AudioFolderSource
 from .folder import ImageFolderSource, class_folder, is_cache_tree, visible_dirs
-from .images import decode_image, is_image_file
+from .images import DEFAULT_MAX_PIXELS, decode_image, is_image_file
 
 __all__ = [
     "KINDS",
@@ -75,12 +75,14 @@ class SourceOptions:
     ``label_columns``: the CSV label column(s) (default: every other column).
     ``base_dir``: what the CSV's paths are relative to (default: the CSV file's directory).
     ``delimiter``: the CSV field separator (default: detected among , ; tab |).
+    ``max_pixels``: image folders and CSV tables: larger images are bad items, refused from the header.
     """
 
     path_column: str | None = None
     label_columns: tuple[str, ...] = ()
     base_dir: str | None = None
     delimiter: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def detect(
@@ -162,7 +164,9 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
     if kind in ("imagefolder", "audio"):
         if not root.is_dir():
             raise SourceError(f"{root} is not a directory; {opt('kind', kind)} needs root/<class>/<file>")
-        return dict(class_folder(root, ImageFolderSource if kind == "imagefolder" else AudioFolderSource))
+        if kind == "audio":
+            return dict(class_folder(root, AudioFolderSource))
+        return dict(class_folder(root, ImageFolderSource, max_pixels=options.max_pixels))
     if kind == "arrays":
         return dict(_arrays(root))
     return {"": _csv(root, options)}
@@ -176,7 +180,8 @@ def _csv(root: Path, options: SourceOptions) -> CsvSource:
                 f"{root} is a directory with {len(tables)} .csv files; pass the CSV file itself"
             )
         root = tables[0]
-    return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir, options.delimiter)
+    return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir, options.delimiter,
+                     max_pixels=options.max_pixels)
 
 
 def _folder_kind(root: Path) -> str:

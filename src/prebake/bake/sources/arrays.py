@@ -167,7 +167,8 @@ class ArraySource(Source):
         return item
 
     def describe(self) -> dict[str, Any]:
-        return self.describe_files(self.root, self.params, self.files)
+        """The array files by content (one read at memory speed)."""
+        return self.describe_files(self.root, self.params, self.files, content=True)
 
 
 def _check_name(name: str, path: Path) -> None:

@@ -19,10 +19,13 @@ so heavy state (decoded CIFAR batches) is loaded once.
 from __future__ import annotations
 
 import abc
+import copy
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+
+from ...cache.files import file_checksum
 
 
 class Source(abc.ABC):
@@ -45,13 +48,23 @@ class Source(abc.ABC):
     def read(self, index: int) -> dict[str, Any]:
         """Item ``index`` as a dict; raises :class:`prebake.errors.BadItemError` if bad."""
 
+    #: Identify files by their content (xxh3 of every byte) instead of their metadata; the
+    #: build sets it on a copy of the source for ``content_hash=True`` (CLI ``--content-hash``).
+    content_hash: bool = False
+
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable identity: kind, root, parameters, and ``files``.
 
-        ``files`` maps a path relative to ``root`` to ``[size, mtime_ns]`` (see
+        ``files`` maps a path relative to ``root`` to its identity (see
         :func:`file_identity`). A changed entry makes the cache stale.
         """
+
+    def with_content_hash(self) -> Source:
+        """A shallow copy of this source that identifies its files by content."""
+        twin = copy.copy(self)
+        twin.content_hash = True
+        return twin
 
     def __len__(self) -> int:
         return len(self.keys())
@@ -65,21 +78,59 @@ class Source(abc.ABC):
         return None
 
     def describe_files(self, root: str | os.PathLike[str], params: dict[str, Any],
-                      files: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
-        """The usual :meth:`describe` of a source made of files under ``root``."""
-        return {"kind": self.kind, "root": str(root), "params": dict(params), "files": file_identity(files, root)}
+                      files: Iterable[str | os.PathLike[str]], content: bool | None = None) -> dict[str, Any]:
+        """The usual :meth:`describe` of a source made of files under ``root``.
+
+        ``content=True`` hashes every byte of the files (what sources of a few large files
+        do: CIFAR batches, ``.npz``, a CSV table); the default follows :attr:`content_hash`.
+        """
+        content = self.content_hash if content is None else content
+        return {"kind": self.kind, "root": str(root), "params": dict(params),
+                "files": file_identity(files, root, content=content)}
 
 
-def file_identity(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str]) -> dict[str, list[int]]:
-    """``{relative path: [size, mtime_ns]}`` for files that exist; missing ones get ``[-1, -1]``."""
+#: The identity of a file, by metadata: ``[size, mtime_ns, ctime_ns]``; by content: ``[size, "xxh3_64:<hex>"]``.
+Identity = list[Any]
+_CONTENT = "xxh3_64:"
+
+
+def file_identity(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str],
+                  content: bool = False) -> dict[str, Identity]:
+    """``{relative path: identity}`` for each file; a missing one gets ``[-1, ...]``.
+
+    By metadata (the default) the identity is ``[size, mtime_ns, ctime_ns]``. The inode
+    change time ``st_ctime_ns`` is set to *now* by the kernel on every write, truncation,
+    ``chmod``, rename or ``os.utime`` of the file, and no unprivileged call can set it
+    back, so an edit that keeps the size and restores the mtime is still seen. It does
+    not see: an edit made while the system clock was set back, one made through the raw
+    block device, or filesystems that do not keep ctime. It also changes when the data
+    is copied or restored (``cp -a``, ``rsync``, ``tar x``), which then reads as
+    "modified" although the bytes are equal: ``content=True`` (``--content-hash``)
+    compares the bytes instead, at the cost of reading every file once per build.
+    """
     root = Path(root)
-    out: dict[str, list[int]] = {}
+    out: dict[str, Identity] = {}
     for p in paths:
         p = Path(p)
-        rel = os.path.relpath(p, root)
-        try:
-            st = p.stat()
-            out[rel] = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            out[rel] = [-1, -1]
+        out[os.path.relpath(p, root)] = _identity(p, content)
     return out
+
+
+def refresh_identity(recorded: dict[str, Identity], root: str | os.PathLike[str]) -> dict[str, Identity]:
+    """The current identity of every file in ``recorded``, each of the same kind as recorded."""
+    root = Path(root)
+    return {rel: _identity(root / rel, _is_content(v)) for rel, v in recorded.items()}
+
+
+def _is_content(identity: Any) -> bool:
+    return isinstance(identity, list) and len(identity) == 2 and str(identity[1]).startswith(_CONTENT)
+
+
+def _identity(p: Path, content: bool) -> Identity:
+    try:
+        if content:
+            return [p.stat().st_size, _CONTENT + file_checksum(p)]
+        st = p.stat()
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    except OSError:
+        return [-1, _CONTENT + "missing"] if content else [-1, -1, -1]

@@ -31,7 +31,7 @@ import numpy as np
 
 from ...errors import BadItemError, OptionError, SourceError, opt
 from .base import Source, file_identity
-from .images import decode_image
+from .images import DEFAULT_MAX_PIXELS, decode_image
 
 #: Column names tried, in order, when no path column is given.
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
@@ -64,8 +64,8 @@ def detect_delimiter(csv_path: Path) -> str:
 
 def _read_table(csv_path: Path, delimiter: str) -> tuple[list[str], list[_Row], list[list[str]]]:
     """Header, rows (with the raw fields) and the raw field lists, skipping blank lines."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    try:  # undecodable bytes become surrogates, so one bad byte costs its row, not the table
+        with open(csv_path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.reader(f, delimiter=delimiter)
             header: list[str] | None = None
             rows: list[_Row] = []
@@ -76,9 +76,10 @@ def _read_table(csv_path: Path, delimiter: str) -> tuple[list[str], list[_Row], 
                 if not record:
                     continue
                 if header is None:
+                    _check_header_text(record, csv_path)
                     header = [h.strip() for h in record]
                     continue
-                rows.append(_Row(line, "", []))
+                rows.append(_Row(line, "", [], _undecodable(record)))
                 fields.append(record)
     except FileNotFoundError:
         raise SourceError(f"{csv_path} does not exist") from None
@@ -87,6 +88,22 @@ def _read_table(csv_path: Path, delimiter: str) -> tuple[list[str], list[_Row], 
     if header is None:
         raise SourceError(f"{csv_path} is empty; a CSV source needs a header row (e.g. 'path,label')")
     return header, rows, fields
+
+
+def _undecodable(record: list[str]) -> str | None:
+    """The reason a row holds bytes that are not UTF-8, or None."""
+    for k, field in enumerate(record):
+        bad = next((ch for ch in field if "\udc80" <= ch <= "\udcff"), None)
+        if bad is not None:
+            return (f"row is not valid UTF-8 (byte 0x{ord(bad) - 0xDC00:02x} in field {k + 1}); "
+                    "re-save the table as UTF-8")
+    return None
+
+
+def _check_header_text(record: list[str], csv_path: Path) -> None:
+    reason = _undecodable(record)
+    if reason is not None:
+        raise SourceError(f"{csv_path}: the header {reason.removeprefix('row ')}")
 
 
 def _find_path_column(header: list[str], wanted: str | None, csv_path: Path) -> str:
@@ -125,7 +142,9 @@ class CsvSource(Source):
         label_columns: tuple[str, ...] = (),
         base_dir: str | os.PathLike[str] | None = None,
         delimiter: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
+        self.max_pixels = int(max_pixels)
         self.csv_path = Path(csv_path).resolve()
         self.base_dir = Path(base_dir).resolve() if base_dir is not None else self.csv_path.parent
         delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter) if delimiter is not None else None
@@ -164,6 +183,8 @@ class CsvSource(Source):
         path_at = header.index(self.path_column)
         label_at = [header.index(c) for c in self.label_names]
         for row, record in zip(self._rows, fields):
+            if row.error is not None:
+                continue
             if len(record) != len(header):
                 row.error = f"has {len(record)} fields, the header has {len(header)}"
                 continue
@@ -222,7 +243,7 @@ class CsvSource(Source):
         if row.error is not None:
             raise BadItemError(row.error)
         try:
-            image = decode_image(self._file(row))
+            image = decode_image(self._file(row), self.max_pixels)
         except BadItemError as e:
             raise BadItemError(e.reason) from None  # the key already names the row and the file
         item: dict[str, Any] = {"image": image}
@@ -232,7 +253,7 @@ class CsvSource(Source):
 
     def item_identities(self) -> list[str]:
         """Path, file size and mtime, and labels: independent of the row's position in the table."""
-        files = file_identity([self._file(r) for r in self._rows if r.path], self.base_dir)
+        files = file_identity([self._file(r) for r in self._rows if r.path], self.base_dir, content=self.content_hash)
         out = []
         for row, label in zip(self._rows, self._labels):
             rel = os.path.relpath(self._file(row), self.base_dir) if row.path else ""
@@ -240,10 +261,13 @@ class CsvSource(Source):
         return out
 
     def describe(self) -> dict[str, Any]:
-        files = [self.csv_path] + [self._file(r) for _, r in self._good_rows()]
+        """The table itself by content, the image files it names by metadata (or content, see
+        :attr:`~prebake.bake.sources.base.Source.content_hash`)."""
         params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names),
-                  "delimiter": self.delimiter}
-        return self.describe_files(self.base_dir, params, files)
+                  "max_pixels": self.max_pixels, "delimiter": self.delimiter}
+        out = self.describe_files(self.base_dir, params, [self._file(r) for _, r in self._good_rows()])
+        out["files"].update(file_identity([self.csv_path], self.base_dir, content=True))
+        return out
 
 
 def _label_text(label: Any) -> str:

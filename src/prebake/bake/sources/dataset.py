@@ -11,11 +11,14 @@ Values: torch tensors become numpy arrays (0-d ones numpy scalars; bfloat16 beco
 float32, which numpy lacks), PIL images are converted to RGB, everything else passes
 through unchanged. An exception raised by ``dataset[i]`` makes item ``i`` a bad item.
 
-Fingerprint: :meth:`DatasetSource.describe` records the dataset's class (or factory)
-and the hash of its module's source. It cannot see the files a dataset reads, so a
-dataset that reads external files should define ``fingerprint(self) -> str`` (for
-example a hash of its file list with sizes and mtimes); its result is recorded under
-``"user"`` and a change makes the cache stale::
+Fingerprint: :meth:`DatasetSource.describe` records the identity of the dataset's
+factory (or class), hashed like a transform's code (:mod:`prebake.bake.codehash`:
+across your modules, module constants and ``nn.Module`` weights included). It cannot
+see the files a dataset reads, so a dataset that reads external files should define
+``fingerprint(self) -> str`` (for example a hash of its file list with sizes and
+mtimes); its result is recorded under ``"user"`` and a change makes the cache stale.
+Without one, the description says so under ``"unverified"``, and the build and
+``prebake ls`` print it::
 
     class Scans:
         def __len__(self): ...
@@ -33,7 +36,7 @@ from typing import Any
 
 from PIL import Image
 
-from ...errors import BadItemError, SourceError
+from ...errors import BadItemError, SourceError, opt
 from ..plugins import code_identity, load_object
 from .base import Source
 from .images import to_rgb
@@ -114,7 +117,13 @@ class DatasetSource(Source):
             params["spec"] = self.spec
         out: dict[str, Any] = {"kind": self.kind, "root": self.name, "params": params, "files": {}}
         fingerprint = getattr(self.dataset, "fingerprint", None)
-        if callable(fingerprint):
+        if not callable(fingerprint):
+            out["unverified"] = (
+                f"the data of dataset {self.name} is not checked: {type(self.dataset).__qualname__} has no "
+                "fingerprint() method, so a change to the files it reads never makes this cache stale; "
+                f"define fingerprint() on the dataset (see prebake.bake.sources.dataset), or rebuild with {opt('force')}"
+            )
+        else:
             out["user"] = fingerprint()
             try:
                 json.dumps(out["user"])

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, TypeVar
 from ...cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFIX
 from ...errors import SourceError
 from .base import Source, file_identity
-from .images import IMAGE_EXTENSIONS, decode_image, is_image_file
+from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, decode_image, is_image_file
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class ClassFolderSource(Source):
         return {**self.read_file(self.root / self._paths[index]), "label": self._labels[index]}
 
     def item_identities(self) -> list[str]:
-        files = file_identity([self.root / p for p in self._paths], self.root)
+        files = file_identity([self.root / p for p in self._paths], self.root, content=self.content_hash)
         return [f"{p}|{files[p]}|{label}" for p, label in zip(self._paths, self._labels)]
 
     def describe(self) -> dict[str, Any]:
@@ -124,18 +124,32 @@ class ClassFolderSource(Source):
 
 
 class ImageFolderSource(ClassFolderSource):
-    """Items ``{"image": RGB PIL.Image, "label": class index}`` from class subfolders."""
+    """Items ``{"image": RGB PIL.Image, "label": class index}`` from class subfolders.
+
+    Images over ``max_pixels`` are bad items, refused from their header (see
+    :mod:`prebake.bake.sources.images`).
+    """
 
     kind = "imagefolder"
     what = "image files"
     extensions = IMAGE_EXTENSIONS
+
+    def __init__(self, root: str | os.PathLike[str], classes: Iterable[str] | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        super().__init__(root, classes)
+        self.max_pixels = int(max_pixels)
 
     @classmethod
     def is_item_file(cls, name: str) -> bool:
         return is_image_file(name)
 
     def read_file(self, path: Path) -> dict[str, Any]:
-        return {"image": decode_image(path)}
+        return {"image": decode_image(path, self.max_pixels)}
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["params"]["max_pixels"] = self.max_pixels
+        return out
 
 
 def split_dirs(root: Path) -> list[str] | None:
@@ -151,10 +165,10 @@ def split_dirs(root: Path) -> list[str] | None:
 F = TypeVar("F", bound=ClassFolderSource)
 
 
-def class_folder(root: Path, cls: type[F]) -> dict[str, F]:
-    """``{split: source}`` for a split folder, else ``{"": source}``."""
+def class_folder(root: Path, cls: type[F], **options: Any) -> dict[str, F]:
+    """``{split: source}`` for a split folder, else ``{"": source}``; ``options`` go to ``cls``."""
     splits = split_dirs(root)
     if splits is None:
-        return {"": cls(root)}
+        return {"": cls(root, **options)}
     classes = sorted({c for s in splits for c in visible_dirs(root / s)})
-    return {s: cls(root / s, classes=classes) for s in splits}
+    return {s: cls(root / s, classes=classes, **options) for s in splits}

@@ -15,13 +15,23 @@ Mode conversion rules (the cache stores 8-bit RGB):
   way in some Pillow versions) and get ``>> 8``; wider values are clipped at 0 and get ``>> 23``.
 - Float (``F``): values in [0, 1] are scaled by 255; others are clipped to [0, 255]; NaN is 0.
 
-Truncated files always fail: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never enabled.
+Truncated files always fail: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never enabled, and a
+file that ends before its format's end marker (JPEG, PNG) or declared size (WebP) is
+reported as truncated, whatever Pillow's own message says.
+
+Size: the dimensions are read from the header and checked against ``max_pixels`` before
+anything is decoded (default :data:`DEFAULT_MAX_PIXELS`), and Pillow's
+``DecompressionBombWarning`` becomes the item's reason instead of a warning, so an
+oversized image costs a header read, not its decoded size in every worker. Pillow's own
+limit (``PIL.Image.MAX_IMAGE_PIXELS``) still applies on top: raise it as well for
+``max_pixels`` beyond it.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,22 +42,30 @@ from ...errors import BadItemError
 #: Extensions (lower case) that image folders and CSV tables treat as images.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
+#: Images with more pixels are bad items, refused from their header: 64 Mpx is 192 MiB of
+#: decoded RGB per worker (an 8K frame has 33 Mpx).
+DEFAULT_MAX_PIXELS = 64 * 2**20
+
 
 def is_image_file(name: str | os.PathLike[str]) -> bool:
     """True when the file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(path: str | os.PathLike[str]) -> Image.Image:
+def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Fully decode ``path`` into an RGB image with its EXIF orientation applied.
 
     Raises :class:`BadItemError` with a short reason for a missing, empty, unreadable,
-    truncated, oversized (decompression bomb) or zero-size image.
+    truncated, oversized (over ``max_pixels``, or a decompression bomb) or zero-size image.
     """
     path = Path(path)
     _check_file(path)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels says it instead
+            opened = Image.open(path)
+        with opened as im:
+            _check_pixels(im, max_pixels)
             im.load()
             if im.width == 0 or im.height == 0:
                 raise BadItemError(f"zero-size image ({im.width}x{im.height})")
@@ -55,15 +73,41 @@ def decode_image(path: str | os.PathLike[str]) -> Image.Image:
             return to_rgb(oriented)
     except BadItemError:
         raise
-    except UnidentifiedImageError:
-        raise BadItemError("not a readable image (Pillow cannot identify it)") from None
     except Image.DecompressionBombError as e:
         # Pillow's text: "Image size (N pixels) exceeds limit of M pixels, could be ..."
         raise BadItemError(f"decompression bomb: {str(e).split(', could')[0]}") from None
-    except OSError as e:
-        raise BadItemError(_os_error_reason(path, e)) from None
     except Exception as e:  # noqa: BLE001 - Pillow plugins raise many types on corrupt data
-        raise BadItemError(f"cannot decode image: {type(e).__name__}: {e}") from None
+        raise BadItemError(_decode_failure(path, e)) from None
+
+
+def _check_pixels(im: Image.Image, max_pixels: int) -> None:
+    """Refuse an image from its header's dimensions, before a byte of it is decoded.
+
+    Then Pillow's own limit, where Pillow would only warn (``DecompressionBombWarning``).
+    """
+    w, h = im.size
+    if w * h > max_pixels:
+        raise BadItemError(f"image is {w}x{h} = {w * h:,} pixels, over max_pixels={max_pixels:,} (decoding it "
+                           f"would take {w * h * 3:,} bytes as RGB); raise max_pixels to bake it")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and max(1, w) * max(1, h) > limit:
+        raise BadItemError(f"decompression bomb: Image size ({w * h} pixels) exceeds limit of {limit} pixels "
+                           "(PIL.Image.MAX_IMAGE_PIXELS); raise that limit too to bake it")
+
+
+def _decode_failure(path: Path, e: Exception) -> str:
+    """The reason for a failed decode: a truncated file when it is one, else Pillow's words."""
+    short = _shortfall(path)
+    if short:
+        return f"truncated image file: {short}; re-copy or re-download it"
+    text = str(e)
+    if "truncated" in text.lower():
+        return f"truncated image: {text}"
+    if isinstance(e, UnidentifiedImageError):
+        return "not a readable image (Pillow cannot identify it)"
+    if isinstance(e, OSError):
+        return f"cannot decode image: {text}"
+    return f"cannot decode image: {type(e).__name__}: {text}"
 
 
 def _check_file(path: Path) -> None:
@@ -80,32 +124,28 @@ def _check_file(path: Path) -> None:
         raise BadItemError("empty file (0 bytes)")
 
 
-def _os_error_reason(path: Path, e: OSError) -> str:
-    text = str(e)
-    if "truncated" in text:
-        return f"truncated image: {text}"
-    riff = _riff_shortfall(path)
-    if riff:
-        return f"truncated image: {riff}"
-    return f"cannot decode image: {text}"
+def _shortfall(path: Path) -> str | None:
+    """For JPEG, PNG and WebP, say how the file is cut short (None when it is not).
 
-
-def _riff_shortfall(path: Path) -> str | None:
-    """For WebP (RIFF) files, say so when the file is shorter than its header declares.
-
-    Pillow's WebP decoder only reports "could not create decoder object" for a cut file.
+    Pillow reports a cut JPEG as "Truncated File Read" or "cannot identify", and a cut
+    WebP only as "could not create decoder object".
     """
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(12)
-        size = path.stat().st_size
+            f.seek(max(0, size - 12))
+            tail = f.read(12)
     except OSError:
         return None
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-        return None
-    declared = struct.unpack("<I", head[4:8])[0] + 8
-    if size < declared:
-        return f"file has {size} bytes, its RIFF header declares {declared}"
+    if head[:2] == b"\xff\xd8" and not tail.endswith(b"\xff\xd9"):
+        return f"the JPEG data ends after {size:,} bytes, before its end-of-image marker"
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and tail[-8:-4] != b"IEND":
+        return f"the PNG data ends after {size:,} bytes, before its IEND chunk"
+    if len(head) == 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        declared = struct.unpack("<I", head[4:8])[0] + 8
+        if size < declared:
+            return f"file has {size} bytes, its RIFF header declares {declared}"
     return None
 
 

@@ -1,0 +1,111 @@
+"""Fault injection with long trial counts: what was tried, how many times, how many failures.
+
+    python benchmarks/faults.py            # every row at full count, a few minutes on 2 cores (make faults)
+    python benchmarks/faults.py --quick    # every row with a handful of trials
+
+The trials are the ones ``tests/faults/`` runs with small counts (``tests/faults/trials/``):
+real files, real processes, real signals, a real full disk. A failure is any time prebake
+returned wrong data silently, hung, died without a message, or raised an exception that
+is not a ``prebake.PrebakeError``. Prints a Markdown table and writes JSON to
+benchmarks/results/faults-cpu-2core.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the trials live with the tests: tests/faults/trials/
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import prebake  # noqa: E402
+from tests.faults.trials import Row  # noqa: E402
+from tests.faults.trials.concurrency import concurrent_builders, reader_during_swap  # noqa: E402
+from tests.faults.trials.corruption import data_flips, manifest_flips, truncations  # noqa: E402
+from tests.faults.trials.ddp import ddp_subsets  # noqa: E402
+from tests.faults.trials.diskfull import disk_full  # noqa: E402
+from tests.faults.trials.fuzz import fuzzed_manifests  # noqa: E402
+from tests.faults.trials.inputs import bad_inputs  # noqa: E402
+from tests.faults.trials.kills import kill_builder, kill_worker  # noqa: E402
+from tests.faults.trials.staleness import staleness  # noqa: E402
+
+ALL_MASKS = (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80)
+
+
+def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
+    """(name, trial) in the order of the table; counts are full or --quick."""
+    def n(full: int, small: int) -> int:
+        return small if quick else full
+
+    return [
+        ("kill-builder", lambda d: kill_builder(d, n(200, 4), seed=1)),
+        ("kill-worker", lambda d: kill_worker(d, n(60, 2), seed=2)),
+        ("manifest-flips", lambda d: manifest_flips(d, stride=n(1, 25), masks=ALL_MASKS if not quick else (1,))),
+        ("data-flips", lambda d: data_flips(d, n(5000, 50), seed=3)),
+        ("truncations", lambda d: truncations(d, n(2000, 20), seed=4)),
+        ("fuzzed-manifests", lambda d: fuzzed_manifests(d, n(2000, 30), seed_=5)),
+        ("bad-inputs", lambda d: bad_inputs(d)),
+        ("concurrent-builders", lambda d: concurrent_builders(d, n(20, 1), builders=3)),
+        ("reader-during-swap", lambda d: reader_during_swap(d, n(300, 10))),
+        ("disk-full", lambda d: disk_full(d, n(20, 4))),
+        ("staleness", lambda d: staleness(d, repeats=n(3, 1))),
+        ("ddp-subsets", lambda d: ddp_subsets(d, n(1000, 30), seed=6)),
+    ]
+
+
+def table(rows: list[dict]) -> list[str]:
+    out = ["| what was tried | trials | failures |", "|---|---:|---:|"]
+    for r in rows:
+        notes = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in r["notes"].items())
+        out.append(f"| {r['what']}{f' ({notes})' if notes else ''} | {r['trials']:,} | {r['failures']} |")
+    return out
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "prebake": prebake.__version__, "numpy": np.__version__, "torch": torch.__version__}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a handful of trials per row")
+    p.add_argument("--only", action="append", metavar="ROW", help="run only these rows (repeatable)")
+    p.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/faults-cpu-2core.json; "
+                   "--quick writes nothing unless given)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the trials provoke warnings on purpose
+    work = Path(tempfile.mkdtemp(prefix="prebake-faults-"))
+    rows = []
+    try:
+        for name, trial in plan(args.quick):
+            if args.only and name not in args.only:
+                continue
+            (work / name).mkdir()
+            t0 = time.perf_counter()
+            row = trial(work / name)
+            rows.append({"row": name, **row.to_json(), "seconds": round(time.perf_counter() - t0, 1)})
+            print(f"{name}: {row.trials:,} trials, {row.failures} failures ({rows[-1]['seconds']} s)",
+                  file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(table(rows)))
+    out = args.out or (None if args.quick else ROOT / "benchmarks" / "results" / "faults-cpu-2core.json")
+    if out is not None:
+        out.write_text(json.dumps({"machine": machine(), "quick": args.quick, "rows": rows}, indent=1) + "\n")
+    return 0 if all(r["failures"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
