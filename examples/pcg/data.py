@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import prebake
+from prebake.bake.sources import detect
 from prebake.augment import SplitSubstructures, TwoViews, signal_pretrain_preset
 from prebake.augment.compose import Compose
 from prebake.augment.signal import AmplitudeScale, GaussianNoise, TimeMask, TimeShift, TimeStretch
@@ -42,7 +43,7 @@ def write_synthetic(root: Path, cfg: Config) -> Path:
 
 def recordings(root: Path, cache: prebake.Cache) -> tuple[list[Path], list[int]]:
     """The audio files behind ``cache``'s items (the source's files less the skipped ones) and their labels."""
-    source = prebake.bake.sources.detect(root, kind="audio")[""]
+    source = detect(root, kind="audio")[""]
     skipped = {s["key"] for s in cache.manifest["skipped"]}
     files = [source.root / k for k in source.keys() if k not in skipped]
     return files, [int(v) for v in cache.targets]

@@ -254,7 +254,8 @@ def segment_step(s: dict[str, Any]) -> Any:
     if not s.get("segment_cycles"):
         stray = [k for k in _CYCLE_KEYS if k in s]
         if stray:
-            raise OptionError(f"{', '.join(opt(k) for k in stray)} shape the cardiac-cycle segmentation; add "
+            raise OptionError(f"{', '.join(opt(k) for k in stray)} {'shape' if len(stray) > 1 else 'shapes'} the "
+                              f"cardiac-cycle segmentation; add "
                               f"{opt('segment_cycles')}, or drop {'them' if len(stray) > 1 else 'it'}")
         return None
     from .bake.cycles import SegmentCycles

@@ -124,7 +124,7 @@ def test_fallback_windows_keep_a_recording_without_cycles(tmp_path):
 
 def test_cycle_options_are_checked_before_any_work(tmp_path):
     root = _folder(tmp_path / "hearts", noise=False)
-    with pytest.raises(OptionError, match=r"cycle_length shape the cardiac-cycle segmentation; add segment_cycles=True"):
+    with pytest.raises(OptionError, match=r"cycle_length shapes the cardiac-cycle segmentation; add segment_cycles=True"):
         prebake.build(root, tmp_path / "c", cycle_length=1000)
     with pytest.raises(OptionError, match=r"heart_rate takes LOW HIGH .* got 150 40"):
         prebake.build(root, tmp_path / "c", segment_cycles=True, heart_rate=(150, 40))
