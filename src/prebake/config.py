@@ -38,7 +38,8 @@ class Key:
 
 #: Every setting of ``prebake build``, in the order ``--help`` and ``--print-config`` show them.
 BUILD_KEYS: tuple[Key, ...] = (
-    Key("source", "path", "what to bake: a CIFAR-10/100 folder, a folder of class subfolders (images or WAV), "
+    Key("source", "path", "what to bake: a CIFAR-10/100 folder, a folder of class subfolders (images, or audio: "
+        "WAV, FLAC, OGG), "
         "a .csv table, or .npy/.npz arrays", "SOURCE"),
     Key("out", "path", "the cache directory to write (OUT/<split> for sources with splits, such as CIFAR's "
         "train and test)", "OUT"),
@@ -53,6 +54,19 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("sample_rate", "int", "resample audio signals to HZ (needs scipy: prebake[audio])", "HZ"),
     Key("bandpass", "pair", "band-pass audio signals between LOW and HIGH Hz (needs scipy: prebake[audio])",
         "LOW HIGH"),
+    Key("channel", "str", "audio: mix (the mean of the channels, default), all (keep T x channels) or a channel "
+        "index (0, 1, ...)", "mix|all|N"),
+    Key("audio_dtype", "str", "audio: the dtype of every signal, whatever the files' bit depth: int16 (default), "
+        "int32 or float32", "DTYPE"),
+    Key("segment_cycles", "bool", "cut each recording into cardiac cycles, S1 to S1 (homomorphic envelope + "
+        "dynamic programming; needs scipy): ragged cycles, cycle_lengths, cycle_bounds (S1/S2) and cycle_start "
+        "columns, heart_rate per recording; a recording without a detectable cycle is a bad item"),
+    Key("cycle_length", "int", "samples per stored cycle: shorter ones are zero-padded, longer ones cut "
+        "(default 4000, seed 004's 0.8 s at 5 kHz)", "N"),
+    Key("heart_rate", "pair", "the heart rates the segmentation looks for, LOW HIGH beats per minute "
+        "(default 40 150)", "LOW HIGH"),
+    Key("cycle_fallback", "str", "a recording without a detectable cycle: bad (a bad item, default) or windows "
+        "(consecutive windows of cycle_length samples, segmented=False)", "bad|windows"),
     Key("ragged", "strs", "a column whose first axis varies per item (repeatable)", "COLUMN"),
     Key("path_column", "str", "CSV: the column holding the file paths (default: one named path, file, "
         "image, filename, ...)", "COLUMN"),
@@ -201,14 +215,19 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         sources = {"": DatasetSource.from_spec(s["dataset"])}
     elif "source" in s:
         fields = {"path_column": s.get("path_column"), "label_columns": tuple(s.get("label_columns", ())),
-                  "base_dir": s.get("base_dir"), "delimiter": s.get("delimiter")}
+                  "base_dir": s.get("base_dir"), "delimiter": s.get("delimiter"), "channel": s.get("channel"),
+                  "audio_dtype": s.get("audio_dtype")}
         if source_options is not None and any(v not in (None, ()) for v in fields.values()):
-            raise OptionError("give source_options= or the CSV settings (path_column=..., ...), not both")
-        sources = resolve_sources(s["source"], kind=s.get("kind"), options=source_options or SourceOptions(**fields))
+            raise OptionError("give source_options= or the CSV and audio settings (path_column=..., channel=...), "
+                              "not both")
+        given = {k: v for k, v in fields.items() if v is not None}
+        _check_audio(given)
+        sources = resolve_sources(s["source"], kind=s.get("kind"), options=source_options or SourceOptions(**given))
     else:
         raise OptionError(f"nothing to bake: give SOURCE, or {opt('dataset')}")
     transform = s.get("transform")
     options = BuildOptions(
+        segment_cycles=segment_step(s),
         image_size=s.get("image_size"), shorter_side=s.get("shorter_side"), crop=s.get("crop"),
         sample_rate=s.get("sample_rate"), bandpass=tuple(s["bandpass"]) if "bandpass" in s else None,
         transform=load_object(transform) if isinstance(transform, str) else transform,
@@ -218,3 +237,32 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         lock_timeout=s.get("lock_timeout"), chunk_rows=s.get("chunk_rows"),
     )
     return select_split(sources, s.get("split")), s["out"], options
+
+
+def _check_audio(given: dict[str, Any]) -> None:
+    """The audio settings' values, before any source is opened."""
+    from .bake.sources.audio import check_channel, check_dtype
+
+    if "channel" in given:
+        check_channel(given["channel"])
+    if "audio_dtype" in given:
+        check_dtype(given["audio_dtype"])
+
+
+_CYCLE_KEYS = ("cycle_length", "heart_rate", "cycle_fallback")
+
+
+def segment_step(s: dict[str, Any]) -> Any:
+    """The :class:`~prebake.bake.cycles.SegmentCycles` step the settings ask for, or None."""
+    if not s.get("segment_cycles"):
+        stray = [k for k in _CYCLE_KEYS if k in s]
+        if stray:
+            raise OptionError(f"{', '.join(opt(k) for k in stray)} {'shape' if len(stray) > 1 else 'shapes'} the "
+                              f"cardiac-cycle segmentation; add "
+                              f"{opt('segment_cycles')}, or drop {'them' if len(stray) > 1 else 'it'}")
+        return None
+    from .bake.cycles import SegmentCycles
+
+    given = {"length": s.get("cycle_length"), "heart_rate": tuple(s["heart_rate"]) if "heart_rate" in s else None,
+             "fallback": s.get("cycle_fallback")}
+    return SegmentCycles(**{k: v for k, v in given.items() if v is not None})

@@ -82,6 +82,10 @@ CASES = [
     Case("BandStop", lambda p: A.BandStop(1000, (100, 300), (20, 80), p=p), "signal"),
     Case("MixUp-signal", lambda p: A.MixUp(alpha=1.0, labels="pair", p=p), "signal", mix=True),
     Case("signal_pretrain_preset", lambda p: A.signal_pretrain_preset(1000, p=p), "signal"),
+    Case("SplitSubstructures-equal", lambda p: A.SplitSubstructures(4), "signal", random=False, keeps_shape=False),
+    Case("SplitSubstructures-fractions-resample",
+         lambda p: A.SplitSubstructures(3, fractions=(1, 2, 5), length=40, fit="resample"), "signal",
+         random=False, keeps_shape=False),
 ]
 # every public op class appears in the battery
 COVERED = {type(c.make(0.5)).__name__ for c in CASES} | {

@@ -26,6 +26,7 @@ from .mix import CutMix, MixUp
 from .presets import image_eval_preset, image_train_preset, signal_pretrain_preset
 from .signal import AmplitudeScale, GaussianNoise, PolarityInversion, TimeMask, TimeShift, TimeStretch
 from .spectral import BandPass, BandStop, FrequencyMask
+from .substructures import SplitSubstructures
 
 __all__ = [
     "AmplitudeScale",
@@ -51,6 +52,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "Resize",
+    "SplitSubstructures",
     "TimeMask",
     "TimeShift",
     "TimeStretch",

@@ -57,7 +57,8 @@ class BuildOptions:
     ``image_size``: resize images to S x S. ``shorter_side``: resize the shorter side to S.
     ``crop``: center crop S x S after the resize. ``sample_rate``: resample signals to Hz.
     ``bandpass``: (low, high) Hz Butterworth band-pass of signals. ``transform``: your
-    per-item function, run last. ``workers``: processes (None: one per core; 0 or 1: in this
+    per-item function, run last. ``segment_cycles``: a :class:`~prebake.bake.cycles.SegmentCycles`
+    that cuts each recording into cardiac cycles. ``workers``: processes (None: one per core; 0 or 1: in this
     process). ``force``: rebuild even when up to date. ``strict``: fail on the first bad item.
     ``allow_empty``: commit even when every item is bad. ``ragged``: columns whose first
     axis varies per item. ``lock_timeout``: seconds to wait for another build of the same
@@ -71,6 +72,7 @@ class BuildOptions:
     sample_rate: int | None = None  # resample audio signals to this rate (Hz)
     bandpass: tuple[float, float] | None = None  # Butterworth band-pass of audio signals (Hz)
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # user function, runs last
+    segment_cycles: Any = None  # a prebake.bake.cycles.SegmentCycles step, after resample and band-pass
     workers: int | None = None  # processes; None = all cores; 0 or 1 = in this process
     force: bool = False
     strict: bool = False
@@ -150,9 +152,10 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     out = Path(os.path.abspath(out))
     _check_out(out)
     steps = T.make_pipeline(image_size=opts.image_size, shorter_side=opts.shorter_side, crop=opts.crop,
-                            sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform)
+                            sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform,
+                            segment=opts.segment_cycles)
     T.check_inputs(steps, src)
-    ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns)))
+    ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns) | set(T.ragged_outputs(steps))))
     src = src.with_content_hash() if opts.content_hash else src
     described = src.describe()
     fp = fpr.make(described, T.describe(steps), {"ragged": list(ragged), **_identity_option(opts)})

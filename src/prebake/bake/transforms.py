@@ -147,8 +147,9 @@ def make_pipeline(
     sample_rate: int | None = None,
     bandpass: tuple[float, float] | None = None,
     transform: Callable[[Item], Item] | None = None,
+    segment: Transform | None = None,
 ) -> list[Transform]:
-    """The bake pipeline: [resample] [band-pass] [resize] [center crop] to-CHW [user function]."""
+    """The bake pipeline: [resample] [band-pass] [segment cycles] [resize] [center crop] to-CHW [user function]."""
     if image_size is not None and shorter_side is not None:
         raise OptionError(f"give {opt('image_size')} (S x S) or {opt('shorter_side')}, not both")
     steps: list[Transform] = []
@@ -156,6 +157,8 @@ def make_pipeline(
         steps.append(Resample(_positive(sample_rate, "sample_rate")))
     if bandpass is not None:
         steps.append(_bandpass(bandpass, sample_rate))
+    if segment is not None:
+        steps.append(segment)
     if image_size is not None:
         steps.append(Resize(_positive(image_size, "image_size")))
     if shorter_side is not None:
@@ -166,6 +169,11 @@ def make_pipeline(
     if transform is not None:
         steps.append(UserTransform(transform))
     return steps
+
+
+def ragged_outputs(steps: Sequence[Transform]) -> tuple[str, ...]:
+    """The ragged columns the built-in steps add (the cycles of a segmentation)."""
+    return tuple(c for s in steps for c in getattr(s, "ragged", ()))
 
 
 def _positive(v: int, name: str) -> int:

@@ -81,12 +81,12 @@ def _wav(d: Path) -> tuple[Path, Path, dict[str, str], dict[str, Any]]:
     (dirty / "normal" / "cut.wav").write_bytes(good[: len(good) // 2])
     (dirty / "normal" / "noise.wav").write_bytes(b"RIFX" + os.urandom(60))
     (dirty / "normal" / "empty.wav").write_bytes(b"")
-    fmt = struct.pack("<HHIIHH", 3, 1, 2000, 8000, 4, 32)  # IEEE float: not PCM
-    data = np.zeros(100, np.float32).tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, 2000, 8000, 4, 32)  # IEEE float, readable, but with a NaN sample
+    data = np.r_[np.zeros(99, np.float32), np.float32("nan")].tobytes()
     riff = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    (dirty / "normal" / "float.wav").write_bytes(b"RIFF" + struct.pack("<I", len(riff)) + riff)
-    bad = {"cut.wav": "truncated WAV", "noise.wav": "not a readable PCM WAV", "empty.wav": "empty file",
-           "float.wav": "not a readable PCM WAV"}
+    (dirty / "normal" / "nan.wav").write_bytes(b"RIFF" + struct.pack("<I", len(riff)) + riff)
+    bad = {"cut.wav": "truncated WAV", "noise.wav": "not a readable audio file", "empty.wav": "empty file",
+           "nan.wav": "contains NaN or Inf samples"}
     return clean, dirty, bad, {}
 
 

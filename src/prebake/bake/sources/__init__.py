@@ -6,7 +6,7 @@ Kinds (``detect(path, kind=...)``, CLI ``--kind``):
 ``cifar``      CIFAR-10/100 python batches (``cifar-10-batches-py``, ``cifar-100-python``)
 ``cifar-bin``  CIFAR-10/100 binary (``cifar-10-batches-bin``, ``cifar-100-binary``)
 ``imagefolder`` ``root/<class>/<image>`` or ``root/<split>/<class>/<image>``
-``audio``      ``root/<class>/<recording>.wav`` (or with split folders), a ragged ``signal``
+``audio``      ``root/<class>/<recording>.wav|flac|ogg`` (or with split folders), a ragged ``signal``
 ``csv``        a CSV table with an image path column and label column(s)
 ``arrays``     ``.npz``, ``.npy`` or a folder of ``{split}_images.npy`` + ``{split}_labels.npy``
 =============  ===============================================================
@@ -63,19 +63,21 @@ _LOOKED_FOR = (
     "CIFAR python batches (data_batch_1..5 + test_batch, or train + test + meta), "
     "CIFAR binary batches (data_batch_1.bin.. + test_batch.bin, or train.bin + test.bin), "
     f"a folder holding one of {', '.join(CIFAR_DIRS)}, "
-    "{split}_images.npy files, a .csv/.npz/.npy file, and class subfolders of images or WAV files"
+    "{split}_images.npy files, a .csv/.npz/.npy file, and class subfolders of images or audio files"
 )
 
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Options that only some kinds of source use (all for ``csv`` for now).
+    """Options that only some kinds of source use (``csv`` and ``audio``).
 
     ``path_column``: the CSV column of file paths (default: a column named path, file, image, ...).
     ``label_columns``: the CSV label column(s) (default: every other column).
     ``base_dir``: what the CSV's paths are relative to (default: the CSV file's directory).
     ``delimiter``: the CSV field separator (default: detected among , ; tab |).
     ``max_pixels``: image folders and CSV tables: larger images are bad items, refused from the header.
+    ``channel``: audio channel policy: ``"mix"`` (default), ``"all"`` or an index (``"0"``).
+    ``audio_dtype``: the one dtype of every audio signal: ``"int16"`` (default), ``"int32"``, ``"float32"``.
     """
 
     path_column: str | None = None
@@ -83,6 +85,8 @@ class SourceOptions:
     base_dir: str | None = None
     delimiter: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    channel: str = "mix"
+    audio_dtype: str = "int16"
 
 
 def detect(
@@ -165,7 +169,7 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
         if not root.is_dir():
             raise SourceError(f"{root} is not a directory; {opt('kind', kind)} needs root/<class>/<file>")
         if kind == "audio":
-            return dict(class_folder(root, AudioFolderSource))
+            return dict(class_folder(root, AudioFolderSource, channel=options.channel, dtype=options.audio_dtype))
         return dict(class_folder(root, ImageFolderSource, max_pixels=options.max_pixels))
     if kind == "arrays":
         return dict(_arrays(root))
@@ -185,7 +189,7 @@ def _csv(root: Path, options: SourceOptions) -> CsvSource:
 
 
 def _folder_kind(root: Path) -> str:
-    """'audio' when the first item-like file under ``root`` is a WAV file, else 'imagefolder'."""
+    """'audio' when the first item-like file under ``root`` is an audio file, else 'imagefolder'."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_cache_tree(Path(dirpath) / d))
         for f in sorted(filenames):

@@ -1,65 +1,175 @@
-"""Audio folders: ``root/<class>/<recording>.wav``, read with the standard library.
+"""Audio folders: ``root/<class>/<recording>.{wav,flac,ogg}``, read with soundfile (libsndfile).
 
-Items are ``{"signal": PCM samples, "sample_rate": Hz, "label": class index}``.
-``signal`` keeps its natural dtype: int16 for 8- and 16-bit PCM (8-bit is
-unsigned on disk and is centred and scaled to int16), int32 for 24- and 32-bit
-PCM. Mono recordings are ``(T,)``, others ``(T, channels)``. Recordings differ
-in length, so ``signal`` is a ragged column. Float WAV files are not read by
-the standard library; convert them to PCM first (``sox in.wav -e signed -b 16 out.wav``).
+Items are ``{"signal": samples, "sample_rate": Hz, "label": class index}``. Recordings
+differ in length, so ``signal`` is a ragged column. soundfile is the reader librosa and
+torchaudio use; it is in the ``audio`` extra (``pip install 'prebake[audio]'``) and is
+imported only when a recording is read.
+
+Formats: WAV (8-bit unsigned, 16/24/32-bit signed PCM, 32/64-bit float, and the other
+libsndfile codecs), FLAC, OGG (Vorbis, Opus) and AIFF.
+
+**One dtype for every file**, chosen by ``dtype`` (the ``audio_dtype`` setting), never by
+whichever file comes first. Every file is decoded to float64 in ``[-1, 1]`` (exact for
+integer PCM up to 32 bits) and converted:
+
+- ``"int16"`` (default): ``round(x * 32768)``, clipped to int16. 16-bit files come back
+  bit for bit; 24- and 32-bit files are rounded to 16 bits; 8-bit files are centred and
+  scaled (``(u - 128) * 256``). Half the bytes of int32, and the resolution of a
+  digital stethoscope;
+- ``"int32"``: ``round(x * 2**31)``: full scale is ``2**31`` whatever the file's bit depth,
+  so 24-bit samples are ``value * 256`` and mix with 16-bit ones on one scale;
+- ``"float32"``: the decoded values; float files above 1.0 are kept, not clipped.
+
+Integer PCM is turned into float on the device (``prebake.crop_or_pad`` scales by
+``1 / 2**(bits - 1)``, so every choice lands in ``[-1, 1)``).
+
+**Channels**, by ``channel``:
+
+- ``"mix"`` (default): the mean of the channels, ``(T,)``;
+- ``"0"``, ``"1"``, ...: that channel, ``(T,)``; a file with fewer channels is a bad item;
+- ``"all"``: ``(T, channels)``; every file must have the channel count of the first one.
+
+Bad items, with the reason in the manifest: a missing, empty, truncated (WAV: fewer
+frames than the header declares) or undecodable file, NaN or Inf samples in a float
+file, and a channel that is not there.
 """
 
 from __future__ import annotations
 
-import wave
+import importlib.util
+import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...errors import BadItemError
+from ...errors import BadItemError, OptionError, SourceError, opt
 from .folder import ClassFolderSource
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff")
+AUDIO_DTYPES = ("int16", "int32", "float32")
+_FULL_SCALE = {"int16": 2.0**15, "int32": 2.0**31}
+
+
+def check_channel(channel: str) -> str:
+    """``channel`` as given, if it is ``"mix"``, ``"all"`` or a channel index; else an OptionError."""
+    channel = str(channel)
+    if channel in ("mix", "all") or (channel.isdigit() and int(channel) >= 0):
+        return channel
+    raise OptionError(f"{opt('channel')} is {channel!r}; give mix (the mean of the channels), all (keep "
+                      f"(T, channels)) or a channel index such as 0")
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in AUDIO_DTYPES:
+        raise OptionError(f"{opt('audio_dtype')} is {dtype!r}; give one of {', '.join(AUDIO_DTYPES)} "
+                          "(int16 halves the bytes of int32; float32 keeps float files unclipped)")
+    return dtype
+
+
+def require_soundfile() -> None:
+    """Fail before any work, with the install command, when soundfile is not installed."""
+    if importlib.util.find_spec("soundfile") is None:
+        raise SourceError("reading audio needs soundfile (libsndfile): pip install 'prebake[audio]' "
+                          "(or pip install soundfile)")
 
 
 class AudioFolderSource(ClassFolderSource):
-    """Items ``{"signal", "sample_rate", "label"}`` from class subfolders of WAV files."""
+    """Items ``{"signal", "sample_rate", "label"}`` from class subfolders of audio files.
+
+    ``channel`` and ``dtype`` are the channel policy and the output dtype of the module
+    docstring; both are part of the source's identity, so changing one rebuilds.
+    """
 
     kind = "audio"
-    what = "WAV files"
-    extensions = (".wav",)
+    what = "audio files"
+    extensions = AUDIO_EXTENSIONS
     ragged_columns = ("signal",)
 
+    def __init__(self, root: str | os.PathLike[str], classes: Any = None, channel: str = "mix",
+                 dtype: str = "int16"):
+        self.channel, self.dtype = check_channel(channel), check_dtype(dtype)
+        require_soundfile()
+        super().__init__(root, classes)
+
     def read_file(self, path: Path) -> dict[str, Any]:
-        signal, rate = read_wav(path)
+        signal, rate = read_audio(path, self.channel, self.dtype)
         return {"signal": signal, "sample_rate": rate}
 
+    def describe(self) -> dict[str, Any]:
+        params = {"classes": list(self.classes), "channel": self.channel, "dtype": self.dtype}
+        return self.describe_files(self.root, params, [self.root / p for p in self._paths])
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """PCM samples and the sample rate of a WAV file; BadItemError with the reason if unreadable."""
+
+def read_audio(path: Path, channel: str = "mix", dtype: str = "int16") -> tuple[np.ndarray, int]:
+    """Samples of ``path`` in ``dtype`` under the channel policy ``channel``, and the sample rate.
+
+    Raises :class:`~prebake.errors.BadItemError` with the reason for a file that cannot be used.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise BadItemError("file not found" if not path.exists() else "is a directory, not a WAV file")
+        raise BadItemError("file not found" if not path.exists() else "is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise BadItemError("empty file (0 bytes)")
+    import soundfile as sf
+
     try:
-        with wave.open(str(path), "rb") as w:
-            channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            raw = w.readframes(frames)
-    except (wave.Error, EOFError) as e:
-        raise BadItemError(f"not a readable PCM WAV file ({e})") from None
-    if len(raw) < frames * channels * width:
-        got = len(raw) // max(1, channels * width)
-        raise BadItemError(f"truncated WAV: the header says {frames} frames, the file holds {got}")
-    samples = _pcm(raw, width)
-    return (samples if channels == 1 else samples.reshape(-1, channels)), rate
+        with sf.SoundFile(str(path)) as f:
+            rate, channels = f.samplerate, f.channels
+            x = f.read(dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise BadItemError(f"not a readable audio file ({e})") from None
+    if path.suffix.lower() == ".wav":
+        _check_wav_length(path, len(x), channels)
+    if not np.isfinite(x).all():
+        raise BadItemError("contains NaN or Inf samples")
+    return _convert(_channels(x, channel), dtype), int(rate)
 
 
-def _pcm(raw: bytes, width: int) -> np.ndarray:
-    if width == 1:  # unsigned 8-bit, centred on 128
-        return ((np.frombuffer(raw, np.uint8).astype(np.int16) - 128) << 8).astype(np.int16)
-    if width == 2:
-        return np.frombuffer(raw, "<i2").copy()
-    if width == 3:  # little-endian 24-bit: sign-extend into int32
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        return ((b[:, 0] << 8 | b[:, 1] << 16 | b[:, 2] << 24) >> 8).astype(np.int32)
-    if width == 4:
-        return np.frombuffer(raw, "<i4").copy()
-    raise BadItemError(f"unsupported PCM sample width of {width} bytes")
+def _channels(x: np.ndarray, channel: str) -> np.ndarray:
+    if channel == "all":
+        return x
+    if channel == "mix":
+        return x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)
+    c = int(channel)
+    if c >= x.shape[1]:
+        raise BadItemError(f"has {x.shape[1]} channel(s), and {opt('channel', channel)} asks for channel {c}; "
+                           f"use {opt('channel', 'mix')} or a channel below {x.shape[1]}")
+    return x[:, c]
+
+
+def _convert(x: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float32":
+        return x.astype(np.float32)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x * _FULL_SCALE[dtype]), info.min, info.max).astype(dtype)
+
+
+def _check_wav_length(path: Path, frames: int, channels: int) -> None:
+    """A WAV whose data chunk is shorter than its header says was cut off (libsndfile reads what is there)."""
+    declared, frame_bytes = _wav_data_size(path)
+    if declared is None or frame_bytes <= 0 or declared == 0xFFFFFFFF:  # unknown, or a streamed/RF64 size
+        return
+    if frames < declared // frame_bytes:
+        raise BadItemError(f"truncated WAV: the header says {declared // frame_bytes} frames, the file holds {frames}")
+
+
+def _wav_data_size(path: Path) -> tuple[int | None, int]:
+    """(bytes the ``data`` chunk declares, bytes per frame) from the RIFF chunk headers; None if not found."""
+    frame_bytes = 0
+    with open(path, "rb") as f:
+        if f.read(12)[:4] != b"RIFF":
+            return None, 0
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None, frame_bytes
+            name, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if name == b"fmt ":
+                fmt = f.read(size + (size & 1))
+                frame_bytes = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0  # block align
+            elif name == b"data":
+                return size, frame_bytes
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)

@@ -16,7 +16,7 @@ class. A file of the right type that fails to decode is a bad item (recorded by 
 build), never silently dropped.
 
 :class:`ImageFolderSource` reads images; :class:`~prebake.bake.sources.audio.AudioFolderSource`
-reads WAV files. Both are a :class:`ClassFolderSource` with two methods of their own.
+reads audio files (WAV, FLAC, OGG). Both are a :class:`ClassFolderSource` with two methods of their own.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ F = TypeVar("F", bound=ClassFolderSource)
 
 
 def class_folder(root: Path, cls: type[F], **options: Any) -> dict[str, F]:
-    """``{split: source}`` for a split folder, else ``{"": source}``; ``options`` go to ``cls``."""
+    """``{split: source}`` for a split folder, else ``{"": source}``; ``options`` go to every ``cls(...)``."""
     splits = split_dirs(root)
     if splits is None:
         return {"": cls(root, **options)}
