@@ -15,7 +15,7 @@ def test_public_names():
         "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheChangedError",
         "CacheCorruptError", "CacheNotFoundError", "DiskFullError", "Elements", "FormatError", "Loader",
         "OptionError", "PrebakeError", "Ragged", "ResumeError", "SamplingError", "Source", "SourceError",
-        "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError", "Watch",
+        "SourceOptions", "Stage", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError", "Watch",
         "WatchReport", "Windows", "WorkerDiedError", "__version__", "augment", "build", "crop_or_pad",
         "load_config", "open", "verify", "watch", "write_arrays",
     ])

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .bake.build import BuildOptions, BuildReport
     from .bake.memory import write_arrays
     from .bake.sources import Source, SourceOptions
+    from .bake.stages import Stage
     from .cache.reader import Cache, Ragged
     from .cache.reader import open_cache as open
     from .cache.verify import VerifyReport, verify
@@ -82,7 +83,9 @@ def build(
             (LOW, HIGH), ``channel`` and ``audio_dtype`` (audio), ``segment_cycles``,
             ``cycle_length``, ``heart_rate`` (LOW, HIGH) and ``cycle_fallback`` (cardiac
             cycles, :class:`~prebake.bake.cycles.SegmentCycles`), ``ragged``, ``path_column``, ``label_columns``, ``base_dir``,
-            ``delimiter``, ``workers``, ``force``, ``strict``, ``allow_empty``,
+            ``delimiter``, ``workers``, ``force``, ``strict``, ``allow_empty``, ``stages`` (a
+            list of :class:`Stage`: batched steps such as frozen encoders, run after the
+            per-item transforms, on CUDA when there is one),
             ``chunk_rows``, ``lock_timeout``. ``prebake.build(**prebake.load_config(f))``
             runs a config file.
 
@@ -138,6 +141,7 @@ __all__ = [
     "Source",
     "SourceError",
     "SourceOptions",
+    "Stage",
     "StrictModeError",
     "UnsafePickleError",
     "VerifyReport",
@@ -161,7 +165,7 @@ __getattr__, __dir__ = lazy_members(__name__, {
     "augment": ".augment:",
     "BuildOptions": ".bake.build", "BuildReport": ".bake.build",
     "write_arrays": ".bake.memory",
-    "Source": ".bake.sources", "SourceOptions": ".bake.sources",
+    "Source": ".bake.sources", "SourceOptions": ".bake.sources", "Stage": ".bake.stages",
     "Cache": ".cache.reader", "Ragged": ".cache.reader", "open": ".cache.reader:open_cache",
     "VerifyReport": ".cache.verify", "verify": ".cache.verify",
     "Loader": ".load.loader", "crop_or_pad": ".load.signals", "Elements": ".load.views", "Windows": ".load.views",

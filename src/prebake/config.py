@@ -48,6 +48,8 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("dataset", "str", "a function returning a map-style dataset to bake, instead of SOURCE", "MODULE:FUNC"),
     Key("transform", "str", "your per-item function, item dict -> item dict; runs last, in the workers",
         "MODULE:FUNC"),
+    Key("stages", "strs", "a function returning a prebake.Stage (or a list of them): a batched step, such as "
+        "a frozen encoder on the GPU, after the per-item transforms (repeatable; run in order)", "MODULE:FUNC"),
     Key("image_size", "int", "resize images to S x S (antialiased bilinear)", "S"),
     Key("shorter_side", "int", "resize the shorter image side to S, keeping the aspect ratio", "S"),
     Key("crop", "int", "center crop S x S, after the resize", "S"),
@@ -135,7 +137,7 @@ def _toml() -> Any:
 
 def _key_name(key: Any, path: Path) -> str:
     name = str(key).replace("-", "_")
-    name = {"label_column": "label_columns"}.get(name, name)  # the CLI flag's spelling
+    name = {"label_column": "label_columns", "stage": "stages"}.get(name, name)  # the CLI flags' spelling
     if name not in KEYS:
         close = difflib.get_close_matches(name, KEYS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -189,7 +191,9 @@ def check_settings(settings: dict[str, Any], where: str = "prebake.build") -> di
             close = difflib.get_close_matches(key, KEYS, n=1)
             raise OptionError(f"{where}: unknown setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else
                                                                      f" (settings: {', '.join(KEYS)})"))
-        if value is not None and not (key in ("source", "transform") and not isinstance(value, str)):
+        python_object = key in ("source", "transform") and not isinstance(value, str) or key == "stages" and not (
+            isinstance(value, str) or isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+        if value is not None and not python_object:
             value = check_value(key, list(value) if key in ("ragged", "label_columns", "bandpass")
                                 and isinstance(value, tuple) else value, where)
         out[key] = value
@@ -226,6 +230,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
     else:
         raise OptionError(f"nothing to bake: give SOURCE, or {opt('dataset')}")
     transform = s.get("transform")
+    stages = _stages(s.get("stages", ()), load_object)
     options = BuildOptions(
         segment_cycles=segment_step(s),
         image_size=s.get("image_size"), shorter_side=s.get("shorter_side"), crop=s.get("crop"),
@@ -233,7 +238,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         transform=load_object(transform) if isinstance(transform, str) else transform,
         workers=s.get("workers"), force=s.get("force", False), strict=s.get("strict", False),
         allow_empty=s.get("allow_empty", False), ragged=tuple(s.get("ragged", ())),
-        content_hash=s.get("content_hash", False),
+        content_hash=s.get("content_hash", False), stages=stages,
         lock_timeout=s.get("lock_timeout"), chunk_rows=s.get("chunk_rows"),
     )
     return select_split(sources, s.get("split")), s["out"], options
@@ -266,3 +271,20 @@ def segment_step(s: dict[str, Any]) -> Any:
     given = {"length": s.get("cycle_length"), "heart_rate": tuple(s["heart_rate"]) if "heart_rate" in s else None,
              "fallback": s.get("cycle_fallback")}
     return SegmentCycles(**{k: v for k, v in given.items() if v is not None})
+
+
+def _stages(given: Any, load_object: Any) -> tuple[Any, ...]:
+    """Stages from ``Stage`` objects, or ``"module:function"`` specs of functions that return one or a list."""
+    from .bake.stages import Stage
+
+    out: list[Any] = []
+    for item in [given] if isinstance(given, (str, Stage)) else list(given):
+        obj = load_object(item) if isinstance(item, str) else item
+        if not isinstance(obj, Stage) and callable(obj):
+            obj = obj()
+        for stage in obj if isinstance(obj, (list, tuple)) else [obj]:
+            if not isinstance(stage, Stage):
+                raise OptionError(f"{opt('stages')} {item!r} gave a {type(stage).__name__}, expected a prebake.Stage "
+                                  "(or a function returning one, or a list of them)")
+            out.append(stage)
+    return tuple(out)

@@ -85,7 +85,7 @@ _FRONT_END = {"cli": False}
 #: Options that are switches: the CLI spells them ``--force``, Python ``force=True``.
 _SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes", "segment_cycles"})
 #: Python names whose CLI flag is spelled otherwise (a repeatable flag takes one value at a time).
-CLI_FLAGS = {"label_columns": "--label-column"}
+CLI_FLAGS = {"label_columns": "--label-column", "stages": "--stage"}
 
 
 def use_cli_names(on: bool = True) -> bool:

@@ -127,3 +127,207 @@ def test_bad_stages_say_what_and_how():
         Stage(lambda b: {"y": b["f"][:1]}, ("f",), ("y",), device="cpu").run({"f": _clips(2)})
     with pytest.raises(PrebakeError, match=r"reads \['x'\], which no item or earlier stage has"):
         Stage(lambda b: b, ("x",), ("y",), device="cpu").run({"a": np.zeros(2)})
+
+
+# -- stages in the build -------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import prebake  # noqa: E402
+
+CLIPS = '''
+import os
+import numpy as np
+
+
+class Clips:
+    """Clips of 3 to 12 frames of 3 features, and a label; PREBAKE_TEST_N sets how many."""
+
+    def __init__(self):
+        self.n = int(os.environ.get("PREBAKE_TEST_N", "40"))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == 7:
+            raise ValueError("item 7 is broken on purpose")
+        rng = np.random.default_rng(i)
+        return {"frames": rng.standard_normal((3 + i % 10, 3)).astype(np.float32), "label": i % 4}
+
+    def fingerprint(self):
+        return str(self.n)
+
+
+def make():
+    return Clips()
+'''
+
+ENCODERS = '''
+import os
+
+import torch
+from prebake import Stage
+
+
+class Frames(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(3, 5)
+
+    def forward(self, batch):
+        if os.environ.get("PREBAKE_TEST_CALLS"):  # items per call, to count what the stage ran on
+            with open(os.environ["PREBAKE_TEST_CALLS"], "a") as f:
+                f.write(f"{len(batch['frames_lengths'])}\\n")
+        return {"latent": self.proj(batch["frames"])}
+
+
+class Clip(torch.nn.Module):
+    def forward(self, batch):
+        lengths = batch["latent_lengths"]
+        mask = torch.arange(batch["latent"].shape[1])[None] < lengths[:, None]
+        return {"clip": (batch["latent"] * mask[..., None]).sum(1) / lengths[:, None]}
+
+
+FRAMES = Frames()
+
+
+def stages(batch_size=4, keep=True):
+    return [Stage(FRAMES, ("frames",), ("latent",), batch_size=batch_size, device="cpu", keep=keep),
+            Stage(Clip(), ("latent",), ("clip",), batch_size=batch_size, device="cpu", ragged="pad")]
+
+
+def make_stages():
+    return stages()
+'''
+
+
+@pytest.fixture()
+def files(tmp_path):
+    (tmp_path / "clips.py").write_text(CLIPS)
+    (tmp_path / "encoders.py").write_text(ENCODERS)
+    return tmp_path
+
+
+def _stages(files, **kw):
+    from prebake.bake.plugins import load_object
+
+    return load_object(f"{files / 'encoders.py'}:stages")(**kw)
+
+
+def _build(files, out, stages, **kw):
+    return prebake.build(dataset=f"{files / 'clips.py'}:make", out=out, ragged=("frames",), stages=stages,
+                         chunk_rows=8, **kw)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stage_outputs_in_the_cache_equal_the_models_per_item(files, workers):
+    stages = _stages(files)
+    cache = _build(files, files / "c", stages, workers=workers)
+    assert len(cache) == 39 and cache.manifest["skipped"][0]["index"] == 7
+    frames, model = stages[0].fn, stages[0].fn
+    for i in (0, 5, 20, 38):
+        x = torch.from_numpy(np.array(cache.column("frames")[i]))
+        with torch.no_grad():
+            latent = model({"frames": x, "frames_lengths": torch.tensor([len(x)])})["latent"].numpy()
+        np.testing.assert_allclose(cache.column("latent")[i], latent, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(cache.column("clip")[i], latent.mean(0), rtol=1e-5, atol=1e-6)
+    assert cache.specs["latent"].ragged and not cache.specs["clip"].ragged
+    assert prebake.verify(cache.path).ok
+    del frames
+
+
+def test_batch_size_is_not_in_the_fingerprint_and_weights_are(files):
+    stages = _stages(files)
+    _build(files, files / "c", stages, workers=0)
+    out = files / "c"
+    again = prebake.bake.build.build_all(
+        prebake.bake.build.resolve_sources(prebake.bake.sources.DatasetSource.from_spec(f"{files / 'clips.py'}:make")),
+        out, prebake.BuildOptions(workers=0, ragged=("frames",), stages=tuple(_stages(files, batch_size=16)),
+                                  chunk_rows=8))[0]
+    assert again.action == "up to date", again.reasons
+    with torch.no_grad():
+        stages[0].fn.proj.weight[0, 0] += 1
+    report = prebake.bake.build.build_all(
+        prebake.bake.build.resolve_sources(prebake.bake.sources.DatasetSource.from_spec(f"{files / 'clips.py'}:make")),
+        out, prebake.BuildOptions(workers=0, ragged=("frames",), stages=tuple(stages), chunk_rows=8))[0]
+    assert report.action == "rebuilt"
+    assert report.reasons == ["stage 'Frames': 1 weight tensor changed (Frames.proj.weight)"], report.reasons
+
+
+def test_keep_false_drops_the_inputs_and_the_cli_takes_stages(files, capsys):
+    cache = _build(files, files / "c", _stages(files, keep=False), workers=0)
+    assert sorted(cache.columns) == ["clip", "label", "latent"]  # frames fed only the first stage (keep=False)
+    assert not list(cache.path.glob("frames*")) and prebake.verify(cache.path).ok
+    from prebake.cli import main
+
+    assert main(["build", "--dataset", f"{files / 'clips.py'}:make", str(files / "cli"), "--ragged", "frames",
+                 "--stage", f"{files / 'encoders.py'}:make_stages", "--workers", "0", "--json"]) == 0
+    assert sorted(prebake.open(files / "cli").columns) == ["clip", "frames", "label", "latent"]
+
+
+def test_added_items_run_the_stages_for_the_new_ones_only(tmp_path, files, monkeypatch):
+    """An image folder names each item's input: a rebuild after adding files runs the stages on those alone."""
+    from prebake.synthetic import write_image_folder
+
+    photos = write_image_folder(tmp_path / "photos", per_class=6, size=(8, 8))
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("PREBAKE_TEST_CALLS", str(calls))
+    encode = prebake.Stage(_Mean(), ("image",), ("mean",), batch_size=4, device="cpu")
+    first = prebake.build(photos, tmp_path / "c", stages=[encode], workers=0)
+    assert sum(map(int, calls.read_text().split())) == 12 + 1  # + the probe item
+    calls.unlink()
+    write_image_folder(tmp_path / "more", per_class=1, size=(8, 8), seed=5)
+    (tmp_path / "more" / "cat" / "cat_000.png").rename(photos / "cat" / "new.png")
+    again = prebake.build(photos, tmp_path / "c", stages=[encode], workers=0)
+    assert sum(map(int, calls.read_text().split())) == 1 + 1 and len(again) == 13
+    assert np.array_equal(again.column("mean")[:6], first.column("mean")[:6])  # copied, not run again
+    new_row = 6  # cat/new.png sorts after cat/cat_000.png ... cat/cat_005.png
+    image = torch.from_numpy(np.array(again.column("image")[new_row])).float()
+    np.testing.assert_allclose(again.column("mean")[new_row], image.mean(dim=(1, 2)).numpy(), rtol=1e-6)
+
+
+class _Mean(torch.nn.Module):
+    def forward(self, batch):
+        if os.environ.get("PREBAKE_TEST_CALLS"):
+            with open(os.environ["PREBAKE_TEST_CALLS"], "a") as f:
+                f.write(f"{len(batch['image'])}\n")
+        return {"mean": batch["image"].float().mean(dim=(2, 3))}
+
+
+def test_a_killed_build_resumes_inside_the_stages_to_the_same_bytes(files):
+    """SIGKILL after some chunks went through the stages; the same command resumes; the bytes equal."""
+    script = files / "run.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "import prebake\n"
+        "from prebake.bake import build as B\n"
+        "from prebake.bake.plugins import load_object\n"
+        "B._CHECKPOINT_S = 0.0\n"
+        "kill = int(sys.argv[2])\n"
+        "if kill:\n"
+        "    real = B.StageRunner.process\n"
+        "    seen = []\n"
+        "    def process(self, result, reuse):\n"
+        "        real(self, result, reuse)\n"
+        "        seen.append(result.chunk)\n"
+        "        if len(seen) == kill:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    B.StageRunner.process = process\n"
+        f"stages = load_object({str(files / 'encoders.py')!r} + ':stages')()\n"
+        f"prebake.build(dataset={str(files / 'clips.py')!r} + ':make', out=sys.argv[1], ragged=('frames',),\n"
+        "              stages=stages, chunk_rows=8, workers=0)\n")
+    run = lambda out, kill: subprocess.run([sys.executable, str(script), str(out), str(kill)],  # noqa: E731
+                                           capture_output=True, text=True, timeout=120, env=os.environ)
+    assert run(files / "ref", 0).returncode == 0
+    assert run(files / "killed", 3).returncode == -9
+    assert (files / "killed.partial").exists() and not (files / "killed").exists()
+    resumed = run(files / "killed", 0)
+    assert resumed.returncode == 0, resumed.stderr
+    ref, got = prebake.open(files / "ref"), prebake.open(files / "killed")
+    for name in ref.columns:
+        for f in ref.specs[name].files:
+            assert (files / "ref" / f).read_bytes() == (files / "killed" / f).read_bytes(), f

@@ -4,6 +4,7 @@ a batch's op count does not grow with its size."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections import Counter
 
@@ -232,11 +233,14 @@ def test_host_gather_makes_the_same_calls_for_any_batch_size(cache, kind):
             if event in ("call", "c_call"):
                 calls[f"{event}:{getattr(arg, '__qualname__', None) or frame.f_code.co_name}"] += 1
 
+        gc.collect()
+        gc.disable()  # a collection inside the counted call would count finalisers of unrelated objects
         sys.setprofile(count)
         try:
             kept.append(prefetcher._load(idx))  # kept: dropping the last batch here would count its buffers' return
         finally:
             sys.setprofile(None)
+            gc.enable()
         assert len(kept[-1]["item"]) == len(idx)
         counts.append(calls)
     assert counts[0]["c_call:ndarray.take"] >= len(view.columns) and counts[0] == counts[1]  # one np.take per column

@@ -38,7 +38,8 @@ from . import transforms as T
 from .incremental import hash_identities, reuse_plan
 from .pool import WorkerPool
 from .sources import DatasetSource, Source, SourceOptions, detect
-from .worker import Job, probe_specs, run_chunk
+from .stages import StageRunner, plan_stages
+from .worker import Job, probe, probe_specs, run_chunk
 from .writer import ChunkResult, PartialCache, Plan, publish
 
 log = logging.getLogger("prebake")
@@ -64,6 +65,8 @@ class BuildOptions:
     axis varies per item. ``lock_timeout``: seconds to wait for another build of the same
     output (None: wait). ``chunk_rows``: rows per unit of work (None: about 16 MB of rows).
     ``content_hash``: identify source files by their bytes, not by size, mtime and ctime.
+    ``stages``: :class:`~prebake.Stage` s, batched steps (frozen encoders) run in this process
+    after the per-item transforms, in order.
     """
 
     image_size: int | None = None  # resize to S x S
@@ -80,6 +83,7 @@ class BuildOptions:
     ragged: tuple[str, ...] = ()  # columns whose first axis varies per item
     lock_timeout: float | None = None  # seconds to wait for another build of the same output
     chunk_rows: int | None = None  # rows per work unit; None = about 16 MB of rows
+    stages: tuple[Any, ...] = ()  # prebake.Stage: batched steps after the per-item transforms, in order
     content_hash: bool = False  # identify source files by their bytes, not size/mtime/ctime (CLI --content-hash)
 
 
@@ -158,7 +162,8 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns) | set(T.ragged_outputs(steps))))
     src = src.with_content_hash() if opts.content_hash else src
     described = src.describe()
-    fp = fpr.make(described, T.describe(steps), {"ragged": list(ragged), **_identity_option(opts)})
+    fp = fpr.make(described, T.describe(steps) + [s.describe() for s in opts.stages],
+                  {"ragged": list(ragged), **_identity_option(opts)})
     warnings = [described["unverified"]] if described.get("unverified") else []
     for w in warnings:
         log.warning("%s: %s", out, w)
@@ -191,9 +196,18 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
         return read_manifest(out), "resumed", 0
     ids = hash_identities(job.source.item_identities())
     reusable = None if opts.force else reuse_plan(out, fp, ids)
-    reuse, specs = reusable if reusable else (None, probe_specs(job, ragged))
+    staged: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    if opts.stages:  # the stages' output specs come from running them on the first item
+        item_specs, item = probe(job, ragged)
+        stage_specs, staged, dropped = plan_stages(opts.stages, item_specs, item)
+        specs = [*item_specs, *stage_specs]
+        kept = sorted((c for c in specs if c.name not in dropped), key=lambda c: c.name)
+        reuse = reusable[0] if reusable and sorted(reusable[1], key=lambda c: c.name) == kept else None
+    else:
+        reuse, specs = reusable if reusable else (None, probe_specs(job, ragged))
     rows = opts.chunk_rows or max(32, min(1024, _CHUNK_BYTES // max(1, sum(c.row_bytes for c in specs))))
-    plan = Plan(fp["digest"], len(job.source), rows, tuple(specs))
+    plan = Plan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped)
     partial = PartialCache.start(out, plan, fresh=opts.force)
     action = "resumed" if partial.done else ("rebuilt" if (out / MANIFEST).exists() else "built")
     if partial.done:
@@ -201,7 +215,10 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     if reuse is not None:
         log.info("%s: copying %d unchanged items from the old cache", out, int((reuse >= 0).sum()))
     job.partial = partial
-    _run(job, partial, pool, progress, split, reuse)
+    runner = StageRunner(opts.stages, partial, progress, split) if opts.stages else None
+    _run(job, partial, pool, progress, split, reuse, runner)
+    if runner is not None and runner.items:
+        log.info("%s: %s", out, runner.summary())
     _refuse_empty(partial, job.source, opts.allow_empty)
     manifest = partial.seal(list(job.source.keys()), job.source.classes, fp, ids)
     partial.publish()
@@ -209,8 +226,11 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
 
 
 def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None, split: str,
-         reuse: np.ndarray | None) -> None:
-    """Bake the pending chunks, journaling finished ones at most every _CHECKPOINT_S."""
+         reuse: np.ndarray | None, runner: StageRunner | None = None) -> None:
+    """Bake the pending chunks, journaling finished ones at most every _CHECKPOINT_S.
+
+    With stages, each chunk a worker finished goes through them here before it is journaled,
+    while the workers go on with the next chunks."""
     plan, pending = partial.plan, partial.pending()
     done_items = sum(len(plan.chunk_range(c)) for c in partial.done)
     if progress:
@@ -224,6 +244,8 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
     last = time.monotonic()
     try:
         for r in results:
+            if runner is not None:
+                runner.process(r, _slice(reuse, plan.chunk_range(r.chunk)))
             buffer.append(r)
             done_items += len(plan.chunk_range(r.chunk))
             if progress:

@@ -88,13 +88,34 @@ def _explain_transforms(old: list[dict[str, Any]], new: list[dict[str, Any]]) ->
         if prev is None:
             reasons.append(f"transform {t['name']} added {_params(t)}")
         elif prev != t:
-            if t["name"] == "user" and (prev.get("code"), prev.get("weights")) != (t.get("code"), t.get("weights")):
+            if t["name"].startswith("stage "):
+                reasons += _explain_stage(prev, t)
+            elif t["name"] == "user" and (prev.get("code"), prev.get("weights")) != (t.get("code"), t.get("weights")):
                 reasons += _explain_code("transform", prev, t)
             else:
                 reasons.append(f"transform {t['name']}: {_params(prev)} -> {_params(t)}")
     if not reasons:
         reasons.append("transform order changed")
     return reasons
+
+
+def _explain_stage(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """"stage 'encoder': 12 weight tensors changed (conv.weight, ...)" and the like."""
+    name = new["name"].removeprefix("stage ")
+    reasons = []
+    if old.get("code") != new.get("code"):
+        reasons.append(f"stage '{name}': code changed")
+    w_old, w_new = old.get("weights") or {}, new.get("weights") or {}
+    for what, keys in (("changed", [k for k in w_new if k in w_old and w_old[k] != w_new[k]]),
+                       ("added", [k for k in w_new if k not in w_old]),
+                       ("removed", [k for k in w_old if k not in w_new])):
+        if keys:
+            shown = ", ".join(keys[:_EXAMPLES]) + (", ..." if len(keys) > _EXAMPLES else "")
+            reasons.append(f"stage '{name}': {len(keys)} weight tensor{'s' if len(keys) != 1 else ''} {what} ({shown})")
+    for key in sorted((set(old) | set(new)) - {"name", "code", "weights"}):
+        if old.get(key) != new.get(key):
+            reasons.append(f"stage '{name}': {key} {old.get(key)!r} -> {new.get(key)!r}")
+    return reasons or [f"stage '{name}' changed"]
 
 
 def _explain_code(what: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:

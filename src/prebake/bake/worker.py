@@ -86,19 +86,24 @@ def conform(item: dict[str, Any], specs: Sequence[ColumnSpec]) -> dict[str, np.n
 
 def probe_specs(job: Job, ragged: Sequence[str]) -> list[ColumnSpec]:
     """Column specs from the first item that bakes; later items must match it."""
+    return probe(job, ragged)[0]
+
+
+def probe(job: Job, ragged: Sequence[str]) -> tuple[list[ColumnSpec], dict[str, np.ndarray]]:
+    """The column specs of the first item that bakes, and that item (conformed to them)."""
     reasons = []
     for i in range(len(job.source)):
         try:
             item = bake_item(job, i)
+            specs = [spec_of(name, value, name in ragged) for name, value in item.items()]
+            return specs, conform(item, specs)
         except BadItemError as e:
             reasons.append(f"{job.source.keys()[i]}: {e.reason}")
-            continue
-        return [_spec_of(name, value, name in ragged) for name, value in item.items()]
     shown = "; ".join(reasons[:3]) or "the source has no items"
     raise SourceError(f"no item of the source could be baked ({shown})")
 
 
-def _spec_of(name: str, value: Any, ragged: bool) -> ColumnSpec:
+def spec_of(name: str, value: Any, ragged: bool) -> ColumnSpec:
     v = np.asarray(value)
     dtype = v.dtype
     if name == "label" and dtype.kind in "iu":
@@ -118,30 +123,47 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
     rows = plan.chunk_range(chunk)
     mapped = job.columns()
     cols = mapped.arrays
+    item_columns = plan.item_columns  # the stages' outputs are written by the building process
     fixed = [(c.name, cols[c.name]) for c in plan.fixed]
-    ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in plan.ragged}
+    ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in item_columns if c.ragged}
     result = ChunkResult(chunk)
     for k, i in enumerate(rows):
         try:
             if reuse is not None and reuse[k] >= 0:
-                old = job.old_cache()
-                item = {c.name: old.column(c.name)[reuse[k]] for c in plan.columns}
+                item = _old_row(job, plan.columns, int(reuse[k]))
             else:
-                item = conform(bake_item(job, i), plan.columns)
+                item = conform(bake_item(job, i), item_columns)
         except BadItemError as e:
             if job.strict:
                 raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad item)") from e
             result.bad.append((i, e.reason))
             continue
         for name, column in fixed:
-            column[i] = item[name]
+            if name in item:
+                column[i] = item[name]
         for name, items in ragged.items():
             items.append(item[name])
     mapped.flush_rows(rows.start, rows.stop)
-    for c in plan.ragged:
-        job.partial.write_shard(c, chunk, ragged[c.name])
-    result.stats = _chunk_stats(cols, ragged, plan.fixed, rows, result.bad)
+    for c in item_columns:
+        if c.ragged:
+            job.partial.write_shard(c, chunk, ragged[c.name])
+    item_fixed = [c for c in item_columns if not c.ragged]
+    result.stats = _chunk_stats(cols, ragged, item_fixed, rows, result.bad)
     return result
+
+
+def _old_row(job: Job, columns: Sequence[ColumnSpec], row: int) -> dict[str, Any]:
+    """Row ``row`` of the cache being replaced, for every column it has. A column kept only while
+    building (a stage input with keep=False) is not there: an empty ragged item stands in for it,
+    and a fixed one is left as it is (neither reaches the finished cache)."""
+    old = job.old_cache()
+    item: dict[str, Any] = {}
+    for c in columns:
+        if c.name in old.specs:
+            item[c.name] = old.column(c.name)[row]
+        elif c.ragged:
+            item[c.name] = np.empty((0, *c.shape), dtype=np.dtype(c.dtype))
+    return item
 
 
 def _where(job: Job, index: int) -> str:

@@ -64,6 +64,8 @@ class Plan:
     num_keys: int
     chunk_rows: int
     columns: tuple[ColumnSpec, ...]
+    staged: tuple[str, ...] = ()  # columns that stages write (in the building process), not the workers
+    dropped: tuple[str, ...] = ()  # columns kept only while building (inputs of stages with keep=False)
 
     @property
     def num_chunks(self) -> int:
@@ -80,18 +82,31 @@ class Plan:
     def ragged(self) -> list[ColumnSpec]:
         return [c for c in self.columns if c.ragged]
 
+    @property
+    def item_columns(self) -> list[ColumnSpec]:
+        """The columns the workers write: every column but the stages' outputs."""
+        return [c for c in self.columns if c.name not in self.staged]
+
+    @property
+    def kept(self) -> list[ColumnSpec]:
+        """The columns of the finished cache."""
+        return [c for c in self.columns if c.name not in self.dropped]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "digest": self.digest,
             "num_keys": self.num_keys,
             "chunk_rows": self.chunk_rows,
             "columns": {c.name: c.to_json() for c in self.columns},
+            "staged": list(self.staged),
+            "dropped": list(self.dropped),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:
         cols = tuple(ColumnSpec.from_json(n, c) for n, c in d["columns"].items())
-        return cls(d["digest"], int(d["num_keys"]), int(d["chunk_rows"]), cols)
+        return cls(d["digest"], int(d["num_keys"]), int(d["chunk_rows"]), cols, tuple(d.get("staged", ())),
+                   tuple(d.get("dropped", ())))
 
 
 @dataclass
@@ -278,15 +293,18 @@ class PartialCache:
         good = np.ones(self.plan.num_keys, dtype=bool)
         good[np.array([i for i, _ in bad], dtype=np.int64)] = False
         self._compact(good)
-        for c in self.plan.ragged:
-            self._stitch(c)
+        kept = self.plan.kept
+        for c in kept:
+            if c.ragged:
+                self._stitch(c)
+        remove_paths(self.path / f for c in self.plan.columns if c.name in self.plan.dropped for f in c.files)
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "prebake_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "num_items": int(good.sum()),
-            "columns": {c.name: self._column_entry(c) for c in self.plan.columns},
+            "columns": {c.name: self._column_entry(c) for c in kept},
             "classes": classes,
             "fingerprint": fingerprint,
             "skipped": [{"index": i, "key": keys[i], "reason": r} for i, r in bad],
@@ -300,16 +318,16 @@ class PartialCache:
     def _compact(self, good: np.ndarray) -> None:
         """Drop skipped rows by copying into _compact/, then renaming (crash-safe, never in place)."""
         tmp, marker = self.path / _COMPACT, self.path / _COMPACTED
-        if good.all() or not self.plan.fixed:
+        fixed = [c for c in self.plan.kept if not c.ragged]
+        if good.all() or not fixed:
             return
         if not marker.exists():
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             keep = np.flatnonzero(good)
             what = f"dropping {len(good) - len(keep)} skipped rows from the build in {self.path}"
-            check_free(tmp, sum(npy_bytes(np.dtype(c.dtype), (len(keep), *c.shape)) for c in self.plan.fixed),
-                       what)
-            for c in self.plan.fixed:
+            check_free(tmp, sum(npy_bytes(np.dtype(c.dtype), (len(keep), *c.shape)) for c in fixed), what)
+            for c in fixed:
                 copy_rows(self.path / c.files[0], tmp / c.files[0], keep, self.plan.chunk_rows, what)
             fsync_path(tmp)
             marker.touch()
@@ -350,7 +368,9 @@ class PartialCache:
         return {**c.to_json(), "files": files}
 
     def _stats(self, results: list[ChunkResult], classes: list[str] | None) -> dict[str, Any]:
-        stats: dict[str, Any] = {"columns": combine_stats([r.stats for r in results])}
+        kept = {c.name for c in self.plan.kept}
+        stats: dict[str, Any] = {"columns": {name: s for name, s in combine_stats([r.stats for r in results]).items()
+                                             if name in kept}}
         label = next((c for c in self.plan.fixed if c.name == "label" and c.shape == ()), None)
         if label is not None and np.dtype(label.dtype).kind in "iub":
             stats["label_histogram"] = label_histogram(np.load(self.path / label.files[0], mmap_mode="r"), classes)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..config import BUILD_KEYS, Key
-from ..errors import PrebakeError, StrictModeError, use_cli_names
+from ..errors import CLI_FLAGS, PrebakeError, StrictModeError, use_cli_names
 
 EXIT_CODES = """exit status:
   0    success (verify: every file was checked and is intact)
@@ -66,7 +66,7 @@ def _command(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse
 
 
 def flag(key: Key) -> str:
-    return "--label-column" if key.name == "label_columns" else "--" + key.name.replace("_", "-")
+    return CLI_FLAGS.get(key.name, "--" + key.name.replace("_", "-"))
 
 
 def _build_parser(sub: argparse._SubParsersAction) -> None:
