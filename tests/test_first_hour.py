@@ -433,3 +433,15 @@ def test_the_suite_summary_says_the_skips_are_the_cuda_variants(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("nothing is skipped on a machine with CUDA")
     assert "1 of the 1 skipped tests are the CUDA variants" in proc.stdout, proc.stdout
+
+
+def test_max_pixels_is_a_setting_of_the_cli_and_python(tmp_path, capsys):
+    photos = write_image_folder(tmp_path / "p", per_class=2, size=(40, 30))
+    write_image_folder(tmp_path / "big", classes=("cat",), per_class=1, size=(100, 100))
+    (tmp_path / "big" / "cat" / "cat_000.png").rename(photos / "cat" / "big.png")
+    assert main(["build", str(photos), str(tmp_path / "c"), "--max-pixels", "2000", "--json"]) == 0
+    [report] = _json(capsys)
+    assert report["num_items"] == 4 and [s["key"] for s in report["skipped"]] == ["cat/big.png"]
+    assert "10,000 pixels, over the limit of 2,000" in report["skipped"][0]["reason"]
+    assert "raise --max-pixels to bake it" in report["skipped"][0]["reason"]
+    assert len(prebake.build(photos, tmp_path / "d", max_pixels=10_000, image_size=16, workers=0)) == 5

@@ -56,6 +56,8 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("sample_rate", "int", "resample audio signals to HZ (needs scipy: prebake[audio])", "HZ"),
     Key("bandpass", "pair", "band-pass audio signals between LOW and HIGH Hz (needs scipy: prebake[audio])",
         "LOW HIGH"),
+    Key("max_pixels", "int", "images: a larger width x height is a bad item, refused from the file header "
+        "before decoding (default: 67108864, 64 Mpx)", "N"),
     Key("channel", "str", "audio: mix (the mean of the channels, default), all (keep T x channels) or a channel "
         "index (0, 1, ...)", "mix|all|N"),
     Key("audio_dtype", "str", "audio: the dtype of every signal, whatever the files' bit depth: int16 (default), "
@@ -220,7 +222,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
     elif "source" in s:
         fields = {"path_column": s.get("path_column"), "label_columns": tuple(s.get("label_columns", ())),
                   "base_dir": s.get("base_dir"), "delimiter": s.get("delimiter"), "channel": s.get("channel"),
-                  "audio_dtype": s.get("audio_dtype")}
+                  "audio_dtype": s.get("audio_dtype"), "max_pixels": s.get("max_pixels")}
         if source_options is not None and any(v not in (None, ()) for v in fields.values()):
             raise OptionError("give source_options= or the CSV and audio settings (path_column=..., channel=...), "
                               "not both")

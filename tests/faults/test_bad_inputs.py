@@ -55,7 +55,7 @@ def huge_png(tmp_path_factory):
 
 
 @pytest.mark.parametrize("max_pixels, want", [
-    (64 * 2**20, "image is 12000x12000 = 144,000,000 pixels, over max_pixels=67,108,864"),  # the default
+    (64 * 2**20, "image is 12000x12000 = 144,000,000 pixels, over the limit of 67,108,864"),  # the default
     (200_000_000, "decompression bomb: Image size (144000000 pixels) exceeds limit"),  # Pillow's warning, as a reason
 ])
 def test_an_oversized_image_is_refused_from_its_header_before_decoding(huge_png, tmp_path, max_pixels, want):
@@ -76,7 +76,7 @@ def test_max_pixels_is_an_option_of_image_sources(tmp_path):
         Image.fromarray(np.full((side, side, 3), k, np.uint8)).save(tmp_path / "imgs" / "a" / f"{k}.png")
     cache = prebake.build(tmp_path / "imgs", tmp_path / "c", workers=0, image_size=8,
                           source_options=prebake.SourceOptions(max_pixels=1000))
-    assert len(cache) == 2 and "over max_pixels=1,000" in cache.manifest["skipped"][0]["reason"]
+    assert len(cache) == 2 and "over the limit of 1,000" in cache.manifest["skipped"][0]["reason"]
 
 
 def test_a_cut_jpeg_is_reported_as_a_truncated_file(tmp_path):

@@ -53,7 +53,7 @@ def _images(d: Path) -> tuple[Path, Path, dict[str, str], dict[str, Any]]:
     jpeg_cut_early(dirty / "a" / "cut_early.jpg")
     bad["cut_early.jpg"] = "truncated image file: the JPEG data ends"
     Image.fromarray(np.zeros((120, 120, 3), np.uint8)).save(dirty / "b" / "huge.png")
-    bad["huge.png"] = "over max_pixels=10,000"
+    bad["huge.png"] = "over the limit of 10,000"
     os.symlink(dirty / "a" / "gone.png", dirty / "b" / "missing.png")
     bad["missing.png"] = "file not found"
     return clean, dirty, bad, {"image_size": 16, "source_options": prebake.SourceOptions(max_pixels=10_000)}

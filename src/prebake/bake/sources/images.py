@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ...errors import BadItemError
+from ...errors import BadItemError, opt
 
 #: Extensions (lower case) that image folders and CSV tables treat as images.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -87,8 +87,8 @@ def _check_pixels(im: Image.Image, max_pixels: int) -> None:
     """
     w, h = im.size
     if w * h > max_pixels:
-        raise BadItemError(f"image is {w}x{h} = {w * h:,} pixels, over max_pixels={max_pixels:,} (decoding it "
-                           f"would take {w * h * 3:,} bytes as RGB); raise max_pixels to bake it")
+        raise BadItemError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} (decoding it "
+                           f"would take {w * h * 3:,} bytes as RGB); raise {opt('max_pixels')} to bake it")
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and max(1, w) * max(1, h) > limit:
         raise BadItemError(f"decompression bomb: Image size ({w * h} pixels) exceeds limit of {limit} pixels "
