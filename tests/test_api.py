@@ -15,7 +15,8 @@ def test_public_names():
         "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheCorruptError",
         "CacheNotFoundError", "FormatError", "Loader", "OptionError", "PrebakeError", "Ragged", "Source",
         "SourceError", "SourceOptions", "StrictModeError", "UnsafePickleError", "VerifyReport", "Watch", "WatchReport",
-        "__version__", "augment", "build", "load_config", "open", "verify", "watch", "write_arrays",
+        "__version__", "augment", "build", "export_hdf5", "load_config", "load_splits", "open", "split", "verify",
+        "watch", "write_arrays",
     ])
     for name in prebake.__all__:
         assert hasattr(prebake, name), name

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from .bake.build import BuildOptions, BuildReport
     from .bake.memory import write_arrays
     from .bake.sources import Source, SourceOptions
+    from .cache.hdf5 import export_hdf5
     from .cache.reader import Cache, Ragged
+    from .cache.splits import load_splits, split
     from .cache.reader import open_cache as open
     from .cache.verify import VerifyReport, verify
     from .load.loader import Loader
@@ -127,8 +129,11 @@ __all__ = [
     "__version__",
     "augment",
     "build",
+    "export_hdf5",
     "load_config",
+    "load_splits",
     "open",
+    "split",
     "verify",
     "watch",
     "write_arrays",
@@ -141,6 +146,7 @@ __getattr__, __dir__ = lazy_members(__name__, {
     "Source": ".bake.sources", "SourceOptions": ".bake.sources",
     "Cache": ".cache.reader", "Ragged": ".cache.reader", "open": ".cache.reader:open_cache",
     "VerifyReport": ".cache.verify", "verify": ".cache.verify",
+    "export_hdf5": ".cache.hdf5", "split": ".cache.splits", "load_splits": ".cache.splits",
     "Loader": ".load.loader",
     "Watch": ".measure.watch", "WatchReport": ".measure.watch", "watch": ".measure.watch",
 })

@@ -35,8 +35,10 @@ from ..cache.format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, partial_path
 from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError, opt
 from . import fingerprint as fpr
 from . import transforms as T
+from .buildlog import write_build_log
 from .incremental import hash_identities, reuse_plan
 from .sources import DatasetSource, Source, SourceOptions, detect
+from .volumes import VolumeOptions
 from .worker import Job, probe_specs, run_chunk
 from .writer import ChunkResult, PartialCache, Plan, publish
 
@@ -61,6 +63,8 @@ class BuildOptions:
     ``allow_empty``: commit even when every item is bad. ``ragged``: columns whose first
     axis varies per item. ``lock_timeout``: seconds to wait for another build of the same
     output (None: wait). ``chunk_rows``: rows per unit of work (None: about 16 MB of rows).
+    ``volume``: the volume steps (:class:`~prebake.bake.volumes.VolumeOptions`). ``rgb``: every
+    image as 8-bit RGB (16-bit grey PNG/TIFF stay uint16 otherwise).
     """
 
     image_size: int | None = None  # resize to S x S
@@ -76,6 +80,8 @@ class BuildOptions:
     ragged: tuple[str, ...] = ()  # columns whose first axis varies per item
     lock_timeout: float | None = None  # seconds to wait for another build of the same output
     chunk_rows: int | None = None  # rows per work unit; None = about 16 MB of rows
+    volume: VolumeOptions | None = None  # reorient / spacing / window / crop-pad of volumes
+    rgb: bool = False  # every image as 8-bit RGB (16-bit grey is kept at full depth otherwise)
 
 
 @dataclass
@@ -145,7 +151,8 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     out = Path(os.path.abspath(out))
     _check_out(out)
     steps = T.make_pipeline(image_size=opts.image_size, shorter_side=opts.shorter_side, crop=opts.crop,
-                            sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform)
+                            sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform,
+                            volume=opts.volume, rgb=opts.rgb)
     T.check_inputs(steps, src)
     ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns)))
     fp = fpr.make(src.describe(), T.describe(steps), {"ragged": list(ragged)})
@@ -166,8 +173,10 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
         if action == "resumed":
             reasons = ["resuming a build that was interrupted"]
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
-    return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
-                       time.perf_counter() - t0, reused)
+    report = BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
+                         time.perf_counter() - t0, reused)
+    write_build_log(report, fp)
+    return report
 
 
 def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,
