@@ -21,7 +21,9 @@ Pipelines:
   file holds them (one chunk per item), a Dataset reads one item per ``__getitem__`` through an LRU
   dict of ``cache_size`` items, DataLoader with W persistent workers (each worker keeps its own LRU);
 - ``prebake``: ``prebake.build`` (2 workers: the bake keeps int16, the window clipped) then
-  ``prebake.Loader`` with ``IntensityWindow`` as its batched transform (int16 -> float32 [0, 1]).
+  ``prebake.Loader`` with ``IntensityWindow`` as its batched transform (int16 -> float32 [0, 1]);
+  ``prebake-float32`` bakes the scaled float32 volumes instead (``--scale-to 0 1``: MONAI's bytes) and
+  loads them as they are, which shows what the int16 cache's conversion costs on a CPU.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import numpy as np
 
 SPACING = 1.5
 WINDOW = (-1000.0, 1000.0)
-PIPELINES = ("monai-persistent", "monai-persistent-2w", "monai-cache", "seed-hdf5", "prebake")
+PIPELINES = ("monai-persistent", "monai-persistent-2w", "monai-cache", "seed-hdf5", "prebake", "prebake-float32")
 TOLERANCE = 1e-3  # in [0, 1] units: prebake rounds the resampled HU to int16 (<= 0.5 HU = 2.5e-4)
 CHECK_ITEMS = 4
 
@@ -203,7 +205,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.workdir)
     paths, labels = read_csv(work / "volumes.csv")
     data = [{"image": p, "label": y} for p, y in zip(paths, labels)]
-    workers = 2 if name.endswith("-2w") or name == "prebake" else args.workers  # prebake: 2 bake processes
+    workers = 2 if name.endswith("-2w") or name.startswith("prebake") else args.workers  # prebake: 2 bake processes
     t0 = time.perf_counter()
     loader, first_items, cache_bytes, where = _make(name, args, work, data, paths, labels, workers)
     setup = time.perf_counter() - t0
@@ -247,21 +249,27 @@ def _make(name: str, args: argparse.Namespace, work: Path, data: list[dict[str, 
         ds = SeedHdf5Dataset(h5, cache_size=1000)
         return (_dataloader(ds, args, workers), lambda: np.stack([ds[i]["image"].numpy() for i in range(CHECK_ITEMS)]),
                 h5.stat().st_size, "disk (HDF5, float32) + an LRU per worker")
-    return _make_prebake(args, work)
+    return _make_prebake(args, work, name == "prebake-float32")
 
 
-def _make_prebake(args: argparse.Namespace, work: Path) -> tuple[Any, Any, Any, str]:
+def _make_prebake(args: argparse.Namespace, work: Path, as_float: bool) -> tuple[Any, Any, Any, str]:
+    import torch
+
     import prebake
     from prebake.augment import IntensityWindow
 
-    out = work / "prebake-cache"
+    out = work / ("prebake-float32-cache" if as_float else "prebake-cache")
     cache = prebake.build(work / "volumes.csv", out, label_columns=["diagnosis"], keep_columns=["patient_id"],
                           orientation="RAS", spacing=(SPACING,) * 3, window=WINDOW, volume_shape=(args.size,) * 3,
-                          workers=2, force=True, progress=False)
+                          scale_to=(0.0, 1.0) if as_float else None, workers=2, force=True, progress=False)
+    if as_float:
+        loader = prebake.Loader(cache, args.batch_size, seed=0, columns=["image", "label"])
+        return (loader, lambda: np.array(cache.column("image")[:CHECK_ITEMS]), _dir_bytes(out),
+                "disk (float32 .npy, memory-mapped)")
     window = IntensityWindow(*WINDOW)
     loader = prebake.Loader(cache, args.batch_size, seed=0, columns=["image", "label"], transform=lambda b: {
         "image": window(b["image"]), "label": b["label"]})
-    items = lambda: window(__import__("torch").from_numpy(np.array(cache.column("image")[:CHECK_ITEMS]))).numpy()  # noqa: E731
+    items = lambda: window(torch.from_numpy(np.array(cache.column("image")[:CHECK_ITEMS]))).numpy()  # noqa: E731
     return loader, items, _dir_bytes(out), "disk (int16 .npy, memory-mapped)"
 
 
