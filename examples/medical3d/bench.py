@@ -100,12 +100,12 @@ def monai_transform(size: int) -> Any:
 
 def seed_preprocess(path: str, size: int) -> np.ndarray:
     """The seed's preprocessing step for one file: float32 [0, 1], the same transforms (prebake's code,
-    in float: no int16 rounding)."""
+    in float32: no int16 rounding)."""
     from prebake.bake.sources.volumes import read_volume
     from prebake.bake.volumes import CropOrPad, Reorient, ResampleSpacing, Window
 
     item = read_volume(path)
-    item["image"] = item["image"].astype(np.float64)
+    item["image"] = item["image"].astype(np.float32)  # float, no int16 rounding (float32 holds int16 exactly)
     for step in (Reorient("RAS"), ResampleSpacing((SPACING,) * 3), Window(*WINDOW, (0.0, 1.0)),
                  CropOrPad((size,) * 3, 0.0)):
         item = step(item)

@@ -65,7 +65,7 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("orientation", "str", "volumes: reorient to these axis codes, e.g. RAS (nibabel's; as MONAI "
         "Orientation)", "CODES"),
     Key("spacing", "float3", "volumes: resample to this voxel spacing in mm, trilinear (integer volumes are "
-        "rounded back to their dtype; needs scipy)", "X Y Z"),
+        "rounded back to their dtype)", "X Y Z"),
     Key("window", "pair", "volumes: clip intensities to [LOW, HIGH], e.g. CT HU -1000 1000 (the dtype is kept)",
         "LOW HIGH"),
     Key("scale_to", "pair", "volumes: with --window, map [LOW, HIGH] onto [A, B] as float32 (as MONAI "
