@@ -35,10 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadItemError, OptionError, SourceError, opt
-from .base import Source, file_identity
 from ...cache.format import validate_column_name
-from ...errors import FormatError
+from ...errors import BadItemError, FormatError, OptionError, SourceError, opt
+from .base import Source, file_identity
 from .images import decode_image
 from .volumes import identity_files, is_series_dir, is_volume_path, libraries_for, read_volume
 
