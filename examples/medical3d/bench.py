@@ -90,7 +90,7 @@ def monai_transform(size: int) -> Any:
 
     return mt.Compose([
         mt.LoadImaged("image", image_only=True), mt.EnsureChannelFirstd("image"),
-        mt.Orientationd("image", axcodes="RAS"),
+        mt.Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         mt.Spacingd("image", pixdim=(SPACING,) * 3, mode="bilinear", padding_mode="border"),
         mt.ScaleIntensityRanged("image", *WINDOW, 0.0, 1.0, clip=True),
         mt.ResizeWithPadOrCropd("image", (size,) * 3),

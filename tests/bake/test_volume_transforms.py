@@ -156,7 +156,7 @@ def _meta(item, MetaTensor):
 def test_against_monai_orientation_exactly():
     mt, MetaTensor = _monai()
     item = _item(affine=np.array([[0, 0, -2.0, 5], [1.5, 0, 0, 1], [0, -1.0, 0, 2], [0, 0, 0, 1]]))
-    ref = mt.Orientation(axcodes="RAS")(_meta(item, MetaTensor))
+    ref = mt.Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(_meta(item, MetaTensor))
     out = Reorient("RAS")(dict(item))
     np.testing.assert_array_equal(out["image"].astype(np.float32), ref.numpy())
     np.testing.assert_allclose(out["affine"], ref.affine.numpy(), atol=1e-6)
