@@ -400,8 +400,12 @@ def test_every_build_option_is_a_setting():
 
     from prebake.config import KEYS
 
-    fields = {f.name for f in dataclasses.fields(prebake.BuildOptions)}
+    fields = {f.name for f in dataclasses.fields(prebake.BuildOptions)} - {"volume"}
     assert fields <= set(KEYS), fields - set(KEYS)
+    from prebake.bake.volumes import VolumeOptions  # BuildOptions.volume groups the volume settings
+
+    volume = {"shape": "volume_shape"}
+    assert {volume.get(f.name, f.name) for f in dataclasses.fields(VolumeOptions)} <= set(KEYS)
 
 
 # -- 3 and 5. what the demo and the test suite print explains itself ---------------------------------

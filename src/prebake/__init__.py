@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from .bake.memory import write_arrays
     from .bake.sources import Source, SourceOptions
     from .bake.stages import Stage
+    from .cache.hdf5 import export_hdf5
     from .cache.reader import Cache, Ragged
+    from .cache.splits import load_splits, split
     from .cache.reader import open_cache as open
     from .cache.verify import VerifyReport, verify
     from .load.loader import Loader
@@ -153,9 +155,12 @@ __all__ = [
     "__version__",
     "augment",
     "build",
+    "export_hdf5",
     "load_config",
     "crop_or_pad",
+    "load_splits",
     "open",
+    "split",
     "verify",
     "watch",
     "write_arrays",
@@ -168,6 +173,7 @@ __getattr__, __dir__ = lazy_members(__name__, {
     "Source": ".bake.sources", "SourceOptions": ".bake.sources", "Stage": ".bake.stages",
     "Cache": ".cache.reader", "Ragged": ".cache.reader", "open": ".cache.reader:open_cache",
     "VerifyReport": ".cache.verify", "verify": ".cache.verify",
+    "export_hdf5": ".cache.hdf5", "split": ".cache.splits", "load_splits": ".cache.splits",
     "Loader": ".load.loader", "crop_or_pad": ".load.signals", "Elements": ".load.views", "Windows": ".load.views",
     "Watch": ".measure.watch", "WatchReport": ".measure.watch", "watch": ".measure.watch",
 })

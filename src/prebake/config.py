@@ -31,7 +31,7 @@ class Key:
     """One build setting: its name (as in Python; the CLI flag uses dashes), type and help."""
 
     name: str
-    type: str  # "path" | "str" | "int" | "float" | "bool" | "strs" (a list) | "pair" (two floats)
+    type: str  # "path" | "str" | "int" | "float" | "bool" | "strs" (a list) | "pair" (two floats) | "float3" | "int3"
     help: str
     metavar: str | None = None
 
@@ -77,6 +77,21 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("label_columns", "strs", "CSV: a label column (repeatable; default: every other column)", "COLUMN"),
     Key("base_dir", "path", "CSV: the directory the paths are relative to (default: the CSV file's)", "DIR"),
     Key("delimiter", "str", "CSV: the field separator (default: detected among , ; tab |)", "CHAR"),
+    Key("keep_columns", "strs", "CSV: also keep this column, under its name, as a column of its own (repeatable): "
+        "patient id, study, age; text stays text", "COLUMN"),
+    Key("rgb", "bool", "every image as 8-bit RGB (16-bit grey PNG/TIFF are kept as uint16 otherwise)"),
+    Key("orientation", "str", "volumes: reorient to these axis codes, e.g. RAS (nibabel's; as MONAI "
+        "Orientation)", "CODES"),
+    Key("spacing", "float3", "volumes: resample to this voxel spacing in mm, trilinear (integer volumes are "
+        "rounded back to their dtype)", "X Y Z"),
+    Key("window", "pair", "volumes: clip intensities to [LOW, HIGH], e.g. CT HU -1000 1000 (the dtype is kept)",
+        "LOW HIGH"),
+    Key("scale_to", "pair", "volumes: with --window, map [LOW, HIGH] onto [A, B] as float32 (as MONAI "
+        "ScaleIntensityRange)", "A B"),
+    Key("volume_shape", "int3", "volumes: centre-crop or pad the spatial axes to D H W (as MONAI "
+        "ResizeWithPadOrCrop)", "D H W"),
+    Key("pad_value", "float", "volumes: the value of --volume-shape padding (default: the window's low end, "
+        "else 0)", "V"),
     Key("workers", "int", "worker processes (default: one per core; 0 or 1 bakes in this process)", "N"),
     Key("force", "bool", "rebuild even when the cache is up to date"),
     Key("content_hash", "bool", "identify source files by their bytes (one read of every file per build), not by "
@@ -139,7 +154,7 @@ def _toml() -> Any:
 
 def _key_name(key: Any, path: Path) -> str:
     name = str(key).replace("-", "_")
-    name = {"label_column": "label_columns", "stage": "stages"}.get(name, name)  # the CLI flags' spelling
+    name = {"label_column": "label_columns", "stage": "stages", "keep_column": "keep_columns"}.get(name, name)  # CLI spellings
     if name not in KEYS:
         close = difflib.get_close_matches(name, KEYS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -161,10 +176,11 @@ def check_value(name: str, value: Any, where: str) -> Any:
     elif kind == "strs":
         value = [value] if isinstance(value, str) else value
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    elif kind == "pair":
-        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        value = [float(v) for v in value] if ok else value
+    elif kind in ("pair", "float3", "int3"):
+        count, number = (2, (int, float)) if kind == "pair" else (3, (int,) if kind == "int3" else (int, float))
+        ok = isinstance(value, (list, tuple)) and len(value) == count and all(
+            isinstance(v, number) and not isinstance(v, bool) for v in value)
+        value = [(int if kind == "int3" else float)(v) for v in value] if ok else value
     elif kind == "path":
         ok = isinstance(value, (str, os.PathLike))
         value = os.fspath(value) if ok else value
@@ -172,7 +188,8 @@ def check_value(name: str, value: Any, where: str) -> Any:
         ok = isinstance(value, str)
     if not ok:
         want = {"bool": "true or false", "int": "an integer", "float": "a number", "strs": "a list of strings",
-                "pair": "two numbers [LOW, HIGH]"}.get(kind, "a string")
+                "pair": "two numbers [LOW, HIGH]", "float3": "three numbers [X, Y, Z]",
+                "int3": "three integers [D, H, W]"}.get(kind, "a string")
         raise OptionError(f"{where}: {name} is {value!r}, expected {want}")
     return value
 
@@ -196,8 +213,7 @@ def check_settings(settings: dict[str, Any], where: str = "prebake.build") -> di
         python_object = key in ("source", "transform") and not isinstance(value, str) or key == "stages" and not (
             isinstance(value, str) or isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
         if value is not None and not python_object:
-            value = check_value(key, list(value) if key in ("ragged", "label_columns", "bandpass")
-                                and isinstance(value, tuple) else value, where)
+            value = check_value(key, list(value) if isinstance(value, tuple) else value, where)
         out[key] = value
     return out
 
@@ -211,6 +227,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
     from .bake.build import BuildOptions, resolve_sources, select_split
     from .bake.plugins import load_object
     from .bake.sources import DatasetSource, SourceOptions
+    from .bake.volumes import VolumeOptions
 
     s = {k: v for k, v in settings.items() if v is not None}
     if s.get("out") is None:
@@ -222,7 +239,8 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
     elif "source" in s:
         fields = {"path_column": s.get("path_column"), "label_columns": tuple(s.get("label_columns", ())),
                   "base_dir": s.get("base_dir"), "delimiter": s.get("delimiter"), "channel": s.get("channel"),
-                  "audio_dtype": s.get("audio_dtype"), "max_pixels": s.get("max_pixels")}
+                  "audio_dtype": s.get("audio_dtype"), "max_pixels": s.get("max_pixels"),
+                  "keep_columns": tuple(s.get("keep_columns", ()))}
         if source_options is not None and any(v not in (None, ()) for v in fields.values()):
             raise OptionError("give source_options= or the CSV and audio settings (path_column=..., channel=...), "
                               "not both")
@@ -233,6 +251,9 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         raise OptionError(f"nothing to bake: give SOURCE, or {opt('dataset')}")
     transform = s.get("transform")
     stages = _stages(s.get("stages", ()), load_object)
+    volume = VolumeOptions(orientation=s.get("orientation"), spacing=_tuple(s.get("spacing")),
+                           window=_tuple(s.get("window")), scale_to=_tuple(s.get("scale_to")),
+                           shape=_tuple(s.get("volume_shape")), pad_value=s.get("pad_value"))
     options = BuildOptions(
         segment_cycles=segment_step(s),
         image_size=s.get("image_size"), shorter_side=s.get("shorter_side"), crop=s.get("crop"),
@@ -242,6 +263,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         allow_empty=s.get("allow_empty", False), ragged=tuple(s.get("ragged", ())),
         content_hash=s.get("content_hash", False), stages=stages,
         lock_timeout=s.get("lock_timeout"), chunk_rows=s.get("chunk_rows"),
+        volume=volume if volume or volume.scale_to is not None else None, rgb=s.get("rgb", False),
     )
     return select_split(sources, s.get("split")), s["out"], options
 
@@ -290,3 +312,7 @@ def _stages(given: Any, load_object: Any) -> tuple[Any, ...]:
                                   "(or a function returning one, or a list of them)")
             out.append(stage)
     return tuple(out)
+
+
+def _tuple(value: Any) -> tuple[Any, ...] | None:
+    return None if value is None else tuple(value)

@@ -37,7 +37,7 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
         lines.append(f"wrote a SYNTHETIC CIFAR-10 sample ({DEMO_TRAIN:,} train + {DEMO_TEST:,} test images, "
                      f"real python-version batch format) to {source}")
         lines.append(f"and small inputs for the README's quickstart in {workdir / 'data'}: photos/, hearts/, "
-                     "labels.csv, arrays.npz, mydata.py, mytransforms.py")
+                     "labels.csv, arrays.npz, mydata.py, mytransforms.py, volumes.csv (NIfTI, with nibabel)")
     else:
         lines.append(f"using the CIFAR-10 download at {source}")
     sources = resolve_sources(source, kind="cifar")

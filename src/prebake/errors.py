@@ -83,9 +83,9 @@ class OptionError(PrebakeError, ValueError):
 
 _FRONT_END = {"cli": False}
 #: Options that are switches: the CLI spells them ``--force``, Python ``force=True``.
-_SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes", "segment_cycles"})
+_SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes", "segment_cycles", "rgb"})
 #: Python names whose CLI flag is spelled otherwise (a repeatable flag takes one value at a time).
-CLI_FLAGS = {"label_columns": "--label-column", "stages": "--stage"}
+CLI_FLAGS = {"label_columns": "--label-column", "stages": "--stage", "keep_columns": "--keep-column"}
 
 
 def use_cli_names(on: bool = True) -> bool:

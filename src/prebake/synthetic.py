@@ -532,7 +532,8 @@ def write_quickstart_data(root: str | os.PathLike[str]) -> dict[str, Path]:
 
     ``photos/`` (JPEG class folders with train/ and val/), ``hearts/`` (WAV recordings at
     4 kHz), ``labels.csv`` (+ ``scans/``), ``arrays.npz`` (``x`` (500, 16) float32, ``y``),
-    ``mydata.py`` (a dataset factory) and ``mytransforms.py`` (a per-item function).
+    ``mydata.py`` (a dataset factory), ``mytransforms.py`` (a per-item function) and, when
+    nibabel is installed, ``volumes.csv`` (+ ``volumes/``: NIfTI CT-like volumes of 8 patients).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -546,4 +547,10 @@ def write_quickstart_data(root: str | os.PathLike[str]) -> dict[str, Path]:
     (root / "mydata.py").write_text(QUICKSTART_DATASET)
     (root / "mytransforms.py").write_text(QUICKSTART_TRANSFORM)
     paths.update(arrays=root / "arrays.npz", dataset=root / "mydata.py", transform=root / "mytransforms.py")
+    try:  # volumes.csv + volumes/*.nii.gz, for the medical lines (nibabel: prebake[medical])
+        from .synthetic_volumes import write_volume_table
+
+        paths["volumes"] = write_volume_table(root, patients=8)
+    except ImportError:
+        pass
     return paths

@@ -23,19 +23,21 @@ import prebake.augment as A
 
 IMAGE = (16, 3, 12, 12)
 SIGNAL = (16, 2, 128)
+VOLUME = (16, 2, 8, 10, 10)
 IMAGE_DTYPES = [torch.uint8, torch.float16, torch.bfloat16, torch.float32]
+VOLUME_DTYPES = [torch.uint8, torch.int16, torch.float16, torch.bfloat16, torch.float32]
 SIGNAL_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 DEVICES = ["cpu", "cuda"]
 from tests.helpers.devices import NEEDS_CUDA
 # p=0 vs eval for ops that change the shape: grid_sample vs interpolate, rounded to the dtype
-CLOSE = {torch.uint8: 1.0, torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5}
+CLOSE = {torch.uint8: 1.0, torch.int16: 1.0, torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5}
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
     make: Callable[[float], A.Op]  # p -> op
-    kind: str = "image"  # or "signal"
+    kind: str = "image"  # or "signal", "volume"
     random: bool = True
     keeps_shape: bool = True
     mix: bool = False  # MixUp/CutMix: same-sample batches stay the same, so check params instead
@@ -43,10 +45,10 @@ class Case:
     binary: bool = False  # an op with one way to apply (flip, invert): applied samples all match
 
     def shape(self) -> tuple[int, ...]:
-        return IMAGE if self.kind == "image" else SIGNAL
+        return {"image": IMAGE, "signal": SIGNAL, "volume": VOLUME}[self.kind]
 
     def dtypes(self) -> list[torch.dtype]:
-        return IMAGE_DTYPES if self.kind == "image" else SIGNAL_DTYPES
+        return {"image": IMAGE_DTYPES, "signal": SIGNAL_DTYPES, "volume": VOLUME_DTYPES}[self.kind]
 
 
 CASES = [
@@ -86,6 +88,17 @@ CASES = [
     Case("SplitSubstructures-fractions-resample",
          lambda p: A.SplitSubstructures(3, fractions=(1, 2, 5), length=40, fit="resample"), "signal",
          random=False, keeps_shape=False),
+    Case("RandomCrop3d", lambda p: A.RandomCrop3d((6, 7, 5), p=p), "volume", keeps_shape=False),
+    Case("RandomFlip3d", lambda p: A.RandomFlip3d(p=p), "volume"),
+    Case("RandomFlip3d-one-axis", lambda p: A.RandomFlip3d(axes=(2,), p=p), "volume", binary=True),
+    Case("RandomRotate90", lambda p: A.RandomRotate90((1, 2), p=p), "volume"),
+    Case("RandomIntensity", lambda p: A.RandomIntensity((0.5, 1.5), (-20, 20), p=p), "volume"),
+    Case("GaussianNoise3d", lambda p: A.GaussianNoise3d((5.0, 20.0), p=p), "volume"),
+    Case("IntensityWindow", lambda p: A.IntensityWindow(-50, 150), "volume", random=False),
+    Case("volume-pipeline", lambda p: A.Compose([A.RandomCrop3d(6, p=p), A.RandomFlip3d(p=p),
+                                                  A.RandomRotate90((1, 2), p=p), A.IntensityWindow(-50, 150),
+                                                  A.RandomIntensity(p=p), A.GaussianNoise3d((0.01, 0.05), p=p)]),
+         "volume", keeps_shape=False),
 ]
 # every public op class appears in the battery
 COVERED = {type(c.make(0.5)).__name__ for c in CASES} | {
@@ -104,6 +117,10 @@ def _input(case: Case, dtype: torch.dtype, device: str, same: bool = False, n: i
     first = 1 if same else shape[0]
     if dtype == torch.uint8:
         x = torch.randint(0, 256, (first, *shape[1:]), generator=g, dtype=torch.uint8)
+    elif dtype == torch.int16:
+        x = torch.randint(-1000, 1000, (first, *shape[1:]), generator=g, dtype=torch.int16)
+    elif case.kind == "volume":
+        x = (torch.rand((first, *shape[1:]), generator=g) * 200 - 50).to(dtype)
     elif case.kind == "image":
         x = torch.rand((first, *shape[1:]), generator=g).to(dtype)
     else:
@@ -121,7 +138,10 @@ def _op(case: Case, p: float, device: str) -> A.Op:
 
 def _expected_dtype(case: Case, dtype: torch.dtype) -> torch.dtype:
     normalizes = any(isinstance(m, A.Normalize) for m in case.make(0.5).modules())
-    return torch.float32 if normalizes and dtype == torch.uint8 else dtype
+    windows = any(isinstance(m, A.IntensityWindow) for m in case.make(0.5).modules())
+    if (normalizes and dtype == torch.uint8) or (windows and not dtype.is_floating_point):
+        return torch.float32
+    return dtype
 
 
 def test_every_public_op_is_in_the_battery():

@@ -24,7 +24,7 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     caches = _cifar_cache(tmp_path)
     assert sorted(caches) == ["test", "train"]
     train = tmp_path / "cache" / "train"
-    assert sorted(p.name for p in train.iterdir()) == ["image.npy", "label.npy", "manifest.json"]
+    assert sorted(p.name for p in train.iterdir()) == ["build.log", "image.npy", "label.npy", "manifest.json"]
     m = json.loads((train / "manifest.json").read_text())
     assert tuple(m) == MANIFEST_KEYS == (
         "format", "format_version", "prebake_version", "created", "num_items", "columns",

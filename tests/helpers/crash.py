@@ -322,9 +322,12 @@ def script_cmd(cfg: dict[str, Any]) -> list[str]:
 
 def snapshot(path: str | os.PathLike[str]) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Every file's bytes (manifest.json apart) and the manifest without "created" (nor its
-    checksum, which covers "created")."""
+    checksum, which covers "created").
+
+    build.log is left out: it says when the build ran and whether it resumed, by design."""
     root = Path(path)
     files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files.pop("build.log", None)
     manifest = json.loads(files.pop("manifest.json"))
     manifest.pop("created")
     manifest.pop("manifest_xxh3_64")

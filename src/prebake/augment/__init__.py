@@ -4,6 +4,8 @@ Every op is an ``nn.Module`` with ``sample_params(batch_shape, device, generator
 and a pure ``apply(x, params)``; ``op(x)`` does both, ``op(x, return_params=True)``
 also returns the params and ``op(x, params)`` replays them. ``p`` is per sample.
 Random ops are the identity in ``.eval()``. See :mod:`prebake.augment.base`.
+Images are ``(N, C, H, W)``, signals ``(N, C, T)``, volumes ``(N, C, D, H, W)``
+(:mod:`prebake.augment.volume`).
 
 >>> import torch
 >>> from prebake.augment import Compose, RandomCrop, RandomHorizontalFlip, Normalize
@@ -27,6 +29,7 @@ from .presets import image_eval_preset, image_train_preset, signal_pretrain_pres
 from .signal import AmplitudeScale, GaussianNoise, PolarityInversion, TimeMask, TimeShift, TimeStretch
 from .spectral import BandPass, BandStop, FrequencyMask
 from .substructures import SplitSubstructures
+from .volume import GaussianNoise3d, IntensityWindow, RandomCrop3d, RandomFlip3d, RandomIntensity, RandomRotate90
 
 __all__ = [
     "AmplitudeScale",
@@ -38,8 +41,10 @@ __all__ = [
     "CutMix",
     "FrequencyMask",
     "GaussianNoise",
+    "GaussianNoise3d",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "IntensityWindow",
     "MixUp",
     "Normalize",
     "OneOf",
@@ -48,9 +53,13 @@ __all__ = [
     "PolarityInversion",
     "RandomApply",
     "RandomCrop",
+    "RandomCrop3d",
     "RandomErasing",
+    "RandomFlip3d",
     "RandomHorizontalFlip",
+    "RandomIntensity",
     "RandomResizedCrop",
+    "RandomRotate90",
     "Resize",
     "SplitSubstructures",
     "TimeMask",

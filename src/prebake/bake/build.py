@@ -35,10 +35,12 @@ from ..cache.format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, partial_path
 from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError, WorkerDiedError, opt
 from . import fingerprint as fpr
 from . import transforms as T
+from .buildlog import write_build_log
 from .incremental import hash_identities, reuse_plan
 from .pool import WorkerPool
 from .sources import DatasetSource, Source, SourceOptions, detect
 from .stages import StageRunner, plan_stages
+from .volumes import VolumeOptions
 from .worker import Job, probe, probe_specs, run_chunk
 from .writer import ChunkResult, PartialCache, Plan, publish
 
@@ -67,6 +69,8 @@ class BuildOptions:
     ``content_hash``: identify source files by their bytes, not by size, mtime and ctime.
     ``stages``: :class:`~prebake.Stage` s, batched steps (frozen encoders) run in this process
     after the per-item transforms, in order.
+    ``volume``: the volume steps (:class:`~prebake.bake.volumes.VolumeOptions`). ``rgb``: every
+    image as 8-bit RGB (16-bit grey PNG/TIFF stay uint16 otherwise).
     """
 
     image_size: int | None = None  # resize to S x S
@@ -85,6 +89,8 @@ class BuildOptions:
     chunk_rows: int | None = None  # rows per work unit; None = about 16 MB of rows
     stages: tuple[Any, ...] = ()  # prebake.Stage: batched steps after the per-item transforms, in order
     content_hash: bool = False  # identify source files by their bytes, not size/mtime/ctime (CLI --content-hash)
+    volume: VolumeOptions | None = None  # reorient / spacing / window / crop-pad of volumes
+    rgb: bool = False  # every image as 8-bit RGB (16-bit grey is kept at full depth otherwise)
 
 
 @dataclass
@@ -157,7 +163,7 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     _check_out(out)
     steps = T.make_pipeline(image_size=opts.image_size, shorter_side=opts.shorter_side, crop=opts.crop,
                             sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform,
-                            segment=opts.segment_cycles)
+                            segment=opts.segment_cycles, volume=opts.volume, rgb=opts.rgb)
     T.check_inputs(steps, src)
     ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns) | set(T.ragged_outputs(steps))))
     src = src.with_content_hash() if opts.content_hash else src
@@ -184,8 +190,10 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
         if action == "resumed":
             reasons = ["resuming a build that was interrupted"]
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
-    return BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
-                       time.perf_counter() - t0, reused, warnings)
+    report = BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
+                         time.perf_counter() - t0, reused, warnings)
+    write_build_log(report, fp)
+    return report
 
 
 def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,

@@ -21,6 +21,7 @@ from PIL import Image
 from ..errors import BadItemError, OptionError, opt
 from .plugins import code_identity
 from .signals import BandPass, Resample
+from .volumes import VolumeOptions, volume_steps
 
 Item = dict[str, Any]
 ImageLike = Any  # PIL.Image.Image | np.ndarray (C, H, W)
@@ -46,7 +47,11 @@ def _resize_array(img: np.ndarray, w: int, h: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
     t = t.reshape(1, -1, *t.shape[-2:])
     t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    return t.reshape(*img.shape[:-2], h, w).numpy().astype(img.dtype, copy=False)
+    out = t.reshape(*img.shape[:-2], h, w).numpy()
+    if img.dtype.kind in "iu":  # round, as Pillow does, rather than truncate
+        info = np.iinfo(img.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(img.dtype, copy=False)
 
 
 def resize_image(img: ImageLike, w: int, h: int) -> ImageLike:
@@ -120,6 +125,24 @@ class ToCHW:
         return item
 
 
+@dataclass(frozen=True)
+class ToRGB8:
+    """Every image as 8-bit RGB (``--rgb``): 16-bit grey arrays become ``value >> 8`` in three channels."""
+
+    needs: ClassVar[tuple[str, ...]] = ("image",)
+    option: ClassVar[str] = "rgb"
+
+    def __call__(self, item: Item) -> Item:
+        from .sources.images import to_rgb
+
+        img = item["image"]
+        if isinstance(img, Image.Image):
+            item["image"] = to_rgb(img)
+        elif img.ndim == 3 and img.shape[0] == 1 and img.dtype == np.uint16:
+            item["image"] = np.repeat((img >> 8).astype(np.uint8), 3, axis=0)
+        return item
+
+
 class UserTransform:
     """A user's per-item function; its module source is part of the fingerprint."""
 
@@ -148,8 +171,14 @@ def make_pipeline(
     bandpass: tuple[float, float] | None = None,
     transform: Callable[[Item], Item] | None = None,
     segment: Transform | None = None,
+    volume: VolumeOptions | None = None,
+    rgb: bool = False,
 ) -> list[Transform]:
-    """The bake pipeline: [resample] [band-pass] [segment cycles] [resize] [center crop] to-CHW [user function]."""
+    """The bake pipeline: [resample] [band-pass] [segment cycles] [volume steps] [to RGB] [resize] [center crop]
+    to-CHW [user function].
+
+    The volume steps (reorient, spacing, window, crop/pad) are :mod:`prebake.bake.volumes`'.
+    """
     if image_size is not None and shorter_side is not None:
         raise OptionError(f"give {opt('image_size')} (S x S) or {opt('shorter_side')}, not both")
     steps: list[Transform] = []
@@ -159,6 +188,9 @@ def make_pipeline(
         steps.append(_bandpass(bandpass, sample_rate))
     if segment is not None:
         steps.append(segment)
+    steps += volume_steps(volume)
+    if rgb:
+        steps.append(ToRGB8())
     if image_size is not None:
         steps.append(Resize(_positive(image_size, "image_size")))
     if shorter_side is not None:

@@ -72,11 +72,13 @@ def conform(item: dict[str, Any], specs: Sequence[ColumnSpec]) -> dict[str, np.n
         v = np.asarray(item[c.name])
         dtype = np.dtype(c.dtype)
         if v.dtype != dtype and not np.can_cast(v.dtype, dtype, casting="safe"):
-            raise BadItemError(f"column {c.name!r} has dtype {v.dtype}, expected {dtype} like the first item")
+            hint = f"; give every image 8-bit RGB with {opt('rgb')}" if c.name == "image" and v.ndim == 3 else ""
+            raise BadItemError(f"column {c.name!r} has dtype {v.dtype}, expected {dtype} like the first item{hint}")
         shape = v.shape[1:] if c.ragged else v.shape
         if shape != c.shape or (c.ragged and v.ndim == 0):
             want = ("(n, " + ", ".join(map(str, c.shape)) + ")") if c.ragged else str(c.shape)
-            hint = f"; give every image one size with {opt('image_size')}" if c.name == "image" else ""
+            hint = "" if c.name != "image" else f"; give every volume one shape with {opt('volume_shape')}" \
+                if v.ndim == 4 else f"; give every image one size with {opt('image_size')}"
             raise BadItemError(f"column {c.name!r} has shape {v.shape}, expected {want} like the first item{hint}")
         if v.dtype.kind in "fc" and not np.isfinite(v).all():
             raise BadItemError(f"column {c.name!r} contains NaN or Inf")

@@ -10,6 +10,8 @@ A cache is a directory of plain files that numpy alone can read::
       signal.offsets.npy    int64 (N+1,): item i is values[offsets[i]:offsets[i+1]]
       _item_ids.npy         uint64 (N,), optional: xxh3 of each row's input identity, so a
                             rebuild copies unchanged rows instead of baking them again
+      build.log             what the build did and why, in words (not checksummed: a log)
+      splits.json           optional, from prebake split: index lists of group-aware splits
 
 While it is being built the directory is ``cache/cifar10/train.partial/`` and
 also holds the resume journal (``_plan.json``, ``_journal.jsonl``, ``_shards/``).
@@ -48,6 +50,8 @@ ITEM_IDS = "_item_ids.npy"
 PLAN = "_plan.json"
 JOURNAL = "_journal.jsonl"
 SHARDS = "_shards"
+SPLITS = "splits.json"  # beside the columns, written by prebake split (not in the manifest)
+BUILD_LOG = "build.log"  # beside the columns: what the build did and why, in words (not in the manifest)
 
 #: Manifest keys, in the order they are written. Pinned by tests/test_format.py.
 MANIFEST_KEYS = (

@@ -27,7 +27,7 @@ EXIT_CODES = """exit status:
 #: ``build``'s settings that are positional arguments rather than flags.
 _POSITIONAL = ("source", "out")
 #: Values the ``--kind`` flag accepts (checked again, with the message, by the source detection).
-KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "csv", "arrays")
+KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "csv", "arrays", "hdf5")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     c = _command(sub, "clear", "delete a cache, or every cache and unfinished build under a directory")
     c.add_argument("path", metavar="PATH", help="a cache, or a directory that holds caches")
     c.add_argument("--yes", "-y", action="store_true", help="delete without asking")
+    _export_parser(sub)
+    _split_parser(sub)
     _bench_parser(sub)
     d = _command(sub, "demo", "bake a small synthetic CIFAR-10 at 32 and 224 px, verify it, and time the loaders")
     d.add_argument("--source", metavar="DIR", help="a real CIFAR-10 python-version download to use instead")
@@ -89,16 +91,44 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
         if key.type == "bool":
             kwargs["action"] = "store_true"
         else:
-            kwargs["metavar"] = tuple(key.metavar.split()) if key.type == "pair" else key.metavar
-            kwargs["type"] = {"int": int, "float": float, "pair": float}.get(key.type, str)
+            several = {"pair": 2, "float3": 3, "int3": 3}.get(key.type)
+            kwargs["metavar"] = tuple(key.metavar.split()) if several else key.metavar
+            kwargs["type"] = {"int": int, "float": float, "pair": float, "float3": float, "int3": int}.get(key.type, str)
             if key.type == "strs":
                 kwargs["action"] = "append"
-            if key.type == "pair":
-                kwargs["nargs"] = 2
+            if several:
+                kwargs["nargs"] = several
             if key.name == "kind":
                 kwargs["choices"] = KINDS
                 kwargs["help"] = f"{key.help}: {', '.join(KINDS)}"
         b.add_argument(flag(key), dest=key.name, **kwargs)
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    c = _command(sub, "export", "write a cache as one HDF5 file, one dataset per column, readable with plain h5py")
+    c.description = ("Write CACHE as FILE.h5: one chunked dataset per column (a ragged column as a group of values "
+                     "and offsets), the manifest in the attributes. 'prebake build FILE.h5 OUT' reads it back into "
+                     "byte-identical columns. Needs h5py: pip install 'prebake[hdf5]'.")
+    c.add_argument("path", metavar="CACHE", help="a committed cache")
+    c.add_argument("out", metavar="FILE.h5", help="the HDF5 file to write (written whole, then renamed into place)")
+    c.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none",
+                   help="compress each chunk (with the byte-shuffle filter); default none")
+    c.add_argument("--level", type=int, metavar="N", help="gzip level, 0-9 (default 4)")
+    c.add_argument("--force", action="store_true", help="overwrite FILE.h5 when it exists")
+
+
+def _split_parser(sub: argparse._SubParsersAction) -> None:
+    c = _command(sub, "split", "split a cache's items by a group column (patients), so no group is in two splits")
+    c.description = ("Split the items of CACHE by the values of a column (a patient id), with the given fractions, "
+                     "deterministically for a seed, and save the index lists as CACHE/splits.json "
+                     "(prebake.load_splits reads them; prebake.Loader(cache, indices=...) uses them).")
+    c.add_argument("path", metavar="CACHE", help="a committed cache with the group column")
+    c.add_argument("--by", required=True, metavar="COLUMN", help="the column naming each item's group, "
+                   "e.g. patient_id (kept from a CSV with --keep-column)")
+    c.add_argument("--fractions", nargs="+", default=["train=0.8", "val=0.1", "test=0.1"], metavar="NAME=F",
+                   help="split names and fractions summing to 1 (default: train=0.8 val=0.1 test=0.1)")
+    c.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the group order (default 0)")
+    c.add_argument("--stratify", metavar="COLUMN", help="keep this column's mix (usually label) in every split")
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -145,11 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import build, caches, tools
+    from . import build, caches, exchange, tools
 
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "build": build.run, "verify": caches.verify, "info": caches.info, "ls": caches.ls,
-        "clear": caches.clear, "demo": tools.demo, "bench": tools.bench,
+        "clear": caches.clear, "demo": tools.demo, "bench": tools.bench, "export": exchange.export,
+        "split": exchange.split,
     }
     code = commands[args.command](args)
     sys.stdout.flush()  # a closed pipe shows up here, inside the handler above

@@ -7,8 +7,10 @@ Kinds (``detect(path, kind=...)``, CLI ``--kind``):
 ``cifar-bin``  CIFAR-10/100 binary (``cifar-10-batches-bin``, ``cifar-100-binary``)
 ``imagefolder`` ``root/<class>/<image>`` or ``root/<split>/<class>/<image>``
 ``audio``      ``root/<class>/<recording>.wav|flac|ogg`` (or with split folders), a ragged ``signal``
+``volumes``    ``root/<class>/<volume>``: NIfTI, DICOM files and series directories, ``.npy``
 ``csv``        a CSV table with an image path column and label column(s)
 ``arrays``     ``.npz``, ``.npy`` or a folder of ``{split}_images.npy`` + ``{split}_labels.npy``
+``hdf5``       an ``.h5``/``.hdf5`` file: every dataset with one row per item is a column
 =============  ===============================================================
 
 Python datasets are wrapped directly: ``DatasetSource(my_dataset)`` or
@@ -32,6 +34,8 @@ from .dataset import DatasetSource
 from .audio import AudioFolderSource
 from .folder import ImageFolderSource, class_folder, is_cache_tree, visible_dirs
 from .images import DEFAULT_MAX_PIXELS, decode_image, is_image_file
+from .volumefolder import VolumeFolderSource
+from .volumes import is_volume_path
 
 __all__ = [
     "KINDS",
@@ -44,12 +48,13 @@ __all__ = [
     "ImageFolderSource",
     "Source",
     "SourceOptions",
+    "VolumeFolderSource",
     "decode_image",
     "detect",
     "file_identity",
 ]
 
-KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "csv", "arrays")
+KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "csv", "arrays", "hdf5")
 
 #: Folder names of the extracted CIFAR downloads, and the kind each one is.
 CIFAR_DIRS = {
@@ -63,7 +68,7 @@ _LOOKED_FOR = (
     "CIFAR python batches (data_batch_1..5 + test_batch, or train + test + meta), "
     "CIFAR binary batches (data_batch_1.bin.. + test_batch.bin, or train.bin + test.bin), "
     f"a folder holding one of {', '.join(CIFAR_DIRS)}, "
-    "{split}_images.npy files, a .csv/.npz/.npy file, and class subfolders of images or audio files"
+    "{split}_images.npy files, a .csv/.npz/.npy/.h5 file, and class subfolders of images, audio files or volumes"
 )
 
 
@@ -78,6 +83,7 @@ class SourceOptions:
     ``max_pixels``: image folders and CSV tables: larger images are bad items, refused from the header.
     ``channel``: audio channel policy: ``"mix"`` (default), ``"all"`` or an index (``"0"``).
     ``audio_dtype``: the one dtype of every audio signal: ``"int16"`` (default), ``"int32"``, ``"float32"``.
+    ``keep_columns``: CSV columns kept as columns of their own (ids, ages; strings stay strings).
     """
 
     path_column: str | None = None
@@ -87,6 +93,7 @@ class SourceOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     channel: str = "mix"
     audio_dtype: str = "int16"
+    keep_columns: tuple[str, ...] = ()
 
 
 def detect(
@@ -144,6 +151,8 @@ def _detect_kind(root: Path) -> tuple[str, Path]:
             return "csv", root
         if suffix in (".npz", ".npy"):
             return "arrays", root
+        if suffix in (".h5", ".hdf5"):
+            return "hdf5", root
     elif _is_cifar_python(root):
         return "cifar", root
     elif _is_cifar_binary(root):
@@ -165,12 +174,18 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
         return dict(cifar_python(root))
     if kind == "cifar-bin":
         return dict(cifar_binary(root))
-    if kind in ("imagefolder", "audio"):
+    if kind in ("imagefolder", "audio", "volumes"):
         if not root.is_dir():
             raise SourceError(f"{root} is not a directory; {opt('kind', kind)} needs root/<class>/<file>")
         if kind == "audio":
             return dict(class_folder(root, AudioFolderSource, channel=options.channel, dtype=options.audio_dtype))
+        if kind == "volumes":
+            return dict(class_folder(root, VolumeFolderSource))
         return dict(class_folder(root, ImageFolderSource, max_pixels=options.max_pixels))
+    if kind == "hdf5":
+        from .hdf5 import Hdf5Source
+
+        return {"": Hdf5Source(root)}
     if kind == "arrays":
         return dict(_arrays(root))
     return {"": _csv(root, options)}
@@ -185,7 +200,7 @@ def _csv(root: Path, options: SourceOptions) -> CsvSource:
             )
         root = tables[0]
     return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir, options.delimiter,
-                     max_pixels=options.max_pixels)
+                     max_pixels=options.max_pixels, keep_columns=tuple(options.keep_columns))
 
 
 def _folder_kind(root: Path) -> str:
@@ -197,4 +212,6 @@ def _folder_kind(root: Path) -> str:
                 return "imagefolder"
             if AudioFolderSource.is_item_file(f):
                 return "audio"
+            if is_volume_path(f) and not f.lower().endswith(".npy"):
+                return "volumes"
     return "imagefolder"

@@ -13,6 +13,12 @@
   distinct strings are the ``classes`` and ``label`` is the index. Several columns ->
   ``label`` of shape (K,), int64 when every value is an integer, else float32; the
   column names are in :attr:`CsvSource.label_names`.
+- ``keep_columns`` are kept as columns of their own, under their own names (patient id,
+  study, age): int64 when every value is an integer, float64 when every value is a
+  number, else strings (``<U`` as wide as the longest value). They are not labels.
+- A path ending in ``.nii``, ``.nii.gz``, ``.dcm`` or ``.npy``, or naming a directory (a
+  DICOM series), is a volume: the item gets ``image`` (C, D, H, W) at full bit depth and
+  ``spacing``, ``origin`` and ``affine`` (:mod:`prebake.bake.sources.volumes`).
 - A bad row (wrong number of fields, empty path, empty or unparseable label, missing
   file) becomes a :class:`BadItemError` at :meth:`CsvSource.read` time, with its row
   number, so every other row still builds. Row numbers are CSV line numbers (the
@@ -29,9 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadItemError, OptionError, SourceError, opt
+from ...cache.format import validate_column_name
+from ...errors import BadItemError, FormatError, OptionError, SourceError, opt
 from .base import Source, file_identity
 from .images import DEFAULT_MAX_PIXELS, decode_image
+from .volumes import identity_files, is_series_dir, is_volume_path, libraries_for, read_volume
 
 #: Column names tried, in order, when no path column is given.
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
@@ -143,8 +151,10 @@ class CsvSource(Source):
         base_dir: str | os.PathLike[str] | None = None,
         delimiter: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        keep_columns: tuple[str, ...] = (),
     ):
         self.max_pixels = int(max_pixels)
+        self.keep_columns = tuple(keep_columns)
         self.csv_path = Path(csv_path).resolve()
         self.base_dir = Path(base_dir).resolve() if base_dir is not None else self.csv_path.parent
         delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter) if delimiter is not None else None
@@ -160,6 +170,9 @@ class CsvSource(Source):
         self.path_column = _find_path_column(header, path_column, self.csv_path)
         self.label_names = self._label_columns(header, label_columns)
         self._split_fields(header, fields)
+        self._kept = kept_columns(self.csv_path, header, fields, self._rows, self.keep_columns, self.path_column)
+        self._volumes = [bool(r.path) and (is_volume_path(r.path) or is_series_dir(self._file(r))) for r in self._rows]
+        libraries_for([r.path for r, v in zip(self._rows, self._volumes) if v])
         self.classes: list[str] | None = None
         self._labels: list[Any] = [None] * len(self._rows)
         if len(self.label_names) == 1:
@@ -169,7 +182,7 @@ class CsvSource(Source):
 
     def _label_columns(self, header: list[str], wanted: tuple[str, ...]) -> list[str]:
         if not wanted:
-            return [h for h in header if h != self.path_column]
+            return [h for h in header if h != self.path_column and h not in self.keep_columns]
         missing = [c for c in wanted if c not in header]
         if missing or self.path_column in wanted:
             raise SourceError(
@@ -243,10 +256,11 @@ class CsvSource(Source):
         if row.error is not None:
             raise BadItemError(row.error)
         try:
-            image = decode_image(self._file(row), self.max_pixels)
+            item: dict[str, Any] = read_volume(self._file(row)) if self._volumes[index] else \
+                {"image": decode_image(self._file(row), self.max_pixels)}
         except BadItemError as e:
             raise BadItemError(e.reason) from None  # the key already names the row and the file
-        item: dict[str, Any] = {"image": image}
+        item.update({name: values[index] for name, values in self._kept.items()})
         if self.label_names:
             item["label"] = self._labels[index]
         return item
@@ -255,20 +269,54 @@ class CsvSource(Source):
         """Path, file size and mtime, and labels: independent of the row's position in the table."""
         files = file_identity([self._file(r) for r in self._rows if r.path], self.base_dir, content=self.content_hash)
         out = []
-        for row, label in zip(self._rows, self._labels):
+        for i, (row, label) in enumerate(zip(self._rows, self._labels)):
             rel = os.path.relpath(self._file(row), self.base_dir) if row.path else ""
-            out.append(f"{row.path}|{files.get(rel)}|{row.values}|{_label_text(label)}|{row.error}")
+            kept = [str(v[i]) for v in self._kept.values()] if self._kept else ""
+            out.append(f"{row.path}|{files.get(rel)}|{row.values}|{_label_text(label)}|{row.error}{kept}")
         return out
 
     def describe(self) -> dict[str, Any]:
-        """The table itself by content, the image files it names by metadata (or content, see
+        """The table itself by content, the files it names by metadata (or content, see
         :attr:`~prebake.bake.sources.base.Source.content_hash`)."""
+        files = [f for i, r in self._good_rows()
+                 for f in (identity_files(self._file(r)) if self._volumes[i] else [self._file(r)])]
         params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names),
-                  "max_pixels": self.max_pixels, "delimiter": self.delimiter}
-        out = self.describe_files(self.base_dir, params, [self._file(r) for _, r in self._good_rows()])
+                  "max_pixels": self.max_pixels, "delimiter": self.delimiter,
+                  **({"keep_columns": list(self.keep_columns)} if self.keep_columns else {})}
+        out = self.describe_files(self.base_dir, params, files)
         out["files"].update(file_identity([self.csv_path], self.base_dir, content=True))
         return out
 
 
 def _label_text(label: Any) -> str:
     return repr(label.tolist()) if isinstance(label, np.ndarray) else repr(label)
+
+
+def kept_columns(csv_path: Path, header: list[str], fields: list[list[str]], rows: list[_Row],
+                 names: tuple[str, ...], path_column: str) -> dict[str, np.ndarray]:
+    """``{name: one value per row}`` for the ``keep_columns``: int64, float64 or fixed-width strings."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name not in header or name == path_column:
+            raise SourceError(f"{csv_path}: {opt('keep_columns')} {name!r} must be a column of the table other "
+                              f"than the path column {path_column!r}; its columns are {header}")
+        try:
+            validate_column_name(name)
+        except FormatError as e:
+            raise SourceError(f"{csv_path}: column {name!r} cannot be kept under that name: {e}; rename it in "
+                              "the header") from None
+        at = header.index(name)
+        texts = [record[at].strip() if row.error is None or len(record) == len(header) else ""
+                 for row, record in zip(rows, fields)]
+        out[name] = _typed(texts)
+    return out
+
+
+def _typed(texts: list[str]) -> np.ndarray:
+    """int64 if every value is an integer, float64 if every value is a number, else ``<U`` strings."""
+    for kind, dtype in ((int, np.int64), (float, np.float64)):
+        parsed = [_parse_numbers(t, kind) for t in texts]
+        if texts and all(v is not None for v in parsed):
+            return np.array(parsed, dtype=dtype)
+    width = max([len(t) for t in texts] + [1])
+    return np.array(texts, dtype=f"<U{width}")

@@ -1,4 +1,4 @@
-"""Decode one image file into an RGB ``PIL.Image``, or say exactly why it cannot be.
+"""Decode one image file into an RGB ``PIL.Image`` (16-bit grey: a uint16 array), or say exactly why it cannot be.
 
 Every failure becomes a :class:`~prebake.errors.BadItemError` with a short reason
 ("file not found", "truncated image: ...") so a build records the item and goes on.
@@ -10,7 +10,9 @@ Mode conversion rules (the cache stores 8-bit RGB):
   **dropped**, the colour values are kept. This matches what ``Image.convert("RGB")``
   (and so torchvision's ``ImageFolder`` loader) produces, so a prebake cache holds the same
   pixels the usual loader would.
-- 16-bit (``I;16*``): ``value >> 8``, a proper rescale rather than clipping at 255.
+- 16-bit grey (``I;16*``, 16-bit PNG and TIFF): kept at full depth, a ``(1, H, W)`` uint16
+  array, value for value. ``--rgb`` (:class:`~prebake.bake.transforms.ToRGB8`) asks for
+  8-bit RGB instead, through :func:`to_rgb` (``value >> 8``).
 - 32-bit int (``I``): values in [0, 65535] are 16-bit data (16-bit PNG/TIFF open this
   way in some Pillow versions) and get ``>> 8``; wider values are clipped at 0 and get ``>> 23``.
 - Float (``F``): values in [0, 1] are scaled by 255; others are clipped to [0, 255]; NaN is 0.
@@ -52,8 +54,9 @@ def is_image_file(name: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Fully decode ``path`` into an RGB image with its EXIF orientation applied.
+def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image | np.ndarray:
+    """Fully decode ``path`` into an RGB image with its EXIF orientation applied (16-bit grey:
+    a ``(1, H, W)`` uint16 array, see the module docstring).
 
     Raises :class:`BadItemError` with a short reason for a missing, empty, unreadable,
     truncated, oversized (over ``max_pixels``, or a decompression bomb) or zero-size image.
@@ -70,7 +73,7 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
             if im.width == 0 or im.height == 0:
                 raise BadItemError(f"zero-size image ({im.width}x{im.height})")
             oriented = ImageOps.exif_transpose(im)
-            return to_rgb(oriented)
+            return full_depth(oriented) if oriented.mode.startswith("I;16") else to_rgb(oriented)
     except BadItemError:
         raise
     except Image.DecompressionBombError as e:
@@ -147,6 +150,11 @@ def _shortfall(path: Path) -> str | None:
         if size < declared:
             return f"file has {size} bytes, its RIFF header declares {declared}"
     return None
+
+
+def full_depth(im: Image.Image) -> np.ndarray:
+    """A 16-bit grey image as a ``(1, H, W)`` native uint16 array, every value kept."""
+    return np.ascontiguousarray(np.asarray(im).astype(np.uint16))[None]
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -1,0 +1,63 @@
+"""A folder of class subfolders of volumes: NIfTI files, ``.npy`` volumes, single DICOM files
+and DICOM series directories::
+
+    scans/healthy/p001.nii.gz   scans/healthy/p002/  (a series: one file per slice)   scans/sick/p003.dcm
+
+Classes and labels follow :mod:`prebake.bake.sources.folder` (sorted subfolder names,
+split folders ``train/``, ``val/``). Inside a class folder, a directory that directly
+holds DICOM files (``.dcm``, or files with the ``DICM`` preamble) is one item, a series;
+other directories are searched for more items.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .base import file_identity
+from .folder import ClassFolderSource, is_cache_tree
+from .volumes import VOLUME_SUFFIXES, identity_files, is_series_dir, read_volume, require
+
+class VolumeFolderSource(ClassFolderSource):
+    """Items ``{"image": (C, D, H, W), "spacing", "origin", "affine", "label"}`` from class subfolders."""
+
+    kind = "volumes"
+    what = "volumes (.nii, .nii.gz, .dcm, .npy, DICOM series directories)"
+    extensions = VOLUME_SUFFIXES
+
+    def __init__(self, root: str | os.PathLike[str], classes: Any = None):
+        require("nibabel")
+        require("pydicom")
+        super().__init__(root, classes)
+
+    def _files(self, class_dir: Path) -> list[str]:
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(class_dir):
+            here = Path(dirpath)
+            keep = []
+            for d in sorted(dirnames):
+                if d.startswith(".") or is_cache_tree(here / d):
+                    continue
+                if is_series_dir(here / d):
+                    found.append((here / d).relative_to(class_dir).as_posix())
+                else:
+                    keep.append(d)
+            dirnames[:] = keep
+            rel = here.relative_to(class_dir)
+            found.extend((rel / f).as_posix() for f in filenames if not f.startswith(".") and self.is_item_file(f))
+        return sorted(found)
+
+    def read_file(self, path: Path) -> dict[str, Any]:
+        return read_volume(path)
+
+    def item_identities(self) -> list[str]:
+        out = []
+        for p, label in zip(self._paths, self._labels):
+            files = file_identity(identity_files(self.root / p), self.root)
+            out.append(f"{p}|{sorted(files.items())}|{label}")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        files = [f for p in self._paths for f in identity_files(self.root / p)]
+        return self.describe_files(self.root, {"classes": list(self.classes)}, files)

@@ -1,0 +1,253 @@
+"""Bake-time volume transforms: reorient, resample to a spacing, intensity window, crop/pad.
+
+Each is an item dict -> item dict step on a volume item (``image`` ``(C, D, H, W)``
+plus ``spacing``, ``origin`` and ``affine``; :mod:`prebake.bake.sources.volumes`), a
+frozen dataclass whose fields enter the fingerprint, and it updates the geometry
+columns so they keep describing the voxels. They run in this order (MONAI's usual
+chain): :class:`Reorient`, :class:`ResampleSpacing`, :class:`Window`, :class:`CropOrPad`.
+
+Against MONAI 1.x on the same volume (``tests/bake/test_volume_transforms.py``):
+
+- :class:`Reorient` is nibabel's ``io_orientation`` / ``apply_orientation``: flips and
+  axis swaps only, so it equals ``Orientation(axcodes=...)`` exactly, affine included.
+- :class:`ResampleSpacing` is trilinear (three separable 1-D linear passes, equal to
+  ``scipy.ndimage.affine_transform`` with order 1 and edge values repeated past the border)
+  on the grid that keeps voxel (0, 0, 0) where it is and has ``round((n - 1) * old / new) + 1``
+  voxels per axis. MONAI's ``Spacing(pixdim, mode="bilinear")`` uses the same grid when
+  every axis points the positive way (after ``Orientation("RAS")``); it then agrees within
+  1e-4 of the value range on float data. 8- and 16-bit volumes are interpolated in float32
+  and rounded back to their dtype (within 0.5 + 1e-3 of the float64 result), which keeps an
+  int16 CT at 2 bytes a voxel.
+- :class:`Window` clips to ``[low, high]`` in the volume's dtype (exact for integers);
+  with ``scale_to=(a, b)`` it maps ``[low, high]`` onto ``[a, b]`` as float32, which is
+  ``ScaleIntensityRange(low, high, a, b, clip=True)`` (equal within 1e-6).
+- :class:`CropOrPad` is ``ResizeWithPadOrCrop``: a centred crop (start ``n // 2 - size // 2``)
+  and a symmetric constant pad (``(size - n) // 2`` before); equal exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import BadItemError, OptionError, opt
+
+Item = dict[str, Any]
+_NEEDS = ("image", "affine")
+
+
+def _volume(item: Item, step: str) -> np.ndarray:
+    img = np.asarray(item["image"])
+    if img.ndim != 4:
+        raise BadItemError(f"{step} needs a volume (C, D, H, W), got an image of shape {img.shape}")
+    return img
+
+
+def _round_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float results back to ``dtype``: integers rounded and clipped to their range."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype, copy=False)
+
+
+def _with_affine(item: Item, image: np.ndarray, affine: np.ndarray) -> Item:
+    from .sources.volumes import spacing_of
+
+    item["image"] = np.ascontiguousarray(image)
+    item["affine"] = np.asarray(affine, dtype=np.float64)
+    item["spacing"] = spacing_of(item["affine"])
+    item["origin"] = item["affine"][:3, 3].copy()
+    return item
+
+
+@dataclass(frozen=True)
+class Reorient:
+    """Flip and permute the spatial axes so they point along ``axcodes`` (nibabel's codes, e.g. ``"RAS"``)."""
+
+    needs: ClassVar[tuple[str, ...]] = _NEEDS
+    option: ClassVar[str] = "orientation"
+    axcodes: str = "RAS"
+
+    def __call__(self, item: Item) -> Item:
+        from nibabel import orientations as o
+
+        img = _volume(item, "orientation")
+        affine = np.asarray(item["affine"], dtype=np.float64)
+        transform = o.ornt_transform(o.io_orientation(affine), o.axcodes2ornt(tuple(self.axcodes)))
+        out = np.stack([o.apply_orientation(c, transform) for c in img])
+        return _with_affine(item, out, affine @ o.inv_ornt_aff(transform, img.shape[1:]))
+
+
+@dataclass(frozen=True)
+class ResampleSpacing:
+    """Trilinear resampling to voxels of ``spacing`` (mm per axis); keeps voxel (0, 0, 0) in place."""
+
+    needs: ClassVar[tuple[str, ...]] = _NEEDS
+    option: ClassVar[str] = "spacing"
+    spacing: tuple[float, float, float]
+
+    def __call__(self, item: Item) -> Item:
+        from .sources.volumes import spacing_of
+
+        img = _volume(item, "spacing")
+        affine = np.asarray(item["affine"], dtype=np.float64)
+        ratio = np.asarray(self.spacing, dtype=np.float64) / spacing_of(affine)  # output step in input voxels
+        if np.allclose(ratio, 1.0, rtol=1e-9, atol=0):
+            return item
+        shape = tuple(int(s) for s in np.maximum(1, np.round((np.array(img.shape[1:]) - 1) / ratio) + 1))
+        out = np.stack([separable_linear(c, ratio, shape, _work_dtype(img.dtype)) for c in img])
+        new_affine = affine.copy()
+        new_affine[:3, :3] = affine[:3, :3] * ratio  # each axis column scaled; the origin stays
+        return _with_affine(item, _round_to(out, img.dtype), new_affine)
+
+
+def _work_dtype(dtype: np.dtype) -> type:
+    """float32 for data it holds exactly (8/16-bit integers, float32), float64 otherwise."""
+    return np.float32 if dtype.itemsize <= 2 or dtype == np.float32 else np.float64
+
+
+def separable_linear(x: np.ndarray, ratio: np.ndarray, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """Trilinear resampling at ``i * ratio`` along each axis, as three 1-D linear passes.
+
+    On a rectilinear grid trilinear interpolation is the product of 1-D ones, so this equals
+    ``scipy.ndimage.affine_transform(x, ratio, order=1, mode="nearest")`` (within 1e-12 in float64;
+    positions past the last voxel take its value) and takes 2 reads per voxel per axis instead of
+    8 per output voxel: 11 ms against 45 ms for 120 x 110 x 130 int16 -> 96^3 in float32 here.
+    """
+    out = x.astype(dtype)
+    for axis, (r, m) in enumerate(zip(ratio, shape)):
+        n = out.shape[axis]
+        pos = np.minimum(np.arange(m) * r, n - 1)
+        lo = np.minimum(np.floor(pos).astype(np.int64), n - 1)
+        hi = np.minimum(lo + 1, n - 1)
+        view = [1] * out.ndim
+        view[axis] = m
+        w = (pos - lo).astype(dtype).reshape(view)
+        below = np.take(out, lo, axis=axis)
+        out = below + (np.take(out, hi, axis=axis) - below) * w
+    return out
+
+
+@dataclass(frozen=True)
+class Window:
+    """Clip intensities to ``[low, high]``; with ``scale_to=(a, b)`` map that range onto ``[a, b]`` as float32."""
+
+    needs: ClassVar[tuple[str, ...]] = ("image",)
+    option: ClassVar[str] = "window"
+    low: float
+    high: float
+    scale_to: tuple[float, float] | None = None
+
+    def __call__(self, item: Item) -> Item:
+        img = np.asarray(item["image"])
+        if self.scale_to is None:
+            lo, hi = self.low, self.high
+            if img.dtype.kind in "iu":
+                info = np.iinfo(img.dtype)
+                lo, hi = max(int(np.ceil(lo)), info.min), min(int(np.floor(hi)), info.max)
+            item["image"] = np.clip(img, lo, hi).astype(img.dtype, copy=False)
+            return item
+        a, b = self.scale_to
+        x = np.clip(img.astype(np.float64), self.low, self.high)
+        item["image"] = ((x - self.low) / (self.high - self.low) * (b - a) + a).astype(np.float32)
+        return item
+
+
+@dataclass(frozen=True)
+class CropOrPad:
+    """Centre-crop or symmetrically pad each spatial axis to ``shape``; padding holds ``value``."""
+
+    needs: ClassVar[tuple[str, ...]] = _NEEDS
+    option: ClassVar[str] = "volume_shape"
+    shape: tuple[int, int, int]
+    value: float = 0.0
+
+    def __call__(self, item: Item) -> Item:
+        img = _volume(item, "volume_shape")
+        start = np.array([n // 2 - s // 2 if n > s else -((s - n) // 2) for n, s in zip(img.shape[1:], self.shape)])
+        out = np.full((img.shape[0], *self.shape), _round_to(np.array(self.value), img.dtype), dtype=img.dtype)
+        src, dst = [], []
+        for begin, n, s in zip(start, img.shape[1:], self.shape):
+            lo = max(begin, 0)
+            hi = min(begin + s, n)
+            src.append(slice(lo, hi))
+            dst.append(slice(lo - begin, hi - begin))
+        out[(slice(None), *dst)] = img[(slice(None), *src)]
+        affine = np.asarray(item["affine"], dtype=np.float64).copy()
+        affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+        return _with_affine(item, out, affine)
+
+
+@dataclass(frozen=True)
+class VolumeOptions:
+    """The volume settings of a build; see :func:`volume_steps`.
+
+    ``orientation``: axis codes such as ``"RAS"``. ``spacing``: (x, y, z) mm.
+    ``window``: (low, high) clip. ``scale_to``: (a, b), with ``window``: float32 output.
+    ``shape``: (D, H, W) after a centred crop/pad. ``pad_value``: what padding holds
+    (default: the window's low end, else 0).
+    """
+
+    orientation: str | None = None
+    spacing: tuple[float, float, float] | None = None
+    window: tuple[float, float] | None = None
+    scale_to: tuple[float, float] | None = None
+    shape: tuple[int, int, int] | None = None
+    pad_value: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.orientation, self.spacing, self.window, self.shape))
+
+
+def volume_steps(v: VolumeOptions | None) -> list[Any]:
+    """The volume part of a bake pipeline, checked: [Reorient] [ResampleSpacing] [Window] [CropOrPad]."""
+    if v is None:
+        return []
+    steps: list[Any] = []
+    if v.orientation is not None:
+        steps.append(Reorient(_axcodes(v.orientation)))
+    if v.spacing is not None:
+        steps.append(ResampleSpacing(_positive_triple(v.spacing, "spacing", float)))
+    if v.scale_to is not None and v.window is None:
+        raise OptionError(f"{opt('scale_to')} maps the {opt('window')} range: give {opt('window')} LOW HIGH too")
+    if v.window is not None:
+        low, high = (float(x) for x in v.window)
+        if not low < high:
+            raise OptionError(f"{opt('window')} takes LOW HIGH with LOW < HIGH, got {low:g} {high:g}; "
+                              f"for CT in HU for example {opt('window', '-1000 1000')}")
+        scale = tuple(float(x) for x in v.scale_to) if v.scale_to is not None else None
+        steps.append(Window(low, high, scale))  # type: ignore[arg-type]
+    if v.shape is not None:
+        pad = v.pad_value if v.pad_value is not None else _pad_default(v)
+        steps.append(CropOrPad(_positive_triple(v.shape, "volume_shape", int), float(pad)))
+    return steps
+
+
+def _pad_default(v: VolumeOptions) -> float:
+    if v.window is None:
+        return 0.0
+    return float(v.scale_to[0]) if v.scale_to is not None else float(v.window[0])
+
+
+def _axcodes(codes: str) -> str:
+    codes = str(codes).upper()
+    axes = sorted(i for c in codes for i, pair in enumerate(("LR", "AP", "SI")) if c in pair)
+    if len(codes) != 3 or axes != [0, 1, 2]:
+        raise OptionError(f"{opt('orientation')} takes three axis codes, one of L/R, A/P and S/I each, "
+                          f"got {codes!r}; for example {opt('orientation', 'RAS')}")
+    return codes
+
+
+def _positive_triple(values: Sequence[Any], name: str, kind: type) -> Any:
+    try:
+        out = tuple(kind(x) for x in values)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 3 or any(x <= 0 for x in out) or (kind is int and any(float(a) != b for a, b in zip(values, out))):
+        raise OptionError(f"{opt(name)} takes three positive {'integers' if kind is int else 'numbers'}, "
+                          f"got {list(values) if isinstance(values, (list, tuple)) else values!r}")
+    return out

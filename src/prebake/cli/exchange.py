@@ -1,0 +1,62 @@
+"""``prebake export`` (a cache as one HDF5 file) and ``prebake split`` (patient-level splits): no torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..errors import OptionError
+
+
+def export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..cache.hdf5 import export_hdf5
+    from .caches import size
+
+    bar = tqdm(desc=f"export {args.out}", unit="B", unit_scale=True, leave=False,
+               disable=True if args.quiet or args.json else None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        out = export_hdf5(args.path, args.out, None if args.compression == "none" else args.compression,
+                          args.level, overwrite=args.force, progress=progress)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({"cache": args.path, "out": str(out), "bytes": out.stat().st_size}))
+    else:
+        print(f"exported {args.path} -> {out} ({size(out.stat().st_size)})")
+    return 0
+
+
+def split(args: argparse.Namespace) -> int:
+    from ..cache.splits import SPLITS, split as split_cache
+
+    parts = split_cache(args.path, args.by, parse_fractions(args.fractions), args.seed, args.stratify, save=True)
+    if args.json:
+        print(json.dumps({name: len(v) for name, v in parts.items()}))
+        return 0
+    total = sum(len(v) for v in parts.values())
+    for name, idx in parts.items():
+        print(f"{name:<8} {len(idx):>8,} items  {len(idx) / max(total, 1):6.1%}")
+    print(f"saved to {args.path}/{SPLITS}; no {args.by} is in two splits")
+    return 0
+
+
+def parse_fractions(items: list[str]) -> dict[str, Any]:
+    """``["train=0.8", "val=0.2"]`` -> ``{"train": 0.8, "val": 0.2}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise OptionError(f"--fractions takes NAME=FRACTION pairs such as train=0.8, got {item!r}")
+    return out
