@@ -449,3 +449,11 @@ def test_max_pixels_is_a_setting_of_the_cli_and_python(tmp_path, capsys):
     assert "10,000 pixels, over the limit of 2,000" in report["skipped"][0]["reason"]
     assert "raise --max-pixels to bake it" in report["skipped"][0]["reason"]
     assert len(prebake.build(photos, tmp_path / "d", max_pixels=10_000, image_size=16, workers=0)) == 5
+
+
+def test_the_cli_kinds_are_the_source_kinds():
+    """--kind's choices are listed in the CLI (no source import at start-up); they stay the detection's."""
+    from prebake.bake.sources import KINDS
+    from prebake.cli import KINDS as CLI_KINDS
+
+    assert CLI_KINDS == KINDS
