@@ -11,5 +11,6 @@ PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${PLATFORMS[@]}" -d .whl \
     kornia kornia_rs datasets dill multiprocess litdata obstore boto3 botocore s3transfer jmespath \
+    PyYAML soundfile nibabel pydicom h5py monai av \
     torch-audiomentations julius torch-pitch-shift primePy
 du -sh .whl
