@@ -183,3 +183,17 @@ def test_the_cli_builds_clips_with_fps_and_frame_size(tmp_path, capsys):
     assert np.asarray(prebake.open(tmp_path / "cache").column("frames")[0]).shape == (10, 3, 16, 16)
     assert main(["build", str(tmp_path / "clips"), str(tmp_path / "c2"), "--kind", "video"]) == 2
     assert "--fps 25" in capsys.readouterr().err
+
+
+def test_a_chunk_counts_a_ragged_item_at_its_length_and_holds_a_stage_batch():
+    """~16 MB per chunk: 200 clips of 80 frames were one chunk (one worker decoded them all) when a ragged column
+    counted as one row."""
+    from prebake.bake.build import _chunk_rows
+    from prebake.cache.format import ColumnSpec
+
+    frames, fps = ColumnSpec.of("frames", np.uint8, (3, 64, 64), ragged=True), ColumnSpec.of("fps", np.float32, ())
+    item = {"frames": np.zeros((80, 3, 64, 64), np.uint8), "fps": np.float32(25)}
+    assert _chunk_rows([frames, fps], item, []) == (16 << 20) // (80 * 3 * 64 * 64 + 4) == 17
+    stage = prebake.Stage(lambda b: b, ("frames",), ("z",), batch_size=32)
+    assert _chunk_rows([frames, fps], item, [stage]) == 32
+    assert _chunk_rows([fps], {"fps": np.float32(25)}, []) == 1024
