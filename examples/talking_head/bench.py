@@ -257,11 +257,12 @@ def report(args: argparse.Namespace, cfg: Config, write_s: float, bake: dict[str
     print(f"load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end")
     out = args.out / f"talking-head-{device_tag(args.device)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(args.device), "device": device_tag(args.device),
-                               "config": args.config, "torch_threads": args.threads,
-                               "load_average": {"start": load_start, "end": load_end},
-                               "write_seconds": write_s, "bake": bake, "same_windows": check, "results": results,
-                               "ratios": ratios, **({"gpu": "not measured"} if args.device == "cpu" else {})}, indent=1, default=str))
+    record = {"machine": machine(args.device), "device": device_tag(args.device), "config": args.config,
+              "torch_threads": args.threads, "load_average": {"start": load_start, "end": load_end},
+              "write_seconds": write_s, "bake": bake, "same_windows": check, "results": results, "ratios": ratios}
+    if args.device == "cpu":
+        record["gpu"] = "not measured"
+    out.write_text(json.dumps(record, indent=1, default=str))
     print(f"wrote {out}")
 
 
