@@ -71,7 +71,8 @@ def build(
 
     Parameters:
         source: a path (a CIFAR-10/100 folder, a folder of class subfolders of images
-            or audio files, a ``.csv`` table, ``.npy``/``.npz`` arrays), a :class:`Source`,
+            or audio files, a folder of video clips, a ``.csv`` table, ``.npy``/``.npz``
+            arrays), a :class:`Source`,
             or any map-style dataset. Leave it out when ``dataset="module:function"``.
         out: the cache directory; a source with splits (CIFAR's train and test, an image
             folder with ``train/`` and ``val/``) builds one cache per split in ``out/<split>``.
@@ -82,7 +83,8 @@ def build(
             (``prebake build --help`` describes each): ``kind``, ``split``, ``dataset``,
             ``transform`` (a function item -> item, or ``"module:function"``),
             ``image_size``, ``shorter_side``, ``crop``, ``sample_rate``, ``bandpass``
-            (LOW, HIGH), ``channel`` and ``audio_dtype`` (audio), ``segment_cycles``,
+            (LOW, HIGH), ``channel`` and ``audio_dtype`` (audio), ``fps`` and ``frame_size`` (video),
+            ``segment_cycles``,
             ``cycle_length``, ``heart_rate`` (LOW, HIGH) and ``cycle_fallback`` (cardiac
             cycles, :class:`~prebake.bake.cycles.SegmentCycles`), ``ragged``, ``path_column``, ``label_columns``, ``base_dir``,
             ``delimiter``, ``workers``, ``force``, ``strict``, ``allow_empty``, ``stages`` (a

@@ -39,7 +39,7 @@ class Key:
 #: Every setting of ``prebake build``, in the order ``--help`` and ``--print-config`` show them.
 BUILD_KEYS: tuple[Key, ...] = (
     Key("source", "path", "what to bake: a CIFAR-10/100 folder, a folder of class subfolders (images, or audio: "
-        "WAV, FLAC, OGG), "
+        "WAV, FLAC, OGG), a folder of video clips (+ their WAV files), "
         "a .csv table, or .npy/.npz arrays", "SOURCE"),
     Key("out", "path", "the cache directory to write (OUT/<split> for sources with splits, such as CIFAR's "
         "train and test)", "OUT"),
@@ -62,6 +62,8 @@ BUILD_KEYS: tuple[Key, ...] = (
         "index (0, 1, ...)", "mix|all|N"),
     Key("audio_dtype", "str", "audio: the dtype of every signal, whatever the files' bit depth: int16 (default), "
         "int32 or float32", "DTYPE"),
+    Key("fps", "float", "video: the frame rate of folders of frame images (videos carry their own)", "FPS"),
+    Key("frame_size", "int", "video: resize every frame to S x S while decoding", "S"),
     Key("segment_cycles", "bool", "cut each recording into cardiac cycles, S1 to S1 (homomorphic envelope + "
         "dynamic programming; needs scipy): ragged cycles, cycle_lengths, cycle_bounds (S1/S2) and cycle_start "
         "columns, heart_rate per recording; a recording without a detectable cycle is a bad item"),
@@ -240,10 +242,11 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         fields = {"path_column": s.get("path_column"), "label_columns": tuple(s.get("label_columns", ())),
                   "base_dir": s.get("base_dir"), "delimiter": s.get("delimiter"), "channel": s.get("channel"),
                   "audio_dtype": s.get("audio_dtype"), "max_pixels": s.get("max_pixels"),
-                  "keep_columns": tuple(s.get("keep_columns", ()))}
+                  "keep_columns": tuple(s.get("keep_columns", ())), "fps": s.get("fps"),
+                  "frame_size": s.get("frame_size")}
         if source_options is not None and any(v not in (None, ()) for v in fields.values()):
-            raise OptionError("give source_options= or the CSV and audio settings (path_column=..., channel=...), "
-                              "not both")
+            raise OptionError("give source_options= or the CSV, audio and video settings (path_column=..., "
+                              "channel=..., fps=...), not both")
         given = {k: v for k, v in fields.items() if v is not None}
         _check_audio(given)
         sources = resolve_sources(s["source"], kind=s.get("kind"), options=source_options or SourceOptions(**given))

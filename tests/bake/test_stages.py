@@ -72,6 +72,20 @@ def test_pad_mode_gives_per_item_and_ragged_outputs(device, batch_size):
         np.testing.assert_allclose(out["conv"][k], one["conv"][0].detach().cpu().numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_pad_mode_batches_items_of_similar_length_and_returns_them_in_item_order():
+    lengths = [5, 1, 8, 2, 7, 3]
+    clips = [np.full((n, 1), k, np.float32) for k, n in enumerate(lengths)]
+    padded_to = []
+
+    def fn(batch):
+        padded_to.append(int(batch["x"].shape[1]))
+        return {"k": batch["x"][:, 0, 0], "n": batch["x_lengths"]}
+
+    out = Stage(fn, ("x",), ("k", "n"), batch_size=2, device="cpu", ragged="pad").run({"x": clips})
+    assert out["k"].tolist() == list(range(6)) and out["n"].tolist() == lengths
+    assert padded_to == [2, 5, 8]  # by length: (1, 2), (3, 5), (7, 8); in item order it would pad to 5, 8, 7
+
+
 def test_fixed_inputs_and_several_columns():
     stage = Stage(lambda b: {"s": b["a"] + b["b"], "p": b["a"] * b["b"]}, ("a", "b"), ("s", "p"), batch_size=2,
                   device="cpu")

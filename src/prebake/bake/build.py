@@ -206,15 +206,18 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     reusable = None if opts.force else reuse_plan(out, fp, ids)
     staged: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
+    item = None
     if opts.stages:  # the stages' output specs come from running them on the first item
         item_specs, item = probe(job, ragged)
         stage_specs, staged, dropped = plan_stages(opts.stages, item_specs, item)
         specs = [*item_specs, *stage_specs]
         kept = sorted((c for c in specs if c.name not in dropped), key=lambda c: c.name)
         reuse = reusable[0] if reusable and sorted(reusable[1], key=lambda c: c.name) == kept else None
+    elif reusable:
+        reuse, specs = reusable
     else:
-        reuse, specs = reusable if reusable else (None, probe_specs(job, ragged))
-    rows = opts.chunk_rows or max(32, min(1024, _CHUNK_BYTES // max(1, sum(c.row_bytes for c in specs))))
+        (specs, item), reuse = probe(job, ragged), None
+    rows = opts.chunk_rows or _chunk_rows(specs, item, opts.stages)
     plan = Plan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped)
     partial = PartialCache.start(out, plan, fresh=opts.force)
     action = "resumed" if partial.done else ("rebuilt" if (out / MANIFEST).exists() else "built")
@@ -269,6 +272,20 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
         raise err from None
     finally:
         partial.record(buffer)  # keep finished work even when a strict error stops the build
+
+
+def _chunk_rows(specs: Sequence[Any], item: Mapping[str, Any] | None, stages: Sequence[Any]) -> int:
+    """Rows per chunk: about _CHUNK_BYTES of baked item, a ragged column counted at the first item's length.
+
+    Counting a ragged column as one row made 200 clips of ~80 frames one 200 MB chunk: one
+    worker decoded every clip while the other idled, and the stages waited for all of it
+    (examples/talking_head/bench.py). A chunk holds at least the largest stage's batch.
+    """
+    ragged = any(c.ragged for c in specs)
+    per_item = sum(c.row_bytes * (len(item[c.name]) if c.ragged and item is not None and c.name in item else 1)
+                   for c in specs)
+    rows = max(1 if ragged else 32, min(1024, _CHUNK_BYTES // max(1, per_item)))
+    return max([rows, *(s.batch_size for s in stages)])
 
 
 def _check_out(out: Path) -> None:

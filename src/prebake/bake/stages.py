@@ -14,7 +14,10 @@ How ragged inputs (a clip's frames, a recording's samples) reach ``fn``:
 - ``ragged="pad"`` (clip-level models): one zero-padded ``(B, longest, ...)`` tensor plus
   ``<input>_lengths``. An output is one row per item ``(B, ...)``, or, when ``fn`` also
   returns ``<output>_lengths``, a ragged column: item ``b`` keeps ``out[b, :lengths[b]]``
-  (so an audio encoder may return fewer rows than it was given samples).
+  (so an audio encoder may return fewer rows than it was given samples). The items of a
+  chunk are batched in order of length (of the first ragged input), so a batch pads to
+  little more than its own items rather than to the chunk's longest; outputs come back in
+  item order.
 
 With fixed-size inputs only, ``fn`` gets ``(B, ...)`` tensors and returns ``(B, ...)`` ones.
 Outputs arrive in the cache in the dtype ``fn`` returned (bfloat16, which numpy lacks,
@@ -125,9 +128,20 @@ class Stage:
             raise PrebakeError(f"stage {self.name!r} reads {missing}, which no item or earlier stage has; "
                                f"columns are {sorted(columns)}")
         n = len(next(iter(columns[c] for c in self.inputs)))
-        parts: list[Columns] = [self._batch({c: columns[c][s : s + self.batch_size] for c in self.inputs})
+        order = self._order(columns, n)
+        inputs = {c: _take(columns[c], order) for c in self.inputs}
+        parts: list[Columns] = [self._batch({c: v[s : s + self.batch_size] for c, v in inputs.items()})
                                 for s in range(0, n, self.batch_size)]
-        return {o: _join([p[o] for p in parts]) for o in self.outputs}
+        inverse = None if order is None else np.argsort(order)
+        return {o: _take(_join([p[o] for p in parts]), inverse) for o in self.outputs}
+
+    def _order(self, columns: Columns, n: int) -> np.ndarray | None:
+        """``ragged="pad"`` over several batches: the items by length, so each batch pads to little more than
+        its own items (outputs go back to item order). None: the items' own order."""
+        ragged = [columns[c] for c in self.inputs if isinstance(columns[c], list)]
+        if self.ragged != "pad" or not ragged or n <= self.batch_size:
+            return None
+        return np.argsort(np.array([len(a) for a in ragged[0]]), kind="stable")
 
     def _batch(self, items: Columns) -> Columns:
         import torch
@@ -202,6 +216,12 @@ def _to_numpy(t: Any) -> np.ndarray:
         t = t.detach()
         return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()
     return np.asarray(t)
+
+
+def _take(value: Any, order: np.ndarray | None) -> Any:
+    if order is None:
+        return value
+    return [value[i] for i in order] if isinstance(value, list) else np.asarray(value)[order]
 
 
 def _join(parts: list[Any]) -> Any:

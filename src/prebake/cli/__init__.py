@@ -27,7 +27,7 @@ EXIT_CODES = """exit status:
 #: ``build``'s settings that are positional arguments rather than flags.
 _POSITIONAL = ("source", "out")
 #: Values the ``--kind`` flag accepts (checked again, with the message, by the source detection).
-KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "csv", "arrays", "hdf5")
+KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "video", "csv", "arrays", "hdf5")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ Kinds (``detect(path, kind=...)``, CLI ``--kind``):
 ``audio``      ``root/<class>/<recording>.wav|flac|ogg`` (or with split folders), a ragged ``signal``
 ``volumes``    ``root/<class>/<volume>``: NIfTI, DICOM files and series directories, ``.npy``
 ``csv``        a CSV table with an image path column and label column(s)
+``video``      ``root/<clip>.mp4`` (+ ``<clip>.wav``) or ``root/<clip>/`` (a video or frame images, + audio):
+               a ragged uint8 ``frames`` (T, 3, H, W), ``fps``, and a ragged ``audio`` (:mod:`.video`)
 ``arrays``     ``.npz``, ``.npy`` or a folder of ``{split}_images.npy`` + ``{split}_labels.npy``
 ``hdf5``       an ``.h5``/``.hdf5`` file: every dataset with one row per item is a column
 =============  ===============================================================
@@ -36,6 +38,7 @@ from .folder import ImageFolderSource, class_folder, is_cache_tree, visible_dirs
 from .images import DEFAULT_MAX_PIXELS, decode_image, is_image_file
 from .volumefolder import VolumeFolderSource
 from .volumes import is_volume_path
+from .video import VideoFolderSource, has_video_files, is_video_file, video_folder
 
 __all__ = [
     "KINDS",
@@ -49,12 +52,13 @@ __all__ = [
     "Source",
     "SourceOptions",
     "VolumeFolderSource",
+    "VideoFolderSource",
     "decode_image",
     "detect",
     "file_identity",
 ]
 
-KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "csv", "arrays", "hdf5")
+KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "video", "csv", "arrays", "hdf5")
 
 #: Folder names of the extracted CIFAR downloads, and the kind each one is.
 CIFAR_DIRS = {
@@ -68,13 +72,13 @@ _LOOKED_FOR = (
     "CIFAR python batches (data_batch_1..5 + test_batch, or train + test + meta), "
     "CIFAR binary batches (data_batch_1.bin.. + test_batch.bin, or train.bin + test.bin), "
     f"a folder holding one of {', '.join(CIFAR_DIRS)}, "
-    "{split}_images.npy files, a .csv/.npz/.npy/.h5 file, and class subfolders of images, audio files or volumes"
+    "{split}_images.npy files, a .csv/.npz/.npy/.h5 file, class subfolders of images, audio files or volumes, and video files"
 )
 
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Options that only some kinds of source use (``csv`` and ``audio``).
+    """Options that only some kinds of source use (``csv``, ``audio`` and ``video``).
 
     ``path_column``: the CSV column of file paths (default: a column named path, file, image, ...).
     ``label_columns``: the CSV label column(s) (default: every other column).
@@ -84,6 +88,8 @@ class SourceOptions:
     ``channel``: audio channel policy: ``"mix"`` (default), ``"all"`` or an index (``"0"``).
     ``audio_dtype``: the one dtype of every audio signal: ``"int16"`` (default), ``"int32"``, ``"float32"``.
     ``keep_columns``: CSV columns kept as columns of their own (ids, ages; strings stay strings).
+    ``fps``: video: the frame rate of folders of frame images (videos carry their own).
+    ``frame_size``: video: resize every frame to S x S while decoding.
     """
 
     path_column: str | None = None
@@ -94,6 +100,8 @@ class SourceOptions:
     channel: str = "mix"
     audio_dtype: str = "int16"
     keep_columns: tuple[str, ...] = ()
+    fps: float | None = None
+    frame_size: int | None = None
 
 
 def detect(
@@ -161,7 +169,7 @@ def _detect_kind(root: Path) -> tuple[str, Path]:
         return CIFAR_DIRS[child.name], child
     elif split_pairs(root):
         return "arrays", root
-    elif visible_dirs(root):
+    elif visible_dirs(root) or has_video_files(root, 0):
         return _folder_kind(root), root
     raise SourceError(
         f"cannot tell what kind of dataset {root} is: looked for {_LOOKED_FOR}; "
@@ -174,6 +182,11 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
         return dict(cifar_python(root))
     if kind == "cifar-bin":
         return dict(cifar_binary(root))
+    if kind == "video":
+        if not root.is_dir():
+            raise SourceError(f"{root} is not a directory; {opt('kind', kind)} needs a folder of clips")
+        return dict(video_folder(root, fps=options.fps, frame_size=options.frame_size, channel=options.channel,
+                                 dtype=options.audio_dtype))
     if kind in ("imagefolder", "audio", "volumes"):
         if not root.is_dir():
             raise SourceError(f"{root} is not a directory; {opt('kind', kind)} needs root/<class>/<file>")
@@ -204,9 +217,12 @@ def _csv(root: Path, options: SourceOptions) -> CsvSource:
 
 
 def _folder_kind(root: Path) -> str:
-    """'audio' when the first item-like file under ``root`` is an audio file, else 'imagefolder'."""
+    """'video' when the first folder under ``root`` with item-like files holds a video file; else 'audio' when the
+    first of its item-like files is an audio file, else 'imagefolder'."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_cache_tree(Path(dirpath) / d))
+        if any(is_video_file(f) for f in filenames):
+            return "video"
         for f in sorted(filenames):
             if is_image_file(f):
                 return "imagefolder"
