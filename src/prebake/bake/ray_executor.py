@@ -83,7 +83,8 @@ def connect(address: str | None, cpus: int | None = None) -> Any:
     local = address is None and not os.environ.get("RAY_ADDRESS")
     try:
         if local:
-            ray.init(num_cpus=cpus or None, include_dashboard=False)
+            with _environ(RAY_worker_niceness=str(WORKER_NICENESS)):
+                ray.init(num_cpus=cpus or None, include_dashboard=False)
         else:
             ray.init(address=address)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -92,6 +93,27 @@ def connect(address: str | None, cpus: int | None = None) -> Any:
         raise PrebakeError(f"cannot connect to the Ray cluster at {where!r} ({said}); start one "
                            f"with Ray's 'ray start' command, or give its address with {opt('ray_address')}") from None
     return ray
+
+
+#: A local Ray that prebake starts runs its workers at the builder's priority, as the fork pool's
+#: are. Ray's default, nice 15, lets every other busy process on the machine go first (the last
+#: row of benchmarks/scale.py); a cluster started with 'ray start' keeps its own setting.
+WORKER_NICENESS = 0
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Environment variables set for the length of the block (Ray reads its settings from them at init)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: os.environ.get(k, v) for k, v in values.items()})  # the user's own setting wins
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextmanager
