@@ -17,10 +17,12 @@ the same inputs are byte-identical::
 
 **What travels.** The :class:`~prebake.bake.worker.Job` (the source and the transforms) is
 pickled by Ray's cloudpickle once, into the object store; each Ray worker process fetches
-it once per build and keeps its column maps open across chunks. A task carries its chunk
-number, the plan and the rows to reuse. User modules loaded from a file
-(``--dataset path/to/file.py:make``) travel by value; a ``module:function`` must be
-importable on every node (installed, or on a ``PYTHONPATH`` every node shares).
+it once per build and keeps its column maps open across chunks (and the Job until the
+next build replaces it: Ray has no hook to drop it when a build ends, and its workers end
+with the driver). A task carries its chunk number, the plan and the rows to reuse. User
+modules loaded from a file (``--dataset path/to/file.py:make``) travel by value; a
+``module:function`` must be importable on every node (installed, or on a ``PYTHONPATH``
+every node shares).
 
 **Failures.** A task whose worker process dies is run again (:data:`MAX_RETRIES` times);
 it rewrites the same rows and shards, so the bytes do not change. A chunk whose retries
@@ -38,9 +40,10 @@ are written, as in a local build.
 **Storage.** ``<out>.partial/`` must be on one POSIX filesystem that every node mounts at
 the same path, with shared ``mmap`` writes coherent across nodes (two chunks next to each
 other share a page, and a node writes back whole pages), ``rename`` atomic within a
-directory, and ``fsync`` that reaches the server: Lustre, IBM Storage Scale (GPFS) and
-CephFS do this; NFS does not (its clients write back whole pages), and one node's local
-disk always does. The build lock is the driver's alone.
+directory, and ``msync``/``fsync`` that reach the server (a task syncs its own rows before
+it reports the chunk; the driver syncs the shards and the journal): Lustre, IBM Storage
+Scale (GPFS) and CephFS do this; NFS does not (its clients write back whole pages), and
+one node's local disk always does. The build lock is the driver's alone.
 """
 
 from __future__ import annotations
