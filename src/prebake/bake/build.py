@@ -410,6 +410,7 @@ def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]
 
 def _init_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # pool.close() ends it quietly, whatever the parent installed (Ray)
     _die_with_parent(parent)
 
 

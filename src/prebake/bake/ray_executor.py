@@ -19,10 +19,11 @@ the same inputs are byte-identical::
 pickled by Ray's cloudpickle once, into the object store; each Ray worker process fetches
 it once per build and keeps its column maps open across chunks (and the Job until the
 next build replaces it: Ray has no hook to drop it when a build ends, and its workers end
-with the driver). A task carries its chunk number, the plan and the rows to reuse. User
-modules loaded from a file (``--dataset path/to/file.py:make``) travel by value; a
-``module:function`` must be importable on every node (installed, or on a ``PYTHONPATH``
-every node shares).
+with the driver). Arrays that came through the object store are read-only, so a transform
+that writes into an item's array fails there. A task carries its chunk number, the plan
+and the rows to reuse. User modules loaded from a file (``--dataset path/to/file.py:make``)
+travel by value; a ``module:function`` must be importable on every node (installed, or on
+a ``PYTHONPATH`` every node shares).
 
 **Failures.** A task whose worker process dies is run again (:data:`MAX_RETRIES` times);
 it rewrites the same rows and shards, so the bytes do not change. A chunk whose retries
