@@ -278,6 +278,31 @@ def test_a_killed_stage_actor_is_replaced_and_the_build_is_the_same(ray_session,
     crash.assert_same_cache(ray_built.path, local.path)
 
 
+NICENESS = '''
+import os
+
+
+def note(item):  # records the niceness of the process that bakes each item
+    with open({log!r}, "a") as f:
+        f.write(f"{{os.getpid()}} {{os.nice(0)}}\\n")
+    return item
+'''
+
+
+def test_the_cli_starts_its_own_local_ray_with_workers_at_the_builders_priority(ray_session, tmp_path):
+    """No Ray session and no RAY_ADDRESS: prebake starts a local Ray with --workers CPUs, at nice 0."""
+    spec, log = crash.write_dataset(tmp_path), tmp_path / "nice.txt"
+    (tmp_path / "note.py").write_text(NICENESS.format(log=str(log)))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "prebake", "build", "--dataset", spec, str(tmp_path / "c"),
+                           "--ragged", "sig", "--transform", f"{tmp_path / 'note.py'}:note", "--executor", "ray",
+                           "--workers", "2", "--json"], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)[0]["action"] == "built"
+    pids = {line.split()[0]: line.split()[1] for line in log.read_text().splitlines()}
+    assert len(pids) >= 2 and set(pids.values()) == {str(os.nice(0))}  # the driver's probe and the Ray workers
+
+
 # -- options ---------------------------------------------------------------------------------------------
 
 
