@@ -81,13 +81,42 @@ def test_cifar_splits_and_the_cli(ray_session, tmp_path, capsys):
     assert [r["action"] for r in json.loads(capsys.readouterr().out)] == ["up to date"] * 2  # same fingerprint
 
 
+def _volume_folder(d: Path) -> Path:
+    nib = pytest.importorskip("nibabel", reason="volumes need nibabel (the dev extra has it)")
+    rng = np.random.default_rng(0)
+    for k, label in enumerate(("healthy", "lesion") * 3):
+        (d / "scans" / label).mkdir(parents=True, exist_ok=True)
+        data = rng.integers(-1000, 2000, (12, 10, 8)).astype(np.int16)
+        nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.9, 1.5, 1.0])), d / "scans" / label / f"s{k}.nii.gz")
+    return d / "scans"
+
+
+def _volume_table(d: Path) -> Path:
+    pytest.importorskip("nibabel", reason="volumes need nibabel (the dev extra has it)")
+    from prebake.synthetic_volumes import write_volume_table
+
+    return write_volume_table(d / "table", patients=4)
+
+
+def _hdf5(d: Path) -> Path:
+    pytest.importorskip("h5py", reason="HDF5 needs h5py (the dev extra has it)")
+    cache = prebake.build(write_arrays(d / "arr", n=12, fmt="npz"), d / "exported", workers=0, progress=False)
+    prebake.export_hdf5(cache.path, d / "data.h5")
+    return d / "data.h5"
+
+
+#: source kind -> (writes the data and returns its path, the build settings it needs)
 SOURCES = {
-    "image folder": lambda d: write_image_folder(d / "photos", per_class=5, size=(20, 16)),
-    "csv": lambda d: write_csv_table(d / "table", n=10, bad_rows=True),
-    "npz": lambda d: write_arrays(d / "arr", n=12, fmt="npz"),
-    "npy": lambda d: write_arrays(d / "arr", n=12, fmt="npy"),
-    "split folder": lambda d: write_arrays(d / "arr", n=12, fmt="split"),
-    "audio": lambda d: write_audio_folder(d / "wav", per_class=2),
+    "image folder": (lambda d: write_image_folder(d / "photos", per_class=5, size=(20, 16)), {"image_size": 16}),
+    "csv": (lambda d: write_csv_table(d / "table", n=10, bad_rows=True), {"image_size": 16}),
+    "npz": (lambda d: write_arrays(d / "arr", n=12, fmt="npz"), {}),
+    "npy": (lambda d: write_arrays(d / "arr", n=12, fmt="npy"), {}),
+    "split folder": (lambda d: write_arrays(d / "arr", n=12, fmt="split"), {}),
+    "audio": (lambda d: write_audio_folder(d / "wav", per_class=2), {}),
+    "volume folder": (_volume_folder, {}),
+    "volume table": (_volume_table, {"volume_shape": (16, 16, 16), "label_columns": ["diagnosis"],
+                                     "keep_columns": ["patient_id"]}),
+    "hdf5": (_hdf5, {}),
 }
 
 
@@ -96,10 +125,10 @@ def test_every_source_kind_reaches_ray_workers(ray_session, tmp_path, kind):
     """Each source pickles (Ray's cloudpickle, no fork) and bakes the same bytes in the Ray workers."""
     if kind == "audio":
         pytest.importorskip("soundfile", reason="audio needs soundfile: pip install 'prebake[audio]'")
-    path = SOURCES[kind](tmp_path)
-    size = {"image_size": 16} if kind in ("image folder", "csv") else {}
-    local = prebake.build(path, tmp_path / "local", workers=0, chunk_rows=4, progress=False, **size)
-    ray_built = prebake.build(path, tmp_path / "ray", executor="ray", chunk_rows=4, progress=False, **size)
+    write, settings = SOURCES[kind]
+    path = write(tmp_path)
+    local = prebake.build(path, tmp_path / "local", workers=0, chunk_rows=4, progress=False, **settings)
+    ray_built = prebake.build(path, tmp_path / "ray", executor="ray", chunk_rows=4, progress=False, **settings)
     pairs = [(local, ray_built)] if isinstance(local, prebake.Cache) else [(local[s], ray_built[s]) for s in local]
     for a, b in pairs:
         assert checksums(b.path) == checksums(a.path) and len(a) > 0
@@ -117,6 +146,17 @@ def test_memory_mapped_arrays_are_mapped_again_not_copied_into_the_pickle(tmp_pa
     again = pickle.loads(blob)
     assert isinstance(again.columns["image"], np.memmap)
     assert np.array_equal(again.read(63)["image"], source.read(63)["image"])
+
+
+def test_an_hdf5_source_that_has_read_pickles_without_its_open_file(tmp_path):
+    import pickle
+
+    path = _hdf5(tmp_path)
+    source = prebake.bake.sources.detect(path)[""]
+    first = source.read(3)  # opens the file in this process
+    again = pickle.loads(pickle.dumps(source))
+    assert sorted(again.read(3)) == sorted(first)
+    assert all(np.array_equal(again.read(3)[k], v) for k, v in first.items())
 
 
 JOB_COUNTER = '''
