@@ -75,7 +75,7 @@ def test_docstring_examples_run():
 
 
 def test_import_and_the_light_commands_do_not_import_torch(tmp_path):
-    """Members load on first use: prebake, its CLI parser and ls/info/verify/clear never need torch (nor PyAV)."""
+    """Members load on first use: prebake, its CLI parser and ls/info/verify/clear never need torch (nor PyAV, nor ray)."""
     import numpy as np
 
     prebake.write_arrays(tmp_path / "c", {"x": np.arange(3)})
@@ -87,6 +87,7 @@ def test_import_and_the_light_commands_do_not_import_torch(tmp_path):
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
         "assert 'av' not in sys.modules  # PyAV loads when a video is read\n"
+        "assert 'ray' not in sys.modules\n"
         "prebake.Loader  # touching a member that needs torch imports it\n"
         "assert 'torch' in sys.modules\n"
     )

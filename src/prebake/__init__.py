@@ -90,8 +90,10 @@ def build(
             ``delimiter``, ``workers``, ``force``, ``strict``, ``allow_empty``, ``stages`` (a
             list of :class:`Stage`: batched steps such as frozen encoders, run after the
             per-item transforms, on CUDA when there is one),
-            ``chunk_rows``, ``lock_timeout``. ``prebake.build(**prebake.load_config(f))``
-            runs a config file.
+            ``chunk_rows``, ``lock_timeout``, ``executor`` ("local", the default: forked
+            workers; "ray": chunks as Ray tasks and stages as Ray actors on a cluster whose
+            nodes share ``out``'s filesystem, see :mod:`prebake.bake.ray_executor`) and
+            ``ray_address``. ``prebake.build(**prebake.load_config(f))`` runs a config file.
 
     Returns the :class:`Cache`, or ``{split: Cache}`` for a source with splits;
     ``split="train"`` builds and returns just that one. Called on every rank of a

@@ -94,7 +94,13 @@ BUILD_KEYS: tuple[Key, ...] = (
         "ResizeWithPadOrCrop)", "D H W"),
     Key("pad_value", "float", "volumes: the value of --volume-shape padding (default: the window's low end, "
         "else 0)", "V"),
-    Key("workers", "int", "worker processes (default: one per core; 0 or 1 bakes in this process)", "N"),
+    Key("workers", "int", "worker processes (default: one per core; 0 or 1 bakes in this process); with "
+        "--executor ray, chunk tasks at a time (default: the cluster's CPUs)", "N"),
+    Key("executor", "str", "where the chunks are baked: local (forked worker processes, the default) or ray (Ray "
+        "tasks, and stages as Ray actors, on a cluster whose nodes share OUT's filesystem; needs prebake[ray])",
+        "local|ray"),
+    Key("ray_address", "str", "the Ray cluster for --executor ray: auto (the one running on this node), HOST:PORT or "
+        "ray://HOST:PORT (default: the RAY_ADDRESS variable, else a new local Ray)", "ADDR"),
     Key("force", "bool", "rebuild even when the cache is up to date"),
     Key("content_hash", "bool", "identify source files by their bytes (one read of every file per build), not by "
         "size, mtime and ctime"),
@@ -267,8 +273,23 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         content_hash=s.get("content_hash", False), stages=stages,
         lock_timeout=s.get("lock_timeout"), chunk_rows=s.get("chunk_rows"),
         volume=volume if volume or volume.scale_to is not None else None, rgb=s.get("rgb", False),
+        executor=_executor(s), ray_address=s.get("ray_address"),
     )
     return select_split(sources, s.get("split")), s["out"], options
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _executor(s: dict[str, Any]) -> str:
+    """The executor setting, checked: ``ray_address`` only goes with ``executor="ray"``."""
+    executor = s.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise OptionError(f"{opt('executor')} is {executor!r}: use local (forked workers) or ray")
+    if "ray_address" in s and executor != "ray":
+        raise OptionError(f"{opt('ray_address')} is the cluster of {opt('executor', 'ray')}: add that, or drop "
+                          f"{opt('ray_address')}")
+    return str(executor)
 
 
 def _check_audio(given: dict[str, Any]) -> None:

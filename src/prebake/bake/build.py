@@ -70,7 +70,9 @@ class BuildOptions:
     ``stages``: :class:`~prebake.Stage` s, batched steps (frozen encoders) run in this process
     after the per-item transforms, in order.
     ``volume``: the volume steps (:class:`~prebake.bake.volumes.VolumeOptions`). ``rgb``: every
-    image as 8-bit RGB (16-bit grey PNG/TIFF stay uint16 otherwise).
+    image as 8-bit RGB (16-bit grey PNG/TIFF stay uint16 otherwise). ``executor``: "local" (the
+    fork pool) or "ray" (chunks as Ray tasks, stages as Ray actors: :mod:`prebake.bake.ray_executor`),
+    at ``ray_address`` (None: ``RAY_ADDRESS``, else a new local Ray). Neither enters the fingerprint.
     """
 
     image_size: int | None = None  # resize to S x S
@@ -91,6 +93,8 @@ class BuildOptions:
     content_hash: bool = False  # identify source files by their bytes, not size/mtime/ctime (CLI --content-hash)
     volume: VolumeOptions | None = None  # reorient / spacing / window / crop-pad of volumes
     rgb: bool = False  # every image as 8-bit RGB (16-bit grey is kept at full depth otherwise)
+    executor: str = "local"  # "local": the fork pool; "ray": Ray tasks and actors (bake/ray_executor.py)
+    ray_address: str | None = None  # the Ray cluster: "auto", "HOST:PORT"; None: RAY_ADDRESS, else a local Ray
 
 
 @dataclass
@@ -179,7 +183,7 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
         return _up_to_date(split, out, t0, warnings)
     out.parent.mkdir(parents=True, exist_ok=True)
     job = Job(src, steps, opts.strict)
-    with _worker_pool(job, opts.workers, len(src)) as pool, _locked(out, opts.lock_timeout):
+    with _executor(job, opts, len(src)) as pool, _locked(out, opts.lock_timeout):
         reasons = stale_reasons(out, fp, opts.force)  # again: another builder may have finished it
         if reasons is None:
             remove_paths(leftovers(out))  # safe: we hold the lock, nobody else builds this output
@@ -227,7 +231,9 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
         log.info("%s: copying %d unchanged items from the old cache", out, int((reuse >= 0).sum()))
     job.partial = partial
     runner = StageRunner(opts.stages, partial, progress, split) if opts.stages else None
-    _run(job, partial, pool, progress, split, reuse, runner)
+    if runner is not None and opts.executor == "ray":
+        pool.adopt_stages(runner)  # Ray actors run them, inside pool.imap_unordered; runner keeps the totals
+    _run(job, partial, pool, progress, split, reuse, None if opts.executor == "ray" else runner)
     if runner is not None and runner.items:
         log.info("%s: %s", out, runner.summary())
     _refuse_empty(partial, job.source, opts.allow_empty)
@@ -388,6 +394,21 @@ def _locked(out: Path, timeout: float | None) -> Iterator[None]:
 _JOB: Job | None = None  # set in the parent just before the pool forks; children inherit it
 
 
+def _executor(job: Job, opts: BuildOptions, num_items: int) -> Any:
+    """The fork pool (yields None to bake in this process), or Ray tasks (``executor="ray"``)."""
+    if opts.executor != "ray":
+        return _worker_pool(job, opts.workers, num_items)
+    from .ray_executor import ray_executor
+
+    return ray_executor(opts.workers, opts.ray_address, _adopt_job, (job,))
+
+
+def _adopt_job(job: Job) -> None:
+    """In a Ray worker process: the job that :func:`_pool_chunk` bakes (a forked worker inherits it)."""
+    global _JOB
+    _JOB = job
+
+
 @contextmanager
 def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]:
     n = workers_default() if workers is None else workers
@@ -406,6 +427,7 @@ def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]
 
 def _init_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # pool.close() ends it quietly, whatever the parent installed (Ray)
     _die_with_parent(parent)
 
 

@@ -15,7 +15,9 @@ from typing import Any
 from ..errors import PrebakeError
 from .codehash import code_identity
 
-__all__ = ["code_identity", "load_object"]
+__all__ = ["code_identity", "file_modules", "load_object"]
+
+_FILE_MODULE = "prebake_user_"  # the module name prefix of a file loaded by path
 
 
 def load_object(spec: str) -> Any:
@@ -38,6 +40,12 @@ def load_object(spec: str) -> Any:
     return obj
 
 
+def file_modules() -> list[Any]:
+    """The modules loaded from a ``path/to/file.py:attr`` spec: importable nowhere else, so an
+    executor that pickles its work (Ray) ships their code by value."""
+    return [sys.modules[n] for n in _LOADED if n.startswith(_FILE_MODULE) and n in sys.modules]
+
+
 #: module name -> sha256 of the source it was loaded from (to reload an edited file)
 _LOADED: dict[str, str] = {}
 
@@ -47,7 +55,7 @@ def _import(module_part: str, spec: str) -> Any:
         path = Path(module_part).resolve()
         if not path.is_file():
             raise PrebakeError(f"{path} does not exist (from {spec!r}); check the path before ':'")
-        name = f"prebake_user_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+        name = f"{_FILE_MODULE}{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
         if name in sys.modules and _LOADED.get(name) == _file_sha(path):
             return sys.modules[name]
         mod_spec = importlib.util.spec_from_file_location(name, path)

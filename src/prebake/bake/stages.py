@@ -89,6 +89,10 @@ class Stage:
         self.ragged, self.keep = ragged, keep
         self._ready: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a Ray actor) without the prepared callable: ``fn`` moves to the actor's device there."""
+        return {**self.__dict__, "_ready": None}
+
     def __repr__(self) -> str:
         return (f"Stage({self.name!r}, inputs={list(self.inputs)}, outputs={list(self.outputs)}, "
                 f"batch_size={self.batch_size}, ragged={self.ragged!r})")

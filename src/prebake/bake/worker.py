@@ -11,18 +11,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..cache.format import ColumnSpec
-from ..cache.reader import Cache
 from ..cache.stats import chunk_stats
 from ..errors import BadItemError, SourceError, StrictModeError, opt
 from . import transforms as T
 from .mapped import MappedColumns
 from .sources.base import Source
 from .writer import ChunkResult, PartialCache
+
+if TYPE_CHECKING:
+    from ..cache.reader import Cache
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Job:
         """The committed cache being replaced, whose unchanged rows are copied (read-only)."""
         self.columns()  # (re)open per process
         if self._old is None:
+            from ..cache.reader import Cache  # imports torch: only a rebuild that copies rows needs it
+
             assert self.partial is not None
             self._old = Cache(self.partial.out)
         return self._old

@@ -19,7 +19,9 @@ files are memory-mapped; everything is loaded with ``allow_pickle=False``.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,17 @@ class ArraySource(Source):
     def keys(self) -> list[str]:
         return self._keys
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for Ray workers) with each memory-mapped ``.npy`` column as its path, shape and
+        dtype: every worker maps the file again, instead of receiving a copy of its bytes."""
+        columns = {n: _Mapped(a.filename, a.shape, str(a.dtype)) if _maps_whole_file(a) else a
+                   for n, a in self.columns.items()}
+        return {**self.__dict__, "columns": columns}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["columns"] = {n: a.load() if isinstance(a, _Mapped) else a for n, a in state["columns"].items()}
+        self.__dict__.update(state)
+
     def read(self, index: int) -> dict[str, Any]:
         item: dict[str, Any] = {}
         for name, a in self.columns.items():
@@ -169,6 +182,27 @@ class ArraySource(Source):
     def describe(self) -> dict[str, Any]:
         """The array files by content (one read at memory speed)."""
         return self.describe_files(self.root, self.params, self.files, content=True)
+
+
+@dataclass(frozen=True)
+class _Mapped:
+    """A memory-mapped ``.npy`` column in a pickle: mapped again where it is unpickled."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def load(self) -> np.ndarray:
+        a = load_npy(Path(self.path))
+        if a.shape != self.shape or str(a.dtype) != self.dtype:
+            raise SourceError(f"{self.path} changed while it was being baked: it holds {a.dtype} {a.shape}, the build "
+                              f"started from {self.dtype} {self.shape}; run the build again")
+        return a
+
+
+def _maps_whole_file(a: np.ndarray) -> bool:
+    """``a`` is a read-only map of a whole ``.npy`` file as :func:`load_npy` returns it (not a view of one)."""
+    return isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.filename is not None and a.mode == "r"
 
 
 def _check_name(name: str, path: Path) -> None:

@@ -90,6 +90,10 @@ class Hdf5Source(Source):
                 return len(fixed[name])
         return lengths.most_common(1)[0][0]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for Ray workers) without the open file: each process opens its own."""
+        return {**self.__dict__, "_file": None, "_pid": -1}
+
     def _open(self) -> Any:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py_module().File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE)
