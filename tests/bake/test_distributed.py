@@ -58,6 +58,7 @@ def _build_worker(rank: int, world: int, tmp: str, per_rank_out: bool, env: dict
     except prebake.PrebakeError as e:
         result["error"] = str(e)
     (tmp_path / f"result{rank}.json").write_text(json.dumps(result))
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
@@ -120,9 +121,11 @@ def _train_worker(rank: int, world: int, tmp: str, mode: str) -> None:
         opt.load_state_dict(state["opt"])
         loader.load_state_dict(state["loader"])
         seen = state["seen"]
-    while loader.epoch < 2:
+    stopped = False
+    while loader.epoch < 2 and not stopped:
         epoch = loader.epoch
-        for step, batch in enumerate(loader):
+        batches = iter(loader)
+        for step, batch in enumerate(batches):
             seen[epoch] += batch["idx"].tolist()
             loss = torch.nn.functional.mse_loss(model(batch["x"]).squeeze(1), batch["y"])
             opt.zero_grad()
@@ -131,11 +134,14 @@ def _train_worker(rank: int, world: int, tmp: str, mode: str) -> None:
             if mode == "stop" and epoch == 1 and step == 1:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "loader": loader.state_dict(),
                             "seen": seen}, ckpt)
-                torch.distributed.destroy_process_group()
-                return
-    weights = [p.detach().numpy().tolist() for p in model.parameters()]
-    (tmp_path / f"{mode}{rank}.json").write_text(json.dumps({"weights": weights, "seen": seen,
-                                                            "steps": len(loader)}))
+                stopped = True
+                break
+        batches.close()  # stops the Loader's gather threads before the process group goes
+    if not stopped:
+        weights = [p.detach().numpy().tolist() for p in model.parameters()]
+        (tmp_path / f"{mode}{rank}.json").write_text(json.dumps({"weights": weights, "seen": seen,
+                                                                "steps": len(loader)}))
+    torch.distributed.barrier()  # no rank tears its connections down while another still uses them
     torch.distributed.destroy_process_group()
 
 
