@@ -9,7 +9,7 @@ memory or page-cache state is not another's), times its first epoch (including a
 first items it produced, which are checked against prebake's within ``TOLERANCE``.
 
     python -m examples.medical3d.bench                   # 200 volumes of 96^3, 3 repeats: about 8 minutes on 2 cores
-    python -m examples.medical3d.bench --volumes 24 --size 48 --epochs 1 --repeat 1 --out /tmp/quick.json
+    python -m examples.medical3d.bench --volumes 24 --size 48 --epochs 1 --repeat 1 --out quick.json
 
 Pipelines:
 - ``monai-persistent``: ``PersistentDataset`` (the transform chain cached as ``torch.save`` files on first

@@ -10,6 +10,7 @@ the signal that ended it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing as mp
 import os
@@ -152,8 +153,9 @@ def _worker_main(conn: Connection, initializer: Callable[..., None], initargs: t
 def _sendable(e: BaseException) -> BaseException:
     """``e`` if it survives pickling (with the worker's traceback as a note), else a PrebakeError saying what it was."""
     where = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    try:
-        pickle.loads(pickle.dumps(e))
+    try:  # what the pipe will do: serialise it, and rebuild it from its reduced form (deepcopy does that here)
+        pickle.dumps(e)
+        copy.deepcopy(e)
     except Exception:  # noqa: BLE001 - any pickling failure: send the text instead
         e = PrebakeError(f"{type(e).__name__} in worker process {os.getpid()}: {e}")
     if hasattr(e, "add_note"):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..config import BUILD_KEYS, Key
+from ._echo import echo
 from ..errors import CLI_FLAGS, PrebakeError, StrictModeError, use_cli_names
 
 EXIT_CODES = """exit status:
@@ -160,15 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except StrictModeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        echo(f"error: {e}", file=sys.stderr)
         return 1
     except (PrebakeError, OSError, ValueError) as e:
         if isinstance(e, BrokenPipeError):
             return _closed_stdout()
-        print(f"error: {e}", file=sys.stderr)
+        echo(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        echo("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     finally:
         use_cli_names(previous)

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..config import BUILD_KEYS, check_settings, dump_config, load_config
+from ._echo import echo
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     if args.json:
-        print(json.dumps([_report_json(r) for r in reports], indent=1))
+        echo(json.dumps([_report_json(r) for r in reports], indent=1))
     else:
         for r in reports:
             _print_report(r)
@@ -53,14 +54,14 @@ def _print_report(r: Any) -> None:
 
     name = f"{r.split}: " if r.split else ""
     rate = f" ({r.num_items / r.seconds:,.0f} items/s)" if r.action != "up to date" and r.seconds > 0 else ""
-    print(f"{name}{r.action}: {r.num_items:,} items in {r.seconds:.1f} s{rate} -> {r.out}")
+    echo(f"{name}{r.action}: {r.num_items:,} items in {r.seconds:.1f} s{rate} -> {r.out}")
     if r.reasons and r.action != "built":
-        print(f"  because: {'; '.join(r.reasons)}")
+        echo(f"  because: {'; '.join(r.reasons)}")
     if r.reused:
-        print(f"  {r.reused:,} unchanged items copied from the previous cache, {r.num_items - r.reused:,} baked")
+        echo(f"  {r.reused:,} unchanged items copied from the previous cache, {r.num_items - r.reused:,} baked")
     manifest = f"{r.out}/manifest.json"
     if r.skipped and r.action == "up to date":
-        print(f"  {len(r.skipped)} bad items were skipped when it was built (see 'skipped' in {manifest})")
+        echo(f"  {len(r.skipped)} bad items were skipped when it was built (see 'skipped' in {manifest})")
     elif r.skipped:
-        print(f"  skipped {len(r.skipped)} bad item{'s' if len(r.skipped) != 1 else ''}:")
-        print("\n".join("  " + line for line in skipped_summary(r, manifest)[1:]))
+        echo(f"  skipped {len(r.skipped)} bad item{'s' if len(r.skipped) != 1 else ''}:")
+        echo("\n".join("  " + line for line in skipped_summary(r, manifest)[1:]))

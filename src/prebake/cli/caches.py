@@ -12,6 +12,7 @@ from typing import Any
 from ..cache import inventory
 from ..cache.format import MANIFEST
 from ..errors import PrebakeError
+from ._echo import echo
 
 
 def _targets(path: str) -> list[Path]:
@@ -41,18 +42,18 @@ def verify(args: argparse.Namespace) -> int:
         reports.append(verify_cache(target, _byte_progress(bar)))
         bar.close()
     if args.json:
-        print(json.dumps([r.to_json() for r in reports], indent=1))
+        echo(json.dumps([r.to_json() for r in reports], indent=1))
     else:
         for r in reports:
             status = "ok" if r.ok else f"FAILED ({len(r.problems)} problem{'s' if len(r.problems) != 1 else ''})"
             status = "NOT CHECKED" if r.unchecked and not r.problems else status
-            print(f"{r.path}: {status} — {r.files_checked} files, {r.bytes_checked:,} bytes checked")
+            echo(f"{r.path}: {status} — {r.files_checked} files, {r.bytes_checked:,} bytes checked")
             for msg in r.problems:
-                print(f"  problem: {msg}")
+                echo(f"  problem: {msg}")
             for msg in r.unchecked:
-                print(f"  not checked: {msg}")
+                echo(f"  not checked: {msg}")
             for msg in r.warnings:
-                print(f"  warning: {msg}")
+                echo(f"  warning: {msg}")
     if any(r.problems for r in reports):
         return 1
     return 2 if any(r.unchecked for r in reports) else 0
@@ -75,7 +76,7 @@ def _staleness() -> Callable[[dict[str, Any]], list[str]]:
 def info(args: argparse.Namespace) -> int:
     infos = [inventory.info(t, _staleness()) for t in _targets(args.path)]
     if args.json:
-        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=1))
+        echo(json.dumps(infos if len(infos) > 1 else infos[0], indent=1))
         return 0
     for i in infos:
         _print_info(i)
@@ -83,24 +84,24 @@ def info(args: argparse.Namespace) -> int:
 
 
 def _print_info(i: dict[str, Any]) -> None:
-    print(f"{i['path']}  ({i['state']})")
+    echo(f"{i['path']}  ({i['state']})")
     for reason in i.get("reasons", []):
-        print(f"  stale      {reason}")
-    print(f"  items      {i['num_items']:,}   on disk {size(i['bytes'])}   skipped {i['skipped']}")
+        echo(f"  stale      {reason}")
+    echo(f"  items      {i['num_items']:,}   on disk {size(i['bytes'])}   skipped {i['skipped']}")
     for name, c in i["columns"].items():
-        print(f"  column     {name:<12} {c['dtype']:<5} {c['shape']}{'  ragged' if c['ragged'] else ''}")
+        echo(f"  column     {name:<12} {c['dtype']:<5} {c['shape']}{'  ragged' if c['ragged'] else ''}")
     classes = i["classes"] or []
     hist = i["stats"].get("label_histogram") or {}
     if classes:
         shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
-        print(f"  classes    {len(classes)}: {shown}")
+        echo(f"  classes    {len(classes)}: {shown}")
     if hist:
         name = (lambda k: classes[int(k)] if 0 <= int(k) < len(classes) else k)
         counts = ", ".join(f"{name(k)} {v:,}" for k, v in list(hist.items())[:10])
-        print(f"  labels     {counts}{', ...' if len(hist) > 10 else ''}")
-    print(f"  source     {i['source'].get('kind', '?')} {i['source'].get('root', '')}")
-    print(f"  transforms {', '.join(map(_step, i['transforms'])) or 'none'}")
-    print(f"  made       {i['created']} by prebake {i['prebake_version']}, fingerprint {i['fingerprint']}")
+        echo(f"  labels     {counts}{', ...' if len(hist) > 10 else ''}")
+    echo(f"  source     {i['source'].get('kind', '?')} {i['source'].get('root', '')}")
+    echo(f"  transforms {', '.join(map(_step, i['transforms'])) or 'none'}")
+    echo(f"  made       {i['created']} by prebake {i['prebake_version']}, fingerprint {i['fingerprint']}")
 
 
 def _step(t: dict[str, Any]) -> str:
@@ -114,17 +115,17 @@ def _step(t: dict[str, Any]) -> str:
 def ls(args: argparse.Namespace) -> int:
     entries = inventory.find_caches(args.path, _staleness())
     if args.json:
-        print(json.dumps([e.to_json() for e in entries], indent=1))
+        echo(json.dumps([e.to_json() for e in entries], indent=1))
         return 0
     if not entries:
-        print(f"no caches under {args.path}")
+        echo(f"no caches under {args.path}")
     for e in entries:
         items = f"{e.items:,}" if e.items is not None else "-"
-        print(f"{e.state:<10} {items:>12} items {size(e.bytes):>10}  {e.path}")
+        echo(f"{e.state:<10} {items:>12} items {size(e.bytes):>10}  {e.path}")
         for reason in e.reasons:
-            print(f"{'':<10} {reason}")
+            echo(f"{'':<10} {reason}")
         for note in e.notes:
-            print(f"{'':<10} note: {note}")
+            echo(f"{'':<10} note: {note}")
     return 0
 
 
@@ -133,20 +134,20 @@ def clear(args: argparse.Namespace) -> int:
 
     targets = inventory.clear_targets(args.path)
     if not targets:
-        print(f"nothing to clear under {args.path}")
+        echo(f"nothing to clear under {args.path}")
         return 0
     if not args.yes:
-        print("will delete:\n" + "\n".join(f"  {t}" for t in targets))
+        echo("will delete:\n" + "\n".join(f"  {t}" for t in targets))
         if not sys.stdin.isatty():
             raise PrebakeError("not a terminal, so cannot ask; pass --yes to delete without asking")
         if input("delete these? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing deleted")
+            echo("nothing deleted")
             return 1
     remove_paths(targets)
     if args.json:
-        print(json.dumps({"deleted": [str(t) for t in targets]}))
+        echo(json.dumps({"deleted": [str(t) for t in targets]}))
     else:
-        print(f"deleted {len(targets)} path{'s' if len(targets) != 1 else ''}")
+        echo(f"deleted {len(targets)} path{'s' if len(targets) != 1 else ''}")
     return 0
 
 

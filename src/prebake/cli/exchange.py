@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..errors import OptionError
+from ._echo import echo
 
 
 def export(args: argparse.Namespace) -> int:
@@ -28,9 +29,9 @@ def export(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        print(json.dumps({"cache": args.path, "out": str(out), "bytes": out.stat().st_size}))
+        echo(json.dumps({"cache": args.path, "out": str(out), "bytes": out.stat().st_size}))
     else:
-        print(f"exported {args.path} -> {out} ({size(out.stat().st_size)})")
+        echo(f"exported {args.path} -> {out} ({size(out.stat().st_size)})")
     return 0
 
 
@@ -39,12 +40,12 @@ def split(args: argparse.Namespace) -> int:
 
     parts = split_cache(args.path, args.by, parse_fractions(args.fractions), args.seed, args.stratify, save=True)
     if args.json:
-        print(json.dumps({name: len(v) for name, v in parts.items()}))
+        echo(json.dumps({name: len(v) for name, v in parts.items()}))
         return 0
     total = sum(len(v) for v in parts.values())
     for name, idx in parts.items():
-        print(f"{name:<8} {len(idx):>8,} items  {len(idx) / max(total, 1):6.1%}")
-    print(f"saved to {args.path}/{SPLITS}; no {args.by} is in two splits")
+        echo(f"{name:<8} {len(idx):>8,} items  {len(idx) / max(total, 1):6.1%}")
+    echo(f"saved to {args.path}/{SPLITS}; no {args.by} is in two splits")
     return 0
 
 

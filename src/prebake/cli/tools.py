@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from ._echo import echo
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -19,9 +20,9 @@ def demo(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     if args.json:
-        print(json.dumps(result, indent=1, default=str))
+        echo(json.dumps(result, indent=1, default=str))
     else:
-        print("\n".join(result["lines"]))
+        echo("\n".join(result["lines"]))
     return 0 if result["ok"] else 1
 
 
@@ -35,10 +36,10 @@ def bench(args: argparse.Namespace) -> int:
                         seconds=args.seconds, limit=args.limit, workers=args.workers, only=args.only,
                         peers=not args.no_peers, workdir=Path(args.workdir) if args.workdir else None)
     quiet = args.quiet or args.json
-    result = run_bench(args.path, opts, progress=None if quiet else lambda line: print(line, file=sys.stderr))
+    result = run_bench(args.path, opts, progress=None if quiet else lambda line: echo(line, file=sys.stderr))
     if args.out:
         Path(args.out).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
     if args.plot:
         plot(result, Path(args.plot))
-    print(json.dumps(result.as_dict(), indent=1) if args.json else "\n".join(table(result)))
+    echo(json.dumps(result.as_dict(), indent=1) if args.json else "\n".join(table(result)))
     return 0
