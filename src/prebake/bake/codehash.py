@@ -105,7 +105,7 @@ class _Hasher:
                 self.feed(cell.cell_contents, f"{fn.__qualname__}.{name}", depth + 1)
             except ValueError:  # an empty cell
                 self.h.update(b"<empty>")
-        names = _global_names(fn.__code__)
+        names = global_names(fn.__code__)
         for name in sorted(names):
             if name in fn.__globals__:
                 self._global(name, fn.__globals__[name], names, fn.__module__, depth)
@@ -206,11 +206,12 @@ def _feed_code(h: Any, code: types.CodeType) -> None:
             h.update(repr(const).encode())
 
 
-def _global_names(code: types.CodeType) -> set[str]:
+def global_names(code: types.CodeType) -> set[str]:
+    """Every global name ``code`` and the code objects nested in it refer to."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _global_names(const)
+            names |= global_names(const)
     return names
 
 

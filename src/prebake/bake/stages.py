@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError, PrebakeError
+from .codehash import global_names
 from .plugins import code_identity
 
 Columns = dict[str, Any]  # name -> ndarray (B, ...) for fixed columns, list of ndarrays for ragged ones
@@ -265,7 +266,7 @@ def modules_of(fn: Any) -> list[Any]:
             visit(obj.__self__, depth + 1)
         elif isinstance(obj, types.FunctionType):
             cells = [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
-            names = _global_names(obj.__code__)
+            names = global_names(obj.__code__)
             for part in (*cells, *(obj.__defaults__ or ()), *(obj.__globals__.get(n) for n in names)):
                 visit(part, depth + 1)
         elif hasattr(obj, "__dict__") and callable(obj):
@@ -296,14 +297,6 @@ def _filled(cell: Any) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
 
 
 # -- in the build ------------------------------------------------------------------------------------

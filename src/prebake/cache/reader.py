@@ -248,12 +248,7 @@ class Cache(torch.utils.data.Dataset):
 
     def _batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
         """One sorted gather per fixed column (memmaps read fastest in order), in the asked order."""
-        idx = np.array(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        idx[idx < 0] += n
-        bad = (idx < 0) | (idx >= n)
-        if bad.any():
-            raise IndexError(f"index {np.asarray(indices).reshape(-1)[np.argmax(bad)]} out of range for a cache of {n} items")
+        idx = item_indices(indices, len(self), "a cache")
         order = np.argsort(idx, kind="stable")
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
@@ -279,6 +274,16 @@ class Cache(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         cols = ", ".join(f"{n}:{s.dtype}{list(s.shape)}{'*' if s.ragged else ''}" for n, s in self.specs.items())
         return f"Cache({str(self.path)!r}, items={len(self)}, columns=[{cols}])"
+
+
+def item_indices(indices: Any, n: int, what: str) -> np.ndarray:
+    """``indices`` as int64 positions in ``0..n-1`` (negative ones count from the end), or an IndexError."""
+    idx = np.array(indices, dtype=np.int64).reshape(-1)
+    idx[idx < 0] += n
+    bad = (idx < 0) | (idx >= n)
+    if bad.any():
+        raise IndexError(f"index {np.asarray(indices).reshape(-1)[np.argmax(bad)]} out of range for {what} of {n} items")
+    return idx
 
 
 def _swapped(path: Path, dir_fd: int) -> bool:

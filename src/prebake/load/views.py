@@ -41,7 +41,7 @@ import numpy as np
 import torch.utils.data
 import xxhash
 
-from ..cache.reader import Cache, Ragged
+from ..cache.reader import Cache, Ragged, item_indices
 from ..cache.tuples import Tuples
 from ..errors import ViewError
 from .gather import Part, Plan, Take, read_host, reorder_host
@@ -115,13 +115,7 @@ class View(torch.utils.data.Dataset):
         return Tuples(self, names)
 
     def _index(self, i: Any) -> np.ndarray:
-        idx = np.array(i, dtype=np.int64).reshape(-1)
-        n = len(self)
-        idx[idx < 0] += n
-        bad = (idx < 0) | (idx >= n)
-        if bad.any():
-            raise IndexError(f"index {np.asarray(i).reshape(-1)[np.argmax(bad)]} out of range for a view of {n} items")
-        return idx
+        return item_indices(i, len(self), "a view")
 
     def __getitem__(self, i: int | Indices) -> dict[str, Any]:
         """``view[i]``: one item. ``view[[i, j, ...]]``: a batch as a dict of arrays, one gather per column."""
