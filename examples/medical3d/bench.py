@@ -21,7 +21,9 @@ Pipelines:
   file holds them (one chunk per item), a Dataset reads one item per ``__getitem__`` through an LRU
   dict of ``cache_size`` items, DataLoader with W persistent workers (each worker keeps its own LRU);
 - ``prebake``: ``prebake.build`` (2 workers: the bake keeps int16, the window clipped) then
-  ``prebake.Loader`` with ``IntensityWindow`` as its batched transform (int16 -> float32 [0, 1]);
+  ``prebake.Loader(convert={"image": IntensityWindow(...)})``: int16 -> float32 [0, 1] as each volume is
+  gathered, on the Loader's threads; ``prebake-transform`` the same cache with the window applied to each
+  gathered batch instead (``transform=``), to show what fusing it into the gather changes;
   ``prebake-float32`` bakes the scaled float32 volumes instead (``--scale-to 0 1``: MONAI's bytes) and
   loads them as they are, which shows what the int16 cache's conversion costs on a CPU.
 """
@@ -44,7 +46,8 @@ import numpy as np
 
 SPACING = 1.5
 WINDOW = (-1000.0, 1000.0)
-PIPELINES = ("monai-persistent", "monai-persistent-2w", "monai-cache", "seed-hdf5", "prebake", "prebake-float32")
+PIPELINES = ("monai-persistent", "monai-persistent-2w", "monai-cache", "seed-hdf5", "prebake", "prebake-transform",
+             "prebake-float32")
 TOLERANCE = 1e-3  # in [0, 1] units: prebake rounds the resampled HU to int16 (<= 0.5 HU = 2.5e-4)
 CHECK_ITEMS = 4
 
@@ -261,10 +264,11 @@ def _make(name: str, args: argparse.Namespace, work: Path, data: list[dict[str, 
         ds = SeedHdf5Dataset(h5, cache_size=1000)
         return (_dataloader(ds, args, workers), lambda: np.stack([ds[i]["image"].numpy() for i in range(CHECK_ITEMS)]),
                 h5.stat().st_size, "disk (HDF5, float32) + an LRU per worker")
-    return _make_prebake(args, work, name == "prebake-float32")
+    return _make_prebake(args, work, name == "prebake-float32", name == "prebake-transform")
 
 
-def _make_prebake(args: argparse.Namespace, work: Path, as_float: bool) -> tuple[Any, Any, Any, str]:
+def _make_prebake(args: argparse.Namespace, work: Path, as_float: bool, in_transform: bool = False
+                  ) -> tuple[Any, Any, Any, str]:
     import torch
 
     import prebake
@@ -279,8 +283,11 @@ def _make_prebake(args: argparse.Namespace, work: Path, as_float: bool) -> tuple
         return (loader, lambda: np.array(cache.column("image")[:CHECK_ITEMS]), _dir_bytes(out),
                 "disk (float32 .npy, memory-mapped)")
     window = IntensityWindow(*WINDOW)
-    loader = prebake.Loader(cache, args.batch_size, seed=0, columns=["image", "label"], transform=lambda b: {
-        "image": window(b["image"]), "label": b["label"]})
+    if in_transform:
+        loader = prebake.Loader(cache, args.batch_size, seed=0, columns=["image", "label"], transform=lambda b: {
+            "image": window(b["image"]), "label": b["label"]})
+    else:
+        loader = prebake.Loader(cache, args.batch_size, seed=0, columns=["image", "label"], convert={"image": window})
     items = lambda: window(torch.from_numpy(np.array(cache.column("image")[:CHECK_ITEMS]))).numpy()  # noqa: E731
     return loader, items, _dir_bytes(out), "disk (int16 .npy, memory-mapped)"
 

@@ -20,6 +20,7 @@ was measured in this run.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -39,6 +40,9 @@ from . import data as D
 from .config import load
 from .model import Contrastive
 from .run import DATA_PATHS, make_batches, prepare, train_epoch
+
+#: prebake with the augmentation on the Loader's threads (``hardware.augment_in_threads``), beside the default.
+THREADED = "prebake-threads"
 
 
 def same_cycles(batches: Any, cache: Any, cfg: Any) -> dict[str, Any]:
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "default.yaml")
     p.add_argument("--data-epochs", type=int, default=5, help="timed epochs of the data-only pass (default 5)")
     p.add_argument("--train-epochs", type=int, default=3, help="training epochs per data path (default 3)")
-    p.add_argument("--paths", default=",".join(DATA_PATHS))
+    p.add_argument("--paths", default=",".join([*DATA_PATHS, THREADED]),
+                   help=f"data paths to run; {THREADED}: prebake with hardware.augment_in_threads")
     p.add_argument("--device", help="default: the config's hardware.device")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
@@ -97,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         bake_s = time.perf_counter() - t0  # writing the WAV files, then the bake
         results, check = {}, None
         for path in args.paths.split(","):
-            batches = make_batches(path, cfg, root, cache, device)
-            if check is None and path != "prebake":
+            if path == THREADED:
+                threaded = copy.deepcopy(cfg)
+                threaded.hardware.augment_in_threads = True
+                batches = make_batches("prebake", threaded, root, cache, device)
+            else:
+                batches = make_batches(path, cfg, root, cache, device)
+            if check is None and path not in ("prebake", THREADED):
                 check = same_cycles(batches, cache, cfg)
             results[path] = {"data": data_only(batches, args.data_epochs),
                              "train": training(batches, cfg, args.train_epochs, device)}
@@ -113,10 +123,10 @@ def report(args: argparse.Namespace, cfg: Any, device: str, recordings: int, bak
     print(f"seed 004 pretraining: {recordings} recordings at {d.sample_rate} Hz, cycles of {d.cycle_length} samples, "
           f"batch {cfg.train.batch_size}, {cfg.hardware.num_workers} DataLoader workers, device {device_tag(device)}")
     print(f"write + bake (decode, segment, commit): {bake_s:.1f} s; same cycles in every path: {check}")
-    print(f"{'data path':<10} {'data samples/s':>15} {'views/cycle/epoch':>18} {'train samples/s':>16} "
+    print(f"{'data path':<15} {'data samples/s':>15} {'views/cycle/epoch':>18} {'train samples/s':>16} "
           f"{'data wait':>10}")
     for path, r in results.items():
-        print(f"{path:<10} {r['data']['samples_per_s']:>15,.0f} {r['data']['distinct_views_per_epoch']:>18.2f} "
+        print(f"{path:<15} {r['data']['samples_per_s']:>15,.0f} {r['data']['distinct_views_per_epoch']:>18.2f} "
               f"{r['train']['samples_per_s']:>16,.0f} {100 * r['train']['data_wait_fraction']:>9.1f}%")
     ratios = {}
     if "prebake" in results:

@@ -40,6 +40,7 @@ class Hardware:
     prefetch_factor: int = 4
     persistent_workers: bool = True
     device: str = "auto"  # auto: cuda when there is one
+    augment_in_threads: bool = False  # prebake on a CPU: the augmentation on the Loader's threads (see README)
 
 
 @dataclass

@@ -74,9 +74,9 @@ class PretrainViews(nn.Module):
         self.views = TwoViews(preset(cfg.augmentation, cfg.data.sample_rate))
         self.split = SplitSubstructures(self.k) if self.k else None
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
         x = prebake.crop_or_pad(batch["cycles"], batch["cycle_lengths"], self.length, crop="start")
-        v1, v2 = self.views(x)
+        v1, v2 = self.views(x, generator=generator)  # the Loader's per-batch generator: exact on resume
         out = {"view1": v1, "view2": v2, "label": batch["label"], "item": batch["item"], "element": batch["element"]}
         if self.split is not None:
             out["subs1"], out["subs2"] = self.split(v1), self.split(v2)  # the seed's split_substructures_batch
@@ -90,6 +90,7 @@ class PrebakeBatches:
         self.transform = PretrainViews(cfg).to(device).train()
         self.loader = prebake.Loader(prebake.Elements(cache, "cycles", columns=COLUMNS), cfg.train.batch_size,
                                      seed=cfg.train.seed, drop_last=True, device=device, transform=self.transform,
+                                     transform_in_threads=cfg.hardware.augment_in_threads,  # CPU only
                                      preload="ram" if cfg.data_cache.cache_in_memory else None,
                                      prefetch=cfg.hardware.prefetch_factor)
         self.refresh_seconds = 0.0

@@ -17,9 +17,10 @@ Which items a batch holds comes from :mod:`prebake.load.sampling`.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -28,7 +29,8 @@ import torch
 
 from ..cache.reader import Cache, open_cache, torch_dtype_ok
 from ..errors import OptionError, ResumeError, ViewError
-from .gather import Buffers, Pieces, read_device, read_host, reorder_host, take_rows
+from .convert import read_plan, resolve
+from .gather import Buffers, Pieces, read_device, read_host, reorder_host, take_rows, values_of
 from .sampling import Sampling
 from .views import Items, View, subset_id
 
@@ -93,6 +95,15 @@ class Loader:
             copied through pinned memory on a side stream. A device this machine does not have
             is an error here, not at the first batch.
         transform: called on each batch (a dict) before it is yielded, e.g. an augment pipeline.
+            A transform with a ``generator`` parameter is called as ``transform(batch,
+            generator=g)`` with a ``torch.Generator`` on ``device`` seeded from ``(seed, rank,
+            epoch, batch number)``: its draws do not depend on the batches before, so a resumed
+            run augments its remaining batches exactly as the uninterrupted run did.
+        transform_in_threads: on a CPU device, run ``transform`` on the gather threads, so that it
+            overlaps the training step instead of being waited for in ``next()``. Batches are then
+            transformed several at a time: give the transform a ``generator`` parameter (above),
+            or make it deterministic. On CUDA the transform is queued on the device from the
+            consumer's thread, as without this flag.
         rank: this process's DDP rank; default from ``torch.distributed``, else 0.
         world_size: the number of DDP ranks; default from ``torch.distributed``, else 1.
         preload: ``None`` (read the memory maps), ``"ram"`` or ``"device"`` (copy the columns
@@ -100,6 +111,12 @@ class Loader:
         prefetch: batches gathered ahead of the one being consumed.
         threads: gather threads.
         pad: for a cache's ragged columns, pad each batch to its longest item (see above).
+        convert: elementwise conversions done in the gather threads, as each item is read:
+            ``{column: torch.float32}`` or ``{column: op}`` with an op such as
+            ``prebake.augment.IntensityWindow(-1000, 1000)`` (see :mod:`prebake.load.convert`).
+            On a CPU this is the cheap place for an int16 -> float32 window: one pass instead of
+            three, on the Loader's threads. For a GPU keep the cache's dtype (half the bytes to
+            copy) and convert on the device in ``transform``.
     """
 
     def __init__(self, data: Cache | View | str | os.PathLike[str], batch_size: int, *, shuffle: bool = True,
@@ -107,7 +124,8 @@ class Loader:
                  columns: Sequence[str] | None = None, device: str | torch.device | None = None,
                  transform: Callable[[Batch], Batch] | None = None, rank: int | None = None,
                  world_size: int | None = None, preload: str | None = None, prefetch: int = 2,
-                 threads: int = 2, pad: bool = False):
+                 threads: int = 2, pad: bool = False, convert: Mapping[str, Any] | None = None,
+                 transform_in_threads: bool = False):
         self.view = _as_view(data, columns, pad)
         self.cache = self.view.cache
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
@@ -120,10 +138,16 @@ class Loader:
         self.view.plan(np.zeros(0, np.int64), self.columns)  # checks the columns now, not at the first batch
         self.device = check_device(device)
         self.transform = transform
+        self._takes_generator = _takes_generator(transform)
+        self.transform_in_threads = bool(transform_in_threads)
         self.prefetch, self.threads = max(1, prefetch), max(1, threads)
         self.epoch, self._start = 0, 0
         self._on_device = preload == "device"
         self._data = self._preload(preload)
+        if convert and self._on_device:
+            raise OptionError("convert runs in the host gather, and preload='device' gathers on the device; "
+                              "convert there in transform, or preload='ram'")
+        self.convert = resolve(convert, self.columns, {k: values_of(v).dtype for k, v in self._data.items()})
         self._buffers = Buffers(keep=self.prefetch + self.threads + 2)  # batches in flight, and one being used
 
     def _preload(self, preload: str | None) -> dict[str, Any]:
@@ -169,23 +193,51 @@ class Loader:
     # -- iteration ---------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Batch]:
-        batches = self.sampling.batches(self.epoch, self.indices)
-        produced = self._produce(batches[self._start:])
+        epoch = self.epoch
+        batches = self.sampling.batches(epoch, self.indices)
+        produced = self._produce(batches[self._start:], epoch)
         try:
             for k, batch in zip(range(self._start, len(batches)), produced):
                 self._start = k + 1  # counted when handed over: a state_dict taken now resumes after it
-                yield self.transform(batch) if self.transform is not None else batch
+                yield batch if self.transform is None or self._threaded() else self._apply(batch, epoch, k)
         finally:
             produced.close()  # stops the gather threads when the loop ends early
         self.epoch, self._start = self.epoch + 1, 0
 
-    def _produce(self, batches: list[np.ndarray]) -> Iterator[Batch]:
+    def _produce(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
         if self._on_device:
             for idx in batches:  # preload="device": the gathers happen on the device, in the drawn order
                 got = read_device(self.view.plan(idx, self.columns), self._data, self.device)
                 yield {k: _device_pieces(v) for k, v in got.items()}
             return
-        yield from _Prefetcher(self, batches)
+        yield from _Prefetcher(self, batches, epoch, self._start)
+
+    def _threaded(self) -> bool:
+        return self.transform_in_threads and self.device.type == "cpu" and not self._on_device
+
+    def _apply(self, batch: Batch, epoch: int, step: int) -> Batch:
+        """``transform`` on batch number ``step`` of this epoch, with its own generator when it takes one."""
+        assert self.transform is not None
+        if not self._takes_generator:
+            return self.transform(batch)
+        return self.transform(batch, generator=batch_generator(self.sampling, epoch, step, self.device))
+
+
+def _takes_generator(transform: Callable[..., Any] | None) -> bool:
+    """Whether ``transform`` has a parameter named ``generator`` (a module's ``forward`` is looked at)."""
+    if transform is None:
+        return False
+    fn = transform.forward if isinstance(transform, torch.nn.Module) else transform
+    try:
+        return "generator" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+
+
+def batch_generator(sampling: Sampling, epoch: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator of one batch's transform: seeded from (seed, rank, epoch, step) alone."""
+    seed = np.random.SeedSequence([sampling.seed, sampling.rank, epoch, step, 0x7472616E73]).generate_state(1, np.uint64)
+    return torch.Generator(device).manual_seed(int(seed[0]) >> 1)
 
 
 def _subset_text(digest: str | None) -> str:
@@ -203,8 +255,9 @@ def _device_pieces(value: Any) -> Any:
 class _Prefetcher:
     """Gathers batches on a thread pool, ``prefetch`` ahead, and hands them over in order."""
 
-    def __init__(self, loader: Loader, batches: list[np.ndarray]):
-        self.loader, self.batches = loader, batches
+    def __init__(self, loader: Loader, batches: list[np.ndarray], epoch: int = 0, first: int = 0):
+        self.loader, self.batches, self.epoch, self.first = loader, batches, epoch, first
+        self.transform = loader.transform is not None and loader._threaded()
         self.cuda = loader.device.type == "cuda"
         self.stream = torch.cuda.Stream(loader.device) if self.cuda else None
         self.buffers = loader._buffers
@@ -214,8 +267,8 @@ class _Prefetcher:
         pending: deque[Future[Batch]] = deque()
         todo = iter(self.batches)
         try:
-            for idx in todo:
-                pending.append(pool.submit(self._load, idx))
+            for k, idx in enumerate(todo, self.first):
+                pending.append(pool.submit(self._load, idx, k))
                 if len(pending) > self.loader.prefetch:
                     yield self._ready(pending.popleft().result())
             while pending:
@@ -225,16 +278,26 @@ class _Prefetcher:
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _load(self, idx: np.ndarray) -> Batch:
+    def _load(self, idx: np.ndarray, step: int = 0) -> Batch:
+        batch = self._gather(idx)
+        return self.loader._apply(batch, self.epoch, step) if self.transform else batch
+
+    def _gather(self, idx: np.ndarray) -> Batch:
         view = self.loader.view
         key = view.sort_key(idx)
+        convert = self.loader.convert
         if key is None:  # the view reads each sample as one long run of rows: in the drawn order
-            got = read_host(view.plan(idx, self.loader.columns), self.loader._data, self.buffers)
+            plan = view.plan(idx, self.loader.columns)
+            got = read_plan(plan, self.loader._data, self.buffers, convert, None)[0] if convert else \
+                read_host(plan, self.loader._data, self.buffers)
             return {k: self._finish(v, None) for k, v in got.items()}
         order = np.argsort(key, kind="stable")
         inverse = np.argsort(order, kind="stable")
-        got = read_host(view.plan(idx[order], self.loader.columns), self.loader._data, self.buffers)  # sorted gathers
-        return {k: self._finish(v, inverse) for k, v in got.items()}
+        plan = view.plan(idx[order], self.loader.columns)  # sorted gathers
+        if not convert:
+            return {k: self._finish(v, inverse) for k, v in read_host(plan, self.loader._data, self.buffers).items()}
+        got, drawn = read_plan(plan, self.loader._data, self.buffers, convert, order)
+        return {k: self._finish(v, None if k in drawn else inverse) for k, v in got.items()}
 
     def _finish(self, value: Any, inverse: np.ndarray | None) -> Any:
         """One output of the gather, in the drawn order (``inverse`` restores it after a sorted gather), on the
