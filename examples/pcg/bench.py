@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prebake.measure.bench import device_tag, machine
+from prebake.measure.bench import device_tag, machine, ratios_to
 
 from . import data as D
 from .config import load
@@ -128,13 +128,8 @@ def report(args: argparse.Namespace, cfg: Any, device: str, recordings: int, bak
     for path, r in results.items():
         print(f"{path:<15} {r['data']['samples_per_s']:>15,.0f} {r['data']['distinct_views_per_epoch']:>18.2f} "
               f"{r['train']['samples_per_s']:>16,.0f} {100 * r['train']['data_wait_fraction']:>9.1f}%")
-    ratios = {}
-    if "prebake" in results:
-        base = results["prebake"]
-        for path, r in results.items():
-            if path != "prebake":
-                ratios[f"prebake/{path} data"] = base["data"]["samples_per_s"] / r["data"]["samples_per_s"]
-                ratios[f"prebake/{path} train"] = base["train"]["samples_per_s"] / r["train"]["samples_per_s"]
+    ratios = ratios_to(results)
+    if ratios:
         print("ratios: " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
     out = args.out / f"pcg-{device_tag(device)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

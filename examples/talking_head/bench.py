@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import prebake
-from prebake.measure.bench import device_tag, machine
+from prebake.measure.bench import device_tag, machine, ratios_to
 
 from . import data as D
 from . import seed as S
@@ -245,13 +245,8 @@ def report(args: argparse.Namespace, cfg: Config, write_s: float, bake: dict[str
         tr = r["train"]
         print(f"{path:<20} {r['data']['samples_per_s']:>15,.0f} {tr['samples_per_s']:>16,.0f} "
               f"{100 * tr['data_wait_fraction']:>9.1f}% {tr['loss_first']:>7.4f}->{tr['loss_last']:.4f}")
-    ratios = {}
-    if "prebake" in results:
-        base = results["prebake"]
-        for path, r in results.items():
-            if path != "prebake":
-                ratios[f"prebake/{path} data"] = base["data"]["samples_per_s"] / r["data"]["samples_per_s"]
-                ratios[f"prebake/{path} train"] = base["train"]["samples_per_s"] / r["train"]["samples_per_s"]
+    ratios = ratios_to(results)
+    if ratios:
         print("ratios: " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
     load_end = os.getloadavg()
     print(f"load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end")

@@ -117,3 +117,31 @@ def test_the_cli_runs_the_original_path_on_given_recordings(prepared, tmp_path):
     assert code == 0
     (row,) = list(csv.DictReader(open(tmp_path / "w" / "original.csv")))
     assert float(row["probe_accuracy"]) > 0.5
+
+
+def test_the_augmentation_is_the_same_on_the_loop_or_on_the_loader_threads(prepared):
+    work, _, cache = prepared
+    cfg, threaded = tiny(), tiny()
+    threaded.hardware.augment_in_threads = True
+    a = list(D.PrebakeBatches(cache, cfg, "cpu").epoch(1))
+    b = list(D.PrebakeBatches(cache, threaded, "cpu").epoch(1))
+    assert len(a) == len(b) > 1
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert not torch.equal(a[0]["view1"], a[0]["view2"])
+
+
+def test_the_bench_compares_every_path_in_one_run(tmp_path):
+    import json
+
+    from examples.pcg.bench import THREADED
+    from examples.pcg.bench import main as bench
+
+    assert bench(["--config", str(CONFIGS / "tiny.yaml"), "--data-epochs", "1", "--train-epochs", "2",
+                  "--out", str(tmp_path)]) == 0
+    (out,) = tmp_path.glob("pcg-*.json")
+    doc = json.loads(out.read_text())
+    assert set(doc["results"]) == {"original", "viewcache", "prebake", THREADED}
+    assert doc["same_cycles"]["identical"] is True
+    assert set(doc["ratios"]) == {f"prebake/{p} {part}" for p in ("original", "viewcache", THREADED)
+                                  for part in ("data", "train")}

@@ -113,6 +113,17 @@ def machine(device: str | torch.device | None = None) -> dict[str, Any]:
     return info
 
 
+def ratios_to(results: dict[str, dict[str, Any]], base: str = "prebake", parts: tuple[str, ...] = ("data", "train"),
+              key: str = "samples_per_s") -> dict[str, float]:
+    """``{"prebake/original data": 39.8, ...}``: ``base``'s ``results[path][part][key]`` over every other
+    path's, for the examples' benchmarks (each path a dict of parts, each part a dict of figures)."""
+    if base not in results:
+        return {}
+    mine = results[base]
+    return {f"{base}/{path} {part}": mine[part][key] / r[part][key]
+            for path, r in results.items() if path != base for part in parts}
+
+
 def device_tag(device: str | torch.device) -> str:
     """The suffix of a results file: ``cpu-2core`` or the GPU's name, e.g. ``nvidia-h100-80gb-hbm3``."""
     dev = torch.device(device)
