@@ -30,7 +30,7 @@ step 90 "augment (six signal ops at 64 and 1024 x 4000, image ops, ViT input)" \
 step 60 "views (windows and elements, host and preload='device')" \
     python3 benchmarks/views.py --device cuda --seconds 1 --rounds 1 --workdir "$SCRATCH/views"
 step 60 "heart-sound pretraining, data wait on the device" \
-    python3 -m examples.pcg.bench --device cuda --data-epochs 2 --train-epochs 1
+    python3 -m examples.pcg.bench --device cuda --data-epochs 2 --train-epochs 1 --paths original,viewcache,prebake
 step 60 "federated rounds at 224 px" \
     python3 -m examples.federated.bench --device cuda --vit tiny --image_size 224 --local_ep 1 --samples_per_client 200
 } 2>&1 | tee "$LOG"
