@@ -77,9 +77,13 @@ def per_item(audio: Any, motion: Any) -> dict[str, Encode]:
     return {"w_audio": audio_fn, "motion": motion_fn}
 
 
-def staged(audio: Any, motion: Any, cfg: Config, batch: int) -> dict[str, Encode]:
-    """Both encoders as the bake runs them: ``prebake.Stage`` s of ``batch`` clips per call."""
-    audio_stage, motion_stage, _ = stages(audio, motion, dataclasses.replace(cfg.encoders, stage_batch=batch))
+def staged(audio: Any, motion: Any, cfg: Config, batch: int, max_rows: Any = "config") -> dict[str, Encode]:
+    """Both encoders as the bake runs them: ``prebake.Stage`` s of ``batch`` clips per call (and the motion
+    encoder's ``max_rows``: the config's unless given)."""
+    e = dataclasses.replace(cfg.encoders, stage_batch=batch)
+    if max_rows != "config":
+        e = dataclasses.replace(e, motion_max_rows=max_rows)
+    audio_stage, motion_stage, _ = stages(audio, motion, e)
     return {"w_audio": lambda cols: audio_stage.run(cols)["w_audio"],
             "motion": lambda cols: motion_stage.run(cols)["motion"]}
 
@@ -106,6 +110,7 @@ def time_encoders(ways: dict[str, dict[str, Encode]], cols: dict[str, Any], roun
 def bake_bench(cfg: Config, p: Prepared, work: Path, rounds: int) -> dict[str, Any]:
     cols, decode_s = encoder_inputs(p.root, work)
     ways = {f"stage_b{b}": staged(p.audio, p.motion, cfg, b) for b in (32, 8, 4, 1)}
+    ways["stage_b32_unbounded"] = staged(p.audio, p.motion, cfg, 32, max_rows=None)  # no max_rows
     ways["per_item_loop"] = per_item(p.audio, p.motion)
     enc = time_encoders(ways, cols, rounds)
     total = enc["total"]

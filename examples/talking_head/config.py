@@ -40,6 +40,7 @@ class Encoders:
     motion_dim: int = 64
     width: int = 32  # channels of the conv layers
     stage_batch: int = 32  # clips per call of an encoder at bake time
+    motion_max_rows: int | None = 256  # and at most this many frames per call of the motion encoder (bench.py)
 
 
 @dataclass

@@ -145,6 +145,6 @@ def stages(audio: AudioEncoder, motion: MotionEncoder, e: Encoders) -> list[Any]
     return [prebake.Stage(audio, inputs=("audio", "num_frames"), outputs=("w_audio",), batch_size=e.stage_batch,
                           ragged="pad", keep=False, name="audio_encoder"),
             prebake.Stage(motion, inputs=("frames",), outputs=("motion",), batch_size=e.stage_batch,
-                          ragged="concat", keep=False, name="motion_encoder"),
+                          ragged="concat", keep=False, name="motion_encoder", max_rows=e.motion_max_rows),
             prebake.Stage(Reference(), inputs=("motion",), outputs=("reference",), batch_size=e.stage_batch,
                           ragged="pad", name="reference_motion")]

@@ -86,6 +86,34 @@ def test_pad_mode_batches_items_of_similar_length_and_returns_them_in_item_order
     assert padded_to == [2, 5, 8]  # by length: (1, 2), (3, 5), (7, 8); in item order it would pad to 5, 8, 7
 
 
+@pytest.mark.parametrize("ragged, max_rows, calls", [
+    ("concat", 8, [[5, 1], [8], [2], [7], [3]]),     # rows summed: 5+1, then 8 alone, ...
+    ("concat", 10, [[5, 1], [8, 2], [7, 3]]),        # batch_size 2 still bounds the items
+    ("concat", 3, [[5], [1], [8], [2], [7], [3]]),   # an item longer than max_rows runs alone
+    ("pad", 10, [[1, 2, 3], [5], [7], [8]]),         # by length, batch x longest: 3 x 3, then 2 x 7 > 10
+    ("pad", None, [[1, 2, 3, 5]]),                   # the chunk as far as batch_size allows
+])
+def test_max_rows_bounds_each_call_and_changes_no_output(ragged, max_rows, calls):
+    lengths = [5, 1, 8, 2, 7, 3]
+    clips = [np.full((n, 1), k, np.float32) for k, n in enumerate(lengths)]
+    seen = []
+
+    def fn(batch):
+        seen.append(batch["x_lengths"].tolist())
+        if ragged == "concat":
+            return {"y": batch["x"] * 2}
+        return {"y": batch["x"] * 2, "y_lengths": batch["x_lengths"]}
+
+    batch_size = 2 if ragged == "concat" else 4
+    out = Stage(fn, ("x",), ("y",), batch_size=batch_size, device="cpu", ragged=ragged, max_rows=max_rows).run(
+        {"x": clips})
+    assert seen[: len(calls)] == calls
+    assert all(np.array_equal(o, c * 2) for o, c in zip(out["y"], clips, strict=True))
+    plain = Stage(fn, ("x",), ("y",), batch_size=batch_size, device="cpu", ragged=ragged)
+    assert plain.describe() == Stage(fn, ("x",), ("y",), batch_size=1, device="cpu", ragged=ragged,
+                                     max_rows=max_rows).describe()  # neither is in the fingerprint
+
+
 def test_fixed_inputs_and_several_columns():
     stage = Stage(lambda b: {"s": b["a"] + b["b"], "p": b["a"] * b["b"]}, ("a", "b"), ("s", "p"), batch_size=2,
                   device="cpu")
@@ -135,6 +163,8 @@ def test_bad_stages_say_what_and_how():
         Stage(lambda b: b, ("x",), ("x",))
     with pytest.raises(OptionError, match="batch_size must be a positive integer"):
         Stage(lambda b: b, ("x",), ("y",), batch_size=0)
+    with pytest.raises(OptionError, match="max_rows must be a positive integer or None"):
+        Stage(lambda b: b, ("x",), ("y",), max_rows=0)
     with pytest.raises(PrebakeError, match=r"must return a dict with \['y'\], returned \['z'\]"):
         Stage(lambda b: {"z": b["x"]}, ("x",), ("y",), device="cpu").run({"x": np.zeros(2)})
     with pytest.raises(PrebakeError, match="one row per input row"):

@@ -67,16 +67,23 @@ class Stage:
         ragged: how ragged inputs reach ``fn``: ``"concat"`` or ``"pad"`` (module docstring).
         keep: False drops this stage's inputs from the finished cache (an input still needed by
             a later stage, or an output of another stage, is dropped only if no one keeps it).
+        max_rows: with ragged inputs, also at most this many rows of the first ragged input per
+            call: their sum (``"concat"``) or batch x longest (``"pad"``). A call holds whole
+            items, so an item longer than ``max_rows`` runs alone. It bounds a call's memory
+            when items vary in length (GPU memory; on a CPU, activations that stay in the
+            caches). Not part of the fingerprint, for the same reason as ``batch_size``.
     """
 
     def __init__(self, fn: Callable[[dict[str, Any]], Mapping[str, Any]], inputs: Sequence[str],
                  outputs: Sequence[str], batch_size: int = 64, device: Any = None, dtype: Any = None,
-                 name: str | None = None, ragged: str = "concat", keep: bool = True):
+                 name: str | None = None, ragged: str = "concat", keep: bool = True, max_rows: int | None = None):
         if not callable(fn):
             raise OptionError(f"Stage fn must be callable (a function or an nn.Module), got {type(fn).__name__}")
         self.inputs, self.outputs = _names(inputs, "inputs"), _names(outputs, "outputs")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"Stage batch_size must be a positive integer, got {batch_size!r}")
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+            raise OptionError(f"Stage max_rows must be a positive integer or None, got {max_rows!r}")
         if ragged not in MODES:
             raise OptionError(f"Stage ragged={ragged!r}: use 'concat' (per-row models) or 'pad' (per-item models)")
         clash = set(self.inputs) & set(self.outputs)
@@ -87,7 +94,7 @@ class Stage:
             fn.eval()  # frozen from the start, so its identity does not change when it first runs
         self.fn, self.batch_size, self.device, self.dtype = fn, batch_size, device, dtype
         self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
-        self.ragged, self.keep = ragged, keep
+        self.ragged, self.keep, self.max_rows = ragged, keep, max_rows
         self._ready: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -96,7 +103,8 @@ class Stage:
 
     def __repr__(self) -> str:
         return (f"Stage({self.name!r}, inputs={list(self.inputs)}, outputs={list(self.outputs)}, "
-                f"batch_size={self.batch_size}, ragged={self.ragged!r})")
+                f"batch_size={self.batch_size}, ragged={self.ragged!r}"
+                + ("" if self.max_rows is None else f", max_rows={self.max_rows}") + ")")
 
     # -- the fingerprint --------------------------------------------------------------------
 
@@ -135,10 +143,25 @@ class Stage:
         n = len(next(iter(columns[c] for c in self.inputs)))
         order = self._order(columns, n)
         inputs = {c: _take(columns[c], order) for c in self.inputs}
-        parts: list[Columns] = [self._batch({c: v[s : s + self.batch_size] for c, v in inputs.items()})
-                                for s in range(0, n, self.batch_size)]
+        parts: list[Columns] = [self._batch({c: v[s:e] for c, v in inputs.items()}) for s, e in self._spans(inputs, n)]
         inverse = None if order is None else np.argsort(order)
         return {o: _take(_join([p[o] for p in parts]), inverse) for o in self.outputs}
+
+    def _spans(self, inputs: Columns, n: int) -> list[tuple[int, int]]:
+        """The calls' item ranges: ``batch_size`` items each, fewer where ``max_rows`` says so."""
+        ragged = [v for v in inputs.values() if isinstance(v, list)]
+        if self.max_rows is None or not ragged:
+            return [(s, min(n, s + self.batch_size)) for s in range(0, n, self.batch_size)]
+        lengths = [len(a) for a in ragged[0]]
+        spans, start, rows, longest = [], 0, 0, 0
+        for i, k in enumerate(lengths):
+            count = i - start  # items in the call so far
+            grown = rows + k if self.ragged == "concat" else (count + 1) * max(longest, k)
+            if count and (count >= self.batch_size or grown > self.max_rows):
+                spans.append((start, i))
+                start, rows, longest = i, 0, 0
+            rows, longest = rows + k, max(longest, k)
+        return [*spans, (start, n)] if n else spans
 
     def _order(self, columns: Columns, n: int) -> np.ndarray | None:
         """``ragged="pad"`` over several batches: the items by length, so each batch pads to little more than
