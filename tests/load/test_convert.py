@@ -35,11 +35,12 @@ def _pairs(plain, converted):
     return list(zip(plain, converted, strict=True))
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_window_in_the_gather_equals_the_window_after_it(cache, threads):
+@pytest.mark.parametrize("threads, preload", [(1, None), (3, None), (2, "ram")])
+def test_window_in_the_gather_equals_the_window_after_it(cache, threads, preload):
     window = IntensityWindow(-1000, 1000)
     plain = prebake.Loader(cache, 3, seed=4, threads=threads, columns=["ct", "label"])
-    fused = prebake.Loader(cache, 3, seed=4, threads=threads, columns=["ct", "label"], convert={"ct": window})
+    fused = prebake.Loader(cache, 3, seed=4, threads=threads, columns=["ct", "label"], convert={"ct": window},
+                           preload=preload)
     for a, b in _pairs(plain, fused):
         assert b["ct"].dtype == torch.float32 and torch.equal(a["label"], b["label"])
         assert torch.equal(window(a["ct"]), b["ct"])  # bit for bit, in the drawn order
