@@ -23,16 +23,13 @@ import torch
 import prebake
 from prebake.measure.bench import BenchOptions, device_tag, run_bench
 from prebake.measure.bench.report import table
-from prebake.synthetic import write_cifar10_python
+from prebake.synthetic import cifar10_once
 
 HERE = Path(__file__).parent
 
 
 def _cache(data: Path, size: int) -> Path:
-    source = data / "cifar-10-batches-py"
-    if not (source / "batches.meta").exists():
-        print(f"writing 60,000 synthetic CIFAR-10 images to {data}", file=sys.stderr)
-        write_cifar10_python(data, n_train=50_000, n_test=10_000, seed=0)
+    source = cifar10_once(data, 50_000, 10_000)  # written on the first run only
     out = data.parent / "cache" / f"cifar10-{size}"
     prebake.build(source, out, image_size=None if size == 32 else size)  # a no-op when up to date
     return out

@@ -40,7 +40,7 @@ import torch
 
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
-from prebake.synthetic import write_cifar10_python
+from prebake.synthetic import cifar10_once
 
 
 def _machine() -> dict:
@@ -104,11 +104,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale-cpu-2core.json")
     args = p.parse_args()
 
-    data = args.workdir / f"cifar10-synthetic-{args.train}-{args.test}"
-    source = data / "cifar-10-batches-py"
-    if not (source / "batches.meta").exists():
-        print(f"writing {args.train + args.test:,} synthetic CIFAR-10 images (python-version format) to {data}")
-        write_cifar10_python(data, n_train=args.train, n_test=args.test, seed=0)
+    source = cifar10_once(args.workdir / f"cifar10-synthetic-{args.train}-{args.test}", args.train, args.test)
     out = args.workdir / "scale-out"
     machine = _machine()
 

@@ -153,6 +153,15 @@ def _filenames(labels: np.ndarray, names: Sequence[str], start: int = 0) -> list
     return [f"{names[y]}_s_{start + i:06d}.png".encode() for i, y in enumerate(labels.tolist())]
 
 
+def cifar10_once(root: str | os.PathLike[str], n_train: int, n_test: int, seed: int = 0) -> Path:
+    """``root/cifar-10-batches-py/``, written by :func:`write_cifar10_python` only if it is not there yet
+    (benchmarks keep their data between runs); returns that folder."""
+    out = Path(root) / "cifar-10-batches-py"
+    if not (out / "batches.meta").exists():
+        write_cifar10_python(root, n_train=n_train, n_test=n_test, seed=seed)
+    return out
+
+
 def write_cifar10_python(
     root: str | os.PathLike[str], n_train: int = 500, n_test: int = 100, seed: int = 0
 ) -> Path:
