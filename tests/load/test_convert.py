@@ -23,6 +23,9 @@ def cache(tmp_path_factory):
     return prebake.write_arrays(tmp_path_factory.mktemp("cv") / "c", {
         # 1 x 64 x 64 x 40 = 163,840 voxels: more than one chunk (131,072), the last one partial
         "ct": rng.integers(-2000, 2000, (n, 1, 64, 64, 40), dtype=np.int16),
+        # the same sizes in dtypes torch cannot view: numpy's casting copy reads them
+        "ct_be": rng.integers(-2000, 2000, (n, 1, 64, 64, 40), dtype=np.int16).astype(">i2"),
+        "ct_u16": rng.integers(0, 4000, (n, 1, 64, 64, 40), dtype=np.uint16),
         "image": rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8),
         "lat": [rng.standard_normal((k, 5)).astype(np.float32) for k in LENGTHS],
         "be": np.arange(n * 3, dtype=">i4").reshape(n, 3),
@@ -45,6 +48,34 @@ def test_window_in_the_gather_equals_the_window_after_it(cache, threads, preload
         assert b["ct"].dtype == torch.float32 and torch.equal(a["label"], b["label"])
         assert torch.equal(window(a["ct"]), b["ct"])  # bit for bit, in the drawn order
         assert float(b["ct"].min()) == 0.0 and float(b["ct"].max()) == 1.0
+
+
+@pytest.fixture(params=[1, 2], ids=["torch-1-thread", "torch-2-threads"])
+def torch_threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("column", ["ct", "ct_be", "ct_u16"])
+def test_volumes_convert_alike_through_torch_or_numpy_on_one_or_two_threads(cache, column, torch_threads):
+    window = IntensityWindow(-1000, 1000)
+    plain = prebake.Loader(cache, 4, seed=3, threads=2, columns=[column])
+    fused = prebake.Loader(cache, 4, seed=3, threads=2, columns=[column], convert={column: window})
+    for a, b in _pairs(plain, fused):
+        assert torch.equal(window(a[column].float()), b[column])  # float32 holds both exactly
+
+
+def test_one_gather_thread_when_volumes_convert_on_torchs_threads(cache, torch_threads):
+    def one(columns):
+        loader = prebake.Loader(cache, 4, columns=list(columns), convert=dict(columns))
+        return convert_module.one_gather_thread(loader.convert, loader._data)
+
+    window = IntensityWindow(-1000, 1000)
+    assert one({"ct": window, "label": torch.float32}) is (torch_threads > 1)  # torch's casting copy, in parallel
+    assert not one({"ct_be": window})  # numpy's copy: one thread each, so the Loader's threads share the work
+    assert not one({"image": torch.float32})  # small rows: below torch's grain, no parallel region
 
 
 def test_small_rows_and_a_plain_cast(cache):

@@ -29,7 +29,7 @@ import torch
 
 from ..cache.reader import Cache, open_cache, torch_dtype_ok
 from ..errors import OptionError, ResumeError, ViewError
-from .convert import read_plan, resolve
+from .convert import one_gather_thread, read_plan, resolve
 from .gather import Buffers, Pieces, read_device, read_host, reorder_host, take_rows, values_of
 from .sampling import Sampling
 from .views import Items, View, subset_id
@@ -109,14 +109,16 @@ class Loader:
         preload: ``None`` (read the memory maps), ``"ram"`` or ``"device"`` (copy the columns
             there once, shared by every Loader over the same Cache object).
         prefetch: batches gathered ahead of the one being consumed.
-        threads: gather threads.
+        threads: gather threads (one while volume-sized rows convert on torch's threads: see ``convert``).
         pad: for a cache's ragged columns, pad each batch to its longest item (see above).
         convert: elementwise conversions done in the gather threads, as each item is read:
             ``{column: torch.float32}`` or ``{column: op}`` with an op such as
             ``prebake.augment.IntensityWindow(-1000, 1000)`` (see :mod:`prebake.load.convert`).
             On a CPU this is the cheap place for an int16 -> float32 window: one pass instead of
-            three, on the Loader's threads. For a GPU keep the cache's dtype (half the bytes to
-            copy) and convert on the device in ``transform``.
+            three, on the Loader's threads. Rows of at least 128 Ki elements (a volume) convert on
+            torch's threads, so the Loader then gathers on one thread (see
+            :func:`prebake.load.convert.one_gather_thread`). For a GPU keep the cache's dtype (half
+            the bytes to copy) and convert on the device in ``transform``.
     """
 
     def __init__(self, data: Cache | View | str | os.PathLike[str], batch_size: int, *, shuffle: bool = True,
@@ -263,7 +265,9 @@ class _Prefetcher:
         self.buffers = loader._buffers
 
     def __iter__(self) -> Iterator[Batch]:
-        pool = ThreadPoolExecutor(self.loader.threads, thread_name_prefix="prebake-loader")
+        loader = self.loader
+        threads = 1 if loader.convert and one_gather_thread(loader.convert, loader._data) else loader.threads
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="prebake-loader")
         pending: deque[Future[Batch]] = deque()
         todo = iter(self.batches)
         try:
