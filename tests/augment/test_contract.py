@@ -223,6 +223,22 @@ def test_samples_get_their_own_parameters(case: Case, dtype: torch.dtype, device
     assert distinct >= (2 if case.binary else 3), f"{distinct} distinct outputs: parameters are shared"
 
 
+@pytest.mark.parametrize("case, dtype, device", _cases(lambda c: c.random))
+def test_per_sample_ops_on_two_batches_end_to_end_are_two_calls(case: Case, dtype: torch.dtype, device: str):
+    """What TwoViews' one pass relies on: params are per-sample rows, and no sample reads another."""
+    op = _op(case, 0.5, device)
+    assert A.TwoViews(op).one_pass is not case.mix
+    if case.mix:
+        return
+    a, b = _input(case, dtype, device), _input(case, dtype, device).flip(0)
+    both, params = op(torch.cat([a, b]), generator=_gen(device, 5), return_params=True)
+    first = A.compose._rows(params, slice(0, len(a)))
+    second = A.compose._rows(params, slice(len(a), 2 * len(a)))
+    # equal, to a reduction's rounding (GaussianNoise's RMS sums 2N rows in another order)
+    torch.testing.assert_close(op(a, first), both[:len(a)])
+    torch.testing.assert_close(op(b, second), both[len(a):])
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES])
 def test_op_count_does_not_grow_with_batch(case: Case):
     op = _op(case, 0.5, "cpu")

@@ -158,6 +158,25 @@ def test_two_views_differ_and_replay():
     assert torch.equal(e1, x) and torch.equal(e2, x)
 
 
+def test_two_views_in_one_pass_equal_two_passes_with_their_params():
+    x = _signals(8)
+    views = A.TwoViews(A.signal_pretrain_preset(1000, p=0.5))
+    assert views.one_pass
+    (v1, v2), params = views(x, generator=_gen(), return_params=True)
+    assert params["view1"]["2"]["noise"].shape == x.shape  # each view's params: N rows, as before
+    two = A.TwoViews(A.signal_pretrain_preset(1000, p=0.5))
+    two.one_pass = False  # one pipeline call per view, the same params
+    r1, r2 = two(x, params)
+    torch.testing.assert_close(r1, v1)  # to the rounding of GaussianNoise's RMS over 2N rows or N
+    torch.testing.assert_close(r2, v2)
+    assert torch.equal(views(x, params)[0], v1)  # a replay in one pass: bit for bit
+
+
+def test_two_views_with_a_mix_op_take_two_passes():
+    views = A.TwoViews([A.RandomHorizontalFlip(), A.MixUp(alpha=0.4, num_classes=3)])
+    assert not views.one_pass  # MixUp pairs samples: in one pass view 1's would pair with view 2's
+
+
 def test_one_of_picks_one_op_per_sample():
     x = _signals(32) + 10
     op = A.OneOf([A.PolarityInversion(p=1.0), A.TimeMask(0.5, p=1.0)], weights=[1, 3], p=0.9)

@@ -36,6 +36,9 @@ def test_equal_parts_are_a_reshape():
     out = A.SplitSubstructures()(x)  # builds with no arguments: k=4, seed 004's S1, systole, S2, diastole
     assert out.shape == (5, 4, 2, 30)
     assert torch.equal(out, x.reshape(5, 2, 4, 30).transpose(1, 2))
+    again, params = A.SplitSubstructures()(x, return_params=True)
+    assert torch.equal(A.SplitSubstructures().apply(x, params), out) and torch.equal(again, out)  # the gather's
+    assert out.data_ptr() != x.data_ptr()  # a copy, as the gather's: writing to a part leaves the signal alone
 
 
 @pytest.mark.parametrize("fit", ["pad", "resample"])

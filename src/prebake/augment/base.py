@@ -160,6 +160,10 @@ class Op(nn.Module):
             cls.apply = _also_module_apply(cls.__dict__["apply"])  # type: ignore[method-assign]
 
     random: ClassVar[bool] = True
+    #: Each sample's output depends on that sample and its own params alone (False for MixUp and
+    #: CutMix, which pair samples): then a call on two batches end to end is two calls, which is
+    #: what lets ``TwoViews`` draw both views in one pass.
+    per_sample: ClassVar[bool] = True
     ndim: ClassVar[int] = 4
     layout: ClassVar[str] = "(N, C, H, W)"
     floating_only: ClassVar[bool] = False

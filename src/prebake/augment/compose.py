@@ -195,17 +195,52 @@ class TwoViews(nn.Module):
     ``pipeline`` is an op or a list of ops (a :class:`Compose`), drawn afresh for each view.
     ``view1, view2 = TwoViews(pipeline)(x)``; with ``return_params=True`` also
     ``{"view1": params, "view2": params}``, which replay when passed back.
+
+    When every op of the pipeline is per-sample (:attr:`Op.per_sample`; all but MixUp and
+    CutMix), both views are made in one pass over the batch twice end to end: the same
+    kernels as for one view, on ``2N`` samples, with each sample's params drawn apart as
+    before. Params stay per view (the first ``N`` rows are view 1's). For the six signal ops
+    that is 146 ATen calls for both views instead of 286: half the launches on a GPU. On a
+    CPU, where the ops are bound by their passes over memory, it is no faster (64 x 1 x 1600,
+    2 cores: 4.2 ms against 4.1 ms median).
     """
 
     def __init__(self, pipeline: Op | Sequence[Op]):
         super().__init__()
         self.pipeline = _as_op(pipeline, "TwoViews")
+        self.one_pass = all(getattr(m, "per_sample", True) for m in self.pipeline.modules())
 
     def forward(self, x: Tensor, params: Params | None = None, generator: torch.Generator | None = None,
                 return_params: bool = False) -> Any:
+        if self.one_pass and self.pipeline.training and isinstance(x, Tensor) and x.dim() > 0:
+            n = x.shape[0]
+            both = None if params is None else _cat_params(params["view1"], params["view2"])
+            y, p = self.pipeline(torch.cat([x, x]), both, generator, return_params=True)
+            v1, v2 = y[:n], y[n:]
+            if not return_params:
+                return v1, v2
+            return (v1, v2), {"view1": _rows(p, slice(0, n)), "view2": _rows(p, slice(n, 2 * n))}
         v1, p1 = self.pipeline(x, None if params is None else params["view1"], generator, return_params=True)
         v2, p2 = self.pipeline(x, None if params is None else params["view2"], generator, return_params=True)
         return ((v1, v2), {"view1": p1, "view2": p2}) if return_params else (v1, v2)
+
+
+def _cat_params(a: Any, b: Any) -> Any:
+    """Two views' params as one batch's: tensors end to end along the batch dimension."""
+    if isinstance(a, Tensor):
+        return torch.cat([a, b])
+    if isinstance(a, Mapping):
+        return {k: _cat_params(a[k], b[k]) for k in a}
+    return a
+
+
+def _rows(p: Any, rows: slice) -> Any:
+    """The params of ``rows`` of a batch's params."""
+    if isinstance(p, Tensor):
+        return p[rows]
+    if isinstance(p, Mapping):
+        return {k: _rows(v, rows) for k, v in p.items()}
+    return p
 
 
 class BatchTransform(nn.Module):

@@ -62,6 +62,8 @@ def beta(alpha: float, n: int, device: Device, generator: torch.Generator | None
 class _Mix(Op):
     """Shared parts: λ and partner sampling, label mixing, the ``target=`` convenience."""
 
+    per_sample = False  # a sample's output reads its partner's
+
     def __init__(self, alpha: float, num_classes: int | None, labels: str, p: float):
         super().__init__(p)
         name = type(self).__name__
