@@ -78,6 +78,15 @@ def test_one_gather_thread_when_volumes_convert_on_torchs_threads(cache, torch_t
     assert not one({"image": torch.float32})  # small rows: below torch's grain, no parallel region
 
 
+def test_read_only_memory_maps_reach_torch_without_a_copy_or_a_warning(cache, monkeypatch):
+    values = np.asarray(cache.column("ct"))
+    assert not values.flags.writeable
+    # torch.from_numpy warns on a read-only array (an error under -W error, in a gather thread)
+    monkeypatch.setattr(convert_module.torch, "from_numpy", lambda *a: pytest.fail("from_numpy was called"))
+    view = convert_module._tensor(values)
+    assert view.data_ptr() == values.ctypes.data and torch.equal(view[3], torch.tensor(values[3].reshape(-1)))
+
+
 def test_small_rows_and_a_plain_cast(cache):
     plain = prebake.Loader(cache, 4, seed=1, columns=["image", "be", "label"])
     fused = prebake.Loader(cache, 4, seed=1, columns=["image", "be", "label"],
