@@ -23,6 +23,8 @@ in it was measured in this run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -43,7 +45,7 @@ from prebake.measure.bench import device_tag, machine, ratios_to
 from . import data as D
 from . import seed as S
 from .config import DATA_PATHS, PRESETS, Config
-from .encoders import load_encoders, stages
+from .encoders import AUTOCAST, load_encoders, stages
 from .run import Prepared, make_batches, take, train
 
 WARMUP_STEPS = 10  # training steps left out of the figures: first calls, worker start-up, page faults
@@ -62,17 +64,22 @@ def encoder_inputs(root: Path, work: Path) -> tuple[dict[str, Any], float]:
 Encode = Callable[[dict[str, Any]], list[np.ndarray]]
 
 
-def per_item(audio: Any, motion: Any) -> dict[str, Encode]:
-    """The seed's loop: each encoder called on one clip at a time."""
+def per_item(audio: Any, motion: Any, e: Any) -> dict[str, Encode]:
+    """The seed's loop: each encoder called on one clip at a time, where the Stages run and in their dtype."""
+    device = torch.device(e.stage_device or ("cuda" if torch.cuda.is_available() else "cpu"))  # the Stages' default
+    audio, motion = copy.deepcopy(audio).to(device), copy.deepcopy(motion).to(device)
+    amp = AUTOCAST[e.stage_dtype]
+
+    def run(fn: Callable[..., torch.Tensor], *args: Any) -> np.ndarray:
+        with torch.inference_mode(), (torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()):
+            return fn(*args).float().cpu().numpy()
 
     def audio_fn(cols: dict[str, Any]) -> list[np.ndarray]:
-        with torch.inference_mode():
-            return [audio.inference(torch.from_numpy(a), int(n)).numpy()
-                    for a, n in zip(cols["audio"], cols["num_frames"])]
+        return [run(audio.inference, torch.from_numpy(a).to(device), int(n)) for a, n in zip(cols["audio"],
+                                                                                           cols["num_frames"])]
 
     def motion_fn(cols: dict[str, Any]) -> list[np.ndarray]:
-        with torch.inference_mode():
-            return [motion.encode(torch.from_numpy(f)).numpy() for f in cols["frames"]]
+        return [run(motion.encode, torch.from_numpy(f).to(device)) for f in cols["frames"]]
 
     return {"w_audio": audio_fn, "motion": motion_fn}
 
@@ -100,7 +107,7 @@ def time_encoders(ways: dict[str, dict[str, Encode]], cols: dict[str, Any], roun
                 outputs.setdefault(way, {})[enc] = fn(cols)
                 seconds[way][enc].append(time.perf_counter() - t0)
     first = next(iter(outputs.values()))
-    diff = {w: max(float(np.abs(a - b).max()) for e in out for a, b in zip(first[e], out[e]))
+    diff = {w: max(float(np.abs(np.float32(a) - np.float32(b)).max()) for e in out for a, b in zip(first[e], out[e]))
             for w, out in outputs.items()}
     median = {w: {e: statistics.median(v) for e, v in t.items()} for w, t in seconds.items()}
     return {"seconds": seconds, "median": median, "total": {w: sum(m.values()) for w, m in median.items()},
@@ -111,7 +118,7 @@ def bake_bench(cfg: Config, p: Prepared, work: Path, rounds: int) -> dict[str, A
     cols, decode_s = encoder_inputs(p.root, work)
     ways = {f"stage_b{b}": staged(p.audio, p.motion, cfg, b) for b in (32, 8, 4, 1)}
     ways["stage_b32_unbounded"] = staged(p.audio, p.motion, cfg, 32, max_rows=None)  # no max_rows
-    ways["per_item_loop"] = per_item(p.audio, p.motion)
+    ways["per_item_loop"] = per_item(p.audio, p.motion, cfg.encoders)
     enc = time_encoders(ways, cols, rounds)
     total = enc["total"]
     builds = {f"build_b{b}": timed_build(cfg, p, work / f"b{b}", b) for b in (32, 1)}
@@ -192,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of this process (default 1: on a "
                    "shared 2-core machine two made one training run vary 4x, 2,462 against 685 samples/s; one gave "
                    "3,228 and 3,227)")
+    p.add_argument("--stage-dtype", choices=["bf16", "fp16"], help="autocast of the encoders at bake time "
+                   "(default float32)")
+    p.add_argument("--bake-only", action="store_true", help="the bake's encoder timings only: no data paths")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -200,15 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="prebake-talkbench-") as tmp:
         cfg = PRESETS[args.config]()
         cfg.out, cfg.device = Path(tmp), args.device
+        cfg.encoders = dataclasses.replace(cfg.encoders, stage_device=args.device, stage_dtype=args.stage_dtype)
         t0 = time.perf_counter()
         D.write_synthetic(cfg.out / "clips", cfg.data, cfg.train.seed)
         write_s = time.perf_counter() - t0
         audio, motion = load_encoders(cfg)
         prepared = Prepared(cfg.out / "clips", audio, motion, D.bake(cfg.out / "clips", cfg, audio, motion, workers=2))
         bake = bake_bench(cfg, prepared, Path(tmp), args.rounds)
-        check = same_windows(cfg, prepared)
+        check = None if args.bake_only else same_windows(cfg, prepared)
         results = {}
-        for path in args.paths.split(","):
+        for path in [] if args.bake_only else args.paths.split(","):
             runs = [(path, cfg)]
             if path == "optimised" and cfg.train.num_workers:  # its data is in RAM: also without worker processes
                 runs.append(("optimised_0_workers", dataclasses.replace(
@@ -255,10 +266,11 @@ def report(args: argparse.Namespace, cfg: Config, write_s: float, bake: dict[str
         print("ratios: " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
     load_end = os.getloadavg()
     print(f"load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end")
-    out = args.out / f"talking-head-{device_tag(args.device)}.json"
+    suffix = "" if args.stage_dtype is None else f"-{args.stage_dtype}"
+    out = args.out / f"talking-head-{device_tag(args.device)}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"machine": machine(args.device), "device": device_tag(args.device), "config": args.config,
-              "torch_threads": args.threads, "load_average": {"start": load_start, "end": load_end},
+              "stage_dtype": args.stage_dtype or "float32", "torch_threads": args.threads, "load_average": {"start": load_start, "end": load_end},
               "write_seconds": write_s, "bake": bake, "same_windows": check, "results": results, "ratios": ratios}
     if args.device == "cpu":
         record["gpu"] = "not measured"

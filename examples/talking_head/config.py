@@ -41,6 +41,8 @@ class Encoders:
     width: int = 32  # channels of the conv layers
     stage_batch: int = 32  # clips per call of an encoder at bake time
     motion_max_rows: int | None = 256  # and at most this many frames per call of the motion encoder (bench.py)
+    stage_device: str | None = None  # where the encoders run at bake time; None: CUDA when there is one
+    stage_dtype: str | None = None  # their autocast there: None (float32), "bf16" or "fp16"
 
 
 @dataclass

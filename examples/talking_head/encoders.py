@@ -14,6 +14,7 @@ to ``OUT/encoders/`` once and loaded from there.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,23 @@ def load_state(model: nn.Module, path: Path, flag: str) -> None:
                          f"({str(e).splitlines()[0]}); give a state dict of this encoder with these sizes") from None
 
 
+#: ``encoders.stage_dtype`` -> the Stages' autocast dtype.
+AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def stages(audio: AudioEncoder, motion: MotionEncoder, e: Encoders) -> list[Any]:
     """The bake's three batched steps. ``keep=False``: the frames and samples feed the encoders, and only the
-    latents reach the cache (a few percent of its size)."""
-    return [prebake.Stage(audio, inputs=("audio", "num_frames"), outputs=("w_audio",), batch_size=e.stage_batch,
-                          ragged="pad", keep=False, name="audio_encoder"),
-            prebake.Stage(motion, inputs=("frames",), outputs=("motion",), batch_size=e.stage_batch,
-                          ragged="concat", keep=False, name="motion_encoder", max_rows=e.motion_max_rows),
+    latents reach the cache (a few percent of its size).
+
+    Each Stage gets its own copy of its encoder: a Stage moves its module to its device (CUDA when
+    there is one), and the seed's paths keep running these on the CPU in their DataLoader workers.
+    The copies hold the same weights, so the fingerprint is the same."""
+    if e.stage_dtype not in AUTOCAST:
+        raise ValueError(f"encoders.stage_dtype={e.stage_dtype!r}: choose 'bf16', 'fp16' or none (float32)")
+    on = {"device": e.stage_device, "dtype": AUTOCAST[e.stage_dtype]}
+    return [prebake.Stage(copy.deepcopy(audio), inputs=("audio", "num_frames"), outputs=("w_audio",),
+                          batch_size=e.stage_batch, ragged="pad", keep=False, name="audio_encoder", **on),
+            prebake.Stage(copy.deepcopy(motion), inputs=("frames",), outputs=("motion",), batch_size=e.stage_batch,
+                          ragged="concat", keep=False, name="motion_encoder", max_rows=e.motion_max_rows, **on),
             prebake.Stage(Reference(), inputs=("motion",), outputs=("reference",), batch_size=e.stage_batch,
-                          ragged="pad", name="reference_motion")]
+                          ragged="pad", name="reference_motion", device=e.stage_device)]

@@ -22,7 +22,7 @@ from examples.talking_head import seed as S  # noqa: E402
 from examples.talking_head.__main__ import main  # noqa: E402
 from examples.talking_head.bench import same_windows  # noqa: E402
 from examples.talking_head.config import Config, parse_args, tiny  # noqa: E402
-from examples.talking_head.encoders import AudioEncoder, write_random  # noqa: E402
+from examples.talking_head.encoders import AudioEncoder, stages, write_random  # noqa: E402
 from examples.talking_head.run import make_batches, prepare, run  # noqa: E402
 from prebake.bake.sources.audio import read_audio  # noqa: E402
 from prebake.bake.sources.video import read_video  # noqa: E402
@@ -39,6 +39,17 @@ def config(out: Path, **train) -> Config:
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     cfg = config(tmp_path_factory.mktemp("talk"))
     return cfg, prepare(cfg)
+
+
+def test_each_stage_runs_its_own_copy_of_an_encoder_in_the_configured_autocast(prepared):
+    cfg, p = prepared
+    audio_stage, motion_stage, _ = stages(p.audio, p.motion, dataclasses.replace(cfg.encoders, stage_dtype="bf16"))
+    assert audio_stage.fn is not p.audio and motion_stage.fn is not p.motion  # a Stage moves its module
+    assert torch.equal(motion_stage.fn.state_dict()["net.0.weight"], p.motion.state_dict()["net.0.weight"])
+    assert motion_stage.dtype == torch.bfloat16 and motion_stage.describe() != stages(p.audio, p.motion,
+                                                                                     cfg.encoders)[1].describe()
+    with pytest.raises(ValueError, match="stage_dtype='bf32'.*'bf16'"):
+        stages(p.audio, p.motion, dataclasses.replace(cfg.encoders, stage_dtype="bf32"))
 
 
 def test_the_baked_latents_equal_the_encoders_run_clip_by_clip(prepared):
