@@ -62,6 +62,14 @@ def test_fixed_crops_match_a_per_sample_reference(cache, column, crop, device):
         assert np.allclose(out[n].cpu().numpy(), want, atol=1e-6), (n, length)
 
 
+@pytest.mark.parametrize("crop", ["start", "center", "random"])
+def test_the_input_batch_is_left_as_it_was(crop):
+    x = torch.arange(1.0, 13.0).reshape(2, 6)  # float32: no conversion copy to write into
+    before = x.clone()
+    out = prebake.crop_or_pad(x, torch.tensor([6, 2]), 4, crop=crop)
+    assert torch.equal(x, before) and int((out[1] != 0).sum()) == 2  # the short signal's 2 samples, zeros around
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_random_crops_are_windows_of_each_signal_and_replay_with_the_generator(cache, device):
     batch = _batch(cache, "pcm", device)

@@ -64,7 +64,8 @@ def crop_or_pad(x: Tensor, lengths: Tensor, length: int, *, crop: str = "random"
     if crop == "start" and width > 0:  # every window starts at 0: a slice, no index to build or gather
         keep = min(width, length)
         out = _to_float(samples[:, :keep], scale)
-        out = out.masked_fill_((torch.arange(keep, device=x.device) >= lengths[:, None])[:, :, None], 0.0)
+        # out of place: for float32 input, _to_float returns the caller's own tensor
+        out = out.masked_fill((torch.arange(keep, device=x.device) >= lengths[:, None])[:, :, None], 0.0)
         out = out.transpose(1, 2)
         return F.pad(out, (0, length - keep)) if keep < length else out.contiguous()
     if crop == "random":
