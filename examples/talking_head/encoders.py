@@ -72,8 +72,8 @@ class AudioEncoder(nn.Module):
 
     def inference(self, audio: torch.Tensor, seq_len: int) -> torch.Tensor:
         """The seed's call: one clip's int16 samples ``(S,)`` -> ``(seq_len, dim)``."""
-        out = self({"audio": audio[None], "audio_lengths": torch.tensor([len(audio)]),
-                    "num_frames": torch.tensor([seq_len])})
+        out = self({"audio": audio[None], "audio_lengths": torch.tensor([len(audio)], device=audio.device),
+                    "num_frames": torch.tensor([seq_len], device=audio.device)})
         return out["w_audio"][0]
 
 
