@@ -130,16 +130,16 @@ def _dest(order: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def _convert_rows(values: np.ndarray, rows: np.ndarray, dest: np.ndarray, flat: np.ndarray, conv: Converter) -> None:
     width = flat.shape[1]
     if width >= CHUNK:  # large rows (a volume): each straight into its destination, a chunk at a time
-        source = _tensor(values)
-        if source is None:
-            for r, d in zip(rows.tolist(), dest.tolist()):
-                src, dst = values[r].reshape(-1), flat[d]
-                for s in range(0, width, CHUNK):
-                    piece = dst[s:s + CHUNK]
-                    np.copyto(piece, src[s:s + CHUNK], casting="unsafe")
-                    conv.apply_(torch.from_numpy(piece))
-        else:
-            _convert_volumes(source, rows, dest, torch.from_numpy(flat), conv)
+        source, out = _tensor(values), torch.from_numpy(flat)
+        for r, d in zip(rows.tolist(), dest.tolist()):
+            src, dst = (values[r].reshape(-1) if source is None else source[r]), out[d]
+            for s in range(0, width, CHUNK):
+                piece = dst[s:s + CHUNK]
+                if source is None:  # a dtype torch cannot view: numpy's casting copy, one thread
+                    np.copyto(piece.numpy(), src[s:s + CHUNK], casting="unsafe")
+                else:
+                    piece.copy_(src[s:s + CHUNK])  # torch's casting copy: vectorised, and split over its threads
+                conv.apply_(piece)
         return
     per = max(1, CHUNK // max(1, width))  # small rows: a block of them through a scratch chunk
     scratch = np.empty((min(per, len(rows)), width), flat.dtype)
@@ -172,17 +172,6 @@ def one_gather_thread(convert: Mapping[str, tuple[Converter, np.dtype]], data: M
         if values.ndim and int(np.prod(values.shape[1:], dtype=np.int64)) >= CHUNK and _tensor(values) is not None:
             return True
     return False
-
-
-def _convert_volumes(source: torch.Tensor, rows: np.ndarray, dest: np.ndarray, out: torch.Tensor, conv: Converter
-                     ) -> None:
-    width = out.shape[1]
-    for r, d in zip(rows.tolist(), dest.tolist()):
-        src, dst = source[r], out[d]
-        for s in range(0, width, CHUNK):
-            piece = dst[s:s + CHUNK]
-            piece.copy_(src[s:s + CHUNK])  # torch's casting copy: vectorised, and split over its threads
-            conv.apply_(piece)
 
 
 def _tensor(values: np.ndarray) -> torch.Tensor | None:
