@@ -215,3 +215,57 @@ def test_every_signal_op_builds_with_no_arguments(make):
         assert op.sample_rate == 5000.0
     if make is A.GaussianNoise:
         assert op.by_snr and tuple(op.level) == (20.0, 40.0)
+
+
+# On a CPU the costliest ops compute only the samples whose coin came up (base.on_applied);
+# elsewhere every sample goes through, with neutral params or a blend. Both paths, same params.
+ROW_OPS = [
+    pytest.param(lambda: A.TimeStretch((0.7, 1.4), p=0.5), id="TimeStretch"),
+    pytest.param(lambda: A.FrequencyMask(0.3, num_masks=2, p=0.5), id="FrequencyMask"),
+    pytest.param(lambda: A.BandPass(1000, (20, 60), (200, 400), p=0.5), id="BandPass"),
+    pytest.param(lambda: A.BandStop(1000, (50, 300), (20, 80), p=0.5), id="BandStop"),
+    pytest.param(lambda: A.GaussianNoise(snr_db=(5, 20), p=0.5), id="GaussianNoise"),
+]
+
+
+def _every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take the path of a device where the coins are not read (CUDA's) on this CPU."""
+    import prebake.augment.base as base
+    import prebake.augment.signal as signal
+
+    monkeypatch.setattr(base, "applied_rows", lambda apply: None)
+    monkeypatch.setattr(signal, "applied_rows", lambda apply: None)
+
+
+@pytest.mark.parametrize("make", ROW_OPS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_applied_rows_only_equal_every_sample(make, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch):
+    op = make()
+    x = _signals(16, t=300).to(dtype)
+    rows_only, params = op(x, generator=_gen(3), return_params=True)
+    applied = params["apply"]
+    assert 0 < int(applied.sum()) < len(x)  # some samples apply, some do not
+    assert torch.equal(rows_only[~applied], x[~applied])  # untouched, bit for bit
+    assert not torch.equal(rows_only[applied], x[applied])
+    _every_sample(monkeypatch)
+    torch.testing.assert_close(op(x, params), rows_only, atol=1e-6 if dtype == torch.float32 else 1e-2, rtol=0)
+
+
+def test_time_stretch_on_a_cpu_computes_only_the_applied_samples(monkeypatch: pytest.MonkeyPatch):
+    seen: list[int] = []
+    stretch = A.TimeStretch._stretch
+    monkeypatch.setattr(A.TimeStretch, "_stretch", staticmethod(lambda x, rate: seen.append(len(x)) or stretch(x, rate)))
+    op = A.TimeStretch(p=0.5)
+    _, params = op(_signals(32), generator=_gen(1), return_params=True)
+    assert seen == [int(params["apply"].sum())] and 0 < seen[0] < 32
+    op(_signals(32), {**params, "apply": torch.zeros(32, dtype=torch.bool)})  # no sample: nothing computed
+    assert len(seen) == 1
+
+
+def test_gaussian_noise_on_a_cpu_draws_noise_for_the_applied_samples_only():
+    _, params = A.GaussianNoise(std=(0.1, 0.2), p=0.5)(_signals(32), generator=_gen(2), return_params=True)
+    applied, noise = params["apply"], params["noise"]
+    assert 0 < int(applied.sum()) < 32
+    assert torch.count_nonzero(noise[~applied]) == 0
+    assert torch.count_nonzero(noise[applied]) == noise[applied].numel()
+    assert abs(float(noise[applied].std()) - 1.0) < 0.05  # standard normals

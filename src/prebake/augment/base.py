@@ -12,7 +12,9 @@ An op is an ``nn.Module`` with two methods of its own:
 are passed back in. Nothing reads a tensor's value on the host (no ``.item()``,
 ``.tolist()``, boolean-mask indexing or ``if tensor:``), and no Python loop runs
 over samples, so one call issues the same kernels for any batch size and never
-waits for the device.
+waits for the device. One exception, where waiting costs nothing: on a CPU the
+costliest signal ops compute only the samples whose coin came up
+(:func:`on_applied`), still with the same kernels for any batch size.
 
 Random ops are the identity in ``.eval()``; those that change the shape (a crop to
 a smaller size) apply their deterministic version instead (a centre crop).
@@ -78,6 +80,41 @@ def per_sample(t: Tensor, ndim: int) -> Tensor:
 def blend(apply: Tensor, out: Tensor, x: Tensor) -> Tensor:
     """Per-sample ``p``: ``out`` where the sample's coin came up, ``x`` untouched elsewhere."""
     return torch.where(per_sample(apply, x.dim()), out, x)
+
+
+def applied_rows(apply: Tensor) -> Tensor | None:
+    """The indices of the samples whose coin came up, where reading the coins waits for nothing.
+
+    On a CPU (outside ``torch.compile``, which cannot trace a data-dependent shape) an op
+    can then compute those rows alone: at ``p=0.5`` half the work. Elsewhere ``None``: on
+    CUDA reading them would stall the host until the device catches up, so the op computes
+    every sample and keeps the input where the coin did not come up.
+    """
+    if apply.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    return apply.nonzero().squeeze(1)
+
+
+def on_applied(apply: Tensor, x: Tensor, fn: Callable[[Tensor, Tensor | None], Tensor]) -> Tensor:
+    """``fn`` on the samples whose coin came up, ``x`` untouched elsewhere; output dtype ``x``'s.
+
+    On a CPU, ``fn(x[rows], rows)`` computes only those samples (:func:`applied_rows`;
+    ``fn`` takes its params' ``rows`` too) and they are copied into a copy of ``x``: the
+    same kernels whether some or all applied, and none of ``fn``'s when no sample did.
+    Elsewhere ``fn(x, None)`` must handle every sample itself (neutral params, or :func:`blend`).
+    """
+    rows = applied_rows(apply)
+    if rows is None:
+        return fn(x, None)
+    out = x.clone()
+    return out.index_copy_(0, rows, fn(x.index_select(0, rows), rows)) if len(rows) else out
+
+
+def take_rows(params: Params, rows: Tensor | None) -> Params:
+    """``params`` of the samples ``rows`` (all of them for ``None``), for :func:`on_applied`'s ``fn``."""
+    if rows is None:
+        return params
+    return {k: v.index_select(0, rows) if isinstance(v, Tensor) else v for k, v in params.items()}
 
 
 def to_float32(x: Tensor) -> Tensor:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import (Device, Op, Params, check_probability, check_range, lerp_range, normal, per_sample,
-                   randint_from, restore_dtype, to_float32, uniform)
+from .base import (Device, Op, Params, applied_rows, check_probability, check_range, lerp_range, normal,
+                   on_applied, per_sample, randint_from, restore_dtype, take_rows, to_float32, uniform)
 
 
 class SignalOp(Op):
@@ -145,8 +145,13 @@ class GaussianNoise(SignalOp):
                       generator: torch.Generator | None = None) -> Params:
         u = uniform((batch_shape[0], 2), device, generator)
         apply = self.coin(u[:, 0])
-        return {"apply": apply, "level": lerp_range(u[:, 1], *self.level),
-                "noise": normal(batch_shape, device, generator)}
+        rows = applied_rows(apply)
+        if rows is None:  # on CUDA: every sample's noise (a sample without the coin adds it times 0)
+            noise = normal(batch_shape, device, generator)
+        else:  # on a CPU: the noise of the samples that add it, zeros elsewhere (half the draws at p=0.5)
+            drawn = normal((len(rows), *batch_shape[1:]), device, generator)
+            noise = torch.zeros(tuple(batch_shape), device=drawn.device).index_copy_(0, rows, drawn)
+        return {"apply": apply, "level": lerp_range(u[:, 1], *self.level), "noise": noise}
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
         level = params["level"]
@@ -192,7 +197,7 @@ def span_mask(start: Tensor, width: Tensor, length: int) -> Tensor:
     """``(N, length)`` boolean: True inside any of the ``(N, M)`` spans ``[start, start + width)``."""
     t = torch.arange(length, device=start.device)
     inside = (t >= start[..., None]) & (t < (start + width)[..., None])  # (N, M, length)
-    return inside.any(dim=1)
+    return inside[:, 0] if inside.shape[1] == 1 else inside.any(dim=1)  # one span: no reduction pass
 
 
 class TimeMask(SpanOp):
@@ -217,7 +222,9 @@ class TimeStretch(SignalOp):
     interpolation by two gathers and a ``lerp``, not ``grid_sample``: at rate 1 the
     positions are exact integers and the output equals the input bit for bit. No
     anti-alias filter (seed 004's GPU module used ``F.interpolate`` the same way);
-    scipy's FFT ``resample`` is band-limited. Computes in float32; output dtype: the input's.
+    scipy's FFT ``resample`` is band-limited. On a CPU only the samples with the coin are
+    computed (:func:`~prebake.augment.base.on_applied`). Computes in float32; output dtype:
+    the input's.
     """
 
     def __init__(self, rate: Sequence[float] = (0.8, 1.25), p: float = 0.5):
@@ -231,7 +238,12 @@ class TimeStretch(SignalOp):
         return {"apply": apply, "rate": torch.where(apply, lerp_range(u[:, 1], *self.rate), 1.0)}
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
-        length, rate = x.shape[-1], params["rate"][:, None]
+        # rate 1 is the identity bit for bit: on CUDA the samples without the coin go through it
+        return on_applied(params["apply"], x, lambda xs, rows: self._stretch(xs, take_rows(params, rows)["rate"]))
+
+    @staticmethod
+    def _stretch(x: Tensor, rate: Tensor) -> Tensor:
+        length, rate = x.shape[-1], rate[:, None]
         t = torch.arange(length, device=x.device, dtype=torch.float32)
         pos = ((t + 0.5) * rate - 0.5).clamp_(0, length - 1)  # F.interpolate's align_corners=False map
         left = pos.floor()

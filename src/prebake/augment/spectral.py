@@ -6,7 +6,8 @@ rings (Gibbs) where a Butterworth ``filtfilt``, as seed 004 ran per sample on th
 CPU, would roll off; for augmentation that is the point, and it costs two FFTs
 per batch. The FFTs run in float32 (CPU has no half FFT, CUDA only for powers of
 two); output dtype: the input's. Samples without the ``p`` coin are passed
-through untouched, not through the FFT round trip.
+through untouched, not through the FFT round trip; on a CPU they are not
+transformed at all (:func:`~prebake.augment.base.on_applied`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import Device, Params, blend, check_range, lerp_range, restore_dtype, to_float32, uniform
+from .base import (Device, Params, blend, check_range, lerp_range, on_applied, restore_dtype, take_rows, to_float32,
+                   uniform)
 from .signal import SignalOp, SpanOp, span_mask
 
 #: BandPass and BandStop assume this rate (Hz) unless told: seed 004's heart sounds at 5 kHz.
@@ -48,8 +50,11 @@ class FrequencyMask(SpanOp):
         return num_bins(batch_shape[-1])
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
-        masked = span_mask(params["start"], params["width"], num_bins(x.shape[-1]))
-        return blend(params["apply"], keep_bins(x, ~masked), x)
+        def masked(xs: Tensor, rows: Tensor | None) -> Tensor:
+            p = take_rows(params, rows)
+            out = keep_bins(xs, ~span_mask(p["start"], p["width"], num_bins(xs.shape[-1])))
+            return out if rows is not None else blend(params["apply"], out, xs)
+        return on_applied(params["apply"], x, masked)
 
 
 class _Band(SignalOp):
@@ -66,9 +71,13 @@ class _Band(SignalOp):
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
         length = x.shape[-1]
         hz = torch.arange(num_bins(length), device=x.device, dtype=torch.float32) * (self.sample_rate / length)
-        low, high = params["band"][:, :1], params["band"][:, 1:]
-        inside = (hz >= low) & (hz <= high)
-        return blend(params["apply"], keep_bins(x, ~inside if self.stop else inside), x)
+
+        def filtered(xs: Tensor, rows: Tensor | None) -> Tensor:
+            band = take_rows(params, rows)["band"]
+            inside = (hz >= band[:, :1]) & (hz <= band[:, 1:])
+            out = keep_bins(xs, ~inside if self.stop else inside)
+            return out if rows is not None else blend(params["apply"], out, xs)
+        return on_applied(params["apply"], x, filtered)
 
 
 class BandPass(_Band):
