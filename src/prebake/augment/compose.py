@@ -200,9 +200,9 @@ class TwoViews(nn.Module):
     CutMix), both views are made in one pass over the batch twice end to end: the same
     kernels as for one view, on ``2N`` samples, with each sample's params drawn apart as
     before. Params stay per view (the first ``N`` rows are view 1's). For the six signal ops
-    that is 146 ATen calls for both views instead of 286: half the launches on a GPU. On a
-    CPU, where the ops are bound by their passes over memory, it is no faster (64 x 1 x 1600,
-    2 cores: 4.2 ms against 4.1 ms median).
+    on a GPU's path that is 146 ATen calls for both views instead of 286: half the launches.
+    On a CPU, where the ops are bound by their passes over memory, it is no faster (64 x 1 x
+    1600, 2 cores: 4.2 ms against 4.1 ms median).
     """
 
     def __init__(self, pipeline: Op | Sequence[Op]):
