@@ -231,10 +231,8 @@ ROW_OPS = [
 def _every_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     """Take the path of a device where the coins are not read (CUDA's) on this CPU."""
     import prebake.augment.base as base
-    import prebake.augment.signal as signal
 
     monkeypatch.setattr(base, "applied_rows", lambda apply: None)
-    monkeypatch.setattr(signal, "applied_rows", lambda apply: None)
 
 
 @pytest.mark.parametrize("make", ROW_OPS)

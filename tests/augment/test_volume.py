@@ -78,3 +78,15 @@ def test_bad_shapes_say_what_to_do():
         A.RandomRotate90((0, 1))(_batch("cpu"))
     with pytest.raises(ValueError, match=r"\(N, C, D, H, W\)"):
         A.RandomFlip3d()(torch.zeros(2, 3, 4, 4))
+
+
+def test_gaussian_noise_3d_on_a_cpu_draws_for_the_applied_samples_only():
+    x = _batch("cpu", torch.float32, shape=(16, 1, 6, 6, 6))
+    op = A.GaussianNoise3d((1.0, 3.0), p=0.5).train()
+    out, params = op(x, generator=torch.Generator().manual_seed(4), return_params=True)
+    applied, noise = params["apply"], params["noise"]
+    assert 0 < int(applied.sum()) < len(x)
+    assert torch.count_nonzero(noise[~applied]) == 0 and torch.equal(out[~applied], x[~applied])
+    assert torch.count_nonzero(noise[applied]) == noise[applied].numel()
+    expected = x + noise * params["std"].view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(out, expected)

@@ -110,6 +110,22 @@ def on_applied(apply: Tensor, x: Tensor, fn: Callable[[Tensor, Tensor | None], T
     return out.index_copy_(0, rows, fn(x.index_select(0, rows), rows)) if len(rows) else out
 
 
+def applied_normal(apply: Tensor, shape: Sequence[int], device: Device,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """Standard normals of ``shape`` for the samples whose coin came up: a noise op's params.
+
+    On a CPU the samples without the coin get zeros and no draws (:func:`applied_rows`:
+    half the draws at ``p=0.5``); elsewhere every sample gets its draws, which such a
+    sample adds times 0.
+    """
+    rows = applied_rows(apply)
+    if rows is None:
+        return normal(shape, device, generator)
+    drawn = normal((len(rows), *shape[1:]), device, generator)
+    noise = torch.empty(tuple(shape), device=drawn.device).index_copy_(0, rows, drawn)
+    return noise.index_fill_(0, (~apply).nonzero().squeeze(1), 0.0)  # each row written once
+
+
 def take_rows(params: Params, rows: Tensor | None) -> Params:
     """``params`` of the samples ``rows`` (all of them for ``None``), for :func:`on_applied`'s ``fn``."""
     if rows is None:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import (Device, Op, Params, applied_rows, check_probability, check_range, lerp_range, normal,
-                   on_applied, per_sample, randint_from, restore_dtype, take_rows, to_float32, uniform)
+from .base import (Device, Op, Params, applied_normal, check_probability, check_range, lerp_range, on_applied,
+                   per_sample, randint_from, restore_dtype, take_rows, to_float32, uniform)
 
 
 class SignalOp(Op):
@@ -145,13 +145,8 @@ class GaussianNoise(SignalOp):
                       generator: torch.Generator | None = None) -> Params:
         u = uniform((batch_shape[0], 2), device, generator)
         apply = self.coin(u[:, 0])
-        rows = applied_rows(apply)
-        if rows is None:  # on CUDA: every sample's noise (a sample without the coin adds it times 0)
-            noise = normal(batch_shape, device, generator)
-        else:  # on a CPU: the noise of the samples that add it, zeros elsewhere (half the draws at p=0.5)
-            drawn = normal((len(rows), *batch_shape[1:]), device, generator)
-            noise = torch.zeros(tuple(batch_shape), device=drawn.device).index_copy_(0, rows, drawn)
-        return {"apply": apply, "level": lerp_range(u[:, 1], *self.level), "noise": noise}
+        return {"apply": apply, "level": lerp_range(u[:, 1], *self.level),
+                "noise": applied_normal(apply, batch_shape, device, generator)}
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
         level = params["level"]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import (Device, Op, Params, blend, check_range, lerp_range, normal, per_sample, randint_from,
+from .base import (Device, Op, Params, applied_normal, blend, check_range, lerp_range, per_sample, randint_from,
                    restore_dtype, uniform)
 
 _DTYPES = (torch.uint8, torch.int16, torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -214,7 +214,8 @@ class RandomIntensity(VolumeOp):
 class GaussianNoise3d(VolumeOp):
     """Add Gaussian noise of a standard deviation drawn per sample from ``std`` = (min, max), in the
     volume's units (MONAI's RandGaussianNoise). The noise is in the params, so a replay adds the same.
-    Output dtype: the input's (integers rounded and clipped)."""
+    On a CPU, only the samples with the coin draw noise. Output dtype: the input's (integers
+    rounded and clipped)."""
 
     def __init__(self, std: Sequence[float] | float = (0.0, 0.1), p: float = 0.5):
         super().__init__(p)
@@ -225,7 +226,7 @@ class GaussianNoise3d(VolumeOp):
         u = uniform((batch_shape[0], 2), device, generator)
         apply = self.coin(u[:, 0])
         return {"apply": apply, "std": torch.where(apply, lerp_range(u[:, 1], *self.std), 0.0),
-                "noise": normal(batch_shape, device, generator)}
+                "noise": applied_normal(apply, batch_shape, device, generator)}
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
         std = per_sample(params["std"], 5)
