@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,20 @@ def _init(rank: int, world: int, tmp: Path) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp / 'pg'}", rank=rank, world_size=world)
 
 
+def _finish() -> None:
+    """Leave the process group, then the process without the interpreter's teardown.
+
+    The gloo group holds C++ threads; torn down during interpreter finalization they
+    can abort the process ("terminate called without an active exception", SIGABRT:
+    seen once in a full run of the suite). Every result is on disk by now.
+    """
+    torch.distributed.barrier()  # no rank tears its connections down while another still uses them
+    torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _build_worker(rank: int, world: int, tmp: str, per_rank_out: bool, env: dict) -> None:
     import prebake
 
@@ -58,8 +73,7 @@ def _build_worker(rank: int, world: int, tmp: str, per_rank_out: bool, env: dict
     except prebake.PrebakeError as e:
         result["error"] = str(e)
     (tmp_path / f"result{rank}.json").write_text(json.dumps(result))
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    _finish()
 
 
 def _spawn(fn, tmp_path: Path, *args) -> list[dict]:
@@ -141,8 +155,8 @@ def _train_worker(rank: int, world: int, tmp: str, mode: str) -> None:
         weights = [p.detach().numpy().tolist() for p in model.parameters()]
         (tmp_path / f"{mode}{rank}.json").write_text(json.dumps({"weights": weights, "seen": seen,
                                                                 "steps": len(loader)}))
-    torch.distributed.barrier()  # no rank tears its connections down while another still uses them
-    torch.distributed.destroy_process_group()
+    del model, opt, loader  # the DDP model's reference to the group goes before the group does
+    _finish()
 
 
 def test_ddp_training_sees_each_item_once_per_epoch_and_resumes_exactly(tmp_path):
