@@ -13,7 +13,7 @@ are passed back in. Nothing reads a tensor's value on the host (no ``.item()``,
 ``.tolist()``, boolean-mask indexing or ``if tensor:``), and no Python loop runs
 over samples, so one call issues the same kernels for any batch size and never
 waits for the device. One exception, where waiting costs nothing: on a CPU the
-costliest signal ops compute only the samples whose coin came up
+costliest ops compute only the samples whose coin came up
 (:func:`on_applied`), still with the same kernels for any batch size.
 
 Random ops are the identity in ``.eval()``; those that change the shape (a crop to
@@ -95,17 +95,20 @@ def applied_rows(apply: Tensor) -> Tensor | None:
     return apply.nonzero().squeeze(1)
 
 
-def on_applied(apply: Tensor, x: Tensor, fn: Callable[[Tensor, Tensor | None], Tensor]) -> Tensor:
+def on_applied(apply: Tensor, x: Tensor, fn: Callable[[Tensor, Tensor | None], Tensor], *,
+               neutral: bool = False) -> Tensor:
     """``fn`` on the samples whose coin came up, ``x`` untouched elsewhere; output dtype ``x``'s.
 
     On a CPU, ``fn(x[rows], rows)`` computes only those samples (:func:`applied_rows`;
     ``fn`` takes its params' ``rows`` too) and they are copied into a copy of ``x``: the
     same kernels whether some or all applied, and none of ``fn``'s when no sample did.
-    Elsewhere ``fn(x, None)`` must handle every sample itself (neutral params, or :func:`blend`).
+    Elsewhere ``fn(x, None)`` runs on every sample and :func:`blend` keeps ``x`` where the
+    coin did not come up; with ``neutral=True`` those samples' params already leave them
+    as they are (a stretch at rate 1), and the blend is skipped.
     """
     rows = applied_rows(apply)
     if rows is None:
-        return fn(x, None)
+        return fn(x, None) if neutral else blend(apply, fn(x, None), x)
     out = x.clone()
     return out.index_copy_(0, rows, fn(x.index_select(0, rows), rows)) if len(rows) else out
 

@@ -234,7 +234,8 @@ class TimeStretch(SignalOp):
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
         # rate 1 is the identity bit for bit: on CUDA the samples without the coin go through it
-        return on_applied(params["apply"], x, lambda xs, rows: self._stretch(xs, take_rows(params, rows)["rate"]))
+        return on_applied(params["apply"], x, lambda xs, rows: self._stretch(xs, take_rows(params, rows)["rate"]),
+                          neutral=True)
 
     @staticmethod
     def _stretch(x: Tensor, rate: Tensor) -> Tensor:

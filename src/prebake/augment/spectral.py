@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import (Device, Params, blend, check_range, lerp_range, on_applied, restore_dtype, take_rows, to_float32,
+from .base import (Device, Params, check_range, lerp_range, on_applied, restore_dtype, take_rows, to_float32,
                    uniform)
 from .signal import SignalOp, SpanOp, span_mask
 
@@ -52,8 +52,7 @@ class FrequencyMask(SpanOp):
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
         def masked(xs: Tensor, rows: Tensor | None) -> Tensor:
             p = take_rows(params, rows)
-            out = keep_bins(xs, ~span_mask(p["start"], p["width"], num_bins(xs.shape[-1])))
-            return out if rows is not None else blend(params["apply"], out, xs)
+            return keep_bins(xs, ~span_mask(p["start"], p["width"], num_bins(xs.shape[-1])))
         return on_applied(params["apply"], x, masked)
 
 
@@ -75,8 +74,7 @@ class _Band(SignalOp):
         def filtered(xs: Tensor, rows: Tensor | None) -> Tensor:
             band = take_rows(params, rows)["band"]
             inside = (hz >= band[:, :1]) & (hz <= band[:, 1:])
-            out = keep_bins(xs, ~inside if self.stop else inside)
-            return out if rows is not None else blend(params["apply"], out, xs)
+            return keep_bins(xs, ~inside if self.stop else inside)
         return on_applied(params["apply"], x, filtered)
 
 
