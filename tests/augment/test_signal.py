@@ -252,7 +252,8 @@ def test_applied_rows_only_equal_every_sample(make, dtype: torch.dtype, monkeypa
 def test_time_stretch_on_a_cpu_computes_only_the_applied_samples(monkeypatch: pytest.MonkeyPatch):
     seen: list[int] = []
     stretch = A.TimeStretch._stretch
-    monkeypatch.setattr(A.TimeStretch, "_stretch", staticmethod(lambda x, rate: seen.append(len(x)) or stretch(x, rate)))
+    counted = staticmethod(lambda x, rate: seen.append(len(x)) or stretch(x, rate))
+    monkeypatch.setattr(A.TimeStretch, "_stretch", counted)
     op = A.TimeStretch(p=0.5)
     _, params = op(_signals(32), generator=_gen(1), return_params=True)
     assert seen == [int(params["apply"].sum())] and 0 < seen[0] < 32
