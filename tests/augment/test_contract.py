@@ -239,6 +239,30 @@ def test_per_sample_ops_on_two_batches_end_to_end_are_two_calls(case: Case, dtyp
     torch.testing.assert_close(op(b, second), both[len(a):])
 
 
+@pytest.mark.parametrize("case, dtype, device", _cases())
+def test_the_callers_input_is_never_written(case: Case, dtype: torch.dtype, device: str):
+    """Pipelines write their own intermediates in place (``Op.apply_inplace``), never the tensor passed in."""
+    x = _input(case, dtype, device)
+    before = x.clone()
+    op = _op(case, 0.7, device)
+    out, params = op(x, generator=_gen(device, 2), return_params=True)
+    op(x, params)  # the replay path (Compose.apply) too
+    assert torch.equal(x, before)
+    assert out.data_ptr() != x.data_ptr() or not case.random
+
+
+@pytest.mark.parametrize("case, dtype, device", _cases(lambda c: any(getattr(m, "has_inplace", False) for m in c.make(0.5).modules())))
+def test_apply_inplace_equals_apply(case: Case, dtype: torch.dtype, device: str):
+    """Every override of ``apply_inplace`` gives ``apply``'s output bit for bit, from the same params."""
+    for m in _op(case, 0.6, device).modules():
+        if not getattr(m, "has_inplace", False):
+            continue
+        x = _input(case, dtype, device)
+        params = m.sample_params(tuple(x.shape), x.device, _gen(device, 4))
+        expected = m.apply(x, params)
+        assert torch.equal(m.apply_inplace(x.clone(), params), expected), type(m).__name__
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES])
 def test_op_count_does_not_grow_with_batch(case: Case):
     op = _op(case, 0.5, "cpu")

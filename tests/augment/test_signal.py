@@ -268,3 +268,75 @@ def test_gaussian_noise_on_a_cpu_draws_noise_for_the_applied_samples_only():
     assert torch.count_nonzero(noise[~applied]) == 0
     assert torch.count_nonzero(noise[applied]) == noise[applied].numel()
     assert abs(float(noise[applied].std()) - 1.0) < 0.05  # standard normals
+
+
+def test_a_pipeline_writes_its_own_intermediate_in_place(monkeypatch: pytest.MonkeyPatch):
+    """After TimeShift (a new tensor), the other five ops of seed 004's preset write into that one tensor."""
+    made: list[int] = []
+    shift = A.TimeShift.apply
+    monkeypatch.setattr(A.TimeShift, "apply", lambda self, x, p: (lambda y: made.append(y.data_ptr()) or y)(
+        shift(self, x, p)))
+    x = _signals(16, 1, 400)
+    before = x.clone()
+    out = A.signal_pretrain_preset(1000, p=0.9)(x, generator=_gen(1))
+    assert made and out.data_ptr() == made[0]  # no other batch-sized output was made
+    assert torch.equal(x, before)
+
+
+def test_a_view_of_the_input_is_not_written():
+    """An op that returns a view of its input (the first samples, a crop by slicing) leaves the next op
+    nothing of its own to write into."""
+    from prebake.augment.signal import SignalOp
+
+    class Head(SignalOp):
+        random = False
+
+        def __init__(self, n: int | None, end: int | None):
+            super().__init__()
+            self.n, self.end = n, end
+
+        def apply(self, x, params):  # type: ignore[override]
+            return x[:self.n, :, :self.end]  # contiguous for the first samples, strided for a crop in time
+
+    for n, end in [(5, None), (None, 100)]:
+        x = _signals(8, 1, 200)
+        before = x.clone()
+        pipeline = A.Compose([Head(n, end), A.AmplitudeScale((2.0, 3.0), p=1.0), A.TimeMask(0.5, p=1.0)])
+        out, params = pipeline(x, generator=_gen(), return_params=True)
+        pipeline(x, params)  # the replay path
+        assert torch.equal(x, before) and not torch.equal(out, x[:n, :, :end])
+
+
+def test_a_pipeline_on_a_tensor_that_needs_gradients_stays_out_of_place():
+    x = _signals(8, 1, 200).requires_grad_()
+    pipeline = A.Compose([A.TimeShift(p=1.0), A.AmplitudeScale(p=1.0), A.GaussianNoise(p=1.0), A.TimeMask(p=1.0),
+                          A.TimeStretch(p=1.0)])
+    out = pipeline(x, generator=_gen())
+    out.square().sum().backward()  # an in-place write autograd needed would raise here
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_zero_spans_zeroes_what_span_mask_marks(channels: int):
+    from prebake.augment.signal import span_mask, zero_spans
+
+    g = _gen(5)
+    start = torch.randint(0, 120, (9, 3), generator=g)
+    width = torch.randint(0, 40, (9, 3), generator=g)  # overlapping spans, and spans running past the end
+    width[0] = 0  # a sample without a span
+    x = _signals(9, channels, 128)
+    want = x.masked_fill(span_mask(start, width, 128)[:, None, :], 0)
+    assert torch.equal(zero_spans(x.clone(), start, width), want)
+    assert torch.equal(zero_spans(x.clone(), start, torch.zeros_like(width)), x)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_windows_of_a_contiguous_batch_equal_the_strided_path(channels: int):
+    from prebake.augment.signal import windows
+
+    x = _signals(6, channels, 50)
+    start = torch.tensor([0, 3, 10, 20, 25, 30])
+    got = windows(x, start, 20)
+    strided = windows(x.transpose(0, 1).contiguous().transpose(0, 1), start, 20)  # same values, not contiguous
+    want = torch.stack([x[n, :, s:s + 20] for n, s in enumerate(start.tolist())])
+    assert torch.equal(got, want) and torch.equal(strided, want)

@@ -7,6 +7,12 @@ An op is an ``nn.Module`` with two methods of its own:
   ``(N, k)`` for most ops). Samples that lose the per-sample ``p`` coin get the
   op's *neutral* parameters (scale 1, shift 0, no flip) through ``torch.where``.
 - ``apply(x, params)`` is a pure batched tensor function of ``x`` and ``params``.
+  An op may also write ``apply_inplace(x, params)``, the same result written into
+  ``x``: ``Compose`` calls it on the tensors its own ops made (never on its
+  caller's), so an elementwise op after the first makes no new batch-sized tensor
+  and, on a CPU, ``on_applied`` ops copy their rows into it instead of into a copy.
+  For seed 004's six ops on 2 x 64 x 1600 signals that is one batch-sized buffer
+  after ``TimeShift``, and 3.2-3.4 ms against 3.6-4.0 ms in its training loop (2-core CPU).
 
 ``forward`` joins them, returns the params on request, and replays them when they
 are passed back in. Nothing reads a tensor's value on the host (no ``.item()``,
@@ -95,6 +101,16 @@ def applied_rows(apply: Tensor) -> Tensor | None:
     return apply.nonzero().squeeze(1)
 
 
+def owned(x: Tensor, source: Tensor) -> bool:
+    """Whether a pipeline may write into ``x``, an op's output: it shares no memory with the pipeline's
+    input ``source``, has no overlapping elements, and is not being traced or recorded for autograd."""
+    if torch.compiler.is_compiling() or x.device.type == "meta" or not x.is_contiguous():
+        return False
+    if x.requires_grad and torch.is_grad_enabled():
+        return False
+    return x.untyped_storage().data_ptr() != source.untyped_storage().data_ptr()
+
+
 def on_applied(apply: Tensor, x: Tensor, fn: Callable[[Tensor, Tensor | None], Tensor], *,
                neutral: bool = False) -> Tensor:
     """``fn`` on the samples whose coin came up, ``x`` untouched elsewhere; output dtype ``x``'s.
@@ -106,10 +122,22 @@ def on_applied(apply: Tensor, x: Tensor, fn: Callable[[Tensor, Tensor | None], T
     coin did not come up; with ``neutral=True`` those samples' params already leave them
     as they are (a stretch at rate 1), and the blend is skipped.
     """
+    return _on_applied(apply, x, fn, neutral, inplace=False)
+
+
+def on_applied_inplace(apply: Tensor, x: Tensor, fn: Callable[[Tensor, Tensor | None], Tensor], *,
+                       neutral: bool = False) -> Tensor:
+    """:func:`on_applied` for :meth:`Op.apply_inplace`: on a CPU the computed rows are copied into ``x``
+    itself (no copy of the batch); elsewhere the same as :func:`on_applied`."""
+    return _on_applied(apply, x, fn, neutral, inplace=True)
+
+
+def _on_applied(apply: Tensor, x: Tensor, fn: Callable[[Tensor, Tensor | None], Tensor], neutral: bool,
+                inplace: bool) -> Tensor:
     rows = applied_rows(apply)
     if rows is None:
         return fn(x, None) if neutral else blend(apply, fn(x, None), x)
-    out = x.clone()
+    out = x if inplace else x.clone()
     return out.index_copy_(0, rows, fn(x.index_select(0, rows), rows)) if len(rows) else out
 
 
@@ -237,6 +265,16 @@ class Op(nn.Module):
         """Apply the op to ``x`` with ``params``: a pure function, no randomness."""
         raise NotImplementedError(f"{type(self).__name__} must implement apply(x, params)")
 
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        """``apply``, free to write its result into ``x``; use the tensor it returns.
+
+        A pipeline calls it on its own intermediates (``Compose`` never on its caller's
+        tensor): an elementwise op then makes no new batch-sized tensor, and an op that
+        changes some samples writes only those. By default it is ``apply(x, params)``;
+        an override must return what ``apply`` does, bit for bit.
+        """
+        return self.apply(x, params)
+
     def eval_apply(self, x: Tensor) -> Tensor:
         """What a random op does in ``.eval()``: nothing, unless it changes the shape."""
         return x
@@ -259,14 +297,24 @@ class Op(nn.Module):
         In ``.eval()`` a random op ignores ``params`` and returns ``eval_apply(x)``
         (the identity for shape-preserving ops) with empty params.
         """
+        out, params = self.run(x, params, generator)
+        return (out, params) if return_params else out
+
+    def run(self, x: Tensor, params: Params | None = None, generator: torch.Generator | None = None,
+            inplace: bool = False) -> tuple[Tensor, Params]:
+        """What :meth:`forward` does, returning ``(out, params)``; ``inplace=True`` applies through
+        :meth:`apply_inplace`, which may overwrite ``x`` (a pipeline's own intermediate)."""
         self.check_input(x)
         if self.random and not self.training:
-            out, params = self.eval_apply(x), {}
-        else:
-            if params is None:
-                params = self.sample_params(tuple(x.shape), x.device, generator)
-            out = self.apply(x, params)
-        return (out, params) if return_params else out
+            return self.eval_apply(x), {}
+        if params is None:
+            params = self.sample_params(tuple(x.shape), x.device, generator)
+        return (self.apply_inplace(x, params) if inplace else self.apply(x, params)), params
+
+    @property
+    def has_inplace(self) -> bool:
+        """Whether this op's :meth:`apply_inplace` writes into its input (an override of the default)."""
+        return type(self).apply_inplace is not Op.apply_inplace and type(self).forward is Op.forward
 
     def extra_repr(self) -> str:
         return f"p={self.p}" if self.random else ""

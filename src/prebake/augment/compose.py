@@ -17,7 +17,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from .base import Device, Op, Params, blend, uniform
+from .base import Device, Op, Params, blend, owned, uniform
 from .image import RandomCrop, RandomHorizontalFlip
 from .mix import _Mix
 
@@ -71,12 +71,15 @@ class Compose(Op):
         return None
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
-        ops, i = _ops(self.ops), 0
+        ops, i, source = _ops(self.ops), 0, x
         while i < len(ops):
             crop = self._fused(i)
             if crop is not None:
                 x = crop.apply_flipped(x, params[str(i + 1)], params[str(i)]["apply"])
                 i += 2
+            elif ops[i].has_inplace and owned(x, source):
+                x = ops[i].apply_inplace(x, params[str(i)])
+                i += 1
             else:
                 x = ops[i].apply(x, params[str(i)])
                 i += 1
@@ -88,14 +91,20 @@ class Compose(Op):
 
         A flip followed by a crop runs as one fused crop (``RandomCrop.apply_flipped``):
         same params, drawn in the same order, and the same output as running them apart.
+        An op after the first writes into the tensor the op before it made
+        (:meth:`Op.apply_inplace`) when that tensor is the pipeline's own
+        (:func:`~prebake.augment.base.owned`): the caller's ``x`` is never written.
         """
         used: Params = {}
-        ops, i = _ops(self.ops), 0
+        ops, i, source = _ops(self.ops), 0, x
         while i < len(ops):
             given = None if params is None else params[str(i)]
             crop = self._fused(i)
             if crop is None:
-                x, used[str(i)] = ops[i](x, given, generator, return_params=True)
+                if ops[i].has_inplace and owned(x, source):
+                    x, used[str(i)] = ops[i].run(x, given, generator, inplace=True)
+                else:
+                    x, used[str(i)] = ops[i](x, given, generator, return_params=True)
                 i += 1
                 continue
             ops[i].check_input(x)

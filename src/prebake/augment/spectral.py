@@ -12,13 +12,13 @@ transformed at all (:func:`~prebake.augment.base.on_applied`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .base import (Device, Params, check_range, lerp_range, on_applied, restore_dtype, take_rows, to_float32,
-                   uniform)
+from .base import (Device, Params, check_range, lerp_range, on_applied, on_applied_inplace, restore_dtype, take_rows,
+                   to_float32, uniform)
 from .signal import SignalOp, SpanOp, span_mask
 
 #: BandPass and BandStop assume this rate (Hz) unless told: seed 004's heart sounds at 5 kHz.
@@ -50,10 +50,17 @@ class FrequencyMask(SpanOp):
         return num_bins(batch_shape[-1])
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
+        return on_applied(params["apply"], x, self._masked(params))
+
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        return on_applied_inplace(params["apply"], x, self._masked(params))
+
+    @staticmethod
+    def _masked(params: Params) -> Callable[[Tensor, Tensor | None], Tensor]:
         def masked(xs: Tensor, rows: Tensor | None) -> Tensor:
             p = take_rows(params, rows)
             return keep_bins(xs, ~span_mask(p["start"], p["width"], num_bins(xs.shape[-1])))
-        return on_applied(params["apply"], x, masked)
+        return masked
 
 
 class _Band(SignalOp):
@@ -68,6 +75,12 @@ class _Band(SignalOp):
         self.sample_rate = float(sample_rate)
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
+        return on_applied(params["apply"], x, self._filtered(x, params))
+
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        return on_applied_inplace(params["apply"], x, self._filtered(x, params))
+
+    def _filtered(self, x: Tensor, params: Params) -> Callable[[Tensor, Tensor | None], Tensor]:
         length = x.shape[-1]
         hz = torch.arange(num_bins(length), device=x.device, dtype=torch.float32) * (self.sample_rate / length)
 
@@ -75,7 +88,7 @@ class _Band(SignalOp):
             band = take_rows(params, rows)["band"]
             inside = (hz >= band[:, :1]) & (hz <= band[:, 1:])
             return keep_bins(xs, ~inside if self.stop else inside)
-        return on_applied(params["apply"], x, filtered)
+        return filtered
 
 
 class BandPass(_Band):

@@ -63,9 +63,8 @@ def crop_or_pad(x: Tensor, lengths: Tensor, length: int, *, crop: str = "random"
     spare = lengths - length  # negative for a signal shorter than the output
     if crop == "start" and width > 0:  # every window starts at 0: a slice, no index to build or gather
         keep = min(width, length)
-        out = _to_float(samples[:, :keep], scale)
-        # out of place: for float32 input, _to_float returns the caller's own tensor
-        out = out.masked_fill((torch.arange(keep, device=x.device) >= lengths[:, None])[:, :, None], 0.0)
+        out = _to_float(samples[:, :keep], scale)  # a new tensor: the padding is zeroed in place
+        out.masked_fill_((torch.arange(keep, device=x.device) >= lengths[:, None])[:, :, None], 0.0)
         out = out.transpose(1, 2)
         return F.pad(out, (0, length - keep)) if keep < length else out.contiguous()
     if crop == "random":
@@ -85,10 +84,12 @@ def crop_or_pad(x: Tensor, lengths: Tensor, length: int, *, crop: str = "random"
 
 
 def _to_float(x: Tensor, scale: float | None) -> Tensor:
+    """``x`` scaled to float32, always a new tensor (never ``x`` itself): one cast, then in place."""
+    out = x.to(torch.float32, copy=True)
     if scale is not None:
-        return x.to(torch.float32) * scale
+        return out.mul_(scale)
     if x.dtype == torch.uint8:
-        return (x.to(torch.float32) - 128) / 128
+        return out.sub_(128).div_(128)
     if not x.dtype.is_floating_point and x.dtype != torch.bool:
-        return x.to(torch.float32) / 2.0 ** (torch.iinfo(x.dtype).bits - 1)
-    return x.to(torch.float32)
+        return out.div_(2.0 ** (torch.iinfo(x.dtype).bits - 1))
+    return out
