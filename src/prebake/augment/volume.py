@@ -207,6 +207,12 @@ class RandomIntensity(VolumeOp):
         out = work * per_sample(params["scale"], 5).to(work.dtype) + per_sample(params["shift"], 5).to(work.dtype)
         return blend(params["apply"], restore_dtype(out, x.dtype), x)
 
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        if not x.dtype.is_floating_point:
+            return self.apply(x, params)
+        # samples without the coin have scale 1 and shift 0: x * 1 + 0 is x (-0.0 aside, which equals 0.0)
+        return x.mul_(per_sample(params["scale"], 5).to(x.dtype)).add_(per_sample(params["shift"], 5).to(x.dtype))
+
     def extra_repr(self) -> str:
         return f"scale={self.scale}, shift={self.shift}, p={self.p}"
 
@@ -236,6 +242,11 @@ class GaussianNoise3d(VolumeOp):
             x.dtype if x.dtype.is_floating_point else torch.float32)
         return blend(params["apply"], restore_dtype(out, x.dtype), x)
 
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        if x.dtype != torch.float32:
+            return self.apply(x, params)
+        return x.addcmul_(params["noise"], per_sample(params["std"], 5))
+
     def extra_repr(self) -> str:
         return f"std={self.std}, p={self.p}"
 
@@ -261,6 +272,12 @@ class IntensityWindow(VolumeOp):
         # 2.0x the samples/s of (x.float().clamp(low, high) - low) * gain + a on 8 x 96^3 int16 batches
         bias, gain = self._affine(self.output_dtype(x.dtype))
         return torch.add(bias, x, alpha=gain).clamp_(*self.out)
+
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        if not x.dtype.is_floating_point:
+            return self.apply(x, params)  # int16 in, float32 out: a new tensor either way
+        self.apply_(x)
+        return x
 
     # -- as a Loader converter (prebake.load.convert): the same arithmetic, in place, chunk by chunk --
 
