@@ -10,8 +10,9 @@ section), bakes their cycles once (timed), checks that the seed's segmentation i
   untimed warm-up epoch; and how many distinct views each cycle got per epoch (hashes of
   its ``view1``);
 - **training**: ``--train-epochs`` epochs of the same model from the same initial weights:
-  samples/s and the share of step time spent waiting for data (``prebake.watch``), medians
-  over the epochs after the first.
+  samples/s, the share of step time spent waiting for data (``prebake.watch``) and, for
+  prebake, the share spent in the six ops on the device inside the Loader's ``next()``
+  (which ``watch`` counts apart from waiting), medians over the epochs after the first.
 
 It prints a table and writes ``benchmarks/results/pcg-<device>.json``; every figure in it
 was measured in this run.
@@ -77,6 +78,9 @@ def training(batches: Any, cfg: Any, epochs: int, device: str) -> dict[str, Any]
     timed = rows[1:] or rows
     return {"epochs": [r.__dict__ for r in rows], "samples_per_s": statistics.median(r.samples_per_s for r in timed),
             "data_wait_fraction": statistics.median(r.data_wait_fraction for r in timed),
+            "transform_fraction": statistics.median(r.transform_fraction for r in timed),
+            "wait_with_transform_fraction": statistics.median(r.data_wait_fraction + r.transform_fraction
+                                                              for r in timed),
             "loss_first": rows[0].loss, "loss_last": rows[-1].loss}
 
 
@@ -124,10 +128,12 @@ def report(args: argparse.Namespace, cfg: Any, device: str, recordings: int, bak
           f"batch {cfg.train.batch_size}, {cfg.hardware.num_workers} DataLoader workers, device {device_tag(device)}")
     print(f"write + bake (decode, segment, commit): {bake_s:.1f} s; same cycles in every path: {check}")
     print(f"{'data path':<15} {'data samples/s':>15} {'views/cycle/epoch':>18} {'train samples/s':>16} "
-          f"{'data wait':>10}")
+          f"{'data wait':>10} {'device ops':>11} {'wait + ops':>11}")
     for path, r in results.items():
+        t = r["train"]
         print(f"{path:<15} {r['data']['samples_per_s']:>15,.0f} {r['data']['distinct_views_per_epoch']:>18.2f} "
-              f"{r['train']['samples_per_s']:>16,.0f} {100 * r['train']['data_wait_fraction']:>9.1f}%")
+              f"{t['samples_per_s']:>16,.0f} {100 * t['data_wait_fraction']:>9.1f}% "
+              f"{100 * t['transform_fraction']:>10.1f}% {100 * t['wait_with_transform_fraction']:>10.1f}%")
     ratios = ratios_to(results)
     if ratios:
         print("ratios: " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))

@@ -32,6 +32,7 @@ class EpochResult:
     samples_per_s: float
     data_wait_fraction: float
     probe_accuracy: float
+    transform_fraction: float = 0.0  # prebake: the six ops x2 views inside the Loader's next(), on the device
 
 
 def prepare(cfg: Config, work: Path, data_dir: Path | None = None) -> tuple[Path, prebake.Cache]:
@@ -69,8 +70,9 @@ def run(cfg: Config, data_path: str, work: Path, data_dir: Path | None = None, c
         results.append(train_epoch(model, opt, batches, epoch, cfg))
         acc = linear_probe(embed(model.encoder, probe_x), probe_y, probe_groups, cfg.train.probe_epochs, cfg.train.seed)
         results[-1] = EpochResult(**{**asdict(results[-1]), "probe_accuracy": acc})
-        log.info("%s epoch %d: loss %.3f, %.0f samples/s, %.0f%% waiting for data, probe %.3f", data_path, epoch,
-                 results[-1].loss, results[-1].samples_per_s, 100 * results[-1].data_wait_fraction, acc)
+        log.info("%s epoch %d: loss %.3f, %.0f samples/s, %.0f%% waiting for data, %.0f%% in the device ops, "
+                 "probe %.3f", data_path, epoch, results[-1].loss, results[-1].samples_per_s,
+                 100 * results[-1].data_wait_fraction, 100 * results[-1].transform_fraction, acc)
         if csv_path is not None:
             write_csv(csv_path, results)
     return results
@@ -90,7 +92,7 @@ def train_epoch(model: Contrastive, opt: torch.optim.Optimizer, batches: Any, ep
     r = watched.report
     assert r is not None
     return EpochResult(epoch, total / max(1, steps), r.samples, time.perf_counter() - t0, r.samples_per_s,
-                       r.input_bound_fraction, float("nan"))
+                       r.input_bound_fraction, float("nan"), r.transform_fraction)
 
 
 def write_csv(path: Path, results: list[EpochResult]) -> None:

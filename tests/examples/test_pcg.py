@@ -106,8 +106,10 @@ def test_tiny_run_loss_falls_and_the_probe_beats_chance(prepared, tmp_path):
     assert min(r.probe_accuracy for r in results) > 0.7  # two balanced classes: chance is 0.5
     rows = list(csv.DictReader(open(out)))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
-    assert {"loss", "samples_per_s", "data_wait_fraction", "probe_accuracy"} <= set(rows[0])
+    assert {"loss", "samples_per_s", "data_wait_fraction", "probe_accuracy", "transform_fraction"} <= set(rows[0])
     assert all(0 <= float(r["data_wait_fraction"]) <= 1 and float(r["samples_per_s"]) > 0 for r in rows)
+    # the six ops x2 views run in the Loader's next() on this CPU: counted as the device's work, not as waiting
+    assert all(0 < float(r["transform_fraction"]) < 1 for r in rows)
 
 
 def test_the_cli_runs_the_original_path_on_given_recordings(prepared, tmp_path):

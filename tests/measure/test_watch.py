@@ -104,3 +104,36 @@ def test_count_samples(batch, n):
 def test_every_must_be_positive():
     with pytest.raises(ValueError, match="every must be a positive"):
         watch([], every=0)
+
+
+def _slow_transform(delay: float):
+    def transform(batch):
+        time.sleep(delay)
+        return {**batch, "image": batch["image"].float()}
+    return transform
+
+
+@pytest.mark.parametrize("in_threads", [False, True])
+def test_a_loaders_transform_is_counted_apart_from_waiting(tmp_path, in_threads: bool):
+    """Work the Loader's transform does inside next() is the training device's, not a wait for input;
+    on the gather threads it is the input pipeline's, and a loop that outruns it waits for it."""
+    prebake.write_arrays(tmp_path / "c", {"image": np.zeros((64, 3, 8, 8), np.uint8), "label": np.arange(64)})
+    loader = prebake.Loader(tmp_path / "c", batch_size=8, shuffle=False, transform=_slow_transform(0.02),
+                            transform_in_threads=in_threads, threads=1, prefetch=1)
+    r = _run(watch(loader, report=lambda _: None), body_delay=0.002)
+    assert r.steps == 8 and r.seconds == pytest.approx(r.wait_seconds + r.transform_seconds + r.compute_seconds)
+    if in_threads:
+        assert r.transform_seconds == 0.0 and r.input_bound_fraction > 0.6
+    else:
+        assert r.transform_seconds >= 8 * 0.02 * 0.9
+        assert r.transform_fraction > 0.6 and r.input_bound_fraction < 0.3
+        assert "in the Loader's transform" in str(r) and r.as_dict()["transform_fraction"] == r.transform_fraction
+
+
+def test_a_loader_without_a_transform_reports_none(tmp_path):
+    prebake.write_arrays(tmp_path / "c", {"image": np.zeros((32, 3, 8, 8), np.uint8), "label": np.arange(32)})
+    it = iter(prebake.Loader(tmp_path / "c", batch_size=8))
+    next(it)
+    assert it.last_transform_seconds == 0.0
+    r = _run(watch(prebake.Loader(tmp_path / "c", batch_size=8), report=lambda _: None), body_delay=0.0)
+    assert r.transform_seconds == 0.0 and "transform" not in str(r)

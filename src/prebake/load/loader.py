@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -194,14 +195,23 @@ class Loader:
 
     # -- iteration ---------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Epoch:
+        return Epoch(self)
+
+    def _batches(self, timing: list[float]) -> Iterator[Batch]:
         epoch = self.epoch
         batches = self.sampling.batches(epoch, self.indices)
         produced = self._produce(batches[self._start:], epoch)
         try:
             for k, batch in zip(range(self._start, len(batches)), produced):
                 self._start = k + 1  # counted when handed over: a state_dict taken now resumes after it
-                yield batch if self.transform is None or self._threaded() else self._apply(batch, epoch, k)
+                if self.transform is None or self._threaded():
+                    yield batch
+                    continue
+                t = time.perf_counter()
+                batch = self._apply(batch, epoch, k)
+                timing[0] = time.perf_counter() - t
+                yield batch
         finally:
             produced.close()  # stops the gather threads when the loop ends early
         self.epoch, self._start = self.epoch + 1, 0
@@ -223,6 +233,35 @@ class Loader:
         if not self._takes_generator:
             return self.transform(batch)
         return self.transform(batch, generator=batch_generator(self.sampling, epoch, step, self.device))
+
+
+class Epoch(Iterator[Batch]):
+    """One pass over a :class:`Loader`'s batches (what ``iter(loader)`` returns).
+
+    ``last_transform_seconds`` is how long ``transform`` took inside the ``next()`` that
+    returned the latest batch: 0 without a transform, or when it ran on the gather threads
+    (``transform_in_threads``). :func:`prebake.watch` counts that time as the transform's,
+    not as waiting for data: it is work on the training device (on a CUDA device, the time
+    to queue its kernels), as it would be in the loop body.
+    """
+
+    def __init__(self, loader: Loader):
+        self._timing = [0.0]  # shared with the generator, which holds no reference back: no cycle, so a loop
+        self._batches = loader._batches(self._timing)  # that breaks early frees (and stops) it at once
+
+    @property
+    def last_transform_seconds(self) -> float:
+        return self._timing[0]
+
+    def __iter__(self) -> Epoch:
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Stop the gather threads now (a loop that breaks early; garbage collection does it too)."""
+        self._batches.close()
 
 
 def _takes_generator(transform: Callable[..., Any] | None) -> bool:

@@ -11,6 +11,14 @@ before asking for the next one. ``wait / (wait + compute)`` is the input-bound
 fraction: near 0 the accelerator is fed; near 1 it idles while the input
 pipeline works.
 
+A :class:`prebake.Loader` with a ``transform`` runs it inside ``next()``, on the
+training device. That time is counted apart, as *transform* (``transform_seconds``,
+``transform_fraction``), not as waiting: it is the device's work, as it would be in
+the loop body. On a CUDA device it is the few microseconds that queue the kernels
+(their run is compute, like the model's); on a CPU it is the ops themselves, which
+there share the cores with the model. So the input-bound fraction means the same on
+both: the share of the step the loop waits for the input pipeline.
+
 CUDA runs asynchronously, so host timings alone would credit queued GPU work to
 whichever call happens to block. ``watch`` calls ``torch.cuda.synchronize()``
 only at measurement points (every ``every`` steps and at the end) and charges
@@ -46,7 +54,8 @@ class WatchReport:
     """Figures for a window of steps (or the whole run when ``final``).
 
     ``steps`` and ``samples`` in the window; ``wait_seconds`` spent in ``next()`` of the
-    loader and ``compute_seconds`` in the loop body; ``gpu_util`` in percent through
+    loader, less ``transform_seconds``, the part of it a :class:`prebake.Loader` spent in its
+    ``transform``; ``compute_seconds`` in the loop body; ``gpu_util`` in percent through
     NVML, or None without it.
     """
 
@@ -56,10 +65,11 @@ class WatchReport:
     compute_seconds: float
     gpu_util: float | None  # mean NVML utilisation in percent; None when not sampled
     final: bool = False
+    transform_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
-        return self.wait_seconds + self.compute_seconds
+        return self.wait_seconds + self.transform_seconds + self.compute_seconds
 
     @property
     def samples_per_s(self) -> float:
@@ -71,19 +81,26 @@ class WatchReport:
         return self.wait_seconds / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def transform_fraction(self) -> float:
+        """The share of step time spent in the Loader's ``transform`` inside ``next()``."""
+        return self.transform_seconds / self.seconds if self.seconds > 0 else 0.0
+
+    @property
     def verdict(self) -> str:
         f = self.input_bound_fraction
         return "input-bound" if f >= INPUT_BOUND else "compute-bound" if f < FED else "partly input-bound"
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "seconds": self.seconds, "samples_per_s": self.samples_per_s,
-                "input_bound_fraction": self.input_bound_fraction, "verdict": self.verdict}
+                "input_bound_fraction": self.input_bound_fraction, "transform_fraction": self.transform_fraction,
+                "verdict": self.verdict}
 
     def __str__(self) -> str:
         gpu = "GPU util not sampled" if self.gpu_util is None else f"GPU util {self.gpu_util:.0f}%"
         what = "total" if self.final else "window"
+        ops = f", {100 * self.transform_fraction:.0f}% in the Loader's transform" if self.transform_seconds else ""
         return (f"prebake.watch {what}: {self.steps:,} steps, {self.samples_per_s:,.0f} samples/s, "
-                f"{100 * self.input_bound_fraction:.0f}% of step time waiting for data ({self.verdict}), {gpu}")
+                f"{100 * self.input_bound_fraction:.0f}% of step time waiting for data ({self.verdict}){ops}, {gpu}")
 
 
 def count_samples(batch: Any) -> int:
@@ -109,12 +126,12 @@ class _Window:
 
     def __init__(self) -> None:
         self.steps = self.samples = 0
-        self.wait = self.compute = 0.0
+        self.wait = self.compute = self.transform = 0.0
         self.gpu: list[float] = []
 
     def report(self, final: bool) -> WatchReport:
         util = sum(self.gpu) / len(self.gpu) if self.gpu else None
-        return WatchReport(self.steps, self.samples, self.wait, self.compute, util, final)
+        return WatchReport(self.steps, self.samples, self.wait, self.compute, util, final, self.transform)
 
 
 class Watch:
@@ -150,9 +167,10 @@ class Watch:
                 except StopIteration:
                     break
                 t1 = time.perf_counter()
+                transform = min(getattr(it, "last_transform_seconds", 0.0), t1 - t0)  # a prebake.Loader's
                 yield batch
                 t2 = time.perf_counter()
-                self._step(batch, t1 - t0, t2 - t1, total, window)
+                self._step(batch, t1 - t0 - transform, transform, t2 - t1, total, window)
                 if self.every and window.steps >= self.every:
                     self._close(window, total, final=False)
                     window = _Window()
@@ -162,13 +180,15 @@ class Watch:
             if close is not None:  # an early break also stops the wrapped loader's threads or generator
                 close()
 
-    def _step(self, batch: Any, wait: float, compute: float, total: _Window, window: _Window) -> None:
+    def _step(self, batch: Any, wait: float, transform: float, compute: float, total: _Window,
+              window: _Window) -> None:
         n = self.count(batch)
         if self._device is None:
             self._device = _cuda_device(batch)
         util = self._gpu_util()
         for w in (total, window):
             w.steps, w.samples, w.wait, w.compute = w.steps + 1, w.samples + n, w.wait + wait, w.compute + compute
+            w.transform += transform
             if util is not None:
                 w.gpu.append(util)
 
