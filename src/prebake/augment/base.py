@@ -96,9 +96,13 @@ def applied_rows(apply: Tensor) -> Tensor | None:
     CUDA reading them would stall the host until the device catches up, so the op computes
     every sample and keeps the input where the coin did not come up.
     """
-    if apply.device.type != "cpu" or torch.compiler.is_compiling():
-        return None
-    return apply.nonzero().squeeze(1)
+    return apply.nonzero().squeeze(1) if host_readable(apply) else None
+
+
+def host_readable(t: Tensor) -> bool:
+    """Whether an op may read ``t``'s values on the host (sizes from params, say) without waiting:
+    a CPU tensor, outside ``torch.compile``, which cannot trace a data-dependent shape."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def owned(x: Tensor, source: Tensor) -> bool:

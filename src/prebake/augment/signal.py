@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import (Device, Op, Params, applied_normal, check_probability, check_range, lerp_range, on_applied,
-                   on_applied_inplace, per_sample, randint_from, restore_dtype, take_rows, to_float32, uniform)
+from .base import (Device, Op, Params, applied_normal, check_probability, check_range, host_readable, lerp_range,
+                   on_applied, on_applied_inplace, per_sample, randint_from, restore_dtype, take_rows, to_float32,
+                   uniform)
 
 
 class SignalOp(Op):
@@ -229,19 +230,14 @@ class TimeMask(SpanOp):
         super().__init__(max_width, num_masks, p)
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
-        if _host_sized(x):
+        if host_readable(x):
             return zero_spans(x.clone(memory_format=torch.contiguous_format), params["start"], params["width"])
         return x.masked_fill(span_mask(params["start"], params["width"], x.shape[-1])[:, None, :], 0)
 
     def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
-        if _host_sized(x):
+        if host_readable(x) and x.is_contiguous():
             return zero_spans(x, params["start"], params["width"])
         return x.masked_fill_(span_mask(params["start"], params["width"], x.shape[-1])[:, None, :], 0)
-
-
-def _host_sized(x: Tensor) -> bool:
-    """Whether an op may size a tensor from ``x``'s params (a CPU tensor, not being traced)."""
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def zero_spans(x: Tensor, start: Tensor, width: Tensor) -> Tensor:
