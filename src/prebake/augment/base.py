@@ -12,7 +12,8 @@ An op is an ``nn.Module`` with two methods of its own:
   caller's), so an elementwise op after the first makes no new batch-sized tensor
   and, on a CPU, ``on_applied`` ops copy their rows into it instead of into a copy.
   For seed 004's six ops on 2 x 64 x 1600 signals that is one batch-sized buffer
-  after ``TimeShift``, and 3.2-3.4 ms against 3.6-4.0 ms in its training loop (2-core CPU).
+  after ``TimeShift``: 3.1-3.4 ms against 3.2-3.7 ms in its training loop (2-core CPU,
+  four alternating fresh-process pairs).
 
 ``forward`` joins them, returns the params on request, and replays them when they
 are passed back in. Nothing reads a tensor's value on the host (no ``.item()``,
