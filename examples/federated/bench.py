@@ -41,6 +41,7 @@ def measure(args: argparse.Namespace, work: Path, data_path: str) -> dict[str, A
     seconds = [r.seconds for r in timed]
     return {"round_seconds": seconds, "median_round_seconds": statistics.median(seconds),
             "data_wait_fraction": statistics.median(r.data_wait_fraction for r in timed),
+            "transform_fraction": statistics.median(r.transform_fraction for r in timed),
             "samples_per_round": timed[0].samples}
 
 
@@ -73,12 +74,13 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
     base = results.get("prebake")
     print(f"{args.alg}, ViT-{args.vit} at {args.image_size} px, {args.clients} clients x {args.local_ep} local epochs "
           f"x {args.samples_per_client} samples, batch {args.local_bs}, device {device_tag(args.device)}")
-    print(f"{'data path':<10} {'round s':>9} {'data wait':>10} {'vs prebake':>11}")
+    print(f"{'data path':<10} {'round s':>9} {'data wait':>10} {'transform':>10} {'vs prebake':>11}")
     ratios = {}
     for path, r in results.items():
         ratio = r["median_round_seconds"] / base["median_round_seconds"] if base else float("nan")
         ratios[f"{path}/prebake"] = ratio
-        print(f"{path:<10} {r['median_round_seconds']:>9.2f} {100 * r['data_wait_fraction']:>9.1f}% {ratio:>10.2f}x")
+        print(f"{path:<10} {r['median_round_seconds']:>9.2f} {100 * r['data_wait_fraction']:>9.1f}% "
+              f"{100 * r['transform_fraction']:>9.1f}% {ratio:>10.2f}x")
     args.out.mkdir(parents=True, exist_ok=True)
     dest = args.out / f"federated-{device_tag(args.device)}.json"
     setting = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

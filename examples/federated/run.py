@@ -30,7 +30,8 @@ from .partition import dirichlet_partition, save_partition
 from .train import LocalResult, evaluate, make_optimizer, reset_optimizer, train_epoch
 
 logger = logging.getLogger(__name__)
-CSV_FIELDS = ["round", "seconds", "data_wait_fraction", "mean_client_loss", "test_accuracy", "samples"]
+CSV_FIELDS = ["round", "seconds", "data_wait_fraction", "mean_client_loss", "test_accuracy", "samples",
+              "transform_fraction"]
 # Settings a checkpoint must agree with to be resumed.
 RESUME_KEYS = ("alg", "vit", "image_size", "num_users", "frac", "dirichlet_alpha", "min_partition_size",
                "seed", "lora_r", "lora_alpha", "lora_targets", "local_bs", "local_ep", "optimizer")
@@ -44,6 +45,7 @@ class RoundLog:
     mean_client_loss: float
     test_accuracy: float | None
     samples: int
+    transform_fraction: float = 0.0  # prebake: the Loader's transform on the device (flip, normalize, resize)
 
 
 def build_federated(cfg: Config, num_classes: int) -> Federated:
@@ -156,9 +158,10 @@ def run(cfg: Config, progress: Callable[[Iterable[int]], Iterable[int]] = lambda
             last = rnd + 1 == cfg.epochs
             acc = evaluate(fed.model, data.test_batches(), torch.device(cfg.device)) \
                 if (rnd + 1) % cfg.eval_every == 0 or last else None
-            steps = local.wait_seconds + local.compute_seconds
+            steps = local.wait_seconds + local.transform_seconds + local.compute_seconds
             row = RoundLog(rnd + 1, seconds, local.wait_seconds / steps if steps else 0.0,
-                           local.loss_sum / max(1, local.samples), acc, local.samples)
+                           local.loss_sum / max(1, local.samples), acc, local.samples,
+                           local.transform_seconds / steps if steps else 0.0)
             log.log(row)
             logger.info("round %d: %.2f s, data wait %.1f%%, mean client loss %.4f%s", row.round, seconds,
                         100 * row.data_wait_fraction, row.mean_client_loss,

@@ -21,18 +21,21 @@ from .data import Batch
 
 @dataclass
 class LocalResult:
-    """One client's local training: summed loss, samples seen, seconds waiting for data and computing."""
+    """One client's local training: summed loss, samples seen, seconds waiting for data, in the Loader's
+    transform on the device, and computing."""
 
     loss_sum: float = 0.0
     samples: int = 0
     wait_seconds: float = 0.0
     compute_seconds: float = 0.0
+    transform_seconds: float = 0.0
 
     def add(self, other: "LocalResult") -> None:
         self.loss_sum += other.loss_sum
         self.samples += other.samples
         self.wait_seconds += other.wait_seconds
         self.compute_seconds += other.compute_seconds
+        self.transform_seconds += other.transform_seconds
 
 
 def autocast(device: torch.device) -> AbstractContextManager[object]:
@@ -55,7 +58,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         loss_sum += loss.detach().float() * len(y)
     r = watched.report
     assert r is not None  # set when the loop ends
-    return LocalResult(float(loss_sum), r.samples, r.wait_seconds, r.compute_seconds)
+    return LocalResult(float(loss_sum), r.samples, r.wait_seconds, r.compute_seconds, r.transform_seconds)
 
 
 @torch.no_grad()

@@ -230,6 +230,7 @@ def test_two_rounds_learn_and_resume_continues_exactly(cifar: tuple[Path, Path],
     assert logs[-1].test_accuracy is not None and logs[-1].test_accuracy > 0.5  # chance is 0.1; 0.87 here
     rows = list(csv.DictReader((tmp_path / "full" / "log.csv").open()))
     assert [r["round"] for r in rows] == ["1", "2"] and 0 <= float(rows[0]["data_wait_fraction"]) < 1
+    assert 0 < float(rows[0]["transform_fraction"]) < 1  # the clients' Loaders flip and normalize on the device
     assert (tmp_path / "full" / "partition.npz").exists()
 
     run(small_config(cifar, tmp_path / "cut", epochs=1))
