@@ -99,7 +99,9 @@ class Loader:
             A transform with a ``generator`` parameter is called as ``transform(batch,
             generator=g)`` with a ``torch.Generator`` on ``device`` seeded from ``(seed, rank,
             epoch, batch number)``: its draws do not depend on the batches before, so a resumed
-            run augments its remaining batches exactly as the uninterrupted run did.
+            run augments its remaining batches exactly as the uninterrupted run did. It runs
+            inside ``next()``; ``iter(loader)`` (an :class:`Epoch`) tells how long it took, and
+            :func:`prebake.watch` counts that as the device's work, not as waiting for data.
         transform_in_threads: on a CPU device, run ``transform`` on the gather threads, so that it
             overlaps the training step instead of being waited for in ``next()``. Batches are then
             transformed several at a time: give the transform a ``generator`` parameter (above),
