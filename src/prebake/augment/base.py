@@ -158,7 +158,7 @@ def applied_normal(apply: Tensor, shape: Sequence[int], device: Device,
     if rows is None:
         return normal(shape, device, generator)
     drawn = normal((len(rows), *shape[1:]), device, generator)
-    return torch.zeros(tuple(shape), device=drawn.device).index_copy_(0, rows, drawn)  # 31 against 39 us on
+    return torch.empty(tuple(shape), device=drawn.device).fill_(0.0).index_copy_(0, rows, drawn)  # 31 against 39 us on
     # 128 x 1 x 1600 (2 CPU cores) for an empty tensor, the draws copied in, and the other rows filled with 0
 
 
