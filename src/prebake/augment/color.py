@@ -51,13 +51,21 @@ class Normalize(Op):
                              "pass one per channel")
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
-        dtype = self.dtype or (torch.float32 if x.dtype == torch.uint8 else x.dtype)
-        max_value = self.max_value or value_max(x.dtype)
-        scale = (self.inv_std / max_value).to(device=x.device, dtype=dtype).reshape(1, -1, 1, 1)
-        shift = self.shift.to(device=x.device, dtype=dtype).reshape(1, -1, 1, 1)
+        dtype, scale, shift = self._affine(x)
         y = x.to(dtype)  # a converted copy, or x itself when it already has the dtype
         # convert, then scale and shift in place: 1.6-1.9x faster on CPU than addcmul (32 and 224 px batches)
         return (y.mul_(scale) if y is not x else y.mul(scale)).add_(shift)
+
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        dtype, scale, shift = self._affine(x)
+        return x.mul_(scale).add_(shift) if x.dtype == dtype else self.apply(x, params)
+
+    def _affine(self, x: Tensor) -> tuple[torch.dtype, Tensor, Tensor]:
+        """The output dtype, and the per-channel scale and shift ``(1, C, 1, 1)`` in it, for ``x``."""
+        dtype = self.dtype or (torch.float32 if x.dtype == torch.uint8 else x.dtype)
+        max_value = self.max_value or value_max(x.dtype)
+        scale = (self.inv_std / max_value).to(device=x.device, dtype=dtype).reshape(1, -1, 1, 1)
+        return dtype, scale, self.shift.to(device=x.device, dtype=dtype).reshape(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return f"mean={self.mean}, std={self.std}, dtype={self.dtype}"
