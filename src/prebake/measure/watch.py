@@ -14,8 +14,8 @@ pipeline works.
 A :class:`prebake.Loader` with a ``transform`` runs it inside ``next()``, on the
 training device. That time is counted apart, as *transform* (``transform_seconds``,
 ``transform_fraction``), not as waiting: it is the device's work, as it would be in
-the loop body. On a CUDA device it is the few microseconds that queue the kernels
-(their run is compute, like the model's); on a CPU it is the ops themselves, which
+the loop body. On a CUDA device it is the time that queues the kernels (their
+run is compute, like the model's); on a CPU it is the ops themselves, which
 there share the cores with the model. So the input-bound fraction means the same on
 both: the share of the step the loop waits for the input pipeline.
 
