@@ -109,6 +109,8 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("chunk_rows", "int", "rows per unit of work (default: about 16 MB of rows)", "N"),
     Key("lock_timeout", "float", "give up after waiting SEC for another build of the same OUT "
         "(default: wait)", "SEC"),
+    Key("watchdog", "float", "when a worker has been on one item for SEC seconds, log each such worker's Python "
+        "stack and the item it is on (default 120; 0 turns it off)", "SEC"),
 )
 KEYS = {k.name: k for k in BUILD_KEYS}
 
@@ -272,6 +274,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         allow_empty=s.get("allow_empty", False), ragged=tuple(s.get("ragged", ())),
         content_hash=s.get("content_hash", False), stages=stages,
         lock_timeout=s.get("lock_timeout"), chunk_rows=s.get("chunk_rows"),
+        watchdog=s.get("watchdog", BuildOptions.watchdog),
         volume=volume if volume or volume.scale_to is not None else None, rgb=s.get("rgb", False),
         executor=_executor(s), ray_address=s.get("ray_address"),
     )

@@ -41,6 +41,7 @@ from .pool import WorkerPool
 from .sources import DatasetSource, Source, SourceOptions, detect
 from .stages import StageRunner, plan_stages
 from .volumes import VolumeOptions
+from .watchdog import Watchdog, watch_this_process
 from .worker import Job, probe, probe_specs, run_chunk
 from .writer import ChunkResult, PartialCache, Plan, publish
 
@@ -73,6 +74,8 @@ class BuildOptions:
     image as 8-bit RGB (16-bit grey PNG/TIFF stay uint16 otherwise). ``executor``: "local" (the
     fork pool) or "ray" (chunks as Ray tasks, stages as Ray actors: :mod:`prebake.bake.ray_executor`),
     at ``ray_address`` (None: ``RAY_ADDRESS``, else a new local Ray). Neither enters the fingerprint.
+    ``watchdog``: seconds one item may take before the build logs a WARNING with the Python stack of the
+    worker baking it and the item's key (then again after twice as long, and so on; 0 turns it off).
     """
 
     image_size: int | None = None  # resize to S x S
@@ -95,6 +98,7 @@ class BuildOptions:
     rgb: bool = False  # every image as 8-bit RGB (16-bit grey is kept at full depth otherwise)
     executor: str = "local"  # "local": the fork pool; "ray": Ray tasks and actors (bake/ray_executor.py)
     ray_address: str | None = None  # the Ray cluster: "auto", "HOST:PORT"; None: RAY_ADDRESS, else a local Ray
+    watchdog: float = 120.0  # log the stack of a worker that has been on one item this long (s); 0: off
 
 
 @dataclass
@@ -397,7 +401,7 @@ _JOB: Job | None = None  # set in the parent just before the pool forks; childre
 def _executor(job: Job, opts: BuildOptions, num_items: int) -> Any:
     """The fork pool (yields None to bake in this process), or Ray tasks (``executor="ray"``)."""
     if opts.executor != "ray":
-        return _worker_pool(job, opts.workers, num_items)
+        return _worker_pool(job, opts.workers, num_items, opts.watchdog)
     from .ray_executor import ray_executor
 
     return ray_executor(opts.workers, opts.ray_address, _adopt_job, (job,))
@@ -410,14 +414,17 @@ def _adopt_job(job: Job) -> None:
 
 
 @contextmanager
-def _worker_pool(job: Job, workers: int | None, num_items: int) -> Iterator[Any]:
+def _worker_pool(job: Job, workers: int | None, num_items: int, watchdog: float = 0.0) -> Iterator[Any]:
     n = workers_default() if workers is None else workers
+    keys = job.source.keys
     if n <= 1 or num_items < 2 or "fork" not in mp.get_all_start_methods():
-        yield None  # in this process: no fork, simplest to debug
+        with watch_this_process(watchdog, lambda i: keys()[i]):
+            yield None  # in this process: no fork, simplest to debug
         return
     global _JOB
     _JOB = job
-    pool = WorkerPool(n, initializer=_init_worker, initargs=(os.getpid(),))  # notices a worker that dies
+    dog = Watchdog(n, watchdog, lambda i: keys()[i]) if watchdog else None
+    pool = WorkerPool(n, initializer=_init_worker, initargs=(os.getpid(),), watchdog=dog)  # notices a worker that dies
     try:
         yield pool
     finally:

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +25,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ..errors import PrebakeError, WorkerDiedError
+from .watchdog import Watchdog, working_on
 
 log = logging.getLogger("prebake")
 
@@ -62,14 +64,20 @@ class _Worker:
 
 
 class WorkerPool:
-    """``n`` forked processes; :meth:`imap_unordered` like ``multiprocessing.Pool``'s, minus the hang."""
+    """``n`` forked processes; :meth:`imap_unordered` like ``multiprocessing.Pool``'s, minus the hang.
 
-    def __init__(self, n: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = ()):
+    With a :class:`~prebake.bake.watchdog.Watchdog`, a worker that stays on one item too long is
+    reported (its item and Python stack) while the pool waits.
+    """
+
+    def __init__(self, n: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = (),
+                 watchdog: Watchdog | None = None):
         ctx = mp.get_context("fork")
+        self.watchdog = watchdog
         self.workers: list[_Worker] = []
-        for _ in range(n):
+        for k in range(n):
             parent_end, child_end = ctx.Pipe(duplex=True)
-            p = ctx.Process(target=_worker_main, args=(child_end, initializer, initargs), daemon=True)
+            p = ctx.Process(target=_worker_main, args=(child_end, k, watchdog, initializer, initargs), daemon=True)
             p.start()
             child_end.close()
             self.workers.append(_Worker(p, parent_end))
@@ -95,7 +103,9 @@ class WorkerPool:
         for w in self.workers:
             by_handle[w.conn] = w
             by_handle[w.process.sentinel] = w
-        ready = wait(list(by_handle))
+        ready = wait(list(by_handle), timeout=None if self.watchdog is None else min(1.0, self.watchdog.seconds / 4))
+        if not ready and self.watchdog is not None:
+            self._report_stalls(describe)
         results, failure = [], None
         for w in {id(by_handle[h]): by_handle[h] for h in ready}.values():
             if w.conn.poll():  # a result first: a worker may finish a task and then die
@@ -114,6 +124,13 @@ class WorkerPool:
         yield from results
         if failure is not None:
             raise failure
+
+    def _report_stalls(self, describe: Callable[[Any], str]) -> None:
+        assert self.watchdog is not None
+        for k, item, seconds in self.watchdog.stalled():
+            w = self.workers[k]
+            stack = self.watchdog.worker_stack(k, w.process.pid)
+            self.watchdog.report(k, item, seconds, f"worker process {w.process.pid} (in {describe(w.task)})", stack)
 
     @staticmethod
     def _death(w: _Worker, describe: Callable[[Any], str]) -> WorkerDiedError:
@@ -134,9 +151,15 @@ class WorkerPool:
                 w.process.kill()
                 w.process.join()
             w.conn.close()
+        if self.watchdog is not None:
+            self.watchdog.close()
 
 
-def _worker_main(conn: Connection, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+def _worker_main(conn: Connection, k: int, watchdog: Watchdog | None, initializer: Callable[..., None],
+                 initargs: tuple[Any, ...]) -> None:
+    _one_thread_each()
+    if watchdog is not None:
+        watchdog.enter_worker(k)
     initializer(*initargs)
     while True:
         try:
@@ -147,7 +170,23 @@ def _worker_main(conn: Connection, initializer: Callable[..., None], initargs: t
             reply: tuple[str, Any] = ("ok", fn(task))
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent, which raises it
             reply = ("error", _sendable(e))
+        working_on(-1)
         conn.send(reply)
+
+
+def _one_thread_each() -> None:
+    """One compute thread per worker, before any of the job's code runs (as torch's DataLoader workers do).
+
+    A child forked after the parent ran a multi-threaded torch op inherits the parent's OpenMP
+    pool state, and its first parallel region waits forever for threads that do not exist in it
+    (tests/faults/test_hangs.py); one thread never enters such a region. The variables reach
+    libraries that the child loads itself. The workers are the build's parallelism.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def _sendable(e: BaseException) -> BaseException:

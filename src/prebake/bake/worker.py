@@ -21,6 +21,7 @@ from ..errors import BadItemError, SourceError, StrictModeError, opt
 from . import transforms as T
 from .mapped import MappedColumns
 from .sources.base import Source
+from .watchdog import working_on
 from .writer import ChunkResult, PartialCache
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
     ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in item_columns if c.ragged}
     result = ChunkResult(chunk)
     for k, i in enumerate(rows):
+        working_on(i)
         try:
             if reuse is not None and reuse[k] >= 0:
                 item = _old_row(job, plan.columns, int(reuse[k]))
@@ -149,6 +151,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
                 column[i] = item[name]
         for name, items in ragged.items():
             items.append(item[name])
+    working_on(-1)
     mapped.flush_rows(rows.start, rows.stop)
     for c in item_columns:
         if c.ragged:
