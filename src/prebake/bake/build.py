@@ -34,6 +34,7 @@ from ..cache.files import lock_holder, read_manifest, remove_paths, write_lock_h
 from ..cache.format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, partial_path
 from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError, WorkerDiedError, opt
 from . import fingerprint as fpr
+from . import reads
 from . import transforms as T
 from .buildlog import write_build_log
 from .incremental import hash_identities, reuse_plan
@@ -207,11 +208,13 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
 def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any,
           progress: ProgressFn | None, split: str, ragged: tuple[str, ...]) -> tuple[dict[str, Any], str, int]:
     sealed = partial_path(out) / MANIFEST
-    if sealed.exists() and _digest_of(sealed.parent) == fp["digest"] and not opts.force:
+    if sealed.exists() and _digest_of(sealed.parent) == fp["digest"] and not opts.force \
+            and not reads.stale_at(sealed.parent):
         publish(sealed.parent, out)  # a crash hit between seal and publish
         return read_manifest(out), "resumed", 0
+    reads.forget()  # what this process opened before this build is not this build's
     ids = hash_identities(job.source.item_identities())
-    reusable = None if opts.force else reuse_plan(out, fp, ids)
+    reusable = None if opts.force or reads.stale_at(out) else reuse_plan(out, fp, ids)
     staged: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
     item = None
@@ -228,6 +231,8 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     rows = opts.chunk_rows or _chunk_rows(specs, item, opts.stages)
     plan = Plan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped)
     partial = PartialCache.start(out, plan, fresh=opts.force)
+    if partial.done and reads.changed_since(partial.done.values()):  # its chunks read files that changed since
+        partial = PartialCache.start(out, plan, fresh=True)
     action = "resumed" if partial.done else ("rebuilt" if (out / MANIFEST).exists() else "built")
     if partial.done:
         log.info("resuming %s: %d of %d chunks already done", out, len(partial.done), plan.num_chunks)
@@ -241,6 +246,8 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     if runner is not None and runner.items:
         log.info("%s: %s", out, runner.summary())
     _refuse_empty(partial, job.source, opts.allow_empty)
+    fp = reads.settle(fp, out, (r.reads for r in partial.done.values()), opts.content_hash,
+                      reads.carried(out, fp, reuse is not None))
     manifest = partial.seal(list(job.source.keys()), job.source.classes, fp, ids)
     partial.publish()
     return manifest, action, 0 if reuse is None else int((reuse >= 0).sum())
@@ -338,7 +345,7 @@ def stale_reasons(out: Path, fp: dict[str, Any], force: bool) -> list[str] | Non
     except (FormatError, KeyError) as e:
         return [f"existing cache is unreadable or from another format ({e})"]
     if old.get("digest") == fp["digest"]:
-        return None
+        return reads.changes(old.get("inputs", {})) or None  # the files the bake read, checked one by one
     return fpr.explain(old.get("inputs", {}), fp["inputs"])
 
 

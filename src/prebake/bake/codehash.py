@@ -219,7 +219,7 @@ def global_names(code: types.CodeType) -> set[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _library_dirs() -> tuple[str, ...]:
+def library_dirs() -> tuple[str, ...]:
     """Where the standard library and installed packages live."""
     paths = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths |= set(getattr(site, "getsitepackages", list)()) | {getattr(site, "getusersitepackages", str)()}
@@ -240,7 +240,7 @@ def is_user_module(module: Any) -> bool:
     parts = real.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
         return False
-    return not real.startswith(_library_dirs())
+    return not real.startswith(library_dirs())
 
 
 def _is_user_instance(obj: Any) -> bool:

@@ -5,8 +5,10 @@ may bake differently), the source identity (its parameters and its files: by
 content for sources of a few large files, else by size, mtime and ctime, see
 :func:`prebake.bake.sources.base.file_identity`), the bake transforms with their
 parameters, the identity of user code (:mod:`prebake.bake.codehash`, weights of
-``nn.Module`` objects apart), and output-shaping options. Equal digests mean the
-cache is up to date; different ones come with reasons.
+``nn.Module`` objects apart), and output-shaping options. The files that transforms
+and stages read while baking are known only once the bake ran: they are kept in the
+inputs as ``reads`` but not in the digest (:mod:`prebake.bake.reads`). Equal digests and
+unchanged reads mean the cache is up to date; anything else comes with reasons.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from .._version import __version__
 from ..cache.format import FORMAT_VERSION
+from .reads import changes as read_changes
 
 _EXAMPLES = 3
 
@@ -28,7 +31,9 @@ def make(source: dict[str, Any], transforms: list[dict[str, Any]], options: dict
 
 
 def digest(inputs: dict[str, Any]) -> str:
-    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str).encode()
+    """The sha256 of ``inputs`` but their ``reads`` (checked file by file: :func:`read_changes`)."""
+    known = {k: v for k, v in inputs.items() if k != "reads"}
+    blob = json.dumps(known, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -45,6 +50,7 @@ def explain(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         a, b = old.get("options", {}).get(key), new.get("options", {}).get(key)
         if a != b:
             reasons.append(f"option {key}: {a!r} -> {b!r}")
+    reasons += read_changes(old)
     if not reasons and digest(old) != digest(new):
         reasons.append("inputs changed")
     return reasons

@@ -3,7 +3,8 @@
 The fingerprint of a build keeps, beside its digest, how the source was opened (path,
 kind, options, split). :func:`rebuild_reasons` opens it again the same way, describes it,
 and fingerprints it with the transforms and options the cache was built with, so added,
-removed and modified source files, new classes, and a new prebake format all show.
+removed and modified source files, new classes, and a new prebake format all show, and so
+do changed files that a transform or stage read while baking (:mod:`prebake.bake.reads`).
 It never imports user code: a changed ``--transform`` function, or the data behind a
 ``--dataset`` function, is found by the next build, which names what changed.
 Used by ``prebake ls`` and ``prebake info`` (through :mod:`prebake.cache.inventory`).
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..errors import PrebakeError
 from . import fingerprint as fpr
+from .reads import changes as read_changes
 from .sources import SourceOptions, detect
 from .sources.base import refresh_identity
 
@@ -25,7 +27,7 @@ def rebuild_reasons(manifest: dict[str, Any]) -> list[str]:
     fp = manifest.get("fingerprint") or {}
     inputs, origin = fp.get("inputs") or {}, fp.get("origin")
     if not isinstance(origin, dict):
-        return source_changes(manifest)  # built before origins were recorded: check the file table
+        return source_changes(manifest) + read_changes(inputs)  # built before origins were recorded
     try:
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in (origin.get("options") or {}).items()}
         sources = detect(origin["path"], origin.get("kind"), SourceOptions(**options))
@@ -37,7 +39,7 @@ def rebuild_reasons(manifest: dict[str, Any]) -> list[str]:
     if (inputs.get("options") or {}).get("content_hash"):
         src = src.with_content_hash()
     now = fpr.make(src.describe(), inputs.get("transforms", []), inputs.get("options", {}))
-    return [] if now["digest"] == fp.get("digest") else fpr.explain(inputs, now["inputs"])
+    return read_changes(inputs) if now["digest"] == fp.get("digest") else fpr.explain(inputs, now["inputs"])
 
 
 def source_changes(manifest: dict[str, Any]) -> list[str]:

@@ -45,6 +45,7 @@ import numpy as np
 from ..errors import OptionError, PrebakeError
 from .codehash import global_names
 from .plugins import code_identity
+from .reads import merge, recording, take
 
 Columns = dict[str, Any]  # name -> ndarray (B, ...) for fixed columns, list of ndarrays for ragged ones
 MODES = ("concat", "pad")
@@ -339,7 +340,8 @@ def plan_stages(stages: Sequence[Stage], item_specs: Sequence[Any], probe_item: 
         if taken:
             raise OptionError(f"stage {stage.name!r} writes {taken}, which the items or an earlier stage already have; "
                               "give its outputs new names")
-        out = stage.run(columns)
+        with recording():  # what it reads enters the fingerprint (bake/reads.py)
+            out = stage.run(columns)
         for name in stage.outputs:
             value = out[name]
             if isinstance(value, list):
@@ -385,8 +387,10 @@ class StageRunner:
         arrays = self._mapped.arrays
         t0 = time.perf_counter()
         columns = self._inputs(result.chunk, good, ~reused) if len(fresh) else {}
-        for stage in self.stages if len(fresh) else []:
-            columns.update(stage.run(columns))
+        with recording():  # the files a stage reads enter the fingerprint, with the chunk's (bake/reads.py)
+            for stage in self.stages if len(fresh) else []:
+                columns.update(stage.run(columns))
+        result.reads = merge(dict(result.reads), take())
         self.seconds += time.perf_counter() - t0
         self.items += len(fresh)
         for spec in (c for c in plan.columns if c.name in plan.staged):

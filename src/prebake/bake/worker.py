@@ -20,6 +20,7 @@ from ..cache.stats import chunk_stats
 from ..errors import BadItemError, SourceError, StrictModeError, opt
 from . import transforms as T
 from .mapped import MappedColumns
+from .reads import recording, take
 from .sources.base import Source
 from .watchdog import working_on
 from .writer import ChunkResult, PartialCache
@@ -58,7 +59,9 @@ class Job:
 def bake_item(job: Job, index: int) -> dict[str, Any]:
     """Read and transform one item; any failure becomes a BadItemError with the reason."""
     try:
-        return T.apply(job.steps, job.source.read(index))
+        item = job.source.read(index)
+        with recording():  # the files the transforms open enter the fingerprint (bake/reads.py)
+            return T.apply(job.steps, item)
     except BadItemError:
         raise
     except Exception as e:  # a user's dataset or transform: record it, keep the build going
@@ -158,6 +161,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
             job.partial.write_shard(c, chunk, ragged[c.name])
     item_fixed = [c for c in item_columns if not c.ragged]
     result.stats = _chunk_stats(cols, ragged, item_fixed, rows, result.bad)
+    result.reads = take()
     return result
 
 

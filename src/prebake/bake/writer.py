@@ -111,19 +111,22 @@ class Plan:
 
 @dataclass
 class ChunkResult:
-    """What a worker reports for one chunk: skipped rows and column statistics."""
+    """What a worker reports for one chunk: skipped rows, column statistics, and the files its
+    transforms and stages read (``{path: identity}``, bake/reads.py)."""
 
     chunk: int
     bad: list[tuple[int, str]] = field(default_factory=list)
     stats: dict[str, list[Any]] = field(default_factory=dict)
+    reads: dict[str, list[Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats})
+        reads = {"reads": self.reads} if self.reads else {}
+        return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats, **reads})
 
     @classmethod
     def from_json(cls, line: str) -> ChunkResult:
         d = json.loads(line)
-        return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"])
+        return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"], dict(d.get("reads") or {}))
 
 
 class PartialCache:

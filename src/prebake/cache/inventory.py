@@ -46,6 +46,7 @@ def info(path: str | os.PathLike[str], staleness: Staleness | None = None) -> di
     m = read_manifest(p)
     inputs = m.get("fingerprint", {}).get("inputs", {})
     source = {k: v for k, v in inputs.get("source", {}).items() if k != "files"}
+    state, _, reasons = _state(p, staleness)
     return {
         "path": str(p),
         "num_items": m["num_items"],
@@ -59,7 +60,8 @@ def info(path: str | os.PathLike[str], staleness: Staleness | None = None) -> di
         "created": m.get("created"),
         "prebake_version": m.get("prebake_version"),
         "stats": m.get("stats", {}),
-        "state": _state(p, staleness)[0],
+        "state": state,
+        "reasons": reasons,  # why it is stale (printed by 'prebake info')
     }
 
 
