@@ -79,6 +79,16 @@ class OptionError(PrebakeError, ValueError):
     """An option value, or a combination of options, that cannot work; raised before any work starts."""
 
 
+class IndicesError(OptionError, ViewError, IndexError):
+    """Indices that select no valid items: out of range, not whole numbers, not 1-D, or a boolean mask of
+    another length. An OptionError (``Loader(indices=)``), a ViewError (a view's ``indices=``) and an
+    IndexError (``cache[...]``), so code that catches any of those catches it."""
+
+
+class IteratorSupersededError(PrebakeError, RuntimeError):
+    """``next()`` on a Loader's iterator after a newer ``iter(loader)``, ``set_epoch`` or ``load_state_dict``."""
+
+
 # -- naming options in messages ------------------------------------------------------------------
 
 _FRONT_END = {"cli": False}
