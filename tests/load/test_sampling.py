@@ -51,7 +51,7 @@ def test_subsets_are_covered_and_order_depends_only_on_seed_and_epoch():
 
 
 def test_bad_arguments_say_what_is_wrong():
-    with pytest.raises(ValueError, match="rank 2 is outside world_size 2"):
+    with pytest.raises(ValueError, match="rank=2 is outside world_size=2"):
         Sampling(10, 2, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+    with pytest.raises(ValueError, match="batch_size=0 is below 1; batch_size must be a whole number >= 1"):
         Sampling(10, 0)

@@ -146,7 +146,7 @@ def test_ragged_columns_with_other_lengths(cache):
 @pytest.mark.parametrize("make, match", [
     (lambda c: prebake.Windows(c, "label", 2), "'label' .* is not ragged"),
     (lambda c: prebake.Windows(c, "nope", 2), "has no column 'nope'"),
-    (lambda c: prebake.Windows(c, "frames", 0), "length=0 must be an integer >= 1"),
+    (lambda c: prebake.Windows(c, "frames", 0), "length=0 is below 1; length must be a whole number >= 1"),
     (lambda c: prebake.Windows(c, "frames", 2, stride=0), "stride=0"),
     (lambda c: prebake.Windows(c, "frames", 2, context=-1), "context=-1"),
     (lambda c: prebake.Windows(c, "frames", 2, columns=["label", "missing"]), "no column 'missing'"),

@@ -35,9 +35,10 @@ from .format import (
     committed_files,
     partial_path,
 )
+from .indices import is_many, item_index, item_indices
+from .tuples import Tuples
 
 _OPEN_TRIES = 3  # a rebuild may swap the directory while it is being opened: try again
-from .tuples import Tuples
 
 
 class Ragged:
@@ -219,20 +220,14 @@ class Cache(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.manifest["num_items"])
 
-    def _index(self, i: int) -> int:
-        n = len(self)
-        j = int(i) + n if int(i) < 0 else int(i)
-        if not 0 <= j < n:
-            raise IndexError(f"index {i} out of range for a cache of {n} items")
-        return j
-
-    def __getitem__(self, i: int | Sequence[int] | np.ndarray) -> dict[str, Any]:
-        """``cache[i]``: one item. ``cache[[i, j, ...]]``: a whole batch, one gather per column, as a
-        dict of arrays (lists for ragged columns) — what ``DataLoader(cache, batch_size=None,
-        sampler=BatchSampler(...))`` hands on, with no per-sample collate."""
-        if isinstance(i, (Sequence, np.ndarray)) and not isinstance(i, (str, bytes)):
+    def __getitem__(self, i: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """``cache[i]``: one item. ``cache[[i, j, ...]]``, ``cache[start:stop]`` or ``cache[mask]`` (a boolean
+        mask, one entry per item): a whole batch, one gather per column, as a dict of arrays (lists for ragged
+        columns) — what ``DataLoader(cache, batch_size=None, sampler=BatchSampler(...))`` hands on, with no
+        per-sample collate. Anything else is an :class:`~prebake.errors.IndicesError` (an IndexError)."""
+        if is_many(i):
             return self._batch(i)
-        j = self._index(i)
+        j = item_index(i, len(self), "a cache")
         return {name: self._row(name, spec, j) for name, spec in self.specs.items()}
 
     def _row(self, name: str, spec: ColumnSpec, j: int) -> np.ndarray:
@@ -243,10 +238,11 @@ class Cache(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
         """A batch for DataLoader's per-sample collate: one gather per column, split into rows."""
-        batch = self._batch(indices)
-        return [{name: batch[name][k] for name in self.specs} for k in range(len(indices))]
+        idx = item_indices(indices, len(self), "a cache")
+        batch = self._batch(idx)
+        return [{name: batch[name][k] for name in self.specs} for k in range(len(idx))]
 
-    def _batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
+    def _batch(self, indices: Any) -> dict[str, Any]:
         """One sorted gather per fixed column (memmaps read fastest in order), in the asked order."""
         idx = item_indices(indices, len(self), "a cache")
         order = np.argsort(idx, kind="stable")
@@ -274,16 +270,6 @@ class Cache(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         cols = ", ".join(f"{n}:{s.dtype}{list(s.shape)}{'*' if s.ragged else ''}" for n, s in self.specs.items())
         return f"Cache({str(self.path)!r}, items={len(self)}, columns=[{cols}])"
-
-
-def item_indices(indices: Any, n: int, what: str) -> np.ndarray:
-    """``indices`` as int64 positions in ``0..n-1`` (negative ones count from the end), or an IndexError."""
-    idx = np.array(indices, dtype=np.int64).reshape(-1)
-    idx[idx < 0] += n
-    bad = (idx < 0) | (idx >= n)
-    if bad.any():
-        raise IndexError(f"index {np.asarray(indices).reshape(-1)[np.argmax(bad)]} out of range for {what} of {n} items")
-    return idx
 
 
 def _swapped(path: Path, dir_fd: int) -> bool:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SamplingError
+from ..errors import OptionError, SamplingError
+from .params import flag, whole
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,14 @@ class Sampling:
     world_size: int = 1
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        for name, least in (("num_items", 0), ("batch_size", 1), ("seed", 0), ("rank", 0), ("world_size", 1)):
+            object.__setattr__(self, name, whole(getattr(self, name), name, least))  # plain ints: a state is JSON
+        for name in ("shuffle", "drop_last"):
+            object.__setattr__(self, name, flag(getattr(self, name), name))
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} is outside world_size {self.world_size} (0 <= rank < world_size)")
+            raise OptionError(f"rank={self.rank} is outside world_size={self.world_size} (0 <= rank < world_size); "
+                              "pass the rank of this process, or leave rank and world_size out to take them from "
+                              "torch.distributed")
         if 0 < self.num_items < self.world_size and not self.drop_last:
             raise SamplingError(
                 f"{self.num_items} items cannot be shared by {self.world_size} ranks: "

@@ -41,10 +41,12 @@ import numpy as np
 import torch.utils.data
 import xxhash
 
-from ..cache.reader import Cache, Ragged, item_indices
+from ..cache.indices import is_many, item_index, item_indices, shown
+from ..cache.reader import Cache, Ragged
 from ..cache.tuples import Tuples
 from ..errors import ViewError
 from .gather import Part, Plan, Take, read_host, reorder_host
+from .params import flag, names, whole
 
 log = logging.getLogger(__name__)
 Indices = Sequence[int] | np.ndarray
@@ -58,14 +60,18 @@ def subset_id(indices: np.ndarray | None) -> str | None:
 
 
 def _items(cache: Cache, indices: Indices | None) -> np.ndarray | None:
-    if indices is None:
-        return None
-    items = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if len(items) and (items.min() < 0 or items.max() >= len(cache)):
-        bad = items[(items < 0) | (items >= len(cache))][0]
-        raise ViewError(f"indices holds item {bad}, but {cache.path} has items 0..{len(cache) - 1}; "
-                        "pass indices of items of this cache")
-    return items
+    return None if indices is None else item_indices(indices, len(cache), str(cache.path), name="indices",
+                                                     negative=False)
+
+
+def _source(cache: Any, column: Any, view: str) -> None:
+    """A ViewError unless ``cache`` is an open Cache and ``column`` a column name."""
+    if not isinstance(cache, Cache):
+        raise ViewError(f"{view}(cache={shown(cache)}): cache must be an open prebake Cache; pass "
+                        f"prebake.open(path), e.g. prebake.{view}(prebake.open('cache/clips'), ...)")
+    if not isinstance(column, str):
+        raise ViewError(f"{view}(column={shown(column)}): column must be the name (str) of a ragged column of "
+                        f"{cache.path}: one of {[n for n, s in cache.specs.items() if s.ragged]}")
 
 
 class View(torch.utils.data.Dataset):
@@ -114,19 +120,19 @@ class View(torch.utils.data.Dataset):
         """A torchvision-style view of this one: ``frames, label = view.tuples("frames", "label")[i]``."""
         return Tuples(self, names)
 
-    def _index(self, i: Any) -> np.ndarray:
-        return item_indices(i, len(self), "a view")
-
-    def __getitem__(self, i: int | Indices) -> dict[str, Any]:
-        """``view[i]``: one item. ``view[[i, j, ...]]``: a batch as a dict of arrays, one gather per column."""
-        if isinstance(i, (Sequence, np.ndarray)) and not isinstance(i, (str, bytes)):
-            return self._batch(self._index(i))
-        return {k: _row(v, 0) for k, v in self._batch(self._index(i)).items()}
+    def __getitem__(self, i: int | slice | Indices) -> dict[str, Any]:
+        """``view[i]``: one item. ``view[[i, j, ...]]``, ``view[start:stop]``, ``view[mask]``: a batch as a dict of
+        arrays, one gather per column."""
+        if is_many(i):
+            return self._batch(item_indices(i, len(self), "a view"))
+        j = item_index(i, len(self), "a view")
+        return {k: _row(v, 0) for k, v in self._batch(np.array([j], np.int64)).items()}
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """A batch for DataLoader's per-sample collate: one gather per column, split into items."""
-        batch = self._batch(self._index(indices))
-        return [{k: _row(v, j) for k, v in batch.items()} for j in range(len(indices))]
+        idx = item_indices(indices, len(self), "a view")
+        batch = self._batch(idx)
+        return [{k: _row(v, j) for k, v in batch.items()} for j in range(len(idx))]
 
     def _batch(self, idx: np.ndarray) -> dict[str, Any]:
         """Gathered (sorted into file order first, unless the view reads in the drawn order), in the asked order."""
@@ -175,12 +181,6 @@ def _aligned(cache: Cache, column: str, columns: Sequence[str] | None) -> tuple[
     return fixed, ragged
 
 
-def _check_int(value: int, name: str, least: int) -> int:
-    if int(value) != value or value < least:
-        raise ViewError(f"{name}={value!r} must be an integer >= {least}")
-    return int(value)
-
-
 class Windows(View):
     """One item per window of ``length`` rows along a ragged column's first axis.
 
@@ -207,18 +207,20 @@ class Windows(View):
             ``column``); default: all of those. A ragged column with other lengths is refused.
         context: rows before each window to return as well (``c_context``), at least 0.
         require_context: start the windows at row ``context``, so no context row is missing.
-        indices: the cache items to cut (a split, one federated client); default: all, in order.
+        indices: the cache items to cut (a split, one federated client), or a boolean mask with one entry
+            per cache item; default: all, in order.
     """
 
     def __init__(self, cache: Cache, column: str, length: int, stride: int = 1, *,
                  columns: Sequence[str] | None = None, context: int = 0, require_context: bool = False,
                  indices: Indices | None = None):
+        _source(cache, column, "Windows")
         self.cache, self.column = cache, column
-        self.length = _check_int(length, "length", 1)
-        self.stride = _check_int(stride, "stride", 1)
-        self.context = _check_int(context, "context", 0)
-        self.require_context = bool(require_context)
-        self._fixed, self._ragged = _aligned(cache, column, columns)
+        self.length = whole(length, "length", 1, ViewError)
+        self.stride = whole(stride, "stride", 1, ViewError)
+        self.context = whole(context, "context", 0, ViewError)
+        self.require_context = flag(require_context, "require_context", ViewError)
+        self._fixed, self._ragged = _aligned(cache, column, names(columns, "columns", ViewError))
         self.columns = self._fixed + self._ragged
         self.offsets = np.array(cache.column(column).offsets)  # type: ignore[union-attr]
         self.items = _items(cache, indices)
@@ -283,13 +285,15 @@ class Elements(View):
         column: the ragged column whose rows become the items.
         columns: the columns to read (fixed ones, and ragged ones with the same offsets as
             ``column``); default: all of those. A ragged column with other lengths is refused.
-        indices: the cache items whose rows to use; default: all, in order.
+        indices: the cache items whose rows to use, or a boolean mask with one entry per cache item;
+            default: all, in order.
     """
 
     def __init__(self, cache: Cache, column: str, *, columns: Sequence[str] | None = None,
                  indices: Indices | None = None):
+        _source(cache, column, "Elements")
         self.cache, self.column = cache, column
-        self._fixed, self._ragged = _aligned(cache, column, columns)
+        self._fixed, self._ragged = _aligned(cache, column, names(columns, "columns", ViewError))
         self.columns = self._fixed + self._ragged
         offsets = np.asarray(cache.column(column).offsets)  # type: ignore[union-attr]
         self.items = _items(cache, indices)

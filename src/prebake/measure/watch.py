@@ -43,6 +43,9 @@ from typing import Any
 
 import torch
 
+from ..errors import OptionError
+from ..load.params import function, shown, whole
+
 logger = logging.getLogger("prebake.watch")
 _GPU_SAMPLE_PERIOD = 0.1  # seconds; NVML itself averages over 1/6 s to 1 s
 INPUT_BOUND = 0.2  # a loop waiting this fraction of its time or more is called input-bound
@@ -143,10 +146,17 @@ class Watch:
     def __init__(self, iterable: Iterable[Any], every: int | None = None,
                  report: Callable[[WatchReport], Any] | None = None,
                  count: Callable[[Any], int] = count_samples):
-        if every is not None and every < 1:
-            raise ValueError(f"every must be a positive number of steps or None, got {every}")
+        if not isinstance(iterable, Iterable):
+            raise OptionError(f"watch(iterable={shown(iterable)}): a {type(iterable).__name__} is not iterable; wrap "
+                              "the loader the loop iterates, e.g. prebake.watch(loader)")
+        if every is not None:
+            every = whole(every, "every", 1, fix=": every must be a positive number of steps or None (no window "
+                          "reports, only the total); pass every=100 for example")
+        if function(count, "count") is None:
+            raise OptionError("count=None: count must be a function batch -> number of samples; leave it out "
+                              "for the default (the first tensor's length)")
         self.iterable, self.every, self.count = iterable, every, count
-        self._emit = report or _log
+        self._emit = function(report, "report") or _log
         self.reports: list[WatchReport] = []
         self.report: WatchReport | None = None
         self._device: torch.device | None = None
