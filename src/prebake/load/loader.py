@@ -17,26 +17,27 @@ Which items a batch holds comes from :mod:`prebake.load.sampling`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import time
-from collections import deque
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..cache.reader import Cache, open_cache, torch_dtype_ok
-from ..errors import OptionError, ResumeError, ViewError
-from .convert import one_gather_thread, read_plan, resolve
-from .gather import Buffers, Pieces, read_device, read_host, reorder_host, take_rows, values_of
+from ..cache.indices import item_indices, shown
+from ..cache.reader import Cache, open_cache
+from ..errors import IteratorSupersededError, OptionError, ViewError
+from .convert import resolve
+from .gather import Buffers, read_device, values_of
+from .params import flag, function, names, whole
+from .prefetch import Batch, _Prefetcher, device_pieces
 from .sampling import Sampling
+from .state import SAMPLING_KEYS, cache_identity, check_position, check_sampling, check_shape
 from .views import Items, View, subset_id
-
-Batch = dict[str, Any]
-_STATE_KEYS = ("num_items", "batch_size", "shuffle", "seed", "drop_last", "rank", "world_size")
 
 
 def _distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -48,7 +49,13 @@ def _distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int
 
 def check_device(device: str | torch.device | None) -> torch.device:
     """``device`` as a torch.device, or an OptionError now if this machine does not have it."""
-    d = torch.device(device or "cpu")
+    try:
+        if device is not None and (isinstance(device, bool) or not isinstance(device, (str, torch.device, int))):
+            raise TypeError(f"a {type(device).__name__}")
+        d = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise OptionError(f"device={shown(device)} is not a device ({e}); pass 'cpu', 'cuda', 'cuda:1' or a "
+                          "torch.device") from None
     if d.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -65,6 +72,10 @@ def check_device(device: str | torch.device | None) -> torch.device:
 
 
 def _as_view(data: Cache | View | str | os.PathLike[str], columns: Sequence[str] | None, pad: bool) -> View:
+    if not isinstance(data, (Cache, View, str, os.PathLike)):
+        raise OptionError(f"data={shown(data)} is a {type(data).__name__}; a Loader reads a prebake Cache, a cache "
+                          "path, or a view (prebake.Windows, prebake.Elements): build a cache from it with "
+                          "prebake.write_arrays(path, ...) or prebake.build(...), then Loader(prebake.open(path), ...)")
     if isinstance(data, View):
         if pad:
             raise ViewError(f"pad=True pads whole ragged items of a cache; the items of {data!r} already have one "
@@ -79,18 +90,33 @@ class Loader:
     Yields dicts of tensors on ``device`` (uint8 images stay uint8 until ``transform``).
     Columns torch cannot hold (str, bytes) arrive as numpy arrays on the host. A ragged
     column of a cache arrives as a list of per-item tensors, or with ``pad=True`` as one
-    zero-padded ``(B, longest, ...)`` tensor plus ``<column>_lengths``. A full pass advances
-    the epoch; :meth:`set_epoch` sets it. :meth:`state_dict` taken mid-epoch resumes, through
-    :meth:`load_state_dict`, with exactly the remaining batches.
+    zero-padded ``(B, longest, ...)`` tensor plus ``<column>_lengths``.
+
+    Epochs work as with ``DataLoader`` + ``DistributedSampler``, whatever the loop:
+
+    - handing out the last batch of an epoch finishes it, so the next ``iter(loader)`` starts
+      the next epoch, also for loops that stop at ``len(loader)`` and never ask for one more
+      batch (Lightning, Accelerate, ``for step in range(len(loader))``, ``zip``, ``islice``);
+    - ``iter(loader)`` on an unfinished epoch (a loop that broke early) *restarts* that epoch
+      from its first batch, with the same epoch number and order, as a DataLoader does;
+    - :meth:`set_epoch` makes the next ``iter()`` start that epoch;
+    - :meth:`load_state_dict` is the one way to resume mid-epoch: the next ``iter()`` yields
+      exactly the batches :meth:`state_dict` had not handed out yet;
+    - one pass at a time: a new ``iter()`` (or ``set_epoch``, ``load_state_dict``) supersedes
+      the iterator in progress, whose gather threads stop and whose ``next()`` then raises
+      :class:`~prebake.errors.IteratorSupersededError`. Two passes at once need two Loaders;
+    - :attr:`epoch` is the epoch being iterated: inside the loop body, that of the batch in
+      hand, its last batch included.
 
     Args:
         data: a :class:`Cache`, a cache path, or a view (:class:`~prebake.Windows`,
             :class:`~prebake.Elements`).
-        batch_size: samples per batch (see :mod:`prebake.load.sampling` for uneven DDP shares).
+        batch_size: samples per batch, an int >= 1 (see :mod:`prebake.load.sampling` for uneven DDP shares).
         shuffle: draw a new order each epoch, from ``(seed, epoch)``.
-        seed: the seed of the order.
+        seed: the seed of the order, an int >= 0.
         drop_last: make every batch exactly ``batch_size``, skipping the rest of the epoch.
-        indices: a subset of ``data``'s items (a federated client, a split); a view, not a copy.
+        indices: a subset of ``data``'s items (a federated client, a split); a view, not a copy. Whole
+            numbers in ``0..len(data)-1``, or a boolean mask with one entry per item (``cache.targets == k``).
         columns: the columns to read; default: all of ``data``'s.
         device: where batches go: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``...; CUDA batches are
             copied through pinned memory on a side stream. A device this machine does not have
@@ -111,8 +137,9 @@ class Loader:
         world_size: the number of DDP ranks; default from ``torch.distributed``, else 1.
         preload: ``None`` (read the memory maps), ``"ram"`` or ``"device"`` (copy the columns
             there once, shared by every Loader over the same Cache object).
-        prefetch: batches gathered ahead of the one being consumed.
-        threads: gather threads (one while volume-sized rows convert on torch's threads: see ``convert``).
+        prefetch: batches gathered ahead of the one being consumed, at least 1.
+        threads: gather threads, at least 1 (one while volume-sized rows convert on torch's threads: see
+            ``convert``).
         pad: for a cache's ragged columns, pad each batch to its longest item (see above).
         convert: elementwise conversions done in the gather threads, as each item is read:
             ``{column: torch.float32}`` or ``{column: op}`` with an op such as
@@ -131,22 +158,24 @@ class Loader:
                  world_size: int | None = None, preload: str | None = None, prefetch: int = 2,
                  threads: int = 2, pad: bool = False, convert: Mapping[str, Any] | None = None,
                  transform_in_threads: bool = False):
-        self.view = _as_view(data, columns, pad)
+        self.view = _as_view(data, names(columns, "columns"), flag(pad, "pad"))
         self.cache = self.view.cache
-        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
-        if self.indices is not None and len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(self.view)):
-            raise IndexError(f"indices must lie in 0..{len(self.view) - 1} for {self.view!r}")
+        what = str(self.cache.path) if isinstance(self.view, Items) else repr(self.view)
+        self.indices = None if indices is None else item_indices(indices, len(self.view), what, name="indices",
+                                                                 negative=False)
         rank, world_size = _distributed_defaults(rank, world_size)
         n = len(self.view) if self.indices is None else len(self.indices)
         self.sampling = Sampling(n, batch_size, shuffle, seed, drop_last, rank, world_size)
         self.columns = list(columns) if columns is not None else self.view.columns
         self.view.plan(np.zeros(0, np.int64), self.columns)  # checks the columns now, not at the first batch
         self.device = check_device(device)
-        self.transform = transform
+        self.transform = function(transform, "transform")
         self._takes_generator = _takes_generator(transform)
-        self.transform_in_threads = bool(transform_in_threads)
-        self.prefetch, self.threads = max(1, prefetch), max(1, threads)
-        self.epoch, self._start = 0, 0
+        self.transform_in_threads = flag(transform_in_threads, "transform_in_threads")
+        self.prefetch, self.threads = whole(prefetch, "prefetch", 1), whole(threads, "threads", 1)
+        self._epoch, self._handed = 0, 0  # the epoch being iterated; its batches handed out so far
+        self._fresh = True  # the next iter() starts at (_epoch, _handed) as they are, neither restarted nor advanced
+        self._pass, self._live = 0, _no_epoch  # the current iter(): an older one's next() is refused
         self._on_device = preload == "device"
         self._data = self._preload(preload)
         if convert and self._on_device:
@@ -158,8 +187,9 @@ class Loader:
     def _preload(self, preload: str | None) -> dict[str, Any]:
         if preload is None:
             return {name: self.cache.column(name) for name in self.columns}
-        if preload not in ("ram", "device"):
-            raise ValueError(f"preload must be None, 'ram' or 'device', got {preload!r}")
+        if not isinstance(preload, str) or preload not in ("ram", "device"):
+            raise OptionError(f"preload={shown(preload)}: preload must be None (read the memory maps), 'ram' or "
+                              "'device' (copy the columns there once; the device is device=)")
         device = self.device if preload == "device" else None
         return {name: self.cache.preloaded(name, device) for name in self.columns}  # one copy per Cache
 
@@ -168,45 +198,75 @@ class Loader:
     def __len__(self) -> int:
         return self.sampling.steps()
 
+    @property
+    def epoch(self) -> int:
+        """The epoch being iterated: inside the loop body, the epoch of the batch in hand (its last batch
+        too). After a pass that ran out (StopIteration), the epoch the next ``iter()`` starts; after a loop
+        that stopped at ``len(loader)`` it still names the finished one until the next ``iter()``
+        (:meth:`state_dict` names the next)."""
+        return self._epoch
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._start = int(epoch), 0
+        """Make the next ``iter()`` start epoch ``epoch`` from its first batch (ends a pass in progress)."""
+        epoch = whole(epoch, "epoch", 0, fix=": epochs count from 0 (the order is drawn from (seed, epoch)); "
+                      "pass your loop's epoch counter, loader.set_epoch(epoch)")
+        self._supersede()
+        self._epoch, self._handed, self._fresh = epoch, 0, True
 
     def state_dict(self) -> dict[str, Any]:
-        """Where this loader is, and what it walks: the sampling, the view, and an xxh3 of ``indices``."""
-        return {"epoch": self.epoch, "batch": self._start, **{k: getattr(self.sampling, k) for k in _STATE_KEYS},
-                "dataset": self.view.identity(), "indices": subset_id(self.indices)}
+        """Where this loader is (``epoch``, and ``batch``: that epoch's batches already handed out; after the
+        last one, the next epoch at batch 0), what it walks (sampling, view, an xxh3 of ``indices``) and which
+        build of the cache (see :mod:`prebake.load.state`)."""
+        finished = not self._fresh and self._handed >= len(self)
+        epoch, batch = (self._epoch + 1, 0) if finished else (self._epoch, self._handed)
+        return {"epoch": epoch, "batch": batch, **{k: getattr(self.sampling, k) for k in SAMPLING_KEYS},
+                "dataset": self.view.identity(), "indices": subset_id(self.indices),
+                "cache": cache_identity(self.cache)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from ``state``; raises :class:`~prebake.errors.ResumeError` if it was saved by a loader over
-        other items (another subset, view or sampling), which would skip or repeat items."""
-        mismatch = [k for k in _STATE_KEYS if state.get(k) != getattr(self.sampling, k)]
-        if mismatch:
-            raise ResumeError(f"cannot resume: the state was saved with different {', '.join(mismatch)} "
-                              f"({', '.join(f'{k}={state.get(k)!r}' for k in mismatch)}, this loader has "
-                              f"{', '.join(f'{k}={getattr(self.sampling, k)!r}' for k in mismatch)})")
+        """Resume from ``state``: the next ``iter()`` yields exactly the batches of its epoch not yet handed out
+        (and ends a pass in progress). Raises :class:`~prebake.errors.ResumeError` for a state saved by a loader
+        over other items (another subset, view, sampling or build of the cache), or one that is corrupt."""
         own = self.state_dict()
-        if "indices" not in state or state["indices"] != own["indices"]:
-            raise ResumeError(f"cannot resume: the state was saved over another subset of items (indices "
-                              f"{_subset_text(state.get('indices', '(not recorded)'))}, this loader's "
-                              f"{_subset_text(own['indices'])}); build the loader with the indices= of the "
-                              "run that saved the state (one state per federated client)")
-        if state.get("dataset") != own["dataset"]:
-            raise ResumeError(f"cannot resume: the state was saved over {state.get('dataset', '(not recorded)')}, "
-                              f"this loader reads {own['dataset']}; build the loader over the same view")
-        self.epoch, self._start = int(state["epoch"]), int(state["batch"])
+        check_shape(state, own)
+        check_sampling(state, own)
+        epoch, batch = check_position(state, len(self))
+        self._supersede()
+        self._epoch, self._handed, self._fresh = epoch, batch, True
 
     # -- iteration ---------------------------------------------------------------------------
 
     def __iter__(self) -> Epoch:
-        return Epoch(self)
+        """A new pass: the next epoch when the last one handed out every batch, else the same epoch from its
+        first batch (or, after :meth:`load_state_dict` or :meth:`set_epoch`, from where they put it)."""
+        self._supersede()
+        if not self._fresh:
+            self._epoch, self._handed = (self._epoch + 1, 0) if self._handed >= len(self) else (self._epoch, 0)
+        self._fresh = False
+        epoch = Epoch(self, self._pass, self._epoch, self._handed)
+        self._live = weakref.ref(epoch)
+        return epoch
 
-    def _batches(self, timing: list[float]) -> Iterator[Batch]:
-        epoch = self.epoch
+    def _supersede(self) -> None:
+        """Make the current iterator (if any) stale, and stop its gather threads now."""
+        self._pass += 1
+        live, self._live = self._live(), _no_epoch
+        if live is not None:
+            live._stop()
+
+    def _handed_out(self, ticket: int, count: int) -> None:
+        if ticket == self._pass:
+            self._handed = count
+
+    def _ran_out(self, ticket: int) -> None:
+        if ticket == self._pass:  # every batch handed out and one more asked for: the next iter() is the next epoch
+            self._epoch, self._handed, self._fresh = self._epoch + 1, 0, True
+
+    def _batches(self, epoch: int, first: int, timing: list[float]) -> Iterator[Batch]:
         batches = self.sampling.batches(epoch, self.indices)
-        produced = self._produce(batches[self._start:], epoch)
+        produced = self._produce(batches[first:], epoch, first)
         try:
-            for k, batch in zip(range(self._start, len(batches)), produced):
-                self._start = k + 1  # counted when handed over: a state_dict taken now resumes after it
+            for k, batch in zip(range(first, len(batches)), produced):
                 if self.transform is None or self._threaded():
                     yield batch
                     continue
@@ -216,15 +276,14 @@ class Loader:
                 yield batch
         finally:
             produced.close()  # stops the gather threads when the loop ends early
-        self.epoch, self._start = self.epoch + 1, 0
 
-    def _produce(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
+    def _produce(self, batches: list[np.ndarray], epoch: int, first: int) -> Iterator[Batch]:
         if self._on_device:
             for idx in batches:  # preload="device": the gathers happen on the device, in the drawn order
                 got = read_device(self.view.plan(idx, self.columns), self._data, self.device)
-                yield {k: _device_pieces(v) for k, v in got.items()}
+                yield {k: device_pieces(v) for k, v in got.items()}
             return
-        yield from _Prefetcher(self, batches, epoch, self._start)
+        yield from _Prefetcher(self, batches, epoch, first)
 
     def _threaded(self) -> bool:
         return self.transform_in_threads and self.device.type == "cpu" and not self._on_device
@@ -237,8 +296,15 @@ class Loader:
         return self.transform(batch, generator=batch_generator(self.sampling, epoch, step, self.device))
 
 
+def _no_epoch() -> None:
+    return None
+
+
 class Epoch(Iterator[Batch]):
     """One pass over a :class:`Loader`'s batches (what ``iter(loader)`` returns).
+
+    A newer ``iter(loader)`` (or ``set_epoch``, ``load_state_dict``) supersedes it: its gather
+    threads stop, and its ``next()`` raises :class:`~prebake.errors.IteratorSupersededError`.
 
     ``last_transform_seconds`` is how long ``transform`` took inside the ``next()`` that
     returned the latest batch: 0 without a transform, or when it ran on the gather threads
@@ -247,9 +313,11 @@ class Epoch(Iterator[Batch]):
     to queue its kernels), as it would be in the loop body.
     """
 
-    def __init__(self, loader: Loader):
-        self._timing = [0.0]  # shared with the generator, which holds no reference back: no cycle, so a loop
-        self._batches = loader._batches(self._timing)  # that breaks early frees (and stops) it at once
+    def __init__(self, loader: Loader, ticket: int, epoch: int, first: int):
+        self._loader, self._ticket, self._epoch, self._count = loader, ticket, epoch, first
+        self._timing = [0.0]  # shared with the generator, which holds no reference to this object: a loop
+        self._batches = loader._batches(epoch, first, self._timing)  # that breaks early frees (and stops) it
+        self._ended = False
 
     @property
     def last_transform_seconds(self) -> float:
@@ -259,11 +327,36 @@ class Epoch(Iterator[Batch]):
         return self
 
     def __next__(self) -> Batch:
-        return next(self._batches)
+        if self._ended:
+            raise StopIteration
+        if self._ticket != self._loader._pass:  # refused at every call, never silently empty
+            self._stop()
+            raise IteratorSupersededError(
+                f"this iterator of epoch {self._epoch} was superseded: iter(loader) was called again (or "
+                "set_epoch / load_state_dict), which started a new pass and stopped this one's gather threads. "
+                "A Loader runs one pass at a time: use the newest iterator, or make a second Loader over the "
+                "same Cache for a second pass at the same time")
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            self._ended = True
+            self._loader._ran_out(self._ticket)
+            raise
+        except BaseException:
+            self._ended = True  # the epoch stays unfinished: the next iter() starts it again
+            raise
+        self._count += 1
+        self._loader._handed_out(self._ticket, self._count)
+        return batch
 
     def close(self) -> None:
         """Stop the gather threads now (a loop that breaks early; garbage collection does it too)."""
-        self._batches.close()
+        self._ended = True
+        self._stop()
+
+    def _stop(self) -> None:
+        with contextlib.suppress(ValueError):  # running in another thread right now: refused at its next call
+            self._batches.close()
 
 
 def _takes_generator(transform: Callable[..., Any] | None) -> bool:
@@ -281,122 +374,3 @@ def batch_generator(sampling: Sampling, epoch: int, step: int, device: torch.dev
     """The generator of one batch's transform: seeded from (seed, rank, epoch, step) alone."""
     seed = np.random.SeedSequence([sampling.seed, sampling.rank, epoch, step, 0x7472616E73]).generate_state(1, np.uint64)
     return torch.Generator(device).manual_seed(int(seed[0]) >> 1)
-
-
-def _subset_text(digest: str | None) -> str:
-    return "all items" if digest is None else f"xxh3 {digest}"
-
-
-def _device_pieces(value: Any) -> Any:
-    if isinstance(value, Pieces):
-        if isinstance(value.flat, torch.Tensor):
-            return list(value.flat.split(value.lengths.tolist()))
-        return reorder_host(value, np.arange(len(value.lengths)))
-    return value
-
-
-class _Prefetcher:
-    """Gathers batches on a thread pool, ``prefetch`` ahead, and hands them over in order."""
-
-    def __init__(self, loader: Loader, batches: list[np.ndarray], epoch: int = 0, first: int = 0):
-        self.loader, self.batches, self.epoch, self.first = loader, batches, epoch, first
-        self.transform = loader.transform is not None and loader._threaded()
-        self.cuda = loader.device.type == "cuda"
-        self.stream = torch.cuda.Stream(loader.device) if self.cuda else None
-        self.buffers = loader._buffers
-
-    def __iter__(self) -> Iterator[Batch]:
-        loader = self.loader
-        threads = 1 if loader.convert and one_gather_thread(loader.convert, loader._data) else loader.threads
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="prebake-loader")
-        pending: deque[Future[Batch]] = deque()
-        todo = iter(self.batches)
-        try:
-            for k, idx in enumerate(todo, self.first):
-                pending.append(pool.submit(self._load, idx, k))
-                if len(pending) > self.loader.prefetch:
-                    yield self._ready(pending.popleft().result())
-            while pending:
-                yield self._ready(pending.popleft().result())
-        finally:  # early stop or garbage collection: drop what is queued, let running gathers end
-            for f in pending:
-                f.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _load(self, idx: np.ndarray, step: int = 0) -> Batch:
-        batch = self._gather(idx)
-        return self.loader._apply(batch, self.epoch, step) if self.transform else batch
-
-    def _gather(self, idx: np.ndarray) -> Batch:
-        view = self.loader.view
-        key = view.sort_key(idx)
-        convert = self.loader.convert
-        if key is None:  # the view reads each sample as one long run of rows: in the drawn order
-            plan = view.plan(idx, self.loader.columns)
-            got = read_plan(plan, self.loader._data, self.buffers, convert, None)[0] if convert else \
-                read_host(plan, self.loader._data, self.buffers)
-            return {k: self._finish(v, None) for k, v in got.items()}
-        order = np.argsort(key, kind="stable")
-        inverse = np.argsort(order, kind="stable")
-        plan = view.plan(idx[order], self.loader.columns)  # sorted gathers
-        if not convert:
-            return {k: self._finish(v, inverse) for k, v in read_host(plan, self.loader._data, self.buffers).items()}
-        got, drawn = read_plan(plan, self.loader._data, self.buffers, convert, order)
-        return {k: self._finish(v, None if k in drawn else inverse) for k, v in got.items()}
-
-    def _finish(self, value: Any, inverse: np.ndarray | None) -> Any:
-        """One output of the gather, in the drawn order (``inverse`` restores it after a sorted gather), on the
-        device; str and bytes stay numpy on the host."""
-        flat = value.flat if isinstance(value, Pieces) else value
-        if not torch_dtype_ok(flat.dtype):
-            return reorder_host(value, inverse)
-        if isinstance(value, Pieces):
-            return self._pieces(torch.from_numpy(flat), value.lengths.tolist(), inverse)
-        if not self.cuda:  # np.take: torch's CPU index_select took 16 ms for 8 x 16 x 3 x 64 x 64 uint8, np.take 0.09 ms
-            return torch.from_numpy(value if inverse is None else take_rows(value, inverse, self.buffers))
-        return self._to_device(torch.from_numpy(value), inverse)
-
-    def _pieces(self, host: torch.Tensor, lengths: list[int], inverse: np.ndarray | None) -> Any:
-        """Whole ragged items: one copy of them all, cut into per-item views, in the drawn order."""
-        order = range(len(lengths)) if inverse is None else inverse
-        if not self.cuda:
-            pieces = host.split(lengths)
-            return [pieces[j] for j in order]
-        pinned = host.pin_memory()
-        with torch.cuda.stream(self.stream):
-            pieces = pinned.to(self.loader.device, non_blocking=True).split(lengths)
-            event = torch.cuda.Event()
-            event.record(self.stream)
-        return _OnStream([pieces[j] for j in order], event, pinned)
-
-    def _to_device(self, host: torch.Tensor, inverse: np.ndarray | None) -> Any:
-        """A CUDA copy through pinned memory on the side stream; the drawn order is restored on the device."""
-        pinned = host.pin_memory()  # torch's caching host allocator reuses pinned blocks
-        with torch.cuda.stream(self.stream):
-            dev = pinned.to(self.loader.device, non_blocking=True)
-            if inverse is not None:
-                dev = dev.index_select(0, torch.from_numpy(inverse).to(self.loader.device, non_blocking=True))
-            event = torch.cuda.Event()
-            event.record(self.stream)
-        return _OnStream(dev, event, pinned)
-
-    @staticmethod
-    def _ready(batch: Batch) -> Batch:
-        """On CUDA, make the consumer's stream wait for the copy (no host sync)."""
-        for name, value in batch.items():
-            if isinstance(value, _OnStream):
-                tensors = value.value if isinstance(value.value, list) else [value.value]
-                for t in tensors[:1]:
-                    torch.cuda.current_stream(t.device).wait_event(value.event)
-                for t in tensors:
-                    t.record_stream(torch.cuda.current_stream(t.device))
-                batch[name] = value.value
-        return batch
-
-
-class _OnStream:
-    """A device tensor (or a list of views of one) still being written by a side stream, with the event
-    that marks its end."""
-
-    def __init__(self, value: Any, event: Any, pinned: torch.Tensor):
-        self.value, self.event, self.pinned = value, event, pinned  # keep the pinned source alive
