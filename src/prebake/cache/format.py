@@ -144,6 +144,25 @@ def validate_dtype(dtype: np.dtype, column: str = "?") -> None:
         )
 
 
+def offsets_problem(offsets: np.ndarray, num_items: int, rows: int) -> str | None:
+    """What is wrong with the offsets of a ragged column of ``num_items`` items over ``rows``
+    value rows (None: nothing): they must be ``num_items + 1`` int64 values, non-decreasing
+    from 0 to ``rows``, so that item i is ``values[offsets[i]:offsets[i+1]]`` and no other's."""
+    if offsets.dtype != np.int64:
+        return f"their dtype is {offsets.dtype}, not int64"
+    if offsets.shape != (num_items + 1,):
+        return f"their shape is {offsets.shape}, not ({num_items + 1},)"
+    if offsets[0] != 0:
+        return f"offsets[0] is {int(offsets[0])}, not 0"
+    if offsets[-1] != rows:
+        return f"offsets[{num_items}] is {int(offsets[-1])}, not {rows} (the rows of the values)"
+    down = np.flatnonzero(np.diff(offsets) < 0)
+    if len(down):
+        i = int(down[0])
+        return f"offsets[{i + 1}] is {int(offsets[i + 1])}, below offsets[{i}] = {int(offsets[i])}"
+    return None
+
+
 def partial_path(out: Path) -> Path:
     """Where the build of ``out`` happens until it is committed."""
     return out.with_name(out.name + PARTIAL_SUFFIX)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import CacheCorruptError, CacheNotFoundError, FormatError, opt
 from .files import fd_checksum, map_npy, npy_layout, open_dir, open_member, read_manifest
-from .format import ITEM_IDS, MANIFEST, ColumnSpec, column_specs, committed_files
+from .format import ITEM_IDS, MANIFEST, ColumnSpec, column_specs, committed_files, offsets_problem
 from .stats import label_histogram
 
 _BLOCK_ROWS_BYTES = 64 << 20
@@ -157,12 +157,10 @@ def _check_header(report: VerifyReport, spec: ColumnSpec, arrays: list[np.ndarra
     if data.shape != want:
         report.problems.append(f"{main} has shape {data.shape}, manifest says {want}")
     if spec.ragged:
-        offsets = arrays[1]
-        valid = (offsets.shape == (n + 1,) and offsets.dtype == np.int64 and offsets[0] == 0
-                 and offsets[-1] == data.shape[0] and not np.any(np.diff(offsets) < 0))
-        if not valid:
+        problem = offsets_problem(arrays[1], n, data.shape[0])
+        if problem:
             report.problems.append(f"{report.path / spec.files[1]}: offsets are not {n + 1} non-decreasing int64 "
-                                   f"values from 0 to {data.shape[0]}")
+                                   f"values from 0 to {data.shape[0]} ({problem})")
 
 
 def _check_finite(report: VerifyReport, spec: ColumnSpec, data: np.ndarray) -> None:
