@@ -63,6 +63,15 @@ class DiskFullError(PrebakeError, OSError):
     """The output's filesystem has no room for the cache being built."""
 
 
+class ForeignOutputError(PrebakeError):
+    """An output path holds something prebake cannot prove it wrote (another program's files, a
+    damaged cache); it is left exactly as it was."""
+
+
+class SplitsError(PrebakeError):
+    """A rebuild cannot carry a cache's saved splits (``splits.json``) over to its new rows."""
+
+
 class SamplingError(PrebakeError, ValueError):
     """A loader configuration whose ranks could not all make the same number of steps."""
 

@@ -24,11 +24,12 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     caches = _cifar_cache(tmp_path)
     assert sorted(caches) == ["test", "train"]
     train = tmp_path / "cache" / "train"
-    assert sorted(p.name for p in train.iterdir()) == ["build.log", "image.npy", "label.npy", "manifest.json"]
+    assert sorted(p.name for p in train.iterdir()) == ["_item_keys.json", "build.log", "image.npy", "label.npy",
+                                                       "manifest.json"]
     m = json.loads((train / "manifest.json").read_text())
     assert tuple(m) == MANIFEST_KEYS == (
         "format", "format_version", "prebake_version", "created", "num_items", "columns",
-        "classes", "fingerprint", "skipped", "stats", "item_ids", "manifest_xxh3_64",
+        "classes", "fingerprint", "skipped", "stats", "item_ids", "item_keys", "manifest_xxh3_64",
     )
     assert m["format"] == "prebake-cache" and m["format_version"] == FORMAT_VERSION == 2
     assert m["num_items"] == 50
@@ -46,6 +47,10 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     assert all(v[1].startswith("xxh3_64:") for v in m["fingerprint"]["inputs"]["source"]["files"].values())
     assert m["skipped"] == []
     assert m["item_ids"] is None  # CIFAR items have no per-item file identity
+    keys = json.loads((train / "_item_keys.json").read_text())  # the source key of each row: splits follow it
+    assert len(keys) == 50 and len(set(keys)) == 50 and all(isinstance(k, str) for k in keys)
+    assert m["item_keys"] == {"bytes": (train / "_item_keys.json").stat().st_size,
+                              "xxh3_64": file_checksum(train / "_item_keys.json")}
     assert set(m["stats"]) == {"columns", "label_histogram"}
     assert set(m["stats"]["columns"]["image"]) == {"min", "max", "mean"}
     assert sum(m["stats"]["label_histogram"].values()) == 50

@@ -107,12 +107,14 @@ def _not_regular(shown: Path, what: str) -> str:
             f"refused — replace it with the real file or rebuild the cache with {opt('force')}")
 
 
-def read_manifest(cache_dir: str | os.PathLike[str], dir_fd: int | None = None) -> dict[str, Any]:
-    """The manifest of the cache at ``cache_dir``, checked (checksum and schema) against this format version."""
+def read_manifest(cache_dir: str | os.PathLike[str], dir_fd: int | None = None,
+                  any_version: bool = False) -> dict[str, Any]:
+    """The manifest of the cache at ``cache_dir``, checked (checksum and schema) against this format version
+    (``any_version``: against any version whose manifest checksums itself)."""
     path = Path(cache_dir) / MANIFEST
     if dir_fd is None:
         with open_dir(cache_dir) as fd:
-            return read_manifest(cache_dir, fd)
+            return read_manifest(cache_dir, fd, any_version)
     try:
         fd = _open_regular(dir_fd, MANIFEST, path)
     except FileNotFoundError:
@@ -128,7 +130,7 @@ def read_manifest(cache_dir: str | os.PathLike[str], dir_fd: int | None = None) 
     except (ValueError, RecursionError) as e:  # JSONDecodeError, or a number too long to parse
         raise FormatError(f"{path} is not valid JSON ({e}); the manifest is damaged: "
                           f"rebuild the cache with {opt('force')}") from None
-    return check_manifest(manifest, path)
+    return check_manifest(manifest, path, any_version)
 
 
 def npy_layout(fd: int, shown: Path) -> tuple[tuple[int, ...], np.dtype, int]:

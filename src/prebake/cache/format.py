@@ -10,6 +10,8 @@ A cache is a directory of plain files that numpy alone can read::
       signal.offsets.npy    int64 (N+1,): item i is values[offsets[i]:offsets[i+1]]
       _item_ids.npy         uint64 (N,), optional: xxh3 of each row's input identity, so a
                             rebuild copies unchanged rows instead of baking them again
+      _item_keys.json       the source key of each row (a JSON list), so a rebuild can carry
+                            splits.json over by key
       build.log             what the build did and why, in words (not checksummed: a log)
       splits.json           optional, from prebake split: index lists of group-aware splits
 
@@ -42,14 +44,17 @@ from ..errors import FormatError, opt
 
 FORMAT_NAME = "prebake-cache"
 FORMAT_VERSION = 2  # 2: the manifest carries its own checksum (manifest_xxh3_64)
+SELF_CHECKSUM_SINCE = 2  # the first format version whose manifest checksums itself
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
 REPLACED_SUFFIX = ".replaced"
 ITEM_IDS = "_item_ids.npy"
+ITEM_KEYS = "_item_keys.json"  # the source key of each row: how a rebuild maps splits.json onto new rows
 PLAN = "_plan.json"
 JOURNAL = "_journal.jsonl"
 SHARDS = "_shards"
+COMPACT, COMPACTED = "_compact", "_compacted"  # in a partial build: rows copied without the skipped ones
 SPLITS = "splits.json"  # beside the columns, written by prebake split (not in the manifest)
 BUILD_LOG = "build.log"  # beside the columns: what the build did and why, in words (not in the manifest)
 
@@ -66,8 +71,11 @@ MANIFEST_KEYS = (
     "skipped",
     "stats",
     "item_ids",
+    "item_keys",
     "manifest_xxh3_64",
 )
+#: Keys a manifest may lack: caches written before prebake recorded them.
+OPTIONAL_KEYS = ("item_keys",)
 CHECKSUM_KEY = "manifest_xxh3_64"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
@@ -181,8 +189,9 @@ def sign_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**body, CHECKSUM_KEY: manifest_checksum(body)}
 
 
-def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` at ``path``, if it is an intact manifest of this format version.
+def check_manifest(manifest: Any, path: Path, any_version: bool = False) -> dict[str, Any]:
+    """The parsed ``manifest.json`` at ``path``, if it is an intact manifest of this format version
+    (``any_version``: of any version that checksums itself, which is what deleting one needs).
 
     Raises :class:`FormatError` naming the entry for anything else: another format or
     version, a checksum that does not match the content, or a value of the wrong type or
@@ -190,10 +199,11 @@ def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     """
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise FormatError(f"{path} is not a prebake manifest (format={got!r}); it is not a cache this "
-                          f"prebake wrote: rebuild it with {opt('force')}")
+        raise FormatError(f"{path} is not a prebake manifest (format={got!r}): its directory is not a prebake "
+                          "cache, and prebake never replaces or deletes it; give the path of a prebake cache")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION or type(version) is not int:
+    known = version >= SELF_CHECKSUM_SINCE if any_version and type(version) is int else version == FORMAT_VERSION
+    if not known or type(version) is not int:
         raise FormatError(
             f"{path} has format version {version!r}, this prebake reads version {FORMAT_VERSION}; "
             f"rebuild the cache with this prebake ({opt('force')})"
@@ -222,7 +232,7 @@ class _Where:
 
 
 def _check_schema(m: dict[str, Any], at: _Where) -> None:
-    missing = [k for k in MANIFEST_KEYS if k not in m]
+    missing = [k for k in MANIFEST_KEYS if k not in m and k not in OPTIONAL_KEYS]
     if missing:
         raise at.fail("the key list", sorted(m), f"the keys {list(MANIFEST_KEYS)} (missing {missing})")
     for key in ("prebake_version", "created"):
@@ -245,6 +255,8 @@ def _check_schema(m: dict[str, Any], at: _Where) -> None:
     _check_stats(m["stats"], at)
     if m["item_ids"] is not None:
         _file_meta(m["item_ids"], at, "item_ids")
+    if m.get("item_keys") is not None:
+        _file_meta(m["item_keys"], at, "item_keys")
 
 
 def _check_column(name: Any, col: Any, at: _Where) -> None:
@@ -318,6 +330,8 @@ def committed_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
         files.update({f: table[f] for f in spec.files})
     if manifest.get("item_ids"):
         files[ITEM_IDS] = manifest["item_ids"]
+    if manifest.get("item_keys"):
+        files[ITEM_KEYS] = manifest["item_keys"]
     return files
 
 

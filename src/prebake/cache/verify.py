@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import CacheCorruptError, CacheNotFoundError, FormatError, opt
 from .files import fd_checksum, map_npy, npy_layout, open_dir, open_member, read_manifest
-from .format import ITEM_IDS, MANIFEST, ColumnSpec, column_specs, committed_files, offsets_problem
+from .format import ITEM_IDS, ITEM_KEYS, MANIFEST, ColumnSpec, column_specs, committed_files, offsets_problem
 from .stats import label_histogram
 
 _BLOCK_ROWS_BYTES = 64 << 20
@@ -83,6 +83,8 @@ def _verify(report: VerifyReport, dir_fd: int, progress: Callable[[int, int], No
         _check_labels(report, dir_fd, manifest, specs["label"])
     if manifest.get("item_ids"):
         _check_file(report, dir_fd, ITEM_IDS, manifest["item_ids"])
+    if manifest.get("item_keys"):
+        _check_file(report, dir_fd, ITEM_KEYS, manifest["item_keys"])
 
 
 def _check_column(report: VerifyReport, dir_fd: int, manifest: dict[str, Any], spec: ColumnSpec) -> bool:
