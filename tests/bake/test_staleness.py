@@ -24,6 +24,7 @@ from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.bake.plugins import load_object
 from prebake.cache.files import read_manifest
 from prebake.cache.format import FORMAT_VERSION, MANIFEST, partial_path
+from prebake.errors import ForeignOutputError
 
 from tests.helpers.crash import run_forked, write_dataset
 
@@ -266,14 +267,18 @@ def test_force_always_rebuilds(folder, tmp_path):
     assert build(root, out).action == "up to date"
 
 
-def test_older_format_version_in_manifest_means_rebuild(folder, tmp_path):
+def test_older_format_version_in_manifest_is_refused_then_built_once_removed(folder, tmp_path):
     root, _ = folder
     out = tmp_path / "cache"
     build(root, out)
-    edit_manifest(out, format_version=0)
-    report = build(root, out)
-    assert report.action == "rebuilt"
-    assert any("format version" in r for r in report.reasons), report.reasons
+    edit_manifest(out, format_version=0)  # a format without a self-checksum: prebake cannot prove it wrote it
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ForeignOutputError, match="format version 0") as e:
+        build(root, out)
+    assert f"rm -r {out}" in str(e.value)  # deliberately changed: it was rebuilt (deleted) before
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    shutil.rmtree(out)  # what the message asks the user to do
+    assert build(root, out).action == "built"
     assert read_manifest(out)["format_version"] == FORMAT_VERSION
     assert read_manifest(out)["fingerprint"]["inputs"]["format_version"] == FORMAT_VERSION
     assert prebake.verify(out).ok
@@ -319,10 +324,10 @@ def test_ls_reports_committed_stale_and_partial(tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     entries = {Path(e["path"]).name: e for e in json.loads(proc.stdout)}
     assert {name: e["state"] for name, e in entries.items()} == {
-        "a": "committed", "b": "stale", "c.partial": "partial", "d": "stale"}
+        "a": "committed", "b": "stale", "c.partial": "partial", "d": "damaged"}
     assert any("dog/002.png" in r and "modified" in r for r in entries["b"]["reasons"]), entries["b"]
     assert entries["a"]["reasons"] == [] and entries["a"]["items"] == 8
-    assert any("format version" in r for r in entries["d"]["reasons"]), entries["d"]
+    assert any("format version 0" in r for r in entries["d"]["reasons"]), entries["d"]  # no checksum: not provable
 
     assert build(src2, caches / "b").action == "rebuilt"
     assert cli.main(["ls", str(caches), "--json"]) == 0

@@ -22,7 +22,6 @@ import faulthandler
 import json
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import sys
 import time
@@ -166,18 +165,15 @@ def install_kill(kill: str | None) -> Any:
                     return swapped
 
                 W._exchange = exchange
-        if when == "rmtree":  # die inside the first rmtree, once it has removed manifest.json
-            real_rmtree = shutil.rmtree
+        if when == "rmtree":  # die while the old cache is being deleted, once its first file is gone
+            real_unlink = os.unlink
 
-            def rmtree(path: Any, *a: Any, **k: Any) -> None:
-                manifest = Path(path) / "manifest.json"
-                if not manifest.exists():  # not a cache (a leftover check): delete for real
-                    real_rmtree(path, *a, **k)
-                    return
-                manifest.unlink()
-                _die()
+            def unlink(path: Any, *a: Any, **k: Any) -> None:
+                real_unlink(path, *a, **k)
+                if Path(path).parent.name.endswith(".replaced"):
+                    _die()
 
-            shutil.rmtree = rmtree  # type: ignore[assignment]
+            os.unlink = unlink  # type: ignore[assignment]
         result = orig(*args, **kwargs)
         if when == "exit":
             _die()

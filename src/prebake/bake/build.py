@@ -31,8 +31,10 @@ import filelock
 import numpy as np
 
 from ..cache.files import lock_holder, read_manifest, remove_paths, write_lock_holder
-from ..cache.format import LOCK_SUFFIX, MANIFEST, REPLACED_SUFFIX, partial_path
-from ..errors import BuildLockedError, FormatError, PrebakeError, SourceError, WorkerDiedError, opt
+from ..cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFIX, partial_path
+from ..cache.ownership import check_output, owned_cache, remove_cache, remove_partial
+from ..cache.splits import check_splits
+from ..errors import BuildLockedError, DiskFullError, FormatError, PrebakeError, SourceError, WorkerDiedError, opt
 from . import fingerprint as fpr
 from . import reads
 from . import transforms as T
@@ -44,7 +46,7 @@ from .stages import StageRunner, plan_stages
 from .volumes import VolumeOptions
 from .watchdog import Watchdog, watch_this_process
 from .worker import Job, probe, probe_specs, run_chunk
-from .writer import ChunkResult, PartialCache, Plan, publish
+from .writer import ChunkResult, PartialCache, Plan, publish, settle_disk_full
 
 log = logging.getLogger("prebake")
 
@@ -186,16 +188,20 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
         fp["origin"] = src.origin  # beside the digest, not in it: how ls opens the source again
     if stale_reasons(out, fp, opts.force) is None and not leftovers(out):
         return _up_to_date(split, out, t0, warnings)
+    check_splits(out, src.keys(), opts.force)  # a rebuild must not lose items a saved split names
     out.parent.mkdir(parents=True, exist_ok=True)
     job = Job(src, steps, opts.strict)
     with _executor(job, opts, len(src)) as pool, _locked(out, opts.lock_timeout):
         reasons = stale_reasons(out, fp, opts.force)  # again: another builder may have finished it
         if reasons is None:
-            remove_paths(leftovers(out))  # safe: we hold the lock, nobody else builds this output
+            remove_leftovers(out)  # safe: we hold the lock, nobody else builds this output
             return _up_to_date(split, out, t0, warnings)
         if (out / MANIFEST).exists():
             log.info("rebuilding %s: %s", out, "; ".join(reasons))
-        manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split, ragged)
+        try:
+            manifest, action, reused = _bake(job, out, fp, opts, pool, progress, split, ragged)
+        except DiskFullError as e:
+            raise settle_disk_full(out, e) from None
         if action == "resumed":
             reasons = ["resuming a build that was interrupted"]
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
@@ -306,14 +312,16 @@ def _chunk_rows(specs: Sequence[Any], item: Mapping[str, Any] | None, stages: Se
 
 
 def _check_out(out: Path) -> None:
-    """``out`` and its existing parents must be directories (or not exist yet)."""
+    """``out`` and its existing parents must be directories (or not exist yet), and everything at
+    ``out`` and beside it under prebake's names must be provably prebake's (cache/ownership.py)."""
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
                 what = "OUT" if p == out else f"a parent of OUT ({out})"
                 raise PrebakeError(f"{p} is a file, and {what} must be a directory: choose another output "
                                    "directory, or move the file away")
-            return
+            break
+    check_output(out)
 
 
 def _refuse_empty(partial: PartialCache, source: Source, allow_empty: bool) -> None:
@@ -330,20 +338,15 @@ def _refuse_empty(partial: PartialCache, source: Source, allow_empty: bool) -> N
 
 
 def stale_reasons(out: Path, fp: dict[str, Any], force: bool) -> list[str] | None:
-    """None if ``out`` is a committed cache of exactly these inputs, else the reasons to (re)build."""
+    """None if ``out`` is a committed cache of exactly these inputs, else the reasons to (re)build.
+
+    Anything at ``out`` that prebake cannot prove it wrote is a ForeignOutputError, ``force`` or not."""
+    manifest = owned_cache(out)
     if force:
         return [opt("force")]
-    if not (out / MANIFEST).exists():
-        if out.exists() and any(out.iterdir()):
-            raise PrebakeError(
-                f"{out} exists, is not empty and holds no {MANIFEST}: it is not a prebake cache; "
-                "choose another output directory or delete it"
-            )
+    if manifest is None:
         return ["no cache yet"]
-    try:
-        old = read_manifest(out)["fingerprint"]
-    except (FormatError, KeyError) as e:
-        return [f"existing cache is unreadable or from another format ({e})"]
+    old = manifest["fingerprint"]
     if old.get("digest") == fp["digest"]:
         return reads.changes(old.get("inputs", {})) or None  # the files the bake read, checked one by one
     return fpr.explain(old.get("inputs", {}), fp["inputs"])
@@ -354,7 +357,16 @@ def leftovers(out: Path) -> list[Path]:
     sealed_partial = partial_path(out)
     found = [sealed_partial] if (sealed_partial / MANIFEST).exists() else []
     replaced = out.with_name(out.name + REPLACED_SUFFIX)
-    return found + ([replaced] if replaced.exists() else [])
+    return found + ([replaced] if replaced.exists() or replaced.is_symlink() else [])
+
+
+def remove_leftovers(out: Path) -> None:
+    """Delete :func:`leftovers`, each only if it is provably prebake's (else a ForeignOutputError)."""
+    for p in leftovers(out):
+        if p.name.endswith(PARTIAL_SUFFIX):
+            remove_partial(p)
+        else:
+            remove_cache(p)
 
 
 def _digest_of(cache_dir: Path) -> str | None:

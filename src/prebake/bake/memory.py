@@ -19,6 +19,7 @@ import numpy as np
 import xxhash
 
 from ..cache.format import ColumnSpec
+from ..cache.ownership import check_output
 from ..cache.reader import Cache, Ragged
 from ..cache.stats import chunk_stats
 from ..errors import FormatError
@@ -35,8 +36,12 @@ def write_arrays(out: str | os.PathLike[str], columns: Mapping[str, Column],
     A column is an array (item i is ``arr[i]``), a list of arrays (ragged: their
     first axes may differ), or a :class:`Ragged` ``(values, offsets)`` pair. ``classes``:
     the class names, if ``label`` holds class indices.
+
+    An existing ``out`` is replaced only when it is a cache prebake can prove it wrote
+    (see :mod:`prebake.cache.ownership`); anything else there is a ForeignOutputError, before any work.
     """
     out = Path(os.path.abspath(out))
+    check_output(out)
     fixed, ragged = _split(columns)
     lengths = {len(v) for v in fixed.values()} | {len(v) for v in ragged.values()}
     if len(lengths) > 1:

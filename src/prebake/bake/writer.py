@@ -18,24 +18,29 @@ A chunk enters the journal only after its rows are on disk, so a crash or
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .._version import __version__
 from ..cache.files import file_checksum, fsync_path, remove_paths, write_json
 from ..cache.format import (
+    COMPACT,
+    COMPACTED,
     FORMAT_NAME,
     FORMAT_VERSION,
     ITEM_IDS,
+    ITEM_KEYS,
     JOURNAL,
     MANIFEST,
     PARTIAL_SUFFIX,
@@ -46,13 +51,16 @@ from ..cache.format import (
     partial_path,
     sign_manifest,
 )
+from ..cache.ownership import owned_cache, remove_cache, remove_partial
+from ..cache.splits import carry_splits
 from ..cache.stats import combine_stats, label_histogram
-from ..errors import DiskFullError
+from ..errors import DiskFullError, ForeignOutputError, PrebakeError
 from .mapped import MappedColumns, copy_rows
 from .space import NO_ROOM, allocate_npy, check_free, disk_full, npy_bytes
 
-_COMPACT = "_compact"
-_COMPACTED = "_compacted"
+log = logging.getLogger("prebake")
+
+_COMPACT, _COMPACTED = COMPACT, COMPACTED
 _INTERNAL = (PLAN, JOURNAL, SHARDS, _COMPACT, _COMPACTED)
 
 
@@ -138,6 +146,7 @@ class PartialCache:
         self.plan = plan
         self.done = done
         self._shards_fd: int | None = None
+        self.force = False  # publish may drop a splits.json whose items are gone (with a WARNING)
 
     # -- start / resume -------------------------------------------------------------
 
@@ -150,9 +159,12 @@ class PartialCache:
         except (OSError, ValueError, KeyError):
             old = None
         if old == plan and cls._files_intact(path, plan):
-            return cls(out, plan, cls._read_journal(path / JOURNAL))
-        cls._create(path, plan)
-        return cls(out, plan, {})
+            partial = cls(out, plan, cls._read_journal(path / JOURNAL))
+        else:
+            cls._create(path, plan)
+            partial = cls(out, plan, {})
+        partial.force = fresh
+        return partial
 
     @staticmethod
     def _create(path: Path, plan: Plan) -> None:
@@ -161,7 +173,7 @@ class PartialCache:
         When the disk has no room for them, nothing is left behind: the error says how
         many bytes are needed and free.
         """
-        shutil.rmtree(path, ignore_errors=True)
+        remove_partial(path)  # only a directory that is provably a build prebake made
         (path / SHARDS).mkdir(parents=True)
         try:
             shapes = [(c, (plan.num_keys, *c.shape)) for c in plan.fixed]
@@ -172,7 +184,8 @@ class PartialCache:
             (path / JOURNAL).touch()
             write_json(path / PLAN, plan.to_json())
         except BaseException:
-            shutil.rmtree(path, ignore_errors=True)  # a partial that never started is worth nothing
+            with contextlib.suppress(PrebakeError, OSError):
+                remove_partial(path)  # a partial that never started is worth nothing
             raise
         fsync_path(path)
 
@@ -235,8 +248,10 @@ class PartialCache:
             tmp = path.name + ".tmp"
             try:
                 with open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd)) as f:
-                    np.save(f, arr, allow_pickle=False)
+                    save_npy(f, arr)
             except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=fd)  # half a shard is worth nothing
                 if e.errno in NO_ROOM:
                     raise self._no_room(e, arr.nbytes) from None
                 raise
@@ -248,8 +263,7 @@ class PartialCache:
         return DiskFullError(f"{err}; {self._resume_hint()}")
 
     def _resume_hint(self) -> str:
-        return (f"the finished chunks are kept in {self.path}: re-run the same command to resume once there "
-                f"is room, or delete it with 'prebake clear {self.path}'")
+        return resume_hint(self.path)
 
     # -- journal (parent side) ----------------------------------------------------------
 
@@ -291,6 +305,7 @@ class PartialCache:
 
     def _seal(self, keys: list[str], classes: list[str] | None, fingerprint: dict[str, Any],
               item_ids: np.ndarray | None) -> dict[str, Any]:
+        self._check_complete()
         results = [self.done[c] for c in range(self.plan.num_chunks)]
         bad = sorted(b for r in results for b in r.bad)
         good = np.ones(self.plan.num_keys, dtype=bool)
@@ -313,10 +328,32 @@ class PartialCache:
             "skipped": [{"index": i, "key": keys[i], "reason": r} for i, r in bad],
             "stats": self._stats(results, classes),
             "item_ids": None if item_ids is None else self._write_item_ids(item_ids[good]),
+            "item_keys": self._write_item_keys([k for k, ok in zip(keys, good) if ok]),
         }
         manifest = sign_manifest(manifest)
         write_json(self.path / MANIFEST, manifest)
         return manifest
+
+    def _check_complete(self) -> None:
+        """Commit only when the chunks tile every row exactly once and the journal holds each of them:
+        a row no worker wrote must never be committed as baked."""
+        plan, n = self.plan, self.plan.num_keys
+        chunks = set(range(plan.num_chunks)) if _tiles(plan) else set()
+        missing, stray = sorted(chunks - set(self.done)), sorted(set(self.done) - chunks)
+        outside = sorted(i for r in self.done.values() for i, _ in r.bad if not 0 <= i < n)
+        if not _tiles(plan):
+            what = f"chunk_rows={plan.chunk_rows} does not cut its {n:,} rows into chunks"
+        elif missing:
+            what = f"the journal lacks chunk{'s' if len(missing) > 1 else ''} {_few(missing)} of {plan.num_chunks}"
+        elif stray:
+            what = f"the journal names chunks {_few(stray)}, outside the plan's {plan.num_chunks}"
+        elif outside:
+            what = f"the journal names bad rows {_few(outside)}, outside 0..{n - 1}"
+        else:
+            return
+        raise PrebakeError(f"the build in {self.path} cannot be committed: {what}, so rows no worker wrote would "
+                           f"be committed; nothing was committed — delete it with 'prebake clear {self.path}' and "
+                           "build again (chunk_rows must be a positive integer)")
 
     def _compact(self, good: np.ndarray) -> None:
         """Drop skipped rows by copying into _compact/, then renaming (crash-safe, never in place)."""
@@ -354,12 +391,20 @@ class PartialCache:
             pos += len(v)
         out.flush()
         del out
-        np.save(offsets_file, offsets, allow_pickle=False)
+        with open(offsets_file, "wb") as f:
+            save_npy(f, offsets)
 
     def _write_item_ids(self, ids: np.ndarray) -> dict[str, Any]:
         path = self.path / ITEM_IDS
-        np.save(path, np.ascontiguousarray(ids, dtype=np.uint64), allow_pickle=False)
+        with open(path, "wb") as f:
+            save_npy(f, np.ascontiguousarray(ids, dtype=np.uint64))
         fsync_path(path)
+        return {"bytes": path.stat().st_size, "xxh3_64": file_checksum(path)}
+
+    def _write_item_keys(self, keys: list[str]) -> dict[str, Any]:
+        """The source key of every kept row: what lets a rebuild carry splits.json over by key."""
+        path = self.path / ITEM_KEYS
+        write_json(path, [str(k) for k in keys])
         return {"bytes": path.stat().st_size, "xxh3_64": file_checksum(path)}
 
     def _column_entry(self, c: ColumnSpec) -> dict[str, Any]:
@@ -380,12 +425,27 @@ class PartialCache:
         return stats
 
     def publish(self) -> Path:
-        return publish(self.path, self.out)
+        return publish(self.path, self.out, self.force)
 
 
-def publish(sealed: Path, out: Path) -> Path:
-    """Remove the journal from a sealed partial directory and rename it onto ``out``."""
+def _tiles(plan: Plan) -> bool:
+    """Whether the plan's chunks cover rows 0..num_keys-1 in order, each once, none empty."""
+    if plan.chunk_rows <= 0 or plan.num_keys < 0:
+        return False
+    ranges = [plan.chunk_range(c) for c in range(plan.num_chunks)]
+    edges = [0] + [r.stop for r in ranges]
+    return all(len(r) > 0 and r.start == edges[k] for k, r in enumerate(ranges)) and edges[-1] == plan.num_keys
+
+
+def _few(values: list[int]) -> str:
+    return ", ".join(map(str, values[:5])) + (", ..." if len(values) > 5 else "")
+
+
+def publish(sealed: Path, out: Path, force: bool = False) -> Path:
+    """Remove the journal from a sealed partial directory, carry the old cache's splits.json over
+    (``force``: drop it, with a WARNING, when items it names are gone) and rename it onto ``out``."""
     remove_paths(sealed / name for name in _INTERNAL)
+    carry_splits(out, sealed, force)
     fsync_path(sealed)
     return swap_into_place(sealed, out)
 
@@ -399,18 +459,27 @@ def swap_into_place(src: Path, out: Path) -> Path:
     those two renames finds no cache (never a half-built one).
     """
     old = out.with_name(out.name + REPLACED_SUFFIX)
-    shutil.rmtree(old, ignore_errors=True)
+    owned_cache(out)  # again, just before the swap: anything foreign that arrived since is refused, not deleted
+    remove_cache(old)
     if out.exists() and _exchange(src, out):
         os.replace(src, old)  # then delete it under a name no build takes for a partial one
         fsync_path(out.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_old(old)
         return out
     if out.exists():
         os.replace(out, old)
     os.replace(src, out)
     fsync_path(out.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove_old(old)
     return out
+
+
+def _remove_old(old: Path) -> None:
+    """Delete the replaced cache, its manifest last; a file someone added meanwhile keeps it all in place."""
+    try:
+        remove_cache(old)
+    except ForeignOutputError as e:
+        log.warning("%s", e)
 
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -425,3 +494,41 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return rc == 0
+
+
+class _Writes:
+    """A file object numpy does not take for a real file, so ``np.save`` writes through Python's
+    ``write``: a full disk is then ENOSPC, not numpy's "N requested and M written" without an errno."""
+
+    def __init__(self, f: BinaryIO):
+        self.write = f.write
+
+
+def save_npy(f: BinaryIO, arr: np.ndarray) -> None:
+    """``np.save(f, arr)``, the same bytes, with a full disk reported as an OSError that has its errno."""
+    np.save(_Writes(f), arr, allow_pickle=False)  # type: ignore[arg-type]
+
+
+def resume_hint(path: Path) -> str:
+    return (f"the finished chunks are kept in {path}: re-run the same command to resume once there "
+            f"is room, or delete it with 'prebake clear {path}'")
+
+
+def settle_disk_full(out: Path, e: DiskFullError) -> DiskFullError:
+    """After a full disk stopped the build of ``out``: delete what no re-run can resume (the whole
+    partial build when no chunk was journaled, else the shards of unjournaled chunks) and say so."""
+    path = partial_path(out)
+    hint = resume_hint(path)
+    if not str(e).endswith(hint) or not (path / JOURNAL).is_file():
+        return e  # the up-front checks: nothing was left behind
+    done = PartialCache._read_journal(path / JOURNAL)
+    if not done:
+        remove_partial(path)
+        return DiskFullError(f"{str(e)[: -len(hint) - 2]}; no chunk had finished, so {path} was removed: "
+                             "make room, then build again")
+    shards = path / SHARDS
+    for f in sorted(shards.iterdir()) if shards.is_dir() else []:
+        parts = f.name.split(".")
+        if f.name.endswith(".tmp") or len(parts) < 4 or not parts[-3].isdigit() or int(parts[-3]) not in done:
+            f.unlink(missing_ok=True)  # rows no journal entry vouches for: redone on resume anyway
+    return e

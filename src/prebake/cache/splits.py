@@ -19,21 +19,29 @@ the seed, not on the order of the rows.
 :func:`split` reads the columns of a committed cache with numpy (no torch), and
 ``save=True`` writes the result beside the columns as ``splits.json``, which
 :func:`load_splits` reads back: ``prebake.Loader(cache, indices=splits["train"])``.
+
+A rebuild carries ``splits.json`` over by item key (:func:`carry_splits`, through the keys
+the cache records in ``_item_keys.json``): the same items stay in the same split at their
+new rows. When items it names are gone, the rebuild refuses, unless ``--force`` (which
+drops the file with a WARNING): a held-out split is never lost silently.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import CacheNotFoundError, OptionError, opt
-from .files import read_manifest, write_json
-from .format import MANIFEST, SPLITS, column_specs
+from ..errors import CacheNotFoundError, OptionError, PrebakeError, SplitsError, opt
+from .files import file_checksum, read_manifest, write_json
+from .format import ITEM_KEYS, MANIFEST, SPLITS, column_specs
+
+log = logging.getLogger("prebake")
 
 _TOLERANCE = 1e-6
 
@@ -150,3 +158,100 @@ def load_splits(cache: Any) -> dict[str, np.ndarray]:
     if saved.get("cache_digest") != digest:
         raise CacheNotFoundError(f"{target} was made for another build of {path}; run the split again")
     return {name: np.asarray(v, dtype=np.int64) for name, v in saved["splits"].items()}
+
+
+# -- carrying splits.json over a rebuild ---------------------------------------------------------
+
+def row_keys(path: Path, manifest: dict[str, Any]) -> list[str] | None:
+    """The source key of every row of the cache at ``path`` (``_item_keys.json``, checked against
+    its manifest entry), or None when the cache does not record them intact."""
+    meta = manifest.get("item_keys")
+    target = path / ITEM_KEYS
+    try:
+        if not meta or target.stat().st_size != meta["bytes"] or file_checksum(target) != meta["xxh3_64"]:
+            return None
+        keys = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(keys, list) and len(keys) == manifest["num_items"] and all(isinstance(k, str) for k in keys)
+    return keys if ok else None
+
+
+def _saved_keys(cache: Path) -> tuple[dict[str, Any], dict[str, list[str]]] | None:
+    """``(splits.json, {split: item keys})`` of the cache at ``cache``; None when it has no splits.json.
+
+    A SplitsError when the keys cannot be recovered (another build's splits, an older cache)."""
+    target = cache / SPLITS
+    if not target.is_file():
+        return None
+    try:
+        saved = json.loads(target.read_text(encoding="utf-8"))
+        manifest = read_manifest(cache)
+        parts = {str(n): [int(i) for i in v] for n, v in saved["splits"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, PrebakeError) as e:
+        raise SplitsError(f"{target} cannot be read ({type(e).__name__}: {e}), so a rebuild cannot carry it "
+                          "over") from None
+    if saved.get("cache_digest") != manifest["fingerprint"]["digest"]:
+        raise SplitsError(f"{target} was made for an earlier build of {cache}, so its row numbers name no items "
+                          "of this one")
+    keys = row_keys(cache, manifest)
+    if keys is None:
+        raise SplitsError(f"{target} names items by row, and {cache} (prebake {manifest['prebake_version']}) "
+                          "does not record which item each row holds, so a rebuild cannot carry it over")
+    bad = [i for rows in parts.values() for i in rows if not 0 <= i < len(keys)]
+    if bad:
+        raise SplitsError(f"{target} names rows {bad[:5]} outside 0..{len(keys) - 1}")
+    return saved, {name: [keys[i] for i in rows] for name, rows in parts.items()}
+
+
+def _refuse_or_drop(cache: Path, problem: str, force: bool) -> None:
+    keep = f"copy {cache / SPLITS} elsewhere first to keep its index lists"
+    if not force:
+        raise SplitsError(f"{problem}; a rebuild would lose that split: restore those items, or rebuild with "
+                          f"{opt('force')}, which drops {SPLITS} ({keep}), then run 'prebake split' again")
+    log.warning("%s; dropping %s of the rebuilt cache (%s given); run 'prebake split' again", problem,
+                cache / SPLITS, opt("force"))
+
+
+def check_splits(cache: Path, source_keys: Sequence[str], force: bool = False) -> None:
+    """Before a rebuild of ``cache``: refuse (unless ``force``) when its splits.json names items that
+    the source no longer has, or cannot be mapped to keys at all (``force``: the commit drops it)."""
+    if force:
+        return None
+    try:
+        found = _saved_keys(cache)
+    except SplitsError as e:
+        return _refuse_or_drop(cache, str(e), force)
+    if found is None:
+        return None
+    have = set(source_keys)
+    gone = sorted({k for keys in found[1].values() for k in keys} - have)
+    if gone:
+        shown = ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else "")
+        _refuse_or_drop(cache, f"{cache / SPLITS} names {len(gone):,} item{'s' if len(gone) > 1 else ''} that "
+                        f"the source no longer has ({shown})", force)
+    return None
+
+
+def carry_splits(old: Path, new: Path, force: bool = False) -> None:
+    """Write the splits.json of the cache at ``old`` into the sealed cache at ``new``, each item at
+    its new row (matched by key). Refuses (unless ``force``: then dropped with a WARNING) when
+    items it names are not in ``new``."""
+    try:
+        found = _saved_keys(old)
+    except SplitsError as e:
+        return _refuse_or_drop(old, str(e), force)
+    if found is None:
+        return None
+    saved, parts = found
+    manifest = read_manifest(new)
+    rows = {k: i for i, k in enumerate(row_keys(new, manifest) or [])}
+    gone = sorted({k for keys in parts.values() for k in keys if k not in rows})
+    if gone:
+        shown = ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else "")
+        return _refuse_or_drop(old, f"{old / SPLITS} names {len(gone):,} item{'s' if len(gone) > 1 else ''} "
+                               f"that the rebuilt cache does not hold (skipped as bad, or gone: {shown})", force)
+    carried = {name: sorted(rows[k] for k in keys) for name, keys in parts.items()}
+    write_json(new / SPLITS, {**saved, "cache_digest": manifest["fingerprint"]["digest"], "splits": carried})
+    log.info("%s: carried %s over to the new rows", old, SPLITS)
+    return None

@@ -96,7 +96,7 @@ def _print_info(i: dict[str, Any]) -> None:
         shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
         echo(f"  classes    {len(classes)}: {shown}")
     if hist:
-        name = (lambda k: classes[int(k)] if 0 <= int(k) < len(classes) else k)
+        name = (lambda k: classes[int(k)] if k.isdigit() and int(k) < len(classes) else k)
         counts = ", ".join(f"{name(k)} {v:,}" for k, v in list(hist.items())[:10])
         echo(f"  labels     {counts}{', ...' if len(hist) > 10 else ''}")
     echo(f"  source     {i['source'].get('kind', '?')} {i['source'].get('root', '')}")
@@ -130,25 +130,35 @@ def ls(args: argparse.Namespace) -> int:
 
 
 def clear(args: argparse.Namespace) -> int:
-    from ..cache.files import remove_paths
-
-    targets = inventory.clear_targets(args.path)
-    if not targets:
-        echo(f"nothing to clear under {args.path}")
+    plan = inventory.clear_plan(args.path)
+    if not args.json:
+        for p, why in plan.skipped:
+            echo(f"left alone: {p}\n  {why}")
+    if not plan.delete:
+        if args.json:
+            echo(json.dumps({"deleted": [], "skipped": _skipped_json(plan.skipped)}))
+        else:
+            echo(f"nothing to clear under {args.path}")
         return 0
     if not args.yes:
-        echo("will delete:\n" + "\n".join(f"  {t}" for t in targets))
+        echo("will delete:\n" + "\n".join(f"  {t}" for t, _ in plan.delete))
         if not sys.stdin.isatty():
             raise PrebakeError("not a terminal, so cannot ask; pass --yes to delete without asking")
         if input("delete these? [y/N] ").strip().lower() not in ("y", "yes"):
             echo("nothing deleted")
             return 1
-    remove_paths(targets)
+    deleted, refused = inventory.clear(plan)
     if args.json:
-        echo(json.dumps({"deleted": [str(t) for t in targets]}))
+        echo(json.dumps({"deleted": [str(t) for t in deleted], "skipped": _skipped_json(plan.skipped + refused)}))
     else:
-        echo(f"deleted {len(targets)} path{'s' if len(targets) != 1 else ''}")
+        for p, why in refused:
+            echo(f"left alone: {p}\n  {why}")
+        echo(f"deleted {len(deleted)} path{'s' if len(deleted) != 1 else ''}")
     return 0
+
+
+def _skipped_json(skipped: list[tuple[Path, str]]) -> list[dict[str, str]]:
+    return [{"path": str(p), "why": why} for p, why in skipped]
 
 
 def size(n: float) -> str:

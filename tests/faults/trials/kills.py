@@ -90,7 +90,8 @@ def kill_builder(workdir: Path, trials: int, seed: int = 0) -> Row:
 def _leftovers(out: Path) -> list[str]:
     extra = [p.name for p in out.parent.iterdir()
              if p.name in (out.name + PARTIAL_SUFFIX, out.name + REPLACED_SUFFIX)]
-    return extra + [p.name for p in out.iterdir() if p.name.startswith("_") and p.name != "_item_ids.npy"]
+    return extra + [p.name for p in out.iterdir() if p.name.startswith("_")
+                    and p.name not in ("_item_ids.npy", "_item_keys.json")]
 
 
 def kill_worker(workdir: Path, trials: int, seed: int = 0) -> Row:

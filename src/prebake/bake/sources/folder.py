@@ -46,9 +46,17 @@ def visible_dirs(path: Path) -> list[str]:
 def _subdirs(path: Path) -> list[str]:
     try:
         with os.scandir(path) as it:
-            return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+            return sorted(e.name for e in it if _is_dir(e) and not e.name.startswith("."))
     except OSError as e:
         raise SourceError(f"cannot list {path}: {e.strerror or e}") from None
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """A symlink loop is no folder: as a file of an item type it becomes a bad item, not a failed build."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def is_cache_tree(path: Path) -> bool:
