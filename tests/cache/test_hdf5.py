@@ -75,4 +75,5 @@ def test_truncated_and_garbage_files_are_clear_errors(tmp_path):
     for name in ("cut.h5", "junk.h5"):
         with pytest.raises(SourceError, match=rf"{name} is not a readable HDF5 file .*truncated, corrupt or not HDF5"):
             prebake.build(tmp_path / name, tmp_path / f"c-{name}", workers=0)
-    assert main(["export", str(tmp_path / "a"), str(tmp_path / "a.h5")]) == 2  # exists: --force to overwrite
+    assert main(["export", str(tmp_path / "a"), str(tmp_path / "a.h5")]) == 0  # prebake's own export: replaced
+    assert main(["export", str(tmp_path / "a"), str(tmp_path / "junk.h5")]) == 2  # not prebake's: --force to replace

@@ -115,7 +115,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none",
                    help="compress each chunk (with the byte-shuffle filter); default none")
     c.add_argument("--level", type=int, metavar="N", help="gzip level, 0-9 (default 4)")
-    c.add_argument("--force", action="store_true", help="overwrite FILE.h5 when it exists")
+    c.add_argument("--force", action="store_true", help="replace FILE.h5 even when prebake did not export it "
+                   "(its own exports are replaced without it; a directory never is)")
 
 
 def _split_parser(sub: argparse._SubParsersAction) -> None:
