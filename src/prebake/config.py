@@ -12,18 +12,31 @@
 so a file can start from a command that works. YAML, JSON and TOML are read by suffix.
 Paths in the file are taken relative to the current directory, like paths on the
 command line.
+
+Every value is checked before any work, in one place whichever front end it came from
+(:func:`check_settings`, then :func:`resolve`): its type, its range (``chunk_rows >= 1``,
+``0 < LOW < HIGH``, finite numbers), and sizes against the input limits (``image_size``
+squared within ``max_pixels``, ``volume_shape`` within ``max_voxels``). ``workers`` above
+4 per usable core (at most 256) is lowered to that, with a WARNING: more forked workers only
+add memory and forks.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
+import logging
+import math
+import numbers
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .configfile import parse
 from .errors import OptionError, opt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ BUILD_KEYS: tuple[Key, ...] = (
         "LOW HIGH"),
     Key("max_pixels", "int", "images: a larger width x height is a bad item, refused from the file header "
         "before decoding (default: 67108864, 64 Mpx)", "N"),
+    Key("max_voxels", "int", "volumes: more voxels than N (the header's shape, channels included) is a bad item, "
+        "refused from the header before reading; resampling to more is refused too (default: 1073741824, 1024^3)",
+        "N"),
     Key("channel", "str", "audio: mix (the mean of the channels, default), all (keep T x channels) or a channel "
         "index (0, 1, ...)", "mix|all|N"),
     Key("audio_dtype", "str", "audio: the dtype of every signal, whatever the files' bit depth: int16 (default), "
@@ -119,47 +135,17 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read build settings from the YAML, JSON or TOML file at ``path``; see the module docstring.
 
     Keys may be written with dashes (``image-size``) or underscores, and
-    ``label_column`` (the CLI flag's spelling) for ``label_columns``. An unknown key or a
-    value of the wrong type is an :class:`~prebake.errors.OptionError` naming the file,
-    the key and the fix.
+    ``label_column`` (the CLI flag's spelling) for ``label_columns``. An unknown key, a
+    value of the wrong type or out of its range (:data:`RANGES`), and a file that is not a
+    regular file of at most 1 MB of UTF-8 (or YAML with aliases) are each an
+    :class:`~prebake.errors.OptionError` naming the file, the key and the fix.
     """
     path = Path(path)
-    raw = _parse(path)
+    raw = parse(path)
     if not isinstance(raw, dict):
         raise OptionError(f"{path}: a config file holds keys and values (a mapping), found {type(raw).__name__}")
-    return {name: check_value(name, value, str(path)) for name, value in
-            ((_key_name(k, path), v) for k, v in raw.items()) if value is not None}
-
-
-def _parse(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise OptionError(f"cannot read the config file {path}: {e.strerror or e}") from None
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            return json.loads(text)
-        if suffix == ".toml":
-            return _toml().loads(text)
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-    except Exception as e:  # each parser has its own error types; all mean "not valid"
-        raise OptionError(f"{path} is not valid {suffix[1:].upper()}: {e}") from None
-    raise OptionError(f"{path}: config files are .yaml, .yml, .json or .toml, not {suffix or 'without a suffix'}")
-
-
-def _toml() -> Any:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise OptionError("TOML config files need Python 3.11, or: pip install tomli") from None
-    return tomllib
+    named = [(_key_name(k, path), str(k), v) for k, v in raw.items()]
+    return {name: check_value(name, v, str(path), written) for name, written, v in named if v is not None}
 
 
 def _key_name(key: Any, path: Path) -> str:
@@ -172,24 +158,37 @@ def _key_name(key: Any, path: Path) -> str:
     return name
 
 
-def check_value(name: str, value: Any, where: str) -> Any:
-    """``value`` for setting ``name``, checked against its type (lists of one accepted as scalars)."""
+def check_value(name: str, value: Any, where: str, written: str | None = None) -> Any:
+    """``value`` for setting ``name``, checked against its type and its range (:data:`RANGES`).
+
+    ``written`` is the key as the user wrote it (in a config file); else the option is named
+    as its front end spells it (``--chunk-rows`` or ``chunk_rows``).
+    """
+    shown = written or opt(name).removesuffix("=True")
+    value = _typed(name, value, where, shown)
+    if KEYS[name].type in _NUMERIC:
+        _check_range(name, value, where, shown)
+    return value
+
+
+def _typed(name: str, value: Any, where: str, shown: str) -> Any:
+    """``value`` as setting ``name``'s type (numpy numbers accepted as numbers), else an OptionError."""
     kind = KEYS[name].type
     ok: bool
     if kind == "bool":
         ok = isinstance(value, bool)
     elif kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = _is_int(value)
+        value = int(value) if ok else value
     elif kind == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = _is_number(value)
         value = float(value) if ok else value
     elif kind == "strs":
         value = [value] if isinstance(value, str) else value
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     elif kind in ("pair", "float3", "int3"):
-        count, number = (2, (int, float)) if kind == "pair" else (3, (int,) if kind == "int3" else (int, float))
-        ok = isinstance(value, (list, tuple)) and len(value) == count and all(
-            isinstance(v, number) and not isinstance(v, bool) for v in value)
+        count, number = (3, _is_int) if kind == "int3" else (2 if kind == "pair" else 3, _is_number)
+        ok = isinstance(value, (list, tuple)) and len(value) == count and all(number(v) for v in value)
         value = [(int if kind == "int3" else float)(v) for v in value] if ok else value
     elif kind == "path":
         ok = isinstance(value, (str, os.PathLike))
@@ -200,8 +199,49 @@ def check_value(name: str, value: Any, where: str) -> Any:
         want = {"bool": "true or false", "int": "an integer", "float": "a number", "strs": "a list of strings",
                 "pair": "two numbers [LOW, HIGH]", "float3": "three numbers [X, Y, Z]",
                 "int3": "three integers [D, H, W]"}.get(kind, "a string")
-        raise OptionError(f"{where}: {name} is {value!r}, expected {want}")
+        raise OptionError(f"{where}: {shown} is {value!r}, expected {want}")
     return value
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+_NUMERIC = ("int", "float", "pair", "float3", "int3")
+_INT64_MAX = 2**63 - 1  # what numpy holds: a larger count would overflow there, not here
+_SIZE = (lambda v: v >= 1, "an integer >= 1")
+#: What each numeric setting allows beyond its type: (test, the words for it). Every number must also be finite.
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{k: _SIZE for k in ("chunk_rows", "image_size", "shorter_side", "crop", "frame_size", "cycle_length",
+                          "max_pixels", "max_voxels")},
+    "sample_rate": (lambda v: v >= 1, "a rate in Hz >= 1"),
+    "workers": (lambda v: v >= 0, "an integer >= 0 (0 or 1 bakes in this process)"),
+    "fps": (lambda v: v > 0, "frames per second > 0"),
+    "lock_timeout": (lambda v: v >= 0, "seconds >= 0 (leave it out to wait as long as it takes)"),
+    "watchdog": (lambda v: v >= 0, "seconds >= 0 (0 turns it off)"),
+    "bandpass": (lambda v: 0 < v[0] < v[1], "LOW HIGH in Hz with 0 < LOW < HIGH"),
+    "heart_rate": (lambda v: 0 < v[0] < v[1], "LOW HIGH beats per minute with 0 < LOW < HIGH"),
+    "window": (lambda v: v[0] < v[1], "LOW HIGH with LOW < HIGH"),
+    "spacing": (lambda v: min(v) > 0, "three voxel sizes X Y Z in mm, each > 0"),
+    "volume_shape": (lambda v: min(v) >= 1, "three sizes D H W, each >= 1"),
+}
+
+
+def _check_range(name: str, value: Any, where: str, shown: str) -> None:
+    values = value if isinstance(value, list) else [value]
+    test, allowed = RANGES.get(name, (None, ""))
+    bad = next((v for v in values if not math.isfinite(v) or isinstance(v, int) and abs(v) > _INT64_MAX), None)
+    if bad is None and (test is None or test(value)):
+        return
+    if bad is not None:
+        limit = "finite numbers" if isinstance(bad, float) else f"integers of at most {_INT64_MAX:,}"
+        allowed = f"{limit}, {allowed}" if allowed else limit
+    raise OptionError(f"{where}: {shown} is {value!r}, out of range: it takes {allowed}; give such a value, or leave "
+                      f"{shown} out for its default")
 
 
 def dump_config(settings: dict[str, Any]) -> str:
@@ -242,6 +282,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
     s = {k: v for k, v in settings.items() if v is not None}
     if s.get("out") is None:
         raise OptionError("no output directory: give OUT")
+    max_voxels = _check_sizes(s, source_options)
     if "dataset" in s:
         if "source" in s:
             raise OptionError(f"give a SOURCE or {opt('dataset')}, not both")
@@ -250,8 +291,8 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         fields = {"path_column": s.get("path_column"), "label_columns": tuple(s.get("label_columns", ())),
                   "base_dir": s.get("base_dir"), "delimiter": s.get("delimiter"), "channel": s.get("channel"),
                   "audio_dtype": s.get("audio_dtype"), "max_pixels": s.get("max_pixels"),
-                  "keep_columns": tuple(s.get("keep_columns", ())), "fps": s.get("fps"),
-                  "frame_size": s.get("frame_size")}
+                  "max_voxels": s.get("max_voxels"), "keep_columns": tuple(s.get("keep_columns", ())),
+                  "fps": s.get("fps"), "frame_size": s.get("frame_size")}
         if source_options is not None and any(v not in (None, ()) for v in fields.values()):
             raise OptionError("give source_options= or the CSV, audio and video settings (path_column=..., "
                               "channel=..., fps=...), not both")
@@ -264,13 +305,13 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
     stages = _stages(s.get("stages", ()), load_object)
     volume = VolumeOptions(orientation=s.get("orientation"), spacing=_tuple(s.get("spacing")),
                            window=_tuple(s.get("window")), scale_to=_tuple(s.get("scale_to")),
-                           shape=_tuple(s.get("volume_shape")), pad_value=s.get("pad_value"))
+                           shape=_tuple(s.get("volume_shape")), pad_value=s.get("pad_value"), max_voxels=max_voxels)
     options = BuildOptions(
         segment_cycles=segment_step(s),
         image_size=s.get("image_size"), shorter_side=s.get("shorter_side"), crop=s.get("crop"),
         sample_rate=s.get("sample_rate"), bandpass=tuple(s["bandpass"]) if "bandpass" in s else None,
         transform=load_object(transform) if isinstance(transform, str) else transform,
-        workers=s.get("workers"), force=s.get("force", False), strict=s.get("strict", False),
+        workers=_workers(s), force=s.get("force", False), strict=s.get("strict", False),
         allow_empty=s.get("allow_empty", False), ragged=tuple(s.get("ragged", ())),
         content_hash=s.get("content_hash", False), stages=stages,
         lock_timeout=s.get("lock_timeout"), chunk_rows=s.get("chunk_rows"),
@@ -279,6 +320,42 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
         executor=_executor(s), ray_address=s.get("ray_address"),
     )
     return select_split(sources, s.get("split")), s["out"], options
+
+
+def _check_sizes(s: dict[str, Any], source_options: Any) -> int:
+    """Output sizes over the limits on inputs, refused before any work; returns the voxel limit."""
+    from .bake.sources import SourceOptions
+
+    limits = source_options or SourceOptions()
+    max_pixels, max_voxels = s.get("max_pixels", limits.max_pixels), s.get("max_voxels", limits.max_voxels)
+    for k in ("image_size", "shorter_side", "crop", "frame_size"):
+        if k in s and s[k] ** 2 > max_pixels:
+            raise OptionError(f"{opt(k, s[k])} makes images of {s[k]:,} x {s[k]:,} = {s[k] ** 2:,} pixels, over the "
+                              f"limit of {max_pixels:,}; give a smaller size, or raise {opt('max_pixels')}")
+    if "volume_shape" in s and math.prod(s["volume_shape"]) > max_voxels:
+        shape = " x ".join(map(str, s["volume_shape"]))
+        raise OptionError(f"{opt('volume_shape')} {shape} makes volumes of {math.prod(s['volume_shape']):,} voxels, "
+                          f"over the limit of {max_voxels:,}; give a smaller shape, or raise {opt('max_voxels')}")
+    return int(max_voxels)
+
+
+#: Forked workers at most, whatever the core count below it: past this, forking and the pool's pipes cost more.
+MAX_WORKERS = 256
+
+
+def _workers(s: dict[str, Any]) -> int | None:
+    """``workers``, capped for the local executor at 4 per usable core (at most 256, at least one per core)."""
+    n = s.get("workers")
+    if n is None or s.get("executor", "local") != "local":
+        return n
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cap = max(cpus, min(4 * cpus, MAX_WORKERS))  # 4 per core keeps cores busy while workers wait on reads
+    if n <= cap:
+        return int(n)
+    log.warning("%s is more than this machine can use: using %d (4 per usable core, %d here, at most %d); each worker "
+                "is a forked process holding an item in memory, so more only cost memory and forks",
+                opt("workers", n), cap, cpus, MAX_WORKERS)
+    return cap
 
 
 EXECUTORS = ("local", "ray")

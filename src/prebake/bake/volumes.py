@@ -27,6 +27,7 @@ Against MONAI 1.x on the same volume (``tests/bake/test_volume_transforms.py``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -34,6 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import BadItemError, OptionError, opt
+from .sources.declared import DEFAULT_MAX_VOXELS
 
 Item = dict[str, Any]
 _NEEDS = ("image", "affine")
@@ -84,11 +86,15 @@ class Reorient:
 
 @dataclass(frozen=True)
 class ResampleSpacing:
-    """Trilinear resampling to voxels of ``spacing`` (mm per axis); keeps voxel (0, 0, 0) in place."""
+    """Trilinear resampling to voxels of ``spacing`` (mm per axis); keeps voxel (0, 0, 0) in place.
+
+    A volume that would come out with more than ``max_voxels`` voxels is a bad item, refused before resampling.
+    """
 
     needs: ClassVar[tuple[str, ...]] = _NEEDS
     option: ClassVar[str] = "spacing"
     spacing: tuple[float, float, float]
+    max_voxels: int = DEFAULT_MAX_VOXELS
 
     def __call__(self, item: Item) -> Item:
         from .sources.volumes import spacing_of
@@ -99,10 +105,20 @@ class ResampleSpacing:
         if np.allclose(ratio, 1.0, rtol=1e-9, atol=0):
             return item
         shape = tuple(int(s) for s in np.maximum(1, np.round((np.array(img.shape[1:]) - 1) / ratio) + 1))
+        self._check_size(img, shape)
         out = np.stack([separable_linear(c, ratio, shape, _work_dtype(img.dtype)) for c in img])
         new_affine = affine.copy()
         new_affine[:3, :3] = affine[:3, :3] * ratio  # each axis column scaled; the origin stays
         return _with_affine(item, _round_to(out, img.dtype), new_affine)
+
+
+    def _check_size(self, img: np.ndarray, shape: tuple[int, ...]) -> None:
+        voxels = img.shape[0] * math.prod(shape)
+        if voxels > self.max_voxels:
+            given = " ".join(f"{x:g}" for x in self.spacing)
+            raise BadItemError(f"{opt('spacing', given)} makes this {' x '.join(map(str, img.shape[1:]))} volume "
+                               f"{' x '.join(map(str, shape))} = {voxels:,} voxels, over the limit of "
+                               f"{self.max_voxels:,}; give a coarser spacing, or raise {opt('max_voxels')}")
 
 
 def _work_dtype(dtype: np.dtype) -> type:
@@ -189,7 +205,7 @@ class VolumeOptions:
     ``orientation``: axis codes such as ``"RAS"``. ``spacing``: (x, y, z) mm.
     ``window``: (low, high) clip. ``scale_to``: (a, b), with ``window``: float32 output.
     ``shape``: (D, H, W) after a centred crop/pad. ``pad_value``: what padding holds
-    (default: the window's low end, else 0).
+    (default: the window's low end, else 0). ``max_voxels``: the most voxels a resampled volume may have.
     """
 
     orientation: str | None = None
@@ -198,6 +214,7 @@ class VolumeOptions:
     scale_to: tuple[float, float] | None = None
     shape: tuple[int, int, int] | None = None
     pad_value: float | None = None
+    max_voxels: int = DEFAULT_MAX_VOXELS
 
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.orientation, self.spacing, self.window, self.shape))
@@ -211,7 +228,7 @@ def volume_steps(v: VolumeOptions | None) -> list[Any]:
     if v.orientation is not None:
         steps.append(Reorient(_axcodes(v.orientation)))
     if v.spacing is not None:
-        steps.append(ResampleSpacing(_positive_triple(v.spacing, "spacing", float)))
+        steps.append(ResampleSpacing(_positive_triple(v.spacing, "spacing", float), int(v.max_voxels)))
     if v.scale_to is not None and v.window is None:
         raise OptionError(f"{opt('scale_to')} maps the {opt('window')} range: give {opt('window')} LOW HIGH too")
     if v.window is not None:

@@ -37,7 +37,7 @@ from .audio import AudioFolderSource
 from .folder import ImageFolderSource, class_folder, is_cache_tree, visible_dirs
 from .images import DEFAULT_MAX_PIXELS, decode_image, is_image_file
 from .volumefolder import VolumeFolderSource
-from .volumes import is_volume_path
+from .volumes import DEFAULT_MAX_VOXELS, is_volume_path
 from .video import VideoFolderSource, has_video_files, is_video_file, video_folder
 
 __all__ = [
@@ -85,6 +85,7 @@ class SourceOptions:
     ``base_dir``: what the CSV's paths are relative to (default: the CSV file's directory).
     ``delimiter``: the CSV field separator (default: detected among , ; tab |).
     ``max_pixels``: image folders and CSV tables: larger images are bad items, refused from the header.
+    ``max_voxels``: volume folders and CSV tables: volumes declaring more voxels are bad items, refused likewise.
     ``channel``: audio channel policy: ``"mix"`` (default), ``"all"`` or an index (``"0"``).
     ``audio_dtype``: the one dtype of every audio signal: ``"int16"`` (default), ``"int32"``, ``"float32"``.
     ``keep_columns``: CSV columns kept as columns of their own (ids, ages; strings stay strings).
@@ -97,6 +98,7 @@ class SourceOptions:
     base_dir: str | None = None
     delimiter: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_voxels: int = DEFAULT_MAX_VOXELS
     channel: str = "mix"
     audio_dtype: str = "int16"
     keep_columns: tuple[str, ...] = ()
@@ -193,7 +195,7 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
         if kind == "audio":
             return dict(class_folder(root, AudioFolderSource, channel=options.channel, dtype=options.audio_dtype))
         if kind == "volumes":
-            return dict(class_folder(root, VolumeFolderSource))
+            return dict(class_folder(root, VolumeFolderSource, max_voxels=options.max_voxels))
         return dict(class_folder(root, ImageFolderSource, max_pixels=options.max_pixels))
     if kind == "hdf5":
         from .hdf5 import Hdf5Source
@@ -213,7 +215,8 @@ def _csv(root: Path, options: SourceOptions) -> CsvSource:
             )
         root = tables[0]
     return CsvSource(root, options.path_column, tuple(options.label_columns), options.base_dir, options.delimiter,
-                     max_pixels=options.max_pixels, keep_columns=tuple(options.keep_columns))
+                     max_pixels=options.max_pixels, keep_columns=tuple(options.keep_columns),
+                     max_voxels=options.max_voxels)
 
 
 def _folder_kind(root: Path) -> str:

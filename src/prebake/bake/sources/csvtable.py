@@ -39,7 +39,7 @@ from ...cache.format import validate_column_name
 from ...errors import BadItemError, FormatError, OptionError, SourceError, opt
 from .base import Source, file_identity
 from .images import DEFAULT_MAX_PIXELS, decode_image
-from .volumes import identity_files, is_series_dir, is_volume_path, libraries_for, read_volume
+from .volumes import DEFAULT_MAX_VOXELS, identity_files, is_series_dir, is_volume_path, libraries_for, read_volume
 
 #: Column names tried, in order, when no path column is given.
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
@@ -152,8 +152,9 @@ class CsvSource(Source):
         delimiter: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         keep_columns: tuple[str, ...] = (),
+        max_voxels: int = DEFAULT_MAX_VOXELS,
     ):
-        self.max_pixels = int(max_pixels)
+        self.max_pixels, self.max_voxels = int(max_pixels), int(max_voxels)
         self.keep_columns = tuple(keep_columns)
         self.csv_path = Path(csv_path).resolve()
         self.base_dir = Path(base_dir).resolve() if base_dir is not None else self.csv_path.parent
@@ -256,7 +257,7 @@ class CsvSource(Source):
         if row.error is not None:
             raise BadItemError(row.error)
         try:
-            item: dict[str, Any] = read_volume(self._file(row)) if self._volumes[index] else \
+            item: dict[str, Any] = read_volume(self._file(row), self.max_voxels) if self._volumes[index] else \
                 {"image": decode_image(self._file(row), self.max_pixels)}
         except BadItemError as e:
             raise BadItemError(e.reason) from None  # the key already names the row and the file
@@ -282,7 +283,8 @@ class CsvSource(Source):
                  for f in (identity_files(self._file(r)) if self._volumes[i] else [self._file(r)])]
         params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names),
                   "max_pixels": self.max_pixels, "delimiter": self.delimiter,
-                  **({"keep_columns": list(self.keep_columns)} if self.keep_columns else {})}
+                  **({"keep_columns": list(self.keep_columns)} if self.keep_columns else {}),
+                  **({"max_voxels": self.max_voxels} if any(self._volumes) else {})}
         out = self.describe_files(self.base_dir, params, files)
         out["files"].update(file_identity([self.csv_path], self.base_dir, content=True))
         return out

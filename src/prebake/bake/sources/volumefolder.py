@@ -17,18 +17,23 @@ from typing import Any
 
 from .base import file_identity
 from .folder import ClassFolderSource, is_cache_tree
-from .volumes import VOLUME_SUFFIXES, identity_files, is_series_dir, read_volume, require
+from .volumes import DEFAULT_MAX_VOXELS, VOLUME_SUFFIXES, identity_files, is_series_dir, read_volume, require
+
 
 class VolumeFolderSource(ClassFolderSource):
-    """Items ``{"image": (C, D, H, W), "spacing", "origin", "affine", "label"}`` from class subfolders."""
+    """Items ``{"image": (C, D, H, W), "spacing", "origin", "affine", "label"}`` from class subfolders.
+
+    A volume whose header declares more than ``max_voxels`` voxels is a bad item, refused before reading.
+    """
 
     kind = "volumes"
     what = "volumes (.nii, .nii.gz, .dcm, .npy, DICOM series directories)"
     extensions = VOLUME_SUFFIXES
 
-    def __init__(self, root: str | os.PathLike[str], classes: Any = None):
+    def __init__(self, root: str | os.PathLike[str], classes: Any = None, max_voxels: int = DEFAULT_MAX_VOXELS):
         require("nibabel")
         require("pydicom")
+        self.max_voxels = int(max_voxels)
         super().__init__(root, classes)
 
     def _files(self, class_dir: Path) -> list[str]:
@@ -49,7 +54,7 @@ class VolumeFolderSource(ClassFolderSource):
         return sorted(found)
 
     def read_file(self, path: Path) -> dict[str, Any]:
-        return read_volume(path)
+        return read_volume(path, self.max_voxels)
 
     def item_identities(self) -> list[str]:
         out = []
@@ -60,4 +65,4 @@ class VolumeFolderSource(ClassFolderSource):
 
     def describe(self) -> dict[str, Any]:
         files = [f for p in self._paths for f in identity_files(self.root / p)]
-        return self.describe_files(self.root, {"classes": list(self.classes)}, files)
+        return self.describe_files(self.root, {"classes": list(self.classes), "max_voxels": self.max_voxels}, files)

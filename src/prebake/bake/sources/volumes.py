@@ -31,13 +31,20 @@ value exactly, else float64.
 
 Every failure is a :class:`~prebake.errors.BadItemError` with the reason (a missing file,
 a truncated ``.nii.gz``, slices of different shapes, a compressed DICOM without its
-decoder), so a build records the item and goes on. nibabel and pydicom are optional
+decoder), so a build records the item and goes on.
+
+Headers are checked before any voxel is read: a zero-length axis, or more voxels than
+``max_voxels`` (default :data:`DEFAULT_MAX_VOXELS`; an 8 KB header can declare 1200^3
+voxels, 3.3 GB to allocate), is a bad item, and so is geometry that places the voxels
+nowhere: a NaN, infinite or singular affine, a NIfTI pixdim that is zero, negative or NaN
+where the affine is made from it (no sform), a DICOM PixelSpacing that is not > 0. nibabel and pydicom are optional
 (``pip install 'prebake[medical]'``) and imported on first use.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import BadItemError, SourceError
+from .declared import (
+    DEFAULT_MAX_VOXELS,
+    check_affine,
+    check_dicom_declared,
+    check_nifti_header,
+    check_npy_header,
+    header_as_written,
+)
 
 #: File name endings read as volumes (lower case). A directory is a DICOM series.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".npy")
@@ -75,26 +90,27 @@ def libraries_for(paths: list[str]) -> None:
         require("pydicom")
 
 
-def read_volume(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_volume(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
     """The volume item at ``path`` (see the module docstring); raises BadItemError with the reason."""
     path = Path(path)
     name = path.name.lower()
     if path.is_dir():
-        return read_dicom_series(path)
+        return read_dicom_series(path, max_voxels)
     if not path.exists():
         raise BadItemError("file not found")
     if path.stat().st_size == 0:
         raise BadItemError("empty file (0 bytes)")
     if name.endswith(_NIFTI):
-        return read_nifti(path)
+        return read_nifti(path, max_voxels)
     if name.endswith(".npy"):
-        return read_npy_volume(path)
-    return read_dicom_file(path)
+        return read_npy_volume(path, max_voxels)
+    return read_dicom_file(path, max_voxels)
 
 
-def volume_item(image: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
-    """The item dict of a ``(C, D, H, W)`` image with its voxel -> world ``affine``."""
-    affine = np.asarray(affine, dtype=np.float64)
+def volume_item(image: np.ndarray, affine: np.ndarray, name: str = "the volume",
+                fix: str = "fix the header's geometry") -> dict[str, Any]:
+    """The item dict of a ``(C, D, H, W)`` image with its voxel -> world ``affine``, checked (:func:`check_affine`)."""
+    affine = check_affine(affine, name, fix)
     return {"image": np.ascontiguousarray(image), "spacing": spacing_of(affine),
             "origin": affine[:3, 3].copy(), "affine": affine}
 
@@ -141,23 +157,34 @@ def _channels_first(a: np.ndarray, where: str) -> np.ndarray:
 
 # -- NIfTI ----------------------------------------------------------------------------------------
 
-def read_nifti(path: Path) -> dict[str, Any]:
+def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
     nib = require("nibabel")
     try:
-        img = nib.load(path)
+        with np.errstate(invalid="ignore"):  # a NaN pixdim: refused below, with its reason
+            img = nib.load(path)
+        header = header_as_written(img, path)
+    except Exception as e:  # noqa: BLE001 - nibabel raises ImageFileError, OSError, zlib.error, ValueError
+        raise BadItemError(f"cannot read NIfTI: {type(e).__name__}: {e}") from None
+    check_nifti_header(header, path, max_voxels)
+    try:
         values = np.asanyarray(img.dataobj)
         stored = img.get_data_dtype()
     except EOFError as e:
         raise BadItemError(f"truncated NIfTI file: {e}") from None
     except Exception as e:  # noqa: BLE001 - nibabel raises ImageFileError, OSError, zlib.error, ValueError
         raise BadItemError(f"cannot read NIfTI: {type(e).__name__}: {e}") from None
-    return volume_item(_channels_first(exact_dtype(values, stored), "the NIfTI image"), img.affine)
+    if getattr(img, "affine", None) is None:  # CIFTI-2: grayordinates, not a voxel grid
+        raise BadItemError(f"{path.name} is a {type(img).__name__}, whose values lie on no voxel grid (it has no "
+                           "affine): not a volume; leave the file out")
+    return volume_item(_channels_first(exact_dtype(values, stored), "the NIfTI image"), img.affine, path.name,
+                       "fix the header's sform (or qform and pixdim)")
 
 
 # -- .npy -----------------------------------------------------------------------------------------
 
-def read_npy_volume(path: Path) -> dict[str, Any]:
+def read_npy_volume(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
     try:
+        check_npy_header(path, max_voxels)
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise BadItemError(f"cannot read .npy without pickle: {e}") from None
@@ -234,14 +261,24 @@ def _orientation(ds: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return v[:3], v[3:]
 
 
-def _pixel_spacing(ds: Any) -> tuple[float, float]:
-    ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    return (float(ps[0]), float(ps[1])) if ps is not None and len(ps) == 2 else (1.0, 1.0)
+def _pixel_spacing(ds: Any, name: str) -> tuple[float, float]:
+    tag = "PixelSpacing" if ds.get("PixelSpacing") else "ImagerPixelSpacing"
+    ps = ds.get(tag)
+    if ps is None or len(ps) != 2:
+        return 1.0, 1.0
+    dy, dx = float(ps[0]), float(ps[1])
+    if not (math.isfinite(dy) and math.isfinite(dx) and dy > 0 and dx > 0):
+        raise BadItemError(f"{name}: {tag} is {dy:g} {dx:g}, but pixel spacings are numbers > 0 mm; fix the "
+                           "header, or leave the file out")
+    return dy, dx
 
 
-def _affine(ds: Any, slice_step: np.ndarray | None) -> np.ndarray:
+_DICOM_FIX = "fix the header's ImageOrientationPatient, ImagePositionPatient and PixelSpacing"
+
+
+def _affine(ds: Any, slice_step: np.ndarray | None, name: str) -> np.ndarray:
     """Index (slice, row, col) -> RAS+ mm, from the first slice's header (LPS in DICOM)."""
-    dy, dx = _pixel_spacing(ds)  # PixelSpacing is (between rows, between columns)
+    dy, dx = _pixel_spacing(ds, name)  # PixelSpacing is (between rows, between columns)
     orient = _orientation(ds)
     row_dir, col_dir = orient if orient is not None else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
     normal = np.cross(row_dir, col_dir)
@@ -255,10 +292,12 @@ def _affine(ds: Any, slice_step: np.ndarray | None) -> np.ndarray:
     return _LPS_TO_RAS @ lps
 
 
-def read_dicom_file(path: Path) -> dict[str, Any]:
+def read_dicom_file(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
     ds = _dcmread(path)
+    check_dicom_declared(ds, path.name, max_voxels)
+    affine = _affine(ds, None, path.name)
     image = _frames_first(_rescaled_pixels(ds, path.name), ds)
-    return volume_item(image, _affine(ds, None))
+    return volume_item(image, affine, path.name, _DICOM_FIX)
 
 
 def dicom_files(directory: Path) -> list[Path]:
@@ -270,7 +309,7 @@ def dicom_files(directory: Path) -> list[Path]:
         raise BadItemError(f"cannot list the series directory: {e.strerror or e}") from None
 
 
-def read_dicom_series(directory: Path) -> dict[str, Any]:
+def read_dicom_series(directory: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
     """A directory of slices: sorted along the slice normal, stacked into (C, slices, rows, cols)."""
     files = dicom_files(directory)
     if not files:
@@ -285,11 +324,13 @@ def read_dicom_series(directory: Path) -> dict[str, Any]:
     order = np.argsort(positions @ normal, kind="stable")
     slices, positions = [slices[i] for i in order], positions[order]
     _check_series(slices, files, positions, normal)
+    check_dicom_declared(slices[0], f"{directory.name}/ ({len(slices)} slices)", max_voxels, len(slices))
+    step = (positions[-1] - positions[0]) / (len(slices) - 1) if len(slices) > 1 else None
+    affine = _affine(slices[0], step, directory.name + "/")
     pixels = [_rescaled_pixels(s, f.name) for s, f in zip(slices, (files[i] for i in order))]
     dtype = np.result_type(*pixels)
     image = np.stack([_frames_first(p, s)[:, 0] for p, s in zip(pixels, slices)], axis=1).astype(dtype)
-    step = (positions[-1] - positions[0]) / (len(slices) - 1) if len(slices) > 1 else None
-    return volume_item(image, _affine(slices[0], step))
+    return volume_item(image, affine, directory.name + "/", _DICOM_FIX)
 
 
 def _check_series(slices: list[Any], files: list[Path], positions: np.ndarray, normal: np.ndarray) -> None:
