@@ -24,19 +24,16 @@ from .trials.options_resources import (
     CONFIG_KINDS,
     FRONTS,
     GREW_LIMIT_KIB,
-    VOLUME_KINDS,
     Data,
     cli_tokens,
     config_refused,
     hostile_config,
-    hostile_volume,
     in_child,
     options_resources,
     refused_before_work,
     volume_refused,
-    write_dicom,
-    write_nifti,
 )
+from .trials.volumefiles import VOLUME_KINDS, hostile_volume, write_dicom, write_nifti
 
 
 @pytest.fixture(scope="module")
