@@ -37,11 +37,18 @@ from tests.faults.trials.corruption import data_flips, manifest_flips, truncatio
 from tests.faults.trials.ddp import ddp_subsets  # noqa: E402
 from tests.faults.trials.diskfull import disk_full  # noqa: E402
 from tests.faults.trials.fuzz import fuzzed_manifests  # noqa: E402
+from tests.faults.trials.hangs import VARIANTS, parent_threads  # noqa: E402
+from tests.faults.trials.hdf5_exchange import hdf5_exchange  # noqa: E402
 from tests.faults.trials.inputs import bad_inputs  # noqa: E402
 from tests.faults.trials.kills import kill_builder, kill_worker  # noqa: E402
+from tests.faults.trials.loading import loading  # noqa: E402
+from tests.faults.trials.options_resources import options_resources  # noqa: E402
+from tests.faults.trials.output_safety import output_safety  # noqa: E402
+from tests.faults.trials.reads import reads  # noqa: E402
 from tests.faults.trials.staleness import staleness  # noqa: E402
 
 ALL_MASKS = (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80)
+QUICK_HANGS = ("torch-outer", "stage")  # --quick: the reported transform and a Stage; MONAI costs ~7 s to import
 
 
 def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
@@ -62,6 +69,12 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("disk-full", lambda d: disk_full(d, n(20, 4))),
         ("staleness", lambda d: staleness(d, repeats=n(3, 1))),
         ("ddp-subsets", lambda d: ddp_subsets(d, n(1000, 30), seed=6)),
+        ("output-safety", lambda d: output_safety(d, n(840, 14), seed=7)),
+        ("hdf5-exchange", lambda d: hdf5_exchange(d, n(500, 10), seed=8)),
+        ("loading", lambda d: loading(d, n(1500, 30), seed=9)),
+        ("options-resources", lambda d: options_resources(d, n(600, 20), seed=10)),
+        ("reads", lambda d: reads(d, n(64, 8), seed=11)),
+        ("hangs", lambda d: parent_threads(d, n(3, 1), variants=tuple(VARIANTS) if not quick else QUICK_HANGS)),
     ]
 
 

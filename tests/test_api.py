@@ -13,10 +13,11 @@ import prebake.bake.memory
 def test_public_names():
     assert sorted(prebake.__all__) == sorted([
         "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheChangedError",
-        "CacheCorruptError", "CacheNotFoundError", "DiskFullError", "Elements", "FormatError", "Loader",
+        "CacheCorruptError", "CacheNotFoundError", "DiskFullError", "Elements", "ForeignOutputError", "FormatError",
+        "IndicesError", "IteratorSupersededError", "Loader",
         "OptionError", "PrebakeError", "Ragged", "ResumeError", "SamplingError", "Source", "SourceError",
-        "SourceOptions", "Stage", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError", "Watch",
-        "WatchReport", "Windows", "WorkerDiedError", "__version__", "augment", "build", "crop_or_pad",
+        "SourceOptions", "SplitsError", "Stage", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError",
+        "Watch", "WatchReport", "Windows", "WorkerDiedError", "__version__", "augment", "build", "crop_or_pad",
         "export_hdf5", "load_config", "load_splits", "open", "split", "verify", "watch", "write_arrays",
     ])
     for name in prebake.__all__:

@@ -126,7 +126,7 @@ def test_cycle_options_are_checked_before_any_work(tmp_path):
     root = _folder(tmp_path / "hearts", noise=False)
     with pytest.raises(OptionError, match=r"cycle_length shapes the cardiac-cycle segmentation; add segment_cycles=True"):
         prebake.build(root, tmp_path / "c", cycle_length=1000)
-    with pytest.raises(OptionError, match=r"heart_rate takes LOW HIGH .* got 150 40"):
+    with pytest.raises(OptionError, match=r"heart_rate is \[150.0, 40.0\], out of range: it takes LOW HIGH beats"):
         prebake.build(root, tmp_path / "c", segment_cycles=True, heart_rate=(150, 40))
     with pytest.raises(OptionError, match=r"cycle_fallback is 'skip'"):
         prebake.build(root, tmp_path / "c", segment_cycles=True, cycle_fallback="skip")

@@ -371,6 +371,5 @@ def hdf5_exchange(work_dir: Path, trials: int, seed: int | None = 0) -> Row:
             what, problem = family, f"untyped {type(e).__name__}: {e}"
         row.check(problem is None, f"{family}: {what}: {problem}")
         shutil.rmtree(d, ignore_errors=True)
-    row.notes["families"] = names
-    row.notes["seed"] = seed
+    row.notes["kinds"] = ", ".join(names)
     return row

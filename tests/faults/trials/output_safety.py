@@ -210,6 +210,6 @@ def output_safety(workdir: Path, trials: int, seed: int = 0) -> Row:
             row.fail(f"{where}: clear left the prebake cache {real}: {message[:300]}")
         else:
             row.ok()
-    row.notes["kinds"] = list(KINDS)
-    row.notes["attacks"] = list(ATTACKS)
+    row.notes["kinds of foreign path"] = len(KINDS)
+    row.notes["ways in (CLI, --force, Python, write_arrays, clear)"] = len(ATTACKS)
     return row

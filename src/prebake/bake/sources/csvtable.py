@@ -281,10 +281,11 @@ class CsvSource(Source):
         :attr:`~prebake.bake.sources.base.Source.content_hash`)."""
         files = [f for i, r in self._good_rows()
                  for f in (identity_files(self._file(r)) if self._volumes[i] else [self._file(r)])]
+        # the default max_voxels stays out of the identity, so caches made before the limit existed stay fresh
         params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names),
                   "max_pixels": self.max_pixels, "delimiter": self.delimiter,
                   **({"keep_columns": list(self.keep_columns)} if self.keep_columns else {}),
-                  **({"max_voxels": self.max_voxels} if any(self._volumes) else {})}
+                  **({"max_voxels": self.max_voxels} if self.max_voxels != DEFAULT_MAX_VOXELS else {})}
         out = self.describe_files(self.base_dir, params, files)
         out["files"].update(file_identity([self.csv_path], self.base_dir, content=True))
         return out

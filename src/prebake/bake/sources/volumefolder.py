@@ -65,4 +65,6 @@ class VolumeFolderSource(ClassFolderSource):
 
     def describe(self) -> dict[str, Any]:
         files = [f for p in self._paths for f in identity_files(self.root / p)]
-        return self.describe_files(self.root, {"classes": list(self.classes), "max_voxels": self.max_voxels}, files)
+        # the default limit stays out of the identity, so caches made before the limit existed stay fresh
+        limit = {"max_voxels": self.max_voxels} if self.max_voxels != DEFAULT_MAX_VOXELS else {}
+        return self.describe_files(self.root, {"classes": list(self.classes), **limit}, files)
