@@ -14,6 +14,7 @@ fastest in file order) and restores the drawn order afterwards; see ``load/loade
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections import deque
 from collections.abc import Mapping
@@ -103,7 +104,7 @@ class Buffers:
         self._free: dict[int, deque[bytearray]] = {}
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize  # not np.prod: an epoch of 8-byte Elements, batch 64, 7.8 -> 5.8 ms
         free = self._free.setdefault(nbytes, deque())
         try:
             raw = free.pop()  # deque.pop and .append are atomic: gather threads and callbacks need no lock
@@ -137,7 +138,7 @@ def take_rows(values: np.ndarray, rows: np.ndarray, buffers: Buffers | None = No
     if buffers is None or not values.dtype.isnative:
         return native(np.take(values, rows, axis=0))
     out = buffers.empty((len(rows), *values.shape[1:]), values.dtype)
-    return np.take(values, rows, axis=0, out=out, mode="clip")  # rows are in range; "raise" would buffer `out`
+    return values.take(rows, axis=0, out=out, mode="clip")  # rows are in range; "raise" would buffer `out`
 
 
 def _split(got: Any, take: Take) -> list[tuple[str, Any]]:

@@ -3,12 +3,14 @@
 For each batch the indices are sorted into file order, each column is gathered in one call
 from its memory map (the fastest way to read a memmap), and the drawn order is restored. A
 view (``load/views.py``: windows, elements) plans the rows of a batch from its offsets, so a
-batch of windows is also one gather per column. Gathers run on background threads,
-``prefetch`` batches ahead; the batch order does not depend on the thread count. On a CUDA
-device the gathers are pinned and copied on a side stream; the consumer's stream waits on an
-event, so the loop never blocks the host on the copy. ``preload="device"`` keeps the columns
-in device memory, and a batch is then a device-side ``index_select`` per column, with only
-the row positions (a few integers per sample) sent from the host. Preloaded columns are made
+batch of windows is also one gather per column. On a CUDA device gathers run on background
+threads, ``prefetch`` batches ahead, pinned and copied on a side stream; the consumer's stream
+waits on an event, so the loop never blocks the host on the copy. On a CPU they run in the
+loop's own thread: there the step's own threads use every core, and gather threads only
+compete with them (see :func:`gather_threads`). The batch order does not depend on the thread
+count. ``preload="device"`` keeps the columns in device memory, and a batch is then a
+device-side ``index_select`` per column, with only the row positions (a few integers per
+sample) sent from the host. Preloaded columns are made
 once per :class:`Cache` object (:meth:`Cache.preloaded`), so Loaders over the same object,
 one per federated client say, share one copy.
 
@@ -17,7 +19,6 @@ Which items a batch holds comes from :mod:`prebake.load.sampling`.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import time
@@ -33,10 +34,16 @@ from ..cache.reader import Cache, open_cache
 from ..errors import IteratorSupersededError, OptionError, ViewError
 from .convert import resolve
 from .gather import Buffers, read_device, values_of
-from .params import flag, function, names, whole
+from .params import check_device, flag, function, gather_threads, names, whole
 from .prefetch import Batch, _Prefetcher, device_pieces
 from .sampling import Sampling
-from .state import SAMPLING_KEYS, cache_identity, check_position, check_sampling, check_shape
+from .state import (
+    SAMPLING_KEYS,
+    cache_identity,
+    check_position,
+    check_sampling,
+    check_shape,
+)
 from .views import Items, View, subset_id
 
 
@@ -45,30 +52,6 @@ def _distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int
     if dist.is_available() and dist.is_initialized():
         return (dist.get_rank() if rank is None else rank), (dist.get_world_size() if world_size is None else world_size)
     return (0 if rank is None else rank), (1 if world_size is None else world_size)
-
-
-def check_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch.device, or an OptionError now if this machine does not have it."""
-    try:
-        if device is not None and (isinstance(device, bool) or not isinstance(device, (str, torch.device, int))):
-            raise TypeError(f"a {type(device).__name__}")
-        d = torch.device("cpu" if device is None else device)
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise OptionError(f"device={shown(device)} is not a device ({e}); pass 'cpu', 'cuda', 'cuda:1' or a "
-                          "torch.device") from None
-    if d.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-            raise OptionError(f"device={str(device)!r}, but this machine has no CUDA device (torch {torch.__version__}, "
-                              f"{build}); pass device='cpu', or choose what exists: "
-                              "device='cuda' if torch.cuda.is_available() else 'cpu'")
-        if d.index is not None and d.index >= count:
-            raise OptionError(f"device={str(device)!r}, but this machine has {count} CUDA device(s), "
-                              f"cuda:0..cuda:{count - 1}")
-    elif d.type == "mps" and not torch.backends.mps.is_available():
-        raise OptionError(f"device={str(device)!r}, but MPS is not available here; pass device='cpu'")
-    return d
 
 
 def _as_view(data: Cache | View | str | os.PathLike[str], columns: Sequence[str] | None, pad: bool) -> View:
@@ -137,9 +120,10 @@ class Loader:
         world_size: the number of DDP ranks; default from ``torch.distributed``, else 1.
         preload: ``None`` (read the memory maps), ``"ram"`` or ``"device"`` (copy the columns
             there once, shared by every Loader over the same Cache object).
-        prefetch: batches gathered ahead of the one being consumed, at least 1.
-        threads: gather threads, at least 1 (one while volume-sized rows convert on torch's threads: see
-            ``convert``).
+        prefetch: batches gathered ahead of the one being consumed by the gather threads, at least 1.
+        threads: ``"auto"`` (see :func:`gather_threads`: none on a CPU device, where gathers run inside
+            ``next()`` in the loop's thread; 2 on CUDA or with ``transform_in_threads``), or a number of gather
+            threads, at least 1 (one while volume-sized rows convert on torch's threads: see ``convert``).
         pad: for a cache's ragged columns, pad each batch to its longest item (see above).
         convert: elementwise conversions done in the gather threads, as each item is read:
             ``{column: torch.float32}`` or ``{column: op}`` with an op such as
@@ -156,7 +140,7 @@ class Loader:
                  columns: Sequence[str] | None = None, device: str | torch.device | None = None,
                  transform: Callable[[Batch], Batch] | None = None, rank: int | None = None,
                  world_size: int | None = None, preload: str | None = None, prefetch: int = 2,
-                 threads: int = 2, pad: bool = False, convert: Mapping[str, Any] | None = None,
+                 threads: int | str = "auto", pad: bool = False, convert: Mapping[str, Any] | None = None,
                  transform_in_threads: bool = False):
         self.view = _as_view(data, names(columns, "columns"), flag(pad, "pad"))
         self.cache = self.view.cache
@@ -172,7 +156,8 @@ class Loader:
         self.transform = function(transform, "transform")
         self._takes_generator = _takes_generator(transform)
         self.transform_in_threads = flag(transform_in_threads, "transform_in_threads")
-        self.prefetch, self.threads = whole(prefetch, "prefetch", 1), whole(threads, "threads", 1)
+        self.prefetch = whole(prefetch, "prefetch", 1)
+        self.threads = gather_threads(threads, self.device, self.transform_in_threads)  # 0: in the loop's thread
         self._epoch, self._handed = 0, 0  # the epoch being iterated; its batches handed out so far
         self._fresh = True  # the next iter() starts at (_epoch, _handed) as they are, neither restarted nor advanced
         self._pass, self._live = 0, _no_epoch  # the current iter(): an older one's next() is refused
@@ -355,8 +340,10 @@ class Epoch(Iterator[Batch]):
         self._stop()
 
     def _stop(self) -> None:
-        with contextlib.suppress(ValueError):  # running in another thread right now: refused at its next call
+        try:  # not contextlib: a generator collected at interpreter exit finds module globals gone
             self._batches.close()
+        except ValueError:  # running in another thread right now: refused at its next call
+            pass
 
 
 def _takes_generator(transform: Callable[..., Any] | None) -> bool:

@@ -1,4 +1,5 @@
-"""The Loader's host path: gathers on a thread pool, ``prefetch`` batches ahead, handed over in order.
+"""The Loader's host path: gathers on a thread pool, ``prefetch`` batches ahead, handed over in order;
+or, with no gather threads (a CPU device by default), in the loop's own thread inside ``next()``.
 
 On a CUDA device each gathered column is pinned and copied on a side stream; the consumer's
 stream waits on an event, so the loop never blocks the host on the copy (see ``load/loader.py``).
@@ -43,6 +44,10 @@ class _Prefetcher:
 
     def __iter__(self) -> Iterator[Batch]:
         loader = self.loader
+        if not loader.threads:  # no thread to start, join or hand each batch over from
+            for k, idx in enumerate(self.batches, self.first):
+                yield self._ready(self._load(idx, k))
+            return
         threads = 1 if loader.convert and one_gather_thread(loader.convert, loader._data) else loader.threads
         pool = ThreadPoolExecutor(threads, thread_name_prefix="prebake-loader")
         pending: deque[Future[Batch]] = deque()

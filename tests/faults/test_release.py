@@ -1,0 +1,62 @@
+"""Issue 29, loading and release: item 5 (a CPU Loader epoch paid for gather threads it started and stopped
+every epoch, and for their hand-offs, and lost to a plain DataLoader at 1,000 items), item 6 (``prebake bench``
+refused every cache but a uint8 image one), item 7 (``watch`` called a loop whose input pipeline slowed the
+step by competing for the CPU compute-bound) and item 8 (examples' benchmarks overwrote the committed
+results, and examples did not run from where the quickstart leaves the user).
+
+Each is an attack with tiny real caches and processes, and no timed assertion; the trial at the end throws
+random caches, views and settings at the same surface (``tests/faults/trials/release.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import prebake
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    return prebake.write_arrays(tmp_path_factory.mktemp("release") / "c", {
+        "image": rng.integers(0, 256, (N, 3, 8, 8), dtype=np.uint8), "label": np.arange(N, dtype=np.int64) % 10,
+        "seq": [np.arange(i % 7, dtype=np.int16) + i for i in range(N)]})
+
+
+def _gather_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("prebake-loader") and t.is_alive()]
+
+
+# -- item 5: a Loader epoch on a CPU costs no more than a DataLoader's -------------------------------------
+
+@pytest.mark.parametrize("data", ["cache", "windows", "elements"])
+def test_a_cpu_loader_gathers_in_the_loops_thread(cache, data):
+    """On a CPU the step's own threads use every core: gather threads only compete with them (and were started
+    and joined every epoch), so by default a pass runs no thread, with the same batches as threads=2."""
+    view = {"cache": cache, "windows": prebake.Windows(cache, "seq", 2),
+            "elements": prebake.Elements(cache, "seq")}[data]
+    loader = prebake.Loader(view, 64, seed=1)
+    threaded = prebake.Loader(view, 64, seed=1, threads=2)
+    assert loader.threads == 0 and threaded.threads == 2
+    for epoch in range(3):
+        wanted = list(threaded)
+        for got, want in zip(loader, wanted, strict=True):
+            assert not _gather_threads(), f"epoch {epoch}: gather threads run on a CPU by default"
+            assert got.keys() == want.keys()
+            for key in got:
+                a, b = got[key], want[key]
+                assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)) if isinstance(a, list) \
+                    else np.array_equal(a, b), f"epoch {epoch} column {key}"
+
+
+def test_threads_auto_keeps_threads_where_they_pay(cache):
+    """A transform asked to run on the gather threads still gets them; an explicit count is kept."""
+    assert prebake.Loader(cache, 64, transform=lambda b: b, transform_in_threads=True).threads == 2
+    assert prebake.Loader(cache, 64, threads=3).threads == 3
+    with pytest.raises(prebake.OptionError, match="threads='automatic'.*'auto' or a whole number"):
+        prebake.Loader(cache, 64, threads="automatic")
