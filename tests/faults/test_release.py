@@ -10,10 +10,14 @@ random caches, views and settings at the same surface (``tests/faults/trials/rel
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
+import torch
 
 import prebake
 
@@ -60,3 +64,55 @@ def test_threads_auto_keeps_threads_where_they_pay(cache):
     assert prebake.Loader(cache, 64, threads=3).threads == 3
     with pytest.raises(prebake.OptionError, match="threads='automatic'.*'auto' or a whole number"):
         prebake.Loader(cache, 64, threads="automatic")
+
+
+# -- item 7: watch says when the input pipeline's CPU competes with the step -------------------------------
+
+def _burn(seconds: float) -> None:
+    """A worker of the input pipeline that keeps a core busy (pure Python: no thread pool to share)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sum(range(1000))
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(100))
+
+
+def _batches(steps: int, workers: int):
+    """Batches always ready, from a pipeline whose ``workers`` processes keep every core busy meanwhile."""
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    procs = [ctx.Process(target=_burn, args=(60.0,), daemon=True) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in range(steps):
+            yield {"x": torch.zeros(8, 4)}
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.join()
+
+
+def test_watch_calls_a_cpu_starved_step_input_bound():
+    """The step never waits (0% waiting for data), but the input pipeline holds the cores it needs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    w = prebake.watch(_batches(12, cores), report=lambda _: None)
+    for _ in w:
+        _spin(0.03)
+    r = w.report
+    assert r.input_bound_fraction < 0.2, "the step should not wait: the batches are always ready"
+    assert r.contended and r.verdict == "input-bound"
+    assert r.input_cores >= 0.2 * cores and r.as_dict()["contended"] is True
+    assert "its CPU competes with the step" in str(r) and "(input-bound)" in str(r)
+
+
+def test_watch_does_not_call_an_idle_input_pipeline_contended():
+    """The same step without the busy workers, on however busy a machine: the step is the bottleneck."""
+    w = prebake.watch(_batches(12, 0), report=lambda _: None)
+    for _ in w:
+        _spin(0.03)
+    r = w.report
+    assert not r.contended and r.verdict == "compute-bound" and r.input_cores < 0.2

@@ -19,6 +19,13 @@ run is compute, like the model's); on a CPU it is the ops themselves, which
 there share the cores with the model. So the input-bound fraction means the same on
 both: the share of the step the loop waits for the input pipeline.
 
+A pipeline can also starve a CPU-bound step without making it wait: its worker processes or
+threads take the cores the step's own threads would use, so each step is slower while the next
+batch is always ready. ``watch`` samples CPU times at the edges of each window
+(:mod:`prebake.measure.cpu`): when the machine's cores were all busy and the input pipeline
+held at least ``INPUT_BOUND`` of them, the report says so beside the wait fraction and calls
+the loop input-bound (``contended``; ``input_cores``: cores the input pipeline kept busy).
+
 CUDA runs asynchronously, so host timings alone would credit queued GPU work to
 whichever call happens to block. ``watch`` calls ``torch.cuda.synchronize()``
 only at measurement points (every ``every`` steps and at the end) and charges
@@ -45,6 +52,8 @@ import torch
 
 from ..errors import OptionError
 from ..load.params import function, shown, whole
+from . import cpu
+from .cpu import CpuUse
 
 logger = logging.getLogger("prebake.watch")
 _GPU_SAMPLE_PERIOD = 0.1  # seconds; NVML itself averages over 1/6 s to 1 s
@@ -69,6 +78,7 @@ class WatchReport:
     gpu_util: float | None  # mean NVML utilisation in percent; None when not sampled
     final: bool = False
     transform_seconds: float = 0.0
+    cpu: CpuUse | None = None  # where the window's CPU time went; None when not sampled
 
     @property
     def seconds(self) -> float:
@@ -89,21 +99,42 @@ class WatchReport:
         return self.transform_seconds / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def contended(self) -> bool:
+        """The input pipeline's CPU competed with the step: every core busy, ``INPUT_BOUND`` or more of them
+        held by the input pipeline (its worker processes and threads)."""
+        return self.cpu is not None and self.cpu.contended(INPUT_BOUND)
+
+    @property
+    def input_cores(self) -> float | None:
+        """Cores the input pipeline kept busy on average; None when not sampled."""
+        return None if self.cpu is None else self.cpu.input_cores
+
+    @property
     def verdict(self) -> str:
         f = self.input_bound_fraction
-        return "input-bound" if f >= INPUT_BOUND else "compute-bound" if f < FED else "partly input-bound"
+        if f >= INPUT_BOUND or self.contended:
+            return "input-bound"
+        return "compute-bound" if f < FED else "partly input-bound"
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "seconds": self.seconds, "samples_per_s": self.samples_per_s,
                 "input_bound_fraction": self.input_bound_fraction, "transform_fraction": self.transform_fraction,
-                "verdict": self.verdict}
+                "input_cores": self.input_cores, "contended": self.contended, "verdict": self.verdict}
 
     def __str__(self) -> str:
         gpu = "GPU util not sampled" if self.gpu_util is None else f"GPU util {self.gpu_util:.0f}%"
         what = "total" if self.final else "window"
         ops = f", {100 * self.transform_fraction:.0f}% in the Loader's transform" if self.transform_seconds else ""
         return (f"prebake.watch {what}: {self.steps:,} steps, {self.samples_per_s:,.0f} samples/s, "
-                f"{100 * self.input_bound_fraction:.0f}% of step time waiting for data ({self.verdict}){ops}, {gpu}")
+                f"{100 * self.input_bound_fraction:.0f}% of step time waiting for data{self._cpu_text()} "
+                f"({self.verdict}){ops}, {gpu}")
+
+    def _cpu_text(self) -> str:
+        cores = self.input_cores
+        if self.cpu is None or cores is None:
+            return ""
+        text = f", input pipeline on {cores:.1f} of {self.cpu.cores} cores ({100 * self.cpu.busy:.0f}% busy)"
+        return text + ": its CPU competes with the step" if self.contended else text
 
 
 def count_samples(batch: Any) -> int:
@@ -132,9 +163,9 @@ class _Window:
         self.wait = self.compute = self.transform = 0.0
         self.gpu: list[float] = []
 
-    def report(self, final: bool) -> WatchReport:
+    def report(self, final: bool, cpu: CpuUse | None) -> WatchReport:
         util = sum(self.gpu) / len(self.gpu) if self.gpu else None
-        return WatchReport(self.steps, self.samples, self.wait, self.compute, util, final, self.transform)
+        return WatchReport(self.steps, self.samples, self.wait, self.compute, util, final, self.transform, cpu)
 
 
 class Watch:
@@ -162,12 +193,14 @@ class Watch:
         self._device: torch.device | None = None
         self._last_gpu_sample = 0.0
         self._nvml_ok = True
+        self._cpu_start = self._cpu_window = cpu.sample()  # replaced at each pass's start
 
     def __len__(self) -> int:
         return len(self.iterable)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[Any]:
         total, window = _Window(), _Window()
+        self._cpu_start = self._cpu_window = cpu.sample()  # in the loop's thread: its CPU is the step's
         it = iter(self.iterable)
         try:
             while True:
@@ -208,11 +241,13 @@ class Watch:
             torch.cuda.synchronize(self._device)
             dt = time.perf_counter() - t
             window.compute, total.compute = window.compute + dt, total.compute + dt
+        now = cpu.sample()
+        window_cpu, self._cpu_window = cpu.use(self._cpu_window, now), now
         if final:
-            self.report = total.report(final=True)
+            self.report = total.report(True, cpu.use(self._cpu_start, now))
             self._emit(self.report)
         elif window.steps:
-            r = window.report(final=False)
+            r = window.report(False, window_cpu)
             self.reports.append(r)
             self._emit(r)
 
