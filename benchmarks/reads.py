@@ -1,4 +1,4 @@
-"""The cost of recording the files that transforms read while baking (bake/reads.py).
+"""The cost of recording the files that transforms read while baking (identity/reads.py).
 
     python benchmarks/reads.py                 # 2,000 tiny items, 11 rounds
     python benchmarks/reads.py --items 500 --rounds 3
@@ -28,7 +28,7 @@ CHILD = r'''
 import json, sys, time
 from pathlib import Path
 import numpy as np
-import prebake.bake.reads as R
+import prebake.identity.reads as R
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 
 src, out, lut, hook, reads = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5] == "1"
@@ -69,12 +69,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "reads-cpu-2core.json")
     args = ap.parse_args()
-    from prebake.synthetic import write_arrays
+    from prebake.synthetic import write_npz
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        src = write_arrays(d / "src", n=args.items, size=(8, 8))
+        src = write_npz(d / "src", n=args.items, size=(8, 8))
         lut = d / "lut.json"
         lut.write_text(json.dumps({"scale": 3}))
         for reads in (False, True):

@@ -403,7 +403,7 @@ def test_every_build_option_is_a_setting():
 
     fields = {f.name for f in dataclasses.fields(prebake.BuildOptions)} - {"volume"}
     assert fields <= set(KEYS), fields - set(KEYS)
-    from prebake.bake.volumes import VolumeOptions  # BuildOptions.volume groups the volume settings
+    from prebake.steps.volume import VolumeOptions  # BuildOptions.volume groups the volume settings
 
     volume = {"shape": "volume_shape"}
     assert {volume.get(f.name, f.name) for f in dataclasses.fields(VolumeOptions)} <= set(KEYS)
@@ -454,7 +454,7 @@ def test_max_pixels_is_a_setting_of_the_cli_and_python(tmp_path, capsys):
 
 def test_the_cli_kinds_are_the_source_kinds():
     """--kind's choices are listed in the CLI (no source import at start-up); they stay the detection's."""
-    from prebake.bake.sources import KINDS
+    from prebake.sources import KINDS
     from prebake.cli import KINDS as CLI_KINDS
 
     assert CLI_KINDS == KINDS

@@ -104,8 +104,8 @@ def monai_transform(size: int) -> Any:
 def seed_preprocess(path: str, size: int) -> np.ndarray:
     """The seed's preprocessing step for one file: float32 [0, 1], the same transforms (prebake's code,
     in float32: no int16 rounding)."""
-    from prebake.bake.sources.volumes import read_volume
-    from prebake.bake.volumes import CropOrPad, Reorient, ResampleSpacing, Window
+    from prebake.sources.volume_readers import read_volume
+    from prebake.steps.volume import CropOrPad, Reorient, ResampleSpacing, Window
 
     item = read_volume(path)
     item["image"] = item["image"].astype(np.float32)  # float, no int16 rounding (float32 holds int16 exactly)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import prebake
-from prebake.bake.sources import detect
+from prebake.sources import detect
 from prebake.augment import SplitSubstructures, TwoViews, signal_pretrain_preset
 from prebake.augment.compose import Compose
 from prebake.augment.signal import AmplitudeScale, GaussianNoise, TimeMask, TimeShift, TimeStretch

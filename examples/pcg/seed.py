@@ -8,7 +8,7 @@ cycle precomputed in the main process every ``view_cache_refresh_epochs`` epochs
 (``refresh_view_cache``), ``__getitem__`` returns the stored views. Both run in a DataLoader
 with the seed's ``num_workers``, ``pin_memory``, ``prefetch_factor`` and ``persistent_workers``.
 
-The segmentation is prebake's (:func:`prebake.bake.cycles.find_cycles`), so every path
+The segmentation is prebake's (:func:`prebake.steps.cycles.find_cycles`), so every path
 trains on the same cycles; the bench checks that they are equal.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from prebake.bake.cycles import cycle_bounds, find_cycles
-from prebake.bake.sources.audio import read_audio
+from prebake.sources.audio import read_audio
+from prebake.steps.cycles import cycle_bounds, find_cycles
 
 from .config import Augmentation, Config
 

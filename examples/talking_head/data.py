@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 import prebake
-from prebake.bake.sources.video import write_video
 from prebake.errors import BadItemError
+from prebake.sources.video import write_video
 
 from .config import SAMPLE_RATE, Config, Data
 from .encoders import AudioEncoder, MotionEncoder, stages

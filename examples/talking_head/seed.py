@@ -12,7 +12,7 @@ was made from; ``__getitem__`` slices tensors. Both run in a DataLoader with the
 
 Both index the clips the bake did not skip, and the same windows as ``prebake.Windows``
 (every ``stride`` frames from frame ``window``), so the three paths train on equal samples;
-the decoding is prebake's (:func:`~prebake.bake.sources.video.read_video`), so the frames
+the decoding is prebake's (:func:`~prebake.sources.video.read_video`), so the frames
 are equal too.
 """
 
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 import prebake
-from prebake.bake.sources.audio import read_audio
-from prebake.bake.sources.video import VideoFolderSource, read_video
+from prebake.sources.audio import read_audio
+from prebake.sources.video import VideoFolderSource, read_video
 
 from .config import Config
 from .encoders import AudioEncoder, MotionEncoder

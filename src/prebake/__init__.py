@@ -45,17 +45,17 @@ if TYPE_CHECKING:
     from . import augment
     from .bake.build import BuildOptions, BuildReport
     from .bake.memory import write_arrays
-    from .bake.sources import Source, SourceOptions
-    from .bake.stages import Stage
-    from .cache.hdf5 import export_hdf5
+    from .cache.export import export_hdf5
     from .cache.reader import Cache, Ragged
-    from .cache.splits import load_splits, split
     from .cache.reader import open_cache as open
+    from .cache.splits import load_splits, split
     from .cache.verify import VerifyReport, verify
     from .load.loader import Loader
     from .load.signals import crop_or_pad
     from .load.views import Elements, Windows
     from .measure.watch import Watch, WatchReport, watch
+    from .sources import Source, SourceOptions
+    from .steps.stage import Stage
 
 log = logging.getLogger("prebake")
 
@@ -88,9 +88,9 @@ def build(
             ``transform`` (a function item -> item, or ``"module:function"``),
             ``image_size``, ``shorter_side``, ``crop``, ``sample_rate``, ``bandpass``
             (LOW, HIGH), ``channel`` and ``audio_dtype`` (audio), ``fps`` and ``frame_size`` (video),
-            ``segment_cycles``,
-            ``cycle_length``, ``heart_rate`` (LOW, HIGH) and ``cycle_fallback`` (cardiac
-            cycles, :class:`~prebake.bake.cycles.SegmentCycles`), ``ragged``, ``path_column``, ``label_columns``, ``base_dir``,
+            ``segment_cycles``, ``cycle_length``, ``heart_rate`` (LOW, HIGH) and ``cycle_fallback``
+            (cardiac cycles, :class:`~prebake.steps.cycles.SegmentCycles`), ``ragged``, ``path_column``,
+            ``label_columns``, ``base_dir``,
             ``delimiter``, ``workers``, ``force``, ``strict``, ``allow_empty``, ``stages`` (a
             list of :class:`Stage`: batched steps such as frozen encoders, run after the
             per-item transforms, on CUDA when there is one),
@@ -107,7 +107,7 @@ def build(
     fails on the first one instead.
     """
     from .bake.build import build_all, skipped_summary
-    from .bake.distributed import one_build
+    from .bake.distributed import once_per_job
     from .cache.reader import Cache
     from .config import check_settings, resolve
     from .progress import ProgressBars
@@ -116,8 +116,8 @@ def build(
     sources, out_dir, options = resolve(given, source_options)
     bars = ProgressBars(quiet=progress is False) if progress in (None, True, False) else None
     try:
-        reports = one_build(lambda: build_all(sources, out_dir, options, bars if bars is not None else progress),  # type: ignore[arg-type]
-                            out_dir)
+        reports = once_per_job(lambda: build_all(sources, out_dir, options, bars if bars is not None else progress),  # type: ignore[arg-type]
+                               out_dir)
     finally:
         if bars is not None:
             bars.close()
@@ -182,10 +182,10 @@ __getattr__, __dir__ = lazy_members(__name__, {
     "augment": ".augment:",
     "BuildOptions": ".bake.build", "BuildReport": ".bake.build",
     "write_arrays": ".bake.memory",
-    "Source": ".bake.sources", "SourceOptions": ".bake.sources", "Stage": ".bake.stages",
+    "Source": ".sources", "SourceOptions": ".sources", "Stage": ".steps.stage",
     "Cache": ".cache.reader", "Ragged": ".cache.reader", "open": ".cache.reader:open_cache",
     "VerifyReport": ".cache.verify", "verify": ".cache.verify",
-    "export_hdf5": ".cache.hdf5", "split": ".cache.splits", "load_splits": ".cache.splits",
+    "export_hdf5": ".cache.export", "split": ".cache.splits", "load_splits": ".cache.splits",
     "Loader": ".load.loader", "crop_or_pad": ".load.signals", "Elements": ".load.views", "Windows": ".load.views",
     "Watch": ".measure.watch", "WatchReport": ".measure.watch", "watch": ".measure.watch",
 })

@@ -275,9 +275,9 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
     ``settings["transform"]`` a function or ``"module:function"``.
     """
     from .bake.build import BuildOptions, resolve_sources, select_split
-    from .bake.plugins import load_object
-    from .bake.sources import DatasetSource, SourceOptions
-    from .bake.volumes import VolumeOptions
+    from .identity.plugins import load_object
+    from .sources import DatasetSource, SourceOptions
+    from .steps.volume import VolumeOptions
 
     s = {k: v for k, v in settings.items() if v is not None}
     if s.get("out") is None:
@@ -324,7 +324,7 @@ def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[
 
 def _check_sizes(s: dict[str, Any], source_options: Any) -> int:
     """Output sizes over the limits on inputs, refused before any work; returns the voxel limit."""
-    from .bake.sources import SourceOptions
+    from .sources import SourceOptions
 
     limits = source_options or SourceOptions()
     max_pixels, max_voxels = s.get("max_pixels", limits.max_pixels), s.get("max_voxels", limits.max_voxels)
@@ -374,7 +374,7 @@ def _executor(s: dict[str, Any]) -> str:
 
 def _check_audio(given: dict[str, Any]) -> None:
     """The audio settings' values, before any source is opened."""
-    from .bake.sources.audio import check_channel, check_dtype
+    from .sources.audio import check_channel, check_dtype
 
     if "channel" in given:
         check_channel(given["channel"])
@@ -386,7 +386,7 @@ _CYCLE_KEYS = ("cycle_length", "heart_rate", "cycle_fallback")
 
 
 def segment_step(s: dict[str, Any]) -> Any:
-    """The :class:`~prebake.bake.cycles.SegmentCycles` step the settings ask for, or None."""
+    """The :class:`~prebake.steps.cycles.SegmentCycles` step the settings ask for, or None."""
     if not s.get("segment_cycles"):
         stray = [k for k in _CYCLE_KEYS if k in s]
         if stray:
@@ -394,7 +394,7 @@ def segment_step(s: dict[str, Any]) -> Any:
                               f"cardiac-cycle segmentation; add "
                               f"{opt('segment_cycles')}, or drop {'them' if len(stray) > 1 else 'it'}")
         return None
-    from .bake.cycles import SegmentCycles
+    from .steps.cycles import SegmentCycles
 
     given = {"length": s.get("cycle_length"), "heart_rate": tuple(s["heart_rate"]) if "heart_rate" in s else None,
              "fallback": s.get("cycle_fallback")}
@@ -403,7 +403,7 @@ def segment_step(s: dict[str, Any]) -> Any:
 
 def _stages(given: Any, load_object: Any) -> tuple[Any, ...]:
     """Stages from ``Stage`` objects, or ``"module:function"`` specs of functions that return one or a list."""
-    from .bake.stages import Stage
+    from .steps.stage import Stage
 
     out: list[Any] = []
     for item in [given] if isinstance(given, (str, Stage)) else list(given):

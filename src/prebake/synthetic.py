@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .bake.sources.cifar import CIFAR10_CLASSES
+from .sources.cifar import CIFAR10_CLASSES
 
 #: The real CIFAR-100 superclasses (coarse labels) and their five classes each.
 CIFAR100_SUPERCLASSES = {
@@ -332,7 +332,7 @@ def write_csv_table(
     return path
 
 
-def write_arrays(
+def write_npz(
     root: str | os.PathLike[str],
     n: int = 16,
     layout: str = "NHWC",

@@ -14,8 +14,8 @@ import soundfile as sf
 
 import prebake
 from prebake.errors import BadItemError, OptionError
-from prebake.bake.sources import detect
-from prebake.bake.sources.audio import read_audio
+from prebake.sources import detect
+from prebake.sources.audio import read_audio
 from prebake.synthetic import write_audio_folder, write_wav
 
 import prebake.bake.build as build_mod  # noqa: E402

@@ -23,7 +23,7 @@ import pytest
 
 import prebake
 from prebake.errors import CacheNotFoundError
-from prebake.bake.writer import ChunkResult
+from prebake.bake.plan import ChunkResult
 from prebake.cache.files import file_checksum, read_manifest
 from prebake.cache.format import JOURNAL, PLAN, partial_path
 

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 import prebake
-from prebake.bake.cycles import SegmentCycles, cycle_bounds, find_cycles
 from prebake.errors import BadItemError, OptionError
+from prebake.steps.cycles import SegmentCycles, cycle_bounds, find_cycles
 from prebake.synthetic import pcg
 
 RATE = 2000

@@ -40,7 +40,7 @@ def counting(tmp_path):
         "        f.write('x\\n')\n"
         "    return item\n"
     )
-    from prebake.bake.plugins import load_object
+    from prebake.identity.plugins import load_object
 
     fn = load_object(f"{module}:count")
 

@@ -19,10 +19,8 @@ import pytest
 
 import prebake
 from prebake.bake.build import build_all
-from prebake.bake.sources import DatasetSource
-from prebake.synthetic import (write_arrays, write_audio_folder, write_cifar10_python, write_csv_table,
-                               write_image_folder)
-
+from prebake.sources import DatasetSource
+from prebake.synthetic import write_audio_folder, write_cifar10_python, write_csv_table, write_image_folder, write_npz
 from tests.helpers import crash
 
 SKIP = "ray is not installed: pip install 'prebake[ray]' (the dev extra has it)"
@@ -100,7 +98,7 @@ def _volume_table(d: Path) -> Path:
 
 def _hdf5(d: Path) -> Path:
     pytest.importorskip("h5py", reason="HDF5 needs h5py (the dev extra has it)")
-    cache = prebake.build(write_arrays(d / "arr", n=12, fmt="npz"), d / "exported", workers=0, progress=False)
+    cache = prebake.build(write_npz(d / "arr", n=12, fmt="npz"), d / "exported", workers=0, progress=False)
     prebake.export_hdf5(cache.path, d / "data.h5")
     return d / "data.h5"
 
@@ -109,9 +107,9 @@ def _hdf5(d: Path) -> Path:
 SOURCES = {
     "image folder": (lambda d: write_image_folder(d / "photos", per_class=5, size=(20, 16)), {"image_size": 16}),
     "csv": (lambda d: write_csv_table(d / "table", n=10, bad_rows=True), {"image_size": 16}),
-    "npz": (lambda d: write_arrays(d / "arr", n=12, fmt="npz"), {}),
-    "npy": (lambda d: write_arrays(d / "arr", n=12, fmt="npy"), {}),
-    "split folder": (lambda d: write_arrays(d / "arr", n=12, fmt="split"), {}),
+    "npz": (lambda d: write_npz(d / "arr", n=12, fmt="npz"), {}),
+    "npy": (lambda d: write_npz(d / "arr", n=12, fmt="npy"), {}),
+    "split folder": (lambda d: write_npz(d / "arr", n=12, fmt="split"), {}),
     "audio": (lambda d: write_audio_folder(d / "wav", per_class=2), {}),
     "volume folder": (_volume_folder, {}),
     "volume table": (_volume_table, {"volume_shape": (16, 16, 16), "label_columns": ["diagnosis"],
@@ -137,9 +135,9 @@ def test_every_source_kind_reaches_ray_workers(ray_session, tmp_path, kind):
 def test_memory_mapped_arrays_are_mapped_again_not_copied_into_the_pickle(tmp_path):
     import pickle
 
-    from prebake.bake.sources.arrays import from_npy
+    from prebake.sources.arrays import from_npy
 
-    path = write_arrays(tmp_path, n=64, size=(32, 32), fmt="npy")
+    path = write_npz(tmp_path, n=64, size=(32, 32), fmt="npy")
     source = from_npy(path)
     blob = pickle.dumps(source)
     assert len(blob) < 4096 < path.stat().st_size
@@ -152,7 +150,7 @@ def test_an_hdf5_source_that_has_read_pickles_without_its_open_file(tmp_path):
     import pickle
 
     path = _hdf5(tmp_path)
-    source = prebake.bake.sources.detect(path)[""]
+    source = prebake.sources.detect(path)[""]
     first = source.read(3)  # opens the file in this process
     again = pickle.loads(pickle.dumps(source))
     assert sorted(again.read(3)) == sorted(first)
@@ -278,7 +276,7 @@ class Where(torch.nn.Module):
 def _staged_builds(tmp_path: Path, die_once: str = "") -> tuple[prebake.Cache, prebake.Cache, list, list[str]]:
     """The clips of tests/bake/test_stages.py through its two stages and a third that logs its process:
     ``(local cache, Ray cache, the Ray build's progress calls, the pids that ran the third stage there)``."""
-    from prebake.bake.plugins import load_object
+    from prebake.identity.plugins import load_object
     from tests.bake.test_stages import CLIPS, ENCODERS
 
     (tmp_path / "clips.py").write_text(CLIPS)

@@ -15,8 +15,8 @@ from PIL import Image
 
 from prebake import synthetic
 from prebake.errors import BadItemError, SourceError, UnsafePickleError
-from prebake.bake.sources import DatasetSource, SourceOptions, detect
-from prebake.bake.sources.images import decode_image
+from prebake.sources import DatasetSource, SourceOptions, detect
+from prebake.sources.images import decode_image
 
 
 def test_cifar10_python_pixels_labels_order(tmp_path):
@@ -284,7 +284,7 @@ def test_csv_options_base_dir_floats_and_bad_values(tmp_path):
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW", "NHW"])
 def test_npz_layouts(tmp_path, layout):
-    path = synthetic.write_arrays(tmp_path, n=5, layout=layout, size=(8, 6))
+    path = synthetic.write_npz(tmp_path, n=5, layout=layout, size=(8, 6))
     stored = np.load(path)
     source = detect(path)[""]
     assert source.kind == "arrays" and source.layout == layout
@@ -299,11 +299,11 @@ def test_npz_layouts(tmp_path, layout):
 
 
 def test_npy_and_split_dir(tmp_path):
-    path = synthetic.write_arrays(tmp_path / "one", n=4, fmt="npy", dtype="float32")
+    path = synthetic.write_npz(tmp_path / "one", n=4, fmt="npy", dtype="float32")
     item = detect(path)[""].read(3)
     assert set(item) == {"image"} and item["image"].dtype == np.float32
     np.testing.assert_array_equal(item["image"], np.load(path)[3].transpose(2, 0, 1))
-    folder = synthetic.write_arrays(tmp_path / "split", n=8, fmt="split")
+    folder = synthetic.write_npz(tmp_path / "split", n=8, fmt="split")
     splits = detect(folder)
     assert set(splits) == {"train", "test"} and len(splits["train"]) == 8 and len(splits["test"]) == 2
     assert splits["test"].read(1)["label"] == np.load(folder / "test_labels.npy")[1]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from prebake.bake.stages import Stage, tensor_digests
 from prebake.errors import OptionError, PrebakeError
-
+from prebake.identity.weights import tensor_digests
+from prebake.steps.stage import Stage
 from tests.helpers.devices import DEVICES
 
 
@@ -257,7 +257,7 @@ def files(tmp_path):
 
 
 def _stages(files, **kw):
-    from prebake.bake.plugins import load_object
+    from prebake.identity.plugins import load_object
 
     return load_object(f"{files / 'encoders.py'}:stages")(**kw)
 
@@ -289,14 +289,14 @@ def test_batch_size_is_not_in_the_fingerprint_and_weights_are(files):
     _build(files, files / "c", stages, workers=0)
     out = files / "c"
     again = prebake.bake.build.build_all(
-        prebake.bake.build.resolve_sources(prebake.bake.sources.DatasetSource.from_spec(f"{files / 'clips.py'}:make")),
+        prebake.bake.build.resolve_sources(prebake.sources.DatasetSource.from_spec(f"{files / 'clips.py'}:make")),
         out, prebake.BuildOptions(workers=0, ragged=("frames",), stages=tuple(_stages(files, batch_size=16)),
                                   chunk_rows=8))[0]
     assert again.action == "up to date", again.reasons
     with torch.no_grad():
         stages[0].fn.proj.weight[0, 0] += 1
     report = prebake.bake.build.build_all(
-        prebake.bake.build.resolve_sources(prebake.bake.sources.DatasetSource.from_spec(f"{files / 'clips.py'}:make")),
+        prebake.bake.build.resolve_sources(prebake.sources.DatasetSource.from_spec(f"{files / 'clips.py'}:make")),
         out, prebake.BuildOptions(workers=0, ragged=("frames",), stages=tuple(stages), chunk_rows=8))[0]
     assert report.action == "rebuilt"
     assert report.reasons == ["stage 'Frames': 1 weight tensor changed (Frames.proj.weight)"], report.reasons
@@ -349,7 +349,7 @@ def test_a_killed_build_resumes_inside_the_stages_to_the_same_bytes(files):
         "import os, signal, sys\n"
         "import prebake\n"
         "from prebake.bake import build as B\n"
-        "from prebake.bake.plugins import load_object\n"
+        "from prebake.identity.plugins import load_object\n"
         "B._CHECKPOINT_S = 0.0\n"
         "kill = int(sys.argv[2])\n"
         "if kill:\n"

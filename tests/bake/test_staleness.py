@@ -21,7 +21,7 @@ from PIL import Image
 import prebake
 from prebake import cli
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
-from prebake.bake.plugins import load_object
+from prebake.identity.plugins import load_object
 from prebake.cache.files import read_manifest
 from prebake.cache.format import FORMAT_VERSION, MANIFEST, partial_path
 from prebake.errors import ForeignOutputError
@@ -289,12 +289,12 @@ def test_new_format_version_of_prebake_means_rebuild(folder, tmp_path, monkeypat
     root, _ = folder
     out = tmp_path / "cache"
     build(root, out)
-    import prebake.bake.fingerprint
-    import prebake.bake.writer
+    import prebake.bake.commit
     import prebake.cache.format
     import prebake.cache.inventory
+    import prebake.identity.fingerprint
 
-    for module in (prebake.cache.format, prebake.bake.fingerprint, prebake.bake.writer, prebake.cache.inventory):
+    for module in (prebake.cache.format, prebake.identity.fingerprint, prebake.bake.commit, prebake.cache.inventory):
         monkeypatch.setattr(module, "FORMAT_VERSION", FORMAT_VERSION + 1)
     report = build(root, out)
     assert report.action == "rebuilt"

@@ -11,9 +11,9 @@ import pytest
 
 import prebake
 import prebake.bake.build as B
-from prebake.bake.sources import SourceOptions, detect
-from prebake.bake.sources.video import VideoFolderSource, read_video, write_video
 from prebake.cli import main
+from prebake.sources import SourceOptions, detect
+from prebake.sources.video import VideoFolderSource, read_video, write_video
 
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("av")

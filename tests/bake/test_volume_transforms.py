@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.bake.volumes import CropOrPad, Reorient, ResampleSpacing, VolumeOptions, Window, volume_steps
-from prebake.bake.sources.volumes import volume_item
+from prebake.steps.volume import CropOrPad, Reorient, ResampleSpacing, VolumeOptions, Window, volume_steps
+from prebake.sources.volume_readers import volume_item
 from prebake.errors import OptionError
 
 nib = pytest.importorskip("nibabel")
@@ -129,7 +129,7 @@ def test_the_parameters_are_in_the_fingerprint(tmp_path):
                     progress=False)
     prebake.build(csv, tmp_path / "c", spacing=(1.5, 1.5, 1.5), **settings)
     from prebake.bake.build import BuildOptions, build_one, resolve_sources
-    from prebake.bake.volumes import VolumeOptions as V
+    from prebake.steps.volume import VolumeOptions as V
 
     src = resolve_sources(csv, options=prebake.SourceOptions(label_columns=("diagnosis",)))[""]
     report = build_one(src, tmp_path / "c", BuildOptions(workers=0, volume=V("RAS", (2.0, 1.5, 1.5), shape=(12, 12, 12))))

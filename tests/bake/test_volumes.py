@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.bake.sources import detect
-from prebake.bake.sources.volumes import exact_dtype, read_volume
 from prebake.errors import BadItemError
+from prebake.sources import detect
+from prebake.sources.volume_readers import exact_dtype, read_volume
 from prebake.synthetic_volumes import write_volume_table
 
 nib = pytest.importorskip("nibabel")

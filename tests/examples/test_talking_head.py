@@ -24,8 +24,8 @@ from examples.talking_head.bench import same_windows  # noqa: E402
 from examples.talking_head.config import Config, parse_args, tiny  # noqa: E402
 from examples.talking_head.encoders import AudioEncoder, stages, write_random  # noqa: E402
 from examples.talking_head.run import make_batches, prepare, run  # noqa: E402
-from prebake.bake.sources.audio import read_audio  # noqa: E402
-from prebake.bake.sources.video import read_video  # noqa: E402
+from prebake.sources.audio import read_audio  # noqa: E402
+from prebake.sources.video import read_video  # noqa: E402
 
 
 def config(out: Path, **train) -> Config:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.bake.sources.images import decode_image
 from prebake.errors import BadItemError
+from prebake.sources.images import decode_image
 from prebake.synthetic import write_csv_table
 
 from .trials.inputs import bad_inputs, big_png, jpeg_cut_early

@@ -131,7 +131,7 @@ def test_a_hostile_volume_header_is_a_bad_item_read_without_allocating_it(data, 
 
 
 def test_the_oversized_header_reason_names_the_shape_the_limit_and_the_option(tmp_path):
-    from prebake.bake.sources.volumes import read_volume
+    from prebake.sources.volume_readers import read_volume
 
     path = write_nifti(tmp_path / "big.nii.gz", (1200, 1200, 1200), data_bytes=8192)
     want = ("big.nii.gz declares 1200 x 1200 x 1200 = 1,728,000,000 voxels of int16, over the limit of 1,073,741,824 "
@@ -234,7 +234,7 @@ def test_a_geometry_check_keeps_real_files(tmp_path):
     import nibabel
     from pydicom.data import get_testdata_file
 
-    from prebake.bake.sources.volumes import read_volume
+    from prebake.sources.volume_readers import read_volume
 
     data = __import__("pathlib").Path(nibabel.__file__).parent / "tests" / "data"
     for path in [data / "example4d.nii.gz", data / "anatomical.nii", data / "standard.nii.gz",

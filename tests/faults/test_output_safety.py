@@ -23,7 +23,8 @@ import pytest
 
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
-from prebake.bake.writer import ChunkResult, PartialCache, Plan
+from prebake.bake.partial import PartialCache
+from prebake.bake.plan import BuildPlan, ChunkResult
 from prebake.cache.format import ColumnSpec, partial_path, sign_manifest
 from prebake.cli import main
 from prebake.errors import ForeignOutputError, PrebakeError, SplitsError
@@ -229,7 +230,7 @@ def test_info_and_ls_read_oddly_typed_manifest_values(tmp_path, capsys, edit):
 # -- the commit ---------------------------------------------------------------------------------
 
 def _partial(out: Path, rows: int, n: int = 10) -> PartialCache:
-    plan = Plan("d" * 32, n, rows, (ColumnSpec("x", "<i8", ()),))
+    plan = BuildPlan("d" * 32, n, rows, (ColumnSpec("x", "<i8", ()),))
     return PartialCache.start(out, plan)
 
 

@@ -66,7 +66,7 @@ def test_ls_and_info_say_stale_naming_the_file(tmp_path, capsys):
 
 
 def _build_json(src: str, out: str, spec: str) -> str:
-    from prebake.bake.plugins import load_object
+    from prebake.identity.plugins import load_object
 
     [report] = build_all(resolve_sources(src), out, BuildOptions(workers=0, transform=load_object(spec)))
     return report.action
@@ -127,10 +127,10 @@ def test_ray_tasks_and_stage_actors_send_what_they_read_back(tmp_path):
     """What a changed recorded file does is tested above; here only that Ray's processes record and return them."""
     ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'prebake[ray]'")
     import prebake
-    from prebake.bake.plugins import load_object
-    from prebake.synthetic import write_arrays
+    from prebake.identity.plugins import load_object
+    from prebake.synthetic import write_npz
 
-    src = write_arrays(tmp_path / "src", n=16, size=(4, 4))
+    src = write_npz(tmp_path / "src", n=16, size=(4, 4))
     labels = np.load(src)["labels"].tolist()
     for k in set(labels):
         for kind in ("label", "stage"):

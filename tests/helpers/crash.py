@@ -8,7 +8,8 @@ only* and runs ``prebake.bake.build.build_all``.
 
 Config keys: ``spec`` (dataset ``file.py:make``), ``out``, ``workers``, ``transform``
 (``file.py:fn``), ``kill`` (``progress:FRACTION`` or ``<function>:entry|mid|rmtree|exit`` for
-``seal``, ``_compact``, ``_stitch``, ``publish``, ``swap_into_place``), ``env``
+``seal`` (``PartialCache.seal``) or ``_compact``, ``_stitch``, ``publish``, ``swap_into_place``
+(functions of ``prebake.bake.commit``)), ``env``
 (variables set in the child; ``PREBAKE_TEST_BLOCK`` holds one item, see
 :func:`kill_blocked_worker`), ``checkpoint0`` (journal every finished chunk; default
 on), ``no_exchange`` (make swap_into_place take its rename-aside fallback),
@@ -100,7 +101,7 @@ def write_transform(d: Path) -> str:
 
 def build_options(workers: int = 0, transform: str | None = None, **kw: Any) -> Any:
     from prebake.bake.build import BuildOptions
-    from prebake.bake.plugins import load_object
+    from prebake.identity.plugins import load_object
 
     fn = load_object(transform) if transform else None
     return BuildOptions(workers=workers, chunk_rows=CHUNK_ROWS, ragged=("sig",), transform=fn, **kw)
@@ -109,7 +110,7 @@ def build_options(workers: int = 0, transform: str | None = None, **kw: Any) -> 
 def build_dataset(spec: str, out: str | os.PathLike[str], progress: Any = None, **kw: Any) -> Any:
     """An in-process build of the test dataset; returns the one BuildReport."""
     from prebake.bake.build import build_all
-    from prebake.bake.sources import DatasetSource
+    from prebake.sources import DatasetSource
 
     [report] = build_all({"": DatasetSource.from_spec(spec)}, out, build_options(**kw), progress)
     return report
@@ -138,9 +139,10 @@ def install_kill(kill: str | None) -> Any:
                 _die()
 
         return progress
-    import prebake.bake.writer as W
+    import prebake.bake.commit as W
+    import prebake.bake.partial as P
 
-    owner: Any = W.PartialCache if target in ("seal", "_compact", "_stitch") else W
+    owner: Any = P.PartialCache if target == "seal" else W
     orig = getattr(owner, target)
     assert when in ("entry", "mid", "rmtree", "exit"), kill
 
@@ -192,7 +194,7 @@ def child_main(cfg: dict[str, Any]) -> None:
     if cfg.get("checkpoint0", True):
         B._CHECKPOINT_S = 0.0  # journal every finished chunk, so a kill leaves resumable work
     if cfg.get("no_exchange"):  # as on a filesystem without renameat2(RENAME_EXCHANGE)
-        import prebake.bake.writer as W
+        import prebake.bake.commit as W
 
         W._exchange = lambda a, b: False
     progress = install_kill(cfg.get("kill"))

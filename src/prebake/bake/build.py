@@ -35,18 +35,20 @@ from ..cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFI
 from ..cache.ownership import check_output, owned_cache, remove_cache, remove_partial
 from ..cache.splits import check_splits
 from ..errors import BuildLockedError, DiskFullError, FormatError, PrebakeError, SourceError, WorkerDiedError, opt
-from . import fingerprint as fpr
-from . import reads
-from . import transforms as T
+from ..identity import fingerprint as fpr
+from ..identity import reads
+from ..sources import DatasetSource, Source, SourceOptions, detect
+from ..steps import base as T
+from ..steps.volume import VolumeOptions
 from .buildlog import write_build_log
+from .commit import publish
 from .incremental import hash_identities, reuse_plan
+from .partial import PartialCache, settle_disk_full
+from .plan import BuildPlan, ChunkResult
 from .pool import WorkerPool
-from .sources import DatasetSource, Source, SourceOptions, detect
-from .stages import StageRunner, plan_stages
-from .volumes import VolumeOptions
+from .stage_runner import StageRunner, plan_stages
 from .watchdog import Watchdog, watch_this_process
-from .worker import Job, probe, probe_specs, run_chunk
-from .writer import ChunkResult, PartialCache, Plan, publish, settle_disk_full
+from .worker import Job, probe, run_chunk
 
 log = logging.getLogger("prebake")
 
@@ -64,7 +66,7 @@ class BuildOptions:
     ``image_size``: resize images to S x S. ``shorter_side``: resize the shorter side to S.
     ``crop``: center crop S x S after the resize. ``sample_rate``: resample signals to Hz.
     ``bandpass``: (low, high) Hz Butterworth band-pass of signals. ``transform``: your
-    per-item function, run last. ``segment_cycles``: a :class:`~prebake.bake.cycles.SegmentCycles`
+    per-item function, run last. ``segment_cycles``: a :class:`~prebake.steps.cycles.SegmentCycles`
     that cuts each recording into cardiac cycles. ``workers``: processes (None: one per core; 0 or 1: in this
     process). ``force``: rebuild even when up to date. ``strict``: fail on the first bad item.
     ``allow_empty``: commit even when every item is bad. ``ragged``: columns whose first
@@ -73,7 +75,7 @@ class BuildOptions:
     ``content_hash``: identify source files by their bytes, not by size, mtime and ctime.
     ``stages``: :class:`~prebake.Stage` s, batched steps (frozen encoders) run in this process
     after the per-item transforms, in order.
-    ``volume``: the volume steps (:class:`~prebake.bake.volumes.VolumeOptions`). ``rgb``: every
+    ``volume``: the volume steps (:class:`~prebake.steps.volume.VolumeOptions`). ``rgb``: every
     image as 8-bit RGB (16-bit grey PNG/TIFF stay uint16 otherwise). ``executor``: "local" (the
     fork pool) or "ray" (chunks as Ray tasks, stages as Ray actors: :mod:`prebake.bake.ray_executor`),
     at ``ray_address`` (None: ``RAY_ADDRESS``, else a new local Ray). Neither enters the fingerprint.
@@ -87,7 +89,7 @@ class BuildOptions:
     sample_rate: int | None = None  # resample audio signals to this rate (Hz)
     bandpass: tuple[float, float] | None = None  # Butterworth band-pass of audio signals (Hz)
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # user function, runs last
-    segment_cycles: Any = None  # a prebake.bake.cycles.SegmentCycles step, after resample and band-pass
+    segment_cycles: Any = None  # a prebake.steps.cycles.SegmentCycles step, after resample and band-pass
     workers: int | None = None  # processes; None = all cores; 0 or 1 = in this process
     force: bool = False
     strict: bool = False
@@ -235,7 +237,7 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     else:
         (specs, item), reuse = probe(job, ragged), None
     rows = opts.chunk_rows or _chunk_rows(specs, item, opts.stages)
-    plan = Plan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped)
+    plan = BuildPlan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped)
     partial = PartialCache.start(out, plan, fresh=opts.force)
     if partial.done and reads.changed_since(partial.done.values()):  # its chunks read files that changed since
         partial = PartialCache.start(out, plan, fresh=True)
@@ -475,13 +477,13 @@ def _slice(reuse: np.ndarray | None, rows: range) -> np.ndarray | None:
     return None if reuse is None else reuse[rows.start : rows.stop]
 
 
-def _describe_task(task: tuple[Path, Plan, int, np.ndarray | None]) -> str:
+def _describe_task(task: tuple[Path, BuildPlan, int, np.ndarray | None]) -> str:
     out, plan, chunk, _ = task
     rows = plan.chunk_range(chunk)
     return f"chunk {chunk} (items {rows.start}..{rows.stop - 1}) of {out}"
 
 
-def _pool_chunk(task: tuple[Path, Plan, int, np.ndarray | None]) -> ChunkResult:
+def _pool_chunk(task: tuple[Path, BuildPlan, int, np.ndarray | None]) -> ChunkResult:
     out, plan, chunk, reuse = task
     job = _JOB
     assert job is not None, "worker started without a job"

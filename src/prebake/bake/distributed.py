@@ -1,6 +1,6 @@
 """One build per job when every rank of a ``torch.distributed`` job calls ``prebake.build``.
 
-Under ``torchrun`` each rank runs the same script. :func:`one_build` lets one rank build
+Under ``torchrun`` each rank runs the same script. :func:`once_per_job` lets one rank build
 and the others wait, then every rank opens the committed cache:
 
 1. Rank 0 draws a token and broadcasts it (one small collective).
@@ -51,7 +51,7 @@ def process_group() -> Any | None:
     return dist
 
 
-def one_build(build: Callable[[], T], out: str | os.PathLike[str], stale_s: float = STALE_S) -> T:
+def once_per_job(build: Callable[[], T], out: str | os.PathLike[str], stale_s: float = STALE_S) -> T:
     """Run ``build`` on one rank per storage, wait for it on the others, then run it there (a no-op).
 
     Without a process group of several ranks this is just ``build()``.

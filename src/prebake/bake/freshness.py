@@ -4,7 +4,7 @@ The fingerprint of a build keeps, beside its digest, how the source was opened (
 kind, options, split). :func:`rebuild_reasons` opens it again the same way, describes it,
 and fingerprints it with the transforms and options the cache was built with, so added,
 removed and modified source files, new classes, and a new prebake format all show, and so
-do changed files that a transform or stage read while baking (:mod:`prebake.bake.reads`).
+do changed files that a transform or stage read while baking (:mod:`prebake.identity.reads`).
 It never imports user code: a changed ``--transform`` function, or the data behind a
 ``--dataset`` function, is found by the next build, which names what changed.
 Used by ``prebake ls`` and ``prebake info`` (through :mod:`prebake.cache.inventory`).
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PrebakeError
-from . import fingerprint as fpr
-from .reads import changes as read_changes
-from .sources import SourceOptions, detect
-from .sources.base import refresh_identity
+from ..identity import fingerprint as fpr
+from ..identity.files import refresh_identity
+from ..identity.reads import changes as read_changes
+from ..sources import SourceOptions, detect
 
 
 def rebuild_reasons(manifest: dict[str, Any]) -> list[str]:

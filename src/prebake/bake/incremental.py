@@ -56,7 +56,7 @@ def reuse_plan(out: Path, fp: dict[str, Any], ids: np.ndarray | None) -> tuple[n
 
 def _same_but_files(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Equal inputs apart from the source's file table (which is what changed) and the files the bake
-    read (known after it: the build checks them, bake/reads.py)."""
+    read (known after it: the build checks them, identity/reads.py)."""
     def strip(inputs: dict[str, Any]) -> dict[str, Any]:
         kept = {k: v for k, v in inputs.items() if k != "reads"}
         return {**kept, "source": {k: v for k, v in inputs.get("source", {}).items() if k != "files"}}

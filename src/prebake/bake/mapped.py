@@ -1,6 +1,6 @@
 """The writable side of the fixed columns: memory maps that workers write rows into, and row copies.
 
-Nothing here knows about plans or journals; :mod:`prebake.bake.writer` does.
+Nothing here knows about plans or journals; :mod:`prebake.bake.partial` does.
 """
 
 from __future__ import annotations

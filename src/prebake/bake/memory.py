@@ -23,8 +23,9 @@ from ..cache.ownership import check_output
 from ..cache.reader import Cache, Ragged
 from ..cache.stats import chunk_stats
 from ..errors import FormatError
-from . import fingerprint as fpr
-from .writer import ChunkResult, PartialCache, Plan
+from ..identity import fingerprint as fpr
+from .partial import PartialCache
+from .plan import BuildPlan, ChunkResult
 
 Column = Union[np.ndarray, Ragged, Sequence[np.ndarray]]
 
@@ -50,7 +51,7 @@ def write_arrays(out: str | os.PathLike[str], columns: Mapping[str, Column],
     specs = [ColumnSpec.of(k, v.dtype, v.shape[1:]) for k, v in fixed.items()]
     specs += [ColumnSpec.of(k, r.values.dtype, r.values.shape[1:], ragged=True) for k, r in ragged.items()]
     fp = fpr.make({"kind": "memory", "xxh3": _content_hash(fixed, ragged)}, [], {})
-    partial = PartialCache.start(out, Plan(fp["digest"], n, max(n, 1), tuple(specs)))
+    partial = PartialCache.start(out, BuildPlan(fp["digest"], n, max(n, 1), tuple(specs)))
     if n:
         cols = partial.open_columns().arrays
         stats = {}

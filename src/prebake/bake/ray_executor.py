@@ -32,7 +32,7 @@ chunks are journaled and the same command resumes them, on Ray or locally.
 
 **Stages.** With GPUs in the cluster, one actor per GPU (``num_gpus=1``, at most one per
 chunk); without, one CPU actor (``num_cpus=1``). Each runs
-:class:`~prebake.bake.stages.StageRunner` on the chunks the tasks finished, at most
+:class:`~prebake.bake.stage_runner.StageRunner` on the chunks the tasks finished, at most
 :data:`STAGE_BACKLOG` in flight per actor (one running, one waiting, so a device never
 waits for the driver). The tasks never wait for the stages: a baked chunk's rows are on
 disk, so baking ahead costs nothing. A chunk is journaled only after its stage outputs
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import OptionError, PrebakeError, WorkerDiedError, opt
-from .plugins import file_modules
+from ..identity.plugins import file_modules
 
 log = logging.getLogger("prebake")
 
@@ -155,7 +155,7 @@ class RayExecutor:
                  int(resources.get("CPU", 0)), nodes, "" if nodes == 1 else "s")
 
     def adopt_stages(self, runner: Any) -> None:
-        """Run ``runner``'s stages (a driver-side :class:`~prebake.bake.stages.StageRunner`) in Ray actors,
+        """Run ``runner``'s stages (a driver-side :class:`~prebake.bake.stage_runner.StageRunner`) in Ray actors,
         inside :meth:`imap_unordered`; ``runner`` keeps the totals for its summary and progress."""
         self.stages = StageActors(self.ray, runner)
 
@@ -337,8 +337,8 @@ class StageWorker:
     """A Ray actor (one per GPU) that runs the stages on chunks in ``<out>.partial/``, as the local build does."""
 
     def __init__(self, stages: list[Any], out: Any, plan: Any):
-        from .stages import StageRunner
-        from .writer import PartialCache
+        from .partial import PartialCache
+        from .stage_runner import StageRunner
 
         self.runner = StageRunner(stages, PartialCache(out, plan, {}), None, "")
 

@@ -2,7 +2,7 @@
 
 A worker gets a :class:`Job` by fork (the source's state is loaded once in the
 parent), opens the memory-mapped columns once, and for each chunk writes its
-rows in place. Only a small :class:`~prebake.bake.writer.ChunkResult` goes back
+rows in place. Only a small :class:`~prebake.bake.plan.ChunkResult` goes back
 through the pipe.
 """
 
@@ -18,12 +18,13 @@ import numpy as np
 from ..cache.format import ColumnSpec
 from ..cache.stats import chunk_stats
 from ..errors import BadItemError, SourceError, StrictModeError, opt
-from . import transforms as T
+from ..identity.reads import recording, take
+from ..sources.base import Source
+from ..steps import base as T
 from .mapped import MappedColumns
-from .reads import recording, take
-from .sources.base import Source
+from .partial import PartialCache
+from .plan import ChunkResult
 from .watchdog import working_on
-from .writer import ChunkResult, PartialCache
 
 if TYPE_CHECKING:
     from ..cache.reader import Cache
@@ -60,7 +61,7 @@ def bake_item(job: Job, index: int) -> dict[str, Any]:
     """Read and transform one item; any failure becomes a BadItemError with the reason."""
     try:
         item = job.source.read(index)
-        with recording():  # the files the transforms open enter the fingerprint (bake/reads.py)
+        with recording():  # the files the transforms open enter the fingerprint (identity/reads.py)
             return T.apply(job.steps, item)
     except BadItemError:
         raise

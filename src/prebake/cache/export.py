@@ -1,6 +1,6 @@
 """A cache as one HDF5 file (``prebake export CACHE FILE.h5``), readable with plain h5py.
 
-Layout, declared here for the writer and for the reader (:mod:`prebake.bake.sources.hdf5`)::
+Layout, declared here for the writer and for the reader (:mod:`prebake.sources.hdf5`)::
 
     FILE.h5
       /image               (N, C, H, W) uint8, chunked   one dataset per fixed column
@@ -41,17 +41,10 @@ import numpy as np
 import xxhash
 
 from .._version import __version__
-from ..errors import (
-    CacheCorruptError,
-    ForeignOutputError,
-    FormatError,
-    OptionError,
-    SourceError,
-    opt,
-)
+from ..errors import CacheCorruptError, ForeignOutputError, FormatError, OptionError, SourceError, opt
+from .export_file import Sink, check_room, export_bytes, write_failed
 from .files import fsync_path, map_npy, npy_layout, open_dir, open_member, read_manifest
 from .format import ColumnSpec, column_specs
-from .hdf5file import Sink, check_room, export_bytes, write_failed
 
 log = logging.getLogger(__name__)
 HDF5_FORMAT = "prebake-hdf5"
@@ -316,7 +309,7 @@ def _root_attrs(f: Any, manifest: dict[str, Any]) -> None:
     f.attrs["manifest"] = json.dumps(manifest)
 
 
-# -- reading (prebake.bake.sources.hdf5) -----------------------------------------------------------
+# -- reading (prebake.sources.hdf5) -----------------------------------------------------------
 
 
 def column_dtype(ds: Any, where: str) -> np.dtype:

@@ -13,7 +13,7 @@ from ._echo import echo
 def export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..cache.hdf5 import export_hdf5
+    from ..cache.export import export_hdf5
     from .caches import size
 
     bar = tqdm(desc=f"export {args.out}", unit="B", unit_scale=True, leave=False,
@@ -36,7 +36,8 @@ def export(args: argparse.Namespace) -> int:
 
 
 def split(args: argparse.Namespace) -> int:
-    from ..cache.splits import SPLITS, split as split_cache
+    from ..cache.splits import SPLITS
+    from ..cache.splits import split as split_cache
 
     parts = split_cache(args.path, args.by, parse_fractions(args.fractions), args.seed, args.stratify, save=True)
     if args.json:

@@ -9,7 +9,8 @@
   modules (a helper imported from ``utils.py`` included), recursively; constants;
   module attributes read through a module (``cfg.SHIFT`` hashes ``SHIFT`` of your
   ``cfg`` module); and module-level objects (a frozen ``ENCODER = nn.Linear(...)``);
-- arrays and tensors by content; ``nn.Module`` weights and buffers by content, kept
+- arrays and tensors by content; ``nn.Module`` weights and buffers by content
+  (:mod:`.weights`, which hashes the weights of stages too), kept
   apart under ``weights`` so that a new checkpoint is reported as "weights of ENCODER
   changed", not as a code change. An object with a ``fingerprint()`` method is
   identified by what it returns.
@@ -37,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import xxhash
+
+from .weights import global_names, is_module, is_tensor, module_digest, tensor_bytes
 
 log = logging.getLogger("prebake")
 _MAX_DEPTH = 12
@@ -157,7 +160,7 @@ class _Hasher:
         own = getattr(obj, "fingerprint", None)
         if callable(own):
             self.h.update(repr(own()).encode())
-        elif _is_module(obj):
+        elif is_module(obj):
             self._torch_module(obj, where)
         elif hasattr(obj, "__dict__"):
             self.feed(vars(obj), where, depth + 1)
@@ -169,11 +172,7 @@ class _Hasher:
         """Structure and train/eval mode into the code hash; weights and buffers by content apart."""
         self.h.update(repr(m).encode())
         self.h.update(repr([sub.training for sub in m.modules()]).encode())
-        w = hashlib.sha256()
-        for key, tensor in m.state_dict().items():
-            w.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            w.update(xxhash.xxh3_128_digest(_tensor_bytes(tensor)))
-        self.weights[where] = w.hexdigest()
+        self.weights[where] = module_digest(m)
 
     def _value(self, v: Any, where: str, depth: int) -> None:
         h = self.h
@@ -192,7 +191,7 @@ class _Hasher:
                 self.feed(v[k], f"{where}.{k}", depth + 1)
         else:  # arrays and tensors, by content
             h.update(f"array{v.dtype}{tuple(v.shape)}".encode())
-            raw = _tensor_bytes(v) if _is_tensor(v) else np.ascontiguousarray(v).view(np.uint8).reshape(-1)
+            raw = tensor_bytes(v) if is_tensor(v) else np.ascontiguousarray(v).view(np.uint8).reshape(-1)
             h.update(xxhash.xxh3_128_digest(raw if raw.size else b""))
 
 
@@ -204,15 +203,6 @@ def _feed_code(h: Any, code: types.CodeType) -> None:
             _feed_code(h, const)
         else:
             h.update(repr(const).encode())
-
-
-def global_names(code: types.CodeType) -> set[str]:
-    """Every global name ``code`` and the code objects nested in it refer to."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= global_names(const)
-    return names
 
 
 # -- whose code is it -------------------------------------------------------------------------
@@ -248,25 +238,8 @@ def _is_user_instance(obj: Any) -> bool:
 
 
 def _has_own_identity(obj: Any) -> bool:
-    return callable(getattr(obj, "fingerprint", None)) or _is_module(obj)
-
-
-def _is_module(obj: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.nn.Module)
+    return callable(getattr(obj, "fingerprint", None)) or is_module(obj)
 
 
 def _is_value(obj: Any) -> bool:
-    return isinstance(obj, (*_SCALARS, tuple, list, dict, set, frozenset, np.ndarray, np.generic)) or _is_tensor(obj)
-
-
-def _is_tensor(obj: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.Tensor)
-
-
-def _tensor_bytes(t: Any) -> np.ndarray:
-    """A tensor's raw bytes as uint8 (works for bfloat16, which numpy lacks)."""
-    torch = sys.modules["torch"]
-    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-    return raw if raw.size else np.zeros(0, np.uint8)
+    return isinstance(obj, (*_SCALARS, tuple, list, dict, set, frozenset, np.ndarray, np.generic)) or is_tensor(obj)

@@ -3,11 +3,11 @@
 The fingerprint covers the format version and the prebake version (a new release
 may bake differently), the source identity (its parameters and its files: by
 content for sources of a few large files, else by size, mtime and ctime, see
-:func:`prebake.bake.sources.base.file_identity`), the bake transforms with their
-parameters, the identity of user code (:mod:`prebake.bake.codehash`, weights of
+:func:`prebake.identity.files.file_identity`), the bake transforms with their
+parameters, the identity of user code (:mod:`prebake.identity.code`, weights of
 ``nn.Module`` objects apart), and output-shaping options. The files that transforms
 and stages read while baking are known only once the bake ran: they are kept in the
-inputs as ``reads`` but not in the digest (:mod:`prebake.bake.reads`). Equal digests and
+inputs as ``reads`` but not in the digest (:mod:`prebake.identity.reads`). Equal digests and
 unchanged reads mean the cache is up to date; anything else comes with reasons.
 """
 

@@ -1,6 +1,6 @@
 """User code that plugs in by name: ``module:function`` or ``path/to/file.py:function``.
 
-What of it enters the fingerprint is :func:`prebake.bake.codehash.code_identity`.
+What of it enters the fingerprint is :func:`prebake.identity.code.code_identity`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PrebakeError
-from .codehash import code_identity
 
-__all__ = ["code_identity", "file_modules", "load_object"]
+__all__ = ["file_modules", "load_object"]
 
 _FILE_MODULE = "prebake_user_"  # the module name prefix of a file loaded by path
 

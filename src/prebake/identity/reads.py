@@ -4,10 +4,10 @@ A transform that loads a checkpoint lazily (``global ckpt; if ckpt is None: ckpt
 or reads a lookup table on every call depends on that file, but neither its code nor its
 parameters say so. While a build runs the per-item transforms (:func:`prebake.bake.worker.bake_item`)
 and the stages, a ``sys.addaudithook`` hook notes every file opened for reading; each chunk's
-:class:`~prebake.bake.writer.ChunkResult` carries what its process noted back to the builder
+:class:`~prebake.bake.plan.ChunkResult` carries what its process noted back to the builder
 (and into the journal, so a resumed build keeps it), and the manifest keeps each file's identity
 in ``fingerprint.inputs.reads`` (by size, mtime and ctime, or by content with ``content_hash``,
-as the source's files: :func:`prebake.bake.sources.base.file_identity`).
+as the source's files: :func:`prebake.identity.files.file_identity`).
 
 The reads are known only once the bake ran, so they are not in the digest a build starts from:
 a cache is up to date when its digest matches *and* every file it read is unchanged
@@ -37,8 +37,8 @@ from typing import Any
 from ..cache.files import read_manifest
 from ..cache.format import LOCK_SUFFIX, PARTIAL_SUFFIX, REPLACED_SUFFIX
 from ..errors import PrebakeError
-from .codehash import library_dirs
-from .sources.base import Identity, file_identity, refresh_identity
+from .code import library_dirs
+from .files import Identity, file_identity, refresh_identity
 
 log = logging.getLogger("prebake")
 

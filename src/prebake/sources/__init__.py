@@ -26,19 +26,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import SourceError, opt
+from ..errors import SourceError, opt
 from .arrays import ArraySource, split_pairs
 from .arrays import arrays as _arrays
-from .base import Source, file_identity
+from .audio import AudioFolderSource
+from .base import Source
 from .cifar import CifarBinarySource, CifarSource, cifar_binary, cifar_python
 from .csvtable import CsvSource
 from .dataset import DatasetSource
-from .audio import AudioFolderSource
 from .folder import ImageFolderSource, class_folder, is_cache_tree, visible_dirs
 from .images import DEFAULT_MAX_PIXELS, decode_image, is_image_file
-from .volumefolder import VolumeFolderSource
-from .volumes import DEFAULT_MAX_VOXELS, is_volume_path
 from .video import VideoFolderSource, has_video_files, is_video_file, video_folder
+from .volume_folder import VolumeFolderSource
+from .volume_readers import DEFAULT_MAX_VOXELS, is_volume_path
 
 __all__ = [
     "KINDS",
@@ -55,7 +55,6 @@ __all__ = [
     "VideoFolderSource",
     "decode_image",
     "detect",
-    "file_identity",
 ]
 
 KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "video", "csv", "arrays", "hdf5")

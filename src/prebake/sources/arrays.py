@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ...cache.format import validate_column_name
-from ...errors import FormatError, SourceError
+from ..cache.format import validate_column_name
+from ..errors import FormatError, SourceError
 from .base import Source
 
 log = logging.getLogger(__name__)

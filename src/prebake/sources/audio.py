@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadItemError, OptionError, SourceError, opt
+from ..errors import BadItemError, OptionError, SourceError, opt
 from .folder import ClassFolderSource
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff")

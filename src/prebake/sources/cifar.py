@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import SourceError, UnsafePickleError
+from ..errors import SourceError, UnsafePickleError
 from .base import Source
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@
   number, else strings (``<U`` as wide as the longest value). They are not labels.
 - A path ending in ``.nii``, ``.nii.gz``, ``.dcm`` or ``.npy``, or naming a directory (a
   DICOM series), is a volume: the item gets ``image`` (C, D, H, W) at full bit depth and
-  ``spacing``, ``origin`` and ``affine`` (:mod:`prebake.bake.sources.volumes`).
+  ``spacing``, ``origin`` and ``affine`` (:mod:`prebake.sources.volume_readers`).
 - A bad row (wrong number of fields, empty path, empty or unparseable label, missing
   file) becomes a :class:`BadItemError` at :meth:`CsvSource.read` time, with its row
   number, so every other row still builds. Row numbers are CSV line numbers (the
@@ -35,11 +35,19 @@ from typing import Any
 
 import numpy as np
 
-from ...cache.format import validate_column_name
-from ...errors import BadItemError, FormatError, OptionError, SourceError, opt
-from .base import Source, file_identity
+from ..cache.format import validate_column_name
+from ..errors import BadItemError, FormatError, OptionError, SourceError, opt
+from ..identity.files import file_identity
+from .base import Source
 from .images import DEFAULT_MAX_PIXELS, decode_image
-from .volumes import DEFAULT_MAX_VOXELS, identity_files, is_series_dir, is_volume_path, libraries_for, read_volume
+from .volume_readers import (
+    DEFAULT_MAX_VOXELS,
+    identity_files,
+    is_series_dir,
+    is_volume_path,
+    libraries_for,
+    read_volume,
+)
 
 #: Column names tried, in order, when no path column is given.
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
@@ -278,7 +286,7 @@ class CsvSource(Source):
 
     def describe(self) -> dict[str, Any]:
         """The table itself by content, the files it names by metadata (or content, see
-        :attr:`~prebake.bake.sources.base.Source.content_hash`)."""
+        :attr:`~prebake.sources.base.Source.content_hash`)."""
         files = [f for i, r in self._good_rows()
                  for f in (identity_files(self._file(r)) if self._volumes[i] else [self._file(r)])]
         # the default max_voxels stays out of the identity, so caches made before the limit existed stay fresh

@@ -12,7 +12,7 @@ float32, which numpy lacks), PIL images are converted to RGB, everything else pa
 through unchanged. An exception raised by ``dataset[i]`` makes item ``i`` a bad item.
 
 Fingerprint: :meth:`DatasetSource.describe` records the identity of the dataset's
-factory (or class), hashed like a transform's code (:mod:`prebake.bake.codehash`:
+factory (or class), hashed like a transform's code (:mod:`prebake.identity.code`:
 across your modules, module constants and ``nn.Module`` weights included). It cannot
 see the files a dataset reads, so a dataset that reads external files should define
 ``fingerprint(self) -> str`` (for example a hash of its file list with sizes and
@@ -36,8 +36,9 @@ from typing import Any
 
 from PIL import Image
 
-from ...errors import BadItemError, SourceError, opt
-from ..plugins import code_identity, load_object
+from ..errors import BadItemError, SourceError, opt
+from ..identity.code import code_identity
+from ..identity.plugins import load_object
 from .base import Source
 from .images import to_rgb
 
@@ -118,6 +119,8 @@ class DatasetSource(Source):
         out: dict[str, Any] = {"kind": self.kind, "root": self.name, "params": params, "files": {}}
         fingerprint = getattr(self.dataset, "fingerprint", None)
         if not callable(fingerprint):
+            # this text is in the fingerprint digest: keep it byte for byte (the old module path included),
+            # or every cache of a dataset without fingerprint() rebuilds
             out["unverified"] = (
                 f"the data of dataset {self.name} is not checked: {type(self.dataset).__qualname__} has no "
                 "fingerprint() method, so a change to the files it reads never makes this cache stale; "

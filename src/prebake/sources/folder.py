@@ -15,7 +15,7 @@ inside its own source folder, ``prebake build photos photos/cache``, never becom
 class. A file of the right type that fails to decode is a bad item (recorded by the
 build), never silently dropped.
 
-:class:`ImageFolderSource` reads images; :class:`~prebake.bake.sources.audio.AudioFolderSource`
+:class:`ImageFolderSource` reads images; :class:`~prebake.sources.audio.AudioFolderSource`
 reads audio files (WAV, FLAC, OGG). Both are a :class:`ClassFolderSource` with two methods of their own.
 """
 
@@ -27,9 +27,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ...cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFIX
-from ...errors import SourceError
-from .base import Source, file_identity
+from ..cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFIX
+from ..errors import SourceError
+from ..identity.files import file_identity
+from .base import Source
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, decode_image, is_image_file
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class ImageFolderSource(ClassFolderSource):
     """Items ``{"image": RGB PIL.Image, "label": class index}`` from class subfolders.
 
     Images over ``max_pixels`` are bad items, refused from their header (see
-    :mod:`prebake.bake.sources.images`).
+    :mod:`prebake.sources.images`).
     """
 
     kind = "imagefolder"

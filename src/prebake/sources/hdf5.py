@@ -16,7 +16,7 @@
   the files it links to (:mod:`.hdf5links`: external links, virtual datasets, external
   raw storage), which must all exist.
 
-The layout is :mod:`prebake.cache.hdf5`'s, so ``prebake build FILE.h5 OUT`` on an
+The layout is :mod:`prebake.cache.export`'s, so ``prebake build FILE.h5 OUT`` on an
 exported cache gives byte-identical columns. The file is opened once per process (HDF5
 handles do not survive a fork), with a chunk cache large enough that rows read in order
 decompress each chunk once.
@@ -33,11 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from ...cache.files import file_checksum
-from ...cache.format import offsets_problem, validate_column_name
-from ...cache.hdf5 import OFFSETS, VALUES, column_dtype, h5py_module, read_rows
-from ...errors import BadItemError, FormatError, SourceError
-from .base import Source, file_identity
+from ..cache.export import OFFSETS, VALUES, column_dtype, h5py_module, read_rows
+from ..cache.files import file_checksum
+from ..cache.format import offsets_problem, validate_column_name
+from ..errors import BadItemError, FormatError, SourceError
+from ..identity.files import file_identity
+from .base import Source
 from .hdf5links import LinkedFiles
 
 log = logging.getLogger(__name__)

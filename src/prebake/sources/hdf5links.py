@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...cache.hdf5 import h5py_module
-from ...errors import SourceError
+from ..cache.export import h5py_module
+from ..errors import SourceError
 
 _MAX_DEPTH = 8  # virtual datasets of virtual datasets: deeper than any real file nests them
 

@@ -11,7 +11,7 @@ Mode conversion rules (the cache stores 8-bit RGB):
   (and so torchvision's ``ImageFolder`` loader) produces, so a prebake cache holds the same
   pixels the usual loader would.
 - 16-bit grey (``I;16*``, 16-bit PNG and TIFF): kept at full depth, a ``(1, H, W)`` uint16
-  array, value for value. ``--rgb`` (:class:`~prebake.bake.transforms.ToRGB8`) asks for
+  array, value for value. ``--rgb`` (:class:`~prebake.steps.base.ToRGB8`) asks for
   8-bit RGB instead, through :func:`to_rgb` (``value >> 8``).
 - 32-bit int (``I``): values in [0, 65535] are 16-bit data (16-bit PNG/TIFF open this
   way in some Pillow versions) and get ``>> 8``; wider values are clipped at 0 and get ``>> 23``.
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ...errors import BadItemError, opt
+from ..errors import BadItemError, opt
 
 #: Extensions (lower case) that image folders and CSV tables treat as images.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

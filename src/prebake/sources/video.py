@@ -14,7 +14,7 @@ the folder holds video files)::
 
 Items are ``{"frames": uint8 (T, 3, H, W) RGB, "fps": float32}``, and when the clips have
 audio also ``{"audio": samples, "sample_rate": Hz}`` (``audio`` ragged, read with soundfile
-through :func:`~prebake.bake.sources.audio.read_audio`, so ``channel`` and ``audio_dtype``
+through :func:`~prebake.sources.audio.read_audio`, so ``channel`` and ``audio_dtype``
 work as for audio folders). Keys are the clip names, sorted. Videos are decoded with PyAV
 (``pip install 'prebake[video]'``; its wheels bundle FFmpeg), imported only when a clip is
 read. An audio stream inside the video file is not read: put the audio beside it.
@@ -42,9 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadItemError, SourceError, opt
+from ..errors import BadItemError, SourceError, opt
+from ..identity.files import file_identity
 from .audio import AUDIO_EXTENSIONS, check_channel, check_dtype, read_audio, require_soundfile
-from .base import Source, file_identity
+from .base import Source
 from .folder import SPLIT_NAMES, is_cache_tree, visible_dirs
 from .images import DEFAULT_MAX_PIXELS, decode_image, is_image_file
 
@@ -145,7 +146,7 @@ class VideoFolderSource(Source):
     ``fps`` is the frame rate of frame-image folders (videos carry their own; it also stands
     in for a video whose container has none). ``frame_size`` resizes every frame to S x S.
     ``channel`` and ``dtype`` are the audio's channel policy and dtype
-    (:mod:`prebake.bake.sources.audio`). All of them are part of the source's identity.
+    (:mod:`prebake.sources.audio`). All of them are part of the source's identity.
     """
 
     kind = "video"

@@ -3,7 +3,7 @@ and DICOM series directories::
 
     scans/healthy/p001.nii.gz   scans/healthy/p002/  (a series: one file per slice)   scans/sick/p003.dcm
 
-Classes and labels follow :mod:`prebake.bake.sources.folder` (sorted subfolder names,
+Classes and labels follow :mod:`prebake.sources.folder` (sorted subfolder names,
 split folders ``train/``, ``val/``). Inside a class folder, a directory that directly
 holds DICOM files (``.dcm``, or files with the ``DICM`` preamble) is one item, a series;
 other directories are searched for more items.
@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .base import file_identity
+from ..identity.files import file_identity
 from .folder import ClassFolderSource, is_cache_tree
-from .volumes import DEFAULT_MAX_VOXELS, VOLUME_SUFFIXES, identity_files, is_series_dir, read_volume, require
+from .volume_readers import DEFAULT_MAX_VOXELS, VOLUME_SUFFIXES, identity_files, is_series_dir, read_volume, require
 
 
 class VolumeFolderSource(ClassFolderSource):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadItemError, opt
+from ..errors import BadItemError, opt
 
 #: The default of ``max_voxels``: 1024^3, above a whole-body CT (512 x 512 x 2000 is half of it), far below
 #: what a lying header declares; raise it for larger scans.

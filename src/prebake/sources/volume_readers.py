@@ -8,7 +8,7 @@ A volume item is::
      "affine":  float64 (4, 4) voxel index -> world (RAS+ mm)}
 
 so nothing the header said about the geometry is lost, and the bake-time transforms
-(:mod:`prebake.bake.volumes`) can reorient and resample it.
+(:mod:`prebake.steps.volume`) can reorient and resample it.
 
 Axes. The three spatial axes are the file's voxel axes, in the file's order:
 
@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadItemError, SourceError
-from .declared import (
+from ..errors import BadItemError, SourceError
+from .volume_header import (
     DEFAULT_MAX_VOXELS,
     check_affine,
     check_dicom_declared,

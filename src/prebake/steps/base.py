@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import BadItemError, OptionError, opt
-from .plugins import code_identity
-from .signals import BandPass, Resample
-from .volumes import VolumeOptions, volume_steps
+from ..identity.code import code_identity
+from .audio import BandPass, Resample
+from .volume import VolumeOptions, volume_steps
 
 Item = dict[str, Any]
 ImageLike = Any  # PIL.Image.Image | np.ndarray (C, H, W)
@@ -133,7 +133,7 @@ class ToRGB8:
     option: ClassVar[str] = "rgb"
 
     def __call__(self, item: Item) -> Item:
-        from .sources.images import to_rgb
+        from ..sources.images import to_rgb
 
         img = item["image"]
         if isinstance(img, Image.Image):
@@ -177,7 +177,7 @@ def make_pipeline(
     """The bake pipeline: [resample] [band-pass] [segment cycles] [volume steps] [to RGB] [resize] [center crop]
     to-CHW [user function].
 
-    The volume steps (reorient, spacing, window, crop/pad) are :mod:`prebake.bake.volumes`'.
+    The volume steps (reorient, spacing, window, crop/pad) are :mod:`prebake.steps.volume`'.
     """
     if image_size is not None and shorter_side is not None:
         raise OptionError(f"give {opt('image_size')} (S x S) or {opt('shorter_side')}, not both")

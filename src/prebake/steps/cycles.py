@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import BadItemError, OptionError, opt
-from .signals import _scipy_signal, _signal_and_rate
+from .audio import _scipy_signal, _signal_and_rate
 
 Item = dict[str, Any]
 

@@ -1,7 +1,7 @@
 """Bake-time volume transforms: reorient, resample to a spacing, intensity window, crop/pad.
 
 Each is an item dict -> item dict step on a volume item (``image`` ``(C, D, H, W)``
-plus ``spacing``, ``origin`` and ``affine``; :mod:`prebake.bake.sources.volumes`), a
+plus ``spacing``, ``origin`` and ``affine``; :mod:`prebake.sources.volume_readers`), a
 frozen dataclass whose fields enter the fingerprint, and it updates the geometry
 columns so they keep describing the voxels. They run in this order (MONAI's usual
 chain): :class:`Reorient`, :class:`ResampleSpacing`, :class:`Window`, :class:`CropOrPad`.
@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import BadItemError, OptionError, opt
-from .sources.declared import DEFAULT_MAX_VOXELS
+from ..sources.volume_header import DEFAULT_MAX_VOXELS
 
 Item = dict[str, Any]
 _NEEDS = ("image", "affine")
@@ -57,7 +57,7 @@ def _round_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _with_affine(item: Item, image: np.ndarray, affine: np.ndarray) -> Item:
-    from .sources.volumes import spacing_of
+    from ..sources.volume_readers import spacing_of
 
     item["image"] = np.ascontiguousarray(image)
     item["affine"] = np.asarray(affine, dtype=np.float64)
@@ -97,7 +97,7 @@ class ResampleSpacing:
     max_voxels: int = DEFAULT_MAX_VOXELS
 
     def __call__(self, item: Item) -> Item:
-        from .sources.volumes import spacing_of
+        from ..sources.volume_readers import spacing_of
 
         img = _volume(item, "spacing")
         affine = np.asarray(item["affine"], dtype=np.float64)

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import prebake
-from prebake.bake.sources.volumes import read_volume
 from prebake.cli import main
 from prebake.config import check_settings, resolve
 from prebake.errors import BadItemError, OptionError, PrebakeError
+from prebake.sources.volume_readers import read_volume
 from prebake.synthetic import write_image_folder
 
 from . import Row

@@ -32,11 +32,11 @@ import torch
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.bake.freshness import rebuild_reasons
-from prebake.bake.plugins import load_object
-from prebake.bake.sources import DatasetSource
+from prebake.identity.plugins import load_object
+from prebake.sources import DatasetSource
 from prebake.cache.files import read_manifest
 from prebake.cache.format import JOURNAL, partial_path
-from prebake.synthetic import write_arrays
+from prebake.synthetic import write_npz
 
 from tests.helpers.crash import install_kill, join_forked
 
@@ -118,7 +118,7 @@ def change(kind: str, path: Path, how: str) -> None:
 
 def setup(d: Path, kind: str) -> tuple[Path, Path, str]:
     """``(source, file read, module spec)`` in ``d``."""
-    src = write_arrays(d / "src", n=NUM_ITEMS, size=(4, 4))
+    src = write_npz(d / "src", n=NUM_ITEMS, size=(4, 4))
     read = d / {"checkpoint": "encoder.pt", "npy": "table.npy"}.get(kind, "lut.json")
     write_file(kind, read, 3)
     (d / "usermod.py").write_text(MODULE.format(path=str(read), kind=kind))

@@ -25,7 +25,7 @@ from PIL import Image
 
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
-from prebake.synthetic import write_arrays, write_cifar10_python, write_csv_table, write_image_folder
+from prebake.synthetic import write_cifar10_python, write_csv_table, write_image_folder, write_npz
 
 from . import Row
 
@@ -137,7 +137,7 @@ def csv_table_edited(d: Path) -> tuple[bool, str]:
 
 
 def npz_edited(d: Path) -> tuple[bool, str]:
-    path = write_arrays(d / "src", n=8)
+    path = write_npz(d / "src", n=8)
     out = d / "cache"
     build(path, out)
     arrays = dict(np.load(path))
@@ -176,7 +176,7 @@ def encode(item):
 
 
 def _build_with(source: Path, out: Path, spec: str) -> dict[str, Any]:
-    from prebake.bake.plugins import load_object
+    from prebake.identity.plugins import load_object
 
     report = build(source, out, transform=load_object(spec))
     return {**_result(report), "first": prebake.open(out)[0]["image" if "code" not in prebake.open(out).columns
@@ -227,7 +227,7 @@ def module_weights_changed(d: Path) -> tuple[bool, str]:
 
 
 def prebake_version_changed(d: Path) -> tuple[bool, str]:
-    import prebake.bake.fingerprint as fpr
+    import prebake.identity.fingerprint as fpr
 
     root = write_image_folder(d / "src", classes=("a",), per_class=2, size=(6, 6))
     out = d / "cache"
@@ -263,7 +263,7 @@ def make():
 
 
 def _build_dataset(out: Path, spec: str) -> dict[str, Any]:
-    from prebake.bake.sources import DatasetSource
+    from prebake.sources import DatasetSource
 
     report = build({"": DatasetSource.from_spec(spec)}, out)
     return {**_result(report), "first": prebake.open(out)[0]["x"].tolist()}

@@ -1,0 +1,104 @@
+"""What a partial directory is building, and what a worker reports for each chunk of it.
+
+A :class:`BuildPlan` is written as ``_plan.json`` when a build starts; a resumed build goes on
+only with an identical plan. Each finished chunk is one :class:`ChunkResult`, a line of
+``_journal.jsonl`` (:mod:`.partial`). Ragged rows of a chunk go to the shard files that
+:func:`shard_files` names, until the commit stitches them (:mod:`.commit`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cache.format import SHARDS, ColumnSpec
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a partial directory is building; resume requires an identical plan."""
+
+    digest: str
+    num_keys: int
+    chunk_rows: int
+    columns: tuple[ColumnSpec, ...]
+    staged: tuple[str, ...] = ()  # columns that stages write (in the building process), not the workers
+    dropped: tuple[str, ...] = ()  # columns kept only while building (inputs of stages with keep=False)
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_keys // self.chunk_rows)
+
+    def chunk_range(self, chunk: int) -> range:
+        return range(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.num_keys))
+
+    @property
+    def fixed(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if not c.ragged]
+
+    @property
+    def ragged(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.ragged]
+
+    @property
+    def item_columns(self) -> list[ColumnSpec]:
+        """The columns the workers write: every column but the stages' outputs."""
+        return [c for c in self.columns if c.name not in self.staged]
+
+    @property
+    def kept(self) -> list[ColumnSpec]:
+        """The columns of the finished cache."""
+        return [c for c in self.columns if c.name not in self.dropped]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "num_keys": self.num_keys,
+            "chunk_rows": self.chunk_rows,
+            "columns": {c.name: c.to_json() for c in self.columns},
+            "staged": list(self.staged),
+            "dropped": list(self.dropped),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BuildPlan:
+        cols = tuple(ColumnSpec.from_json(n, c) for n, c in d["columns"].items())
+        return cls(d["digest"], int(d["num_keys"]), int(d["chunk_rows"]), cols, tuple(d.get("staged", ())),
+                   tuple(d.get("dropped", ())))
+
+
+@dataclass
+class ChunkResult:
+    """What a worker reports for one chunk: skipped rows, column statistics, and the files its
+    transforms and stages read (``{path: identity}``, identity/reads.py)."""
+
+    chunk: int
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    stats: dict[str, list[Any]] = field(default_factory=dict)
+    reads: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        reads = {"reads": self.reads} if self.reads else {}
+        return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats, **reads})
+
+    @classmethod
+    def from_json(cls, line: str) -> ChunkResult:
+        d = json.loads(line)
+        return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"], dict(d.get("reads") or {}))
+
+
+def shard_files(path: Path, name: str, chunk: int) -> tuple[Path, Path]:
+    """The values and lengths files of ragged column ``name`` for ``chunk`` in the partial directory ``path``."""
+    base = path / SHARDS / f"{name}.{chunk:06d}"
+    return base.with_name(base.name + ".values.npy"), base.with_name(base.name + ".lengths.npy")
+
+
+def tiles(plan: BuildPlan) -> bool:
+    """Whether the plan's chunks cover rows 0..num_keys-1 in order, each once, none empty."""
+    if plan.chunk_rows <= 0 or plan.num_keys < 0:
+        return False
+    ranges = [plan.chunk_range(c) for c in range(plan.num_chunks)]
+    edges = [0] + [r.stop for r in ranges]
+    return all(len(r) > 0 and r.start == edges[k] for k, r in enumerate(ranges)) and edges[-1] == plan.num_keys
