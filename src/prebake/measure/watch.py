@@ -68,7 +68,9 @@ class WatchReport:
     ``steps`` and ``samples`` in the window; ``wait_seconds`` spent in ``next()`` of the
     loader, less ``transform_seconds``, the part of it a :class:`prebake.Loader` spent in its
     ``transform``; ``compute_seconds`` in the loop body; ``gpu_util`` in percent through
-    NVML, or None without it.
+    NVML, or None without it; ``cpu``, where the window's CPU time went
+    (:class:`~prebake.measure.cpu.CpuUse`: the input pipeline's CPU seconds against the whole
+    job's, and how busy the machine's cores were), or None when not sampled.
     """
 
     steps: int
