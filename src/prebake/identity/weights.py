@@ -99,7 +99,8 @@ def _parts(obj: Any) -> list[Any]:
         return [obj.__self__]
     if isinstance(obj, types.FunctionType):
         cells = [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
-        names = global_names(obj.__code__)
+        # sorted: a set's order changes with PYTHONHASHSEED, and the digests' keys follow this order
+        names = sorted(global_names(obj.__code__))
         return [*cells, *(obj.__defaults__ or ()), *(obj.__globals__.get(n) for n in names)]
     if hasattr(obj, "__dict__") and callable(obj):
         return list(vars(obj).values())
