@@ -10,16 +10,21 @@ random caches, views and settings at the same surface (``tests/faults/trials/rel
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import prebake
+from prebake.cli import main
+
+from .trials.release import release
 
 N = 1000
 
@@ -116,3 +121,60 @@ def test_watch_does_not_call_an_idle_input_pipeline_contended():
         _spin(0.03)
     r = w.report
     assert not r.contended and r.verdict == "compute-bound" and r.input_cores < 0.2
+
+
+# -- item 6: prebake bench for any cache -------------------------------------------------------------------
+
+def _bench_cache(tmp_path, kind: str) -> tuple[Path, list[str]]:
+    rng = np.random.default_rng(2)
+    if kind == "audio":
+        from prebake.synthetic import write_audio_folder
+
+        write_audio_folder(tmp_path / "wav", per_class=4, rate=1000, seconds=(0.2, 0.5))
+        prebake.build(tmp_path / "wav", tmp_path / "c", workers=1, progress=False)
+        return tmp_path / "c", []
+    if kind == "volumes":
+        prebake.write_arrays(tmp_path / "c", {"ct": rng.integers(-1000, 1000, (9, 1, 6, 7, 8), dtype=np.int16),
+                                              "spacing": rng.random((9, 3)).astype(np.float32),
+                                              "label": np.arange(9) % 2})
+        return tmp_path / "c", []
+    prebake.write_arrays(tmp_path / "c", {
+        "sig": [rng.standard_normal((int(k), 2)).astype(np.float32) for k in rng.integers(3, 9, 11)],
+        "label": np.arange(11) % 3, "name": np.array([f"rec{i}" for i in range(11)])})
+    return tmp_path / "c", {"ragged": [], "windows": ["--windows", "sig", "2", "--context", "1"],
+                            "elements": ["--elements", "sig"]}[kind]
+
+
+@pytest.mark.parametrize("kind", ["audio", "volumes", "ragged", "windows", "elements"])
+def test_bench_times_any_cache_against_a_dataloader(tmp_path, kind, capsys):
+    """Audio, volumes, ragged columns and views: the Loader against DataLoaders over the same items, the same
+    values checked, and a line per column."""
+    path, view = _bench_cache(tmp_path, kind)
+    out = tmp_path / "bench.json"
+    rc = main(["bench", str(path), *view, "--seconds", "0.02", "--rounds", "2", "--workers", "0",
+               "--batch-size", "4", "--out", str(out), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    got = json.loads(out.read_text())
+    assert [r["key"] for r in got["rows"]] == ["prebake", "prebake-ram", "dataloader-batches", "dataloader-items"]
+    assert all(r["samples_per_s"] > 0 and len(r["per_round"]) == 2 for r in got["rows"])
+    cache = prebake.open(path)
+    columns = {c["column"]: c for c in got["columns"]}
+    assert set(cache.columns) <= set(columns) and all(c["bytes_per_sample"] > 0 for c in columns.values())
+    assert all(name in text for name in columns) and "DataLoader x0, item by item" in text
+    if kind in ("windows", "elements"):
+        assert {"item", "start" if kind == "windows" else "element"} <= set(columns)
+        assert got["view"].startswith("Windows" if kind == "windows" else "Elements")
+
+
+def test_bench_names_a_view_that_does_not_fit(tmp_path, capsys):
+    path, _ = _bench_cache(tmp_path, "ragged")
+    assert main(["bench", str(path), "--elements", "label", "-q"]) == 2
+    assert "'label'" in capsys.readouterr().err
+    assert main(["bench", str(path), "--windows", "sig", "two", "-q"]) == 2
+    assert "LENGTH='two'" in capsys.readouterr().err
+
+
+def test_release_trials(tmp_path):
+    row = release(tmp_path, trials=30, seed=3)
+    assert row.failures == 0, row.examples

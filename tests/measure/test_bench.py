@@ -10,9 +10,16 @@ import pytest
 import torch
 
 import prebake
-from prebake.measure.bench import BenchOptions, run_bench
-from prebake.measure.bench.pipelines import BenchData, DeviceNormalize, SeedOffline, SeedOnline, write_seed_offline
 from prebake.cli import main
+from prebake.measure.bench import BenchOptions, run_bench
+from prebake.measure.bench.pipelines import (
+    BenchData,
+    DeviceNormalize,
+    SeedOffline,
+    SeedOnline,
+    write_seed_offline,
+)
+from prebake.measure.bench.report import table
 from prebake.synthetic import write_cifar10_python
 
 
@@ -84,8 +91,21 @@ def test_cli_bench_prints_the_table_and_writes_json(cifar, tmp_path, capsys):
     assert saved["image_size"] == 40 and saved["cache_image_size"] == 32
 
 
-def test_bench_refuses_a_cache_without_images(tmp_path, capsys):
-    prebake.write_arrays(tmp_path / "c", {"x": np.zeros((4, 3), np.float32)})
-    assert main(["bench", str(tmp_path / "c")]) == 2
-    err = capsys.readouterr().err
-    assert "needs a cache with an 'image' column" in err and str(tmp_path / "c") in err
+def test_a_cache_without_images_gets_the_any_cache_bench(tmp_path, capsys):
+    prebake.write_arrays(tmp_path / "c", {"x": np.arange(12, dtype=np.float32).reshape(4, 3)})
+    assert main(["bench", str(tmp_path / "c"), "--seconds", "0.05", "--rounds", "1", "--workers", "0",
+                 "--batch-size", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "the cache's items, 4 items" in out and "DataLoader x0, whole batches" in out
+    assert "x                        float32    (3,)" in out  # the per-column summary
+
+
+def test_the_image_bench_reports_rounds_and_their_spread(cifar, tmp_path):
+    opts = BenchOptions(batch_size=64, seconds=0.1, rounds=3, min_batches=2, workers=0, only=["prebake", "dataloader"],
+                        peers=False)
+    res = run_bench(cifar, opts)
+    rows = {r.key: r for r in res.rows}
+    assert all(len(r.per_round) == 3 and r.spread[0] <= r.samples_per_s <= r.spread[1] for r in rows.values())
+    low, high = res.ratio_spread(rows["dataloader"])
+    assert low <= high and res.as_dict()["rows"][1]["speedup_min_max"] == (low, high)
+    assert "slowest-fastest round" in "\n".join(table(res))

@@ -134,10 +134,19 @@ def _split_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    c = _command(sub, "bench", "samples/s of prebake.Loader against the seeds' pipelines and peer libraries")
-    c.description = ("Time every pipeline on the same cache, in one run, each producing normalised float32 "
-                     "N x 3 x S x S batches with labels on the device, and print the ratios.")
-    c.add_argument("path", metavar="CACHE", help="a cache with uint8 'image' (3 x H x W) and 'label' columns")
+    c = _command(sub, "bench", "samples/s of prebake.Loader against DataLoaders, the seeds' pipelines and peers")
+    c.description = ("Time every pipeline on the same cache, in one run, in interleaved rounds of whole epochs, and "
+                     "print the ratios with their spread. An image cache (uint8 3 x H x W 'image', 'label'): against "
+                     "the seeds' pipelines and peer libraries, all producing normalised float32 batches. Any other "
+                     "cache, or a view of a ragged column: against DataLoaders over the same items, the same "
+                     "values checked, with a per-column summary.")
+    c.add_argument("path", metavar="CACHE", help="any prebake cache")
+    c.add_argument("--windows", nargs=2, metavar=("COLUMN", "LENGTH"), help="time windows of LENGTH rows of a "
+                   "ragged column (prebake.Windows)")
+    c.add_argument("--context", type=int, default=0, metavar="K", help="with --windows: K rows of context before each")
+    c.add_argument("--elements", metavar="COLUMN", help="time the rows of a ragged column (prebake.Elements)")
+    c.add_argument("--columns", nargs="+", metavar="NAME", help="read only these columns (default: all)")
+    c.add_argument("--rounds", type=int, default=5, metavar="R", help="timed rounds per pipeline (default 5)")
     c.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per batch (default 256)")
     c.add_argument("--image-size", type=int, metavar="S", help="output size (default: the cache's); "
                    "a different size is resized on the device")

@@ -96,7 +96,7 @@ def gather_threads(threads: Any, device: torch.device, in_threads: bool) -> int:
     gather threads only pre-empt them, and handing each batch over costs more than gathering it.
     An epoch of 1,000 CIFAR-sized items with a normalising step took 3.8 ms on 2 threads and
     1.3 ms in the loop's thread (10,000 items: 20 and 10.7 ms; a DataLoader without workers 1.7
-    and 10.2 ms; benchmarks/loader.py --epochs). Threads stay where the host is otherwise idle
+    and 10.2 ms; benchmarks/loader.py). Threads stay where the host is otherwise idle
     (a CUDA device) and for ``transform_in_threads``.
     """
     if isinstance(threads, str) and threads == "auto":

@@ -6,20 +6,31 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import PrebakeError
+from .anycache import AnyResult
+from .common import spread_text
+from .images import BenchResult
 
-from . import BenchResult
+
+def _rows(res: BenchResult | AnyResult, width: int) -> list[str]:
+    """One line per pipeline: the median of the rounds, the slowest-fastest round, the Loader's ratio (its range
+    round by round)."""
+    lines = [f"{'pipeline':<{width}} {'samples/s':>10} {'(slowest-fastest round)':>24} {'prebake.Loader is':>24}"]
+    for r in res.rows:
+        if r.skipped:
+            lines.append(f"{r.name:<{width}} {'skipped':>10}   {r.skipped}")
+            continue
+        ratio, spread = res.ratio(r), res.ratio_spread(r)
+        span = f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread and r is not res.reference else ""
+        lines.append(f"{r.name:<{width}} {r.samples_per_s or 0:>10,.0f} {spread_text(r):>24} "
+                     f"{(f'{ratio:.2f}x' if ratio else '-') + span:>24}")
+    return lines
 
 
 def table(res: BenchResult) -> list[str]:
-    lines = [f"prebake bench: {res.cache}, {res.items:,} items, cached at {res.cache_image_size} px -> "
-             f"float32 3x{res.image_size}x{res.image_size} normalised, batch {res.batch_size}, device {res.device}",
-             f"{'pipeline':<72} {'samples/s':>12} {'prebake.Loader is':>18}"]
-    for r in res.rows:
-        if r.skipped:
-            lines.append(f"{r.name:<72} {'skipped':>12}   {r.skipped}")
-            continue
-        ratio = res.ratio(r)
-        lines.append(f"{r.name:<72} {r.samples_per_s:>12,.0f} {f'{ratio:.2f}x' if ratio else '-':>18}")
+    lines = [(f"prebake bench: {res.cache}, {res.items:,} items, cached at {res.cache_image_size} px -> float32 "
+              f"3x{res.image_size}x{res.image_size} normalised, batch {res.batch_size}, device {res.device}; "
+              f"whole epochs, median of {res.rounds} interleaved rounds")]
+    lines += _rows(res, 72)
     for r in res.rows:
         lines += [f"  {note}" for note in r.notes]
     ref = res.reference
@@ -30,6 +41,20 @@ def table(res: BenchResult) -> list[str]:
     lines.append("seed online/offline: the two pipelines of seeds 000/001 (federated ViT), rebuilt: online "
                  "decodes and resizes every sample in __getitem__; offline reads the float32 file its "
                  f"preprocess script writes. seed online starts from {res.raw_source}")
+    return lines
+
+
+def table_any(res: AnyResult) -> list[str]:
+    """The any-cache bench: pipelines, then one line per column of a batch."""
+    lines = [(f"prebake bench: {res.cache}, {res.view}, {res.items:,} items, batch {res.batch_size}, device "
+              f"{res.device}; the same values from every pipeline; whole epochs, median of {res.rounds} "
+              "interleaved rounds")]
+    lines += _rows(res, 64)
+    lines.append(f"{'column':<24} {'dtype':<10} {'per sample':<32} {'bytes/sample':>13} {'Loader GB/s':>12}")
+    for c in res.columns:
+        lines.append(f"{c['column']:<24} {c['dtype']:<10} {c['shape']:<32} {c['bytes_per_sample']:>13,.0f} "
+                     f"{c['loader_gb_per_s']:>12.3f}")
+    lines.append(f"memcpy bandwidth {res.memcpy_gbps:.1f} GB/s (the host's physical limit)")
     return lines
 
 
@@ -45,7 +70,7 @@ def pyplot() -> Any:
     return plt
 
 
-def plot(res: BenchResult, out: Path) -> None:
+def plot(res: BenchResult | AnyResult, out: Path) -> None:
     """A horizontal bar chart of samples/s (needs matplotlib)."""
     plt = pyplot()
     rows = [r for r in res.rows if r.samples_per_s]
@@ -53,7 +78,8 @@ def plot(res: BenchResult, out: Path) -> None:
     ax.barh([r.name for r in rows][::-1], [r.samples_per_s for r in rows][::-1],  # type: ignore[misc]
             color=["#d9822b" if r.key.startswith("prebake") else "#888888" for r in rows][::-1])
     ax.set_xlabel("samples/s (higher is better)")
-    ax.set_title(f"{res.image_size} px float32 batches of {res.batch_size} on {res.device}", fontsize=10)
+    what = f"{res.image_size} px float32 batches" if isinstance(res, BenchResult) else f"batches of {res.view}"
+    ax.set_title(f"{what}, {res.batch_size} per batch, on {res.device}", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
