@@ -98,6 +98,10 @@ class IteratorSupersededError(PrebakeError, RuntimeError):
     """``next()`` on a Loader's iterator after a newer ``iter(loader)``, ``set_epoch`` or ``load_state_dict``."""
 
 
+class MissingExtraError(PrebakeError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra that installs it."""
+
+
 # -- naming options in messages ------------------------------------------------------------------
 
 _FRONT_END = {"cli": False}
@@ -111,6 +115,11 @@ def use_cli_names(on: bool = True) -> bool:
     """Make :func:`opt` spell options as CLI flags (``prebake`` does, while it runs); returns the old setting."""
     previous, _FRONT_END["cli"] = _FRONT_END["cli"], on
     return previous
+
+
+def cli_names() -> bool:
+    """Whether messages name options as the CLI's flags (while ``prebake`` runs)."""
+    return bool(_FRONT_END["cli"])
 
 
 def opt(name: str, value: object = None) -> str:
