@@ -1,30 +1,28 @@
-"""Build settings in a file: the same keys as ``prebake build``'s arguments and flags.
+"""Build settings: the keys of ``prebake build``'s arguments and flags, their types and ranges, and config files.
 
 >>> import prebake, tempfile, pathlib
 >>> f = pathlib.Path(tempfile.mkdtemp()) / "bake.yaml"
 >>> _ = f.write_text("source: data/photos\\nout: cache/photos\\nimage-size: 64\\nworkers: 2\\n")
 >>> prebake.load_config(f)
-{'source': 'data/photos', 'out': 'cache/photos', 'image_size': 64, 'workers': 2}
+{'source': 'data/photos', 'out': 'cache/photos', 'workers': 2, 'steps': [Resize(size=64)]}
 
 ``prebake build --config bake.yaml`` reads it (flags on the command line win), and
-``prebake.build(**prebake.load_config("bake.yaml"))`` does the same in Python.
-``prebake build ... --print-config`` prints the settings a command would use, as YAML,
-so a file can start from a command that works. YAML, JSON and TOML are read by suffix.
-Paths in the file are taken relative to the current directory, like paths on the
-command line.
+``prebake.build(**prebake.load_config("bake.yaml"))`` does the same in Python: the step
+settings (``image-size``) compile to the same steps Python writes (:mod:`prebake.settings`),
+and a file may list the steps itself (``steps:``). ``prebake build ... --print-config``
+prints what a command would use, as YAML, so a file can start from a command that works.
+YAML, JSON and TOML are read by suffix. Paths in the file are taken relative to the
+current directory, like paths on the command line.
 
 Every value is checked before any work, in one place whichever front end it came from
-(:func:`check_settings`, then :func:`resolve`): its type, its range (``chunk_rows >= 1``,
-``0 < LOW < HIGH``, finite numbers), and sizes against the input limits (``image_size``
-squared within ``max_pixels``, ``volume_shape`` within ``max_voxels``). ``workers`` above
-4 per usable core (at most 256) is lowered to that, with a WARNING: more forked workers only
-add memory and forks.
+(:func:`check_settings`): its type and its range (``chunk_rows >= 1``, ``0 < LOW < HIGH``,
+finite numbers); :mod:`prebake.settings` then checks sizes against the input limits
+(``image_size`` squared within ``max_pixels``, ``volume_shape`` within ``max_voxels``).
 """
 
 from __future__ import annotations
 
 import difflib
-import logging
 import math
 import numbers
 import os
@@ -36,7 +34,6 @@ from typing import Any
 from .configfile import parse
 from .errors import OptionError, opt
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,11 +124,21 @@ BUILD_KEYS: tuple[Key, ...] = (
         "(default: wait)", "SEC"),
     Key("watchdog", "float", "when a worker has been on one item for SEC seconds, log each such worker's Python "
         "stack and the item it is on (default 120; 0 turns it off)", "SEC"),
+    Key("steps", "steps", "config files only: the steps as a list, in the order they run, instead of the step "
+        "settings above (see prebake.settings)"),
 )
 KEYS = {k.name: k for k in BUILD_KEYS}
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The keyword arguments of :func:`prebake.build` that the config file at ``path`` asks for (its step
+    settings compiled to ``steps``: :mod:`prebake.settings`): ``prebake.build(**prebake.load_config(path))``."""
+    from .settings import build_kwargs
+
+    return build_kwargs(read_config(path))
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read build settings from the YAML, JSON or TOML file at ``path``; see the module docstring.
 
     Keys may be written with dashes (``image-size``) or underscores, and
@@ -190,6 +197,8 @@ def _typed(name: str, value: Any, where: str, shown: str) -> Any:
         count, number = (3, _is_int) if kind == "int3" else (2 if kind == "pair" else 3, _is_number)
         ok = isinstance(value, (list, tuple)) and len(value) == count and all(number(v) for v in value)
         value = [(int if kind == "int3" else float)(v) for v in value] if ok else value
+    elif kind == "steps":
+        ok = isinstance(value, list)
     elif kind == "path":
         ok = isinstance(value, (str, os.PathLike))
         value = os.fspath(value) if ok else value
@@ -244,14 +253,6 @@ def _check_range(name: str, value: Any, where: str, shown: str) -> None:
                       f"{shown} out for its default")
 
 
-def dump_config(settings: dict[str, Any]) -> str:
-    """``settings`` as YAML that :func:`load_config` reads back, in :data:`BUILD_KEYS` order."""
-    import yaml
-
-    ordered = {k.name: settings[k.name] for k in BUILD_KEYS if settings.get(k.name) not in (None, [], False)}
-    return yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None)
-
-
 def check_settings(settings: dict[str, Any], where: str = "prebake.build") -> dict[str, Any]:
     """Every key known (else an OptionError naming the closest one) and every value of its type."""
     out = {}
@@ -261,162 +262,9 @@ def check_settings(settings: dict[str, Any], where: str = "prebake.build") -> di
             raise OptionError(f"{where}: unknown setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else
                                                                      f" (settings: {', '.join(KEYS)})"))
         python_object = key in ("source", "transform") and not isinstance(value, str) or key == "stages" and not (
-            isinstance(value, str) or isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+            isinstance(value, str) or isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)) \
+            or key == "steps" and not isinstance(value, list)
         if value is not None and not python_object:
             value = check_value(key, list(value) if isinstance(value, tuple) else value, where)
         out[key] = value
     return out
-
-
-def resolve(settings: dict[str, Any], source_options: Any = None) -> tuple[dict[str, Any], Any, Any]:
-    """``(sources by split, out, BuildOptions)`` for checked settings: what ``prebake build`` runs.
-
-    ``settings["source"]`` may be a path, a :class:`~prebake.Source` or a map-style dataset;
-    ``settings["transform"]`` a function or ``"module:function"``.
-    """
-    from .bake.build import BuildOptions, resolve_sources, select_split
-    from .identity.plugins import load_object
-    from .sources import DatasetSource, SourceOptions
-    from .steps.volume import VolumeOptions
-
-    s = {k: v for k, v in settings.items() if v is not None}
-    if s.get("out") is None:
-        raise OptionError("no output directory: give OUT")
-    max_voxels = _check_sizes(s, source_options)
-    if "dataset" in s:
-        if "source" in s:
-            raise OptionError(f"give a SOURCE or {opt('dataset')}, not both")
-        sources = {"": DatasetSource.from_spec(s["dataset"])}
-    elif "source" in s:
-        fields = {"path_column": s.get("path_column"), "label_columns": tuple(s.get("label_columns", ())),
-                  "base_dir": s.get("base_dir"), "delimiter": s.get("delimiter"), "channel": s.get("channel"),
-                  "audio_dtype": s.get("audio_dtype"), "max_pixels": s.get("max_pixels"),
-                  "max_voxels": s.get("max_voxels"), "keep_columns": tuple(s.get("keep_columns", ())),
-                  "fps": s.get("fps"), "frame_size": s.get("frame_size")}
-        if source_options is not None and any(v not in (None, ()) for v in fields.values()):
-            raise OptionError("give source_options= or the CSV, audio and video settings (path_column=..., "
-                              "channel=..., fps=...), not both")
-        given = {k: v for k, v in fields.items() if v is not None}
-        _check_audio(given)
-        sources = resolve_sources(s["source"], kind=s.get("kind"), options=source_options or SourceOptions(**given))
-    else:
-        raise OptionError(f"nothing to bake: give SOURCE, or {opt('dataset')}")
-    transform = s.get("transform")
-    stages = _stages(s.get("stages", ()), load_object)
-    volume = VolumeOptions(orientation=s.get("orientation"), spacing=_tuple(s.get("spacing")),
-                           window=_tuple(s.get("window")), scale_to=_tuple(s.get("scale_to")),
-                           shape=_tuple(s.get("volume_shape")), pad_value=s.get("pad_value"), max_voxels=max_voxels)
-    options = BuildOptions(
-        segment_cycles=segment_step(s),
-        image_size=s.get("image_size"), shorter_side=s.get("shorter_side"), crop=s.get("crop"),
-        sample_rate=s.get("sample_rate"), bandpass=tuple(s["bandpass"]) if "bandpass" in s else None,
-        transform=load_object(transform) if isinstance(transform, str) else transform,
-        workers=_workers(s), force=s.get("force", False), strict=s.get("strict", False),
-        allow_empty=s.get("allow_empty", False), ragged=tuple(s.get("ragged", ())),
-        content_hash=s.get("content_hash", False), stages=stages,
-        lock_timeout=s.get("lock_timeout"), chunk_rows=s.get("chunk_rows"),
-        watchdog=s.get("watchdog", BuildOptions.watchdog),
-        volume=volume if volume or volume.scale_to is not None else None, rgb=s.get("rgb", False),
-        executor=_executor(s), ray_address=s.get("ray_address"),
-    )
-    return select_split(sources, s.get("split")), s["out"], options
-
-
-def _check_sizes(s: dict[str, Any], source_options: Any) -> int:
-    """Output sizes over the limits on inputs, refused before any work; returns the voxel limit."""
-    from .sources import SourceOptions
-
-    limits = source_options or SourceOptions()
-    max_pixels, max_voxels = s.get("max_pixels", limits.max_pixels), s.get("max_voxels", limits.max_voxels)
-    for k in ("image_size", "shorter_side", "crop", "frame_size"):
-        if k in s and s[k] ** 2 > max_pixels:
-            raise OptionError(f"{opt(k, s[k])} makes images of {s[k]:,} x {s[k]:,} = {s[k] ** 2:,} pixels, over the "
-                              f"limit of {max_pixels:,}; give a smaller size, or raise {opt('max_pixels')}")
-    if "volume_shape" in s and math.prod(s["volume_shape"]) > max_voxels:
-        shape = " x ".join(map(str, s["volume_shape"]))
-        raise OptionError(f"{opt('volume_shape')} {shape} makes volumes of {math.prod(s['volume_shape']):,} voxels, "
-                          f"over the limit of {max_voxels:,}; give a smaller shape, or raise {opt('max_voxels')}")
-    return int(max_voxels)
-
-
-#: Forked workers at most, whatever the core count below it: past this, forking and the pool's pipes cost more.
-MAX_WORKERS = 256
-
-
-def _workers(s: dict[str, Any]) -> int | None:
-    """``workers``, capped for the local executor at 4 per usable core (at most 256, at least one per core)."""
-    n = s.get("workers")
-    if n is None or s.get("executor", "local") != "local":
-        return n
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    cap = max(cpus, min(4 * cpus, MAX_WORKERS))  # 4 per core keeps cores busy while workers wait on reads
-    if n <= cap:
-        return int(n)
-    log.warning("%s is more than this machine can use: using %d (4 per usable core, %d here, at most %d); each worker "
-                "is a forked process holding an item in memory, so more only cost memory and forks",
-                opt("workers", n), cap, cpus, MAX_WORKERS)
-    return cap
-
-
-EXECUTORS = ("local", "ray")
-
-
-def _executor(s: dict[str, Any]) -> str:
-    """The executor setting, checked: ``ray_address`` only goes with ``executor="ray"``."""
-    executor = s.get("executor", "local")
-    if executor not in EXECUTORS:
-        raise OptionError(f"{opt('executor')} is {executor!r}: use local (forked workers) or ray")
-    if "ray_address" in s and executor != "ray":
-        raise OptionError(f"{opt('ray_address')} is the cluster of {opt('executor', 'ray')}: add that, or drop "
-                          f"{opt('ray_address')}")
-    return str(executor)
-
-
-def _check_audio(given: dict[str, Any]) -> None:
-    """The audio settings' values, before any source is opened."""
-    from .sources.audio import check_channel, check_dtype
-
-    if "channel" in given:
-        check_channel(given["channel"])
-    if "audio_dtype" in given:
-        check_dtype(given["audio_dtype"])
-
-
-_CYCLE_KEYS = ("cycle_length", "heart_rate", "cycle_fallback")
-
-
-def segment_step(s: dict[str, Any]) -> Any:
-    """The :class:`~prebake.steps.cycles.SegmentCycles` step the settings ask for, or None."""
-    if not s.get("segment_cycles"):
-        stray = [k for k in _CYCLE_KEYS if k in s]
-        if stray:
-            raise OptionError(f"{', '.join(opt(k) for k in stray)} {'shape' if len(stray) > 1 else 'shapes'} the "
-                              f"cardiac-cycle segmentation; add "
-                              f"{opt('segment_cycles')}, or drop {'them' if len(stray) > 1 else 'it'}")
-        return None
-    from .steps.cycles import SegmentCycles
-
-    given = {"length": s.get("cycle_length"), "heart_rate": tuple(s["heart_rate"]) if "heart_rate" in s else None,
-             "fallback": s.get("cycle_fallback")}
-    return SegmentCycles(**{k: v for k, v in given.items() if v is not None})
-
-
-def _stages(given: Any, load_object: Any) -> tuple[Any, ...]:
-    """Stages from ``Stage`` objects, or ``"module:function"`` specs of functions that return one or a list."""
-    from .steps.stage import Stage
-
-    out: list[Any] = []
-    for item in [given] if isinstance(given, (str, Stage)) else list(given):
-        obj = load_object(item) if isinstance(item, str) else item
-        if not isinstance(obj, Stage) and callable(obj):
-            obj = obj()
-        for stage in obj if isinstance(obj, (list, tuple)) else [obj]:
-            if not isinstance(stage, Stage):
-                raise OptionError(f"{opt('stages')} {item!r} gave a {type(stage).__name__}, expected a prebake.Stage "
-                                  "(or a function returning one, or a list of them)")
-            out.append(stage)
-    return tuple(out)
-
-
-def _tuple(value: Any) -> tuple[Any, ...] | None:
-    return None if value is None else tuple(value)

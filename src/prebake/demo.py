@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .bake.build import BuildOptions, ProgressFn, build_all, resolve_sources
+from .steps import Resize, compile_steps
 from .cache.inventory import dir_bytes
 from .cache.verify import verify
 
@@ -42,7 +43,7 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
     builds, ok = [], True
     for size in (32, 224):
         out = workdir / "cache" / f"cifar10-{size}"
-        opts = BuildOptions(image_size=None if size == 32 else size, workers=workers)
+        opts = BuildOptions(pipeline=compile_steps([] if size == 32 else [Resize(size)]), workers=workers)
         reports = build_all(sources, out, opts, progress)
         for r in reports:
             t0 = time.perf_counter()

@@ -38,8 +38,7 @@ from ..errors import BuildLockedError, DiskFullError, FormatError, PrebakeError,
 from ..identity import fingerprint as fpr
 from ..identity import reads
 from ..sources import DatasetSource, Source, SourceOptions, detect
-from ..steps import base as T
-from ..steps.volume import VolumeOptions
+from ..steps.pipeline import Pipeline
 from .buildlog import write_build_log
 from .commit import publish
 from .incremental import hash_identities, reuse_plan
@@ -61,35 +60,9 @@ _CHECKPOINT_S = 1.0  # journal finished chunks at most this often (each checkpoi
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Everything that shapes a build; ``prebake.build(**settings)`` fills it in.
+    """Everything that shapes a build of one source, checked (see :func:`prebake.build` for each)."""
 
-    ``image_size``: resize images to S x S. ``shorter_side``: resize the shorter side to S.
-    ``crop``: center crop S x S after the resize. ``sample_rate``: resample signals to Hz.
-    ``bandpass``: (low, high) Hz Butterworth band-pass of signals. ``transform``: your
-    per-item function, run last. ``segment_cycles``: a :class:`~prebake.steps.cycles.SegmentCycles`
-    that cuts each recording into cardiac cycles. ``workers``: processes (None: one per core; 0 or 1: in this
-    process). ``force``: rebuild even when up to date. ``strict``: fail on the first bad item.
-    ``allow_empty``: commit even when every item is bad. ``ragged``: columns whose first
-    axis varies per item. ``lock_timeout``: seconds to wait for another build of the same
-    output (None: wait). ``chunk_rows``: rows per unit of work (None: about 16 MB of rows).
-    ``content_hash``: identify source files by their bytes, not by size, mtime and ctime.
-    ``stages``: :class:`~prebake.Stage` s, batched steps (frozen encoders) run in this process
-    after the per-item transforms, in order.
-    ``volume``: the volume steps (:class:`~prebake.steps.volume.VolumeOptions`). ``rgb``: every
-    image as 8-bit RGB (16-bit grey PNG/TIFF stay uint16 otherwise). ``executor``: "local" (the
-    fork pool) or "ray" (chunks as Ray tasks, stages as Ray actors: :mod:`prebake.bake.ray_executor`),
-    at ``ray_address`` (None: ``RAY_ADDRESS``, else a new local Ray). Neither enters the fingerprint.
-    ``watchdog``: seconds one item may take before the build logs a WARNING with the Python stack of the
-    worker baking it and the item's key (then again after twice as long, and so on; 0 turns it off).
-    """
-
-    image_size: int | None = None  # resize to S x S
-    shorter_side: int | None = None  # resize the shorter side to S
-    crop: int | None = None  # center crop S x S, after the resize
-    sample_rate: int | None = None  # resample audio signals to this rate (Hz)
-    bandpass: tuple[float, float] | None = None  # Butterworth band-pass of audio signals (Hz)
-    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # user function, runs last
-    segment_cycles: Any = None  # a prebake.steps.cycles.SegmentCycles step, after resample and band-pass
+    pipeline: Pipeline = field(default_factory=Pipeline)  # the compiled steps: per item, then the stages
     workers: int | None = None  # processes; None = all cores; 0 or 1 = in this process
     force: bool = False
     strict: bool = False
@@ -97,13 +70,14 @@ class BuildOptions:
     ragged: tuple[str, ...] = ()  # columns whose first axis varies per item
     lock_timeout: float | None = None  # seconds to wait for another build of the same output
     chunk_rows: int | None = None  # rows per work unit; None = about 16 MB of rows
-    stages: tuple[Any, ...] = ()  # prebake.Stage: batched steps after the per-item transforms, in order
     content_hash: bool = False  # identify source files by their bytes, not size/mtime/ctime (CLI --content-hash)
-    volume: VolumeOptions | None = None  # reorient / spacing / window / crop-pad of volumes
-    rgb: bool = False  # every image as 8-bit RGB (16-bit grey is kept at full depth otherwise)
     executor: str = "local"  # "local": the fork pool; "ray": Ray tasks and actors (bake/ray_executor.py)
     ray_address: str | None = None  # the Ray cluster: "auto", "HOST:PORT"; None: RAY_ADDRESS, else a local Ray
     watchdog: float = 120.0  # log the stack of a worker that has been on one item this long (s); 0: off
+
+    @property
+    def stages(self) -> tuple[Any, ...]:
+        return self.pipeline.stages
 
 
 @dataclass
@@ -174,14 +148,12 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     t0 = time.perf_counter()
     out = Path(os.path.abspath(out))
     _check_out(out)
-    steps = T.make_pipeline(image_size=opts.image_size, shorter_side=opts.shorter_side, crop=opts.crop,
-                            sample_rate=opts.sample_rate, bandpass=opts.bandpass, transform=opts.transform,
-                            segment=opts.segment_cycles, volume=opts.volume, rgb=opts.rgb)
-    T.check_inputs(steps, src)
-    ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns) | set(T.ragged_outputs(steps))))
+    steps = opts.pipeline
+    steps.check_inputs(src)
+    ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns) | set(steps.ragged_outputs())))
     src = src.with_content_hash() if opts.content_hash else src
     described = src.describe()
-    fp = fpr.make(described, T.describe(steps) + [s.describe() for s in opts.stages],
+    fp = fpr.make(described, steps.describe(),
                   {"ragged": list(ragged), **_identity_option(opts)})
     warnings = [described["unverified"]] if described.get("unverified") else []
     for w in warnings:

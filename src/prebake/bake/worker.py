@@ -20,7 +20,7 @@ from ..cache.stats import chunk_stats
 from ..errors import BadItemError, SourceError, StrictModeError, opt
 from ..identity.reads import recording, take
 from ..sources.base import Source
-from ..steps import base as T
+from ..steps.pipeline import Pipeline
 from .mapped import MappedColumns
 from .partial import PartialCache
 from .plan import ChunkResult
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 @dataclass
 class Job:
     source: Source
-    steps: Sequence[T.Transform]
+    steps: Pipeline
     strict: bool = False
     partial: PartialCache | None = None
     _columns: MappedColumns | None = field(default=None, repr=False)
@@ -62,7 +62,7 @@ def bake_item(job: Job, index: int) -> dict[str, Any]:
     try:
         item = job.source.read(index)
         with recording():  # the files the transforms open enter the fingerprint (identity/reads.py)
-            return T.apply(job.steps, item)
+            return job.steps(item)
     except BadItemError:
         raise
     except Exception as e:  # a user's dataset or transform: record it, keep the build going

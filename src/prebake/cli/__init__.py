@@ -86,7 +86,7 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--print-config", action="store_true",
                    help="print the settings this command would use, as YAML, and exit")
     for key in BUILD_KEYS:
-        if key.name in _POSITIONAL:
+        if key.name in _POSITIONAL or key.type == "steps":  # a list of steps is written in a config file
             continue
         kwargs: dict = {"help": key.help, "default": None}
         if key.type == "bool":

@@ -7,13 +7,13 @@ import json
 import sys
 from typing import Any
 
-from ..config import BUILD_KEYS, check_settings, dump_config, load_config
+from ..config import BUILD_KEYS, check_settings, read_config
 from ._echo import echo
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The effective settings: the config file's, then every flag or argument given on the command line."""
-    merged = load_config(args.config) if args.config else {}
+    merged = read_config(args.config) if args.config else {}
     given = {k.name: getattr(args, k.name) for k in BUILD_KEYS if getattr(args, k.name, None) is not None}
     if (given.get("dataset") or merged.get("dataset")) and "source" in given and "out" not in given:
         given["out"] = given.pop("source")  # prebake build --dataset m:f OUT: the one argument is OUT
@@ -22,15 +22,16 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bake.api import prepare
     from ..bake.build import build_all
-    from ..config import resolve
     from ..progress import ProgressBars
+    from ..settings import build_kwargs, dump
 
     s = settings(args)
     if args.print_config:
-        sys.stdout.write(dump_config(s))
+        sys.stdout.write(dump(s))
         return 0
-    sources, out, options = resolve(s)
+    sources, out, options = prepare(**build_kwargs(s))
     bars = ProgressBars(quiet=args.quiet or args.json)
     try:
         reports = build_all(sources, out, options, bars)

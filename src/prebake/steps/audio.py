@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import BadItemError, PrebakeError
+from .base import Step, number_field, size_field
 
 Item = dict[str, Any]
 
@@ -42,12 +43,15 @@ def _back_to(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Resample:
+class Resample(Step):
     """Polyphase resampling (``scipy.signal.resample_poly``, Kaiser window) to ``rate`` Hz."""
 
     needs: ClassVar[tuple[str, ...]] = ("signal", "sample_rate")
     option: ClassVar[str] = "sample_rate"
     rate: int
+
+    def __post_init__(self) -> None:
+        size_field(self, "rate")
 
     def __call__(self, item: Item) -> Item:
         x, rate = _signal_and_rate(item)
@@ -60,7 +64,7 @@ class Resample:
 
 
 @dataclass(frozen=True)
-class BandPass:
+class BandPass(Step):
     """Zero-phase Butterworth band-pass (``sosfiltfilt``) between ``low`` and ``high`` Hz."""
 
     needs: ClassVar[tuple[str, ...]] = ("signal", "sample_rate")
@@ -68,6 +72,11 @@ class BandPass:
     low: float
     high: float
     order: int = 4
+
+    def __post_init__(self) -> None:
+        number_field(self, "low", lambda v: v > 0, "a frequency in Hz > 0")
+        number_field(self, "high", lambda v: v > self.low, f"a frequency in Hz above low ({self.low:g})")
+        size_field(self, "order")
 
     def __call__(self, item: Item) -> Item:
         x, rate = _signal_and_rate(item)

@@ -54,7 +54,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BadItemError, OptionError, opt
+from ..errors import BadItemError, OptionError, cli_names, opt
+from .base import Step
 from .audio import _scipy_signal, _signal_and_rate
 
 Item = dict[str, Any]
@@ -86,7 +87,7 @@ class Segmentation:
 
 
 @dataclass(frozen=True)
-class SegmentCycles:
+class SegmentCycles(Step):
     """Cut ``item["signal"]`` into cardiac cycles (S1 onset to S1 onset); see the module docstring.
 
     ``length``: samples per stored cycle (shorter ones are zero-padded at the end, longer ones
@@ -115,14 +116,15 @@ class SegmentCycles:
 
     def __post_init__(self) -> None:
         if isinstance(self.length, bool) or int(self.length) != self.length or self.length < 1:
-            raise OptionError(f"{opt('cycle_length')} takes a positive number of samples, got {self.length!r}")
+            raise OptionError(f"{_named('cycle_length', 'length')} takes a positive number of samples, got "
+                              f"{self.length!r}")
         low, high = (float(v) for v in self.heart_rate)
         if not 0 < low < high:
-            raise OptionError(f"{opt('heart_rate')} takes LOW HIGH beats per minute with 0 < LOW < HIGH, got "
-                              f"{low:g} {high:g}; for example {opt('heart_rate', '40 150')}")
+            raise OptionError(f"{_named('heart_rate', 'heart_rate')} takes LOW HIGH beats per minute with "
+                              f"0 < LOW < HIGH, got {low:g} {high:g}; for example (40, 150)")
         if self.fallback not in FALLBACKS:
-            raise OptionError(f"{opt('cycle_fallback')} is {self.fallback!r}; give bad (a recording without cycles "
-                              "is a bad item) or windows (cut it into windows of cycle_length samples)")
+            raise OptionError(f"{_named('cycle_fallback', 'fallback')} is {self.fallback!r}; give bad (a recording "
+                              "without cycles is a bad item) or windows (cut it into windows of cycle_length samples)")
         object.__setattr__(self, "heart_rate", (low, high))
         object.__setattr__(self, "length", int(self.length))
 
@@ -337,3 +339,8 @@ def cycle_bounds(seg: Segmentation, max_deviation: float = 0.3) -> tuple[np.ndar
                     seg.s2_off[:-1] - starts, ends - starts], axis=1)
     rel = np.maximum.accumulate(np.clip(rel, 0, (ends - starts)[:, None]), axis=1)  # ordered, inside the cycle
     return starts[keep], rel[keep]
+
+
+def _named(flag: str, field: str) -> str:
+    """A parameter of SegmentCycles as its user wrote it: the flag on the CLI, the field in Python."""
+    return opt(flag) if cli_names() else f"SegmentCycles {field}"

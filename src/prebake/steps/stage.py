@@ -72,6 +72,8 @@ class Stage:
             caches). Not part of the fingerprint, for the same reason as ``batch_size``.
     """
 
+    spec: str | None = None  # the "module:function" it was loaded from, when it was (how a config file names it)
+
     def __init__(self, fn: Callable[[dict[str, Any]], Mapping[str, Any]], inputs: Sequence[str],
                  outputs: Sequence[str], batch_size: int = 64, device: Any = None, dtype: Any = None,
                  name: str | None = None, ragged: str = "concat", keep: bool = True, max_rows: int | None = None):

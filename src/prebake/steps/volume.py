@@ -4,13 +4,13 @@ Each is an item dict -> item dict step on a volume item (``image`` ``(C, D, H, W
 plus ``spacing``, ``origin`` and ``affine``; :mod:`prebake.sources.volume_readers`), a
 frozen dataclass whose fields enter the fingerprint, and it updates the geometry
 columns so they keep describing the voxels. They run in this order (MONAI's usual
-chain): :class:`Reorient`, :class:`ResampleSpacing`, :class:`Window`, :class:`CropOrPad`.
+chain): :class:`Orient`, :class:`Spacing`, :class:`Window`, :class:`CropOrPad`.
 
 Against MONAI 1.x on the same volume (``tests/bake/test_volume_transforms.py``):
 
-- :class:`Reorient` is nibabel's ``io_orientation`` / ``apply_orientation``: flips and
+- :class:`Orient` is nibabel's ``io_orientation`` / ``apply_orientation``: flips and
   axis swaps only, so it equals ``Orientation(axcodes=...)`` exactly, affine included.
-- :class:`ResampleSpacing` is trilinear (three separable 1-D linear passes, equal to
+- :class:`Spacing` is trilinear (three separable 1-D linear passes, equal to
   ``scipy.ndimage.affine_transform`` with order 1 and edge values repeated past the border)
   on the grid that keeps voxel (0, 0, 0) where it is and has ``round((n - 1) * old / new) + 1``
   voxels per axis. MONAI's ``Spacing(pixdim, mode="bilinear")`` uses the same grid when
@@ -28,14 +28,14 @@ Against MONAI 1.x on the same volume (``tests/bake/test_volume_transforms.py``):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BadItemError, OptionError, opt
+from ..errors import BadItemError, opt
 from ..sources.volume_header import DEFAULT_MAX_VOXELS
+from .base import Step, number_field, refuse, size_field
 
 Item = dict[str, Any]
 _NEEDS = ("image", "affine")
@@ -67,12 +67,19 @@ def _with_affine(item: Item, image: np.ndarray, affine: np.ndarray) -> Item:
 
 
 @dataclass(frozen=True)
-class Reorient:
+class Orient(Step):
     """Flip and permute the spatial axes so they point along ``axcodes`` (nibabel's codes, e.g. ``"RAS"``)."""
 
     needs: ClassVar[tuple[str, ...]] = _NEEDS
     option: ClassVar[str] = "orientation"
     axcodes: str = "RAS"
+
+    def __post_init__(self) -> None:
+        codes = str(self.axcodes).upper() if isinstance(self.axcodes, str) else ""
+        axes = sorted(i for c in codes for i, pair in enumerate(("LR", "AP", "SI")) if c in pair)
+        if len(codes) != 3 or axes != [0, 1, 2]:
+            raise refuse(self, "axcodes", "three axis codes, one of L/R, A/P and S/I each, e.g. 'RAS'")
+        object.__setattr__(self, "axcodes", codes)
 
     def __call__(self, item: Item) -> Item:
         from nibabel import orientations as o
@@ -85,16 +92,21 @@ class Reorient:
 
 
 @dataclass(frozen=True)
-class ResampleSpacing:
-    """Trilinear resampling to voxels of ``spacing`` (mm per axis); keeps voxel (0, 0, 0) in place.
+class Spacing(Step):
+    """Trilinear resampling to voxels of ``spacing`` mm (one number for all three axes, or X Y Z); keeps
+    voxel (0, 0, 0) in place.
 
     A volume that would come out with more than ``max_voxels`` voxels is a bad item, refused before resampling.
     """
 
     needs: ClassVar[tuple[str, ...]] = _NEEDS
     option: ClassVar[str] = "spacing"
-    spacing: tuple[float, float, float]
+    spacing: float | tuple[float, float, float]
     max_voxels: int = DEFAULT_MAX_VOXELS
+
+    def __post_init__(self) -> None:
+        triple_field(self, "spacing", float, "three voxel sizes X Y Z in mm (or one for all), each > 0")
+        size_field(self, "max_voxels")
 
     def __call__(self, item: Item) -> Item:
         from ..sources.volume_readers import spacing_of
@@ -149,7 +161,7 @@ def separable_linear(x: np.ndarray, ratio: np.ndarray, shape: tuple[int, ...], d
 
 
 @dataclass(frozen=True)
-class Window:
+class Window(Step):
     """Clip intensities to ``[low, high]``; with ``scale_to=(a, b)`` map that range onto ``[a, b]`` as float32."""
 
     needs: ClassVar[tuple[str, ...]] = ("image",)
@@ -157,6 +169,16 @@ class Window:
     low: float
     high: float
     scale_to: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        number_field(self, "low", lambda v: True, "a finite number")
+        number_field(self, "high", lambda v: v > self.low, f"a finite number above low ({self.low:g})")
+        if self.scale_to is not None:
+            pair = tuple(self.scale_to) if isinstance(self.scale_to, (list, tuple)) else ()
+            if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                         and abs(v) < float("inf") for v in pair):
+                raise refuse(self, "scale_to", "two finite numbers (A, B), or None")
+            object.__setattr__(self, "scale_to", (float(pair[0]), float(pair[1])))
 
     def __call__(self, item: Item) -> Item:
         img = np.asarray(item["image"])
@@ -174,13 +196,18 @@ class Window:
 
 
 @dataclass(frozen=True)
-class CropOrPad:
-    """Centre-crop or symmetrically pad each spatial axis to ``shape``; padding holds ``value``."""
+class CropOrPad(Step):
+    """Centre-crop or symmetrically pad each spatial axis to ``shape`` (one size for all three axes, or
+    D H W); padding holds ``value``."""
 
     needs: ClassVar[tuple[str, ...]] = _NEEDS
     option: ClassVar[str] = "volume_shape"
-    shape: tuple[int, int, int]
+    shape: int | tuple[int, int, int]
     value: float = 0.0
+
+    def __post_init__(self) -> None:
+        triple_field(self, "shape", int, "three sizes D H W (or one for all), each a whole number >= 1")
+        number_field(self, "value", lambda v: True, "a finite number")
 
     def __call__(self, item: Item) -> Item:
         img = _volume(item, "volume_shape")
@@ -198,73 +225,12 @@ class CropOrPad:
         return _with_affine(item, out, affine)
 
 
-@dataclass(frozen=True)
-class VolumeOptions:
-    """The volume settings of a build; see :func:`volume_steps`.
-
-    ``orientation``: axis codes such as ``"RAS"``. ``spacing``: (x, y, z) mm.
-    ``window``: (low, high) clip. ``scale_to``: (a, b), with ``window``: float32 output.
-    ``shape``: (D, H, W) after a centred crop/pad. ``pad_value``: what padding holds
-    (default: the window's low end, else 0). ``max_voxels``: the most voxels a resampled volume may have.
-    """
-
-    orientation: str | None = None
-    spacing: tuple[float, float, float] | None = None
-    window: tuple[float, float] | None = None
-    scale_to: tuple[float, float] | None = None
-    shape: tuple[int, int, int] | None = None
-    pad_value: float | None = None
-    max_voxels: int = DEFAULT_MAX_VOXELS
-
-    def __bool__(self) -> bool:
-        return any(v is not None for v in (self.orientation, self.spacing, self.window, self.shape))
-
-
-def volume_steps(v: VolumeOptions | None) -> list[Any]:
-    """The volume part of a bake pipeline, checked: [Reorient] [ResampleSpacing] [Window] [CropOrPad]."""
-    if v is None:
-        return []
-    steps: list[Any] = []
-    if v.orientation is not None:
-        steps.append(Reorient(_axcodes(v.orientation)))
-    if v.spacing is not None:
-        steps.append(ResampleSpacing(_positive_triple(v.spacing, "spacing", float), int(v.max_voxels)))
-    if v.scale_to is not None and v.window is None:
-        raise OptionError(f"{opt('scale_to')} maps the {opt('window')} range: give {opt('window')} LOW HIGH too")
-    if v.window is not None:
-        low, high = (float(x) for x in v.window)
-        if not low < high:
-            raise OptionError(f"{opt('window')} takes LOW HIGH with LOW < HIGH, got {low:g} {high:g}; "
-                              f"for CT in HU for example {opt('window', '-1000 1000')}")
-        scale = tuple(float(x) for x in v.scale_to) if v.scale_to is not None else None
-        steps.append(Window(low, high, scale))  # type: ignore[arg-type]
-    if v.shape is not None:
-        pad = v.pad_value if v.pad_value is not None else _pad_default(v)
-        steps.append(CropOrPad(_positive_triple(v.shape, "volume_shape", int), float(pad)))
-    return steps
-
-
-def _pad_default(v: VolumeOptions) -> float:
-    if v.window is None:
-        return 0.0
-    return float(v.scale_to[0]) if v.scale_to is not None else float(v.window[0])
-
-
-def _axcodes(codes: str) -> str:
-    codes = str(codes).upper()
-    axes = sorted(i for c in codes for i, pair in enumerate(("LR", "AP", "SI")) if c in pair)
-    if len(codes) != 3 or axes != [0, 1, 2]:
-        raise OptionError(f"{opt('orientation')} takes three axis codes, one of L/R, A/P and S/I each, "
-                          f"got {codes!r}; for example {opt('orientation', 'RAS')}")
-    return codes
-
-
-def _positive_triple(values: Sequence[Any], name: str, kind: type) -> Any:
-    try:
-        out = tuple(kind(x) for x in values)
-    except (TypeError, ValueError):
-        out = ()
-    if len(out) != 3 or any(x <= 0 for x in out) or (kind is int and any(float(a) != b for a, b in zip(values, out))):
-        raise OptionError(f"{opt(name)} takes three positive {'integers' if kind is int else 'numbers'}, "
-                          f"got {list(values) if isinstance(values, (list, tuple)) else values!r}")
-    return out
+def triple_field(step: Any, field: str, kind: type, allowed: str) -> None:
+    """``step.field``: one number for all three axes, or three; each finite and > 0 (whole for ``int``)."""
+    v = getattr(step, field)
+    values = list(v) if isinstance(v, (list, tuple)) else [v] * 3
+    ok = len(values) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
+                                  and (kind is float or int(x) == x) for x in values)
+    if not ok:
+        raise refuse(step, field, allowed)
+    object.__setattr__(step, field, tuple(kind(x) for x in values))

@@ -1,0 +1,158 @@
+"""``prebake.build``: the one call that bakes a source into a cache, with every option typed.
+
+Everything is checked before any work: the options' types and ranges (the same table the
+CLI and config files use: :data:`prebake.config.RANGES`), the steps (:mod:`prebake.steps`),
+the source. Then one build per split, once per ``torch.distributed`` job
+(:mod:`prebake.bake.distributed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Union
+
+from ..config import check_settings
+from ..errors import OptionError, opt
+from ..sources import DatasetSource, SourceOptions
+from ..steps.pipeline import compile_steps
+from .build import BuildOptions, BuildReport, build_all, resolve_sources, select_split, skipped_summary
+from .distributed import once_per_job
+
+log = logging.getLogger("prebake")
+
+#: ``progress(split, items_done, items_total)``; True/None: a bar on a terminal; False: none.
+Progress = Union[bool, None, Callable[[str, int, int], None]]
+
+#: Forked workers at most, whatever the core count below it: past this, forking and the pool's pipes cost more.
+MAX_WORKERS = 256
+EXECUTORS = ("local", "ray")
+
+
+def build(source: Any = None, out: str | os.PathLike[str] | None = None, steps: Iterable[Any] | None = None, *,
+          kind: str | None = None, split: str | None = None, dataset: str | None = None,
+          source_options: SourceOptions | None = None, workers: int | None = None, executor: str = "local",
+          ray_address: str | None = None, force: bool = False, strict: bool = False, allow_empty: bool = False,
+          ragged: Sequence[str] = (), chunk_rows: int | None = None, lock_timeout: float | None = None,
+          content_hash: bool = False, watchdog: float = 120.0, progress: Progress = None) -> Any:
+    """Bake ``source`` into a cache at ``out`` with ``steps``, and open it.
+
+    Parameters:
+        source: a path (a CIFAR-10/100 folder, a folder of class subfolders of images, audio
+            or volumes, a folder of video clips, a ``.csv`` table, ``.npy``/``.npz`` arrays, an
+            HDF5 file), a :class:`~prebake.Source`, or any map-style dataset.
+        out: the cache directory; a source with splits (CIFAR's train and test, an image folder
+            with ``train/`` and ``val/``) builds one cache per split in ``out/<split>``.
+        steps: what to do to each item, in order (:mod:`prebake.steps`): steps such as
+            ``Resize(224)``, functions ``item dict -> item dict`` of yours, and last any
+            :class:`~prebake.Stage` (a batched step, such as a frozen encoder on the GPU).
+        kind: the source kind when detection from the path is not what you want.
+        split: build only this split (for example ``"train"``); the one cache is returned.
+        dataset: ``"module:function"`` returning a map-style dataset, instead of ``source``.
+        source_options: how sources read (CSV columns, audio channels, video frames, size limits).
+        workers: worker processes (None: one per core; 0 or 1: in this process). Above 4 per usable
+            core (at most 256) it is lowered to that, with a WARNING. With ``executor="ray"``: chunk
+            tasks at a time.
+        executor: ``"local"`` (forked workers) or ``"ray"`` (Ray tasks, stages as Ray actors, on a
+            cluster whose nodes share ``out``'s filesystem), at ``ray_address``.
+        force: rebuild even when the cache is up to date (never deletes anything that is not prebake's).
+        strict: fail on the first bad item instead of skipping it.
+        allow_empty: commit a cache even when every item is bad.
+        ragged: columns whose first axis varies per item.
+        chunk_rows: rows per unit of work (default: about 16 MB of rows).
+        lock_timeout: seconds to wait for another build of the same output (default: wait).
+        content_hash: identify source files by their bytes, not by size, mtime and ctime.
+        watchdog: seconds one item may take before the build logs the stack of the worker on it (0: off).
+        progress: None shows a bar when stderr is a terminal; False none; or ``progress(split, done, total)``.
+
+    Returns the :class:`~prebake.Cache`, or ``{split: Cache}`` for a source with splits; each
+    cache's ``build_report`` (:class:`~prebake.BuildReport`) says what the build did and why.
+    Called on every rank of a ``torch.distributed`` job (torchrun), one rank builds and the
+    others wait for it, then open the same cache. Bad items are skipped, listed in
+    ``cache.manifest["skipped"]`` and summarised in a WARNING log.
+    """
+    from ..cache.reader import Cache
+    from ..progress import ProgressBars
+
+    plan = prepare(source, out, steps, kind=kind, split=split, dataset=dataset, source_options=source_options,
+                   workers=workers, executor=executor, ray_address=ray_address, force=force, strict=strict,
+                   allow_empty=allow_empty, ragged=ragged, chunk_rows=chunk_rows, lock_timeout=lock_timeout,
+                   content_hash=content_hash, watchdog=watchdog)
+    bars = ProgressBars(quiet=progress is False) if progress in (None, True, False) else None
+    try:
+        reports = once_per_job(lambda: build_all(*plan, bars if bars is not None else progress), plan[1])
+    finally:
+        if bars is not None:
+            bars.close()
+    for r in reports:
+        if r.skipped and r.action != "up to date":
+            log.warning("\n".join(skipped_summary(r, f"{r.out.name}/manifest.json")))
+    caches = {r.split: _opened(Cache(r.out), r) for r in reports}
+    if split is not None:
+        return caches[split]
+    return caches[""] if "" in caches else caches
+
+
+def _opened(cache: Any, report: BuildReport) -> Any:
+    cache.build_report = report
+    return cache
+
+
+def prepare(source: Any = None, out: str | os.PathLike[str] | None = None, steps: Iterable[Any] | None = None,
+            *, kind: str | None = None, split: str | None = None, dataset: str | None = None,
+            source_options: SourceOptions | None = None, **options: Any) -> tuple[dict[str, Any], Any, BuildOptions]:
+    """``(sources by split, out, BuildOptions)``, every value checked: what :func:`build` runs (so does the CLI)."""
+    given = {k: v for k, v in {"out": out, "kind": kind, "split": split, "dataset": dataset, **options}.items()
+             if v is not None and not (k == "ragged" and v == ())}
+    if isinstance(given.get("ragged"), str):
+        raise OptionError(f"{opt('ragged')} is {given['ragged']!r}: give a list of column names, e.g. ['signal']")
+    s = check_settings({**given, **({"ragged": list(given["ragged"])} if "ragged" in given else {})})
+    if s.get("out") is None:
+        raise OptionError("no output directory: give OUT")
+    if source_options is not None and not isinstance(source_options, SourceOptions):
+        raise OptionError(f"source_options is a {type(source_options).__name__}; give a prebake.SourceOptions")
+    pipeline = compile_steps(steps)
+    sources = select_split(_sources(source, s, source_options), s.get("split"))
+    executor = _executor(s)
+    opts = BuildOptions(pipeline=pipeline, workers=_workers(s.get("workers"), executor), force=bool(s.get("force")),
+                        strict=bool(s.get("strict")), allow_empty=bool(s.get("allow_empty")),
+                        ragged=tuple(s.get("ragged", ())), lock_timeout=s.get("lock_timeout"),
+                        chunk_rows=s.get("chunk_rows"), content_hash=bool(s.get("content_hash")), executor=executor,
+                        ray_address=s.get("ray_address"), watchdog=s.get("watchdog", BuildOptions.watchdog))
+    return sources, s["out"], opts
+
+
+def _sources(source: Any, s: dict[str, Any], options: SourceOptions | None) -> dict[str, Any]:
+    if "dataset" in s:
+        if source is not None:
+            raise OptionError(f"give a SOURCE or {opt('dataset')}, not both")
+        return {"": DatasetSource.from_spec(s["dataset"])}
+    if source is None:
+        raise OptionError(f"nothing to bake: give SOURCE, or {opt('dataset')}")
+    return resolve_sources(source, kind=s.get("kind"), options=options)
+
+
+def _workers(n: int | None, executor: str) -> int | None:
+    """``workers``, capped for the local executor at 4 per usable core (at most 256, at least one per core)."""
+    if n is None or executor != "local":
+        return n
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cap = max(cpus, min(4 * cpus, MAX_WORKERS))  # 4 per core keeps cores busy while workers wait on reads
+    if n <= cap:
+        return int(n)
+    log.warning("%s is more than this machine can use: using %d (4 per usable core, %d here, at most %d); each worker "
+                "is a forked process holding an item in memory, so more only cost memory and forks",
+                opt("workers", n), cap, cpus, MAX_WORKERS)
+    return cap
+
+
+def _executor(s: dict[str, Any]) -> str:
+    """The executor setting, checked: ``ray_address`` only goes with ``executor="ray"``."""
+    executor = s.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise OptionError(f"{opt('executor')} is {executor!r}: use local (forked workers) or ray")
+    if "ray_address" in s and executor != "ray":
+        raise OptionError(f"{opt('ray_address')} is the cluster of {opt('executor', 'ray')}: add that, or drop "
+                          f"{opt('ray_address')}")
+    return str(executor)
