@@ -1,22 +1,44 @@
 # Two commands on a fresh machine:  make demo  |  make test
+#   make demo: prebake and what the demo needs (torch, numpy, Pillow, xxhash, filelock, tqdm, PyYAML) in .venv:
+#              du -sh 994M with the CPU build of torch (torch alone 722M)
+#   make test: adds the test extras (pytest, hypothesis, build, scipy, soundfile, nibabel, pydicom, h5py, monai,
+#              av, ray, peft, lightning, datasets, torchdata, accelerate) to the same .venv: du -sh 2.1G
+# torch comes from PyTorch's CPU wheel index, unless nvidia-smi finds a GPU: then PyPI's default build, which is
+# the CUDA one (several GB with its CUDA libraries). Choose another: make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126
+# A torch already in .venv is kept. constraints.txt pins the development and CI versions.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test bench faults clean
+.PHONY: demo test release-check bench faults clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
-	@echo "creating $(VENV) and installing prebake with its dependencies (torch, numpy, Pillow, ...): about a minute on a first run"
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+$(VENV)/.torch:
+	@echo "creating $(VENV) with torch ($(or $(TORCH_INDEX),PyPI)): a minute or two on a first run"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch
+	touch $@
+
+$(VENV)/.demo: $(VENV)/.torch pyproject.toml constraints.txt
+	$(PIP) -e .
 	@echo "installed into $(VENV); use it with: source $(VENV)/bin/activate"
 	touch $@
 
-demo: $(VENV)/.installed
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml constraints.txt
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.demo
+
+demo: $(VENV)/.demo
 	$(VENV)/bin/prebake demo --workdir prebake-demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not release"
+
+# the built wheel in a fresh venv: prebake demo and the README quickstart, with no checkout on the path
+release-check: $(VENV)/.installed
+	$(PY) -m pytest tests/test_packaging.py
+	$(PY) -m build --outdir dist .
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bake.py
@@ -25,4 +47,4 @@ faults: $(VENV)/.installed
 	$(PY) benchmarks/faults.py
 
 clean:
-	rm -rf prebake-demo .pytest_cache .hypothesis
+	rm -rf prebake-demo .pytest_cache .hypothesis runs dist build
