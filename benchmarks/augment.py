@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 import prebake.augment as A
-from prebake.measure.bench import device_tag, machine
+from prebake.measure.bench import device_tag, machine, write_results
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10 statistics
 VIT_MEAN, VIT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # seed 001's Normalize
@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     ap.add_argument("--quick", action="store_true", help="tiny batches and short timings: a smoke run")
-    ap.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/augment-<device tag>.json)")
+    ap.add_argument("--out", type=Path, help="JSON path (default: runs/augment/augment-<device tag>.json)")
+    ap.add_argument("--save", action="store_true", help="also update benchmarks/results/augment-<device tag>.json")
     ap.add_argument("--signal-batches", type=int, nargs="+", help="signal batch sizes (default 64; 64 1024 on cuda)")
     ap.add_argument("--vit-batch", type=int, help="ViT batch (default 256 on cpu, 1024 on cuda)")
     ap.add_argument("--retain-freed-memory", action="store_true",
@@ -409,14 +410,15 @@ def main(argv: list[str] | None = None) -> None:
 
     allocator = {k: os.environ[k] for k in RETAIN if k in os.environ} or "glibc defaults"
     suffix = "-retain" if args.retain_freed_memory else ""
-    out = args.out or Path(__file__).parent / "results" / f"augment-{device_tag(device)}{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    name = f"augment-{device_tag(device)}{suffix}.json"
+    here = Path(__file__).resolve().parent
     report = {"benchmark": "augment", "quick": args.quick, "machine": {"device": str(device), **machine(device)},
               "allocator": allocator, "process": "each suite of each repeat in a fresh process",
               "peers": {"kornia": K is not None, "torch-audiomentations": TA is not None},
               "repeats": args.repeat, "rows": rows, "ratios": pairs}
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {out}")
+    for path in write_results(report, args.out or here.parent / "runs" / "augment" / name,
+                              here / "results" / name if args.save else None):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

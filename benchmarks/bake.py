@@ -16,7 +16,6 @@ Prints a table and writes JSON to benchmarks/results/bake-<machine>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -30,6 +29,7 @@ import torch
 
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
+from prebake.measure.bench import write_results
 from prebake.synthetic import cifar10_once
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -100,7 +100,9 @@ def main() -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--workdir", type=Path, default=Path(__file__).parent / "data")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bake-cpu-2core.json")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "bake" / "bake-cpu-2core.json",
+                   help="JSON path (default: runs/bake/bake-cpu-2core.json)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/bake-cpu-2core.json")
     args = p.parse_args()
 
     source = cifar10_once(args.workdir / f"cifar10-synthetic-{args.train}-{args.test}", args.train, args.test)
@@ -131,9 +133,9 @@ def main() -> int:
     result = {"benchmark": "bake", "data": f"synthetic CIFAR-10 python-version batches, {args.train:,} train + "
               f"{args.test:,} test", "machine": _machine(), "device": "cpu", "rows": rows, "ratios": ratios, "disk_floor": floor,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    for path in write_results(result, args.out, Path(__file__).parent / "results" / "bake-cpu-2core.json"
+                              if args.save else None):
+        print(f"wrote {path}")
     return 0
 
 

@@ -67,8 +67,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=11)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "reads-cpu-2core.json")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "reads" / "reads-cpu-2core.json",
+                    help="JSON path (default: runs/reads/reads-cpu-2core.json)")
+    ap.add_argument("--save", action="store_true", help="also update benchmarks/results/reads-cpu-2core.json")
     args = ap.parse_args()
+    from prebake.measure.bench import write_results
     from prebake.synthetic import write_npz
 
     rows = []
@@ -94,10 +97,9 @@ def main() -> int:
               f"{r['ratio']:.3f} | {r['fastest_ratio']:.3f} |")
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
               "rounds": args.rounds, "rows": rows}
-    target = args.out
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(result, indent=1))
-    print(f"wrote {target}")
+    for path in write_results(result, args.out, Path(__file__).parent / "results" / "reads-cpu-2core.json"
+                              if args.save else None):
+        print(f"wrote {path}")
     return 0
 
 

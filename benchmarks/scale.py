@@ -40,6 +40,7 @@ import torch
 
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
+from prebake.measure.bench import write_results
 from prebake.synthetic import cifar10_once
 
 
@@ -101,7 +102,9 @@ def main() -> int:
     p.add_argument("--test", type=int, default=4_000)
     p.add_argument("--cpus", type=int, default=2, help="fork workers, and the local Ray's CPUs")
     p.add_argument("--workdir", type=Path, default=Path(__file__).parent / "data")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale-cpu-2core.json")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "scale" / "scale-cpu-2core.json",
+                   help="JSON path (default: runs/scale/scale-cpu-2core.json)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/scale-cpu-2core.json")
     args = p.parse_args()
 
     source = cifar10_once(args.workdir / f"cifar10-synthetic-{args.train}-{args.test}", args.train, args.test)
@@ -163,9 +166,9 @@ def main() -> int:
               "ray_overhead": overhead, "ray_version": ray.__version__,
               "gpu_stage_through_ray_actor_vs_local": "not measured (no GPU on this machine)",
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    for path in write_results(result, args.out, Path(__file__).parent / "results" / "scale-cpu-2core.json"
+                              if args.save else None):
+        print(f"wrote {path}")
     return 0
 
 

@@ -12,7 +12,6 @@ the median (and min-max). Beside it, in the same run, ``python -c "import torch"
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prebake.measure.bench import device_tag, machine
+from prebake.measure.bench import device_tag, machine, write_results
 
 TARGET_S = 0.3
 
@@ -43,7 +42,8 @@ def timed(cmd: list[str], repeat: int, setup: Callable[[], object] = lambda: Non
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=7, help="fresh processes per command (default 7)")
-    p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/startup-<machine>.json)")
+    p.add_argument("--out", type=Path, help="JSON path (default: runs/startup/startup-<machine>.json)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/startup-<machine>.json")
     args = p.parse_args()
     import prebake
 
@@ -77,10 +77,11 @@ def main() -> None:
         result.append({"command": name, "median_s": med, "min_s": min(times), "max_s": max(times),
                        "seconds": times, "torch_import_over_this": torch_s / med,
                        "target_s": TARGET_S if light else None, "met": med < TARGET_S if light else None})
-    out = args.out or Path(__file__).parent / "results" / f"startup-{device_tag('cpu')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine("cpu"), "repeat": args.repeat, "rows": result}, indent=1) + "\n")
-    print(f"wrote {out}")
+    name, here = f"startup-{device_tag('cpu')}.json", Path(__file__).resolve().parent
+    record = {"machine": machine("cpu"), "repeat": args.repeat, "rows": result}
+    for path in write_results(record, args.out or here.parent / "runs" / "startup" / name,
+                              here / "results" / name if args.save else None):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

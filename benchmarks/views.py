@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
 import statistics
@@ -46,7 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import prebake
-from prebake.measure.bench import device_tag, machine, memcpy_gbps
+from prebake.measure.bench import device_tag, machine, memcpy_gbps, write_results
 
 HERE = Path(__file__).parent
 L = K = 16  # window length, context rows
@@ -294,16 +293,18 @@ def main() -> int:
     p.add_argument("--window-batches", type=int, nargs="+", default=[8, 64], help="8: seed 003's --batch_size")
     p.add_argument("--element-batches", type=int, nargs="+", default=[64], help="64: seed 004's batch size")
     p.add_argument("--workdir", type=Path, default=None, help="where the caches are written (default: the system temp dir)")
-    p.add_argument("--out", type=Path)
+    p.add_argument("--out", type=Path, help="JSON path (default: runs/views/views-<device>.json)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/views-<device>.json")
     args = p.parse_args()
     if args.quick:
         args.seconds, args.rounds, args.warmup, args.clips, args.cycles = 0.2, 1, 1, 6, 2_000
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on a 2-core machine
     results = run(args)
     print(table(results))
-    out = args.out or HERE / "results" / f"views-{device_tag(args.device)}.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+    name = f"views-{device_tag(args.device)}.json"
+    for path in write_results(results, args.out or HERE.parent / "runs" / "views" / name,
+                              HERE / "results" / name if args.save else None):
+        print(f"wrote {path}")
     return 0
 
 

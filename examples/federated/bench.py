@@ -4,8 +4,9 @@
 run.py) once per ``--data_path`` on a synthetic CIFAR-10 in the real python-version format,
 10 clients x ``--local_ep`` epochs x ``--samples_per_client`` samples, near-IID (alpha 1000)
 so every client holds about the same count. The first ``--warmup`` rounds are not timed
-(workers starting, page cache, allocator). It prints a table and writes
-``benchmarks/results/federated-<device>.json`` (one entry per setting); every figure in it was measured in this run.
+(workers starting, page cache, allocator). It prints a table and writes ``runs/federated-bench/federated-<device>.json``
+(``--out``; one entry per setting), and updates ``benchmarks/results/`` too with ``--save``; every figure in it
+was measured in this run.
 
 The issue's GPU setting: ``--vit tiny --image_size 224 --local_ep 5 --samples_per_client 500``.
 """
@@ -22,13 +23,15 @@ from typing import Any
 
 import torch
 
-from prebake.measure.bench import device_tag, machine
+from prebake.measure.bench import device_tag, machine, write_results
 from prebake.synthetic import write_cifar10_python
 
 from .config import Config
 from .run import run
 
 PATHS = ("prebake", "offline", "online")
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # updated only with --save
 
 
 def measure(args: argparse.Namespace, work: Path, data_path: str) -> dict[str, Any]:
@@ -59,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the seed pipelines")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--paths", default=",".join(PATHS))
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--out", type=Path, default=Path("runs/federated-bench"),
+                   help="the run's folder (default runs/federated-bench)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/federated-<device>.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="prebake-fedbench-") as tmp:
@@ -81,16 +86,16 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
         ratios[f"{path}/prebake"] = ratio
         print(f"{path:<10} {r['median_round_seconds']:>9.2f} {100 * r['data_wait_fraction']:>9.1f}% "
               f"{100 * r['transform_fraction']:>9.1f}% {ratio:>10.2f}x")
-    args.out.mkdir(parents=True, exist_ok=True)
-    dest = args.out / f"federated-{device_tag(args.device)}.json"
+    name = f"federated-{device_tag(args.device)}.json"
     setting = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     key = (f"{args.alg} vit-{args.vit} {args.image_size}px {args.clients}x{args.local_ep}ep"
            f"x{args.samples_per_client} bs{args.local_bs}")
-    runs = json.loads(dest.read_text())["runs"] if dest.exists() else {}
-    runs[key] = {"setting": setting, "machine": machine(args.device), "results": results,
-                 "round_time_ratios": ratios}
-    dest.write_text(json.dumps({"device": device_tag(args.device), "runs": runs}, indent=1))  # one entry per setting
-    print(f"wrote {dest}")
+    entry = {"setting": setting, "machine": machine(args.device), "results": results, "round_time_ratios": ratios}
+    for dest in [args.out / name, *([RESULTS / name] if args.save else [])]:
+        runs = json.loads(dest.read_text())["runs"] if dest.exists() else {}
+        runs[key] = entry  # one entry per setting
+        write_results({"device": device_tag(args.device), "runs": runs}, dest)
+        print(f"wrote {dest}")
 
 
 if __name__ == "__main__":

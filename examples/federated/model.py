@@ -164,7 +164,9 @@ def resize_pos_embed(pos: Tensor, grid: int) -> Tensor:
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"--pretrained {path}: no such file; pass a local timm or Hugging Face "
-                                "ViT state dict (.pth/.bin/.safetensors)")
+                                "ViT state dict (.pth/.bin/.safetensors), e.g. timm's ViT-Ti/16: hf download "
+                                "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k model.safetensors --local-dir "
+                                "weights/vit_tiny, then --pretrained weights/vit_tiny/model.safetensors")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file  # installed with transformers; only needed here
         return load_file(str(path))

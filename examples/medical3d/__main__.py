@@ -1,20 +1,28 @@
-"""``python -m examples.medical3d --config examples/medical3d/config.json``; see README.md."""
+"""``python -m examples.medical3d --config examples/medical3d/config.json`` from the repository root; from ``prebake-demo/`` (or any
+folder) the same by path: ``python ../examples/medical3d ...``. A first argument ``bench`` runs the
+benchmark (``python -m examples.medical3d.bench``). See README.md."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import prebake
 
-from .config import ConfigError, load_config
-from .run import run
-
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .config import ConfigError, load_config
+    from .run import run
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # python -m examples.medical3d bench ...: the benchmark, from anywhere
+        from .bench import main as bench
+
+        return bench(list(argv[1:]))
     p = argparse.ArgumentParser(prog="python -m examples.medical3d",
                                 description="3-D CNN on NIfTI volumes from a CSV, fed by prebake (seed 002's workflow).")
     p.add_argument("--config", type=Path, required=True, help="a JSON or YAML config (see config.json)")
@@ -39,4 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if not __package__:  # run by path (python ../examples/medical3d from prebake-demo/): as the package it is
+        sys.path[0] = str(Path(__file__).resolve().parents[2])  # the repository root, not this folder
+        runpy.run_module("examples.medical3d", run_name="__main__", alter_sys=True)
+    else:
+        sys.exit(main())

@@ -50,6 +50,7 @@ PIPELINES = ("monai-persistent", "monai-persistent-2w", "monai-cache", "seed-hdf
              "prebake-float32")
 TOLERANCE = 1e-3  # in [0, 1] units: prebake rounds the resampled HU to int16 (<= 0.5 HU = 2.5e-4)
 CHECK_ITEMS = 4
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # updated only with --save
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -295,7 +296,7 @@ def _make_prebake(args: argparse.Namespace, work: Path, as_float: bool, in_trans
 # -- the run --------------------------------------------------------------------------------------------
 
 def _child(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "examples.medical3d.bench", "--one", name, "--workdir", str(args.workdir),
+    cmd = [sys.executable, "-m", "examples.medical3d.bench", "--one", name, "--workdir", str(args.workdir.resolve()),
            "--size", str(args.size), "--epochs", str(args.epochs), "--workers", str(args.workers),
            "--batch-size", str(args.batch_size), "--volumes", str(args.volumes)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
@@ -393,11 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers (default 4, the seed's)")
     p.add_argument("--repeat", type=int, default=3, help="run the whole set N times; figures are medians (default 3)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8, the seed's)")
-    p.add_argument("--workdir", type=Path, default=Path("benchmarks/data/medical3d"),
-                   help="volumes and caches go here (default benchmarks/data/medical3d)")
+    p.add_argument("--workdir", type=Path, default=Path("runs/medical3d-bench/work"),
+                   help="volumes and caches go here (default runs/medical3d-bench/work)")
     p.add_argument("--only", action="append", choices=PIPELINES, help="run only these pipelines (repeatable)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/medical3d-cpu-2core.json"),
-                   help="where the JSON goes")
+    p.add_argument("--out", type=Path, help="where the JSON goes (default runs/medical3d-bench/medical3d-<device>.json)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/medical3d-<device>.json")
     p.add_argument("--one", choices=PIPELINES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
@@ -428,9 +429,12 @@ def main(argv: list[str] | None = None) -> int:
            "data_generation_seconds": gen, "input_bytes": input_bytes, "results": results, "ratios": rat,
            "ratios_per_repeat": spread, "runs": runs, "load_average": os.getloadavg(),
            "tolerance": TOLERANCE, "versions": _versions()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    from prebake.measure.bench import device_tag, write_results
+
+    name = f"medical3d-{device_tag('cpu')}.json"
+    out = args.out or Path("runs/medical3d-bench") / name
+    for path in write_results(doc, out, RESULTS / name if args.save else None):
+        print(f"wrote {path}")
     return 0 if all("error" not in r and r.get("equal_outputs", True) for r in results) else 1
 
 

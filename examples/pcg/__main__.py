@@ -1,20 +1,28 @@
-"""``python -m examples.pcg --config examples/pcg/configs/default.yaml --data_path prebake``; see README.md."""
+"""``python -m examples.pcg --config examples/pcg/configs/default.yaml --data_path prebake`` from the repository root; from ``prebake-demo/`` (or any
+folder) the same by path: ``python ../examples/pcg ...``. A first argument ``bench`` runs the
+benchmark (``python -m examples.pcg.bench``). See README.md."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import prebake
 
-from .config import ConfigError, load
-from .run import DATA_PATHS, run
-
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .config import ConfigError, load
+    from .run import DATA_PATHS, run
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # python -m examples.pcg bench ...: the benchmark, from anywhere
+        from .bench import main as bench
+
+        return bench(list(argv[1:]))
     p = argparse.ArgumentParser(prog="python -m examples.pcg", description="Contrastive pretraining on heart "
                                 "sounds (seed 004) fed by the seed's pipelines or by prebake.")
     p.add_argument("--config", type=Path, help="YAML with seed 004's sections (default: the built-in defaults)")
@@ -38,4 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if not __package__:  # run by path (python ../examples/pcg from prebake-demo/): as the package it is
+        sys.path[0] = str(Path(__file__).resolve().parents[2])  # the repository root, not this folder
+        runpy.run_module("examples.pcg", run_name="__main__", alter_sys=True)
+    else:
+        sys.exit(main())

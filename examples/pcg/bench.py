@@ -14,8 +14,8 @@ section), bakes their cycles once (timed), checks that the seed's segmentation i
   prebake, the share spent in the six ops on the device inside the Loader's ``next()``
   (which ``watch`` counts apart from waiting), medians over the epochs after the first.
 
-It prints a table and writes ``benchmarks/results/pcg-<device>.json``; every figure in it
-was measured in this run.
+It prints a table and writes ``runs/pcg-bench/pcg-<device>.json`` (``--out``), and
+``benchmarks/results/`` too with ``--save``; every figure in it was measured in this run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import json
 import logging
 import statistics
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prebake.measure.bench import device_tag, machine, ratios_to
+from prebake.measure.bench import device_tag, machine, ratios_to, write_results
 
 from . import data as D
 from .config import load
@@ -44,6 +43,8 @@ from .run import DATA_PATHS, make_batches, prepare, train_epoch
 
 #: prebake with the augmentation on the Loader's threads (``hardware.augment_in_threads``), beside the default.
 THREADED = "prebake-threads"
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # updated only with --save
 
 
 def same_cycles(batches: Any, cache: Any, cfg: Any) -> dict[str, Any]:
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths", default=",".join([*DATA_PATHS, THREADED]),
                    help=f"data paths to run; {THREADED}: prebake with hardware.augment_in_threads")
     p.add_argument("--device", help="default: the config's hardware.device")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--out", type=Path, default=Path("runs/pcg-bench"), help="the run's folder (default runs/pcg-bench)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/pcg-<device>.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cfg = load(args.config)
@@ -137,12 +139,12 @@ def report(args: argparse.Namespace, cfg: Any, device: str, recordings: int, bak
     ratios = ratios_to(results)
     if ratios:
         print("ratios: " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))
-    out = args.out / f"pcg-{device_tag(device)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "device": device_tag(device), "config": str(args.config.name),
-                               "recordings": recordings, "bake_seconds": bake_s, "same_cycles": check,
-                               "results": results, "ratios": ratios}, indent=1, default=str))
-    print(f"wrote {out}")
+    name = f"pcg-{device_tag(device)}.json"
+    record = {"machine": machine(), "device": device_tag(device), "config": str(args.config.name),
+              "recordings": recordings, "bake_seconds": bake_s, "same_cycles": check, "results": results,
+              "ratios": ratios}
+    for path in write_results(record, args.out / name, RESULTS / name if args.save else None):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@
   initial weights: samples/s and the data-wait fraction over the steps after the first 10.
 
 Torch runs ``--threads`` intra-op threads (default 1, for figures that repeat on a shared
-2-core machine). It prints a table and writes ``benchmarks/results/talking-head-<device>.json``; every figure
-in it was measured in this run.
+2-core machine). It prints a table and writes ``runs/talking-head-bench/talking-head-<device>.json``
+(``--out``), and ``benchmarks/results/`` too with ``--save``; every figure in it was measured in this run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import os
 import statistics
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 import prebake
-from prebake.measure.bench import device_tag, machine, ratios_to
+from prebake.measure.bench import device_tag, machine, ratios_to, write_results
 
 from . import data as D
 from . import seed as S
@@ -49,6 +48,8 @@ from .encoders import AUTOCAST, load_encoders, stages
 from .run import Prepared, make_batches, take, train
 
 WARMUP_STEPS = 10  # training steps left out of the figures: first calls, worker start-up, page faults
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # updated only with --save
 
 
 def encoder_inputs(root: Path, work: Path) -> tuple[dict[str, Any], float]:
@@ -202,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage-dtype", choices=["bf16", "fp16"], help="autocast of the encoders at bake time "
                    "(default float32)")
     p.add_argument("--bake-only", action="store_true", help="the bake's encoder timings only: no data paths")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--out", type=Path, default=Path("runs/talking-head-bench"),
+                   help="the run's folder (default runs/talking-head-bench)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/talking-head-<device>.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -267,15 +270,14 @@ def report(args: argparse.Namespace, cfg: Config, write_s: float, bake: dict[str
     load_end = os.getloadavg()
     print(f"load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end")
     suffix = "" if args.stage_dtype is None else f"-{args.stage_dtype}"
-    out = args.out / f"talking-head-{device_tag(args.device)}{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    name = f"talking-head-{device_tag(args.device)}{suffix}.json"
     record = {"machine": machine(args.device), "device": device_tag(args.device), "config": args.config,
               "stage_dtype": args.stage_dtype or "float32", "torch_threads": args.threads, "load_average": {"start": load_start, "end": load_end},
               "write_seconds": write_s, "bake": bake, "same_windows": check, "results": results, "ratios": ratios}
     if args.device == "cpu":
         record["gpu"] = "not measured"
-    out.write_text(json.dumps(record, indent=1, default=str))
-    print(f"wrote {out}")
+    for path in write_results(record, args.out / name, RESULTS / name if args.save else None):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ import torch
 
 import prebake
 from prebake.cli import main
+from prebake.measure.bench import write_results
 
 from .trials.release import release
 
@@ -178,3 +181,36 @@ def test_bench_names_a_view_that_does_not_fit(tmp_path, capsys):
 def test_release_trials(tmp_path):
     row = release(tmp_path, trials=30, seed=3)
     assert row.failures == 0, row.examples
+
+
+# -- item 8: examples run from where the quickstart leaves the user; runs never overwrite the results -------
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _python(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no checkout on the path but the files named
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("name", ["federated", "medical3d", "pcg", "talking_head"])
+def test_every_example_and_its_benchmark_runs_by_path_from_the_demo_folder(tmp_path, name):
+    """``python -m examples.X`` fails in prebake-demo/ (No module named 'examples'); ``python ../examples/X``
+    and ``python ../examples/X bench`` work there, as from the repository root."""
+    demo = tmp_path / "prebake-demo"
+    demo.mkdir()
+    for args in ([], ["bench"]) if name == "pcg" else ([],):  # one benchmark: they share the way in
+        got = _python([str(Path(os.path.relpath(ROOT / "examples" / name, demo))), *args, "--help"], demo)
+        assert got.returncode == 0 and got.stdout.startswith("usage:"), got.stderr[-2000:]
+
+
+def test_a_benchmark_writes_its_run_folder_and_the_results_only_when_saved(tmp_path):
+    before = {p.name: p.read_bytes() for p in RESULTS.glob("*.json")}
+    got = _python([str(ROOT / "benchmarks" / "views.py"), "--quick", "--workdir", str(tmp_path)], tmp_path)
+    assert got.returncode == 0, got.stderr[-2000:]
+    written = [Path(line.split("wrote ", 1)[1]) for line in got.stdout.splitlines() if line.startswith("wrote ")]
+    assert [p.parent for p in written] == [ROOT / "runs" / "views"] and json.loads(written[0].read_text())["quick"]
+    assert {p.name: p.read_bytes() for p in RESULTS.glob("*.json")} == before  # the committed figures untouched
+    saved = write_results({"x": 1}, tmp_path / "run" / "a.json", tmp_path / "results" / "a.json")
+    assert [p.read_text() for p in saved] == ['{\n "x": 1\n}\n'] * 2
