@@ -108,7 +108,7 @@ def windows(cache: prebake.Cache, cfg: Config) -> prebake.Windows:
 
 
 class PrebakeBatches:
-    """Epochs of ``prebake.Loader`` batches of windows: one gather per column per batch, on background threads."""
+    """Epochs of ``prebake.Loader`` batches of windows: one gather per column per batch."""
 
     def __init__(self, cache: prebake.Cache, cfg: Config, device: str):
         self.windows = windows(cache, cfg)
