@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test release-check bench faults clean
+.PHONY: demo test release-check bench faults integrations clean
 
 $(VENV)/.torch:
 	@echo "creating $(VENV) with torch ($(or $(TORCH_INDEX),PyPI)): a minute or two on a first run"
@@ -45,6 +45,10 @@ bench: $(VENV)/.installed
 
 faults: $(VENV)/.installed
 	$(PY) benchmarks/faults.py
+
+# the integration tests with their slow ones (a Lightning DDP run stopped and resumed: about a minute)
+integrations: $(VENV)/.installed
+	PREBAKE_SLOW_INTEGRATIONS=1 $(PY) -m pytest tests/integrations tests/faults/test_integrations.py
 
 clean:
 	rm -rf prebake-demo .pytest_cache .hypothesis runs dist build

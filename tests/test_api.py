@@ -18,7 +18,7 @@ def test_public_names():
         "OptionError", "PrebakeError", "Ragged", "ResumeError", "SamplingError", "Source", "SourceError",
         "SourceOptions", "SplitsError", "Stage", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError",
         "Watch", "WatchReport", "Windows", "WorkerDiedError", "__version__", "augment", "build", "crop_or_pad",
-        "export_hdf5", "load_config", "load_splits", "open", "split", "verify", "watch", "write_arrays",
+        "export_hdf5", "lightning", "load_config", "load_splits", "open", "split", "verify", "watch", "write_arrays",
     ])
     for name in prebake.__all__:
         assert hasattr(prebake, name), name

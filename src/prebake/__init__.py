@@ -42,6 +42,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from . import augment, steps
+    from .integrations import lightning
     from .bake.api import build
     from .bake.build import BuildReport
     from .bake.memory import write_arrays
@@ -94,6 +95,7 @@ __all__ = [
     "augment",
     "build",
     "export_hdf5",
+    "lightning",
     "load_config",
     "crop_or_pad",
     "load_splits",
@@ -106,7 +108,7 @@ __all__ = [
 ]
 
 __getattr__, __dir__ = lazy_members(__name__, {
-    "augment": ".augment:", "steps": ".steps:",
+    "augment": ".augment:", "steps": ".steps:", "lightning": ".integrations.lightning:",
     "build": ".bake.api", "BuildReport": ".bake.build",
     "write_arrays": ".bake.memory",
     "Source": ".sources", "SourceOptions": ".sources", "Stage": ".steps.stage",
