@@ -38,6 +38,7 @@ from ..errors import BuildLockedError, DiskFullError, FormatError, PrebakeError,
 from ..identity import fingerprint as fpr
 from ..identity import reads
 from ..sources import DatasetSource, Source, SourceOptions, detect
+from ..sources.hf import sources as hf_sources
 from ..steps.pipeline import Pipeline
 from .buildlog import write_build_log
 from .commit import publish
@@ -121,6 +122,9 @@ def resolve_sources(source: Any, kind: str | None = None, options: SourceOptions
         return {"": source}
     if isinstance(source, (str, os.PathLike)):
         return detect(source, kind=kind, options=options)
+    hf = hf_sources(source, options)  # a Hugging Face Dataset or DatasetDict (None for anything else)
+    if hf is not None:
+        return hf
     if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
         return {"": DatasetSource(source)}
     raise TypeError(f"cannot build from {type(source).__name__}: pass a path, a Source or a map-style dataset")
