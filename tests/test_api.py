@@ -12,16 +12,23 @@ import prebake.bake.memory
 
 def test_public_names():
     assert sorted(prebake.__all__) == sorted([
-        "BadItemError", "BuildLockedError", "BuildOptions", "BuildReport", "Cache", "CacheChangedError",
+        "BadItemError", "BuildLockedError", "BuildReport", "Cache", "CacheChangedError",
         "CacheCorruptError", "CacheNotFoundError", "DiskFullError", "Elements", "ForeignOutputError", "FormatError",
         "IndicesError", "IteratorSupersededError", "Loader",
         "OptionError", "PrebakeError", "Ragged", "ResumeError", "SamplingError", "Source", "SourceError",
         "SourceOptions", "SplitsError", "Stage", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError",
         "Watch", "WatchReport", "Windows", "WorkerDiedError", "__version__", "augment", "build", "crop_or_pad",
-        "export_hdf5", "lightning", "load_config", "load_splits", "open", "split", "verify", "watch", "write_arrays",
+        "export_hdf5", "lightning", "load_config", "load_splits", "open", "split", "steps", "verify", "watch",
+        "write_arrays",
     ])
     for name in prebake.__all__:
         assert hasattr(prebake, name), name
+    assert sorted(prebake.steps.__all__) == sorted([
+        "BandPass", "CenterCrop", "CropOrPad", "Function", "Orient", "Pipeline", "Resample", "Resize", "SegmentCycles",
+        "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window", "compile_steps",
+    ])
+    for name in prebake.steps.__all__:
+        assert hasattr(prebake.steps, name), name
 
 
 def test_open_is_a_torch_dataset_factory():

@@ -20,9 +20,11 @@ import torch
 
 import prebake
 from prebake.cli import main
+from prebake.config import KEYS, check_settings, read_config
 from prebake.errors import use_cli_names
+from prebake.settings import SOURCE_KEYS, STEP_KEYS, build_kwargs
+from prebake.steps import BandPass, CenterCrop, Resample, Resize, ShorterSide
 from prebake.synthetic import write_audio_folder, write_csv_table, write_image_folder
-
 from tests.helpers.crash import join_forked, run_forked, start_forked, write_dataset
 
 CLI = [sys.executable, "-m", "prebake"]
@@ -78,7 +80,7 @@ def test_ls_says_stale_when_a_source_file_was_added(tmp_path, capsys):
     assert main(["info", str(out), "--json"]) == 0
     assert _json(capsys)["state"] == "stale"
     report = prebake.bake.build.build_all(prebake.bake.build.resolve_sources(photos), out,
-                                          prebake.BuildOptions(workers=0))[0]
+                                          prebake.bake.build.BuildOptions(workers=0))[0]
     assert report.action == "rebuilt" and any("added" in r for r in report.reasons)
     assert main(["ls", str(tmp_path / "caches"), "--json"]) == 0
     assert _json(capsys)[0]["state"] == "committed"
@@ -129,7 +131,8 @@ def test_a_build_where_every_item_is_bad_fails_unless_allowed(tmp_path, capsys):
     spec = _vanishing_transform(tmp_path)
     with pytest.raises(prebake.SourceError, match=r"all 4 items of the source are bad.*the input went away.*"
                                                   r"allow_empty=True"):
-        prebake.build(dataset=f"{spec}:make", out=tmp_path / "o2", workers=0, transform=f"{spec}:gone_after_the_probe")
+        prebake.build(dataset=f"{spec}:make", out=tmp_path / "o2", workers=0,
+                      **build_kwargs({"transform": f"{spec}:gone_after_the_probe"}))
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o2.partial").exists()
 
 
@@ -263,13 +266,18 @@ def test_every_flag_named_in_a_message_exists():
 
 def test_errors_name_flags_on_the_cli_and_parameters_in_python(tmp_path, capsys):
     photos = write_image_folder(tmp_path / "p", per_class=1)
-    with pytest.raises(prebake.OptionError, match=r"^prebake.build: image_size is 0, out of range: it takes an int"):
-        prebake.build(photos, tmp_path / "c", image_size=0)
+    with pytest.raises(prebake.OptionError, match=r"^Resize\(size=0\): size takes a whole number >= 1"):
+        prebake.build(photos, tmp_path / "c", [Resize(0)])
+    with pytest.raises(prebake.OptionError, match=r"^prebake.build: chunk_rows is 0, out of range: it takes an int"):
+        prebake.build(photos, tmp_path / "c", chunk_rows=0)
     assert main(["build", str(photos), str(tmp_path / "c"), "--image-size", "0"]) == 2
     assert "error: prebake build: --image-size is 0, out of range: it takes an integer >= 1" in capsys.readouterr().err
     use_cli_names(False)
     with pytest.raises(prebake.OptionError, match="unknown setting 'imagesize'; did you mean 'image_size'"):
+        build_kwargs(check_settings({"imagesize": 32}))
+    with pytest.raises(TypeError, match="imagesize"):  # Python's own refusal of an unknown keyword
         prebake.build(photos, tmp_path / "c", imagesize=32)
+    assert not (tmp_path / "c").exists()
 
 
 # -- 15. raw tracebacks become one line ---------------------------------------------------------------
@@ -312,7 +320,7 @@ def test_option_combinations_fail_before_any_work(tmp_path, capsys):
     assert main(["build", str(hearts), str(tmp_path / "c"), "--bandpass", "25", "1500"]) == 2
     assert "signals are at 2000 Hz (Nyquist 1000 Hz)" in capsys.readouterr().err
     assert main(["build", str(hearts), str(tmp_path / "c"), "--sample-rate", "1000", "--bandpass", "25", "600"]) == 2
-    assert "HIGH must be below half of --sample-rate 1000" in capsys.readouterr().err
+    assert "HIGH must be below half of --sample-rate 1000 (Nyquist 500 Hz)" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
 
 
@@ -321,7 +329,7 @@ def test_option_combinations_fail_before_any_work(tmp_path, capsys):
 
 def test_info_shows_label_counts_and_transform_parameters(tmp_path, capsys):
     hearts = write_audio_folder(tmp_path / "hearts", per_class=2, rate=4000)
-    prebake.build(hearts, tmp_path / "c", sample_rate=2000, bandpass=(25, 400), workers=0)
+    prebake.build(hearts, tmp_path / "c", [Resample(2000), BandPass(25, 400)], workers=0)
     assert main(["info", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "labels     abnormal 2, normal 2" in out
@@ -338,8 +346,8 @@ def test_csv_separators_are_detected_or_given(tmp_path, sep, suffix, flag):
     text = table.read_text().replace(",", sep)
     path = tmp_path / f"t{suffix}"
     path.write_text(text)
-    settings = {"delimiter": flag} if flag else {}
-    cache = prebake.build(path, tmp_path / "c", kind="csv", workers=0, **settings)
+    options = prebake.SourceOptions(delimiter=flag) if flag else None
+    cache = prebake.build(path, tmp_path / "c", kind="csv", workers=0, source_options=options)
     assert len(cache) == 6 and cache.classes == prebake.build(table, tmp_path / "ref", workers=0).classes
 
 
@@ -363,20 +371,21 @@ def test_config_file_flags_override_and_print_config_round_trips(tmp_path, capsy
     photos = write_image_folder(tmp_path / "photos", per_class=2, size=(40, 30))
     cfg = tmp_path / "bake.yaml"
     cfg.write_text(f"source: {photos}\nout: {tmp_path / 'c'}\nimage-size: 16\nworkers: 0\n")
-    assert prebake.load_config(cfg) == {"source": str(photos), "out": str(tmp_path / "c"), "image_size": 16,
-                                        "workers": 0}
+    assert read_config(cfg) == {"source": str(photos), "out": str(tmp_path / "c"), "image_size": 16, "workers": 0}
+    assert prebake.load_config(cfg) == {"source": str(photos), "out": str(tmp_path / "c"), "workers": 0,
+                                        "steps": [Resize(16)]}
     assert main(["build", "--config", str(cfg), "--image-size", "12", "--print-config"]) == 0
     printed = capsys.readouterr().out
     (tmp_path / "printed.yaml").write_text(printed)
-    assert prebake.load_config(tmp_path / "printed.yaml")["image_size"] == 12
+    assert prebake.load_config(tmp_path / "printed.yaml")["steps"] == [Resize(12)]
     assert main(["build", "--config", str(cfg), "--image-size", "12", "-q"]) == 0
     assert prebake.open(tmp_path / "c")[0]["image"].shape == (3, 12, 12)
     same = prebake.build(**prebake.load_config(tmp_path / "printed.yaml"))
     assert same.path == tmp_path / "c"
     (tmp_path / "b.json").write_text(json.dumps({"source": str(photos), "out": str(tmp_path / "j"), "crop": 8}))
     (tmp_path / "b.toml").write_text(f'source = "{photos}"\nout = "{tmp_path / "t"}"\nshorter-side = 20\n')
-    assert prebake.load_config(tmp_path / "b.json")["crop"] == 8
-    assert prebake.load_config(tmp_path / "b.toml")["shorter_side"] == 20
+    assert prebake.load_config(tmp_path / "b.json")["steps"] == [CenterCrop(8)]
+    assert prebake.load_config(tmp_path / "b.toml")["steps"] == [ShorterSide(20)]
 
 
 def test_config_errors_name_the_file_the_key_and_the_fix(tmp_path):
@@ -396,17 +405,19 @@ def test_config_errors_name_the_file_the_key_and_the_fix(tmp_path):
 
 
 def test_every_build_option_is_a_setting():
-    """BuildOptions and the config keys stay in step (transform is a setting by its spec)."""
+    """build()'s keywords, BuildOptions, SourceOptions and the config keys stay in step; every other key is a step's."""
     import dataclasses
+    import inspect
 
-    from prebake.config import KEYS
+    from prebake.bake.build import BuildOptions
 
-    fields = {f.name for f in dataclasses.fields(prebake.BuildOptions)} - {"volume"}
+    fields = {f.name for f in dataclasses.fields(BuildOptions)} - {"pipeline"}
     assert fields <= set(KEYS), fields - set(KEYS)
-    from prebake.steps.volume import VolumeOptions  # BuildOptions.volume groups the volume settings
-
-    volume = {"shape": "volume_shape"}
-    assert {volume.get(f.name, f.name) for f in dataclasses.fields(VolumeOptions)} <= set(KEYS)
+    keywords = set(inspect.signature(prebake.build).parameters) - {"steps", "source_options", "progress"}
+    assert keywords <= set(KEYS), keywords - set(KEYS)
+    assert {f.name for f in dataclasses.fields(prebake.SourceOptions)} == set(SOURCE_KEYS)
+    assert set(KEYS) == keywords | set(SOURCE_KEYS) | set(STEP_KEYS) | {"steps"}, set(KEYS) ^ (
+        keywords | set(SOURCE_KEYS) | set(STEP_KEYS) | {"steps"})
 
 
 # -- 3 and 5. what the demo and the test suite print explains itself ---------------------------------
@@ -449,12 +460,13 @@ def test_max_pixels_is_a_setting_of_the_cli_and_python(tmp_path, capsys):
     assert report["num_items"] == 4 and [s["key"] for s in report["skipped"]] == ["cat/big.png"]
     assert "10,000 pixels, over the limit of 2,000" in report["skipped"][0]["reason"]
     assert "raise --max-pixels to bake it" in report["skipped"][0]["reason"]
-    assert len(prebake.build(photos, tmp_path / "d", max_pixels=10_000, image_size=16, workers=0)) == 5
+    options = prebake.SourceOptions(max_pixels=10_000)
+    assert len(prebake.build(photos, tmp_path / "d", [Resize(16)], source_options=options, workers=0)) == 5
 
 
 def test_the_cli_kinds_are_the_source_kinds():
     """--kind's choices are listed in the CLI (no source import at start-up); they stay the detection's."""
-    from prebake.sources import KINDS
     from prebake.cli import KINDS as CLI_KINDS
+    from prebake.sources import KINDS
 
     assert CLI_KINDS == KINDS

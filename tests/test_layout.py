@@ -21,8 +21,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "prebake"
 #: running a build; then loading, device augmentation, measuring and the command line.
 STAGES = ("cache", "identity", "sources", "steps", "bake", "load", "augment", "measure", "cli")
 #: The top-level modules that are not package faces.
-MODULES = ("errors", "_version", "_lazy", "progress", "configfile", "config", "synthetic", "synthetic_volumes", "demo",
-           "__main__")
+MODULES = ("errors", "_version", "_lazy", "progress", "configfile", "config", "settings", "synthetic",
+           "synthetic_volumes", "demo", "__main__")
 GROUND = {"errors", "_version", "_lazy"}  # any package or module may import these
 _EVERYTHING = set(STAGES) | set(MODULES) | {"integrations"}
 
@@ -32,17 +32,18 @@ ALLOWED = {
     "identity": {"cache"},  # a file's identity, code and weight hashing, the fingerprint
     "sources": {"identity", "cache"},  # readers describe their files and (datasets) their code
     "steps": {"sources", "identity"},  # image and volume helpers of the readers; code identity of user steps
-    "bake": {"steps", "sources", "identity", "cache"},
+    "bake": {"steps", "sources", "identity", "cache", "config", "progress"},  # build() checks its options, shows bars
     "load": {"cache"},
     "augment": set(),
     "measure": {"load", "cache", "bake", "augment"},
     "cli": _EVERYTHING - {"__main__", "integrations"},
     "integrations": _EVERYTHING - {"__main__", "cli", "demo"},  # adapters to other libraries, at the top
     "errors": set(), "_version": set(), "_lazy": set(), "progress": set(), "configfile": set(),
-    "config": {"configfile", "bake", "steps", "sources", "identity"},  # settings compile to build options
+    "config": {"configfile"},  # the settings' names, types and ranges, and reading a config file
+    "settings": {"config", "steps", "sources", "identity"},  # flags and config files compile to steps
     "synthetic": {"synthetic_volumes", "sources"},
     "synthetic_volumes": set(),
-    "demo": {"bake", "cache", "measure", "synthetic"},
+    "demo": {"bake", "cache", "measure", "steps", "synthetic"},
     "__main__": {"cli"},
 }
 

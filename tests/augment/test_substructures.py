@@ -82,7 +82,7 @@ def test_baked_cycle_bounds_split_s1_systole_s2_diastole(tmp_path):
     (tmp_path / "h" / "a").mkdir(parents=True)
     x, _, _ = pcg(8, 2000, 70, 20, rng=np.random.default_rng(3))
     sf.write(tmp_path / "h" / "a" / "r.wav", 0.9 * x, 2000, subtype="PCM_16")
-    cache = prebake.build(tmp_path / "h", tmp_path / "c", workers=0, segment_cycles=True, cycle_length=2000)
+    cache = prebake.build(tmp_path / "h", tmp_path / "c", [prebake.steps.SegmentCycles(length=2000)], workers=0)
     batch = prebake.Elements(cache, "cycles")[list(range(4))]
     cycles = prebake.crop_or_pad(torch.from_numpy(batch["cycles"]), torch.from_numpy(batch["cycle_lengths"]),
                                  2000, crop="start")

@@ -14,7 +14,8 @@ import soundfile as sf
 
 import prebake
 from prebake.errors import BadItemError, OptionError
-from prebake.sources import detect
+from prebake.sources import SourceOptions, detect
+from prebake.steps import BandPass, Resample
 from prebake.sources.audio import read_audio
 from prebake.synthetic import write_audio_folder, write_wav
 
@@ -112,7 +113,7 @@ def test_channel_policy_mix_index_and_all(tmp_path):
     with pytest.raises(BadItemError, match=r"has 2 channel\(s\).*asks for channel 2"):
         read_audio(tmp_path / "s.wav", "2")
     with pytest.raises(OptionError, match="'left'"):
-        prebake.build(tmp_path, tmp_path / "c", channel="left")
+        prebake.build(tmp_path, tmp_path / "c", source_options=SourceOptions(channel="left"))
 
 
 def test_stereo_files_are_mixed_into_a_mono_column_by_default(tmp_path):
@@ -121,7 +122,8 @@ def test_stereo_files_are_mixed_into_a_mono_column_by_default(tmp_path):
     cache = prebake.build(root, tmp_path / "c", workers=0)
     assert len(cache) == 3 and not cache.manifest["skipped"]
     assert all(cache[i]["signal"].ndim == 1 for i in range(3))
-    kept = prebake.build(root, tmp_path / "c2", workers=0, channel="all")  # (T, 2): the mono file does not fit
+    kept = prebake.build(root, tmp_path / "c2", workers=0,
+                         source_options=SourceOptions(channel="all"))  # (T, 2): the mono file does not fit
     assert len(kept) == 2 and "a/mono.wav" in [s["key"] for s in kept.manifest["skipped"]]
 
 
@@ -135,7 +137,7 @@ def test_the_dtype_comes_from_the_option_not_the_first_file(tmp_path):
     assert cache.manifest["columns"]["signal"]["dtype"] == "<i2" and not cache.manifest["skipped"]
     a, b = cache[0]["signal"].astype(np.int64), cache[1]["signal"].astype(np.int64)
     assert np.abs(a - b).max() <= 1  # one scale: the 24-bit file rounded to 16 bits
-    wide = prebake.build(root, tmp_path / "c32", workers=0, audio_dtype="int32")
+    wide = prebake.build(root, tmp_path / "c32", workers=0, source_options=SourceOptions(audio_dtype="int32"))
     assert wide.manifest["columns"]["signal"]["dtype"] == "<i4"
     assert np.abs(wide[0]["signal"].astype(np.int64) - wide[1]["signal"]).max() <= 2 ** 16
     assert wide.manifest["fingerprint"]["digest"] != cache.manifest["fingerprint"]["digest"]
@@ -156,7 +158,7 @@ def test_flac_and_ogg_files_are_found_in_class_folders(tmp_path):
 
 def test_resample_and_bandpass_match_scipy(tmp_path):
     root = write_audio_folder(tmp_path / "hearts", per_class=2, rate=4000, seconds=(0.5, 1.0))
-    cache = prebake.build(root, tmp_path / "c", workers=0, sample_rate=1000, bandpass=(25, 400))
+    cache = prebake.build(root, tmp_path / "c", [Resample(1000), BandPass(25, 400)], workers=0)
     raw, _ = _stdlib_int16(sorted(root.glob("*/*.wav"))[0])
     y = scipy.signal.resample_poly(raw.astype(np.float64), 1, 4)
     y = np.clip(np.rint(y), -32768, 32767)

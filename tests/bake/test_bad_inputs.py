@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import prebake
+from prebake.steps import CenterCrop, Resize
 from prebake.synthetic import write_bad_images, write_csv_table, write_image_folder
 
 
@@ -31,8 +32,8 @@ def test_bad_image_files_are_skipped_and_the_rest_is_untouched(tmp_path):
     expected["missing.png"] = "file not found"
     assert len(expected) >= 8
 
-    good = prebake.build(clean, tmp_path / "c1", image_size=16, workers=0)
-    bad = prebake.build(dirty, tmp_path / "c2", image_size=16, workers=2, chunk_rows=3)
+    good = prebake.build(clean, tmp_path / "c1", [Resize(16)], workers=0)
+    bad = prebake.build(dirty, tmp_path / "c2", [Resize(16)], workers=2, chunk_rows=3)
     reasons = _reasons(bad)
     assert len(reasons) == len(expected)
     for name, want in expected.items():
@@ -94,7 +95,7 @@ def _fail_on_nine(item):
 
 
 def test_bad_dataset_items_are_skipped(tmp_path):
-    cache = prebake.build(_Items(), tmp_path / "c", workers=0, transform=_fail_on_nine)
+    cache = prebake.build(_Items(), tmp_path / "c", [_fail_on_nine], workers=0)
     reasons = {int(k): r for k, r in _reasons(cache).items()}
     assert sorted(reasons) == [3, 4, 5, 6, 7, 8, 9]
     assert "shape (2, 5), expected (2, 4)" in reasons[3]
@@ -112,7 +113,7 @@ def test_crop_larger_than_the_image_is_a_bad_item(tmp_path):
     root = write_image_folder(tmp_path / "imgs", classes=("a",), per_class=2, size=(20, 20))
     write_image_folder(tmp_path / "small", classes=("a",), per_class=1, size=(8, 8))
     shutil.copy(tmp_path / "small" / "a" / "a_000.png", root / "a" / "tiny.png")
-    cache = prebake.build(root, tmp_path / "c", crop=16, workers=0)
+    cache = prebake.build(root, tmp_path / "c", [CenterCrop(16)], workers=0)
     assert len(cache) == 2
     assert "smaller than the 16x16 crop" in _reasons(cache)["a/tiny.png"]
 

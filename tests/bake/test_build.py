@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import prebake
+from prebake.steps import CenterCrop, Resize, ShorterSide
 from prebake.synthetic import cifar_arrays, write_cifar10_python, write_image_folder
 
 
@@ -31,8 +32,8 @@ def test_cifar10_python_builds_train_and_test_in_source_order(cifar_dir, tmp_pat
 
 
 def test_workers_do_not_change_a_byte(cifar_dir, tmp_path):
-    a = prebake.build(cifar_dir, tmp_path / "a", split="train", workers=0, image_size=40)
-    b = prebake.build(cifar_dir, tmp_path / "b", split="train", workers=2, image_size=40, chunk_rows=17)
+    a = prebake.build(cifar_dir, tmp_path / "a", [Resize(40)], split="train", workers=0)
+    b = prebake.build(cifar_dir, tmp_path / "b", [Resize(40)], split="train", workers=2, chunk_rows=17)
     for f in ("image.npy", "label.npy"):
         assert (a.path / f).read_bytes() == (b.path / f).read_bytes()
     assert a.manifest["stats"]["label_histogram"] == b.manifest["stats"]["label_histogram"]
@@ -40,7 +41,7 @@ def test_workers_do_not_change_a_byte(cifar_dir, tmp_path):
 
 def test_resize_and_center_crop_match_pillow(tmp_path):
     root = write_image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=3, size=(40, 30))
-    cache = prebake.build(root, tmp_path / "c", shorter_side=20, crop=16, workers=0)
+    cache = prebake.build(root, tmp_path / "c", [ShorterSide(20), CenterCrop(16)], workers=0)
     assert cache[0]["image"].shape == (3, 16, 16)
     first = sorted((root / "a").iterdir())[0]
     img = Image.open(first).convert("RGB").resize((26, 20), Image.Resampling.BILINEAR)  # shorter side 30 -> 20
@@ -51,7 +52,7 @@ def test_resize_and_center_crop_match_pillow(tmp_path):
 
 def test_image_folder_with_splits(tmp_path):
     root = write_image_folder(tmp_path / "imgs", classes=("x", "y"), per_class=2, splits=("train", "val"))
-    caches = prebake.build(root, tmp_path / "out", image_size=8, workers=0)
+    caches = prebake.build(root, tmp_path / "out", [Resize(8)], workers=0)
     assert sorted(caches) == ["train", "val"]
     assert (tmp_path / "out" / "train" / "manifest.json").exists()
     assert caches["val"][3]["image"].shape == (3, 8, 8)
@@ -62,7 +63,7 @@ def test_user_transform_adds_a_column(tmp_path, cifar_dir):
         item["mean"] = item["image"].reshape(3, -1).mean(axis=1).astype(np.float32)
         return item
 
-    cache = prebake.build(cifar_dir, tmp_path / "c", split="test", transform=mean_colour, workers=0)
+    cache = prebake.build(cifar_dir, tmp_path / "c", [mean_colour], split="test", workers=0)
     images, _ = cifar_arrays(60, 10, 3, "test")
     np.testing.assert_allclose(cache.column("mean"), images.reshape(60, 3, -1).mean(axis=2), rtol=1e-6)
 

@@ -13,7 +13,10 @@ import pytest
 import soundfile as sf
 
 import prebake
+from prebake.cli import main
+from prebake.config import check_settings
 from prebake.errors import BadItemError, OptionError
+from prebake.settings import build_kwargs
 from prebake.steps.cycles import SegmentCycles, cycle_bounds, find_cycles
 from prebake.synthetic import pcg
 
@@ -71,7 +74,7 @@ def _folder(root, noise: bool = True):
 
 def test_build_cuts_cycles_into_rows_that_elements_reads_one_per_sample(tmp_path):
     root = _folder(tmp_path / "hearts")
-    cache = prebake.build(root, tmp_path / "c", workers=2, segment_cycles=True, cycle_length=1600)
+    cache = prebake.build(root, tmp_path / "c", [SegmentCycles(1600)], workers=2)
     assert len(cache) == 6
     (bad,) = cache.manifest["skipped"]
     assert bad["key"] == "normal/noise.wav" and bad["reason"].startswith("no cardiac cycle found: envelope periodicity")
@@ -98,22 +101,22 @@ def test_build_cuts_cycles_into_rows_that_elements_reads_one_per_sample(tmp_path
 def test_segmentation_parameters_are_in_the_fingerprint(tmp_path):
     root = _folder(tmp_path / "hearts", noise=False)
     out = tmp_path / "c"
-    first = prebake.build(root, out, workers=0, segment_cycles=True, cycle_length=1600)
+    first = prebake.build(root, out, [SegmentCycles(length=1600)], workers=0)
     step = first.manifest["fingerprint"]["inputs"]["transforms"][0]
     assert step == {"name": "SegmentCycles", "length": 1600, "heart_rate": [40.0, 150.0], "fallback": "bad",
                     "min_periodicity": 0.3, "max_deviation": 0.3, "alpha": 5.0}
     from prebake.bake.build import BuildOptions, build_all, resolve_sources
+    from prebake.steps import compile_steps
 
-    (again,) = build_all(resolve_sources(root), out, BuildOptions(workers=0, segment_cycles=SegmentCycles(1600)))
+    (again,) = build_all(resolve_sources(root), out, BuildOptions(compile_steps([SegmentCycles(1600)]), workers=0))
     assert again.action == "up to date"
-    (changed,) = build_all(resolve_sources(root), out, BuildOptions(workers=0, segment_cycles=SegmentCycles(1000)))
+    (changed,) = build_all(resolve_sources(root), out, BuildOptions(compile_steps([SegmentCycles(1000)]), workers=0))
     assert changed.action == "rebuilt" and any("length=1600" in r and "length=1000" in r for r in changed.reasons)
 
 
 def test_fallback_windows_keep_a_recording_without_cycles(tmp_path):
     root = _folder(tmp_path / "hearts")
-    cache = prebake.build(root, tmp_path / "c", workers=0, segment_cycles=True, cycle_length=1600,
-                          cycle_fallback="windows")
+    cache = prebake.build(root, tmp_path / "c", [SegmentCycles(1600, fallback="windows")], workers=0)
     assert len(cache) == 7 and not cache.manifest["skipped"]
     noise = cache[6]
     n = 6 * RATE // 1600  # whole windows of the 6 s recording
@@ -122,15 +125,22 @@ def test_fallback_windows_keep_a_recording_without_cycles(tmp_path):
     assert np.array_equal(noise["cycles"][1], noise["signal"][1600:3200])
 
 
-def test_cycle_options_are_checked_before_any_work(tmp_path):
+def test_cycle_options_are_checked_before_any_work(tmp_path, capsys):
     root = _folder(tmp_path / "hearts", noise=False)
     with pytest.raises(OptionError, match=r"cycle_length shapes the cardiac-cycle segmentation; add segment_cycles=True"):
-        prebake.build(root, tmp_path / "c", cycle_length=1000)
+        build_kwargs(check_settings({"source": str(root), "cycle_length": 1000}))
     with pytest.raises(OptionError, match=r"heart_rate is \[150.0, 40.0\], out of range: it takes LOW HIGH beats"):
-        prebake.build(root, tmp_path / "c", segment_cycles=True, heart_rate=(150, 40))
-    with pytest.raises(OptionError, match=r"cycle_fallback is 'skip'"):
-        prebake.build(root, tmp_path / "c", segment_cycles=True, cycle_fallback="skip")
+        build_kwargs(check_settings({"segment_cycles": True, "heart_rate": (150, 40)}))
+    with pytest.raises(OptionError, match=r"SegmentCycles heart_rate takes LOW HIGH beats per minute with "
+                                          r"0 < LOW < HIGH, got \(150, 40\)"):
+        SegmentCycles(heart_rate=(150, 40))
+    with pytest.raises(OptionError, match=r"SegmentCycles fallback is 'skip'; give bad"):
+        SegmentCycles(fallback="skip")
+    assert main(["build", str(root), str(tmp_path / "c"), "--segment-cycles", "--cycle-fallback", "skip"]) == 2
+    assert "--cycle-fallback is 'skip'; give bad" in capsys.readouterr().err
     photos = prebake.synthetic.write_image_folder(tmp_path / "photos", per_class=1)
-    with pytest.raises(OptionError, match=r"segment_cycles=True needs a 'signal' and 'sample_rate' column"):
-        prebake.build(photos, tmp_path / "p", segment_cycles=True)
-    assert not (tmp_path / "c").exists()
+    with pytest.raises(OptionError, match=r"SegmentCycles\(length=4000, .*\) needs a 'signal' and 'sample_rate' col"):
+        prebake.build(photos, tmp_path / "p", [SegmentCycles()])
+    assert main(["build", str(photos), str(tmp_path / "p"), "--segment-cycles"]) == 2
+    assert "--segment-cycles needs a 'signal' and 'sample_rate' column" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "p").exists()

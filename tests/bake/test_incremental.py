@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 
 import prebake
+from prebake.steps import Resize, compile_steps
 from prebake.synthetic import write_csv_table, write_image_folder
 
 import prebake.bake.build as build_mod  # noqa: E402
 PROBE = 1  # a full build bakes its first item once more, to learn the columns
 
 
-def _build(source, out, **options):
+def _build(source, out, steps=(), **options):
     """Build one cache; return its BuildReport."""
     sources = build_mod.resolve_sources(source)
-    (report,) = build_mod.build_all(sources, out, build_mod.BuildOptions(workers=0, **options))
+    (report,) = build_mod.build_all(sources, out, build_mod.BuildOptions(compile_steps(steps), workers=0, **options))
     return report
 
 
@@ -55,16 +56,16 @@ def counting(tmp_path):
 def test_added_images_are_the_only_ones_baked(tmp_path, counting):
     fn, calls = counting
     root = write_image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=6, size=(12, 12))
-    first = _build(root, tmp_path / "c", transform=fn)
+    first = _build(root, tmp_path / "c", [fn])
     assert first.action == "built" and calls() == 12 + PROBE
     write_image_folder(tmp_path / "more", classes=("a", "b"), per_class=2, size=(12, 12), seed=7)
     for cls in ("a", "b"):
         for f in (tmp_path / "more" / cls).iterdir():
             shutil.copy(f, root / cls / f"new_{f.name}")
-    second = _build(root, tmp_path / "c", transform=fn)
+    second = _build(root, tmp_path / "c", [fn])
     assert second.action == "rebuilt" and any("4 source files added" in r for r in second.reasons)
     assert (second.num_items, second.reused, calls()) == (16, 12, 4)
-    fresh = _build(root, tmp_path / "fresh", transform=fn)
+    fresh = _build(root, tmp_path / "fresh", [fn])
     assert fresh.reused == 0 and calls() == 16 + PROBE
     _same_files(tmp_path / "c", tmp_path / "fresh")
     assert prebake.verify(tmp_path / "c").ok
@@ -73,43 +74,43 @@ def test_added_images_are_the_only_ones_baked(tmp_path, counting):
 def test_a_modified_image_is_baked_again_and_a_removed_one_dropped(tmp_path, counting):
     fn, calls = counting
     root = write_image_folder(tmp_path / "imgs", classes=("a",), per_class=5, size=(12, 12))
-    _build(root, tmp_path / "c", transform=fn)
+    _build(root, tmp_path / "c", [fn])
     calls()
     target = root / "a" / "a_002.png"
     shutil.copy(root / "a" / "a_000.png", target)  # new content for item 2
     os.utime(target, ns=(1, 1))
     (root / "a" / "a_004.png").unlink()
-    report = _build(root, tmp_path / "c", transform=fn)
+    report = _build(root, tmp_path / "c", [fn])
     assert (report.num_items, report.reused, calls()) == (4, 3, 1)
     cache = prebake.open(tmp_path / "c")
     assert np.array_equal(cache[2]["image"], cache[0]["image"])
-    _build(root, tmp_path / "fresh", transform=fn)
+    _build(root, tmp_path / "fresh", [fn])
     _same_files(tmp_path / "c", tmp_path / "fresh")
 
 
 def test_other_changes_bake_everything(tmp_path, counting):
     fn, calls = counting
     root = write_image_folder(tmp_path / "imgs", classes=("a",), per_class=4, size=(12, 12))
-    _build(root, tmp_path / "c", transform=fn)
+    _build(root, tmp_path / "c", [fn])
     calls()
-    report = _build(root, tmp_path / "c", transform=fn, image_size=8)  # a parameter changed
+    report = _build(root, tmp_path / "c", [Resize(8), fn])  # a parameter changed
     assert report.reused == 0 and calls() == 4 + PROBE
     shutil.copy(root / "a" / "a_000.png", root / "a" / "z.png")
-    report = _build(root, tmp_path / "c", transform=fn, image_size=8, force=True)
+    report = _build(root, tmp_path / "c", [Resize(8), fn], force=True)
     assert report.reused == 0 and calls() == 5 + PROBE  # --force never reuses
 
 
 def test_a_corrupted_old_cache_is_not_reused(tmp_path, counting, caplog):
     fn, calls = counting
     root = write_image_folder(tmp_path / "imgs", classes=("a",), per_class=4, size=(12, 12))
-    _build(root, tmp_path / "c", transform=fn)
+    _build(root, tmp_path / "c", [fn])
     calls()
     image = tmp_path / "c" / "image.npy"
     data = bytearray(image.read_bytes())
     data[-1] ^= 0xFF
     image.write_bytes(bytes(data))
     shutil.copy(root / "a" / "a_000.png", root / "a" / "z.png")
-    report = _build(root, tmp_path / "c", transform=fn)
+    report = _build(root, tmp_path / "c", [fn])
     assert report.reused == 0 and calls() == 5 + PROBE
     assert "does not match its checksum" in caplog.text
     assert prebake.verify(tmp_path / "c").ok
@@ -118,15 +119,15 @@ def test_a_corrupted_old_cache_is_not_reused(tmp_path, counting, caplog):
 def test_csv_rows_inserted_above_keep_their_rows(tmp_path, counting):
     fn, calls = counting
     csv_path = write_csv_table(tmp_path / "t", n=8)
-    _build(csv_path, tmp_path / "c", transform=fn)
+    _build(csv_path, tmp_path / "c", [fn])
     calls()
     header, *rows = csv_path.read_text().splitlines()
     shutil.copy(tmp_path / "t" / "scans" / "0000.png", tmp_path / "t" / "scans" / "extra.png")
     label = rows[0].split(",", 1)[1]
     csv_path.write_text("\n".join([header, f"scans/extra.png,{label}", *rows]) + "\n")
-    report = _build(csv_path, tmp_path / "c", transform=fn)
+    report = _build(csv_path, tmp_path / "c", [fn])
     assert (report.num_items, report.reused, calls()) == (9, 8, 1)
-    _build(csv_path, tmp_path / "fresh", transform=fn)
+    _build(csv_path, tmp_path / "fresh", [fn])
     _same_files(tmp_path / "c", tmp_path / "fresh")
 
 
@@ -139,7 +140,8 @@ def _killed_build(root, out, transform, fraction):
             os.kill(os.getpid(), 9)
 
     sources = build_mod.resolve_sources(root)
-    build_mod.build_all(sources, out, build_mod.BuildOptions(workers=0, chunk_rows=2, transform=transform), progress)
+    options = build_mod.BuildOptions(compile_steps([transform]), workers=0, chunk_rows=2)
+    build_mod.build_all(sources, out, options, progress)
 
 
 def test_a_killed_incremental_build_resumes_to_the_same_bytes(tmp_path, counting):
@@ -147,7 +149,7 @@ def test_a_killed_incremental_build_resumes_to_the_same_bytes(tmp_path, counting
 
     fn, calls = counting
     root = write_image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=6, size=(12, 12))
-    _build(root, tmp_path / "c", transform=fn, chunk_rows=2)
+    _build(root, tmp_path / "c", [fn], chunk_rows=2)
     write_image_folder(tmp_path / "more", classes=("a", "b"), per_class=4, size=(12, 12), seed=9)
     for cls in ("a", "b"):
         for f in (tmp_path / "more" / cls).iterdir():
@@ -157,8 +159,8 @@ def test_a_killed_incremental_build_resumes_to_the_same_bytes(tmp_path, counting
     child.join()
     assert child.exitcode == -9
     assert len(prebake.open(tmp_path / "c")) == 12  # the old cache is still the committed one
-    report = _build(root, tmp_path / "c", transform=fn, chunk_rows=2)
+    report = _build(root, tmp_path / "c", [fn], chunk_rows=2)
     assert report.action == "resumed" and report.num_items == 20
     calls()
-    _build(root, tmp_path / "fresh", transform=fn)
+    _build(root, tmp_path / "fresh", [fn])
     _same_files(tmp_path / "c", tmp_path / "fresh")

@@ -20,6 +20,7 @@ import pytest
 import prebake
 from prebake.bake.build import build_all
 from prebake.sources import DatasetSource
+from prebake.steps import CropOrPad, Resize
 from prebake.synthetic import write_audio_folder, write_cifar10_python, write_csv_table, write_image_folder, write_npz
 from tests.helpers import crash
 
@@ -69,7 +70,7 @@ def test_cifar_splits_and_the_cli(ray_session, tmp_path, capsys):
 
     write_cifar10_python(tmp_path / "data", n_train=300, n_test=100, seed=0)
     source = tmp_path / "data" / "cifar-10-batches-py"
-    prebake.build(source, tmp_path / "local", image_size=48, workers=0, progress=False)
+    prebake.build(source, tmp_path / "local", [Resize(48)], workers=0, progress=False)
     assert main(["build", str(source), str(tmp_path / "ray"), "--image-size", "48", "--executor", "ray",
                  "--chunk-rows", "32", "--json"]) == 0
     assert [r["action"] for r in json.loads(capsys.readouterr().out)] == ["built", "built"]
@@ -103,17 +104,17 @@ def _hdf5(d: Path) -> Path:
     return d / "data.h5"
 
 
-#: source kind -> (writes the data and returns its path, the build settings it needs)
+#: source kind -> (writes the data and returns its path, the build() keywords it needs)
 SOURCES = {
-    "image folder": (lambda d: write_image_folder(d / "photos", per_class=5, size=(20, 16)), {"image_size": 16}),
-    "csv": (lambda d: write_csv_table(d / "table", n=10, bad_rows=True), {"image_size": 16}),
+    "image folder": (lambda d: write_image_folder(d / "photos", per_class=5, size=(20, 16)), {"steps": [Resize(16)]}),
+    "csv": (lambda d: write_csv_table(d / "table", n=10, bad_rows=True), {"steps": [Resize(16)]}),
     "npz": (lambda d: write_npz(d / "arr", n=12, fmt="npz"), {}),
     "npy": (lambda d: write_npz(d / "arr", n=12, fmt="npy"), {}),
     "split folder": (lambda d: write_npz(d / "arr", n=12, fmt="split"), {}),
     "audio": (lambda d: write_audio_folder(d / "wav", per_class=2), {}),
     "volume folder": (_volume_folder, {}),
-    "volume table": (_volume_table, {"volume_shape": (16, 16, 16), "label_columns": ["diagnosis"],
-                                     "keep_columns": ["patient_id"]}),
+    "volume table": (_volume_table, {"steps": [CropOrPad((16, 16, 16))], "source_options": prebake.SourceOptions(
+        label_columns=("diagnosis",), keep_columns=("patient_id",))}),
     "hdf5": (_hdf5, {}),
 }
 
@@ -288,7 +289,7 @@ def _staged_builds(tmp_path: Path, die_once: str = "") -> tuple[prebake.Cache, p
     seen: list[tuple[str, int, int]] = []
 
     def build(out: Path, **kw) -> prebake.Cache:
-        return prebake.build(dataset=f"{tmp_path / 'clips.py'}:make", out=out, ragged=("frames",), stages=stages,
+        return prebake.build(dataset=f"{tmp_path / 'clips.py'}:make", out=out, steps=stages, ragged=("frames",),
                              chunk_rows=8, progress=lambda *a: seen.append(a), **kw)
 
     local = build(tmp_path / "local", workers=0)

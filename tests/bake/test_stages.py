@@ -180,6 +180,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 import prebake  # noqa: E402
+from prebake.bake.build import BuildOptions  # noqa: E402
+from prebake.steps import compile_steps  # noqa: E402
 
 CLIPS = '''
 import os
@@ -263,7 +265,7 @@ def _stages(files, **kw):
 
 
 def _build(files, out, stages, **kw):
-    return prebake.build(dataset=f"{files / 'clips.py'}:make", out=out, ragged=("frames",), stages=stages,
+    return prebake.build(dataset=f"{files / 'clips.py'}:make", out=out, steps=stages, ragged=("frames",),
                          chunk_rows=8, **kw)
 
 
@@ -290,14 +292,14 @@ def test_batch_size_is_not_in_the_fingerprint_and_weights_are(files):
     out = files / "c"
     again = prebake.bake.build.build_all(
         prebake.bake.build.resolve_sources(prebake.sources.DatasetSource.from_spec(f"{files / 'clips.py'}:make")),
-        out, prebake.BuildOptions(workers=0, ragged=("frames",), stages=tuple(_stages(files, batch_size=16)),
-                                  chunk_rows=8))[0]
+        out, BuildOptions(compile_steps(_stages(files, batch_size=16)), workers=0, ragged=("frames",),
+                          chunk_rows=8))[0]
     assert again.action == "up to date", again.reasons
     with torch.no_grad():
         stages[0].fn.proj.weight[0, 0] += 1
     report = prebake.bake.build.build_all(
         prebake.bake.build.resolve_sources(prebake.sources.DatasetSource.from_spec(f"{files / 'clips.py'}:make")),
-        out, prebake.BuildOptions(workers=0, ragged=("frames",), stages=tuple(stages), chunk_rows=8))[0]
+        out, BuildOptions(compile_steps(stages), workers=0, ragged=("frames",), chunk_rows=8))[0]
     assert report.action == "rebuilt"
     assert report.reasons == ["stage 'Frames': 1 weight tensor changed (Frames.proj.weight)"], report.reasons
 
@@ -321,12 +323,12 @@ def test_added_items_run_the_stages_for_the_new_ones_only(tmp_path, files, monke
     calls = tmp_path / "calls.txt"
     monkeypatch.setenv("PREBAKE_TEST_CALLS", str(calls))
     encode = prebake.Stage(_Mean(), ("image",), ("mean",), batch_size=4, device="cpu")
-    first = prebake.build(photos, tmp_path / "c", stages=[encode], workers=0)
+    first = prebake.build(photos, tmp_path / "c", [encode], workers=0)
     assert sum(map(int, calls.read_text().split())) == 12 + 1  # + the probe item
     calls.unlink()
     write_image_folder(tmp_path / "more", per_class=1, size=(8, 8), seed=5)
     (tmp_path / "more" / "cat" / "cat_000.png").rename(photos / "cat" / "new.png")
-    again = prebake.build(photos, tmp_path / "c", stages=[encode], workers=0)
+    again = prebake.build(photos, tmp_path / "c", [encode], workers=0)
     assert sum(map(int, calls.read_text().split())) == 1 + 1 and len(again) == 13
     assert np.array_equal(again.column("mean")[:6], first.column("mean")[:6])  # copied, not run again
     new_row = 6  # cat/new.png sorts after cat/cat_000.png ... cat/cat_005.png
@@ -362,8 +364,8 @@ def test_a_killed_build_resumes_inside_the_stages_to_the_same_bytes(files):
         "            os.kill(os.getpid(), signal.SIGKILL)\n"
         "    B.StageRunner.process = process\n"
         f"stages = load_object({str(files / 'encoders.py')!r} + ':stages')()\n"
-        f"prebake.build(dataset={str(files / 'clips.py')!r} + ':make', out=sys.argv[1], ragged=('frames',),\n"
-        "              stages=stages, chunk_rows=8, workers=0)\n")
+        f"prebake.build(dataset={str(files / 'clips.py')!r} + ':make', out=sys.argv[1], steps=stages,\n"
+        "              ragged=('frames',), chunk_rows=8, workers=0)\n")
     run = lambda out, kill: subprocess.run([sys.executable, str(script), str(out), str(kill)],  # noqa: E731
                                            capture_output=True, text=True, timeout=120, env=os.environ)
     assert run(files / "ref", 0).returncode == 0

@@ -21,11 +21,11 @@ from PIL import Image
 import prebake
 from prebake import cli
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
-from prebake.identity.plugins import load_object
 from prebake.cache.files import read_manifest
 from prebake.cache.format import FORMAT_VERSION, MANIFEST, partial_path
 from prebake.errors import ForeignOutputError
-
+from prebake.identity.plugins import load_object
+from prebake.steps import Resize, compile_steps
 from tests.helpers.crash import run_forked, write_dataset
 
 CLI = [sys.executable, "-m", "prebake"]
@@ -81,8 +81,8 @@ def bump_mtime(path: Path, seconds: int = 10) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 1_000_000_000))
 
 
-def build(source: Path, out: Path, **options):
-    [report] = build_all(resolve_sources(source), out, BuildOptions(workers=0, **options))
+def build(source: Path, out: Path, steps=(), **options):
+    [report] = build_all(resolve_sources(source), out, BuildOptions(compile_steps(steps), workers=0, **options))
     return report
 
 
@@ -180,10 +180,10 @@ def test_removed_source_file_triggers_rebuild_saying_removed(folder, tmp_path):
 def test_image_size_change_triggers_rebuild_naming_resize(folder, tmp_path):
     root, _ = folder
     out = tmp_path / "cache"
-    assert build(root, out, image_size=16).action == "built"
+    assert build(root, out, [Resize(16)]).action == "built"
     assert prebake.open(out)[0]["image"].shape == (3, 16, 16)
-    assert build(root, out, image_size=16).action == "up to date"
-    report = build(root, out, image_size=24)
+    assert build(root, out, [Resize(16)]).action == "up to date"
+    report = build(root, out, [Resize(24)])
     assert report.action == "rebuilt"
     assert any("Resize" in r and "size" in r and "16" in r and "24" in r for r in report.reasons), report.reasons
     assert prebake.open(out)[0]["image"].shape == (3, 24, 24)
@@ -197,7 +197,7 @@ def test_transform_code_change_rebuilds_in_a_fresh_process(folder, tmp_path):
     out, tf_file = tmp_path / "cache", tmp_path / "tf.py"
     tf_file.write_text(TRANSFORM_V1)
     spec = f"{tf_file}:tf"
-    assert build(root, out, transform=load_object(spec)).action == "built"
+    assert build(root, out, [load_object(spec)]).action == "built"
     for key, img in images_by_key(root, out).items():
         np.testing.assert_array_equal(img, pixels[key] // 2)
 
@@ -218,10 +218,10 @@ def test_transform_edited_in_the_same_process_is_never_silently_stale(folder, tm
     out, tf_file = tmp_path / "cache", tmp_path / "tf.py"
     tf_file.write_text(TRANSFORM_V1)
     spec = f"{tf_file}:tf"
-    build(root, out, transform=load_object(spec))
+    build(root, out, [load_object(spec)])
     tf_file.write_text(TRANSFORM_V2)  # edited, e.g. while a notebook kernel keeps running
     bump_mtime(tf_file)
-    build(root, out, transform=load_object(spec))  # same process, as a notebook would
+    build(root, out, [load_object(spec)])  # same process, as a notebook would
     proc = subprocess.run([*CLI, "build", str(root), str(out), "--transform", spec, "--workers", "0", "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -242,8 +242,8 @@ def test_transform_parameter_change_triggers_rebuild(folder, tmp_path, kind):
             return load_object(f"{tf_file}:make_scale")(k)
         return load_object(f"{tf_file}:Scale")(k)
 
-    assert build(root, out, transform=transform(2)).action == "built"
-    report = build(root, out, transform=transform(3))
+    assert build(root, out, [transform(2)]).action == "built"
+    report = build(root, out, [transform(3)])
     assert report.action == "rebuilt"
     for key, img in images_by_key(root, out).items():
         np.testing.assert_array_equal(img, pixels[key] // 3)

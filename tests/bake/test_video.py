@@ -54,7 +54,7 @@ def write_layouts(root, lengths=(10, 7, 5)):
 
 def test_three_layouts_give_frames_fps_and_audio(tmp_path):
     clips = write_layouts(tmp_path / "clips")
-    cache = prebake.build(tmp_path / "clips", tmp_path / "cache", fps=12, workers=0)
+    cache = prebake.build(tmp_path / "clips", tmp_path / "cache", source_options=SourceOptions(fps=12), workers=0)
     assert len(cache) == 3 and sorted(cache.columns) == ["audio", "fps", "frames", "sample_rate"]
     assert cache.specs["frames"].ragged and cache.specs["frames"].dtype == "|u1" and cache.specs["audio"].ragged
     got = [np.asarray(cache.column("frames")[i]) for i in range(3)]
@@ -90,7 +90,8 @@ def test_split_folders_and_frame_size(tmp_path):
         (tmp_path / "clips" / split).mkdir(parents=True)
         write_video(tmp_path / "clips" / split / "x.mp4", frames(4), 25)
         write_video(tmp_path / "clips" / split / "y.mp4", frames(6, 64, 64), 25)
-    caches = prebake.build(tmp_path / "clips", tmp_path / "cache", frame_size=16, workers=0)
+    caches = prebake.build(tmp_path / "clips", tmp_path / "cache", source_options=SourceOptions(frame_size=16),
+                           workers=0)
     assert sorted(caches) == ["train", "val"] and sorted(caches["val"].columns) == ["fps", "frames"]
     assert [np.asarray(caches["train"].column("frames")[i]).shape for i in range(2)] == [(4, 3, 16, 16),
                                                                                         (6, 3, 16, 16)]

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.steps.volume import CropOrPad, Reorient, ResampleSpacing, VolumeOptions, Window, volume_steps
-from prebake.sources.volume_readers import volume_item
 from prebake.errors import OptionError
+from prebake.settings import build_kwargs
+from prebake.sources.volume_readers import volume_item
+from prebake.steps import CropOrPad, Orient, Spacing, Window
 
 nib = pytest.importorskip("nibabel")
 ndimage = pytest.importorskip("scipy.ndimage")
@@ -31,7 +32,7 @@ def _world(affine, idx):
 def test_reorient_keeps_every_voxel_at_its_world_position():
     item = _item(affine=np.array([[0, 0, -2.0, 5], [1.5, 0, 0, 1], [0, -1.0, 0, 2], [0, 0, 0, 1]]))
     before = {k: v.copy() for k, v in item.items()}
-    out = Reorient("RAS")(dict(item))
+    out = Orient("RAS")(dict(item))
     assert nib.aff2axcodes(out["affine"]) == ("R", "A", "S")
     assert out["image"].shape == (1, 7, 9, 8)  # axes permuted
     rng = np.random.default_rng(1)
@@ -45,7 +46,7 @@ def test_reorient_keeps_every_voxel_at_its_world_position():
 def test_resample_matches_scipy_map_coordinates():
     item = _item(affine=np.diag([0.8, 1.3, 2.0, 1.0]))
     src = item["image"][0].copy()
-    out = ResampleSpacing((1.0, 1.0, 1.0))(dict(item))
+    out = Spacing((1.0, 1.0, 1.0))(dict(item))
     ratio = np.array([1.0, 1.0, 1.0]) / [0.8, 1.3, 2.0]
     shape = tuple(int(v) for v in np.round((np.array(src.shape) - 1) / ratio) + 1)
     assert out["image"].shape[1:] == shape
@@ -59,7 +60,7 @@ def test_resample_matches_scipy_map_coordinates():
 def test_resample_float32_matches_scipy_affine_transform():
     item = _item(dtype=np.float32, affine=np.diag([0.8, 1.3, 2.0, 1.0]))
     src = item["image"][0].astype(np.float64)
-    out = ResampleSpacing((1.1, 1.0, 1.7))(dict(item))
+    out = Spacing((1.1, 1.0, 1.7))(dict(item))
     ratio = np.array([1.1, 1.0, 1.7]) / [0.8, 1.3, 2.0]
     ref = ndimage.affine_transform(src, ratio, output_shape=out["image"].shape[1:], order=1, mode="nearest")
     assert out["image"].dtype == np.float32
@@ -70,8 +71,8 @@ def test_resample_int16_is_rounded_within_half_a_unit():
     item = _item(dtype=np.int16, affine=np.diag([0.7, 0.7, 1.1, 1.0]))
     as_float = _item(dtype=np.int16, affine=np.diag([0.7, 0.7, 1.1, 1.0]))
     as_float["image"] = as_float["image"].astype(np.float64)
-    out = ResampleSpacing((1.5, 1.5, 1.5))(item)
-    ref = ResampleSpacing((1.5, 1.5, 1.5))(as_float)
+    out = Spacing((1.5, 1.5, 1.5))(item)
+    ref = Spacing((1.5, 1.5, 1.5))(as_float)
     assert out["image"].dtype == np.int16  # interpolated in float32, which holds int16 exactly
     assert np.abs(out["image"] - ref["image"]).max() <= 0.5 + 1e-3
 
@@ -106,34 +107,40 @@ def test_crop_or_pad_is_centred_and_moves_the_origin(shape):
     assert (out["image"] == -7.0).sum() == np.prod(shape) - inner.size
 
 
-def test_bad_volume_options_fail_before_any_work(tmp_path):
-    for opts, match in [(VolumeOptions(orientation="RAX"), "orientation"),
-                        (VolumeOptions(spacing=(1, 0, 1)), "spacing"),
-                        (VolumeOptions(window=(5, 1)), "window"),
-                        (VolumeOptions(scale_to=(0, 1)), "window"),
-                        (VolumeOptions(shape=(4, 4, 2.5)), "volume_shape")]:
+def test_bad_volume_options_fail_before_any_work(tmp_path, capsys):
+    for make, match in [(lambda: Orient("RAX"), r"Orient\(axcodes='RAX'\): axcodes takes three axis codes"),
+                        (lambda: Spacing((1, 0, 1)), r"Spacing\(spacing=\(1, 0, 1\)\): spacing takes three voxel"),
+                        (lambda: Window(5, 1), r"Window\(high=1\): high takes a finite number above low \(5\)"),
+                        (lambda: build_kwargs({"scale_to": [0, 1]}), "scale_to maps the window range"),
+                        (lambda: CropOrPad((4, 4, 2.5)), r"CropOrPad\(shape=\(4, 4, 2.5\)\): shape takes three")]:
         with pytest.raises(OptionError, match=match):
-            volume_steps(opts)
+            make()
     from prebake.synthetic import write_image_folder
 
     photos = write_image_folder(tmp_path / "p", per_class=1)
-    with pytest.raises(OptionError, match="spacing needs a 'image' and 'affine' column"):
-        prebake.build(photos, tmp_path / "c", spacing=(1, 1, 1))
+    with pytest.raises(OptionError, match=r"Spacing\(spacing=\(1.0, 1.0, 1.0\).*needs a 'image' and 'affine' column"):
+        prebake.build(photos, tmp_path / "c", [Spacing((1, 1, 1))])
+    from prebake.cli import main
+
+    assert main(["build", str(photos), str(tmp_path / "c"), "--spacing", "1", "1", "1"]) == 2
+    assert "--spacing needs a 'image' and 'affine' column" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_the_parameters_are_in_the_fingerprint(tmp_path):
     from prebake.synthetic_volumes import write_volume_table
 
     csv = write_volume_table(tmp_path, patients=2, scans_per_patient=(1, 1))
-    settings = dict(orientation="RAS", volume_shape=(12, 12, 12), label_columns=["diagnosis"], workers=0,
-                    progress=False)
-    prebake.build(csv, tmp_path / "c", spacing=(1.5, 1.5, 1.5), **settings)
+    options = prebake.SourceOptions(label_columns=("diagnosis",))
+    prebake.build(csv, tmp_path / "c", [Orient("RAS"), Spacing((1.5, 1.5, 1.5)), CropOrPad((12, 12, 12))],
+                  source_options=options, workers=0, progress=False)
     from prebake.bake.build import BuildOptions, build_one, resolve_sources
-    from prebake.steps.volume import VolumeOptions as V
+    from prebake.steps import compile_steps
 
-    src = resolve_sources(csv, options=prebake.SourceOptions(label_columns=("diagnosis",)))[""]
-    report = build_one(src, tmp_path / "c", BuildOptions(workers=0, volume=V("RAS", (2.0, 1.5, 1.5), shape=(12, 12, 12))))
-    assert report.action == "rebuilt" and any("ResampleSpacing" in r and "2.0" in r for r in report.reasons)
+    src = resolve_sources(csv, options=options)[""]
+    steps = compile_steps([Orient("RAS"), Spacing((2.0, 1.5, 1.5)), CropOrPad((12, 12, 12))])
+    report = build_one(src, tmp_path / "c", BuildOptions(pipeline=steps, workers=0))
+    assert report.action == "rebuilt" and any("Spacing" in r and "2.0" in r for r in report.reasons)
 
 
 # -- MONAI, on the same volume ---------------------------------------------------------------------
@@ -157,7 +164,7 @@ def test_against_monai_orientation_exactly():
     mt, MetaTensor = _monai()
     item = _item(affine=np.array([[0, 0, -2.0, 5], [1.5, 0, 0, 1], [0, -1.0, 0, 2], [0, 0, 0, 1]]))
     ref = mt.Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(_meta(item, MetaTensor))
-    out = Reorient("RAS")(dict(item))
+    out = Orient("RAS")(dict(item))
     np.testing.assert_array_equal(out["image"].astype(np.float32), ref.numpy())
     np.testing.assert_allclose(out["affine"], ref.affine.numpy(), atol=1e-6)
 
@@ -168,7 +175,7 @@ def test_against_monai_spacing_within_1e_4_of_the_range():
     item["affine"][:3, 3] = [4.0, -3.0, 7.0]
     item["origin"] = item["affine"][:3, 3].copy()
     ref = mt.Spacing(pixdim=(1.1, 1.0, 1.5), mode="bilinear", padding_mode="border")(_meta(item, MetaTensor))
-    out = ResampleSpacing((1.1, 1.0, 1.5))(dict(item))
+    out = Spacing((1.1, 1.0, 1.5))(dict(item))
     assert out["image"].shape == tuple(ref.shape)
     value_range = float(np.ptp(item["image"]))
     assert np.abs(out["image"] - ref.numpy()).max() <= 1e-4 * value_range

@@ -11,7 +11,7 @@ import pytest
 
 import prebake
 from prebake.errors import BadItemError
-from prebake.sources import detect
+from prebake.sources import SourceOptions, detect
 from prebake.sources.volume_readers import exact_dtype, read_volume
 from prebake.synthetic_volumes import write_volume_table
 
@@ -140,8 +140,8 @@ def test_bad_volumes_are_clear_bad_items(tmp_path):
 
 def test_csv_of_nifti_paths_keeps_patient_ids_and_string_labels(tmp_path):
     csv = write_volume_table(tmp_path, patients=4)
-    cache = prebake.build(csv, tmp_path / "c", keep_columns=["patient_id", "age"], volume_shape=(16, 16, 16),
-                          workers=0, progress=False)
+    cache = prebake.build(csv, tmp_path / "c", [prebake.steps.CropOrPad((16, 16, 16))],
+                          source_options=SourceOptions(keep_columns=("patient_id", "age")), workers=0, progress=False)
     rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
     assert cache.classes == ["healthy", "lesion"]
     assert cache.column("patient_id").dtype == np.dtype("<U4")
@@ -189,6 +189,6 @@ def test_sixteen_bit_png_round_trip_is_exact(tmp_path):
     for i, a in enumerate(images):
         np.testing.assert_array_equal(cache[i]["image"][0], a)
     np.testing.assert_array_equal(cache[3]["image"][0], images[0])  # the TIFF
-    rgb = prebake.build(tmp_path / "xray", tmp_path / "rgb", rgb=True, workers=0, progress=False)
+    rgb = prebake.build(tmp_path / "xray", tmp_path / "rgb", [prebake.steps.ToRGB8()], workers=0, progress=False)
     assert rgb.column("image").dtype == np.uint8 and rgb.column("image").shape[1:] == (3, 9, 11)
     np.testing.assert_array_equal(rgb[0]["image"][1], (images[0] >> 8).astype(np.uint8))

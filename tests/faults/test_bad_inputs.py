@@ -74,7 +74,7 @@ def test_max_pixels_is_an_option_of_image_sources(tmp_path):
     (tmp_path / "imgs" / "a").mkdir(parents=True)
     for k, side in enumerate((10, 10, 40)):
         Image.fromarray(np.full((side, side, 3), k, np.uint8)).save(tmp_path / "imgs" / "a" / f"{k}.png")
-    cache = prebake.build(tmp_path / "imgs", tmp_path / "c", workers=0, image_size=8,
+    cache = prebake.build(tmp_path / "imgs", tmp_path / "c", [prebake.steps.Resize(8)], workers=0,
                           source_options=prebake.SourceOptions(max_pixels=1000))
     assert len(cache) == 2 and "over the limit of 1,000" in cache.manifest["skipped"][0]["reason"]
 

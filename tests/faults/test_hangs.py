@@ -42,7 +42,7 @@ class D:
     def fingerprint(self):
         return "stuck-v1"
 
-prebake.build(D(), sys.argv[1], transform=never_returns_on_item_5, workers=int(sys.argv[2]), progress=False,
+prebake.build(D(), sys.argv[1], [never_returns_on_item_5], workers=int(sys.argv[2]), progress=False,
               watchdog=float(sys.argv[3]), chunk_rows=4)
 """
 

@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 
 import prebake
+from prebake.bake.api import prepare
 from prebake.cli import main
-from prebake.config import check_settings, resolve
+from prebake.config import check_settings
 from prebake.errors import BadItemError, OptionError
+from prebake.settings import build_kwargs
+from prebake.steps import CropOrPad, Spacing
 
 from .trials.options_resources import (
     BAD_VALUES,
@@ -30,6 +33,7 @@ from .trials.options_resources import (
     hostile_config,
     in_child,
     options_resources,
+    python_call,
     refused_before_work,
     volume_refused,
 )
@@ -63,7 +67,8 @@ def test_every_bad_option_value_is_refused_before_work(data, front):
     """
     def attempt() -> str | None:
         tried = [(key, value) for key, values in BAD_VALUES.items() for value in values
-                 if front != "cli" or cli_tokens(value) is not None]
+                 if (front != "cli" or cli_tokens(value) is not None)
+                 and (front != "python" or python_call(key, value, data.images, data.root / "never") is not None)]
         problems = [f"{key}={value!r}: {p}" for key, value in tried
                     if (p := refused_before_work(front, key, value, data.images, data.fresh() / "out")) is not None]
         return "; ".join(problems[:8]) or None
@@ -84,10 +89,10 @@ def test_numpy_numbers_are_numbers(data):
 def test_a_million_workers_are_capped_with_a_warning_that_says_why(data, caplog):
     given = check_settings({"source": str(data.images), "out": str(data.root / "never"), "workers": 10**6})
     with caplog.at_level(logging.WARNING, logger="prebake"):
-        workers = resolve(given)[2].workers
+        workers = prepare(**build_kwargs(given))[2].workers
     assert 1 <= workers <= 256 and workers < 10**6
     assert f"workers=1000000 is more than this machine can use: using {workers}" in caplog.text
-    assert resolve({**given, "workers": 2})[2].workers == 2  # below the cap: as given
+    assert prepare(**build_kwargs({**given, "workers": 2}))[2].workers == 2  # below the cap: as given
 
 
 @pytest.mark.parametrize("kind", CONFIG_KINDS)
@@ -157,12 +162,14 @@ def _scans(tmp_path, shapes):
 
 def test_max_voxels_is_an_option_of_python_and_the_cli(tmp_path, capsys):
     scans = _scans(tmp_path, [(4, 5, 6), (2, 2, 2)])
-    cache = prebake.build(scans, tmp_path / "c", workers=0, max_voxels=100, volume_shape=[2, 2, 2])
+    cache = prebake.build(scans, tmp_path / "c", [CropOrPad((2, 2, 2))], workers=0,
+                          source_options=prebake.SourceOptions(max_voxels=100))
     assert len(cache) == 1 and "over the limit of 100" in cache.manifest["skipped"][0]["reason"]
     assert main(["build", str(scans), str(tmp_path / "d"), "--max-voxels", "100", "--volume-shape", "2", "2", "2",
                  "--workers", "0", "-q"]) == 0
     assert "raise --max-voxels to bake it" in prebake.open(tmp_path / "d").manifest["skipped"][0]["reason"]
-    assert len(prebake.build(scans, tmp_path / "e", workers=0, max_voxels=120, volume_shape=[2, 2, 2])) == 2
+    assert len(prebake.build(scans, tmp_path / "e", [CropOrPad((2, 2, 2))], workers=0,
+                             source_options=prebake.SourceOptions(max_voxels=120))) == 2
 
 
 _SHEAR = np.array([[2.0, 2.0, 0, 0], [0, 0, 0, 0], [0, 0, 2.0, 0]])  # voxel axes 0 and 1 point the same way
@@ -192,7 +199,7 @@ def test_a_build_of_only_bad_geometry_fails_and_commits_nothing(tmp_path, kind):
     for i in range(2):
         make(tmp_path / "scans" / "a" / f"bad{i}")
     with pytest.raises(prebake.errors.SourceError, match=re.escape(reason)):
-        prebake.build(tmp_path / "scans", tmp_path / "out", workers=0, volume_shape=[4, 4, 4])
+        prebake.build(tmp_path / "scans", tmp_path / "out", [CropOrPad((4, 4, 4))], workers=0)
     assert not (tmp_path / "out").exists()
 
 
@@ -201,7 +208,7 @@ def test_bad_geometry_is_skipped_beside_good_volumes(tmp_path):
     for i, (make, _) in enumerate(BAD_GEOMETRY.values()):
         make(tmp_path / "scans" / "a" / f"bad{i}")
     write_nifti(tmp_path / "scans" / "a" / "good.nii", (4, 5, 6))
-    cache = prebake.build(tmp_path / "scans", tmp_path / "out", workers=0, volume_shape=[4, 4, 4])
+    cache = prebake.build(tmp_path / "scans", tmp_path / "out", [CropOrPad((4, 4, 4))], workers=0)
     reasons = sorted(s["reason"] for s in cache.manifest["skipped"])
     assert len(cache) == 1 and len(reasons) == len(BAD_GEOMETRY)
     assert all(any(want in r for r in reasons) for _, want in BAD_GEOMETRY.values()), reasons
@@ -212,7 +219,7 @@ def test_resampling_to_a_spacing_over_max_voxels_is_a_bad_item(tmp_path):
 
     def attempt() -> str | None:
         try:
-            prebake.build(scans, tmp_path / "c", workers=0, spacing=[0.002, 0.002, 0.002])
+            prebake.build(scans, tmp_path / "c", [Spacing((0.002, 0.002, 0.002))], workers=0)
         except prebake.errors.PrebakeError as e:
             return None if "over the limit of 1,073,741,824" in str(e) else str(e)
         return "built"

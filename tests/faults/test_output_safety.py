@@ -28,6 +28,7 @@ from prebake.bake.plan import BuildPlan, ChunkResult
 from prebake.cache.format import ColumnSpec, partial_path, sign_manifest
 from prebake.cli import main
 from prebake.errors import ForeignOutputError, PrebakeError, SplitsError
+from prebake.steps import Resize, compile_steps
 from prebake.synthetic import write_image_folder
 from tests.helpers.crash import join_forked
 
@@ -64,9 +65,9 @@ def _build(how: str, src: Path, out: Path, capsys: pytest.CaptureFixture[str]) -
 HOWS = ["cli", "cli-force", "python", "python-force", "write_arrays"]
 
 
-def _action(source: object, out: Path, **options: object) -> str:
+def _action(source: object, out: Path, steps: tuple | list = (), **options: object) -> str:
     """What one build did: "built", "rebuilt", "resumed" or "up to date"."""
-    (report,) = build_all(resolve_sources(source), out, BuildOptions(**{"workers": 0, **options}))
+    (report,) = build_all(resolve_sources(source), out, BuildOptions(compile_steps(steps), **{"workers": 0, **options}))
     return report.action
 
 
@@ -270,7 +271,7 @@ def test_a_rebuild_carries_splits_over_by_key(src, tmp_path):
     shutil.copy(src / "cat" / min(os.listdir(src / "cat")), src / "cat" / "000-new.png")  # first in order
     assert _action(src, out) == "rebuilt"  # before: splits.json was gone
     assert _keys_by_split(out, src) == held  # the same items in each split, at their new rows
-    assert _action(src, out, image_size=4) == "rebuilt"
+    assert _action(src, out, [Resize(4)]) == "rebuilt"
     assert _keys_by_split(out, src) == held
 
 

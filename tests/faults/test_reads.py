@@ -12,6 +12,7 @@ import pytest
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.cache.files import read_manifest
 from prebake.cli import main
+from prebake.steps import compile_steps
 
 from .trials.reads import changed_while_killed_case, one_case, reads, resume_case, setup
 from .trials.staleness import in_child
@@ -68,7 +69,7 @@ def test_ls_and_info_say_stale_naming_the_file(tmp_path, capsys):
 def _build_json(src: str, out: str, spec: str) -> str:
     from prebake.identity.plugins import load_object
 
-    [report] = build_all(resolve_sources(src), out, BuildOptions(workers=0, transform=load_object(spec)))
+    [report] = build_all(resolve_sources(src), out, BuildOptions(compile_steps([load_object(spec)]), workers=0))
     return report.action
 
 
@@ -94,7 +95,7 @@ def test_python_modules_the_system_temporary_files_and_the_source_are_not_record
             return item
 
         out = tmp_path / "cache"
-        build_all(resolve_sources(src_path), out, BuildOptions(workers=0, chunk_rows=2, transform=transform))
+        build_all(resolve_sources(src_path), out, BuildOptions(compile_steps([transform]), workers=0, chunk_rows=2))
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("late_import", None)
@@ -138,8 +139,8 @@ def test_ray_tasks_and_stage_actors_send_what_they_read_back(tmp_path):
     (tmp_path / "m.py").write_text(RAY_MODULE.format(base=str(tmp_path)))
     stage = prebake.Stage(load_object(f"{tmp_path / 'm.py'}:stage_fn"), inputs=("value", "label"), outputs=("y",),
                           batch_size=4, device="cpu")
-    opts = BuildOptions(workers=2, chunk_rows=4, executor="ray", transform=load_object(f"{tmp_path / 'm.py'}:transform"),
-                        stages=(stage,))
+    opts = BuildOptions(compile_steps([load_object(f"{tmp_path / 'm.py'}:transform"), stage]), workers=2,
+                        chunk_rows=4, executor="ray")
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False)

@@ -102,9 +102,10 @@ def write_transform(d: Path) -> str:
 def build_options(workers: int = 0, transform: str | None = None, **kw: Any) -> Any:
     from prebake.bake.build import BuildOptions
     from prebake.identity.plugins import load_object
+    from prebake.steps import compile_steps
 
-    fn = load_object(transform) if transform else None
-    return BuildOptions(workers=workers, chunk_rows=CHUNK_ROWS, ragged=("sig",), transform=fn, **kw)
+    steps = compile_steps([load_object(transform)] if transform else [])
+    return BuildOptions(pipeline=steps, workers=workers, chunk_rows=CHUNK_ROWS, ragged=("sig",), **kw)
 
 
 def build_dataset(spec: str, out: str | os.PathLike[str], progress: Any = None, **kw: Any) -> Any:

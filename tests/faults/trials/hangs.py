@@ -83,8 +83,8 @@ class D(torch.utils.data.Dataset):
 
 def bake(variant, when):
     m = importlib.import_module("variant_" + variant.replace("-", "_"))
-    cache = prebake.build(D(), f"{out}/{variant}-{when}", transform=m.tf, stages=m.STAGES, workers=2,
-                          progress=False, chunk_rows=4)
+    cache = prebake.build(D(), f"{out}/{variant}-{when}", [m.tf, *m.STAGES], workers=2, progress=False,
+                          chunk_rows=4)
     sums = {n: {f: e["xxh3_64"] for f, e in c["files"].items()} for n, c in cache.manifest["columns"].items()}
     print(json.dumps({"variant": variant, "when": when, "sums": sums}), flush=True)
 

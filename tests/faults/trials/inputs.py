@@ -56,7 +56,8 @@ def _images(d: Path) -> tuple[Path, Path, dict[str, str], dict[str, Any]]:
     bad["huge.png"] = "over the limit of 10,000"
     os.symlink(dirty / "a" / "gone.png", dirty / "b" / "missing.png")
     bad["missing.png"] = "file not found"
-    return clean, dirty, bad, {"image_size": 16, "source_options": prebake.SourceOptions(max_pixels=10_000)}
+    return clean, dirty, bad, {"steps": [prebake.steps.Resize(16)],
+                               "source_options": prebake.SourceOptions(max_pixels=10_000)}
 
 
 def _csv(d: Path) -> tuple[Path, Path, dict[str, str], dict[str, Any]]:
@@ -137,7 +138,7 @@ def _datasets(d: Path) -> tuple[Any, Any, dict[str, str], dict[str, Any]]:
     bad = {"3": "shape (2, 5), expected (2, 4)", "4": "NaN", "5": "OSError: cannot read record 5",
            "6": "'extra'", "7": "dtype float64, expected float32", "8": "missing column 'label'",
            "9": "returned str, expected a dict"}
-    return _Items(False), _Items(True), bad, {"transform": _transform}
+    return _Items(False), _Items(True), bad, {"steps": [_transform]}
 
 
 FAMILIES: dict[str, Callable[[Path], tuple[Any, Any, dict[str, str], dict[str, Any]]]] = {

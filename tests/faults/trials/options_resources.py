@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import prebake
+from prebake.bake.api import prepare
 from prebake.cli import main
-from prebake.config import check_settings, resolve
+from prebake.config import check_settings
 from prebake.errors import BadItemError, OptionError, PrebakeError
+from prebake.settings import SOURCE_KEYS, STEP_KEYS, build_kwargs
 from prebake.sources.volume_readers import read_volume
 from prebake.synthetic import write_image_folder
 
@@ -148,7 +150,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "spacing": [[0.0, 1.0, 1.0], [-1.0, 1.0, 1.0], [NAN, 1.0, 1.0], [INF, 1.0, 1.0], [1.0, 1.0]],
     "volume_shape": [[0, 8, 8], [-1, 8, 8], [8, 8], [2.5, 8, 8], [True, 8, 8], [10**4, 10**4, 10**4]],
 }
-FRONTS = ("python", "cli", "yaml", "json", "toml")
+FRONTS = ("python", "settings", "cli", "yaml", "json", "toml")
 
 
 def option_attempt(data: Data, rng: random.Random, t: int) -> tuple[str, Attempt]:
@@ -159,6 +161,8 @@ def option_attempt(data: Data, rng: random.Random, t: int) -> tuple[str, Attempt
         return "workers=10**6", lambda: workers_capped(data)
     if front == "cli" and cli_tokens(value) is None:
         front = "python"  # a bool or a string: every CLI value is a string
+    if front == "python" and python_call(key, value, data.images, data.root / "never") is None:
+        front = "settings"  # a pair of the wrong length: a step's signature cannot take it
     d = data.fresh()
     out = d / "out"
     return f"{front} {key}={value!r}", lambda: refused_before_work(front, key, value, data.images, out)
@@ -169,8 +173,13 @@ def refused_before_work(front: str, key: str, value: Any, source: Path, out: Pat
     if front == "cli":
         problem = _cli_refuses(key, value, source, out)
     elif front == "python":
-        settings = {"workers": 0, key: value}
-        problem = _python_refuses(lambda: prebake.build(source, out, progress=False, **settings), key)
+        call = python_call(key, value, source, out)
+        if call is None:
+            raise ValueError(f"Python's steps cannot spell {key}={value!r}: try it through the settings")
+        problem = _python_refuses(call[0], call[1])
+    elif front == "settings":  # the flat settings of the flags, compiled by prebake.settings
+        given = {"source": str(source), "out": str(out), "workers": 0, key: value}
+        problem = _python_refuses(lambda: prebake.build(progress=False, **build_kwargs(check_settings(given))), key)
     else:
         cfg = write_config(out.parent / f"bake.{front}", {"source": str(source), "out": str(out), key: value},
                            front)
@@ -178,6 +187,36 @@ def refused_before_work(front: str, key: str, value: Any, source: Path, out: Pat
     if problem is None and out.exists():
         problem = f"refused, but {out} was made"
     return problem
+
+
+def python_call(key: str, value: Any, source: Path, out: Path) -> tuple[Callable[[], Any], str] | None:
+    """``key=value`` as Python writes it (a keyword of build(), a field of SourceOptions, a step) and the name
+    its refusal must give; None for a pair of the wrong length, which a step's signature cannot take."""
+    from prebake import steps as S
+
+    if key in SOURCE_KEYS:
+        return lambda: prebake.build(source, out, source_options=prebake.SourceOptions(**{key: value}), workers=0,
+                                     progress=False), key
+    if key not in STEP_KEYS:
+        return lambda: prebake.build(source, out, progress=False, **{"workers": 0, key: value}), key
+    pair = isinstance(value, list) and len(value) == 2
+    made: dict[str, tuple[str, Callable[[], Any]] | None] = {
+        "image_size": ("Resize", lambda: S.Resize(value)),
+        "shorter_side": ("ShorterSide", lambda: S.ShorterSide(value)),
+        "crop": ("CenterCrop", lambda: S.CenterCrop(value)), "sample_rate": ("Resample", lambda: S.Resample(value)),
+        "cycle_length": ("SegmentCycles", lambda: S.SegmentCycles(length=value)),
+        "heart_rate": ("SegmentCycles", lambda: S.SegmentCycles(heart_rate=tuple(value))),
+        "bandpass": ("BandPass", lambda: S.BandPass(*value)) if pair else None,
+        "window": ("Window", lambda: S.Window(*value)) if pair else None,
+        "scale_to": ("Window", lambda: S.Window(-1000, 1000, scale_to=tuple(value))),
+        "spacing": ("Spacing", lambda: S.Spacing(tuple(value))),
+        "volume_shape": ("CropOrPad", lambda: S.CropOrPad(tuple(value))),
+        "pad_value": ("CropOrPad", lambda: S.CropOrPad((4, 4, 4), value)),
+    }
+    if made[key] is None:
+        return None
+    name, step = made[key]
+    return lambda: prebake.build(source, out, [step()], workers=0, progress=False), name
 
 
 def _python_refuses(call: Callable[[], Any], key: str, file: str = "") -> str | None:
@@ -243,7 +282,7 @@ def workers_capped(data: Data) -> str | None:
     """``workers=10**6`` resolves to at most 4 per core (at most 256, at least one per core)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     given = check_settings({"source": str(data.images), "out": str(data.root / "never"), "workers": 10**6})
-    workers = resolve(given)[2].workers
+    workers = prepare(**build_kwargs(given))[2].workers
     cap = max(cpus, min(4 * cpus, 256))
     return None if workers == cap else f"workers=10**6 resolved to {workers}, expected the cap {cap}"
 

@@ -32,12 +32,12 @@ import torch
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.bake.freshness import rebuild_reasons
-from prebake.identity.plugins import load_object
-from prebake.sources import DatasetSource
 from prebake.cache.files import read_manifest
 from prebake.cache.format import JOURNAL, partial_path
+from prebake.identity.plugins import load_object
+from prebake.sources import DatasetSource
+from prebake.steps import compile_steps
 from prebake.synthetic import write_npz
-
 from tests.helpers.crash import install_kill, join_forked
 
 from . import Row
@@ -130,8 +130,8 @@ def build(src: str, out: str, spec: str, workers: int, content_hash: bool) -> di
     fn = load_object(spec)
     stage = spec.endswith(":stage_fn")
     stages = (prebake.Stage(fn, inputs=("label",), outputs=("value",), batch_size=2, device="cpu"),) if stage else ()
-    opts = BuildOptions(workers=workers, chunk_rows=CHUNK_ROWS, content_hash=content_hash,
-                        transform=None if stage else fn, stages=stages)
+    opts = BuildOptions(compile_steps(list(stages) if stage else [fn]), workers=workers, chunk_rows=CHUNK_ROWS,
+                        content_hash=content_hash)
     [report] = build_all(resolve_sources(src), out, opts)
     values = np.load(Path(out) / "value.npy").tolist()
     return {"action": report.action, "reasons": report.reasons, "values": values}
@@ -200,7 +200,7 @@ def build_dataset(ds: str, tf: str, out: str) -> dict[str, Any]:
     import prebake.bake.build as B
 
     B._CHECKPOINT_S = 0.0
-    opts = BuildOptions(workers=2, chunk_rows=CHUNK_ROWS, transform=load_object(tf))
+    opts = BuildOptions(compile_steps([load_object(tf)]), workers=2, chunk_rows=CHUNK_ROWS)
     [report] = build_all({"": DatasetSource.from_spec(ds)}, out, opts, _PROGRESS)
     return {"action": report.action, "reasons": report.reasons,
             "values": np.load(Path(out) / "value.npy").tolist()}

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,15 @@ from PIL import Image
 
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
+from prebake.steps import compile_steps
 from prebake.synthetic import write_cifar10_python, write_csv_table, write_image_folder, write_npz
 
 from . import Row
 
 
-def build(source: Any, out: Path, **options: Any) -> Any:
+def build(source: Any, out: Path, steps: Sequence[Any] = (), **options: Any) -> Any:
     sources = resolve_sources(source) if not isinstance(source, dict) else source
-    [report] = build_all(sources, out, BuildOptions(workers=0, **options))
+    [report] = build_all(sources, out, BuildOptions(compile_steps(steps), workers=0, **options))
     return report
 
 
@@ -178,7 +179,7 @@ def encode(item):
 def _build_with(source: Path, out: Path, spec: str) -> dict[str, Any]:
     from prebake.identity.plugins import load_object
 
-    report = build(source, out, transform=load_object(spec))
+    report = build(source, out, [load_object(spec)])
     return {**_result(report), "first": prebake.open(out)[0]["image" if "code" not in prebake.open(out).columns
                                                            else "code"].tolist()}
 
