@@ -30,6 +30,7 @@ import torch
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.measure.bench import write_results
+from prebake.steps import Resize, compile_steps
 from prebake.synthetic import cifar10_once
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,7 +51,8 @@ def time_prebake(source: Path, out: Path, size: int, workers: int, split: str | 
         sources = resolve_sources(source, kind="cifar")
         sources = {split: sources[split]} if split else sources
         t0 = time.perf_counter()
-        reports = build_all(sources, out, BuildOptions(image_size=None if size == 32 else size, workers=workers))
+        steps = compile_steps([] if size == 32 else [Resize(size)])
+        reports = build_all(sources, out, BuildOptions(steps, workers=workers))
         runs.append(time.perf_counter() - t0)
         items = sum(r.num_items for r in reports)
         nbytes = sum(f.stat().st_size for f in out.rglob("*.npy"))

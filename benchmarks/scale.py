@@ -41,6 +41,7 @@ import torch
 import prebake
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.measure.bench import write_results
+from prebake.steps import Resize, compile_steps
 from prebake.synthetic import cifar10_once
 
 
@@ -63,7 +64,7 @@ def checksums(out: Path) -> dict[str, str]:
 def bake(source: Path, out: Path, label: str, size: int, **options) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     sources = resolve_sources(source, kind="cifar")
-    opts = BuildOptions(image_size=None if size == 32 else size, **options)
+    opts = BuildOptions(compile_steps([] if size == 32 else [Resize(size)]), **options)
     t0 = time.perf_counter()
     reports = build_all(sources, out, opts)
     seconds = time.perf_counter() - t0
