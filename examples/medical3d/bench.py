@@ -106,11 +106,11 @@ def seed_preprocess(path: str, size: int) -> np.ndarray:
     """The seed's preprocessing step for one file: float32 [0, 1], the same transforms (prebake's code,
     in float32: no int16 rounding)."""
     from prebake.sources.volume_readers import read_volume
-    from prebake.steps.volume import CropOrPad, Reorient, ResampleSpacing, Window
+    from prebake.steps import CropOrPad, Orient, Spacing, Window
 
     item = read_volume(path)
     item["image"] = item["image"].astype(np.float32)  # float, no int16 rounding (float32 holds int16 exactly)
-    for step in (Reorient("RAS"), ResampleSpacing((SPACING,) * 3), Window(*WINDOW, (0.0, 1.0)),
+    for step in (Orient("RAS"), Spacing((SPACING,) * 3), Window(*WINDOW, (0.0, 1.0)),
                  CropOrPad((size,) * 3, 0.0)):
         item = step(item)
     return item["image"].astype(np.float32)
@@ -274,11 +274,15 @@ def _make_prebake(args: argparse.Namespace, work: Path, as_float: bool, in_trans
 
     import prebake
     from prebake.augment import IntensityWindow
+    from prebake.steps import CropOrPad, Orient, Spacing, Window
 
     out = work / ("prebake-float32-cache" if as_float else "prebake-cache")
-    cache = prebake.build(work / "volumes.csv", out, label_columns=["diagnosis"], keep_columns=["patient_id"],
-                          orientation="RAS", spacing=(SPACING,) * 3, window=WINDOW, volume_shape=(args.size,) * 3,
-                          scale_to=(0.0, 1.0) if as_float else None, workers=2, force=True, progress=False)
+    scale_to = (0.0, 1.0) if as_float else None
+    steps = [Orient("RAS"), Spacing((SPACING,) * 3), Window(*WINDOW, scale_to=scale_to),
+             CropOrPad((args.size,) * 3, scale_to[0] if scale_to else WINDOW[0])]  # padding: the window's low end
+    options = prebake.SourceOptions(label_columns=("diagnosis",), keep_columns=("patient_id",))
+    cache = prebake.build(work / "volumes.csv", out, steps, source_options=options, workers=2, force=True,
+                          progress=False)
     if as_float:
         loader = prebake.Loader(cache, args.batch_size, seed=0, columns=["image", "label"])
         return (loader, lambda: np.array(cache.column("image")[:CHECK_ITEMS]), _dir_bytes(out),

@@ -12,6 +12,7 @@ import torch
 
 import prebake
 import prebake.augment as A
+from prebake.steps import CropOrPad, Orient, Spacing, Window
 
 from .config import Config
 
@@ -34,9 +35,10 @@ def ensure_csv(cfg: Config) -> None:
 def bake(cfg: Config) -> prebake.Cache:
     """``prebake build CSV CACHE --keep-column patient_id ... --orientation RAS --spacing ... --window ...``."""
     v = cfg.volume
-    return prebake.build(cfg.csv_path, cfg.cache_dir, path_column=cfg.path_column, label_columns=[cfg.label_column],
-                         keep_columns=list(cfg.keep_columns), base_dir=cfg.base_path, orientation=v.orientation,
-                         spacing=v.spacing, window=v.window, volume_shape=v.volume_shape, workers=cfg.num_workers)
+    steps = [Orient(v.orientation), Spacing(v.spacing), Window(*v.window), CropOrPad(v.volume_shape, v.window[0])]
+    options = prebake.SourceOptions(path_column=cfg.path_column, label_columns=(cfg.label_column,),
+                                    keep_columns=tuple(cfg.keep_columns), base_dir=cfg.base_path)
+    return prebake.build(cfg.csv_path, cfg.cache_dir, steps, source_options=options, workers=cfg.num_workers)
 
 
 def splits(cfg: Config, cache: prebake.Cache) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from torch import nn
 
 import prebake
 from prebake.sources import detect
+from prebake.steps import Resample, SegmentCycles
 from prebake.augment import SplitSubstructures, TwoViews, signal_pretrain_preset
 from prebake.augment.compose import Compose
 from prebake.augment.signal import AmplitudeScale, GaussianNoise, TimeMask, TimeShift, TimeStretch
@@ -51,8 +52,8 @@ def recordings(root: Path, cache: prebake.Cache) -> tuple[list[Path], list[int]]
 
 def bake(root: Path, cache_dir: Path, cfg: Config) -> prebake.Cache:
     """Decode, resample to ``data.sample_rate`` and segment every recording once (a no-op when up to date)."""
-    return prebake.build(root, cache_dir, kind="audio", sample_rate=cfg.data.sample_rate, segment_cycles=True,
-                         cycle_length=cfg.data.cycle_length, progress=False)
+    steps = [Resample(cfg.data.sample_rate), SegmentCycles(length=cfg.data.cycle_length)]
+    return prebake.build(root, cache_dir, steps, kind="audio", progress=False)
 
 
 def preset(a: Augmentation, sample_rate: float) -> Compose:

@@ -55,7 +55,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # upda
 def encoder_inputs(root: Path, work: Path) -> tuple[dict[str, Any], float]:
     """Every clip's frames, samples and frame count in RAM, decoded by a prebake build without stages."""
     t0 = time.perf_counter()
-    raw = prebake.build(root, work / "decoded", kind="video", transform=D.add_num_frames, workers=2, progress=False)
+    raw = prebake.build(root, work / "decoded", [D.add_num_frames], kind="video", workers=2, progress=False)
     seconds = time.perf_counter() - t0
     cols = {c: [np.array(a) for a in raw.column(c)] for c in ("frames", "audio")}
     cols["num_frames"] = np.array(raw.column("num_frames"))

@@ -90,9 +90,9 @@ def add_num_frames(item: dict[str, Any]) -> dict[str, Any]:
 def bake(root: Path, cfg: Config, audio: AudioEncoder, motion: MotionEncoder, workers: int | None = None,
          out: Path | None = None, **settings: Any) -> prebake.Cache:
     """Decode every clip and run both encoders once (a no-op while the clips, encoders and code are unchanged)."""
-    return prebake.build(root, out or cfg.cache_root / "prebake", kind="video", transform=add_num_frames,
-                         stages=stages(audio, motion, cfg.encoders), force=cfg.force_preprocess, workers=workers,
-                         progress=False, **settings)
+    steps = [add_num_frames, *stages(audio, motion, cfg.encoders)]
+    return prebake.build(root, out or cfg.cache_root / "prebake", steps, kind="video", force=cfg.force_preprocess,
+                         workers=workers, progress=False, **settings)
 
 
 def dataset_version(cache: prebake.Cache) -> str:
