@@ -85,6 +85,7 @@ class HFSource(Source):
         self._nullable = nullable_columns(dataset.data)
         self._arrow = dataset.with_format("arrow") if self._nullable else None
         self._keys = [str(i) for i in range(len(dataset))]
+        self._tables: tuple[list[str], str | None] | None = None
 
     def keys(self) -> list[str]:
         return self._keys
@@ -126,7 +127,9 @@ class HFSource(Source):
                   "num_rows": len(ds), "columns": {c.out: c.name for c in self.columns}}
         if any(c.kind == "audio" for c in self.columns):
             params.update(channel=self.options.channel, audio_dtype=self.options.audio_dtype)
-        files, content = table_identity(ds)
+        if self._tables is None:  # hashing in-memory tables reads them: once per source, not per describe()
+            self._tables = table_identity(ds)
+        files, content = self._tables
         root = os.path.commonpath([os.path.dirname(f) for f in files]) if files else self.name
         return {"kind": self.kind, "root": root, "params": {**params, "content": content},
                 "files": file_identity(files, root, content=self.content_hash) if files else {}}
