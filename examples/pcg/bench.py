@@ -82,6 +82,8 @@ def training(batches: Any, cfg: Any, epochs: int, device: str) -> dict[str, Any]
             "transform_fraction": statistics.median(r.transform_fraction for r in timed),
             "wait_with_transform_fraction": statistics.median(r.data_wait_fraction + r.transform_fraction
                                                               for r in timed),
+            "input_cores": statistics.median(r.input_cores for r in timed),
+            "verdict": statistics.mode(r.verdict for r in timed),
             "loss_first": rows[0].loss, "loss_last": rows[-1].loss}
 
 
@@ -130,12 +132,13 @@ def report(args: argparse.Namespace, cfg: Any, device: str, recordings: int, bak
           f"batch {cfg.train.batch_size}, {cfg.hardware.num_workers} DataLoader workers, device {device_tag(device)}")
     print(f"write + bake (decode, segment, commit): {bake_s:.1f} s; same cycles in every path: {check}")
     print(f"{'data path':<15} {'data samples/s':>15} {'views/cycle/epoch':>18} {'train samples/s':>16} "
-          f"{'data wait':>10} {'device ops':>11} {'wait + ops':>11}")
+          f"{'data wait':>10} {'device ops':>11} {'wait + ops':>11} {'input cores':>12}  watch says")
     for path, r in results.items():
         t = r["train"]
         print(f"{path:<15} {r['data']['samples_per_s']:>15,.0f} {r['data']['distinct_views_per_epoch']:>18.2f} "
               f"{t['samples_per_s']:>16,.0f} {100 * t['data_wait_fraction']:>9.1f}% "
-              f"{100 * t['transform_fraction']:>10.1f}% {100 * t['wait_with_transform_fraction']:>10.1f}%")
+              f"{100 * t['transform_fraction']:>10.1f}% {100 * t['wait_with_transform_fraction']:>10.1f}% "
+              f"{t['input_cores']:>12.2f}  {t['verdict']}")
     ratios = ratios_to(results)
     if ratios:
         print("ratios: " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()))

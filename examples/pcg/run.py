@@ -33,6 +33,8 @@ class EpochResult:
     data_wait_fraction: float
     probe_accuracy: float
     transform_fraction: float = 0.0  # prebake: the six ops x2 views inside the Loader's next(), on the device
+    input_cores: float = float("nan")  # cores the input pipeline kept busy (prebake.watch; nan: not sampled)
+    verdict: str = ""  # prebake.watch's: input-bound also when the input pipeline's CPU competes with the step
 
 
 def prepare(cfg: Config, work: Path, data_dir: Path | None = None) -> tuple[Path, prebake.Cache]:
@@ -92,7 +94,8 @@ def train_epoch(model: Contrastive, opt: torch.optim.Optimizer, batches: Any, ep
     r = watched.report
     assert r is not None
     return EpochResult(epoch, total / max(1, steps), r.samples, time.perf_counter() - t0, r.samples_per_s,
-                       r.input_bound_fraction, float("nan"), r.transform_fraction)
+                       r.input_bound_fraction, float("nan"), r.transform_fraction,
+                       float("nan") if r.input_cores is None else r.input_cores, r.verdict)
 
 
 def write_csv(path: Path, results: list[EpochResult]) -> None:
