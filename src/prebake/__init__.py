@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from ._lazy import lazy_members
 from ._version import __version__
-from .config import load_config
 from .errors import (
     BadItemError,
     BuildLockedError,
@@ -39,6 +38,7 @@ from .errors import (
     ViewError,
     WorkerDiedError,
 )
+from .settings import load_config
 
 if TYPE_CHECKING:
     from . import augment, steps

@@ -130,14 +130,6 @@ BUILD_KEYS: tuple[Key, ...] = (
 KEYS = {k.name: k for k in BUILD_KEYS}
 
 
-def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The keyword arguments of :func:`prebake.build` that the config file at ``path`` asks for (its step
-    settings compiled to ``steps``: :mod:`prebake.settings`): ``prebake.build(**prebake.load_config(path))``."""
-    from .settings import build_kwargs
-
-    return build_kwargs(read_config(path))
-
-
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read build settings from the YAML, JSON or TOML file at ``path``; see the module docstring.
 

@@ -13,12 +13,14 @@ objects, so the same cache, as Python's ``steps=[...]``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
-from .config import KEYS
+from .config import KEYS, read_config
 from .errors import OptionError, opt
 
 #: The flat settings that are steps (the rest are the source's options and the build's).
@@ -28,6 +30,12 @@ STEP_KEYS = ("sample_rate", "bandpass", "segment_cycles", "cycle_length", "heart
 SOURCE_KEYS = ("path_column", "label_columns", "base_dir", "delimiter", "channel", "audio_dtype", "max_pixels",
                "max_voxels", "keep_columns", "fps", "frame_size")
 _CYCLE_KEYS = ("cycle_length", "heart_rate", "cycle_fallback")
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The keyword arguments of :func:`prebake.build` that the config file at ``path`` asks for (its step
+    settings compiled to ``steps``): ``prebake.build(**prebake.load_config(path))``."""
+    return build_kwargs(read_config(path))
 
 
 def build_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +200,8 @@ def step_from_config(entry: Any, k: int = 0) -> Any:
             return types[name]()
         if isinstance(params, dict):
             return types[name](**params)
+        if isinstance(params, list) and len(params) > len(dataclasses.fields(types[name])):
+            return types[name](params)  # more values than parameters: the first one's, Spacing: [1.5, 1.5, 2]
         return types[name](*params) if isinstance(params, list) else types[name](params)
     except TypeError as e:
         raise OptionError(f"steps[{k}]: {name} {params!r}: {e}") from None
@@ -199,8 +209,6 @@ def step_from_config(entry: Any, k: int = 0) -> Any:
 
 def step_to_config(step: Any) -> dict[str, Any]:
     """``step`` as an entry of a config file's ``steps:`` list (what :func:`step_from_config` reads back)."""
-    import dataclasses
-
     from .steps import Function, Stage
 
     if isinstance(step, (Function, Stage)):

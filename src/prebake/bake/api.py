@@ -8,7 +8,9 @@ the source. Then one build per split, once per ``torch.distributed`` job
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
@@ -16,6 +18,9 @@ from typing import Any, Union
 from ..config import check_settings
 from ..errors import OptionError, opt
 from ..sources import DatasetSource, SourceOptions
+from ..sources.audio import check_channel, check_dtype
+from ..steps import CenterCrop, CropOrPad, Resize, ShorterSide
+from ..steps.base import where
 from ..steps.pipeline import compile_steps
 from .build import BuildOptions, BuildReport, build_all, resolve_sources, select_split, skipped_summary
 from .distributed import once_per_job
@@ -110,9 +115,9 @@ def prepare(source: Any = None, out: str | os.PathLike[str] | None = None, steps
     s = check_settings({**given, **({"ragged": list(given["ragged"])} if "ragged" in given else {})})
     if s.get("out") is None:
         raise OptionError("no output directory: give OUT")
-    if source_options is not None and not isinstance(source_options, SourceOptions):
-        raise OptionError(f"source_options is a {type(source_options).__name__}; give a prebake.SourceOptions")
+    source_options = _checked(source_options)
     pipeline = compile_steps(steps)
+    _check_sizes(pipeline, source_options or SourceOptions())
     sources = select_split(_sources(source, s, source_options), s.get("split"))
     executor = _executor(s)
     opts = BuildOptions(pipeline=pipeline, workers=_workers(s.get("workers"), executor), force=bool(s.get("force")),
@@ -121,6 +126,36 @@ def prepare(source: Any = None, out: str | os.PathLike[str] | None = None, steps
                         chunk_rows=s.get("chunk_rows"), content_hash=bool(s.get("content_hash")), executor=executor,
                         ray_address=s.get("ray_address"), watchdog=s.get("watchdog", BuildOptions.watchdog))
     return sources, s["out"], opts
+
+
+def _checked(options: Any) -> SourceOptions | None:
+    """``source_options`` with every value checked against its setting's type and range, as the flags are."""
+    if options is None:
+        return None
+    if not isinstance(options, SourceOptions):
+        raise OptionError(f"source_options is a {type(options).__name__}; give a prebake.SourceOptions")
+    given = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    for name in ("label_columns", "keep_columns"):
+        if isinstance(given[name], str):  # a str would be read as one column per character
+            raise OptionError(f"prebake.SourceOptions: {name} is {given[name]!r}, expected a tuple of column names, "
+                              f"e.g. {name}=({given[name]!r},)")
+    s = check_settings({k: v for k, v in given.items() if v is not None and not (isinstance(v, tuple) and not v)},
+                       "prebake.SourceOptions")
+    check_channel(s["channel"])
+    check_dtype(s["audio_dtype"])
+    return dataclasses.replace(options, **{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+
+
+def _check_sizes(pipeline: Any, options: SourceOptions) -> None:
+    """Steps that make images or volumes past the limits on inputs, refused before any work."""
+    for step in pipeline.items:
+        if isinstance(step, (Resize, ShorterSide, CenterCrop)) and step.size ** 2 > options.max_pixels:
+            raise OptionError(f"{where(step)} makes images of {step.size:,} x {step.size:,} = {step.size ** 2:,} "
+                              f"pixels, over the limit of {options.max_pixels:,}; give a smaller size, or raise "
+                              f"{opt('max_pixels')}")
+        if isinstance(step, CropOrPad) and math.prod(step.shape) > options.max_voxels:
+            raise OptionError(f"{where(step)} makes volumes of {math.prod(step.shape):,} voxels, over the limit of "
+                              f"{options.max_voxels:,}; give a smaller shape, or raise {opt('max_voxels')}")
 
 
 def _sources(source: Any, s: dict[str, Any], options: SourceOptions | None) -> dict[str, Any]:

@@ -49,13 +49,14 @@ periods at the lowest heart rate, no S1 chain) is a bad item with the reason, or
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import BadItemError, OptionError, cli_names, opt
-from .base import Step
+from .base import Step, number_field
 from .audio import _scipy_signal, _signal_and_rate
 
 Item = dict[str, Any]
@@ -115,17 +116,20 @@ class SegmentCycles(Step):
     alpha: float = 5.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.length, bool) or int(self.length) != self.length or self.length < 1:
+        if not _finite(self.length) or int(self.length) != self.length or self.length < 1:
             raise OptionError(f"{_named('cycle_length', 'length')} takes a positive number of samples, got "
                               f"{self.length!r}")
-        low, high = (float(v) for v in self.heart_rate)
-        if not 0 < low < high:
+        rate = tuple(self.heart_rate) if isinstance(self.heart_rate, (list, tuple)) else ()
+        if len(rate) != 2 or not all(_finite(v) for v in rate) or not 0 < rate[0] < rate[1]:
             raise OptionError(f"{_named('heart_rate', 'heart_rate')} takes LOW HIGH beats per minute with "
-                              f"0 < LOW < HIGH, got {low:g} {high:g}; for example (40, 150)")
-        if self.fallback not in FALLBACKS:
+                              f"0 < LOW < HIGH, got {self.heart_rate!r}; for example (40, 150)")
+        if not isinstance(self.fallback, str) or self.fallback not in FALLBACKS:
             raise OptionError(f"{_named('cycle_fallback', 'fallback')} is {self.fallback!r}; give bad (a recording "
                               "without cycles is a bad item) or windows (cut it into windows of cycle_length samples)")
-        object.__setattr__(self, "heart_rate", (low, high))
+        number_field(self, "min_periodicity", lambda v: 0 <= v <= 1, "an autocorrelation height from 0 to 1")
+        number_field(self, "max_deviation", lambda v: 0 < v < 1, "a fraction of the period between 0 and 1")
+        number_field(self, "alpha", lambda v: v >= 0, "a weight >= 0")
+        object.__setattr__(self, "heart_rate", (float(rate[0]), float(rate[1])))
         object.__setattr__(self, "length", int(self.length))
 
     def __call__(self, item: Item) -> Item:
@@ -339,6 +343,11 @@ def cycle_bounds(seg: Segmentation, max_deviation: float = 0.3) -> tuple[np.ndar
                     seg.s2_off[:-1] - starts, ends - starts], axis=1)
     rel = np.maximum.accumulate(np.clip(rel, 0, (ends - starts)[:, None]), axis=1)  # ordered, inside the cycle
     return starts[keep], rel[keep]
+
+
+def _finite(v: Any) -> bool:
+    """A real number, finite, not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _named(flag: str, field: str) -> str:

@@ -44,6 +44,8 @@ class Pipeline:
 
     def check_inputs(self, source: Any) -> None:
         """Before any work: every step finds the columns it needs in the source's first item that reads."""
+        if not any(getattr(s, "needs", ()) for s in self.items):
+            return  # nothing to check: reading an item here would cost every build, up-to-date ones too
         for index in range(min(len(source), _PROBE_ITEMS)):
             try:
                 item = source.read(index)
@@ -66,6 +68,9 @@ def compile_steps(steps: Iterable[Any] | None) -> Pipeline:
     items: list[Any] = []
     stages: list[Stage] = []
     for k, step in enumerate(steps):
+        if isinstance(step, type) and issubclass(step, (Step, Stage, Function)):  # callable, but not a step
+            raise OptionError(f"steps[{k}] is the class {step.__name__}, not a step; give one with its parameters, "
+                              f"e.g. {step.__name__}(...) as prebake.steps documents it")
         if isinstance(step, Stage):
             stages.append(step)
             continue
@@ -97,12 +102,18 @@ def _check_columns(steps: Sequence[Any], item: Item, source: Any) -> None:
 
 
 def _check_nyquist(steps: Sequence[Any], item: Item) -> None:
-    rate = next((s.rate for s in steps if isinstance(s, Resample)), item.get("sample_rate"))
-    band = next((s for s in steps if isinstance(s, BandPass)), None)
-    if band is not None and rate is not None and band.high >= int(rate) / 2:
-        shown = f"{opt('bandpass')} {band.low:g} {band.high:g} Hz" if cli_names() else str(band)
-        raise OptionError(f"{shown}: HIGH must be below half the sample rate, and the signals are at {int(rate)} Hz "
-                          f"(Nyquist {int(rate) / 2:g} Hz)")
+    """Each band-pass against the rate at its place in the list: the item's, or the last Resample's before it."""
+    rate, resample = item.get("sample_rate"), None
+    for step in steps:
+        if isinstance(step, Resample):
+            rate, resample = step.rate, step
+        elif isinstance(step, Function):
+            rate = None  # a function of yours may change the rate: the build checks each item
+        elif isinstance(step, BandPass) and rate is not None and step.high >= int(rate) / 2:
+            shown = f"{opt('bandpass')} {step.low:g} {step.high:g} Hz" if cli_names() else str(step)
+            at = (f"half of {opt('sample_rate', int(rate)) if cli_names() else resample}" if resample is not None
+                  else f"half the sample rate, and the signals are at {int(rate)} Hz")
+            raise OptionError(f"{shown}: HIGH must be below {at} (Nyquist {int(rate) / 2:g} Hz)")
 
 
 def _name(source: Any) -> str:
