@@ -39,13 +39,17 @@ from tests.faults.trials.diskfull import disk_full  # noqa: E402
 from tests.faults.trials.fuzz import fuzzed_manifests  # noqa: E402
 from tests.faults.trials.hangs import VARIANTS, parent_threads  # noqa: E402
 from tests.faults.trials.hdf5_exchange import hdf5_exchange  # noqa: E402
+from tests.faults.trials.integrations import integrations  # noqa: E402
 from tests.faults.trials.inputs import bad_inputs  # noqa: E402
 from tests.faults.trials.kills import kill_builder, kill_worker  # noqa: E402
 from tests.faults.trials.loading import loading  # noqa: E402
 from tests.faults.trials.options_resources import options_resources  # noqa: E402
 from tests.faults.trials.output_safety import output_safety  # noqa: E402
 from tests.faults.trials.reads import reads  # noqa: E402
+from tests.faults.trials.release import release  # noqa: E402
 from tests.faults.trials.staleness import staleness  # noqa: E402
+from tests.faults.trials.steps import steps  # noqa: E402
+from tests.faults.trials.weights import weights  # noqa: E402
 
 ALL_MASKS = (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80)
 QUICK_HANGS = ("torch-outer", "stage")  # --quick: the reported transform and a Stage; MONAI costs ~7 s to import
@@ -75,6 +79,10 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("options-resources", lambda d: options_resources(d, n(600, 20), seed=10)),
         ("reads", lambda d: reads(d, n(64, 8), seed=11)),
         ("hangs", lambda d: parent_threads(d, n(3, 1), variants=tuple(VARIANTS) if not quick else QUICK_HANGS)),
+        ("weights", lambda d: weights(d, n(300, 20), seed=12)),
+        ("steps", lambda d: steps(d, n(200, 8), seed=13)),
+        ("loading-release", lambda d: release(d, n(200, 10), seed=14)),
+        ("integrations", lambda d: integrations(d, n(90, 6), seed=15)),
     ]
 
 
