@@ -10,9 +10,9 @@ Three comparisons, each on the same data with the same output, in one process:
 
 1. images, 512 x 3 x 32 x 32: RandomHorizontalFlip + RandomCrop(32, padding=4) + Normalize,
    against Kornia's AugmentationSequential of the same ops and a per-sample loop of torch ops;
-2. the ViT input of seeds 000/001 (uint8 32 px -> Resize 224 -> flip -> Normalize),
+2. the federated ViT workload's input (uint8 32 px -> Resize 224 -> flip -> Normalize),
    against per-sample PIL, the seeds' online path;
-3. seed 004's six signal ops on 64 x 1 x 4000, against torch-audiomentations (Shift + Gain +
+3. the heart-sound workload's six signal ops on 64 x 1 x 4000, against torch-audiomentations (Shift + Gain +
    AddColoredNoise) and the seed's per-sample numpy/scipy pipeline in a DataLoader loop.
 
 Peers that do not import are skipped with the reason. torch-audiomentations imports
@@ -53,11 +53,11 @@ import prebake.augment as A
 from prebake.measure.bench import device_tag, machine, write_results
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10 statistics
-VIT_MEAN, VIT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # seed 001's Normalize
-SAMPLE_RATE = 5000  # seed 004: heart sounds at 5 kHz, 4000-sample cycles
+VIT_MEAN, VIT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the federated ViT workload's Normalize
+SAMPLE_RATE = 5000  # the heart-sound workload: 5 kHz, 4000-sample cycles
 # glibc settings that keep freed memory in the process: no mmap'd blocks, never trim the heap
 RETAIN = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2 ** 36)}
-TARGETS = {"kornia": 4.0, "torch-audiomentations": 5.0, "seed 004 scipy": 20.0}  # CPU targets from issue 4
+TARGETS = {"kornia": 4.0, "torch-audiomentations": 5.0, "heart-sound scipy": 20.0}  # CPU targets from issue 4
 
 
 @dataclass
@@ -175,7 +175,7 @@ def bench_images(n: int, device: torch.device, min_s: float, K: Any) -> list[dic
 # ---------------------------------------------------------------- ViT input: 32 -> 224
 
 def pil_vit_input(hwc: np.ndarray, device: torch.device, rng: random.Random) -> torch.Tensor:
-    """Seeds 000/001 online: per image PIL resize 224, flip, ToTensor, Normalize; collate; to the device."""
+    """The federated ViT workload online: per image PIL resize 224, flip, ToTensor, Normalize; collate; to device."""
     from PIL import Image
 
     mean, std = torch.tensor(VIT_MEAN)[:, None, None], torch.tensor(VIT_STD)[:, None, None]
@@ -202,14 +202,14 @@ def bench_vit(n: int, device: torch.device, min_s: float) -> list[dict[str, Any]
                  "same result up to uint8 rounding"),
         Pipeline("prebake resize 224 (uint8), flip, normalize", lambda: literal(u8, generator=g),
                  "the issue's literal order"),
-        Pipeline("per-sample PIL (seeds 000/001 online)", lambda: pil_vit_input(hwc, device, rng), max_calls=5),
+        Pipeline("per-sample PIL (federated ViT, online)", lambda: pil_vit_input(hwc, device, rng), max_calls=5),
     ], device, min_s)
 
 
-# ---------------------------------------------------------------- signals: seed 004's six ops
+# ---------------------------------------------------------------- signals: the heart-sound workload's six ops
 
 class SeedScipyDataset(torch.utils.data.Dataset):
-    """Seed 004's CPU path: six numpy/scipy augmentations per sample in ``__getitem__``, each with p = 0.5."""
+    """The heart-sound workload's CPU path: six numpy/scipy augmentations per sample in __getitem__, p = 0.5 each."""
 
     def __init__(self, signals: np.ndarray, seed: int = 0):
         self.signals, self.rng = signals, np.random.default_rng(seed)
@@ -269,7 +269,7 @@ def bench_signals(n: int, device: torch.device, min_s: float, TA: Any, with_peer
                                   lambda: ta(x, sample_rate=SAMPLE_RATE)))
     if with_peers:
         loader = torch.utils.data.DataLoader(SeedScipyDataset(host), batch_size=n, num_workers=0)
-        pipelines.append(Pipeline("seed 004 scipy per-sample (DataLoader, 1 process)",
+        pipelines.append(Pipeline("heart-sound scipy per-sample (DataLoader, 1 process)",
                                   lambda: next(iter(loader)).to(device), "the seed ran 8 such worker processes",
                                   max_calls=5))
     return measure("signals", tuple(x.shape), pipelines, device, min_s)
@@ -281,11 +281,11 @@ RATIOS = [  # (ours, peer, peer key for the target)
     ("prebake (uint8 in)", "kornia (uint8 in, x.float() / 255 first)", "kornia"),
     ("prebake (float in)", "kornia (float in)", "kornia"),
     ("prebake (uint8 in)", "per-sample loop (uint8 in)", None),
-    ("prebake flip+normalize at 32, resize 224", "per-sample PIL (seeds 000/001 online)", None),
-    ("prebake resize 224 (uint8), flip, normalize", "per-sample PIL (seeds 000/001 online)", None),
+    ("prebake flip+normalize at 32, resize 224", "per-sample PIL (federated ViT, online)", None),
+    ("prebake resize 224 (uint8), flip, normalize", "per-sample PIL (federated ViT, online)", None),
     ("prebake six ops", "torch-audiomentations shift+gain+colored noise", "torch-audiomentations"),
     ("prebake shift+gain+noise", "torch-audiomentations shift+gain+colored noise", None),
-    ("prebake six ops", "seed 004 scipy per-sample (DataLoader, 1 process)", "seed 004 scipy"),
+    ("prebake six ops", "heart-sound scipy per-sample (DataLoader, 1 process)", "heart-sound scipy"),
 ]
 
 

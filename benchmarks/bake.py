@@ -75,7 +75,7 @@ def time_seed(source: Path, out: Path, size: int, split: str | None = None) -> d
             "seconds": seconds, "items_per_s": len(images) / seconds, "bytes": nbytes}
 
 
-SEED = "seed 000 preprocess_data.py"
+SEED = "federated ViT preprocess_data.py"
 
 
 def time_durable_write(directory: Path, nbytes: int) -> dict:

@@ -1,6 +1,6 @@
 """The seeds' own pipelines, rebuilt faithfully for side-by-side measurement.
 
-Seeds 000/001 (federated ViT on CIFAR-10) preprocess offline with a
+The federated ViT workload (CIFAR-10) preprocesses offline with a
 ``preprocess_data.py`` that, for every image in turn, in one process:
 
     PIL image -> Resize(S) -> ToTensor() (float32 in [0, 1], CHW) -> raw np.memmap (float32)
@@ -20,7 +20,7 @@ from PIL import Image
 
 
 def seed_preprocess_cifar(images_chw: np.ndarray, size: int, out_file: Path) -> int:
-    """Seed 000's preprocess loop over ``images_chw`` (uint8 N x 3 x 32 x 32); returns bytes written."""
+    """The federated ViT workload's preprocess loop over ``images_chw`` (uint8 N x 3 x 32 x 32); returns bytes."""
     n = len(images_chw)
     out = np.memmap(out_file, dtype=np.float32, mode="w+", shape=(n, 3, size, size))
     for i in range(n):

@@ -4,17 +4,17 @@
     python benchmarks/views.py --quick    # tiny data, a few seconds: checks that everything runs
     python benchmarks/views.py --device cuda   # on a GPU: adds preload="device" windows
 
-Windows (seed 003, talking-head clips): 100-400 frames per clip, 3x64x64 uint8 frames and 64-dim float32
+Windows (the talking-head workload's clips): 100-400 frames per clip, 3x64x64 uint8 frames and 64-dim float32
 motion latents per frame; windows of L=16 frames with the 16 frames before each as context (every window
 whose context exists, stride 1). Every pipeline yields, per window, frames and frames_context
 (16x3x64x64 uint8), latents and latents_context (16x64 float32) and the clip's label.
 - prebake: ``Loader(Windows(cache, "frames", 16, context=16, require_context=True))``, from the memory maps
   and with ``preload="ram"``;
-- seed 003's optimised design: every clip preloaded in a list of dicts of tensors, ``__getitem__`` slices
-  one window, default collate, ``DataLoader(num_workers=4)``;
+- the talking-head workload's optimised design: every clip preloaded in a list of dicts of tensors,
+  ``__getitem__`` slices one window, default collate, ``DataLoader(num_workers=4)``;
 - a per-item Dataset over the prebake memory maps (the same files), default collate, 4 workers.
 
-Elements (seed 004, heart sounds): 40,000 cardiac cycles of 2,500 int16 samples, in recordings of 8-32
+Elements (the heart-sound workload's recordings): 40,000 cardiac cycles of 2,500 int16 samples, in recordings of 8-32
 cycles, with a label per recording. ``Loader(Elements(cache, "cycles"))`` against a per-item Dataset over
 the same memory maps with a DataLoader (4 workers).
 
@@ -74,7 +74,7 @@ def recordings(cycles: int, rng: np.random.Generator) -> dict[str, Any]:
 # -- the baselines ----------------------------------------------------------------------------------
 
 class SeedWindows(Dataset):
-    """Seed 003's optimised FLOAT dataset: every clip preloaded as a dict of tensors; ``__getitem__`` slices."""
+    """The talking-head workload's optimised FLOAT dataset: clips preloaded as dicts of tensors; ``__getitem__`` slices."""
 
     def __init__(self, data: dict[str, Any], item: np.ndarray, start: np.ndarray):
         self.preprocessed_data = [{"video_frames": torch.from_numpy(f), "motion_latents": torch.from_numpy(z),
@@ -204,7 +204,7 @@ def windows_setting(cache: prebake.Cache, data: dict[str, Any], batch: int,
              Pipeline("prebake.Loader(Windows), preload='ram'", loader(view, batch, device, preload="ram"))]
     if device.type == "cuda":
         pipes.append(Pipeline("prebake.Loader(Windows), preload='device'", loader(view, batch, device, preload="device")))
-    pipes += [Pipeline("seed 003 design: clips preloaded as tensors, slice per item, 4 workers",
+    pipes += [Pipeline("talking-head design: clips preloaded as tensors, slice per item, 4 workers",
                        dataloader(SeedWindows(data, view.item, view.start), batch, device)),
               Pipeline("per-item Dataset over the prebake memmaps, 4 workers",
                        dataloader(MemmapWindows(cache, view), batch, device))]
@@ -290,8 +290,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5, help="batches per pipeline before timing")
     p.add_argument("--clips", type=int, default=150)
     p.add_argument("--cycles", type=int, default=40_000)
-    p.add_argument("--window-batches", type=int, nargs="+", default=[8, 64], help="8: seed 003's --batch_size")
-    p.add_argument("--element-batches", type=int, nargs="+", default=[64], help="64: seed 004's batch size")
+    p.add_argument("--window-batches", type=int, nargs="+", default=[8, 64], help="8: the talking-head --batch_size")
+    p.add_argument("--element-batches", type=int, nargs="+", default=[64], help="64: the heart-sound workload's batch size")
     p.add_argument("--workdir", type=Path, default=None, help="where the caches are written (default: the system temp dir)")
     p.add_argument("--out", type=Path, help="JSON path (default: runs/views/views-<device>.json)")
     p.add_argument("--save", action="store_true", help="also update benchmarks/results/views-<device>.json")

@@ -207,7 +207,7 @@ def test_signal_inputs_are_checked():
 @pytest.mark.parametrize("make", [A.GaussianNoise, A.BandPass, A.BandStop, A.TimeShift, A.AmplitudeScale,
                                   A.TimeMask, A.FrequencyMask, A.TimeStretch, A.PolarityInversion])
 def test_every_signal_op_builds_with_no_arguments(make):
-    """Defaults from seed 004's pretraining config: 5 kHz signals, 20-40 dB SNR noise."""
+    """Defaults from the heart-sound workload's pretraining config: 5 kHz signals, 20-40 dB SNR noise."""
     op = make()
     x = _signals(4, 1, 400)
     assert op(x, generator=_gen()).shape == x.shape
@@ -271,7 +271,7 @@ def test_gaussian_noise_on_a_cpu_draws_noise_for_the_applied_samples_only():
 
 
 def test_a_pipeline_writes_its_own_intermediate_in_place(monkeypatch: pytest.MonkeyPatch):
-    """After TimeShift (a new tensor), the other five ops of seed 004's preset write into that one tensor."""
+    """After TimeShift (a new tensor), the other five ops of the heart-sound preset write into that one tensor."""
     made: list[int] = []
     shift = A.TimeShift.apply
     monkeypatch.setattr(A.TimeShift, "apply", lambda self, x, p: (lambda y: made.append(y.data_ptr()) or y)(

@@ -33,7 +33,7 @@ def _reference(x: torch.Tensor, bounds: torch.Tensor, width: int, fit: str) -> t
 
 def test_equal_parts_are_a_reshape():
     x = _signals(5, 2, 120)
-    out = A.SplitSubstructures()(x)  # builds with no arguments: k=4, seed 004's S1, systole, S2, diastole
+    out = A.SplitSubstructures()(x)  # no arguments: k=4, the heart-sound workload's S1, systole, S2, diastole
     assert out.shape == (5, 4, 2, 30)
     assert torch.equal(out, x.reshape(5, 2, 4, 30).transpose(1, 2))
     again, params = A.SplitSubstructures()(x, return_params=True)

@@ -25,7 +25,7 @@ def test_quick_run_compares_every_pipeline_and_writes_the_results(tmp_path):
         assert all(r["samples_per_s"] > 0 for r in s["rows"]) and s["rows"][0]["prebake_ratio"] == 1.0
         assert f"{name}: " in done.stderr and "same tensors from all" in done.stderr  # checked before timing
         assert all(p in done.stdout for p in pipelines)  # the printed table
-    assert any("seed 003 design" in r["pipeline"] for r in settings["windows, batch 8"]["rows"])
+    assert any("talking-head design" in r["pipeline"] for r in settings["windows, batch 8"]["rows"])
     assert not list(tmp_path.glob("prebake-views-*"))  # the caches it wrote are gone
 
 

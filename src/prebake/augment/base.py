@@ -11,7 +11,7 @@ An op is an ``nn.Module`` with two methods of its own:
   ``x``: ``Compose`` calls it on the tensors its own ops made (never on its
   caller's), so an elementwise op after the first makes no new batch-sized tensor
   and, on a CPU, ``on_applied`` ops copy their rows into it instead of into a copy.
-  For seed 004's six ops on 2 x 64 x 1600 signals that is one batch-sized buffer
+  For the heart-sound workload's six ops on 2 x 64 x 1600 signals that is one batch-sized buffer
   after ``TimeShift``: 3.1-3.4 ms against 3.2-3.7 ms in its training loop (2-core CPU,
   four alternating fresh-process pairs).
 

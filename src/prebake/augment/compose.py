@@ -199,7 +199,7 @@ class OneOf(Op):
 
 
 class TwoViews(nn.Module):
-    """Two independently augmented views of the same batch, for contrastive pretraining (seed 004).
+    """Two independently augmented views of the same batch, for contrastive pretraining (the heart-sound workload).
 
     ``pipeline`` is an op or a list of ops (a :class:`Compose`), drawn afresh for each view.
     ``view1, view2 = TwoViews(pipeline)(x)``; with ``return_params=True`` also

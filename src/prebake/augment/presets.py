@@ -12,12 +12,12 @@ from .spectral import FrequencyMask
 
 
 def signal_pretrain_preset(sample_rate: float = 5000.0, p: float = 0.5, max_mask_hz: float = 250.0) -> Compose:
-    """Seed 004's six ops (TimeShift, AmplitudeScale, GaussianNoise, TimeMask, FrequencyMask,
+    """The heart-sound workload's six ops (TimeShift, AmplitudeScale, GaussianNoise, TimeMask, FrequencyMask,
     TimeStretch), each applied per sample with probability ``p``.
 
-    For ``(N, 1, T)`` float signals at ``sample_rate`` Hz (seed 004: 5 kHz, T = 4000).
+    For ``(N, 1, T)`` float signals at ``sample_rate`` Hz (the heart-sound workload: 5 kHz, T = 4000).
     The frequency mask is up to ``max_mask_hz`` wide. Wrap it in ``TwoViews`` for
-    the contrastive pair seed 004 made in ``__getitem__``.
+    the contrastive pair the heart-sound workload made in ``__getitem__``.
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate={sample_rate!r} must be > 0 Hz, e.g. 5000")
@@ -34,7 +34,8 @@ def signal_pretrain_preset(sample_rate: float = 5000.0, p: float = 0.5, max_mask
 
 def image_train_preset(size: int | Sequence[int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
                        std: Sequence[float] = IMAGENET_STD, padding: int = 4) -> Compose:
-    """Seed 001's training transform (flip, RandomCrop(224, padding=4), Normalize) on native-size uint8.
+    """The federated ViT workload's training transform (flip, RandomCrop(224, padding=4), Normalize), on
+    native-size uint8.
 
     The images stay small in the cache and are resized to ``size`` on the device;
     ``mean`` and ``std`` normalise per channel (default: ImageNet's); ``padding`` is the crop's.

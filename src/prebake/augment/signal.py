@@ -1,6 +1,6 @@
-"""Time-domain ops on 1-D signal batches ``(N, C, T)``: seed 004's heart-sound augmentations, batched.
+"""Time-domain ops on 1-D signal batches ``(N, C, T)``: the heart-sound workload's augmentations, batched.
 
-Seed 004 ran six scipy ops per sample in ``__getitem__`` (15 CPU cores at 100 %),
+The heart-sound workload ran six scipy ops per sample in ``__getitem__`` (15 CPU cores at 100 %),
 then wrote a GPU module that still used one shift, one stretch rate, one mask per
 batch. Here every sample gets its own parameters, drawn in one call, and each op
 is a fixed handful of kernels for any batch size.
@@ -64,7 +64,7 @@ def windows(x: Tensor, start: Tensor, length: int) -> Tensor:
 class TimeShift(SignalOp):
     """Move each signal by up to ``max_shift`` (a fraction of ``T``) left or right.
 
-    ``mode="roll"`` wraps around (seed 004's ``torch.roll``), ``mode="zero"`` fills
+    ``mode="roll"`` wraps around (the heart-sound workload's ``torch.roll``), ``mode="zero"`` fills
     the vacated part with zeros. Output dtype: the input's.
     """
 
@@ -132,7 +132,7 @@ class PolarityInversion(SignalOp):
         return _scale_per_sample(x, torch.where(params["apply"], -1.0, 1.0), inplace=True)
 
 
-#: GaussianNoise's SNR range when neither ``std`` nor ``snr_db`` is given (seed 004's pretraining).
+#: GaussianNoise's SNR range when neither ``std`` nor ``snr_db`` is given (the heart-sound workload's pretraining).
 DEFAULT_SNR_DB = (20.0, 40.0)
 
 
@@ -141,7 +141,7 @@ class GaussianNoise(SignalOp):
 
     Give one of ``std`` = (min, max) (absolute) and ``snr_db`` = (min, max)
     (relative to each sample's RMS over channels and time); with neither, the SNR is
-    drawn from :data:`DEFAULT_SNR_DB` (20-40 dB, seed 004's pretraining setting). The
+    drawn from :data:`DEFAULT_SNR_DB` (20-40 dB, the heart-sound workload's pretraining setting). The
     noise itself is part of the params, so a replay adds the same noise. Output
     dtype: the input's.
     """
@@ -267,7 +267,7 @@ class TimeStretch(SignalOp):
     the end); ``rate < 1`` slows down (cropped to the first ``T`` samples). Linear
     interpolation by two gathers and a ``lerp``, not ``grid_sample``: at rate 1 the
     positions are exact integers and the output equals the input bit for bit. No
-    anti-alias filter (seed 004's GPU module used ``F.interpolate`` the same way);
+    anti-alias filter (the heart-sound workload's GPU module used ``F.interpolate`` the same way);
     scipy's FFT ``resample`` is band-limited. On a CPU only the samples with the coin are
     computed (:func:`~prebake.augment.base.on_applied`). Computes in float32; output dtype:
     the input's.

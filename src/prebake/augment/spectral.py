@@ -2,7 +2,7 @@
 
 Each sample keeps its own set of rfft bins (``T // 2 + 1`` of them, bin ``k`` at
 ``k * sample_rate / T`` Hz); the masked bins are zeroed exactly. A brick-wall mask
-rings (Gibbs) where a Butterworth ``filtfilt``, as seed 004 ran per sample on the
+rings (Gibbs) where a Butterworth ``filtfilt``, as the heart-sound workload ran per sample on the
 CPU, would roll off; for augmentation that is the point, and it costs two FFTs
 per batch. The FFTs run in float32 (CPU has no half FFT, CUDA only for powers of
 two); output dtype: the input's. Samples without the ``p`` coin are passed
@@ -21,7 +21,7 @@ from .base import (Device, Params, check_range, lerp_range, on_applied, on_appli
                    to_float32, uniform)
 from .signal import SignalOp, SpanOp, span_mask
 
-#: BandPass and BandStop assume this rate (Hz) unless told: seed 004's heart sounds at 5 kHz.
+#: BandPass and BandStop assume this rate (Hz) unless told: the heart-sound workload's heart sounds at 5 kHz.
 DEFAULT_SAMPLE_RATE = 5000.0
 
 
@@ -95,7 +95,7 @@ class BandPass(_Band):
     """Keep only the bins between a per-sample low cut in ``low_hz`` and high cut in ``high_hz``.
 
     Both ranges are (min, max) in Hz; draw them below ``sample_rate / 2``. ``sample_rate``
-    is the signals' rate in Hz (default :data:`DEFAULT_SAMPLE_RATE`, seed 004's 5 kHz:
+    is the signals' rate in Hz (default :data:`DEFAULT_SAMPLE_RATE`, the heart-sound workload's 5 kHz:
     pass yours, since the bands are in Hz).
     Output dtype: the input's.
     """

@@ -1,6 +1,6 @@
 """Split each cardiac cycle of a batch into K substructures, batched: ``(N, C, T) -> (N, K, C, W)``.
 
-Seed 004 split every cycle into substructures in ``__getitem__`` (twice per sample, once per
+The heart-sound workload split every cycle into substructures in ``__getitem__`` (twice per sample, once per
 view) and later with a batched ``split_substructures_batch`` at fixed fractions. Here one
 gather cuts every part of every sample, at fixed fractions of the cycle or at each sample's
 own boundaries (the S1/S2 positions the bake stored in ``cycle_bounds``: S1, systole, S2,
