@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test release-check bench faults integrations clean
+.PHONY: demo test lint release-check bench faults integrations clean
 
 $(VENV)/.torch:
 	@echo "creating $(VENV) with torch ($(or $(TORCH_INDEX),PyPI)): a minute or two on a first run"
@@ -34,6 +34,11 @@ demo: $(VENV)/.demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -m "not release"
+
+# ruff (pyflakes, import order, 120 columns) over the code, mypy over src/
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/mypy
 
 # the built wheel in a fresh venv: prebake demo and the README quickstart, with no checkout on the path
 release-check: $(VENV)/.installed
