@@ -104,3 +104,14 @@ def test_demo_builds_verifies_and_reports(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json", "--bench-seconds", "0"]) == 0  # again
     again = _json(capsys)
     assert again["bench"] is None and {b["action"] for b in again["builds"]} == {"up to date"}
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["build", "--imge-size", "3", "src", "out"], "--imge-size: did you mean --image-size?"),
+    (["ls", "--jsn"], "--jsn: did you mean --json?"),
+    (["verify", "x", "--quiett"], "--quiett: did you mean --quiet?"),
+])
+def test_a_mistyped_flag_gets_a_suggestion(argv, hint, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and hint in capsys.readouterr().err

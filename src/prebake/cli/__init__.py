@@ -7,10 +7,12 @@ Each command lives in its own module and imports what it needs when it runs, so
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .._version import __version__
 from ..config import BUILD_KEYS, Key
@@ -31,8 +33,31 @@ _POSITIONAL = ("source", "out")
 KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "video", "csv", "arrays", "hdf5")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus a suggestion for a mistyped flag: ``--imge-size`` -> did you mean --image-size?"""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            known = sorted({o for a in _actions(self) for o in a.option_strings if o.startswith("--")})
+            typos = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            close = {t: difflib.get_close_matches(t, known, n=1, cutoff=0.7) for t in typos}
+            hints = [f"{t}: did you mean {c[0]}?" for t, c in close.items() if c]
+            message += "".join(f"; {h}" for h in hints)
+        super().error(message)
+
+
+def _actions(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every action of ``p`` and of its subcommands' parsers."""
+    found = list(p._actions)
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                found += _actions(sub)
+    return found
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prebake", description="Bake deterministic preprocessing into a verified, "
+    p = _Parser(prog="prebake", description="Bake deterministic preprocessing into a verified, "
                                 "memory-mapped cache, and check that training is fed.", epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"prebake {__version__}")
