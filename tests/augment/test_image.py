@@ -298,6 +298,24 @@ def test_batch_transform_plugs_into_the_loader(tmp_path):
     torch.testing.assert_close(first["image"], A.Normalize()(torch.from_numpy(images[:8])))
 
 
+def test_a_loader_resumed_mid_epoch_augments_its_remaining_batches_as_the_uninterrupted_run(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (40, 3, 8, 8), dtype=np.uint8)
+    cache = prebake.write_arrays(tmp_path / "c", {"image": images, "label": np.arange(40) % 4})
+
+    def transform():  # no generator of its own: the Loader hands each batch one
+        return A.batch_transform(image=[A.RandomCrop(8, padding=2), A.RandomHorizontalFlip()], mix=A.CutMix(num_classes=4))
+
+    whole = [b["image"] for b in prebake.Loader(cache, 8, seed=3, transform=transform())]
+    first = prebake.Loader(cache, 8, seed=3, transform=transform())
+    it = iter(first)
+    next(it), next(it)
+    resumed = prebake.Loader(cache, 8, seed=3, transform=transform())
+    resumed.load_state_dict(first.state_dict())
+    rest = [b["image"] for b in resumed]
+    assert len(rest) == 3 and all(torch.equal(a, b) for a, b in zip(rest, whole[2:]))  # before: other draws
+    assert not torch.equal(whole[0], whole[1])
+
+
 def test_batch_transform_views_pairs_and_missing_columns():
     batch = {"image": _images(4), "label": torch.arange(4), "id": torch.arange(4)}
     out = A.batch_transform(image=A.TwoViews([A.RandomHorizontalFlip()]))(batch)

@@ -272,10 +272,13 @@ class BatchTransform(nn.Module):
                            f"{sorted(batch)}; rename the keyword or load that column")
         return batch[key]
 
-    def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+    def forward(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
+        """``generator``: the draws of this call when the transform was made without one (a ``Loader``
+        passes one seeded per batch, so a resumed run augments its remaining batches as the first did)."""
+        g = self.generator if self.generator is not None else generator
         out = dict(batch)
         for key, pipeline in self.pipelines.items():
-            result = pipeline(self._column(out, key), generator=self.generator)
+            result = pipeline(self._column(out, key), generator=g)
             if isinstance(result, tuple):  # TwoViews: image -> image_view1, image_view2
                 del out[key]
                 out[f"{key}_view1"], out[f"{key}_view2"] = result
@@ -283,7 +286,7 @@ class BatchTransform(nn.Module):
                 out[key] = result
         if self.mix is not None:
             x_key, y_key = self.mix_keys
-            x, y = self.mix(self._column(out, x_key), generator=self.generator, target=self._column(out, y_key))
+            x, y = self.mix(self._column(out, x_key), generator=g, target=self._column(out, y_key))
             out[x_key] = x
             if isinstance(y, tuple):  # labels="pair": label_a, label_b, lam
                 out[f"{y_key}_a"], out[f"{y_key}_b"], out["lam"] = y
@@ -303,6 +306,8 @@ def batch_transform(*, mix: _Mix | None = None, mix_keys: tuple[str, str] = ("im
     last on ``mix_keys`` = (inputs, labels) and writes soft labels over the label
     column, or ``label_a``, ``label_b`` and ``lam`` with ``labels="pair"``. The
     result is an ``nn.Module``: ``.to(device)``, ``.train()`` and ``.eval()`` reach every op.
-    ``generator``, when given, draws every op's parameters (a seeded, replayable stream).
+    ``generator``, when given, draws every op's parameters (a seeded, replayable stream); without
+    one, a ``Loader`` hands each batch its own generator seeded from (seed, rank, epoch, batch),
+    so a run resumed from ``state_dict()`` augments exactly as the uninterrupted one.
     """
     return BatchTransform(pipelines, mix, mix_keys, generator)
