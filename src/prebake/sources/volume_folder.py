@@ -21,7 +21,8 @@ from .volume_readers import DEFAULT_MAX_VOXELS, VOLUME_SUFFIXES, identity_files,
 
 
 class VolumeFolderSource(ClassFolderSource):
-    """Items ``{"image": (C, D, H, W), "spacing", "origin", "affine", "label"}`` from class subfolders.
+    """Items ``{"image": (C, D, H, W), "spacing", "origin", "affine", "orientation", "label"}`` from class
+    subfolders (the geometry columns: :mod:`.volume_geometry`).
 
     A volume whose header declares more than ``max_voxels`` voxels is a bad item, refused before reading.
     """

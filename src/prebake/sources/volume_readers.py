@@ -2,13 +2,15 @@
 
 A volume item is::
 
-    {"image":   (C, D, H, W) array, the voxels as the file holds them,
-     "spacing": float64 (3,)   voxel size along the three spatial axes (mm),
-     "origin":  float64 (3,)   world position of voxel (0, 0, 0) (RAS+ mm, nibabel's convention),
-     "affine":  float64 (4, 4) voxel index -> world (RAS+ mm)}
+    {"image":       (C, D, H, W) array, the voxels as the file holds them,
+     "spacing":     float64 (3,)   voxel size along the three spatial axes (mm),
+     "origin":      float64 (3,)   world position of voxel (0, 0, 0) (RAS+ mm, nibabel's convention),
+     "affine":      float64 (4, 4) voxel index -> world (RAS+ mm),
+     "orientation": str            the world direction of each voxel axis, e.g. "RAS" (nibabel's aff2axcodes)}
 
 so nothing the header said about the geometry is lost, and the bake-time transforms
-(:mod:`prebake.steps.volume`) can reorient and resample it.
+(:mod:`prebake.steps.volume`) can reorient and resample it. The coordinate convention (RAS+; DICOM's
+LPS converted), how DICOM slices and frames are placed and what is refused: :mod:`.volume_geometry`.
 
 Axes. The three spatial axes are the file's voxel axes, in the file's order:
 
@@ -16,18 +18,22 @@ Axes. The three spatial axes are the file's voxel axes, in the file's order:
   modalities) becomes the channels. This is MONAI's channel-first layout too.
 - DICOM series: ``(slice, row, column)``, slices sorted along the slice normal
   (``ImageOrientationPatient`` x ``ImagePositionPatient``); a single file is one slice
-  or, multi-frame, one slice per frame; colour samples become channels.
+  or, multi-frame, one slice per frame, sorted along the normal by the frames' own positions
+  (per-frame functional groups or GridFrameOffsetVector); colour samples become channels.
 - ``.npy``: a 3-D array is ``(D, H, W)`` with one channel, a 4-D one is ``(C, D, H, W)``;
   the geometry is unknown, so the spacing is 1 and the affine the identity.
 
 Values. With no volume options the voxels are exactly nibabel's
 (``np.asanyarray(img.dataobj)``, scaling applied) or pydicom's (``pixel_array`` with
-RescaleSlope/RescaleIntercept applied) values, in native byte order, in the smallest
+RescaleSlope/RescaleIntercept applied; an enhanced file's per-frame or shared
+PixelValueTransformationSequence likewise) values, in native byte order, in the smallest
 dtype that holds them exactly: unscaled data keeps its stored dtype (``int16`` stays
 ``int16``, big-endian ``>i2`` becomes ``<i2``); scaled data whose values are all integers
 gets the stored dtype when it holds them, else the smallest of int16, int32, int64 (a CT
 with intercept -1024 stays int16); other scaled data is float32 when float32 holds every
-value exactly, else float64.
+value exactly, else float64. An RT dose grid's DoseGridScaling is applied: its voxels are the dose in
+DoseUnits (Gy, or relative), float32 (the nearest float32 of stored x scaling: a relative error below
+6e-8, far under any dose calculation's), as GDCM and SimpleITK read it.
 
 Every failure is a :class:`~prebake.errors.BadItemError` with the reason (a missing file,
 a truncated ``.nii.gz``, slices of different shapes, a compressed DICOM without its
@@ -52,9 +58,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadItemError, SourceError
+from .volume_geometry import (  # spacing_of: re-exported, the steps import it from here
+    DICOM_FIX,
+    file_geometry,
+    frame_planes,
+    group_value,
+    stack_affine,
+    volume_item,
+)
+from .volume_geometry import spacing_of as spacing_of
 from .volume_header import (
     DEFAULT_MAX_VOXELS,
-    check_affine,
     check_dicom_declared,
     check_nifti_header,
     check_npy_header,
@@ -65,7 +79,6 @@ from .volume_header import (
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".npy")
 _NIFTI = (".nii", ".nii.gz")
 _INSTALL = "pip install 'prebake[medical]'"
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def is_volume_path(path: str | os.PathLike[str]) -> bool:
@@ -105,19 +118,6 @@ def read_volume(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXE
     if name.endswith(".npy"):
         return read_npy_volume(path, max_voxels)
     return read_dicom_file(path, max_voxels)
-
-
-def volume_item(image: np.ndarray, affine: np.ndarray, name: str = "the volume",
-                fix: str = "fix the header's geometry") -> dict[str, Any]:
-    """The item dict of a ``(C, D, H, W)`` image with its voxel -> world ``affine``, checked (:func:`check_affine`)."""
-    affine = check_affine(affine, name, fix)
-    return {"image": np.ascontiguousarray(image), "spacing": spacing_of(affine),
-            "origin": affine[:3, 3].copy(), "affine": affine}
-
-
-def spacing_of(affine: np.ndarray) -> np.ndarray:
-    """Voxel sizes: the lengths of the affine's three axis columns."""
-    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
 
 
 # -- values ---------------------------------------------------------------------------------------
@@ -229,7 +229,8 @@ def _dcmread(path: Path) -> Any:
 
 
 def _rescaled_pixels(ds: Any, name: str) -> np.ndarray:
-    """``pixel_array`` with RescaleSlope/RescaleIntercept applied, in the smallest exact dtype."""
+    """``pixel_array`` with the modality rescale (or an enhanced file's per-frame one) and an RT dose grid's
+    DoseGridScaling applied, in the smallest exact dtype (the dose: float32)."""
     try:
         raw = ds.pixel_array
     except Exception as e:  # noqa: BLE001 - missing decoders, short pixel data
@@ -240,7 +241,47 @@ def _rescaled_pixels(ds: Any, name: str) -> np.ndarray:
         from pydicom.pixels import apply_rescale
     except ImportError:  # pydicom 2.x
         from pydicom.pixel_data_handlers.util import apply_modality_lut as apply_rescale
-    return exact_dtype(np.asarray(apply_rescale(raw, ds)), raw.dtype)
+    per_frame = _frame_rescale(ds, raw, name)
+    values = per_frame if per_frame is not None else np.asarray(apply_rescale(raw, ds))
+    scaling = ds.get("DoseGridScaling")
+    if scaling is None or scaling == "":
+        return exact_dtype(values, raw.dtype)
+    try:
+        dose = float(scaling)
+    except (TypeError, ValueError):
+        dose = math.nan
+    if not (math.isfinite(dose) and dose > 0):
+        raise BadItemError(f"{name}: DoseGridScaling is {scaling!r}, but it is a number > 0 (the dose of one "
+                           "stored unit); fix the header, or leave the file out")
+    return (values.astype(np.float64) * dose).astype(np.float32)
+
+
+def _frame_rescale(ds: Any, raw: np.ndarray, name: str) -> np.ndarray | None:
+    """An enhanced file's PixelValueTransformationSequence applied frame by frame (None: it has none)."""
+    if "RescaleSlope" in ds or int(ds.get("SamplesPerPixel", 1) or 1) > 1:
+        return None
+    frames = _frames(ds, name)
+    pairs = [(group_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope"),
+              group_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept")) for i in range(frames)]
+    if all(s is None and b is None for s, b in pairs):
+        return None
+    try:
+        slope = np.array([1.0 if s is None else float(s) for s, _ in pairs])
+        intercept = np.array([0.0 if b is None else float(b) for _, b in pairs])
+    except (TypeError, ValueError):
+        raise BadItemError(f"{name}: a RescaleSlope or RescaleIntercept of its functional groups is not a number; "
+                           "fix the header, or leave the file out") from None
+    shape = (frames, 1, 1) if frames > 1 else ()
+    return raw.astype(np.float64) * slope.reshape(shape) + intercept.reshape(shape)
+
+
+def _frames(ds: Any, name: str) -> int:
+    value = ds.get("NumberOfFrames")
+    try:
+        return 1 if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        raise BadItemError(f"{name}: NumberOfFrames is {value!r}, not an integer; fix the header, or leave the "
+                           "file out") from None
 
 
 def _frames_first(a: np.ndarray, ds: Any) -> np.ndarray:
@@ -253,51 +294,13 @@ def _frames_first(a: np.ndarray, ds: Any) -> np.ndarray:
     return (a if frames > 1 else a[None])[None]
 
 
-def _orientation(ds: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    iop = ds.get("ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
-        return None
-    v = np.array([float(x) for x in iop])
-    return v[:3], v[3:]
-
-
-def _pixel_spacing(ds: Any, name: str) -> tuple[float, float]:
-    tag = "PixelSpacing" if ds.get("PixelSpacing") else "ImagerPixelSpacing"
-    ps = ds.get(tag)
-    if ps is None or len(ps) != 2:
-        return 1.0, 1.0
-    dy, dx = float(ps[0]), float(ps[1])
-    if not (math.isfinite(dy) and math.isfinite(dx) and dy > 0 and dx > 0):
-        raise BadItemError(f"{name}: {tag} is {dy:g} {dx:g}, but pixel spacings are numbers > 0 mm; fix the "
-                           "header, or leave the file out")
-    return dy, dx
-
-
-_DICOM_FIX = "fix the header's ImageOrientationPatient, ImagePositionPatient and PixelSpacing"
-
-
-def _affine(ds: Any, slice_step: np.ndarray | None, name: str) -> np.ndarray:
-    """Index (slice, row, col) -> RAS+ mm, from the first slice's header (LPS in DICOM)."""
-    dy, dx = _pixel_spacing(ds, name)  # PixelSpacing is (between rows, between columns)
-    orient = _orientation(ds)
-    row_dir, col_dir = orient if orient is not None else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
-    normal = np.cross(row_dir, col_dir)
-    if slice_step is None:
-        thickness = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0
-        slice_step = normal * float(thickness)
-    ipp = ds.get("ImagePositionPatient")
-    origin = np.array([float(x) for x in ipp]) if ipp is not None and len(ipp) == 3 else np.zeros(3)
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = slice_step, col_dir * dy, row_dir * dx, origin
-    return _LPS_TO_RAS @ lps
-
-
 def read_dicom_file(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
+    """One file: a slice, or a multi-frame stack sorted along the normal by the frames' own positions."""
     ds = _dcmread(path)
     check_dicom_declared(ds, path.name, max_voxels)
-    affine = _affine(ds, None, path.name)
+    order, affine = file_geometry(ds, _frames(ds, path.name), path.name)  # before decoding: a refusal is cheap
     image = _frames_first(_rescaled_pixels(ds, path.name), ds)
-    return volume_item(image, affine, path.name, _DICOM_FIX)
+    return volume_item(image if order is None else image[:, order], affine, path.name, DICOM_FIX)
 
 
 def dicom_files(directory: Path) -> list[Path]:
@@ -309,43 +312,58 @@ def dicom_files(directory: Path) -> list[Path]:
         raise BadItemError(f"cannot list the series directory: {e.strerror or e}") from None
 
 
+_SERIES_FIX = "give each series (and each orientation) its own directory, or leave the odd files out"
+
+
 def read_dicom_series(directory: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
     """A directory of slices: sorted along the slice normal, stacked into (C, slices, rows, cols)."""
     files = dicom_files(directory)
     if not files:
         raise BadItemError("empty directory: a DICOM series directory holds one file per slice")
     slices = [_dcmread(f) for f in files]
-    orient = _orientation(slices[0])
-    if orient is None or any(s.get("ImagePositionPatient") is None for s in slices):
-        raise BadItemError(f"{files[0].name} has no ImageOrientationPatient/ImagePositionPatient, so the slices "
-                           "cannot be ordered; give each slice file its own CSV row instead")
-    normal = np.cross(*orient)
-    positions = np.array([[float(x) for x in s.ImagePositionPatient] for s in slices])
-    order = np.argsort(positions @ normal, kind="stable")
-    slices, positions = [slices[i] for i in order], positions[order]
-    _check_series(slices, files, positions, normal)
-    check_dicom_declared(slices[0], f"{directory.name}/ ({len(slices)} slices)", max_voxels, len(slices))
-    step = (positions[-1] - positions[0]) / (len(slices) - 1) if len(slices) > 1 else None
-    affine = _affine(slices[0], step, directory.name + "/")
-    pixels = [_rescaled_pixels(s, f.name) for s, f in zip(slices, (files[i] for i in order))]
+    where = _series_name(directory, slices[0])
+    _check_series(slices, where)
+    planes = [frame_planes(s, 1, f.name) for s, f in zip(slices, files)]
+    unplaced = [f.name for p, f in zip(planes, files) if p is None or p[0].position is None]
+    if unplaced:
+        raise BadItemError(f"{where}: {', '.join(unplaced[:3])} has no ImageOrientationPatient/ImagePositionPatient, "
+                           "so the slices cannot be ordered; give each slice file its own CSV row instead")
+    order, affine = stack_affine([p[0] for p in planes if p is not None], [f.name for f in files], where, _SERIES_FIX)
+    _check_one_series(slices, files, where)
+    slices, files = [slices[i] for i in order], [files[i] for i in order]
+    check_dicom_declared(slices[0], f"{where} ({len(slices)} slices)", max_voxels, len(slices))
+    pixels = [_rescaled_pixels(s, f.name) for s, f in zip(slices, files)]
     dtype = np.result_type(*pixels)
     image = np.stack([_frames_first(p, s)[:, 0] for p, s in zip(pixels, slices)], axis=1).astype(dtype)
-    return volume_item(image, affine, directory.name + "/", _DICOM_FIX)
+    return volume_item(image, affine, where, DICOM_FIX)
 
 
-def _check_series(slices: list[Any], files: list[Path], positions: np.ndarray, normal: np.ndarray) -> None:
+def _series_name(directory: Path, ds: Any) -> str:
+    """``CT2N/ (series 2 'SCOUT')``: the directory, with the series number and description its files give."""
+    number, text = ds.get("SeriesNumber"), ds.get("SeriesDescription")
+    said = " ".join(x for x in (f"{number}" if number not in (None, "") else "", repr(str(text)) if text else "") if x)
+    return f"{directory.name}/" + (f" (series {said})" if said else "")
+
+
+def _check_series(slices: list[Any], where: str) -> None:
     shapes = {(int(s.Rows), int(s.Columns)) for s in slices}
     if len(shapes) > 1:
-        raise BadItemError(f"the slices have different sizes {sorted(shapes)}: not one series")
+        raise BadItemError(f"{where}: the slices have different sizes {sorted(shapes)}: not one series; "
+                           f"{_SERIES_FIX}")
     if any(int(s.get("NumberOfFrames", 1) or 1) > 1 for s in slices):
-        raise BadItemError("a series directory of multi-frame files; give each file its own CSV row")
-    gaps = np.diff(positions @ normal)
-    if len(gaps) and np.min(gaps) <= 1e-6 * max(1.0, float(np.max(np.abs(gaps)))):
-        raise BadItemError(f"{len(slices)} slices but two lie at the same position: the directory holds more "
-                           "than one series (or echo); give each series its own directory")
-    if len(gaps) > 1 and (gaps.max() - gaps.min()) > 0.01 * gaps.mean():
-        raise BadItemError(f"uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): slices are missing "
-                           "from the series")
+        raise BadItemError(f"{where}: a series directory of multi-frame files; give each file its own CSV row")
+
+
+def _check_one_series(slices: list[Any], files: list[Path], where: str) -> None:
+    """Slices of two series (SeriesInstanceUID) are not stacked even when they happen to interleave evenly."""
+    by_uid: dict[str, list[str]] = {}
+    for s, f in zip(slices, files):
+        by_uid.setdefault(str(s.get("SeriesInstanceUID", "") or ""), []).append(f.name)
+    by_uid.pop("", None)
+    if len(by_uid) > 1:
+        shown = "; ".join(f"...{uid[-12:]} in {', '.join(names[:3])}" for uid, names in list(by_uid.items())[:4])
+        raise BadItemError(f"{where}: the files belong to {len(by_uid)} series (SeriesInstanceUID {shown}); "
+                           f"{_SERIES_FIX}")
 
 
 def identity_files(path: Path) -> list[Path]:

@@ -63,6 +63,10 @@ def _with_affine(item: Item, image: np.ndarray, affine: np.ndarray) -> Item:
     item["affine"] = np.asarray(affine, dtype=np.float64)
     item["spacing"] = spacing_of(item["affine"])
     item["origin"] = item["affine"][:3, 3].copy()
+    if "orientation" in item:  # the axis codes follow the affine (an Orient step changes them)
+        from ..sources.volume_geometry import axcodes_of
+
+        item["orientation"] = np.str_(axcodes_of(item["affine"]))
     return item
 
 
