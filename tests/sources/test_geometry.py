@@ -90,6 +90,19 @@ def test_the_coordinate_convention_is_ras(tmp_path):
     assert read_volume(tmp_path / "v.nii")["orientation"] == "RAS"
 
 
+def test_a_slice_keeps_its_normal_whatever_the_sign_of_its_spacing_tag(tmp_path):
+    """The slice axis points along row x column (DICOM); a negative SpacingBetweenSlices flipped it before."""
+    plane = Plane(np.zeros((4, 3), np.int16), np.array([1.0, 2.0, 3.0]), AXIAL, (0.5, 0.7))
+    item = read_volume(write_slice(tmp_path / "s.dcm", plane, SpacingBetweenSlices=-2.5))
+    assert item["orientation"] == "SPL" and item["spacing"][0] == 2.5
+
+
+def test_a_non_finite_position_is_refused_naming_the_tag(tmp_path):
+    plane = Plane(np.zeros((4, 3), np.int16), np.array([1.0, float("nan"), 3.0]), AXIAL, (0.5, 0.7))
+    with pytest.raises(BadItemError, match=r"s.dcm: ImagePositionPatient is 1 nan 3, where 3 finite numbers belong"):
+        read_volume(write_slice(tmp_path / "s.dcm", plane))
+
+
 def test_an_orient_step_keeps_the_orientation_column_true(tmp_path):
     nib.save(nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.diag([-1.0, 2.0, 3.0, 1.0])),
              tmp_path / "v.nii")
