@@ -28,7 +28,7 @@ STEP_KEYS = ("sample_rate", "bandpass", "segment_cycles", "cycle_length", "heart
              "orientation", "spacing", "window", "scale_to", "volume_shape", "pad_value", "rgb", "image_size",
              "shorter_side", "crop", "transform", "stages")
 SOURCE_KEYS = ("path_column", "label_columns", "base_dir", "delimiter", "channel", "audio_dtype", "max_pixels",
-               "max_voxels", "keep_columns", "fps", "frame_size")
+               "max_voxels", "keep_columns", "fps", "frame_size", "nan_fill", "hdf5_group")
 _CYCLE_KEYS = ("cycle_length", "heart_rate", "cycle_fallback")
 
 

@@ -5,6 +5,10 @@
   ``image`` column in (C, H, W); integer labels under one of :data:`LABEL_KEYS` become
   ``label`` (int64); class names under ``classes``/``class_names`` become the classes.
   So ``np.savez("f.npz", x=features, y=labels)`` bakes columns ``x`` and ``label``.
+- 0-d entries of an ``.npz`` (``np.savez(f, x=x, sample_rate=16000)``) are no columns but
+  **attributes** of the cache: their values (numbers, booleans, text) are kept in the source's
+  identity, so in the manifest (``fingerprint.inputs.source.params.attributes``), and a change
+  rebuilds. A ``scipy.sparse.save_npz`` file is refused, naming what to do instead.
 - ``name.npy``: one array; ``image`` when shaped like images, else a column ``name``.
 - A folder of ``{split}_images.npy`` + ``{split}_labels.npy`` (the layout the old
   preprocessing scripts wrote: ``train_images.npy``, ``test_images.npy``, ...).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +96,14 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise SourceError(f"{path} is not a readable .npz without pickle: {e}") from None
 
 
+def _is_npy(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(6) == _NPY_MAGIC
+    except OSError:
+        return False
+
+
 def _text(x: Any) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
@@ -133,15 +146,15 @@ class ArraySource(Source):
     def __init__(self, columns: dict[str, np.ndarray], root: Path, files: list[Path], params: dict[str, Any],
                  classes: list[str] | None = None):
         where = ", ".join(str(f) for f in files)
+        for name, a in columns.items():  # before len(): a 0-d array has none
+            if a.dtype.hasobject or a.dtype.fields is not None or a.ndim == 0:
+                raise SourceError(f"{where}: array {name!r} has dtype {a.dtype} and shape {a.shape}; expected a "
+                                  "numeric, bool or string array with one row per item")
         lengths = {name: len(a) for name, a in columns.items()}
         if len(set(lengths.values())) > 1:
             shown = ", ".join(f"{n} ({k:,})" for n, k in lengths.items())
             raise SourceError(f"{where}: arrays of different lengths: {shown}; each array is a column and needs "
                               "one row per item")
-        for name, a in columns.items():
-            if a.dtype.hasobject or a.dtype.fields is not None or a.ndim == 0:
-                raise SourceError(f"{where}: array {name!r} has dtype {a.dtype} and shape {a.shape}; expected a "
-                                  "numeric, bool or string array with one row per item")
         self.layout = image_layout(columns["image"].shape, where) if "image" in columns else None
         if "label" in columns:
             columns = {**columns, "label": as_labels(columns["label"], len(columns["label"]), where)}
@@ -212,19 +225,55 @@ def _check_name(name: str, path: Path) -> None:
         raise SourceError(f"{path}: array {name!r} cannot be a column: {e}; rename it") from None
 
 
+_SPARSE_KEYS = {"data", "indices", "indptr", "format", "shape"}
+
+
+def attributes(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
+    """The 0-d entries of an ``.npz`` as JSON values (removed from ``arrays``); a sparse matrix is refused."""
+    if _SPARSE_KEYS <= set(arrays) or {"row", "col", "format", "shape", "data"} <= set(arrays):
+        fmt = _text(arrays["format"].item()) if arrays["format"].ndim == 0 else "?"
+        raise SourceError(f"{path} is a scipy.sparse matrix ({fmt}, shape {arrays['shape'].tolist()}) saved with "
+                          "scipy.sparse.save_npz, not one array per column; bake it from Python "
+                          "(scipy.sparse.load_npz(path).toarray() as a column, or a Dataset of its rows), or save "
+                          "it dense with np.savez")
+    out = {}
+    for name in [k for k, a in arrays.items() if a.ndim == 0]:
+        out[name] = _json_value(arrays.pop(name), name, path)
+    return out
+
+
+def _json_value(a: np.ndarray, name: str, path: Path) -> Any:
+    """A 0-d array as the JSON value the manifest can hold."""
+    if a.dtype.kind in "biuf":
+        value = a.item()
+        if isinstance(value, float) and not np.isfinite(value):
+            return str(value)  # JSON has no NaN or infinity
+        return value
+    if a.dtype.kind in "SU":
+        return _text(a.item())
+    if a.dtype.kind in "Mm":
+        return str(a)
+    raise SourceError(f"{path}: the 0-d entry {name!r} has dtype {a.dtype}, which a cache attribute (a JSON value: a "
+                      "number, a boolean or text) cannot hold; save it as a number or text, or as an array with one "
+                      "row per item")
+
+
 def from_npz(path: Path) -> ArraySource:
     arrays = load_npz(path)
+    attrs = attributes(arrays, path)
     class_key = _pick(arrays, CLASS_KEYS)
     classes = [_text(c) for c in arrays.pop(class_key).tolist()] if class_key else None
     if not arrays:
-        raise SourceError(f"{path} holds no arrays besides the class names; save the data with np.savez")
+        extra = f" and the 0-d entries {sorted(attrs)} (attributes)" if attrs else ""
+        raise SourceError(f"{path} holds no arrays besides the class names{extra}; save the data with np.savez")
     image_key = next((k for k in IMAGE_KEYS if k in arrays and looks_like_images(k, arrays[k])), None)
     label_key = next((k for k in LABEL_KEYS if k in arrays and _integral(arrays[k])), None)
     renamed = {image_key: "image", label_key: "label"}
     columns = {renamed.get(k, k): a for k, a in arrays.items()}
     for name in columns:
         _check_name(name, path)
-    params = {"images": image_key, "labels": label_key, "columns": sorted(columns)}
+    params = {"images": image_key, "labels": label_key, "columns": sorted(columns),
+              **({"attributes": attrs} if attrs else {})}
     return ArraySource(columns, path.parent, [path], params, classes)
 
 
@@ -263,13 +312,23 @@ def split_dir(root: Path) -> dict[str, ArraySource]:
     return out
 
 
+def is_npz(path: Path) -> bool:
+    """A zip archive of ``.npy`` members (what ``np.savez`` writes), whatever its name."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
 def arrays(path: Path) -> dict[str, ArraySource]:
-    """Splits of an ``.npz``/``.npy`` file (``{"": source}``) or a split folder."""
+    """Splits of an ``.npz``/``.npy`` file (``{"": source}``, by suffix, else by content) or a split folder."""
     if path.is_dir():
         return split_dir(path)
     suffix = path.suffix.lower()
-    if suffix == ".npz":
+    if suffix == ".npz" or suffix != ".npy" and is_npz(path):
         return {"": from_npz(path)}
-    if suffix == ".npy":
+    if suffix == ".npy" or _is_npy(path):
         return {"": from_npy(path)}
     raise SourceError(f"{path} is not a .npz or .npy file nor a folder of {{split}}_images.npy files")

@@ -1,12 +1,15 @@
-"""Audio folders: ``root/<class>/<recording>.{wav,flac,ogg}``, read with soundfile (libsndfile).
+"""Audio folders: ``root/<class>/<recording>.{wav,flac,ogg,mp3,...}``, read with soundfile (libsndfile).
 
 Items are ``{"signal": samples, "sample_rate": Hz, "label": class index}``. Recordings
 differ in length, so ``signal`` is a ragged column. soundfile is the reader librosa and
 torchaudio use; it is in the ``audio`` extra (``pip install 'prebake[audio]'``) and is
 imported only when a recording is read.
 
-Formats: WAV (8-bit unsigned, 16/24/32-bit signed PCM, 32/64-bit float, and the other
-libsndfile codecs), FLAC, OGG (Vorbis, Opus) and AIFF.
+Formats: every one libsndfile decodes (``soundfile.available_formats()``), by the suffixes
+of :data:`AUDIO_EXTENSIONS`: WAV (8-bit unsigned, 16/24/32-bit signed PCM, 32/64-bit float,
+u-law, A-law, ...), WAVEX, RF64, W64, FLAC, OGG (Vorbis, Opus), MP3, AIFF, AU, CAF, and
+the rarer AVR, HTK, IFF/SVX, MPC 2000, PAF, PVF, SD2, SDS, IRCAM, VOC, NIST, WVE, XI.
+MATLAB ``.mat`` and headerless RAW are left to other readers (a ``.mat`` is rarely audio).
 
 **One dtype for every file**, chosen by ``dtype`` (the ``audio_dtype`` setting), never by
 whichever file comes first. Every file is decoded to float64 in ``[-1, 1]`` (exact for
@@ -15,7 +18,10 @@ integer PCM up to 32 bits) and converted:
 - ``"int16"`` (default): ``round(x * 32768)``, clipped to int16. 16-bit files come back
   bit for bit; 24- and 32-bit files are rounded to 16 bits; 8-bit files are centred and
   scaled (``(u - 128) * 256``). Half the bytes of int32, and the resolution of a
-  digital stethoscope;
+  digital stethoscope. A float file's samples beyond full scale (``|x| > 1``) are clipped,
+  and counted in the build's notes (manifest, ``build.log``, a WARNING) with the fix:
+  int16 stays the default because one scale for every file matters more than the rare
+  over-range float file, and ``"float32"`` keeps them;
 - ``"int32"``: ``round(x * 2**31)``: full scale is ``2**31`` whatever the file's bit depth,
   so 24-bit samples are ``value * 256`` and mix with 16-bit ones on one scale;
 - ``"float32"``: the decoded values; float files above 1.0 are kept, not clipped.
@@ -30,8 +36,9 @@ Integer PCM is turned into float on the device (``prebake.crop_or_pad`` scales b
 - ``"all"``: ``(T, channels)``; every file must have the channel count of the first one.
 
 Bad items, with the reason in the manifest: a missing, empty, truncated (WAV: fewer
-frames than the header declares) or undecodable file, NaN or Inf samples in a float
-file, and a channel that is not there.
+frames than the header declares, counted with the frame size its channels and sample
+width give, so a wrong ``blockAlign`` does not make a whole file look cut) or undecodable
+file, NaN or Inf samples in a float file, and a channel that is not there.
 """
 
 from __future__ import annotations
@@ -46,8 +53,9 @@ import numpy as np
 
 from ..errors import BadItemError, OptionError, SourceError, opt
 from .folder import ClassFolderSource
+from .notes import note
+from .sniff import AUDIO_EXTENSIONS, FAMILY, sniff
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff")
 AUDIO_DTYPES = ("int16", "int32", "float32")
 _FULL_SCALE = {"int16": 2.0**15, "int32": 2.0**31}
 
@@ -85,6 +93,7 @@ class AudioFolderSource(ClassFolderSource):
     kind = "audio"
     what = "audio files"
     extensions = AUDIO_EXTENSIONS
+    content_family = "audio"
     ragged_columns = ("signal",)
 
     def __init__(self, root: str | os.PathLike[str], classes: Any = None, channel: str = "mix",
@@ -92,6 +101,9 @@ class AudioFolderSource(ClassFolderSource):
         self.channel, self.dtype = check_channel(channel), check_dtype(dtype)
         require_soundfile()
         super().__init__(root, classes)
+
+    def imports(self) -> tuple[str, ...]:
+        return ("soundfile",)
 
     def read_file(self, path: Path) -> dict[str, Any]:
         signal, rate = read_audio(path, self.channel, self.dtype)
@@ -117,14 +129,24 @@ def read_audio(path: Path, channel: str = "mix", dtype: str = "int16") -> tuple[
     try:
         with sf.SoundFile(str(path)) as f:
             rate, channels = f.samplerate, f.channels
-            x = f.read(dtype="float64", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise BadItemError(f"not a readable audio file ({e})") from None
-    if path.suffix.lower() == ".wav":
-        _check_wav_length(path, len(x), channels)
+            frames = -1 if f.seekable() else f.frames  # XI files are not seekable: soundfile needs the count
+            x = f.read(frames=frames, dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise BadItemError(f"not a readable audio file ({e}){_other_kind(path)}") from None
+    _check_wav_length(path, len(x), channels)
     if not np.isfinite(x).all():
         raise BadItemError("contains NaN or Inf samples")
     return _convert(_channels(x, channel), dtype), int(rate)
+
+
+def _other_kind(path: Path) -> str:
+    """What the file is instead, by its first bytes, when that is an image, a volume or a video."""
+    found = sniff(path)
+    kind = FAMILY.get(found or "")
+    if kind in (None, "audio"):
+        return ""
+    article = "an" if kind == "image" else "a"
+    return f": its content is {found} ({article} {kind}); read it from a folder or table of {kind}s"
 
 
 def _channels(x: np.ndarray, channel: str) -> np.ndarray:
@@ -143,11 +165,18 @@ def _convert(x: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float32":
         return x.astype(np.float32)
     info = np.iinfo(dtype)
+    over = int(np.count_nonzero(np.abs(x) > 1.0))  # only float files go beyond full scale (PCM tops out at 1)
+    if over:
+        note(f"audio samples beyond full scale clipped to {dtype}; keep them with {opt('audio_dtype', 'float32')}",
+             over)
     return np.clip(np.rint(x * _FULL_SCALE[dtype]), info.min, info.max).astype(dtype)
 
 
 def _check_wav_length(path: Path, frames: int, channels: int) -> None:
-    """A WAV whose data chunk is shorter than its header says was cut off (libsndfile reads what is there)."""
+    """A WAV whose data chunk is shorter than its header says was cut off (libsndfile reads what is there).
+
+    The header's frame count is taken at the larger of two frame sizes, ``blockAlign`` and channels x
+    bytes per sample (what libsndfile reads by), so a wrong ``blockAlign`` alone never looks like a cut."""
     declared, frame_bytes = _wav_data_size(path)
     if declared is None or frame_bytes <= 0 or declared == 0xFFFFFFFF:  # unknown, or a streamed/RF64 size
         return
@@ -156,7 +185,8 @@ def _check_wav_length(path: Path, frames: int, channels: int) -> None:
 
 
 def _wav_data_size(path: Path) -> tuple[int | None, int]:
-    """(bytes the ``data`` chunk declares, bytes per frame) from the RIFF chunk headers; None if not found."""
+    """(bytes the ``data`` chunk declares, bytes per frame) from the RIFF chunk headers; None if not found.
+    Bytes per frame: the larger of blockAlign and channels x whole bytes per sample."""
     frame_bytes = 0
     with open(path, "rb") as f:
         if f.read(12)[:4] != b"RIFF":
@@ -168,8 +198,17 @@ def _wav_data_size(path: Path) -> tuple[int | None, int]:
             name, size = head[:4], struct.unpack("<I", head[4:])[0]
             if name == b"fmt ":
                 fmt = f.read(size + (size & 1))
-                frame_bytes = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0  # block align
+                frame_bytes = _frame_bytes(fmt)
             elif name == b"data":
                 return size, frame_bytes
             else:
                 f.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def _frame_bytes(fmt: bytes) -> int:
+    """The larger of the fmt chunk's blockAlign and channels x whole bytes per sample (0: unknown)."""
+    if len(fmt) < 14:
+        return 0
+    channels, block_align = struct.unpack("<H", fmt[2:4])[0], struct.unpack("<H", fmt[12:14])[0]
+    bits = struct.unpack("<H", fmt[14:16])[0] if len(fmt) >= 16 else 0
+    return max(block_align, channels * ((bits + 7) // 8))

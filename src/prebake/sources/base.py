@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import importlib
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -68,6 +69,11 @@ class Source(abc.ABC):
     def __len__(self) -> int:
         return len(self.keys())
 
+    def imports(self) -> tuple[str, ...]:
+        """Modules :meth:`read` imports on first use. The build imports them once, before its workers fork,
+        so that no worker pays for them again (:func:`import_ahead`)."""
+        return ()
+
     def item_identities(self) -> list[str] | None:
         """Optional: one string per item that changes whenever the item's input does.
 
@@ -86,3 +92,18 @@ class Source(abc.ABC):
         content = self.content_hash if content is None else content
         return {"kind": self.kind, "root": str(root), "params": dict(params),
                 "files": file_identity(files, root, content=content)}
+
+
+def import_ahead(modules: Iterable[str]) -> None:
+    """Import ``modules`` in this process: forked workers inherit them instead of each importing its own
+    (``scipy.signal`` costs 0.6-1.4 s a process: two workers each paying it started slower than one,
+    benchmarks/startup.py). A module that is not installed is left to the reader's own error."""
+    for name in dict.fromkeys(modules):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        if name == "PIL.Image":
+            from PIL import Image
+
+            Image.init()  # Pillow imports its format plugins at the first open

@@ -16,9 +16,12 @@
 - ``keep_columns`` are kept as columns of their own, under their own names (patient id,
   study, age): int64 when every value is an integer, float64 when every value is a
   number, else strings (``<U`` as wide as the longest value). They are not labels.
-- A path ending in ``.nii``, ``.nii.gz``, ``.dcm`` or ``.npy``, or naming a directory (a
-  DICOM series), is a volume: the item gets ``image`` (C, D, H, W) at full bit depth and
-  ``spacing``, ``origin`` and ``affine`` (:mod:`prebake.sources.volume_readers`).
+- Each file is read by what it holds, its first bytes before its name (:mod:`.by_content`):
+  a volume (NIfTI, DICOM, also named ``IM000001``, MGH, MINC, PAR/REC, AFNI, Analyze,
+  ``.npy``) or a directory (a DICOM series) gives ``image`` (C, D, H, W) at full bit depth
+  and ``spacing``, ``origin`` and ``affine`` (:mod:`prebake.sources.volume_readers`); an image
+  gives ``image``. A table of recordings (``reads="audio"``, ``--kind audio``, or most rows
+  audio) gives ``signal`` (ragged) and ``sample_rate`` (:mod:`prebake.sources.audio`).
 - A bad row (wrong number of fields, empty path, empty or unparseable label, missing
   file) becomes a :class:`BadItemError` at :meth:`CsvSource.read` time, with its row
   number, so every other row still builds. Row numbers are CSV line numbers (the
@@ -38,16 +41,11 @@ import numpy as np
 from ..cache.format import validate_column_name
 from ..errors import BadItemError, FormatError, OptionError, SourceError, opt
 from ..identity.files import file_identity
+from .audio import check_channel, check_dtype
 from .base import Source
-from .images import DEFAULT_MAX_PIXELS, decode_image
-from .volume_readers import (
-    DEFAULT_MAX_VOXELS,
-    identity_files,
-    is_series_dir,
-    is_volume_path,
-    libraries_for,
-    read_volume,
-)
+from .by_content import READS, SNIFFED_ROWS, Readers, read_file, require_readers, row_family, table_reads
+from .images import DEFAULT_MAX_PIXELS
+from .volume_readers import DEFAULT_MAX_VOXELS, identity_files
 
 #: Column names tried, in order, when no path column is given.
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
@@ -161,8 +159,15 @@ class CsvSource(Source):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         keep_columns: tuple[str, ...] = (),
         max_voxels: int = DEFAULT_MAX_VOXELS,
+        reads: str | None = None,
+        readers: Readers | None = None,
     ):
-        self.max_pixels, self.max_voxels = int(max_pixels), int(max_voxels)
+        readers = readers or Readers()
+        self.readers = Readers(int(max_pixels), int(max_voxels), readers.nan_fill, check_channel(readers.channel),
+                               check_dtype(readers.audio_dtype))
+        self.max_pixels, self.max_voxels = self.readers.max_pixels, self.readers.max_voxels
+        if reads is not None and reads not in READS:
+            raise OptionError(f"a CSV table reads {' or '.join(READS)}, not {reads!r}")
         self.keep_columns = tuple(keep_columns)
         self.csv_path = Path(csv_path).resolve()
         self.base_dir = Path(base_dir).resolve() if base_dir is not None else self.csv_path.parent
@@ -180,14 +185,28 @@ class CsvSource(Source):
         self.label_names = self._label_columns(header, label_columns)
         self._split_fields(header, fields)
         self._kept = kept_columns(self.csv_path, header, fields, self._rows, self.keep_columns, self.path_column)
-        self._volumes = [bool(r.path) and (is_volume_path(r.path) or is_series_dir(self._file(r))) for r in self._rows]
-        libraries_for([r.path for r, v in zip(self._rows, self._volumes) if v])
+        self._read_as(reads)
         self.classes: list[str] | None = None
         self._labels: list[Any] = [None] * len(self._rows)
         if len(self.label_names) == 1:
             self._single_labels()
         elif self.label_names:
             self._multi_labels()
+
+    def _read_as(self, forced: str | None) -> None:
+        """Decide what the table reads (audio or media) and check its readers are installed."""
+        paths = [self._file(r) for r in self._rows if r.path]
+        families = [row_family(p, k < SNIFFED_ROWS) for k, p in enumerate(paths)]
+        self.reads = table_reads(families, forced)
+        require_readers(self.reads, paths, families)
+        found = iter(families)
+        self._volumes = [bool(r.path) and next(found) == "volume" for r in self._rows]
+        if self.reads == "audio":
+            self.ragged_columns = ("signal",)  # type: ignore[misc]
+
+    def imports(self) -> tuple[str, ...]:
+        volumes = ("nibabel", "pydicom", "pydicom.pixels") if any(self._volumes) else ()
+        return ("soundfile",) if self.reads == "audio" else ("PIL.Image", *volumes)
 
     def _label_columns(self, header: list[str], wanted: tuple[str, ...]) -> list[str]:
         if not wanted:
@@ -265,8 +284,7 @@ class CsvSource(Source):
         if row.error is not None:
             raise BadItemError(row.error)
         try:
-            item: dict[str, Any] = read_volume(self._file(row), self.max_voxels) if self._volumes[index] else \
-                {"image": decode_image(self._file(row), self.max_pixels)}
+            item: dict[str, Any] = read_file(self._file(row), self.reads, self.readers)
         except BadItemError as e:
             raise BadItemError(e.reason) from None  # the key already names the row and the file
         item.update({name: values[index] for name, values in self._kept.items()})
@@ -293,10 +311,18 @@ class CsvSource(Source):
         params = {"csv": str(self.csv_path), "path_column": self.path_column, "label_columns": list(self.label_names),
                   "max_pixels": self.max_pixels, "delimiter": self.delimiter,
                   **({"keep_columns": list(self.keep_columns)} if self.keep_columns else {}),
-                  **({"max_voxels": self.max_voxels} if self.max_voxels != DEFAULT_MAX_VOXELS else {})}
+                  **({"max_voxels": self.max_voxels} if self.max_voxels != DEFAULT_MAX_VOXELS else {}),
+                  **self._reading_params()}
         out = self.describe_files(self.base_dir, params, files)
         out["files"].update(file_identity([self.csv_path], self.base_dir, content=True))
         return out
+
+
+    def _reading_params(self) -> dict[str, Any]:
+        """What changes the items beyond the files (only what is set, so older caches' identities hold)."""
+        r = self.readers
+        audio = {"reads": "audio", "channel": r.channel, "audio_dtype": r.audio_dtype} if self.reads == "audio" else {}
+        return {**audio, **({"nan_fill": r.nan_fill} if r.nan_fill is not None else {})}
 
 
 def _label_text(label: Any) -> str:

@@ -8,7 +8,9 @@ or the same one level down per split (``pets/train/cat/...``, ``pets/val/cat/...
 Classes are the sorted subfolder names, and label = index in that list. For split
 folders the class list is the sorted union over all splits, so a label means the same
 class in every split. Items are sorted by (class, relative path); class folders are
-searched recursively. Hidden files and folders (name starting with '.') are skipped, as
+searched recursively. A file is an item by its suffix, or, when its name has no suffix
+that says what it is (``take_01``, ``IM000001``), by its first bytes (:mod:`.sniff`).
+Hidden files and folders (name starting with '.') are skipped, as
 are files of other types, and prebake caches (a folder with a ``manifest.json``, a
 ``.partial`` or ``.replaced`` build folder, or a folder of such folders): a cache built
 inside its own source folder, ``prebake build photos photos/cache``, never becomes a
@@ -32,6 +34,7 @@ from ..errors import SourceError
 from ..identity.files import file_identity
 from .base import Source
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, decode_image, is_image_file
+from .sniff import family, name_family
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ class ClassFolderSource(Source):
     #: What the files are, and their extensions, for messages.
     what: ClassVar[str] = "files"
     extensions: ClassVar[tuple[str, ...]] = ()
+    #: What a file without a telling suffix must hold, by its first bytes, to be an item (None: suffixes only).
+    content_family: ClassVar[str | None] = None
 
     def __init__(self, root: str | os.PathLike[str], classes: Iterable[str] | None = None):
         self.root = Path(root).resolve()
@@ -114,9 +119,17 @@ class ClassFolderSource(Source):
         found: list[str] = []
         for dirpath, dirnames, filenames in os.walk(class_dir):
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_cache_tree(Path(dirpath) / d)]
-            rel = Path(dirpath).relative_to(class_dir)
-            found.extend((rel / f).as_posix() for f in filenames if not f.startswith(".") and self.is_item_file(f))
+            here = Path(dirpath)
+            rel = here.relative_to(class_dir)
+            found.extend((rel / f).as_posix() for f in filenames if not f.startswith(".") and self._is_item(here / f))
         return sorted(found)
+
+    def _is_item(self, path: Path) -> bool:
+        if self.is_item_file(path.name):
+            return True
+        if self.content_family is None:
+            return False
+        return name_family(path.name) is None and family(path) == self.content_family
 
     def keys(self) -> list[str]:
         return self._paths
@@ -142,6 +155,7 @@ class ImageFolderSource(ClassFolderSource):
     kind = "imagefolder"
     what = "image files"
     extensions = IMAGE_EXTENSIONS
+    content_family = "image"
 
     def __init__(self, root: str | os.PathLike[str], classes: Iterable[str] | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -151,6 +165,9 @@ class ImageFolderSource(ClassFolderSource):
     @classmethod
     def is_item_file(cls, name: str) -> bool:
         return is_image_file(name)
+
+    def imports(self) -> tuple[str, ...]:
+        return ("PIL.Image",)
 
     def read_file(self, path: Path) -> dict[str, Any]:
         return {"image": decode_image(path, self.max_pixels)}

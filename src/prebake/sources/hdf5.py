@@ -1,10 +1,16 @@
 """An HDF5 file as a source: every dataset with one row per item becomes a column.
 
-- Top-level datasets whose first axis has the item count N are fixed columns under
-  their own names; N is the ``num_items`` attribute of a file ``prebake export`` wrote,
-  else the length shared by most datasets (``label`` and ``image`` decide a tie). Other
-  datasets are left out, with a warning that names them; in a file prebake exported,
-  every column its manifest lists must be there with N rows.
+- The datasets of the file's top level, or of the group ``group`` names (``hdf5_group``,
+  CLI ``--hdf5-group train``, or a path ``data.h5/train``: the layout Keras-era scripts
+  write, ``/train/x``, ``/train/y``), whose first axis has the item count N are columns;
+  N is the ``num_items`` attribute of a file ``prebake export`` wrote, else the length
+  shared by most datasets (``label`` and ``image`` decide a tie). Other datasets are left
+  out, with a warning that names them; in a file prebake exported, every column its
+  manifest lists must be there with N rows. A top level with no datasets but groups that
+  hold some is refused with the groups to choose from.
+- A variable-length dataset of numbers is a ragged column; a compound dataset gives one
+  column per field; a name that cannot be a column name is renamed by a stated rule and
+  the original kept in the source's identity (:mod:`.hdf5_columns`).
 - A group holding ``values`` and ``offsets`` is a ragged column. The offsets are checked
   as the cache's own are (:func:`prebake.cache.format.offsets_problem`: N + 1 values,
   non-decreasing from 0 to the rows of ``values``; any integer width); anything else is
@@ -33,12 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from ..cache.export import OFFSETS, VALUES, column_dtype, h5py_module, read_rows
+from ..cache.export import OFFSETS, SHAPES, VALUES, column_dtype, h5py_module, read_rows
 from ..cache.files import file_checksum
-from ..cache.format import offsets_problem, validate_column_name
-from ..errors import BadItemError, FormatError, SourceError
+from ..cache.format import offsets_problem
+from ..errors import BadItemError, SourceError, opt
 from ..identity.files import file_identity
 from .base import Source
+from .hdf5_columns import Column, group_columns, named
 from .hdf5links import LinkedFiles
 
 log = logging.getLogger(__name__)
@@ -50,8 +57,9 @@ class Hdf5Source(Source):
 
     kind = "hdf5"
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], group: str | None = None):
         self.path = Path(path).resolve()
+        self.group = group.strip("/") if group else None
         h5py = h5py_module()
         try:
             f = h5py.File(self.path, "r")
@@ -69,70 +77,98 @@ class Hdf5Source(Source):
 
     def _scan(self, f: Any) -> None:
         links = LinkedFiles(self.path)
-        fixed, ragged = self._members(f, links)
-        self.num_items = self._item_count(f, fixed, ragged)
-        counted = {k: g for k, g in ragged.items() if len(g[OFFSETS]) == self.num_items + 1 or "num_items" in f.attrs}
-        left_out = sorted(k for k, v in fixed.items() if len(v) != self.num_items)
-        left_out += sorted(k for k in ragged if k not in counted)
-        left_out += sorted(k for k in f if k not in fixed and k not in ragged)
+        base = self._base(f, links)
+        prefix = f"{self.group}/" if self.group else ""
+        for member in base:  # a dangling link is refused, not left out
+            links.follow(base, member, prefix + member)
+        columns, other = group_columns(base, prefix)
+        columns = [c for c in columns if self._usable(f, c, links)]
+        self.num_items = self._item_count(f, columns)
+        rows = {c.path: self._rows(f, c) for c in columns}
+        exported = "num_items" in f.attrs  # its ragged columns are checked below, never left out
+        kept = [c for c in columns if rows[c.path] == self.num_items or (c.kind == "ragged" and exported)]
+        left_out = sorted({c.path for c in columns if c not in kept} | {prefix + o for o in other})
         if left_out:
             log.warning("%s: left out %s: not one row per item (%d items)", self.path, ", ".join(left_out),
                         self.num_items)
         order = _manifest_order(f)
-        self.fixed = sorted((k for k in fixed if len(fixed[k]) == self.num_items), key=lambda k: order.get(k, len(order)))
-        self.ragged_columns = tuple(counted)  # type: ignore[misc]
-        for name in (*self.fixed, *self.ragged_columns):
-            _check_name(name, self.path)
-        if not self.fixed and not self.ragged_columns:
+        kept, self.renamed = named(sorted(kept, key=lambda c: order.get(c.name, len(order))))
+        if not kept:
             raise SourceError(f"{self.path} holds no dataset with a first axis of {self.num_items} rows to bake")
+        self.columns = kept
+        self.ragged_columns = tuple(c.name for c in kept if c.kind in ("ragged", "vlen"))  # type: ignore[misc]
         self._check_exported(order)
-        self._offsets = {k: self._checked_offsets(g, k) for k, g in counted.items()}
-        datasets = {k: fixed[k] for k in self.fixed} | {f"{k}/{VALUES}": counted[k][VALUES] for k in counted}
-        self.dtypes = {k.split("/")[0]: column_dtype(ds, f"{self.path}: dataset {k!r}") for k, ds in datasets.items()}
-        datasets.update({f"{k}/{OFFSETS}": counted[k][OFFSETS] for k in counted})
-        for where, ds in datasets.items():
-            links.storage(ds, where)
+        self._offsets = {c.name: self._checked_offsets(f[c.path], c.name) for c in kept if c.kind == "ragged"}
+        self.dtypes = {c.name: self._dtype(f, c) for c in kept}
+        for c in kept:
+            for part in ((VALUES, OFFSETS) if c.kind == "ragged" else ("",)):
+                links.storage(f[f"{c.path}/{part}" if part else c.path], f"{c.path}/{part}" if part else c.path)
         self.linked = list(links.files)
         self.classes = _classes(f)
-        self.order = sorted((*self.fixed, *self.ragged_columns), key=lambda k: order.get(k, len(order)))
+        self.order = [c.name for c in kept]
 
-    def _members(self, f: Any, links: LinkedFiles) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Top-level datasets of at least one axis, and ragged groups; a dangling link is refused."""
+    def _base(self, f: Any, links: LinkedFiles) -> Any:
+        """The group whose members are the columns: the file, or ``group``."""
+        if self.group is None:
+            return f
         h5py = h5py_module()
-        fixed, ragged = {}, {}
-        for name in f:
-            links.follow(f, name, name)
-            obj = f[name]
-            if isinstance(obj, h5py.Dataset) and obj.ndim >= 1:
-                fixed[name] = obj
-            elif isinstance(obj, h5py.Group) and VALUES in obj and OFFSETS in obj:
-                for part in (VALUES, OFFSETS):
-                    links.follow(obj, part, f"{name}/{part}")
-                if not all(isinstance(obj[p], h5py.Dataset) and obj[p].ndim >= 1 for p in (VALUES, OFFSETS)):
-                    raise SourceError(f"{self.path}: group {name!r} has {VALUES} and {OFFSETS} that are not both "
-                                      "datasets of at least one axis; a ragged column needs both: fix the file")
-                ragged[name] = obj
-        return fixed, ragged
+        links.follow(f, self.group, self.group)
+        obj = f.get(self.group)
+        if not isinstance(obj, h5py.Group):
+            raise SourceError(f"{self.path} has no group {self.group!r} ({opt('hdf5_group')}); its groups with "
+                              f"datasets are {_data_groups(f) or 'none'}")
+        return obj
 
-    def _item_count(self, f: Any, fixed: dict[str, Any], ragged: dict[str, Any]) -> int:
+    def _usable(self, f: Any, c: Column, links: LinkedFiles) -> bool:
+        """A ragged group needs both parts as datasets of at least one axis (else a SourceError)."""
+        if c.kind != "ragged":
+            return True
+        h5py = h5py_module()
+        group = f[c.path]
+        for part in (VALUES, OFFSETS):
+            links.follow(group, part, f"{c.path}/{part}")
+        if not all(isinstance(group[p], h5py.Dataset) and group[p].ndim >= 1 for p in (VALUES, OFFSETS)):
+            raise SourceError(f"{self.path}: group {c.path!r} has {VALUES} and {OFFSETS} that are not both "
+                              "datasets of at least one axis; a ragged column needs both: fix the file")
+        return True
+
+    @staticmethod
+    def _rows(f: Any, c: Column) -> int:
+        return len(f[c.path][OFFSETS]) - 1 if c.kind == "ragged" else len(f[c.path])
+
+    def _dtype(self, f: Any, c: Column) -> np.dtype:
+        where = f"{self.path}: dataset {c.path!r}"
+        if c.kind == "ragged":
+            return column_dtype(f[c.path][VALUES], where)
+        ds = f[c.path]
+        if c.kind == "field":
+            return ds.dtype.fields[c.field][0]
+        if c.kind == "vlen":
+            return np.dtype(h5py_module().check_vlen_dtype(ds.dtype))
+        return column_dtype(ds, where)
+
+    def _item_count(self, f: Any, columns: list[Column]) -> int:
         if "num_items" in f.attrs:
             n = f.attrs["num_items"]
             if not isinstance(n, (int, np.integer)) or isinstance(n, (bool, np.bool_)) or n < 0:
                 raise SourceError(f"{self.path}: the attribute num_items is {n!r}, not a whole number of items; "
                                   "export the cache again, or delete the attribute")
             return int(n)
-        lengths = Counter(len(v) for v in fixed.values())
-        lengths.update(len(g[OFFSETS]) - 1 for g in ragged.values())
+        lengths = Counter(self._rows(f, c) for c in columns)
         if not lengths:
-            raise SourceError(f"{self.path} holds no datasets (at the top level) to bake")
+            where = f"in the group {self.group!r}" if self.group else "at the top level"
+            groups = _data_groups(f)
+            fix = f"; choose a group with {opt('hdf5_group')}: {', '.join(groups)}" if groups and not self.group else ""
+            raise SourceError(f"{self.path} holds no datasets {where} to bake{fix}")
+        fixed = {c.name: self._rows(f, c) for c in columns if c.kind == "fixed"}
         for name in ("label", "image"):
-            if name in fixed and lengths[len(fixed[name])] == max(lengths.values()):
-                return len(fixed[name])
+            if name in fixed and lengths[fixed[name]] == max(lengths.values()):
+                return fixed[name]
         return lengths.most_common(1)[0][0]
 
     def _check_exported(self, order: dict[str, int]) -> None:
         """Every column the manifest of an exported file lists must be there, with one row per item."""
-        missing = sorted(set(order) - set(self.fixed) - set(self.ragged_columns))
+        missing = sorted(set(order) - {c.name for c in self.columns})
         if missing:
             raise SourceError(f"{self.path}: its manifest lists the columns {missing}, which the file does not hold "
                               f"with {self.num_items} rows each: it was changed after the export; export it again")
@@ -167,20 +203,27 @@ class Hdf5Source(Source):
     def read(self, index: int) -> dict[str, Any]:
         f = self._open()
         try:
-            item = {}
-            for name in self.order:  # the exported cache's column order
-                if name in self._offsets:
-                    lo, hi = self._offsets[name][index], self._offsets[name][index + 1]
-                    item[name] = read_rows(f[name][VALUES], slice(int(lo), int(hi)), self.dtypes[name])
-                else:
-                    item[name] = read_rows(f[name], index, self.dtypes[name])
-        except (OSError, ValueError, KeyError) as e:
+            return {c.name: self._value(f, c, index) for c in self.columns}  # the exported cache's column order
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise BadItemError(f"cannot read row {index} of {self.path.name}: {e}") from None
-        return item
+
+    def _value(self, f: Any, c: Column, index: int) -> np.ndarray:
+        dtype = self.dtypes[c.name]
+        if c.kind == "ragged":
+            lo, hi = self._offsets[c.name][index], self._offsets[c.name][index + 1]
+            rows = read_rows(f[c.path][VALUES], slice(int(lo), int(hi)), dtype)
+            return rows.reshape(f[c.path][SHAPES][index]) if SHAPES in f[c.path] else rows  # a ragged N-D column
+        if c.kind == "field":
+            return np.asarray(f[c.path].fields(c.field)[index], dtype=dtype)
+        if c.kind == "vlen":
+            return np.asarray(f[c.path][index], dtype=dtype).reshape(-1)
+        return read_rows(f[c.path], index, dtype)
 
     def describe(self) -> dict[str, Any]:
         st = self.path.stat()
-        params = {"file": self.path.name, "columns": self.order, "xxh3_64": file_checksum(self.path)}
+        params = {"file": self.path.name, "columns": self.order, "xxh3_64": file_checksum(self.path),
+                  **({"group": self.group} if self.group else {}),
+                  **({"renamed": self.renamed} if self.renamed else {})}  # the file's own names, kept in the manifest
         files = {self.path.name: [st.st_size, 0]}  # content, not mtime, decides
         files.update(file_identity(self.linked, self.path.parent, content=self.content_hash))
         return {"kind": self.kind, "root": str(self.path.parent), "params": params, "files": files}
@@ -212,8 +255,14 @@ def _classes(f: Any) -> list[str] | None:
     return [str(c) for c in value] if isinstance(value, list) else None
 
 
-def _check_name(name: str, path: Path) -> None:
-    try:
-        validate_column_name(name)
-    except FormatError as e:
-        raise SourceError(f"{path}: dataset {name!r} cannot be a column: {e}; rename it") from None
+def _data_groups(f: Any) -> list[str]:
+    """The groups of the file that directly hold a dataset (what ``hdf5_group`` can name), at most ten."""
+    h5py = h5py_module()
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if len(found) < 10 and isinstance(obj, h5py.Group) and any(isinstance(obj.get(m), h5py.Dataset) for m in obj):
+            found.append(name)
+
+    f.visititems(visit)
+    return found

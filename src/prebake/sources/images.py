@@ -16,6 +16,12 @@ Mode conversion rules (the cache stores 8-bit RGB):
 - 32-bit int (``I``): values in [0, 65535] are 16-bit data (16-bit PNG/TIFF open this
   way in some Pillow versions) and get ``>> 8``; wider values are clipped at 0 and get ``>> 23``.
 - Float (``F``): values in [0, 1] are scaled by 255; others are clipped to [0, 255]; NaN is 0.
+- 16-bit colour (48-bit RGB, 64-bit RGBA PNG or TIFF): Pillow decodes it at 8 bits per
+  channel; the image is kept so, and counted in the build's notes (:mod:`.notes`).
+
+Multi-frame files (an animated GIF, PNG or WebP, a multi-page TIFF) give their **first
+frame**, as ``Image.open(path).convert("RGB")`` (torchvision's loader) does, so a folder of
+stills and GIFs is one column of images; the frames left out are counted in the notes.
 
 Truncated files always fail: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never enabled, and a
 file that ends before its format's end marker (JPEG, PNG) or declared size (WebP) is
@@ -40,9 +46,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import BadItemError, opt
-
-#: Extensions (lower case) that image folders and CSV tables treat as images.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from .notes import note
+from .sniff import FAMILY, IMAGE_EXTENSIONS, sniff
 
 #: Images with more pixels are bad items, refused from their header: 64 Mpx is 192 MiB of
 #: decoded RGB per worker (an 8K frame has 33 Mpx).
@@ -72,6 +77,7 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
             im.load()
             if im.width == 0 or im.height == 0:
                 raise BadItemError(f"zero-size image ({im.width}x{im.height})")
+            _note_losses(im, path)
             oriented = ImageOps.exif_transpose(im)
             return full_depth(oriented) if oriented.mode.startswith("I;16") else to_rgb(oriented)
     except BadItemError:
@@ -81,6 +87,31 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
         raise BadItemError(f"decompression bomb: {str(e).split(', could')[0]}") from None
     except Exception as e:  # noqa: BLE001 - Pillow plugins raise many types on corrupt data
         raise BadItemError(_decode_failure(path, e)) from None
+
+
+def _note_losses(im: Image.Image, path: Path) -> None:
+    """Count what the decode leaves out: frames after the first, colour bits beyond 8."""
+    if getattr(im, "is_animated", False):  # cheap; n_frames may scan the whole file
+        note("frames after the first of multi-frame images (animated GIF/PNG/WebP, multi-page TIFF) left out: each "
+             "image keeps its first frame", int(im.n_frames) - 1)
+    if im.mode in ("RGB", "RGBA") and _colour_bits(im, path) > 8:
+        note("16-bit-per-channel colour images (48/64-bit) reduced to 8 bits per channel (Pillow decodes them so)", 1)
+
+
+def _colour_bits(im: Image.Image, path: Path) -> int:
+    """Bits per colour sample as the file stores them (PNG's IHDR, TIFF's BitsPerSample); 8 when unknown."""
+    if im.format == "PNG":
+        try:
+            with open(path, "rb") as f:
+                head = f.read(26)
+        except OSError:
+            return 8
+        return head[24] if len(head) >= 26 and head[12:16] == b"IHDR" else 8
+    if im.format == "TIFF":
+        bits = getattr(im, "tag_v2", {}).get(258)
+        values = bits if isinstance(bits, tuple) else (bits,) if bits else ()
+        return max((int(b) for b in values), default=8)
+    return 8
 
 
 def _check_pixels(im: Image.Image, max_pixels: int) -> None:
@@ -103,6 +134,9 @@ def _decode_failure(path: Path, e: Exception) -> str:
     short = _shortfall(path)
     if short:
         return f"truncated image file: {short}; re-copy or re-download it"
+    other = _other_kind(path)
+    if other:
+        return "not a readable image" + other
     text = str(e)
     if "truncated" in text.lower():
         return f"truncated image: {text}"
@@ -111,6 +145,17 @@ def _decode_failure(path: Path, e: Exception) -> str:
     if isinstance(e, OSError):
         return f"cannot decode image: {text}"
     return f"cannot decode image: {type(e).__name__}: {text}"
+
+
+def _other_kind(path: Path) -> str:
+    """What the file is instead, by its first bytes, when that is a volume, audio or video."""
+    found = sniff(path)
+    kind = FAMILY.get(found or "")
+    if kind in (None, "image"):
+        return ""
+    where = {"volume": f"a volume folder ({opt('kind', 'volumes')}) or a CSV table",
+             "audio": "an audio folder or table", "video": f"a folder of clips ({opt('kind', 'video')})"}[kind]
+    return f": its content is {found} ({'an' if kind == 'audio' else 'a'} {kind}); read it from {where}"
 
 
 def _check_file(path: Path) -> None:

@@ -176,6 +176,9 @@ class VideoFolderSource(Source):
     def keys(self) -> list[str]:
         return [c.name for c in self.clips]
 
+    def imports(self) -> tuple[str, ...]:
+        return ("av", "PIL.Image", *(("soundfile",) if self.with_audio else ()))
+
     def read(self, index: int) -> dict[str, Any]:
         clip = self.clips[index]
         if clip.video is not None:

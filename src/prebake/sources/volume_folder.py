@@ -1,5 +1,6 @@
 """A folder of class subfolders of volumes: NIfTI files, ``.npy`` volumes, single DICOM files
-and DICOM series directories::
+and DICOM series directories, and nibabel's other formats (:mod:`.volume_formats`); a file whose
+name has no known suffix (``IM000001``) is listed when its first bytes are a volume's::
 
     scans/healthy/p001.nii.gz   scans/healthy/p002/  (a series: one file per slice)   scans/sick/p003.dcm
 
@@ -17,7 +18,9 @@ from typing import Any
 
 from ..identity.files import file_identity
 from .folder import ClassFolderSource, is_cache_tree
-from .volume_readers import DEFAULT_MAX_VOXELS, VOLUME_SUFFIXES, identity_files, is_series_dir, read_volume, require
+from .sniff import VOLUME_NAMES
+from .volume_formats import is_volume_file
+from .volume_readers import DEFAULT_MAX_VOXELS, identity_files, is_series_dir, read_volume, require
 
 
 class VolumeFolderSource(ClassFolderSource):
@@ -28,10 +31,12 @@ class VolumeFolderSource(ClassFolderSource):
     """
 
     kind = "volumes"
-    what = "volumes (.nii, .nii.gz, .dcm, .npy, DICOM series directories)"
-    extensions = VOLUME_SUFFIXES
+    what = "volumes (NIfTI, DICOM files and series directories, MGH, MINC, PAR/REC, AFNI, Analyze, ECAT, .npy)"
+    extensions = VOLUME_NAMES
 
-    def __init__(self, root: str | os.PathLike[str], classes: Any = None, max_voxels: int = DEFAULT_MAX_VOXELS):
+    def __init__(self, root: str | os.PathLike[str], classes: Any = None, max_voxels: int = DEFAULT_MAX_VOXELS,
+                 nan_fill: float | None = None):
+        self.nan_fill = nan_fill
         require("nibabel")
         require("pydicom")
         self.max_voxels = int(max_voxels)
@@ -51,11 +56,14 @@ class VolumeFolderSource(ClassFolderSource):
                     keep.append(d)
             dirnames[:] = keep
             rel = here.relative_to(class_dir)
-            found.extend((rel / f).as_posix() for f in filenames if not f.startswith(".") and self.is_item_file(f))
+            found.extend((rel / f).as_posix() for f in filenames if not f.startswith(".") and is_volume_file(here / f))
         return sorted(found)
 
+    def imports(self) -> tuple[str, ...]:
+        return ("nibabel", "pydicom", "pydicom.pixels")
+
     def read_file(self, path: Path) -> dict[str, Any]:
-        return read_volume(path, self.max_voxels)
+        return read_volume(path, self.max_voxels, self.nan_fill)
 
     def item_identities(self) -> list[str]:
         out = []
@@ -68,4 +76,5 @@ class VolumeFolderSource(ClassFolderSource):
         files = [f for p in self._paths for f in identity_files(self.root / p)]
         # the default limit stays out of the identity, so caches made before the limit existed stay fresh
         limit = {"max_voxels": self.max_voxels} if self.max_voxels != DEFAULT_MAX_VOXELS else {}
-        return self.describe_files(self.root, {"classes": list(self.classes), **limit}, files)
+        fill = {"nan_fill": self.nan_fill} if self.nan_fill is not None else {}
+        return self.describe_files(self.root, {"classes": list(self.classes), **limit, **fill}, files)

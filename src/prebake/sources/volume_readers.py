@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadItemError, SourceError
+from .volume_formats import finite, named_for_nibabel, pair_files, read_nibabel, volume_reader
 from .volume_geometry import (  # spacing_of: re-exported, the steps import it from here
     DICOM_FIX,
     file_geometry,
@@ -103,21 +104,32 @@ def libraries_for(paths: list[str]) -> None:
         require("pydicom")
 
 
-def read_volume(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
-    """The volume item at ``path`` (see the module docstring); raises BadItemError with the reason."""
+def read_volume(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXELS,
+                nan_fill: float | None = None) -> dict[str, Any]:
+    """The volume item at ``path`` (see the module docstring); raises BadItemError with the reason.
+
+    The reader is chosen by the file's content, then its name (:func:`.volume_formats.volume_reader`); NaN
+    voxels are refused, or filled with ``nan_fill`` (:func:`.volume_formats.finite`)."""
     path = Path(path)
-    name = path.name.lower()
     if path.is_dir():
-        return read_dicom_series(path, max_voxels)
+        return finite(read_dicom_series(path, max_voxels), nan_fill)
     if not path.exists():
         raise BadItemError("file not found")
     if path.stat().st_size == 0:
         raise BadItemError("empty file (0 bytes)")
-    if name.endswith(_NIFTI):
-        return read_nifti(path, max_voxels)
-    if name.endswith(".npy"):
+    return finite(_read_file(path, max_voxels, volume_reader(path)), nan_fill)
+
+
+def _read_file(path: Path, max_voxels: int, reader: str) -> dict[str, Any]:
+    if reader == "npy":
         return read_npy_volume(path, max_voxels)
-    return read_dicom_file(path, max_voxels)
+    if reader == "dicom":
+        return read_dicom_file(path, max_voxels)
+    with named_for_nibabel(path, reader) as named:  # a link with the suffix nibabel needs, if the name lacks it
+        if reader in ("nifti", "nifti1", "nifti2"):
+            return read_nifti(named, max_voxels)
+        values, stored, affine = read_nibabel(named, path.name, max_voxels, reader)
+    return volume_item(exact_dtype(values, stored), affine, path.name, "fix the header's geometry")
 
 
 # -- values ---------------------------------------------------------------------------------------
@@ -367,10 +379,11 @@ def _check_one_series(slices: list[Any], files: list[Path], where: str) -> None:
 
 
 def identity_files(path: Path) -> list[Path]:
-    """The files whose size and mtime stand for a volume's input: the file, or a series' slices."""
+    """The files whose size and mtime stand for a volume's input: the file (with the other half of a
+    header/data pair), or a series' slices."""
     if path.is_dir():
         try:
             return dicom_files(path)
         except BadItemError:
             return [path]
-    return [path]
+    return pair_files(path)

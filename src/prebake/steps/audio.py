@@ -48,6 +48,7 @@ class Resample(Step):
 
     needs: ClassVar[tuple[str, ...]] = ("signal", "sample_rate")
     option: ClassVar[str] = "sample_rate"
+    imports: ClassVar[tuple[str, ...]] = ("scipy.signal",)
     rate: int
 
     def __post_init__(self) -> None:
@@ -69,6 +70,7 @@ class BandPass(Step):
 
     needs: ClassVar[tuple[str, ...]] = ("signal", "sample_rate")
     option: ClassVar[str] = "bandpass"
+    imports: ClassVar[tuple[str, ...]] = ("scipy.signal",)
     low: float
     high: float
     order: int = 4

@@ -31,6 +31,8 @@ class Step:
     needs: ClassVar[tuple[str, ...]] = ()
     ragged: ClassVar[tuple[str, ...]] = ()
     option: ClassVar[str | None] = None
+    #: Modules the step imports on first use: a build imports them once before its workers fork.
+    imports: ClassVar[tuple[str, ...]] = ()
 
     def __call__(self, item: Item) -> Item:
         raise NotImplementedError

@@ -107,6 +107,7 @@ class SegmentCycles(Step):
 
     needs: ClassVar[tuple[str, ...]] = ("signal", "sample_rate")
     option: ClassVar[str] = "segment_cycles"
+    imports: ClassVar[tuple[str, ...]] = ("scipy.signal",)
     ragged: ClassVar[tuple[str, ...]] = CYCLE_COLUMNS
     length: int = 4000
     heart_rate: tuple[float, float] = (40.0, 150.0)
