@@ -94,6 +94,10 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("delimiter", "str", "CSV: the field separator (default: detected among , ; tab |)", "CHAR"),
     Key("keep_columns", "strs", "CSV: also keep this column, under its name, as a column of its own (repeatable): "
         "patient id, study, age; text stays text", "COLUMN"),
+    Key("nan_fill", "float", "volumes: put V where a voxel is NaN or infinite (the background of a registered scan), "
+        "counted in the manifest's notes (default: such a volume is a bad item)", "V"),
+    Key("hdf5_group", "str", "HDF5: the group whose datasets are the columns, e.g. train (default: the file's top "
+        "level; FILE.h5/train names it too)", "PATH"),
     Key("rgb", "bool", "every image as 8-bit RGB (16-bit grey PNG/TIFF are kept as uint16 otherwise)"),
     Key("orientation", "str", "volumes: reorient to these axis codes, e.g. RAS (nibabel's; as MONAI "
         "Orientation)", "CODES"),

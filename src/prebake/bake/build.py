@@ -38,7 +38,9 @@ from ..errors import BuildLockedError, DiskFullError, FormatError, PrebakeError,
 from ..identity import fingerprint as fpr
 from ..identity import reads
 from ..sources import DatasetSource, Source, SourceOptions, detect
+from ..sources.base import import_ahead
 from ..sources.hf import sources as hf_sources
+from ..sources.notes import note_lines
 from ..steps.pipeline import Pipeline
 from .buildlog import write_build_log
 from .commit import publish
@@ -183,6 +185,9 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
         if action == "resumed":
             reasons = ["resuming a build that was interrupted"]
     log.debug("%s %s: %d items, %d skipped", action, out, manifest["num_items"], len(manifest["skipped"]))
+    for line in note_lines(manifest.get("notes", [])):  # what the readers kept only part of (sources/notes.py)
+        log.warning("%s: %s", out, line)
+        warnings.append(line)
     report = BuildReport(split, out, action, reasons, manifest["num_items"], manifest["skipped"],
                          time.perf_counter() - t0, reused, warnings)
     write_build_log(report, fp)
@@ -420,6 +425,8 @@ def _worker_pool(job: Job, workers: int | None, num_items: int, watchdog: float 
         return
     global _JOB
     _JOB = job
+    # what the reads and steps import, once here rather than in every worker (benchmarks/startup.py)
+    import_ahead((*job.source.imports(), *(m for s in job.steps.items for m in getattr(s, "imports", ()))))
     dog = Watchdog(n, watchdog, lambda i: keys()[i]) if watchdog else None
     pool = WorkerPool(n, initializer=_init_worker, initargs=(os.getpid(),), watchdog=dog)  # notices a worker that dies
     try:

@@ -32,6 +32,7 @@ def write_build_log(report: Any, fingerprint: dict[str, Any]) -> Path:
     lines.append(f"items: {report.num_items:,} committed ({baked:,} baked, {report.reused:,} copied from the "
                  f"previous cache), {len(report.skipped):,} skipped, in {report.seconds:.2f} s")
     lines += [f"skipped: {s['key']}: {s['reason']}" for s in report.skipped]
+    lines += [f"warning: {w}" for w in report.warnings]  # what was not checked, what was kept only in part
     lines.append(f"fingerprint: {fingerprint.get('digest', '')}")
     path = Path(report.out) / BUILD_LOG
     path.write_text("\n".join(lines) + "\n")

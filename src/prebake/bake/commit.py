@@ -42,6 +42,7 @@ from ..cache.ownership import owned_cache, remove_cache
 from ..cache.splits import carry_splits
 from ..cache.stats import combine_stats, label_histogram
 from ..errors import ForeignOutputError, PrebakeError
+from ..sources.notes import merge_notes
 from .mapped import copy_rows
 from .plan import BuildPlan, ChunkResult, shard_files, tiles
 from .space import allocate_npy, check_free, npy_bytes
@@ -83,6 +84,9 @@ def seal(path: Path, plan: BuildPlan, done: Mapping[int, ChunkResult], keys: lis
         "item_ids": None if item_ids is None else _write_item_ids(path, item_ids[good]),
         "item_keys": _write_item_keys(path, [k for k, ok in zip(keys, good) if ok]),
     }
+    notes = merge_notes(r.notes for r in results)
+    if notes:  # what the readers kept only part of, counted (sources/notes.py)
+        manifest["notes"] = notes
     manifest = sign_manifest(manifest)
     write_json(path / MANIFEST, manifest)
     return manifest

@@ -78,15 +78,17 @@ class ChunkResult:
     bad: list[tuple[int, str]] = field(default_factory=list)
     stats: dict[str, list[Any]] = field(default_factory=dict)
     reads: dict[str, list[Any]] = field(default_factory=dict)
+    notes: dict[str, list[int]] = field(default_factory=dict)  # what the readers kept only part of (sources/notes.py)
 
     def to_json(self) -> str:
-        reads = {"reads": self.reads} if self.reads else {}
-        return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats, **reads})
+        extra = {k: v for k, v in (("reads", self.reads), ("notes", self.notes)) if v}
+        return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats, **extra})
 
     @classmethod
     def from_json(cls, line: str) -> ChunkResult:
         d = json.loads(line)
-        return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"], dict(d.get("reads") or {}))
+        return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"], dict(d.get("reads") or {}),
+                   dict(d.get("notes") or {}))
 
 
 def shard_files(path: Path, name: str, chunk: int) -> tuple[Path, Path]:

@@ -20,6 +20,7 @@ from ..cache.stats import chunk_stats
 from ..errors import BadItemError, SourceError, StrictModeError, opt
 from ..identity.reads import recording, take
 from ..sources.base import Source
+from ..sources.notes import take_notes
 from ..steps.pipeline import Pipeline
 from .mapped import MappedColumns
 from .partial import PartialCache
@@ -137,6 +138,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
     item_columns = plan.item_columns  # the stages' outputs are written by the building process
     fixed = [(c.name, cols[c.name]) for c in plan.fixed]
     ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in item_columns if c.ragged}
+    take_notes()  # what a read before this chunk noted (the probe's item) is not this chunk's
     result = ChunkResult(chunk)
     for k, i in enumerate(rows):
         working_on(i)
@@ -163,6 +165,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
     item_fixed = [c for c in item_columns if not c.ragged]
     result.stats = _chunk_stats(cols, ragged, item_fixed, rows, result.bad)
     result.reads = take()
+    result.notes = take_notes()
     return result
 
 
