@@ -142,7 +142,7 @@ class Hdf5Source(Source):
             return column_dtype(f[c.path][VALUES], where)
         ds = f[c.path]
         if c.kind == "field":
-            return ds.dtype.fields[c.field][0]
+            return ds.dtype.fields[c.field][0].base  # a subarray field's rows keep its shape, not its dtype
         if c.kind == "vlen":
             return np.dtype(h5py_module().check_vlen_dtype(ds.dtype))
         return column_dtype(ds, where)
