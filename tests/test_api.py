@@ -24,8 +24,8 @@ def test_public_names():
     for name in prebake.__all__:
         assert hasattr(prebake, name), name
     assert sorted(prebake.steps.__all__) == sorted([
-        "BandPass", "CenterCrop", "CropOrPad", "Function", "Orient", "Pipeline", "Resample", "Resize", "SegmentCycles",
-        "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window", "compile_steps",
+        "BandPass", "CenterCrop", "CropOrPad", "Function", "MonaiTransforms", "Orient", "Pipeline", "Resample",
+        "Resize", "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window", "compile_steps",
     ])
     for name in prebake.steps.__all__:
         assert hasattr(prebake.steps, name), name

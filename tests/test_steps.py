@@ -23,6 +23,7 @@ from prebake.steps import (
     CenterCrop,
     CropOrPad,
     Function,
+    MonaiTransforms,
     Orient,
     Resample,
     Resize,
@@ -269,6 +270,7 @@ REFUSED = [
     (lambda: CropOrPad((8, 8)), "CropOrPad(shape=(8, 8)): shape takes three sizes D H W"),
     (lambda: CropOrPad(8, value=True), "CropOrPad(value=True): value takes a finite number"),
     (lambda: Function(5), "a step must be callable (item dict -> item dict), got int"),
+    (lambda: MonaiTransforms([]), "MonaiTransforms(transforms=[]): give a non-empty list of MONAI transforms"),
 ]
 
 

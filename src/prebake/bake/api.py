@@ -93,6 +93,8 @@ def build(source: Any = None, out: str | os.PathLike[str] | None = None, steps: 
     for r in reports:
         if r.skipped and r.action != "up to date":
             log.warning("\n".join(skipped_summary(r, f"{r.out.name}/manifest.json")))
+    for r in reports:
+        r.remainder = plan[2].pipeline.remainder
     caches = {r.split: _opened(Cache(r.out), r) for r in reports}
     if split is not None:
         return caches[split]

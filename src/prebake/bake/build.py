@@ -91,7 +91,8 @@ class BuildReport:
     "rebuilt" or "up to date", for ``reasons``. ``num_items`` were committed, ``skipped``
     lists the bad items (index, key, reason), ``reused`` items were copied unchanged from
     the previous cache, in ``seconds``. ``warnings``: what the build could not check (a
-    dataset without ``fingerprint()``), also logged.
+    dataset without ``fingerprint()``), also logged. ``remainder``: the transforms of a MONAI
+    ``Compose`` from its first random one on, not baked: apply them per batch (None without one).
     """
 
     split: str
@@ -103,6 +104,7 @@ class BuildReport:
     seconds: float = 0.0
     reused: int = 0  # items copied unchanged from the previous cache instead of baked
     warnings: list[str] = field(default_factory=list)  # e.g. a dataset whose data identity is unknown
+    remainder: Any = None  # a MONAI Compose's random transforms, not baked: apply them per batch
 
 
 def skipped_summary(report: BuildReport, manifest: str, show: int = 10) -> list[str]:

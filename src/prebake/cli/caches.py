@@ -108,6 +108,8 @@ def _step(t: dict[str, Any]) -> str:
     """'Resize(size=224)', 'BandPass(low=25.0, high=400.0, order=4)', 'user(mymod:crop)'."""
     if t["name"] == "user":
         return f"user({t.get('function', '?')})"
+    if isinstance(t.get("transforms"), list):  # MonaiTransforms: its transforms' classes, not every attribute
+        return f"{t['name']}({', '.join(str(x.get('class')).rpartition('.')[2] for x in t['transforms'])})"
     params = ", ".join(f"{k}={v}" for k, v in t.items() if k != "name" and v is not False)
     return f"{t['name']}({params})" if params else t["name"]
 

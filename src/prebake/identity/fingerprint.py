@@ -98,11 +98,34 @@ def _explain_transforms(old: list[dict[str, Any]], new: list[dict[str, Any]]) ->
                 reasons += _explain_stage(prev, t)
             elif t["name"] == "user" and (prev.get("code"), prev.get("weights")) != (t.get("code"), t.get("weights")):
                 reasons += _explain_code("transform", prev, t)
+            elif isinstance(t.get("transforms"), list):  # a step made of nested parts (MonaiTransforms)
+                reasons += [f"transform {t['name']}: {where} {_short(a)} -> {_short(b)}"
+                            for where, a, b in _leaf_changes(prev, t, "")[:_EXAMPLES]]
             else:
                 reasons.append(f"transform {t['name']}: {_params(prev)} -> {_params(t)}")
     if not reasons:
         reasons.append("transform order changed")
     return reasons
+
+
+def _leaf_changes(old: Any, new: Any, where: str) -> list[tuple[str, Any, Any]]:
+    """``(path, old, new)`` of each changed value, ``transforms[3:Spacingd].spacing_transform.pixdim``."""
+    at = f"{where}." if where else ""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if old.get("class") != new.get("class"):
+            return [(at + "class", old.get("class"), new.get("class"))]
+        return [c for k in sorted(set(old) | set(new)) for c in _leaf_changes(old.get(k), new.get(k), at + k)]
+    if isinstance(old, list) and isinstance(new, list):
+        names = [[_class_name(a) for a in side] for side in (old, new)]
+        if len(old) != len(new):
+            return [(where or "value", names[0], names[1]) if any(names[0]) else (where or "value", old, new)]
+        return [c for i, (a, b) in enumerate(zip(old, new))
+                for c in _leaf_changes(a, b, f"{where}[{i}{':' + names[0][i] if names[0][i] else ''}]")]
+    return [] if old == new else [(where or "value", old, new)]
+
+
+def _class_name(described: Any) -> str:
+    return str(described.get("class", "")).rpartition(".")[2] if isinstance(described, dict) else ""
 
 
 def _explain_stage(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

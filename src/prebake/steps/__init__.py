@@ -16,6 +16,7 @@ the same list.
 - images (:mod:`.image`): :class:`Resize`, :class:`ShorterSide`, :class:`CenterCrop`, :class:`ToRGB8`;
 - 1-D signals (:mod:`.audio`, :mod:`.cycles`): :class:`Resample`, :class:`BandPass`, :class:`SegmentCycles`;
 - volumes (:mod:`.volume`): :class:`Orient`, :class:`Spacing`, :class:`Window`, :class:`CropOrPad`;
+- MONAI (:mod:`.monai`): :class:`MonaiTransforms`, a ``Compose``'s deterministic prefix (``steps=compose`` splits it);
 - yours: any function ``item -> item`` (:class:`Function`), and :class:`~prebake.Stage`.
 
 A new built-in step is a frozen dataclass subclassing :class:`Step` in the module of its
@@ -27,9 +28,11 @@ from .audio import BandPass, Resample
 from .base import Function, Step
 from .cycles import SegmentCycles
 from .image import CenterCrop, Resize, ShorterSide, ToCHW, ToRGB8
+from .monai import MonaiTransforms
 from .pipeline import Pipeline, compile_steps
 from .stage import Stage
 from .volume import CropOrPad, Orient, Spacing, Window
 
-__all__ = ["BandPass", "CenterCrop", "CropOrPad", "Function", "Orient", "Pipeline", "Resample", "Resize",
-           "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window", "compile_steps"]
+__all__ = ["BandPass", "CenterCrop", "CropOrPad", "Function", "MonaiTransforms", "Orient", "Pipeline", "Resample",
+           "Resize", "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window",
+           "compile_steps"]

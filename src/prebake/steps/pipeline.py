@@ -17,6 +17,7 @@ from ..errors import OptionError, cli_names, opt
 from .audio import BandPass, Resample
 from .base import Function, Item, Step, where
 from .image import ToCHW
+from .monai import expand as expand_monai
 from .stage import Stage
 
 _PROBE_ITEMS = 5
@@ -28,6 +29,7 @@ class Pipeline:
 
     items: tuple[Any, ...] = (ToCHW(),)
     stages: tuple[Stage, ...] = ()
+    remainder: Any = None  # a MONAI Compose's transforms from its first random one on: applied per batch
 
     def __call__(self, item: Item) -> Item:
         for step in self.items:
@@ -60,6 +62,7 @@ def compile_steps(steps: Iterable[Any] | None) -> Pipeline:
     """``steps`` (steps, functions of yours, stages) as a :class:`Pipeline`; see the module docstring."""
     if steps is None:
         return Pipeline()
+    steps, remainder = expand_monai(steps)  # a MONAI Compose: its deterministic prefix as steps (steps/monai.py)
     if isinstance(steps, (Step, Stage)) or callable(steps) and not isinstance(steps, (list, tuple)):
         steps = [steps]
     if not isinstance(steps, (list, tuple)):
@@ -86,7 +89,7 @@ def compile_steps(steps: Iterable[Any] | None) -> Pipeline:
                               "object, a function item -> item, or a prebake.Stage")
     if not items or not isinstance(items[-1], (Function, ToCHW)):
         items.append(ToCHW())
-    return Pipeline(tuple(items), tuple(stages))
+    return Pipeline(tuple(items), tuple(stages), remainder)
 
 
 def _shown(step: Any) -> str:
