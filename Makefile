@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test lint release-check bench faults integrations clean
+.PHONY: demo test lint docs release-check bench faults integrations clean
 
 $(VENV)/.torch:
 	@echo "creating $(VENV) with torch ($(or $(TORCH_INDEX),PyPI)): a minute or two on a first run"
@@ -39,6 +39,11 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
+
+# the docs site into docs/_build/html (Sphinx + MyST + furo: docs/conf.py says why); any warning fails it
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 # the built wheel in a fresh venv: prebake demo and the README quickstart, with no checkout on the path
 release-check: $(VENV)/.installed
