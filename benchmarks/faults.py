@@ -43,6 +43,7 @@ from tests.faults.trials.integrations import integrations  # noqa: E402
 from tests.faults.trials.inputs import bad_inputs  # noqa: E402
 from tests.faults.trials.kills import kill_builder, kill_worker  # noqa: E402
 from tests.faults.trials.loading import loading  # noqa: E402
+from tests.faults.trials.monai import monai  # noqa: E402
 from tests.faults.trials.options_resources import options_resources  # noqa: E402
 from tests.faults.trials.output_safety import output_safety  # noqa: E402
 from tests.faults.trials.reads import reads  # noqa: E402
@@ -83,6 +84,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("steps", lambda d: steps(d, n(200, 8), seed=13)),
         ("loading-release", lambda d: release(d, n(200, 10), seed=14)),
         ("integrations", lambda d: integrations(d, n(90, 6), seed=15)),
+        ("monai", lambda d: monai(d, n(60, 3), seed=16)),
     ]
 
 
