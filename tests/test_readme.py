@@ -1,4 +1,6 @@
-"""The README's quickstart runs as written, on the data ``prebake demo`` writes, on a CPU-only machine."""
+"""The README: at most 250 lines, its quickstart runs as written on the data ``prebake demo`` writes on a CPU-only
+machine, its results table is what docs/gen_results.py makes of benchmarks/results/*.json, and its links lead to
+files that exist. The rest of the documentation is docs/ (tests/test_docs.py runs its blocks)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 def quickstart_blocks() -> list[tuple[str, str]]:
@@ -38,4 +41,26 @@ def test_every_quickstart_block_runs_as_written(tmp_path):
         proc = subprocess.run(cmd, cwd=tmp_path / "prebake-demo", capture_output=True, text=True, env=env,
                               timeout=300)
         assert proc.returncode == 0, f"this {lang} block failed:\n{code}\n--- stderr:\n{proc.stderr[-3000:]}"
-    assert (tmp_path / "prebake-demo" / "photos.yaml").is_file()
+    for cache in ("cache/cifar10/train", "cache/cifar10/test", "cache/photos/train"):
+        assert (tmp_path / "prebake-demo" / cache / "manifest.json").is_file(), cache
+
+
+def test_the_readme_is_short():
+    assert len(README.read_text().splitlines()) <= 250, "the README is a summary: move the details into docs/"
+
+
+def test_the_results_table_is_what_the_json_gives():
+    sys.path.insert(0, str(ROOT / "docs"))
+    import gen_results
+
+    text = README.read_text()
+    files = gen_results.load(gen_results.RESULTS)
+    assert gen_results.rewrite_readme(text, files) == text, "run: python docs/gen_results.py --readme"
+    table = text.split(gen_results.BEGIN, 1)[1].split(gen_results.END, 1)[0]
+    assert table.count("\n| ") >= 6 and "2-core CPU" in table
+
+
+def test_the_links_lead_somewhere():
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text()):
+        if not target.startswith(("http://", "https://")):
+            assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
