@@ -36,6 +36,7 @@ from tests.faults.trials.concurrency import concurrent_builders, reader_during_s
 from tests.faults.trials.corruption import data_flips, manifest_flips, truncations  # noqa: E402
 from tests.faults.trials.ddp import ddp_subsets  # noqa: E402
 from tests.faults.trials.diskfull import disk_full  # noqa: E402
+from tests.faults.trials.docs import docs  # noqa: E402
 from tests.faults.trials.fuzz import fuzzed_manifests  # noqa: E402
 from tests.faults.trials.hangs import VARIANTS, parent_threads  # noqa: E402
 from tests.faults.trials.hdf5_exchange import hdf5_exchange  # noqa: E402
@@ -85,6 +86,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("loading-release", lambda d: release(d, n(200, 10), seed=14)),
         ("integrations", lambda d: integrations(d, n(90, 6), seed=15)),
         ("monai", lambda d: monai(d, n(60, 3), seed=16)),
+        ("docs", lambda d: docs(d, n(300, 20), seed=17)),
     ]
 
 
