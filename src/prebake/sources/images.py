@@ -74,10 +74,11 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
             opened = Image.open(path)
         with opened as im:
             _check_pixels(im, max_pixels)
+            deep = _deep(im)
             im.load()
             if im.width == 0 or im.height == 0:
                 raise BadItemError(f"zero-size image ({im.width}x{im.height})")
-            _note_losses(im, path)
+            _note_losses(im, deep)
             oriented = ImageOps.exif_transpose(im)
             return full_depth(oriented) if oriented.mode.startswith("I;16") else to_rgb(oriented)
     except BadItemError:
@@ -89,29 +90,18 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
         raise BadItemError(_decode_failure(path, e)) from None
 
 
-def _note_losses(im: Image.Image, path: Path) -> None:
-    """Count what the decode leaves out: frames after the first, colour bits beyond 8."""
+def _note_losses(im: Image.Image, deep: bool) -> None:
+    """Count what the decode leaves out: frames after the first, colour bits beyond 8 (``deep``: :func:`_deep`)."""
     if getattr(im, "is_animated", False):  # cheap; n_frames may scan the whole file
         note("frames after the first of multi-frame images (animated GIF/PNG/WebP, multi-page TIFF) left out: each "
              "image keeps its first frame", int(im.n_frames) - 1)
-    if im.mode in ("RGB", "RGBA") and _colour_bits(im, path) > 8:
+    if deep and im.mode in ("RGB", "RGBA"):
         note("16-bit-per-channel colour images (48/64-bit) reduced to 8 bits per channel (Pillow decodes them so)", 1)
 
 
-def _colour_bits(im: Image.Image, path: Path) -> int:
-    """Bits per colour sample as the file stores them (PNG's IHDR, TIFF's BitsPerSample); 8 when unknown."""
-    if im.format == "PNG":
-        try:
-            with open(path, "rb") as f:
-                head = f.read(26)
-        except OSError:
-            return 8
-        return head[24] if len(head) >= 26 and head[12:16] == b"IHDR" else 8
-    if im.format == "TIFF":
-        bits = getattr(im, "tag_v2", {}).get(258)
-        values = bits if isinstance(bits, tuple) else (bits,) if bits else ()
-        return max((int(b) for b in values), default=8)
-    return 8
+def _deep(im: Image.Image) -> bool:
+    """Whether the file stores colour at 16 bits a sample (a tile's raw mode says so before it is decoded)."""
+    return any(";16" in str(t[3]) for t in im.tile if len(t) > 3) and not im.mode.startswith(("I", "L"))
 
 
 def _check_pixels(im: Image.Image, max_pixels: int) -> None:

@@ -126,7 +126,7 @@ def volume_reader(path: Path) -> str:
     if found in ("nifti1", "nifti2") and lower.endswith(_NIFTI):
         return "nifti"
     if found in ("npy", "dicom") or found in NIBABEL_FORMATS:
-        return "npy" if found == "npy" else "dicom" if found == "dicom" else str(found)
+        return str(found)
     if found is not None:
         what = FAMILY.get(found, "other")
         raise BadItemError(f"{path.name}: its content is {found} ({'an' if what[0] in 'aeiou' else 'a'} {what}), not a "

@@ -1,0 +1,245 @@
+"""Real files, as they come: a mixed CSV of medical volumes and a folder of photos of every size, baked by prebake
+against the field's own readers in a loop, in one run.
+
+    python benchmarks/realdata.py                         # 2,400 images, 600 volume rows, 3 rounds
+    python benchmarks/realdata.py --images 300 --volumes 60 --rounds 1      # a quick look
+    python benchmarks/realdata.py --save                  # also benchmarks/results/realdata-<machine>.json
+
+The data (written once under runs/realdata/data): the volumes nibabel and pydicom ship that both read (NIfTI,
+MGZ, MINC-1/2, PAR/REC, AFNI, ECAT, DICOM files named with and without .dcm, RLE, big-endian; Analyze and NIfTI
+pairs nibabel writes), one CSV row per copy, rows shuffled; and JPEG/PNG photos of 96 to 800 px per side in class
+folders. Nothing is resized: every item keeps its shape (mixed shapes and dtypes are the point).
+
+Pipelines, each timed over the whole set, interleaved round by round (median of the rounds):
+
+- ``prebake``: ``prebake.build`` with 2 workers, from an empty output to a committed, checksummed cache;
+- ``reference loop``: one process reading every file with the field's reader (nibabel ``np.asanyarray(dataobj)``,
+  pydicom ``pixel_array`` with its rescale, Pillow ``convert("RGB")``) into a list of arrays, writing nothing;
+- ``MONAI LoadImage``: ``LoadImage(image_only=True)`` + ``EnsureChannelFirst`` per file in one process, when
+  MONAI imports (its readers for each format; files it has no reader for are counted, not timed as failures).
+
+Ratios are the reference's seconds over prebake's (above 1: prebake is faster). Target on a 2-core machine:
+prebake >= 1.5x the one-process loop on >= 2,000 images. Every item is checked first: prebake's values equal
+the reference reader's for every file (a mismatch stops the run). The volume column is asked for as float64
+(``dtypes``): the shipped files mix int16 CT, uint8, float32 and float64 MINC and an int64 ECAT, whose common
+type numpy's promotion would not hold exactly for int64, so prebake asks the user to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import prebake
+from prebake.cache.format import ITEM_KEYS
+from prebake.measure.bench import device_tag, machine, write_results
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from tests.faults.trials.shipped import (  # noqa: E402 - the catalogue the fault trial uses, one list
+    DICOM_READABLE,
+    DICOM_UNNAMED,
+    NIBABEL_READABLE,
+    copy_as,
+    nibabel_data,
+    pydicom_file,
+    reference,
+    written_volumes,
+)
+
+TARGET = 1.5
+
+
+def volume_table(d: Path, rows: int, seed: int) -> Path:
+    """A CSV of ``rows`` copies of the shipped volumes, shuffled, each file its own copy (no page-cache sharing)."""
+    originals = [nibabel_data() / n for n in NIBABEL_READABLE] + [pydicom_file(n) for n in DICOM_READABLE
+                                                                  + DICOM_UNNAMED]
+    originals += [p for p, _ in written_volumes(d / "written")]
+    paths = []
+    for k in range(rows):
+        src = originals[k % len(originals)]
+        paths.append(copy_as(src, d / "files" / f"{k:05d}" / src.name))
+    random.Random(seed).shuffle(paths)
+    table = d / "volumes.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"])
+        w.writerows([[p.relative_to(d).as_posix(), k % 3] for k, p in enumerate(paths)])
+    return table
+
+
+def image_folder(d: Path, count: int, seed: int) -> Path:
+    """Photos of every size (96 to 800 px a side, as datasets of photos hold them), JPEG and PNG, in 4 class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k in range(count):
+        h, w = (int(v) for v in rng.integers(96, 801, 2))
+        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        pixels = np.kron(base, np.ones((8, 8, 1), np.uint8))[:h, :w]  # photo-like blocks: JPEG sizes as a photo's
+        folder = d / f"class{k % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(pixels)
+        image.save(folder / f"{k:05d}.jpg", quality=90) if k % 3 else image.save(folder / f"{k:05d}.png")
+    return d
+
+
+def data(root: Path, images: int, volumes: int, seed: int) -> tuple[Path, Path]:
+    """The two sources, written once per size under ``root``."""
+    made = root / f"v{volumes}-i{images}-s{seed}"
+    if not (made / "done").exists():
+        shutil.rmtree(made, ignore_errors=True)
+        table = volume_table(made / "volumes", volumes, seed)
+        image_folder(made / "images", images, seed)
+        (made / "done").write_text(f"{table}\n")
+    return made / "volumes" / "volumes.csv", made / "images"
+
+
+def files_of(source: Path) -> list[tuple[Path, str]]:
+    if source.suffix == ".csv":
+        with open(source, newline="") as f:
+            return [(source.parent / r["path"], "volume") for r in csv.DictReader(f)]
+    return [(p, "image") for p in sorted(source.rglob("*")) if p.is_file()]
+
+
+def reference_loop(files: list[tuple[Path, str]]) -> int:
+    """Every file read by the field's reader, in one process; returns the bytes read into arrays."""
+    total = 0
+    for path, kind in files:
+        total += np.asarray(reference(path, kind)["image"]).nbytes
+    return total
+
+
+def monai_loop(files: list[tuple[Path, str]]) -> tuple[int, int]:
+    """Every file through MONAI's LoadImage + EnsureChannelFirst; (files read, files MONAI has no reader for)."""
+    from monai.transforms import Compose, EnsureChannelFirst, LoadImage
+
+    chain = Compose([LoadImage(image_only=True), EnsureChannelFirst()])
+    read = failed = 0
+    for path, _ in files:
+        try:
+            chain(str(path))
+            read += 1
+        except Exception:  # noqa: BLE001 - MONAI raises RuntimeError/OptionalImportError for formats it lacks
+            failed += 1
+    return read, failed
+
+
+def bake(source: Path, out: Path, workers: int) -> prebake.Cache:
+    shutil.rmtree(out, ignore_errors=True)
+    # int16 CT beside float64 MINC and an int64 ECAT: float64 holds every value these files have
+    dtypes = {"image": "float64"} if source.suffix == ".csv" else None
+    return prebake.build(source, out, workers=workers, progress=False, dtypes=dtypes)
+
+
+def check(cache: prebake.Cache, out: Path, files: list[tuple[Path, str]], source: Path) -> None:
+    """prebake's items equal the reference reader's, file for file (by key)."""
+    by_key = {p.relative_to(source.parent if source.suffix == ".csv" else source).as_posix(): (p, k)
+              for p, k in files}
+    keys = cache.manifest.get("skipped", [])
+    assert not keys, f"{source}: prebake skipped {len(keys)} items, e.g. {keys[0]}"
+    for i, key in enumerate(_item_keys(cache, out)):
+        path, kind = by_key[key.split(": ", 1)[-1]]
+        want = reference(path, kind)["image"]
+        got = np.asarray(cache[i]["image"])
+        got = got.transpose(1, 2, 0) if kind == "image" and got.ndim == 3 else got
+        if not np.array_equal(got, want):
+            raise SystemExit(f"{path}: prebake's values differ from the reference reader's")
+
+
+def _item_keys(cache: prebake.Cache, out: Path) -> list[str]:
+    """The source key of every row (the cache's own record of them)."""
+    return json.loads((out / ITEM_KEYS).read_text())
+
+
+def timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run(source: Path, name: str, rounds: int, workers: int, out: Path) -> dict[str, Any]:
+    files = files_of(source)
+    cache = bake(source, out / name, workers)
+    check(cache, out / name, files, source)
+    has_monai = _imports("monai")
+    monai_counts = monai_loop(files) if has_monai else None  # also its warm-up
+    reference_loop(files)  # warm-up: the page cache holds every file for every pipeline
+    times: dict[str, list[float]] = {"prebake": [], "reference loop": [], **({"MONAI LoadImage": []} if has_monai
+                                                                            else {})}
+    for _ in range(rounds):
+        times["prebake"].append(timed(lambda: bake(source, out / name, workers)))
+        times["reference loop"].append(timed(lambda: reference_loop(files)))
+        if has_monai:
+            times["MONAI LoadImage"].append(timed(lambda: monai_loop(files)))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"source": name, "items": len(files), "workers": workers, "seconds": times, "median_s": med,
+            "items_per_s": {k: len(files) / v for k, v in med.items()},
+            "ratio_vs_prebake": {k: v / med["prebake"] for k, v in med.items() if k != "prebake"},
+            "monai_read_unreadable": monai_counts, "target": TARGET if name == "images" else None,
+            "met": med["reference loop"] / med["prebake"] >= TARGET if name == "images" else None}
+
+
+def _imports(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=2400)
+    p.add_argument("--volumes", type=int, default=600, help="CSV rows of volumes")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="JSON path (default: runs/realdata/realdata-<machine>.json)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/realdata-<machine>.json")
+    args = p.parse_args()
+    warnings.simplefilter("ignore")
+    runs = HERE.parent / "runs" / "realdata"
+    table, images = data(runs / "data", args.images, args.volumes, args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=runs) as d:
+        for name, source in (("volumes (mixed CSV)", table), ("images", images)):
+            rows.append(run(source, name, args.rounds, args.workers, Path(d)))
+            print_row(rows[-1])
+    name = f"realdata-{device_tag('cpu')}.json"
+    record = {"machine": machine("cpu"), "rounds": args.rounds, "rows": rows,
+              "sizes": {"images": args.images, "volume_rows": args.volumes}}
+    for path in write_results(record, args.out or runs / name, HERE / "results" / name if args.save else None,
+                              root=HERE.parent):
+        print(f"wrote {path}")
+
+
+def print_row(row: dict[str, Any]) -> None:
+    print(f"\n{row['source']}: {row['items']:,} items, prebake with {row['workers']} workers")
+    for k, v in row["median_s"].items():
+        ratio = row["ratio_vs_prebake"].get(k)
+        shown = f"{ratio:.2f}x prebake's time" if ratio else ""
+        print(f"  {k:<18} {v:8.2f} s  {row['items_per_s'][k]:9.0f} items/s  {shown}")
+    if row["monai_read_unreadable"]:
+        read, failed = row["monai_read_unreadable"]
+        print(f"  MONAI read {read} files, had no reader for {failed}")
+    if row["target"]:
+        print(f"  target: prebake >= {row['target']}x the reference loop: {'met' if row['met'] else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()
