@@ -37,7 +37,9 @@ from tests.faults.trials.corruption import data_flips, manifest_flips, truncatio
 from tests.faults.trials.ddp import ddp_subsets  # noqa: E402
 from tests.faults.trials.diskfull import disk_full  # noqa: E402
 from tests.faults.trials.docs import docs  # noqa: E402
+from tests.faults.trials.formats import formats  # noqa: E402
 from tests.faults.trials.fuzz import fuzzed_manifests  # noqa: E402
+from tests.faults.trials.geometry import geometry  # noqa: E402
 from tests.faults.trials.hangs import VARIANTS, parent_threads  # noqa: E402
 from tests.faults.trials.hdf5_exchange import hdf5_exchange  # noqa: E402
 from tests.faults.trials.integrations import integrations  # noqa: E402
@@ -87,6 +89,8 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("integrations", lambda d: integrations(d, n(90, 6), seed=15)),
         ("monai", lambda d: monai(d, n(60, 3), seed=16)),
         ("docs", lambda d: docs(d, n(300, 20), seed=17)),
+        ("formats", lambda d: formats(d, n(688, 24), seed=18)),
+        ("geometry", lambda d: geometry(d, n(300, 18), seed=19)),
     ]
 
 
