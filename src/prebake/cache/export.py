@@ -8,6 +8,9 @@ Layout, declared here for the writer and for the reader (:mod:`prebake.sources.h
       /patient_id          (N,) UTF-8 strings
       /signal/values       (M, ...)   a ragged column: a group holding every item concatenated
       /signal/offsets      (N+1,) int64: item i is values[offsets[i]:offsets[i+1]]
+      /photo/values        (E,) a ragged N-D column: every item's elements, 1-D, in C order
+      /photo/offsets       (N+1,) int64: element offsets
+      /photo/shapes        (N, ndim) int64: item i is values[offsets[i]:offsets[i+1]] at shape shapes[i]
       attributes of /:     prebake_format, prebake_version, num_items, classes, manifest (JSON text)
 
 Every column dataset carries the attribute ``numpy_dtype``, the cache's dtype string, and
@@ -48,7 +51,7 @@ from .format import ColumnSpec, column_specs
 
 log = logging.getLogger(__name__)
 HDF5_FORMAT = "prebake-hdf5"
-VALUES, OFFSETS = "values", "offsets"
+VALUES, OFFSETS, SHAPES = "values", "offsets", "shapes"
 NUMPY_DTYPE = "numpy_dtype"  # attribute: the numpy dtype a dataset's rows read back into
 COMPRESSIONS = ("gzip", "lzf")
 _CHUNK_BYTES = 1 << 20
@@ -235,9 +238,14 @@ def _column_files(dir_fd: int, cache: Path, manifest: dict[str, Any], spec: Colu
     if not spec.ragged:
         [name] = spec.files
         return [_ColumnFile(dir_fd, cache / name, table[name], dtype, (n, *spec.shape))]
-    values, offsets = spec.files
-    return [_ColumnFile(dir_fd, cache / values, table[values], dtype, (-1, *spec.shape)),
-            _ColumnFile(dir_fd, cache / offsets, table[offsets], np.dtype(np.int64), (n + 1,))]
+    values, offsets = spec.files[:2]
+    row = () if spec.shaped else spec.shape
+    files = [_ColumnFile(dir_fd, cache / values, table[values], dtype, (-1, *row)),  # type: ignore[arg-type]
+             _ColumnFile(dir_fd, cache / offsets, table[offsets], np.dtype(np.int64), (n + 1,))]
+    if spec.shaped:
+        shapes = spec.files[2]
+        files.append(_ColumnFile(dir_fd, cache / shapes, table[shapes], np.dtype(np.int64), (n, spec.ndim)))
+    return files
 
 
 class _Copy:
@@ -254,6 +262,8 @@ class _Copy:
         group.attrs["ragged"] = True
         self.dataset(group, VALUES, files[0], stored, self.filters)
         self.dataset(group, OFFSETS, files[1], np.dtype(np.int64), {})
+        if spec.shaped:
+            self.dataset(group, SHAPES, files[2], np.dtype(np.int64), {})
 
     def dataset(self, parent: Any, name: str, src: _ColumnFile, stored: np.dtype | None, filters: dict[str, Any]) -> None:
         data = src.array

@@ -8,6 +8,10 @@ A cache is a directory of plain files that numpy alone can read::
       label.npy             int64 (N,)
       signal.values.npy     ragged column: every item concatenated along axis 0
       signal.offsets.npy    int64 (N+1,): item i is values[offsets[i]:offsets[i+1]]
+      photo.values.npy      ragged N-D column (items differ beyond axis 0): every item's elements,
+                            1-D, in C order
+      photo.offsets.npy     int64 (N+1,): element offsets, item i is values[offsets[i]:offsets[i+1]]
+      photo.shapes.npy      int64 (N, ndim): item i has shape shapes[i]
       _item_ids.npy         uint64 (N,), optional: xxh3 of each row's input identity, so a
                             rebuild copies unchanged rows instead of baking them again
       _item_keys.json       the source key of each row (a JSON list), so a rebuild can carry
@@ -26,6 +30,15 @@ checksum against corruption and careless edits, not a signature. Every value is 
 checked against the schema (:func:`check_manifest`): a ``files`` table must name exactly
 the files the format implies for its column, so no manifest can point a check at one
 file while the reader opens another.
+
+A column's manifest entry gives its ``shape`` with ``null`` for each axis that varies per item:
+``[3, 32, 32]`` is fixed; ``[null, 2]`` (only axis 0 varies) is a ragged column of rows
+(values + offsets); ``[3, null, null]`` (another axis varies: photos of many sizes) is a ragged
+N-D column (values + offsets + shapes). Every item has the same number of axes. The entry's
+optional ``schema`` records how the build decided it: the dtypes the items had, with counts,
+the rule that made the column's dtype from them, and the smallest and largest item shape.
+A prebake that predates the N-D layout refuses such a manifest (its shape check takes ``null``
+only at axis 0, and its files table has no shapes file), so it never misreads the values.
 """
 
 from __future__ import annotations
@@ -55,6 +68,7 @@ PLAN = "_plan.json"
 JOURNAL = "_journal.jsonl"
 SHARDS = "_shards"
 COMPACT, COMPACTED = "_compact", "_compacted"  # in a partial build: rows copied without the skipped ones
+REWRITE, REWRITTEN = "_rewrite", "_rewritten"  # in a partial build: columns rewritten to the schema of every item
 SPLITS = "splits.json"  # beside the columns, written by prebake split (not in the manifest)
 BUILD_LOG = "build.log"  # beside the columns: what the build did and why, in words (not in the manifest)
 
@@ -87,47 +101,74 @@ _MAX_DIM = 1 << 48  # no axis, row count or file size of a real cache comes near
 class ColumnSpec:
     """One column: numpy dtype string, per-item shape, and whether it is ragged.
 
-    For a ragged column ``shape`` is the per-item shape after the variable first
-    axis, so an item of a ragged ``(T, 2)`` column has ``shape == (2,)``.
+    For a ragged column of rows ``shape`` is the per-item shape after the variable first
+    axis, so an item of a ragged ``(T, 2)`` column has ``shape == (2,)``. For a ragged N-D
+    column (:attr:`shaped`) ``shape`` is the whole item shape with ``None`` for each axis
+    that varies, at least one of them past axis 0: ``(3, None, None)`` for RGB photos of
+    many sizes.
     """
 
     name: str
     dtype: str
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
     ragged: bool = False
 
     def __post_init__(self) -> None:
         validate_column_name(self.name)
         validate_dtype(np.dtype(self.dtype), self.name)
+        if None in self.shape and not (self.ragged and None in self.shape[1:]):
+            raise FormatError(f"column {self.name!r} has shape {self.shape}: None (an axis that varies) belongs to "
+                              "a ragged column and at an axis past 0; a column whose items vary only in axis 0 "
+                              "is ragged with the shape after that axis")
+
+    @property
+    def shaped(self) -> bool:
+        """A ragged N-D column: items differ in an axis past the first (values, offsets and shapes files)."""
+        return self.ragged and None in self.shape
+
+    @property
+    def ndim(self) -> int:
+        """The number of axes of every item."""
+        return len(self.shape) + (self.ragged and not self.shaped)
+
+    @property
+    def varying(self) -> tuple[int, ...]:
+        """The item axes whose size differs from item to item."""
+        if self.shaped:
+            return tuple(a for a, s in enumerate(self.shape) if s is None)
+        return (0,) if self.ragged else ()
 
     @property
     def files(self) -> tuple[str, ...]:
+        if self.shaped:
+            return (f"{self.name}.values.npy", f"{self.name}.offsets.npy", f"{self.name}.shapes.npy")
         if self.ragged:
             return (f"{self.name}.values.npy", f"{self.name}.offsets.npy")
         return (f"{self.name}.npy",)
 
     @property
     def row_bytes(self) -> int:
-        return int(np.dtype(self.dtype).itemsize * np.prod(self.shape, dtype=np.int64))
+        """Bytes of one row (a ragged N-D column: of one element per varying axis)."""
+        return int(np.dtype(self.dtype).itemsize * math.prod(1 if s is None else s for s in self.shape))
 
     def to_json(self) -> dict[str, Any]:
         shape: list[int | None] = list(self.shape)
-        if self.ragged:
+        if self.ragged and not self.shaped:
             shape = [None, *shape]
         return {"dtype": self.dtype, "shape": shape, "ragged": self.ragged}
 
     @classmethod
-    def of(cls, name: str, dtype: np.dtype, shape: tuple[int, ...], ragged: bool = False) -> ColumnSpec:
+    def of(cls, name: str, dtype: np.dtype, shape: tuple[int | None, ...], ragged: bool = False) -> ColumnSpec:
         """A spec for data of ``dtype``; checks the full dtype (``dtype.str`` drops struct fields)."""
         validate_dtype(np.dtype(dtype), name)
-        return cls(name, np.dtype(dtype).str, tuple(int(s) for s in shape), ragged)
+        return cls(name, np.dtype(dtype).str, tuple(None if s is None else int(s) for s in shape), ragged)
 
     @classmethod
     def from_json(cls, name: str, d: dict[str, Any]) -> ColumnSpec:
         shape = list(d["shape"])
-        if d.get("ragged"):
+        if d.get("ragged") and None not in shape[1:]:
             shape = shape[1:]
-        return cls(name, str(d["dtype"]), tuple(int(s) for s in shape), bool(d.get("ragged")))
+        return cls(name, str(d["dtype"]), tuple(None if s is None else int(s) for s in shape), bool(d.get("ragged")))
 
 
 def validate_column_name(name: str) -> None:
@@ -168,6 +209,32 @@ def offsets_problem(offsets: np.ndarray, num_items: int, rows: int) -> str | Non
     if len(down):
         i = int(down[0])
         return f"offsets[{i + 1}] is {int(offsets[i + 1])}, below offsets[{i}] = {int(offsets[i])}"
+    return None
+
+
+def shapes_problem(shapes: np.ndarray, offsets: np.ndarray, spec: ColumnSpec) -> str | None:
+    """What is wrong with the shapes of a ragged N-D column whose offsets are sound (None: nothing):
+    ``(N, ndim)`` int64, non-negative, equal to the spec's size on every axis that does not vary,
+    and each item's element count ``prod(shapes[i])`` equal to ``offsets[i+1] - offsets[i]``."""
+    n = len(offsets) - 1
+    if shapes.dtype != np.int64:
+        return f"their dtype is {shapes.dtype}, not int64"
+    if shapes.shape != (n, spec.ndim):
+        return f"their shape is {shapes.shape}, not ({n}, {spec.ndim})"
+    if n == 0:
+        return None
+    if (shapes < 0).any():
+        return f"item {int(np.flatnonzero((shapes < 0).any(axis=1))[0])} has a negative size"
+    for a, size in enumerate(spec.shape):
+        off = np.flatnonzero(shapes[:, a] != size) if size is not None else []
+        if len(off):
+            return f"item {int(off[0])} has {int(shapes[off[0], a])} on axis {a}, the column's size there is {size}"
+    counts = np.prod(shapes, axis=1, dtype=np.int64)
+    wrong = np.flatnonzero(counts != np.diff(offsets))
+    if len(wrong):
+        i = int(wrong[0])
+        return (f"item {i} has shape {tuple(int(x) for x in shapes[i])} = {int(counts[i])} elements, its offsets "
+                f"hold {int(offsets[i + 1] - offsets[i])}")
     return None
 
 
@@ -277,18 +344,30 @@ def _check_column(name: Any, col: Any, at: _Where) -> None:
         raise at.fail(f"{entry}.dtype", col["dtype"], str(e).split("; ")[-1]) from None
     _expect(dtype.itemsize > 0, at, f"{entry}.dtype", col["dtype"], "a dtype of at least one byte")
     shape = col.get("shape")
-    dims = shape[1:] if col["ragged"] and isinstance(shape, list) and shape and shape[0] is None else shape
-    ok = isinstance(shape, list) and isinstance(dims, list) and (dims is not shape) == col["ragged"]
-    ok = ok and all(_is_count(d) for d in dims) and math.prod(dims) * dtype.itemsize < _MAX_DIM
-    want = "[null, d1, ...] of non-negative integers" if col["ragged"] else "a list of non-negative integers"
-    _expect(ok, at, f"{entry}.shape", shape, want)
+    dims = _spec_shape(shape, col["ragged"])
+    if dims is None or math.prod(d for d in dims if d is not None) * dtype.itemsize >= _MAX_DIM:
+        raise at.fail(f"{entry}.shape", shape, "[null, d1, ...] of non-negative integers, or such a list with null "
+                      "at each axis that varies" if col["ragged"] else "a list of non-negative integers")
+    schema = col.get("schema")
+    _expect(schema is None or isinstance(schema, dict), at, f"{entry}.schema", schema, "an object")
     files = col.get("files")
-    spec_files = ColumnSpec(name, dtype.str, tuple(dims), col["ragged"]).files
+    spec_files = ColumnSpec(name, dtype.str, dims, col["ragged"]).files
     ok = isinstance(files, dict) and sorted(files) == sorted(spec_files)
     _expect(ok, at, f"{entry}.files", sorted(files) if isinstance(files, dict) else files,
             f"exactly the files {list(spec_files)} that the format names for column {name!r}")
     for fname, meta in files.items():
         _file_meta(meta, at, f"{entry}.files.{fname}")
+
+
+def _spec_shape(shape: Any, ragged: bool) -> tuple[int | None, ...] | None:
+    """A manifest's column shape as :class:`ColumnSpec` holds it (None: not a shape this format writes)."""
+    if not isinstance(shape, list) or not all(d is None or _is_count(d) for d in shape):
+        return None
+    if not ragged:
+        return None if None in shape else tuple(shape)
+    if None in shape[1:]:
+        return tuple(shape)  # a ragged N-D column
+    return tuple(shape[1:]) if shape and shape[0] is None else None
 
 
 def _file_meta(meta: Any, at: _Where, entry: str) -> None:
@@ -316,6 +395,32 @@ def _count(v: Any, at: _Where, entry: str) -> None:
 def _expect(ok: bool, at: _Where, entry: str, got: Any, expected: str) -> None:
     if not ok:
         raise at.fail(entry, got, expected)
+
+
+def describe_column(entry: dict[str, Any]) -> str:
+    """A manifest column entry in words, for ``prebake info``: its layout, which axes vary, the range of its
+    item shapes, and its dtype with the rule that chose it (``ragged N-D, axes 1, 2 vary: 3 x 20..480 x
+    16..640; uint8 (uniform: uint8 x 67)``)."""
+    shape, schema = entry["shape"], entry.get("schema") or {}
+    lo, hi = schema.get("shape_min"), schema.get("shape_max")
+    varying = [a for a, d in enumerate(shape) if d is None]
+    if not entry["ragged"]:
+        layout = f"fixed {list(shape)}"
+    else:
+        kind = "ragged N-D" if None in shape[1:] else "ragged rows"
+        layout = f"{kind}, {'axis' if len(varying) == 1 else 'axes'} {', '.join(map(str, varying))} " \
+                 f"{'varies' if len(varying) == 1 else 'vary'}"
+        if lo and hi and len(lo) == len(hi):
+            layout += ": " + " x ".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))
+    dtype = str(np.dtype(entry["dtype"]))
+    seen = schema.get("dtypes") or {}
+    if not seen:
+        return f"{layout}; {dtype}"
+    ranked = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
+    counts = ", ".join(f"{np.dtype(d)} x {n:,}" for d, n in ranked[:3])
+    counts += f" and {len(ranked) - 3} more" if len(ranked) > 3 else ""
+    rule = {"given": "given by --dtype, items were", "promoted": "promoted from"}.get(schema.get("rule"), "uniform:")
+    return f"{layout}; {dtype} ({rule} {counts})"
 
 
 def committed_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -58,7 +58,8 @@ def info(path: str | os.PathLike[str], staleness: Staleness | None = None) -> di
         "path": str(p),
         "num_items": m["num_items"],
         "bytes": dir_bytes(p),
-        "columns": {n: {k: c[k] for k in ("dtype", "shape", "ragged")} for n, c in m["columns"].items()},
+        "columns": {n: {k: c[k] for k in ("dtype", "shape", "ragged", "schema") if k in c}
+                    for n, c in m["columns"].items()},
         "classes": m["classes"],
         "skipped": len(m["skipped"]),
         "source": source,

@@ -39,6 +39,8 @@ from .format import (
     PARTIAL_SUFFIX,
     PLAN,
     REPLACED_SUFFIX,
+    REWRITE,
+    REWRITTEN,
     SHARDS,
     SPLITS,
     committed_files,
@@ -50,11 +52,11 @@ _FIX = "choose another output directory, or move/remove those files yourself"
 _SHOW = 5  # foreign names spelled out in a message; the rest are counted
 _LOCK_BYTES = 64  # a pid and a newline; anything longer is not a lock file prebake wrote
 
-_COLUMN_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*(\.values|\.offsets)?\.npy$")
-_SHARD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*\.\d{6}\.(values|lengths)\.npy(\.tmp)?$")
-_PARTIAL_FILES = frozenset({PLAN, PLAN + ".tmp", JOURNAL, COMPACTED, ITEM_IDS, ITEM_KEYS, ITEM_KEYS + ".tmp",
-                            *SIDE_FILES, *(n + ".tmp" for n in SIDE_FILES)})
-_PARTIAL_DIRS = {SHARDS: _SHARD_FILE, COMPACT: _COLUMN_FILE}
+_COLUMN_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*(\.values|\.offsets|\.shapes)?\.npy$")
+_SHARD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*\.\d{6}\.((values|lengths|shapes)\.npy|spill\.bin)(\.tmp)?$")
+_PARTIAL_FILES = frozenset({PLAN, PLAN + ".tmp", JOURNAL, COMPACTED, REWRITTEN, ITEM_IDS, ITEM_KEYS,
+                            ITEM_KEYS + ".tmp", *SIDE_FILES, *(n + ".tmp" for n in SIDE_FILES)})
+_PARTIAL_DIRS = {SHARDS: _SHARD_FILE, COMPACT: _COLUMN_FILE, REWRITE: _COLUMN_FILE}
 _PARTIAL_MARKERS = (SHARDS, PLAN, MANIFEST)  # a build directory prebake made holds one of these
 
 

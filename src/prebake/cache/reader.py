@@ -14,6 +14,7 @@ same checksum, else it raises :class:`~prebake.errors.CacheChangedError`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,31 @@ class Ragged:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+
+class Shaped:
+    """A read-only ragged N-D column: item i is ``values[offsets[i]:offsets[i+1]]`` at shape ``shapes[i]``.
+
+    ``values``: every item's elements, 1-D, in C order; ``offsets``: int64 element offsets, one more
+    than the items; ``shapes``: int64 ``(N, ndim)``. Photos of many sizes, volumes of many extents.
+    """
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray, shapes: np.ndarray, where: Path | None = None):
+        self.values, self.offsets, self.shapes, self.where = values, offsets, shapes, where
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.shapes[i])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        lo, hi, shape = int(self.offsets[i]), int(self.offsets[i + 1]), self.shape(i)
+        if math.prod(shape) != hi - lo or min(shape, default=0) < 0:
+            raise CacheCorruptError(f"{self.where or 'a ragged N-D column'}: item {i} has shape {shape}, but its "
+                                    f"offsets hold {hi - lo} elements; run 'prebake verify' on the cache or rebuild "
+                                    f"it with {opt('force')}")
+        return self.values[lo:hi].reshape(shape)
 
 
 def _require_committed(path: Path) -> None:
@@ -100,7 +126,7 @@ class Cache(torch.utils.data.Dataset):
         _require_committed(self.path)
         self.manifest: dict[str, Any] = {}
         self.specs: dict[str, ColumnSpec] = {}
-        self._cols: dict[str, np.ndarray | Ragged] = {}
+        self._cols: dict[str, np.ndarray | Ragged | Shaped] = {}
         self._open(expected=None)
         self._targets: np.ndarray | None = None
         self._preloaded: dict[tuple[str, str], Any] = {}
@@ -131,7 +157,7 @@ class Cache(torch.utils.data.Dataset):
             self.manifest, self.specs, self._cols = manifest, column_specs(manifest), cols
             return
 
-    def _map_all(self, dir_fd: int, manifest: dict[str, Any]) -> dict[str, np.ndarray | Ragged]:
+    def _map_all(self, dir_fd: int, manifest: dict[str, Any]) -> dict[str, np.ndarray | Ragged | Shaped]:
         """Every column mapped, after a cheap check of each file (size and .npy header; no bytes read)."""
         n = int(manifest["num_items"])
         files = committed_files(manifest)
@@ -150,22 +176,27 @@ class Cache(torch.utils.data.Dataset):
             for fd in fds.values():
                 os.close(fd)
 
-    def _map(self, fds: dict[str, int], spec: ColumnSpec, n: int) -> np.ndarray | Ragged:
+    def _map(self, fds: dict[str, int], spec: ColumnSpec, n: int) -> np.ndarray | Ragged | Shaped:
         dtype = np.dtype(spec.dtype)
         if not spec.ragged:
             [f] = spec.files
-            return map_npy(fds[f], self.path / f, dtype, (n, *spec.shape))
-        values_file, offsets_file = spec.files
+            return map_npy(fds[f], self.path / f, dtype, (n, *spec.shape))  # type: ignore[arg-type]
+        values_file, offsets_file = spec.files[:2]
         offsets = map_npy(fds[offsets_file], self.path / offsets_file, np.dtype(np.int64), (n + 1,))
         shown = self.path / values_file
         rows = npy_layout(fds[values_file], shown)[0][:1]
-        values = map_npy(fds[values_file], shown, dtype, (rows[0] if rows else -1, *spec.shape))
+        row_shape = () if spec.shaped else spec.shape
+        values = map_npy(fds[values_file], shown, dtype, (rows[0] if rows else -1, *row_shape))  # type: ignore[arg-type]
         if int(offsets[0]) != 0 or int(offsets[-1]) != len(values):
             raise CacheCorruptError(
                 f"{self.path / offsets_file} runs from {int(offsets[0])} to {int(offsets[-1])}, expected 0 to "
                 f"{len(values)} (the rows of {values_file}); run 'prebake verify {self.path}' or rebuild with {opt('force')}"
             )
-        return Ragged(values, offsets)
+        if not spec.shaped:
+            return Ragged(values, offsets)
+        shapes_file = spec.files[2]
+        shapes = map_npy(fds[shapes_file], self.path / shapes_file, np.dtype(np.int64), (n, spec.ndim))
+        return Shaped(values, offsets, shapes, self.path / shapes_file)
 
     # -- columns --------------------------------------------------------------------------------
 
@@ -186,8 +217,9 @@ class Cache(torch.utils.data.Dataset):
             self._targets = np.array(self.column("label"))
         return self._targets
 
-    def column(self, name: str) -> np.ndarray | Ragged:
-        """The whole column, memory-mapped read-only (a :class:`Ragged` for ragged columns)."""
+    def column(self, name: str) -> np.ndarray | Ragged | Shaped:
+        """The whole column, memory-mapped read-only (a :class:`Ragged` for ragged columns, a :class:`Shaped`
+        for ragged N-D ones)."""
         try:
             return self._cols[name]
         except KeyError:
@@ -205,7 +237,10 @@ class Cache(torch.utils.data.Dataset):
         key = (name, "ram" if device is None else str(torch.device(device)))
         if key not in self._preloaded:
             col = self.column(name)
-            if isinstance(col, Ragged):
+            if isinstance(col, Shaped):
+                self._preloaded[key] = Shaped(_copy_to(col.values, device), np.array(col.offsets),
+                                              np.array(col.shapes), col.where)
+            elif isinstance(col, Ragged):
                 self._preloaded[key] = Ragged(_copy_to(col.values, device), np.array(col.offsets))
             else:
                 self._preloaded[key] = _copy_to(col, device)
@@ -232,9 +267,9 @@ class Cache(torch.utils.data.Dataset):
 
     def _row(self, name: str, spec: ColumnSpec, j: int) -> np.ndarray:
         col = self.column(name)
-        if isinstance(col, Ragged):
+        if isinstance(col, (Ragged, Shaped)):
             return np.array(col[j])
-        return np.array(col[j : j + 1]).reshape(spec.shape)  # a slice keeps "S5"; col[j] would be a bare scalar
+        return np.array(col[j : j + 1]).reshape(spec.shape)  # type: ignore[arg-type]  # a slice keeps "S5"; col[j] would be a bare scalar
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
         """A batch for DataLoader's per-sample collate: one gather per column, split into rows."""
@@ -251,7 +286,7 @@ class Cache(torch.utils.data.Dataset):
         batch: dict[str, Any] = {}
         for name, spec in self.specs.items():
             col = self.column(name)
-            if isinstance(col, Ragged):
+            if isinstance(col, (Ragged, Shaped)):
                 batch[name] = [np.array(col[j]) for j in idx]
             else:
                 batch[name] = np.asarray(col[idx[order]])[inverse]  # fancy indexing copies: writable
@@ -268,7 +303,8 @@ class Cache(torch.utils.data.Dataset):
         self._open(expected=self.version)  # the same committed version, or CacheChangedError
 
     def __repr__(self) -> str:
-        cols = ", ".join(f"{n}:{s.dtype}{list(s.shape)}{'*' if s.ragged else ''}" for n, s in self.specs.items())
+        cols = ", ".join(f"{n}:{s.dtype}{list(s.shape)}{'*' if s.ragged and not s.shaped else ''}"
+                         for n, s in self.specs.items())
         return f"Cache({str(self.path)!r}, items={len(self)}, columns=[{cols}])"
 
 

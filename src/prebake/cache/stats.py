@@ -23,16 +23,19 @@ def chunk_stats(values: np.ndarray) -> list[Any] | None:
     return [_py(values.min()), _py(values.max()), _py(values.sum(dtype=acc)), int(values.size)]
 
 
+def add_stats(a: list[Any] | None, b: list[Any]) -> list[Any]:
+    """Two ``[min, max, sum, count]`` folded into one (``a`` None: just ``b``)."""
+    if a is None:
+        return list(b)
+    return [min(a[0], b[0]), max(a[1], b[1]), a[2] + b[2], a[3] + b[3]]
+
+
 def combine_stats(chunks: Sequence[dict[str, list[Any]]]) -> dict[str, dict[str, Any]]:
     """Fold per-chunk stats into ``{column: {min, max, mean}}`` (in chunk order)."""
     acc: dict[str, list[Any]] = {}
     for stats in chunks:
-        for name, (lo, hi, total, count) in stats.items():
-            if name not in acc:
-                acc[name] = [lo, hi, total, count]
-            else:
-                a = acc[name]
-                acc[name] = [min(a[0], lo), max(a[1], hi), a[2] + total, a[3] + count]
+        for name, s in stats.items():
+            acc[name] = add_stats(acc.get(name), s)
     return {n: {"min": lo, "max": hi, "mean": total / count} for n, (lo, hi, total, count) in acc.items()}
 
 

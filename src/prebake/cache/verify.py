@@ -2,7 +2,8 @@
 
 Checks the manifest first (its own checksum and schema), then, per file: a regular
 file inside the cache (never a symlink), size, xxh3 checksum, .npy header dtype and shape;
-per column: NaN/Inf in float data, ragged offsets; for labels: the range
+per column: NaN/Inf in float data, ragged offsets (and a ragged N-D column's shapes against
+them); for labels: the range
 against the classes and the histogram against the manifest. Class imbalance
 is reported as a warning, since real datasets are often imbalanced.
 """
@@ -19,7 +20,16 @@ import numpy as np
 
 from ..errors import CacheCorruptError, CacheNotFoundError, FormatError, opt
 from .files import fd_checksum, map_npy, npy_layout, open_dir, open_member, read_manifest
-from .format import ITEM_IDS, ITEM_KEYS, MANIFEST, ColumnSpec, column_specs, committed_files, offsets_problem
+from .format import (
+    ITEM_IDS,
+    ITEM_KEYS,
+    MANIFEST,
+    ColumnSpec,
+    column_specs,
+    committed_files,
+    offsets_problem,
+    shapes_problem,
+)
 from .stats import label_histogram
 
 _BLOCK_ROWS_BYTES = 64 << 20
@@ -155,7 +165,7 @@ def _check_header(report: VerifyReport, spec: ColumnSpec, arrays: list[np.ndarra
         return
     if data.dtype != np.dtype(spec.dtype):
         report.problems.append(f"{main} has dtype {data.dtype}, manifest says {np.dtype(spec.dtype)}")
-    want = (data.shape[0], *spec.shape) if spec.ragged else (n, *spec.shape)
+    want = (data.shape[0],) if spec.shaped else (data.shape[0], *spec.shape) if spec.ragged else (n, *spec.shape)
     if data.shape != want:
         report.problems.append(f"{main} has shape {data.shape}, manifest says {want}")
     if spec.ragged:
@@ -163,6 +173,11 @@ def _check_header(report: VerifyReport, spec: ColumnSpec, arrays: list[np.ndarra
         if problem:
             report.problems.append(f"{report.path / spec.files[1]}: offsets are not {n + 1} non-decreasing int64 "
                                    f"values from 0 to {data.shape[0]} ({problem})")
+        elif spec.shaped:
+            problem = shapes_problem(arrays[2], arrays[1], spec)
+            if problem:
+                report.problems.append(f"{report.path / spec.files[2]}: shapes do not match the column's offsets "
+                                       f"and its fixed axes {list(spec.shape)} ({problem})")
 
 
 def _check_finite(report: VerifyReport, spec: ColumnSpec, data: np.ndarray) -> None:

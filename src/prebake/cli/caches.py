@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import inventory
-from ..cache.format import MANIFEST
+from ..cache.format import MANIFEST, describe_column
 from ..errors import PrebakeError
 from ._echo import echo
 
@@ -89,7 +89,7 @@ def _print_info(i: dict[str, Any]) -> None:
         echo(f"  stale      {reason}")
     echo(f"  items      {i['num_items']:,}   on disk {size(i['bytes'])}   skipped {i['skipped']}")
     for name, c in i["columns"].items():
-        echo(f"  column     {name:<12} {c['dtype']:<5} {c['shape']}{'  ragged' if c['ragged'] else ''}")
+        echo(f"  column     {name:<12} {describe_column(c)}")  # layout, varying axes, shape range, dtype and why
     classes = i["classes"] or []
     hist = i["stats"].get("label_histogram") or {}
     if classes:
