@@ -35,7 +35,6 @@ from .configfile import parse
 from .errors import OptionError, opt
 
 
-
 @dataclass(frozen=True)
 class Key:
     """One build setting: its name (as in Python; the CLI flag uses dashes), type and help."""
@@ -122,6 +121,12 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("content_hash", "bool", "identify source files by their bytes (one read of every file per build), not by "
         "size, mtime and ctime"),
     Key("strict", "bool", "fail on the first bad item instead of skipping it"),
+    Key("max_skipped", "float", "fail the build (nothing committed; the baked items kept, so a re-run with a higher "
+        "limit commits them) when more items than N, or than a FRACTION of them below 1, are skipped as bad",
+        "N|FRACTION"),
+    Key("dtypes", "strs", "cast every item of COLUMN to DTYPE, a numpy dtype such as int16 or float32 (repeatable); "
+        "a value it cannot hold exactly makes its item bad. Default: the items' one dtype, or numpy's promotion of "
+        "theirs when that holds every value exactly", "COLUMN=DTYPE"),
     Key("allow_empty", "bool", "commit a cache even when every item is bad (default: that build fails)"),
     Key("chunk_rows", "int", "rows per unit of work (default: about 16 MB of rows)", "N"),
     Key("lock_timeout", "float", "give up after waiting SEC for another build of the same OUT "
@@ -153,7 +158,8 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _key_name(key: Any, path: Path) -> str:
     name = str(key).replace("-", "_")
-    name = {"label_column": "label_columns", "stage": "stages", "keep_column": "keep_columns"}.get(name, name)  # CLI spellings
+    name = {"label_column": "label_columns", "stage": "stages", "keep_column": "keep_columns",
+            "dtype": "dtypes"}.get(name, name)  # CLI spellings
     if name not in KEYS:
         close = difflib.get_close_matches(name, KEYS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -168,6 +174,8 @@ def check_value(name: str, value: Any, where: str, written: str | None = None) -
     as its front end spells it (``--chunk-rows`` or ``chunk_rows``).
     """
     shown = written or opt(name).removesuffix("=True")
+    if name == "dtypes" and isinstance(value, dict):  # a config file's {column: dtype}
+        value = [f"{k}={v}" for k, v in value.items()]
     value = _typed(name, value, where, shown)
     if KEYS[name].type in _NUMERIC:
         _check_range(name, value, where, shown)
@@ -228,6 +236,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fps": (lambda v: v > 0, "frames per second > 0"),
     "lock_timeout": (lambda v: v >= 0, "seconds >= 0 (leave it out to wait as long as it takes)"),
     "watchdog": (lambda v: v >= 0, "seconds >= 0 (0 turns it off)"),
+    "max_skipped": (lambda v: v >= 0 and (v < 1 or float(v).is_integer()),
+                    "a count of items (0, 1, 2, ...) or a fraction of the items below 1 (0.05)"),
     "bandpass": (lambda v: 0 < v[0] < v[1], "LOW HIGH in Hz with 0 < LOW < HIGH"),
     "heart_rate": (lambda v: 0 < v[0] < v[1], "LOW HIGH beats per minute with 0 < LOW < HIGH"),
     "window": (lambda v: v[0] < v[1], "LOW HIGH with LOW < HIGH"),

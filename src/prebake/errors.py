@@ -68,6 +68,15 @@ class ForeignOutputError(PrebakeError):
     damaged cache); it is left exactly as it was."""
 
 
+class SchemaError(PrebakeError):
+    """The items of a column cannot share one column: dtypes no dtype holds exactly (int64 beside
+    uint64, text beside numbers), or different numbers of axes. Nothing is committed."""
+
+
+class TooManySkippedError(PrebakeError):
+    """More items were skipped as bad than ``max_skipped`` allows. Nothing is committed."""
+
+
 class SplitsError(PrebakeError):
     """A rebuild cannot carry a cache's saved splits (``splits.json``) over to its new rows."""
 
@@ -108,7 +117,8 @@ _FRONT_END = {"cli": False}
 #: Options that are switches: the CLI spells them ``--force``, Python ``force=True``.
 _SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes", "segment_cycles", "rgb"})
 #: Python names whose CLI flag is spelled otherwise (a repeatable flag takes one value at a time).
-CLI_FLAGS = {"label_columns": "--label-column", "stages": "--stage", "keep_columns": "--keep-column"}
+CLI_FLAGS = {"label_columns": "--label-column", "stages": "--stage", "keep_columns": "--keep-column",
+             "dtypes": "--dtype"}
 
 
 def use_cli_names(on: bool = True) -> bool:

@@ -9,9 +9,9 @@ import pytest
 import xxhash
 
 import prebake
-from prebake.errors import FormatError
 from prebake.cache.files import file_checksum
 from prebake.cache.format import FORMAT_VERSION, MANIFEST_KEYS, validate_column_name
+from prebake.errors import FormatError
 from prebake.synthetic import write_cifar10_python
 
 
@@ -36,6 +36,7 @@ def test_golden_manifest_fields_and_file_names(tmp_path):
     assert m["columns"]["image"] == {
         "dtype": "|u1", "shape": [3, 32, 32], "ragged": False,
         "files": {"image.npy": {"bytes": 128 + 50 * 3072, "xxh3_64": file_checksum(train / "image.npy")}},
+        "schema": {"dtypes": {"|u1": 50}, "rule": "uniform", "shape_min": [3, 32, 32], "shape_max": [3, 32, 32]},
     }
     assert m["columns"]["label"]["dtype"] == "<i8" and m["columns"]["label"]["shape"] == []
     assert m["classes"][:3] == ["airplane", "automobile", "bird"] and len(m["classes"]) == 10
@@ -106,3 +107,62 @@ def test_manifest_of_newer_format_is_refused_with_a_fix(tmp_path):
     (path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(FormatError, match="rebuild"):
         prebake.open(path)
+
+
+def _shaped_cache(tmp_path):
+    """Photos of three sizes and mixed dtypes: a ragged N-D column (image), a promoted one (v), a widened one (s)."""
+    sizes = [(4, 5), (6, 3), (4, 5)]
+    items = [{"image": np.arange(3 * h * w, dtype=np.uint8).reshape(3, h, w), "label": k,
+              "v": np.array(k, np.int16 if k % 2 else np.uint16), "s": "x" * (k + 1)} for k, (h, w) in enumerate(sizes)]
+    return prebake.build(items, tmp_path / "nd", workers=0)
+
+
+def test_golden_ragged_nd_column(tmp_path):
+    cache = _shaped_cache(tmp_path)
+    path = tmp_path / "nd"
+    m = json.loads((path / "manifest.json").read_text())
+    files = ["image.offsets.npy", "image.shapes.npy", "image.values.npy"]
+    assert sorted(p.name for p in path.iterdir()) == sorted(["_item_keys.json", "build.log", *files, "label.npy",
+                                                             "manifest.json", "s.npy", "v.npy"])
+    image = m["columns"]["image"]
+    assert (image["dtype"], image["shape"], image["ragged"]) == ("|u1", [3, None, None], True)
+    assert sorted(image["files"]) == files
+    assert image["schema"] == {"dtypes": {"|u1": 3}, "rule": "uniform", "shape_min": [3, 4, 3], "shape_max": [3, 6, 5]}
+    assert m["columns"]["v"]["dtype"] == "<i4" and m["columns"]["v"]["schema"]["rule"] == "promoted"
+    assert m["columns"]["s"]["dtype"] == "<U3"
+    values = np.load(path / "image.values.npy", allow_pickle=False)
+    offsets = np.load(path / "image.offsets.npy", allow_pickle=False)
+    shapes = np.load(path / "image.shapes.npy", allow_pickle=False)
+    assert values.dtype == np.uint8 and values.shape == (60 + 54 + 60,)  # every item's elements, 1-D, C order
+    assert offsets.tolist() == [0, 60, 114, 174] and shapes.tolist() == [[3, 4, 5], [3, 6, 3], [3, 4, 5]]
+    assert np.array_equal(values[60:114].reshape(3, 6, 3), cache[1]["image"])
+    assert cache[1]["image"].shape == (3, 6, 3)
+
+
+def test_a_prebake_before_ragged_nd_columns_refuses_them_and_reads_the_rest(tmp_path):
+    """The format version stays 2: a prebake 0.1.0 checks every manifest's shapes and files tables, so it
+    refuses a cache with a ragged N-D column (FormatError naming it) instead of misreading it, and it reads a
+    uniform cache written now (the new ``schema`` entries are extra keys it ignores)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "prebake.cache.format_0_1_0"
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("format_0_1_0.py"))
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[name] = old  # its dataclass looks itself up there
+    try:
+        spec.loader.exec_module(old)
+    finally:
+        del sys.modules[name]
+    _shaped_cache(tmp_path)
+    m = json.loads((tmp_path / "nd" / "manifest.json").read_text())
+    with pytest.raises(FormatError, match=r"columns.image.shape is \[3, None, None\]"):
+        old.check_manifest(m, tmp_path / "nd" / "manifest.json")
+    m["columns"]["image"]["shape"] = [None, 3, 4, 5]  # even a shape it takes: its files table is another
+    with pytest.raises(FormatError, match=r"columns.image.files .*exactly the files"):
+        old.check_manifest(old.sign_manifest(m), tmp_path / "nd" / "manifest.json")
+    _cifar_cache(tmp_path)
+    uniform = json.loads((tmp_path / "cache" / "train" / "manifest.json").read_text())
+    assert "schema" in uniform["columns"]["image"]
+    assert old.check_manifest(uniform, tmp_path / "cache" / "train" / "manifest.json") == uniform

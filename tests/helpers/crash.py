@@ -9,7 +9,8 @@ only* and runs ``prebake.bake.build.build_all``.
 Config keys: ``spec`` (dataset ``file.py:make``), ``out``, ``workers``, ``transform``
 (``file.py:fn``), ``kill`` (``progress:FRACTION`` or ``<function>:entry|mid|rmtree|exit`` for
 ``seal`` (``PartialCache.seal``) or ``_compact``, ``_stitch``, ``publish``, ``swap_into_place``
-(functions of ``prebake.bake.commit``)), ``env``
+(functions of ``prebake.bake.commit``), ``rewrite_columns`` or ``write_column`` (of
+``prebake.bake.rewrite``: the commit-time rewrite of columns whose items differ)), ``env``
 (variables set in the child; ``PREBAKE_TEST_BLOCK`` holds one item, see
 :func:`kill_blocked_worker`), ``checkpoint0`` (journal every finished chunk; default
 on), ``no_exchange`` (make swap_into_place take its rename-aside fallback),
@@ -35,7 +36,10 @@ NUM_ITEMS = 3000
 # A numpy-backed map-style dataset: every item is derived from its index. Items with
 # i % 97 == 13 raise (bad items, so the commit compacts the fixed columns); "sig" is a
 # ragged int16 column. PREBAKE_TEST_DELAY slows every item; PREBAKE_TEST_BLOCK="i:FLAG"
-# makes item i write FLAG.pid and wait until FLAG exists.
+# makes item i write FLAG.pid and wait until FLAG exists. PREBAKE_TEST_MIXED=1 makes the
+# items unlike each other, so the commit rewrites columns (bake/rewrite.py): every 5th
+# image is 3x16x20 (a ragged N-D column), every 7th sig int32 (promoted), and a "name"
+# column of growing length (widened).
 DATASET_SRC = '''
 import os
 import time
@@ -57,7 +61,8 @@ class Items:
         return self.n
 
     def fingerprint(self):
-        return f"index-derived items, n={self.n}"  # no files: the code is the whole identity
+        mixed = ", mixed" if os.environ.get("PREBAKE_TEST_MIXED") else ""
+        return f"index-derived items, n={self.n}{mixed}"  # no files: the code is the whole identity
 
     def __getitem__(self, i):
         if self.delay:
@@ -74,7 +79,12 @@ class Items:
             raise ValueError(f"item {i} is broken on purpose")
         image = ((np.arange(3 * 16 * 16, dtype=np.int64) * (i + 1) + 7 * i) % 251).astype(np.uint8)
         sig = (np.arange(1 + i % 5, dtype=np.int64) * 1000 - i).astype(np.int16)
-        return {"image": image.reshape(3, 16, 16), "label": i % 10, "sig": sig}
+        if not os.environ.get("PREBAKE_TEST_MIXED"):
+            return {"image": image.reshape(3, 16, 16), "label": i % 10, "sig": sig}
+        if i % 5 == 4:
+            image = ((np.arange(3 * 16 * 20, dtype=np.int64) * (i + 1)) % 251).astype(np.uint8)
+        sig = sig.astype(np.int32) * 1000 if i % 7 == 3 else sig
+        return {"image": image.reshape(3, 16, -1), "label": i % 10, "sig": sig, "name": "n" * (1 + i % 40)}
 
 
 def make():
@@ -142,8 +152,9 @@ def install_kill(kill: str | None) -> Any:
         return progress
     import prebake.bake.commit as W
     import prebake.bake.partial as P
+    import prebake.bake.rewrite as R
 
-    owner: Any = P.PartialCache if target == "seal" else W
+    owner: Any = P.PartialCache if target == "seal" else R if target in ("rewrite_columns", "write_column") else W
     orig = getattr(owner, target)
     assert when in ("entry", "mid", "rmtree", "exit"), kill
 

@@ -12,18 +12,22 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
+import numpy as np
+
+from ..cache.format import validate_column_name, validate_dtype
 from ..config import check_settings
-from ..errors import OptionError, opt
+from ..errors import FormatError, OptionError, opt
 from ..sources import DatasetSource, SourceOptions
 from ..sources.audio import check_channel, check_dtype
 from ..steps import CenterCrop, CropOrPad, Resize, ShorterSide
 from ..steps.base import where
 from ..steps.pipeline import compile_steps
-from .build import BuildOptions, BuildReport, build_all, resolve_sources, select_split, skipped_summary
+from .build import BuildOptions, BuildReport, build_all, kept_line, resolve_sources, select_split, skipped_summary
 from .distributed import once_per_job
+from .schema import dtype_option
 
 log = logging.getLogger("prebake")
 
@@ -40,7 +44,8 @@ def build(source: Any = None, out: str | os.PathLike[str] | None = None, steps: 
           source_options: SourceOptions | None = None, workers: int | None = None, executor: str = "local",
           ray_address: str | None = None, force: bool = False, strict: bool = False, allow_empty: bool = False,
           ragged: Sequence[str] = (), chunk_rows: int | None = None, lock_timeout: float | None = None,
-          content_hash: bool = False, watchdog: float = 120.0, progress: Progress = None) -> Any:
+          content_hash: bool = False, watchdog: float = 120.0, dtypes: Mapping[str, str] | None = None,
+          max_skipped: float | None = None, progress: Progress = None) -> Any:
     """Bake ``source`` into a cache at ``out`` with ``steps``, and open it.
 
     Parameters:
@@ -69,13 +74,21 @@ def build(source: Any = None, out: str | os.PathLike[str] | None = None, steps: 
         lock_timeout: seconds to wait for another build of the same output (default: wait).
         content_hash: identify source files by their bytes, not by size, mtime and ctime.
         watchdog: seconds one item may take before the build logs the stack of the worker on it (0: off).
+        dtypes: ``{column: dtype}``: every item of the column is cast to that numpy dtype, and a value it
+            cannot hold exactly (out of range, a fraction for an integer dtype) makes its item bad. Without
+            it a column's dtype comes from every item (bake/schema.py): their one dtype, or numpy's
+            promotion of them when that holds every value exactly (else the build stops and says so).
+        max_skipped: fail the build, committing nothing, when more items than this are skipped as bad:
+            a count (0, 1, 2, ...) or a fraction of the items below 1 (0.05). The baked items are kept, so
+            re-running with a higher limit commits them without baking again.
         progress: None shows a bar when stderr is a terminal; False none; or ``progress(split, done, total)``.
 
     Returns the :class:`~prebake.Cache`, or ``{split: Cache}`` for a source with splits; each
     cache's ``build_report`` (:class:`~prebake.BuildReport`) says what the build did and why.
     Called on every rank of a ``torch.distributed`` job (torchrun), one rank builds and the
-    others wait for it, then open the same cache. Bad items are skipped, listed in
-    ``cache.manifest["skipped"]`` and summarised in a WARNING log.
+    others wait for it, then open the same cache. Bad items (unreadable or invalid; an item unlike
+    the first is not bad) are skipped, listed in ``cache.manifest["skipped"]`` and summarised in a
+    WARNING log; every build logs ``kept K of N, skipped S`` at INFO.
     """
     from ..cache.reader import Cache
     from ..progress import ProgressBars
@@ -83,7 +96,7 @@ def build(source: Any = None, out: str | os.PathLike[str] | None = None, steps: 
     plan = prepare(source, out, steps, kind=kind, split=split, dataset=dataset, source_options=source_options,
                    workers=workers, executor=executor, ray_address=ray_address, force=force, strict=strict,
                    allow_empty=allow_empty, ragged=ragged, chunk_rows=chunk_rows, lock_timeout=lock_timeout,
-                   content_hash=content_hash, watchdog=watchdog)
+                   content_hash=content_hash, watchdog=watchdog, dtypes=dtypes, max_skipped=max_skipped)
     bars = ProgressBars(quiet=progress is False) if progress in (None, True, False) else None
     try:
         reports = once_per_job(lambda: build_all(*plan, bars if bars is not None else progress), plan[1])
@@ -93,6 +106,7 @@ def build(source: Any = None, out: str | os.PathLike[str] | None = None, steps: 
     for r in reports:
         if r.skipped and r.action != "up to date":
             log.warning("\n".join(skipped_summary(r, f"{r.out.name}/manifest.json")))
+        log.info("%s: %s", r.out, kept_line(r))
     for r in reports:
         r.remainder = plan[2].pipeline.remainder
     caches = {r.split: _opened(Cache(r.out), r) for r in reports}
@@ -114,6 +128,8 @@ def prepare(source: Any = None, out: str | os.PathLike[str] | None = None, steps
              if v is not None and not (k == "ragged" and v == ())}
     if isinstance(given.get("ragged"), str):
         raise OptionError(f"{opt('ragged')} is {given['ragged']!r}: give a list of column names, e.g. ['signal']")
+    if "dtypes" in given:
+        given["dtypes"] = dtype_settings(given["dtypes"])
     s = check_settings({**given, **({"ragged": list(given["ragged"])} if "ragged" in given else {})})
     if s.get("out") is None:
         raise OptionError("no output directory: give OUT")
@@ -126,8 +142,43 @@ def prepare(source: Any = None, out: str | os.PathLike[str] | None = None, steps
                         strict=bool(s.get("strict")), allow_empty=bool(s.get("allow_empty")),
                         ragged=tuple(s.get("ragged", ())), lock_timeout=s.get("lock_timeout"),
                         chunk_rows=s.get("chunk_rows"), content_hash=bool(s.get("content_hash")), executor=executor,
-                        ray_address=s.get("ray_address"), watchdog=s.get("watchdog", BuildOptions.watchdog))
+                        ray_address=s.get("ray_address"), watchdog=s.get("watchdog", BuildOptions.watchdog),
+                        dtypes=parse_dtypes(s.get("dtypes", [])), max_skipped=s.get("max_skipped"))
     return sources, s["out"], opts
+
+
+def dtype_settings(value: Any) -> list[str]:
+    """``dtypes`` from Python (``{column: dtype}``) as the ``COLUMN=DTYPE`` strings the flag and config files give."""
+    if isinstance(value, Mapping):
+        return [f"{k}={np.dtype(v).name if isinstance(v, (type, np.dtype)) else v}" for k, v in value.items()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise OptionError(f"{opt('dtypes')} is {value!r}: give {{column: dtype}}, e.g. {{'image': 'int16'}}")
+
+
+def parse_dtypes(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``COLUMN=DTYPE`` strings, checked: a column name and a numpy dtype a cache holds (sorted by column)."""
+    out: dict[str, str] = {}
+    for text in values:
+        name, sep, dtype = text.partition("=")
+        example = dtype_option("image", "int16")
+        if not sep or not name or not dtype:
+            raise OptionError(f"{opt('dtypes')}: {text!r} is not COLUMN=DTYPE; give for example {example}")
+        try:
+            validate_column_name(name)
+            dt = np.dtype(dtype.strip())
+            validate_dtype(dt, name)
+        except (TypeError, ValueError, SyntaxError, FormatError) as e:
+            raise OptionError(f"{opt('dtypes')}: {text!r}: {e}; give a column name and a numpy dtype, for example "
+                              f"{example}") from None
+        if dt.itemsize == 0 or dt.kind in "OV":
+            raise OptionError(f"{opt('dtypes')}: {text!r}: {dt} has no fixed size of values; give a number, bool, "
+                              f"or a sized text dtype such as <U32, for example {example}")
+        if name in out and out[name] != dt.str:
+            raise OptionError(f"{opt('dtypes')} gives column {name!r} two dtypes ({np.dtype(out[name])} and {dt}); "
+                              "give one")
+        out[name] = dt.str
+    return tuple(sorted(out.items()))
 
 
 def _checked(options: Any) -> SourceOptions | None:

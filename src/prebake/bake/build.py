@@ -45,9 +45,10 @@ from ..steps.pipeline import Pipeline
 from .buildlog import write_build_log
 from .commit import publish
 from .incremental import hash_identities, reuse_plan
-from .partial import PartialCache, settle_disk_full
+from .partial import PartialCache, prior_plan, settle_disk_full
 from .plan import BuildPlan, ChunkResult
 from .pool import WorkerPool
+from .skips import check_dtypes, check_skipped
 from .stage_runner import StageRunner, plan_stages
 from .watchdog import Watchdog, watch_this_process
 from .worker import Job, probe, run_chunk
@@ -77,6 +78,8 @@ class BuildOptions:
     executor: str = "local"  # "local": the fork pool; "ray": Ray tasks and actors (bake/ray_executor.py)
     ray_address: str | None = None  # the Ray cluster: "auto", "HOST:PORT"; None: RAY_ADDRESS, else a local Ray
     watchdog: float = 120.0  # log the stack of a worker that has been on one item this long (s); 0: off
+    dtypes: tuple[tuple[str, str], ...] = ()  # (column, dtype): every item of the column is cast to it
+    max_skipped: float | None = None  # more bad items than this (a count, or a fraction below 1) fails the build
 
     @property
     def stages(self) -> tuple[Any, ...]:
@@ -105,6 +108,22 @@ class BuildReport:
     reused: int = 0  # items copied unchanged from the previous cache instead of baked
     warnings: list[str] = field(default_factory=list)  # e.g. a dataset whose data identity is unknown
     remainder: Any = None  # a MONAI Compose's random transforms, not baked: apply them per batch
+
+    @property
+    def kept(self) -> int:
+        """Items in the cache (``num_items``): K of ``kept K of N, skipped S``."""
+        return self.num_items
+
+    @property
+    def total(self) -> int:
+        """Items of the source: the kept ones and the skipped ones."""
+        return self.num_items + len(self.skipped)
+
+
+def kept_line(report: BuildReport) -> str:
+    """``kept K of N, skipped S``: the last line of every build."""
+    where = f"{report.split}: " if report.split else ""
+    return f"{where}kept {report.kept:,} of {report.total:,}, skipped {len(report.skipped):,}"
 
 
 def skipped_summary(report: BuildReport, manifest: str, show: int = 10) -> list[str]:
@@ -169,7 +188,7 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     if src.origin is not None:
         fp["origin"] = src.origin  # beside the digest, not in it: how ls opens the source again
     if stale_reasons(out, fp, opts.force) is None and not leftovers(out):
-        return _up_to_date(split, out, t0, warnings)
+        return _up_to_date(split, out, t0, warnings, opts.max_skipped)
     check_splits(out, src.keys(), opts.force)  # a rebuild must not lose items a saved split names
     out.parent.mkdir(parents=True, exist_ok=True)
     job = Job(src, steps, opts.strict)
@@ -177,7 +196,7 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
         reasons = stale_reasons(out, fp, opts.force)  # again: another builder may have finished it
         if reasons is None:
             remove_leftovers(out)  # safe: we hold the lock, nobody else builds this output
-            return _up_to_date(split, out, t0, warnings)
+            return _up_to_date(split, out, t0, warnings, opts.max_skipped)
         if (out / MANIFEST).exists():
             log.info("rebuilding %s: %s", out, "; ".join(reasons))
         try:
@@ -208,9 +227,9 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     reusable = None if opts.force or reads.stale_at(out) else reuse_plan(out, fp, ids)
     staged: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
-    item = None
+    item, prior = None, None
     if opts.stages:  # the stages' output specs come from running them on the first item
-        item_specs, item = probe(job, ragged)
+        item_specs, item = probe(job, ragged, dict(opts.dtypes))
         stage_specs, staged, dropped = plan_stages(opts.stages, item_specs, item)
         specs = [*item_specs, *stage_specs]
         kept = sorted((c for c in specs if c.name not in dropped), key=lambda c: c.name)
@@ -218,9 +237,11 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     elif reusable:
         reuse, specs = reusable
     else:
-        (specs, item), reuse = probe(job, ragged), None
-    rows = opts.chunk_rows or _chunk_rows(specs, item, opts.stages)
-    plan = BuildPlan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped)
+        prior = None if opts.force else prior_plan(out, fp["digest"])  # a resume reads no item to plan again
+        (specs, item), reuse = ((list(prior.columns), None) if prior else probe(job, ragged, dict(opts.dtypes))), None
+    check_dtypes(opts.dtypes, specs, out)
+    rows = opts.chunk_rows or (prior.chunk_rows if prior else _chunk_rows(specs, item, opts.stages))
+    plan = BuildPlan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped, ragged, opts.dtypes)
     partial = PartialCache.start(out, plan, fresh=opts.force)
     if partial.done and reads.changed_since(partial.done.values()):  # its chunks read files that changed since
         partial = PartialCache.start(out, plan, fresh=True)
@@ -237,6 +258,9 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     if runner is not None and runner.items:
         log.info("%s: %s", out, runner.summary())
     _refuse_empty(partial, job.source, opts.allow_empty)
+    keys = job.source.keys
+    check_skipped(out, [b for r in partial.done.values() for b in r.bad], plan.num_keys, opts.max_skipped,
+                  lambda i: keys()[i], partial.path)
     fp = reads.settle(fp, out, (r.reads for r in partial.done.values()), opts.content_hash,
                       reads.carried(out, fp, reuse is not None))
     manifest = partial.seal(list(job.source.keys()), job.source.classes, fp, ids)
@@ -361,16 +385,21 @@ def _digest_of(cache_dir: Path) -> str | None:
         return None
 
 
-def _up_to_date(split: str, out: Path, t0: float, warnings: list[str]) -> BuildReport:
+def _up_to_date(split: str, out: Path, t0: float, warnings: list[str], max_skipped: float | None = None
+                ) -> BuildReport:
     m = read_manifest(out)
     log.debug("%s is up to date (%d items)", out, m["num_items"])
+    keys = {s["index"]: s["key"] for s in m["skipped"]}
+    check_skipped(out, [(s["index"], s["reason"]) for s in m["skipped"]], m["num_items"] + len(m["skipped"]),
+                  max_skipped, keys.__getitem__, None)
     return BuildReport(split, out, "up to date", [], m["num_items"], m["skipped"], time.perf_counter() - t0,
                        warnings=warnings)
 
 
 def _identity_option(opts: BuildOptions) -> dict[str, Any]:
-    """``content_hash`` enters the options only when set, so other fingerprints keep their digest."""
-    return {"content_hash": True} if opts.content_hash else {}
+    """``content_hash`` and ``dtypes`` enter the options only when set, so other fingerprints keep their digest."""
+    return {**({"content_hash": True} if opts.content_hash else {}),
+            **({"dtypes": dict(opts.dtypes)} if opts.dtypes else {})}
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """The commit: a finished partial directory becomes the cache, atomically.
 
-:func:`seal` drops skipped rows (copying, never in place), stitches the ragged shards,
+:func:`seal` decides every column from every item and rewrites the columns that decision
+changed (bake/rewrite.py), drops skipped rows (copying, never in place), stitches the ragged shards,
 checksums every file and writes ``manifest.json`` inside ``<out>.partial/``;
 :func:`publish` removes the journal and renames it onto ``<out>``
 (:func:`swap_into_place`), fsyncing the parent. A crash or ``kill -9`` at any point
@@ -17,7 +18,7 @@ import shutil
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from ..cache.format import (
     MANIFEST,
     PLAN,
     REPLACED_SUFFIX,
+    REWRITE,
+    REWRITTEN,
     SHARDS,
     ColumnSpec,
     sign_manifest,
@@ -43,13 +46,15 @@ from ..cache.splits import carry_splits
 from ..cache.stats import combine_stats, label_histogram
 from ..errors import ForeignOutputError, PrebakeError
 from ..sources.notes import merge_notes
+from . import rewrite
 from .mapped import copy_rows
-from .plan import BuildPlan, ChunkResult, shard_files, tiles
+from .npyfile import save_npy
+from .plan import BuildPlan, ChunkResult, shapes_shard, shard_files, tiles
 from .space import allocate_npy, check_free, npy_bytes
 
 log = logging.getLogger("prebake")
 
-_INTERNAL = (PLAN, JOURNAL, SHARDS, COMPACT, COMPACTED)
+_INTERNAL = (PLAN, JOURNAL, SHARDS, COMPACT, COMPACTED, REWRITE, REWRITTEN)
 
 
 def seal(path: Path, plan: BuildPlan, done: Mapping[int, ChunkResult], keys: list[str], classes: list[str] | None,
@@ -64,10 +69,13 @@ def seal(path: Path, plan: BuildPlan, done: Mapping[int, ChunkResult], keys: lis
     bad = sorted(b for r in results for b in r.bad)
     good = np.ones(plan.num_keys, dtype=bool)
     good[np.array([i for i, _ in bad], dtype=np.int64)] = False
-    _compact(path, plan, good)
-    kept = plan.kept
+    decisions = rewrite.decide(path, plan, results, good, keys)
+    rewrite.rewrite_columns(path, plan, decisions)
+    rewritten = {name for name, d in decisions.items() if d.rewrite}
+    _compact(path, plan, good, rewritten)
+    kept = [decisions[c.name].spec for c in plan.kept]
     for c in kept:
-        if c.ragged:
+        if c.ragged and c.name not in rewritten:
             _stitch(path, plan, c)
     remove_paths(path / f for c in plan.columns if c.name in plan.dropped for f in c.files)
     manifest = {
@@ -76,11 +84,11 @@ def seal(path: Path, plan: BuildPlan, done: Mapping[int, ChunkResult], keys: lis
         "prebake_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "num_items": int(good.sum()),
-        "columns": {c.name: _column_entry(path, c) for c in kept},
+        "columns": {c.name: _column_entry(path, c, decisions[c.name].schema) for c in kept},
         "classes": classes,
         "fingerprint": fingerprint,
         "skipped": [{"index": i, "key": keys[i], "reason": r} for i, r in bad],
-        "stats": _stats(path, plan, results, classes),
+        "stats": _stats(path, kept, results, classes),
         "item_ids": None if item_ids is None else _write_item_ids(path, item_ids[good]),
         "item_keys": _write_item_keys(path, [k for k, ok in zip(keys, good) if ok]),
     }
@@ -118,10 +126,11 @@ def _few(values: list[int]) -> str:
     return ", ".join(map(str, values[:5])) + (", ..." if len(values) > 5 else "")
 
 
-def _compact(path: Path, plan: BuildPlan, good: np.ndarray) -> None:
-    """Drop skipped rows by copying into _compact/, then renaming (crash-safe, never in place)."""
+def _compact(path: Path, plan: BuildPlan, good: np.ndarray, rewritten: set[str]) -> None:
+    """Drop skipped rows by copying into _compact/, then renaming (crash-safe, never in place); a column
+    rewritten at commit has none already."""
     tmp, marker = path / COMPACT, path / COMPACTED
-    fixed = [c for c in plan.kept if not c.ragged]
+    fixed = [c for c in plan.kept if not c.ragged and c.name not in rewritten]
     if good.all() or not fixed:
         return
     if not marker.exists():
@@ -140,13 +149,14 @@ def _compact(path: Path, plan: BuildPlan, good: np.ndarray) -> None:
 
 
 def _stitch(path: Path, plan: BuildPlan, c: ColumnSpec) -> None:
-    """Concatenate the per-chunk shards of a ragged column in row order."""
+    """Concatenate the per-chunk shards of a ragged column in row order (a ragged N-D column's shapes too)."""
     shards = [shard_files(path, c.name, k) for k in range(plan.num_chunks)]
     lengths = [np.load(lp, allow_pickle=False) for _, lp in shards]
     offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.int64)
     np.cumsum(np.concatenate(lengths) if lengths else [], out=offsets[1:])
-    values_file, offsets_file = (path / f for f in c.files)
-    out = allocate_npy(values_file, np.dtype(c.dtype), (int(offsets[-1]), *c.shape),
+    values_file, offsets_file = (path / f for f in c.files[:2])
+    rows = (int(offsets[-1]),) if c.shaped else (int(offsets[-1]), *c.shape)
+    out = allocate_npy(values_file, np.dtype(c.dtype), rows,  # type: ignore[arg-type]
                        f"the ragged column {c.name!r} of the build in {path}")
     pos = 0
     for vp, _ in shards:
@@ -157,6 +167,10 @@ def _stitch(path: Path, plan: BuildPlan, c: ColumnSpec) -> None:
     del out
     with open(offsets_file, "wb") as f:
         save_npy(f, offsets)
+    if c.shaped:
+        parts = [np.load(shapes_shard(path, c.name, k), allow_pickle=False) for k in range(plan.num_chunks)]
+        with open(path / c.files[2], "wb") as f:
+            save_npy(f, np.concatenate(parts) if parts else np.empty((0, c.ndim), np.int64))
 
 
 def _write_item_ids(path: Path, ids: np.ndarray) -> dict[str, Any]:
@@ -174,20 +188,21 @@ def _write_item_keys(path: Path, keys: list[str]) -> dict[str, Any]:
     return {"bytes": file.stat().st_size, "xxh3_64": file_checksum(file)}
 
 
-def _column_entry(path: Path, c: ColumnSpec) -> dict[str, Any]:
+def _column_entry(path: Path, c: ColumnSpec, schema: dict[str, Any]) -> dict[str, Any]:
     files = {}
     for name in c.files:
         file = path / name
         fsync_path(file)
         files[name] = {"bytes": file.stat().st_size, "xxh3_64": file_checksum(file)}
-    return {**c.to_json(), "files": files}
+    return {**c.to_json(), "files": files, "schema": schema}
 
 
-def _stats(path: Path, plan: BuildPlan, results: list[ChunkResult], classes: list[str] | None) -> dict[str, Any]:
-    kept = {c.name for c in plan.kept}
+def _stats(path: Path, columns: list[ColumnSpec], results: list[ChunkResult], classes: list[str] | None
+           ) -> dict[str, Any]:
+    kept = {c.name for c in columns}
     stats: dict[str, Any] = {"columns": {name: s for name, s in combine_stats([r.stats for r in results]).items()
                                          if name in kept}}
-    label = next((c for c in plan.fixed if c.name == "label" and c.shape == ()), None)
+    label = next((c for c in columns if c.name == "label" and not c.ragged and c.shape == ()), None)
     if label is not None and np.dtype(label.dtype).kind in "iub":
         stats["label_histogram"] = label_histogram(np.load(path / label.files[0], mmap_mode="r"), classes)
     return stats
@@ -249,16 +264,3 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return rc == 0
-
-
-class _Writes:
-    """A file object numpy does not take for a real file, so ``np.save`` writes through Python's
-    ``write``: a full disk is then ENOSPC, not numpy's "N requested and M written" without an errno."""
-
-    def __init__(self, f: BinaryIO):
-        self.write = f.write
-
-
-def save_npy(f: BinaryIO, arr: np.ndarray) -> None:
-    """``np.save(f, arr)``, the same bytes, with a full disk reported as an OSError that has its errno."""
-    np.save(_Writes(f), arr, allow_pickle=False)  # type: ignore[arg-type]

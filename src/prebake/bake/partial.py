@@ -5,9 +5,10 @@ Life of a partial directory::
     start()   preallocate every fixed column as a full-size .npy (sparse file),
               write _plan.json; or, if _plan.json matches, resume from _journal.jsonl
     workers   write rows straight into the memory-mapped columns; ragged columns
-              go to per-chunk shards in _shards/
+              go to per-chunk shards in _shards/, items unlike the first to spill shards
     record()  fsync the data of finished chunks, then append them to the journal
-    seal()    drop skipped rows (copy, never in place), stitch ragged shards,
+    seal()    decide each column from every item, rewrite the columns that must change,
+              drop skipped rows (copy, never in place), stitch ragged shards,
               checksum every file, write manifest.json (fsync)           (commit.py)
     publish() remove the journal, rename <out>.partial -> <out>, fsync the parent
 
@@ -28,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from ..cache.files import fsync_path, write_json
-from ..cache.format import COMPACTED, JOURNAL, PARTIAL_SUFFIX, PLAN, SHARDS, ColumnSpec, partial_path
+from ..cache.format import COMPACTED, JOURNAL, PARTIAL_SUFFIX, PLAN, REWRITTEN, SHARDS, ColumnSpec, partial_path
 from ..cache.ownership import remove_partial
 from ..errors import DiskFullError, PrebakeError
 from . import commit
 from .mapped import MappedColumns
-from .plan import BuildPlan, ChunkResult, shard_files
+from .plan import BuildPlan, ChunkResult, chunk_shards, shapes_shard, shard_files
 from .space import NO_ROOM, allocate_npy, check_free, disk_full, npy_bytes
 
 
@@ -91,8 +92,8 @@ class PartialCache:
 
     @staticmethod
     def _files_intact(path: Path, plan: BuildPlan) -> bool:
-        if (path / COMPACTED).exists():
-            return True  # fixed columns were already compacted; the journal is complete
+        if (path / COMPACTED).exists() or (path / REWRITTEN).exists():
+            return True  # columns were already compacted or rewritten at commit; the journal is complete
         return all((path / c.files[0]).exists() for c in plan.fixed)
 
     def close(self) -> None:
@@ -113,18 +114,31 @@ class PartialCache:
     def shard_files(self, name: str, chunk: int) -> tuple[Path, Path]:
         return shard_files(self.path, name, chunk)
 
-    def write_shard(self, spec: ColumnSpec, chunk: int, items: list[np.ndarray]) -> None:
-        """Write a chunk's ragged items, relative to the _shards directory this process opened.
+    def shards_fd(self) -> int:
+        """The _shards directory this process opened; every shard is written relative to it.
 
         A worker orphaned by a killed build holds the old directory, so it can never drop
         a shard into the next build's fresh partial directory.
         """
         if self._shards_fd is None:
             self._shards_fd = os.open(self.path / SHARDS, os.O_RDONLY | os.O_DIRECTORY)
-        fd = self._shards_fd
-        lengths = np.array([len(a) for a in items], dtype=np.int64)
-        values = np.concatenate(items, dtype=spec.dtype) if items else np.empty((0, *spec.shape), dtype=spec.dtype)
-        for path, arr in zip(self.shard_files(spec.name, chunk), (values, lengths)):
+        return self._shards_fd
+
+    def write_shard(self, spec: ColumnSpec, chunk: int, items: list[np.ndarray]) -> None:
+        """Write a chunk's ragged items (of a ragged N-D column: flat, with their shapes)."""
+        fd = self.shards_fd()
+        if spec.shaped:
+            lengths = np.array([a.size for a in items], dtype=np.int64)
+            values = np.concatenate([a.reshape(-1) for a in items], dtype=spec.dtype) if items else \
+                np.empty(0, dtype=spec.dtype)
+            shapes = np.array([a.shape for a in items], dtype=np.int64).reshape(len(items), spec.ndim)
+            files, arrays = [*self.shard_files(spec.name, chunk), shapes_shard(self.path, spec.name, chunk)], \
+                (values, lengths, shapes)
+        else:
+            lengths = np.array([len(a) for a in items], dtype=np.int64)
+            values = np.concatenate(items, dtype=spec.dtype) if items else np.empty((0, *spec.shape), dtype=spec.dtype)
+            files, arrays = list(self.shard_files(spec.name, chunk)), (values, lengths)
+        for path, arr in zip(files, arrays):
             tmp = path.name + ".tmp"
             try:
                 with open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd)) as f:
@@ -155,8 +169,8 @@ class PartialCache:
         for c in self.plan.fixed:
             fsync_path(self.path / c.files[0])
         for r in results:
-            for c in self.plan.ragged:
-                for p in self.shard_files(c.name, r.chunk):
+            for c in self.plan.columns:
+                for p in chunk_shards(self.path, c, r):
                     fsync_path(p)
         with open(self.path / JOURNAL, "a") as f:
             f.write("".join(r.to_json() + "\n" for r in results))
@@ -185,6 +199,16 @@ class PartialCache:
 
     def publish(self) -> Path:
         return commit.publish(self.path, self.out, self.force)
+
+
+def prior_plan(out: Path, digest: str) -> BuildPlan | None:
+    """The plan of the partial build of ``out`` when it is a build of the inputs ``digest`` names (its
+    provisional specs then need no item read to be made again), else None."""
+    try:
+        plan = BuildPlan.from_json(json.loads((partial_path(out) / PLAN).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, PrebakeError):
+        return None
+    return plan if plan.digest == digest and not plan.staged else None
 
 
 def read_journal(journal: Path) -> dict[int, ChunkResult]:

@@ -26,6 +26,8 @@ class BuildPlan:
     columns: tuple[ColumnSpec, ...]
     staged: tuple[str, ...] = ()  # columns that stages write (in the building process), not the workers
     dropped: tuple[str, ...] = ()  # columns kept only while building (inputs of stages with keep=False)
+    declared: tuple[str, ...] = ()  # columns declared ragged: ragged at commit even when every item agrees
+    dtypes: tuple[tuple[str, str], ...] = ()  # (column, dtype) the user gave: every item is cast to it
 
     @property
     def num_chunks(self) -> int:
@@ -60,41 +62,79 @@ class BuildPlan:
             "columns": {c.name: c.to_json() for c in self.columns},
             "staged": list(self.staged),
             "dropped": list(self.dropped),
+            "declared": list(self.declared),
+            "dtypes": dict(self.dtypes),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BuildPlan:
         cols = tuple(ColumnSpec.from_json(n, c) for n, c in d["columns"].items())
         return cls(d["digest"], int(d["num_keys"]), int(d["chunk_rows"]), cols, tuple(d.get("staged", ())),
-                   tuple(d.get("dropped", ())))
+                   tuple(d.get("dropped", ())), tuple(d.get("declared", ())),
+                   tuple((str(k), str(v)) for k, v in dict(d.get("dtypes") or {}).items()))
+
+    @property
+    def given(self) -> dict[str, str]:
+        """The dtype the user gave each column (``--dtype COL=DTYPE``)."""
+        return dict(self.dtypes)
 
 
 @dataclass
 class ChunkResult:
     """What a worker reports for one chunk: skipped rows, column statistics, and the files its
-    transforms and stages read (``{path: identity}``, identity/reads.py)."""
+    transforms and stages read (``{path: identity}``, identity/reads.py).
+
+    ``seen``: per column, the dtypes of the chunk's good items, ``{dtype: [count, first row]}``.
+    ``spills``: per column, the items that did not fit the column's provisional spec (another
+    shape or dtype), ``[[row, dtype, shape], ...]`` in row order, whose bytes are in the chunk's
+    spill shard (:func:`spill_shard`). The commit decides every column from these (bake/schema.py).
+    """
 
     chunk: int
     bad: list[tuple[int, str]] = field(default_factory=list)
     stats: dict[str, list[Any]] = field(default_factory=dict)
     reads: dict[str, list[Any]] = field(default_factory=dict)
+    seen: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    spills: dict[str, list[list[Any]]] = field(default_factory=dict)
     notes: dict[str, list[int]] = field(default_factory=dict)  # what the readers kept only part of (sources/notes.py)
 
     def to_json(self) -> str:
-        extra = {k: v for k, v in (("reads", self.reads), ("notes", self.notes)) if v}
+        extra = {k: v for k, v in (("reads", self.reads), ("seen", self.seen), ("spills", self.spills),
+                                   ("notes", self.notes)) if v}
         return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats, **extra})
 
     @classmethod
     def from_json(cls, line: str) -> ChunkResult:
         d = json.loads(line)
         return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"], dict(d.get("reads") or {}),
-                   dict(d.get("notes") or {}))
+                   dict(d.get("seen") or {}), dict(d.get("spills") or {}), dict(d.get("notes") or {}))
 
 
 def shard_files(path: Path, name: str, chunk: int) -> tuple[Path, Path]:
     """The values and lengths files of ragged column ``name`` for ``chunk`` in the partial directory ``path``."""
     base = path / SHARDS / f"{name}.{chunk:06d}"
     return base.with_name(base.name + ".values.npy"), base.with_name(base.name + ".lengths.npy")
+
+
+def shapes_shard(path: Path, name: str, chunk: int) -> Path:
+    """The item shapes of ragged N-D column ``name`` for ``chunk``, ``(items, ndim)`` int64."""
+    return path / SHARDS / f"{name}.{chunk:06d}.shapes.npy"
+
+
+def spill_shard(path: Path, name: str, chunk: int) -> Path:
+    """The raw bytes (C order, back to back) of the items of ``chunk`` that did not fit column ``name``'s provisional
+    spec; their dtypes and shapes are in the journal (:attr:`ChunkResult.spills`)."""
+    return path / SHARDS / f"{name}.{chunk:06d}.spill.bin"
+
+
+def chunk_shards(path: Path, spec: ColumnSpec, result: ChunkResult) -> list[Path]:
+    """Every shard file that ``result``'s chunk wrote for column ``spec`` (what must be durable before the journal)."""
+    files = list(shard_files(path, spec.name, result.chunk)) if spec.ragged else []
+    if spec.shaped:
+        files.append(shapes_shard(path, spec.name, result.chunk))
+    if result.spills.get(spec.name):
+        files.append(spill_shard(path, spec.name, result.chunk))
+    return files
 
 
 def tiles(plan: BuildPlan) -> bool:

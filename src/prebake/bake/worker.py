@@ -2,22 +2,22 @@
 
 A worker gets a :class:`Job` by fork (the source's state is loaded once in the
 parent), opens the memory-mapped columns once, and for each chunk writes its
-rows in place. Only a small :class:`~prebake.bake.plan.ChunkResult` goes back
-through the pipe.
+rows in place; an item unlike the provisional specs spills (bake/spill.py). Only a
+small :class:`~prebake.bake.plan.ChunkResult` goes back through the pipe.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..cache.format import ColumnSpec
-from ..cache.stats import chunk_stats
-from ..errors import BadItemError, SourceError, StrictModeError, opt
+from ..cache.format import ColumnSpec, validate_dtype
+from ..cache.stats import add_stats, chunk_stats
+from ..errors import BadItemError, FormatError, SourceError, StrictModeError, opt
 from ..identity.reads import recording, take
 from ..sources.base import Source
 from ..sources.notes import take_notes
@@ -25,6 +25,7 @@ from ..steps.pipeline import Pipeline
 from .mapped import MappedColumns
 from .partial import PartialCache
 from .plan import ChunkResult
+from .spill import ChunkSink, Fitter, fit_item
 from .watchdog import working_on
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class Job:
             assert self.partial is not None
             self._columns, self._old, self._pid = self.partial.open_columns(), None, os.getpid()
         return self._columns
+
+    def stage_inputs(self) -> frozenset[str]:
+        """The item columns the stages read: they stay strict (a stage batches them in one shape)."""
+        return frozenset(c for s in self.steps.stages for c in s.inputs)
 
     def old_cache(self) -> Cache:
         """The committed cache being replaced, whose unchanged rows are copied (read-only)."""
@@ -70,55 +75,37 @@ def bake_item(job: Job, index: int) -> dict[str, Any]:
         raise BadItemError(f"{type(e).__name__}: {e}") from e
 
 
-def conform(item: dict[str, Any], specs: Sequence[ColumnSpec]) -> dict[str, np.ndarray]:
-    """Check an item against the column specs; return arrays in the column dtypes."""
-    extra = set(item) - {c.name for c in specs}
-    if extra:
-        raise BadItemError(f"has columns {sorted(extra)} that the first item did not have")
-    out = {}
-    for c in specs:
-        if c.name not in item:
-            raise BadItemError(f"missing column {c.name!r}")
-        v = np.asarray(item[c.name])
-        dtype = np.dtype(c.dtype)
-        if v.dtype != dtype and not np.can_cast(v.dtype, dtype, casting="safe"):
-            hint = f"; give every image 8-bit RGB with {opt('rgb')}" if c.name == "image" and v.ndim == 3 else ""
-            raise BadItemError(f"column {c.name!r} has dtype {v.dtype}, expected {dtype} like the first item{hint}")
-        shape = v.shape[1:] if c.ragged else v.shape
-        if shape != c.shape or (c.ragged and v.ndim == 0):
-            want = ("(n, " + ", ".join(map(str, c.shape)) + ")") if c.ragged else str(c.shape)
-            hint = "" if c.name != "image" else f"; give every volume one shape with {opt('volume_shape')}" \
-                if v.ndim == 4 else f"; give every image one size with {opt('image_size')}"
-            raise BadItemError(f"column {c.name!r} has shape {v.shape}, expected {want} like the first item{hint}")
-        if v.dtype.kind in "fc" and not np.isfinite(v).all():
-            raise BadItemError(f"column {c.name!r} contains NaN or Inf")
-        out[c.name] = v.astype(dtype, copy=False)
-    return out
+def probe_specs(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None = None) -> list[ColumnSpec]:
+    """Provisional column specs from the first item that bakes; the commit decides from every item."""
+    return probe(job, ragged, given)[0]
 
 
-def probe_specs(job: Job, ragged: Sequence[str]) -> list[ColumnSpec]:
-    """Column specs from the first item that bakes; later items must match it."""
-    return probe(job, ragged)[0]
+def probe(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None = None
+          ) -> tuple[list[ColumnSpec], dict[str, np.ndarray]]:
+    """The provisional column specs of the first item that bakes, and that item (its values as the specs hold them).
 
-
-def probe(job: Job, ragged: Sequence[str]) -> tuple[list[ColumnSpec], dict[str, np.ndarray]]:
-    """The column specs of the first item that bakes, and that item (conformed to them)."""
+    ``given``: the user's dtype of some columns (``--dtype``), which the specs take."""
+    given = dict(given or {})
     reasons = []
     for i in range(len(job.source)):
         try:
             item = bake_item(job, i)
-            specs = [spec_of(name, value, name in ragged) for name, value in item.items()]
-            return specs, conform(item, specs)
+            specs = [spec_of(name, value, name in ragged, given.get(name)) for name, value in item.items()]
+            return specs, fit_item(item, specs, given)[0]
         except BadItemError as e:
             reasons.append(f"{job.source.keys()[i]}: {e.reason}")
     shown = "; ".join(reasons[:3]) or "the source has no items"
     raise SourceError(f"no item of the source could be baked ({shown})")
 
 
-def spec_of(name: str, value: Any, ragged: bool) -> ColumnSpec:
+def spec_of(name: str, value: Any, ragged: bool, given: str | None = None) -> ColumnSpec:
     v = np.asarray(value)
-    dtype = v.dtype
-    if name == "label" and dtype.kind in "iu":
+    try:
+        validate_dtype(v.dtype, name)
+    except FormatError as e:
+        raise BadItemError(str(e)) from None
+    dtype = np.dtype(given) if given is not None else v.dtype
+    if given is None and name == "label" and dtype.kind in "iu":
         dtype = np.dtype(np.int64)  # labels are int64, as torch expects
     if ragged and v.ndim == 0:
         raise SourceError(f"column {name!r} is listed as ragged but its first item is a scalar")
@@ -126,7 +113,8 @@ def spec_of(name: str, value: Any, ragged: bool) -> ColumnSpec:
 
 
 def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkResult:
-    """Bake one chunk: rows into the memory maps, ragged items into a shard.
+    """Bake one chunk: rows into the memory maps, ragged items into a shard, items unlike the provisional
+    specs into a spill shard (bake/spill.py).
 
     ``reuse[k] >= 0`` means item ``rows[k]`` is row ``reuse[k]`` of the old cache: copied, not baked.
     """
@@ -138,35 +126,53 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
     item_columns = plan.item_columns  # the stages' outputs are written by the building process
     fixed = [(c.name, cols[c.name]) for c in plan.fixed]
     ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in item_columns if c.ragged}
+    fit = Fitter(item_columns, plan.given, job.stage_inputs())
     take_notes()  # what a read before this chunk noted (the probe's item) is not this chunk's
     result = ChunkResult(chunk)
-    for k, i in enumerate(rows):
-        working_on(i)
-        try:
-            if reuse is not None and reuse[k] >= 0:
-                item = _old_row(job, plan.columns, int(reuse[k]))
-            else:
-                item = conform(bake_item(job, i), item_columns)
-        except BadItemError as e:
-            if job.strict:
-                raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad item)") from e
-            result.bad.append((i, e.reason))
-            continue
-        for name, column in fixed:
-            if name in item:
-                column[i] = item[name]
-        for name, items in ragged.items():
-            items.append(item[name])
+    sink = ChunkSink(job.partial, chunk, item_columns)
+    try:
+        for k, i in enumerate(rows):
+            working_on(i)
+            try:
+                if reuse is not None and reuse[k] >= 0:  # as the old cache holds it, the stages' outputs too
+                    placed, spilled = _old_row(job, plan.columns, int(reuse[k])), {}
+                    dtypes = _other_dtypes(placed, item_columns)
+                else:
+                    placed, spilled, dtypes = fit(bake_item(job, i))
+            except BadItemError as e:
+                if job.strict:
+                    raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad "
+                                          "item)") from e
+                result.bad.append((i, e.reason))
+                continue
+            sink.add(i, spilled, dtypes)
+            for name, column in fixed:
+                if name in placed:
+                    column[i] = placed[name]
+            for name, items in ragged.items():
+                if name in placed:
+                    items.append(placed[name])
+        sink.finish()
+    except BaseException:
+        sink.abandon()
+        raise
     working_on(-1)
     mapped.flush_rows(rows.start, rows.stop)
     for c in item_columns:
         if c.ragged:
             job.partial.write_shard(c, chunk, ragged[c.name])
     item_fixed = [c for c in item_columns if not c.ragged]
-    result.stats = _chunk_stats(cols, ragged, item_fixed, rows, result.bad)
+    result.stats = _chunk_stats(cols, ragged, item_fixed, rows, result.bad, sink)
+    result.seen, result.spills = sink.seen, sink.spills
     result.reads = take()
     result.notes = take_notes()
     return result
+
+
+def _other_dtypes(row: Mapping[str, Any], columns: Sequence[ColumnSpec]) -> dict[str, np.dtype]:
+    """The columns of a reused row whose dtype is not the provisional spec's (see ChunkSink.add)."""
+    had = {c.name: (np.asarray(row[c.name]).dtype, np.dtype(c.dtype)) for c in columns if c.name in row}
+    return {name: got for name, (got, spec) in had.items() if got != spec}
 
 
 def _old_row(job: Job, columns: Sequence[ColumnSpec], row: int) -> dict[str, Any]:
@@ -190,18 +196,23 @@ def _where(job: Job, index: int) -> str:
     return f"{key} (in {root})" if root else key
 
 
-def _chunk_stats(cols: dict[str, np.ndarray], ragged: dict[str, list[np.ndarray]],
-                 fixed: Sequence[ColumnSpec], rows: range, bad: list[tuple[int, str]]) -> dict[str, list[Any]]:
+def _chunk_stats(cols: dict[str, np.ndarray], ragged: dict[str, list[np.ndarray]], fixed: Sequence[ColumnSpec],
+                 rows: range, bad: list[tuple[int, str]], sink: ChunkSink) -> dict[str, list[Any]]:
+    """Each column's ``[min, max, sum, count]`` over the chunk's good items, spilled ones included."""
     good = np.ones(len(rows), dtype=bool)
     good[np.array([i - rows.start for i, _ in bad], dtype=np.int64)] = False
     out = {}
     for c in fixed:
         block = cols[c.name][rows.start : rows.stop]
-        s = chunk_stats(block if good.all() else block[good])
+        kept = good.copy()
+        kept[np.array([s[0] - rows.start for s in sink.spills.get(c.name, ())], dtype=np.int64)] = False
+        s = chunk_stats(block if kept.all() else block[kept])
         if s is not None:
             out[c.name] = s
     for name, items in ragged.items():
-        s = chunk_stats(np.concatenate(items)) if items else None
+        s = chunk_stats(np.concatenate([a.reshape(-1) for a in items])) if items else None
         if s is not None:
             out[name] = s
+    for name, s in sink.stats.items():
+        out[name] = add_stats(out.get(name), s)
     return out

@@ -47,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _report_json(r: Any) -> dict[str, Any]:
     return {"split": r.split, "out": str(r.out), "action": r.action, "reasons": r.reasons,
-            "num_items": r.num_items, "reused": r.reused, "skipped": r.skipped, "seconds": round(r.seconds, 3)}
+            "num_items": r.num_items, "kept": r.kept, "total": r.total,
+            "reused": r.reused, "skipped": r.skipped, "seconds": round(r.seconds, 3)}
 
 
 def _print_report(r: Any) -> None:
-    from ..bake.build import skipped_summary
+    from ..bake.build import kept_line, skipped_summary
 
     name = f"{r.split}: " if r.split else ""
     rate = f" ({r.num_items / r.seconds:,.0f} items/s)" if r.action != "up to date" and r.seconds > 0 else ""
@@ -66,3 +67,4 @@ def _print_report(r: Any) -> None:
     elif r.skipped:
         echo(f"  skipped {len(r.skipped)} bad item{'s' if len(r.skipped) != 1 else ''}:")
         echo("\n".join("  " + line for line in skipped_summary(r, manifest)[1:]))
+    echo(kept_line(r))  # the last line of every build

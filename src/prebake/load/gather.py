@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache.reader import Ragged, native
+from ..cache.reader import Ragged, Shaped, native
 
-Column = Any  # np.ndarray | Ragged | torch.Tensor | a Ragged of tensors
+Column = Any  # np.ndarray | Ragged | Shaped | torch.Tensor | a Ragged (or Shaped) of tensors
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,18 @@ class Take:
 
     ``lengths`` is set for whole ragged items without padding: the one part holds every
     sample's rows back to back, and the output is a list of per-sample pieces.
+
+    ``shapes`` is set for whole items of a ragged N-D column (:class:`~prebake.cache.reader.Shaped`):
+    the one part's ``rows`` are the items, ``lengths`` their element counts, and the output is a
+    list of per-sample arrays at those shapes, or with ``pad`` one array zero-padded on every axis
+    to the batch's largest (:func:`read_shaped`).
     """
 
     column: str
     parts: tuple[Part, ...]
     lengths: np.ndarray | None = None
+    shapes: np.ndarray | None = None
+    pad: bool = False
 
     def flat_rows(self) -> np.ndarray:
         if len(self.parts) == 1:
@@ -70,10 +77,23 @@ class Plan:
 
 @dataclass(frozen=True)
 class Pieces:
-    """Whole ragged items read in one gather: ``flat`` holds them back to back, ``lengths`` cuts it."""
+    """Whole ragged items read in one gather: ``flat`` holds them back to back, ``lengths`` cuts it
+    (and, for a ragged N-D column, ``shapes`` gives each piece its shape)."""
 
     flat: Any  # np.ndarray or torch.Tensor
     lengths: np.ndarray
+    shapes: np.ndarray | None = None
+
+    def cut(self, flat: Any = None) -> list[Any]:
+        """``flat`` (default: this batch's; numpy or torch, on any device) cut into the per-item pieces."""
+        flat = self.flat if flat is None else flat
+        if isinstance(flat, torch.Tensor):
+            pieces = list(flat.split(self.lengths.tolist()))
+        else:
+            pieces = np.split(flat, np.cumsum(self.lengths)[:-1]) if len(self.lengths) else []
+        if self.shapes is not None:
+            pieces = [p.reshape(tuple(s)) for p, s in zip(pieces, self.shapes.tolist())]
+        return pieces
 
 
 def values_of(col: Column) -> Any:
@@ -82,7 +102,7 @@ def values_of(col: Column) -> Any:
     A memory map is seen as a plain ndarray over the same pages (no copy), so what a gather
     returns is a plain array too, not a ``np.memmap`` that is backed by no file.
     """
-    values = col.values if isinstance(col, Ragged) else col
+    values = col.values if isinstance(col, (Ragged, Shaped)) else col
     return np.asarray(values) if isinstance(values, np.memmap) else values
 
 
@@ -127,10 +147,39 @@ def read_host(plan: Plan, data: Mapping[str, Column], buffers: Buffers | None = 
     """
     out: dict[str, Any] = {}
     for take in plan.takes:
+        if take.shapes is not None:
+            out[take.parts[0].key] = read_shaped(take, data[take.column])
+            continue
         values = values_of(data[take.column])
         got = take_rows(values, take.flat_rows(), buffers)  # the one gather of this column
         out.update(_split(got, take))
     return {**out, **plan.extra}
+
+
+def read_shaped(take: Take, col: Any) -> Any:
+    """Whole items of a ragged N-D column: :class:`Pieces` (each item's elements back to back, with its
+    shape), or with ``take.pad`` one array (numpy or torch, where the column is) zero-padded on every axis
+    to the batch's largest item.
+
+    One contiguous slice per item: items of different shapes have no common row to gather by, and a
+    gather by element positions would build an index the size of the batch's pixels.
+    """
+    assert take.lengths is not None and take.shapes is not None
+    starts = np.asarray(col.offsets)[take.parts[0].rows].tolist()
+    lengths, values = take.lengths.tolist(), col.values
+    slices = [values[s : s + n] for s, n in zip(starts, lengths)]
+    on_torch = isinstance(values, torch.Tensor)
+    if not take.pad:
+        flat = (torch.cat(slices) if slices else values[:0]) if on_torch else \
+            (np.concatenate(slices) if slices else np.asarray(values[:0]))
+        return Pieces(flat if on_torch else native(flat), take.lengths, take.shapes)
+    box = tuple(int(x) for x in take.shapes.max(axis=0)) if len(lengths) else (0,) * take.shapes.shape[1]
+    shape = (len(lengths), *box)
+    out = torch.zeros(shape, dtype=values.dtype, device=values.device) if on_torch else \
+        np.zeros(shape, values.dtype.newbyteorder("="))
+    for b, (piece, item_shape) in enumerate(zip(slices, take.shapes.tolist())):
+        out[(b, *(slice(0, n) for n in item_shape))] = piece.reshape(item_shape)
+    return out
 
 
 def take_rows(values: np.ndarray, rows: np.ndarray, buffers: Buffers | None = None) -> np.ndarray:
@@ -172,7 +221,7 @@ def read_device(plan: Plan, data: Mapping[str, Column], device: torch.device) ->
     out: dict[str, Any] = {}
     for take in plan.takes:
         values = values_of(data[take.column])
-        if not isinstance(values, torch.Tensor):
+        if not isinstance(values, torch.Tensor) or take.shapes is not None:
             out.update(read_host(Plan((take,)), data))
             continue
         rows = torch.from_numpy(take.flat_rows()).to(device, non_blocking=True)
@@ -188,6 +237,6 @@ def reorder_host(value: Any, inverse: np.ndarray | None) -> Any:
     """Put a sorted batch output back in the drawn order (numpy; None: it already is); whole ragged items
     become a list."""
     if isinstance(value, Pieces):
-        pieces = np.split(value.flat, np.cumsum(value.lengths)[:-1]) if len(value.lengths) else []
+        pieces = value.cut()
         return pieces if inverse is None else [pieces[j] for j in inverse]
     return value if inverse is None else np.take(value, inverse, axis=0)

@@ -44,7 +44,7 @@ from .state import (
     check_sampling,
     check_shape,
 )
-from .views import Items, View, subset_id
+from .views import Items, View, refuse_shaped_convert, subset_id
 
 
 def _distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -166,6 +166,7 @@ class Loader:
         if convert and self._on_device:
             raise OptionError("convert runs in the host gather, and preload='device' gathers on the device; "
                               "convert there in transform, or preload='ram'")
+        refuse_shaped_convert(convert, self.cache)
         self.convert = resolve(convert, self.columns, {k: values_of(v).dtype for k, v in self._data.items()})
         self._buffers = Buffers(keep=self.prefetch + self.threads + 2)  # batches in flight, and one being used
 

@@ -42,7 +42,7 @@ import torch.utils.data
 import xxhash
 
 from ..cache.indices import is_many, item_index, item_indices, shown
-from ..cache.reader import Cache, Ragged
+from ..cache.reader import Cache, Ragged, Shaped
 from ..cache.tuples import Tuples
 from ..errors import ViewError
 from .gather import Part, Plan, Take, read_host, reorder_host
@@ -71,7 +71,7 @@ def _source(cache: Any, column: Any, view: str) -> None:
                         f"prebake.open(path), e.g. prebake.{view}(prebake.open('cache/clips'), ...)")
     if not isinstance(column, str):
         raise ViewError(f"{view}(column={shown(column)}): column must be the name (str) of a ragged column of "
-                        f"{cache.path}: one of {[n for n, s in cache.specs.items() if s.ragged]}")
+                        f"{cache.path}: one of {_row_columns(cache)}")
 
 
 class View(torch.utils.data.Dataset):
@@ -156,20 +156,37 @@ def _columns_of(cache: Cache, names: Sequence[str]) -> dict[str, np.ndarray | Ra
     return {n: cache.column(n) for n in names}
 
 
+def _row_columns(cache: Cache) -> list[str]:
+    """The ragged columns of rows (only axis 0 varies), which views cut."""
+    return [n for n, s in cache.specs.items() if s.ragged and not s.shaped]
+
+
+def _varying(cache: Cache, name: str) -> str:
+    return f"shape {list(cache.specs[name].shape)}, null where items differ"
+
+
 def _aligned(cache: Cache, column: str, columns: Sequence[str] | None) -> tuple[list[str], list[str]]:
     """(fixed columns, ragged columns cut like ``column``) of ``columns`` (default: every one that fits)."""
     if column not in cache.specs:
         raise ViewError(f"{cache.path} has no column {column!r}; its columns are {cache.columns}")
-    if not cache.specs[column].ragged:
-        raise ViewError(f"column {column!r} of {cache.path} is not ragged (one row per item); a view cuts the rows "
-                        f"of a ragged column: pick one of {[n for n, s in cache.specs.items() if s.ragged]}")
+    if not cache.specs[column].ragged or cache.specs[column].shaped:
+        what = (f"holds items that differ beyond their first axis ({_varying(cache, column)}), which have no rows "
+                "to cut" if cache.specs[column].ragged else "is not ragged (one row per item)")
+        raise ViewError(f"column {column!r} of {cache.path} {what}; a view cuts the rows of a ragged column: pick "
+                        f"one of {_row_columns(cache)}, or read whole items with prebake.Loader(cache)")
     offsets = cache.column(column).offsets  # type: ignore[union-attr]
     names = list(cache.columns) if columns is None else list(columns)
     fixed, ragged = [], []
     for name in names:
         if name not in cache.specs:
             raise ViewError(f"{cache.path} has no column {name!r}; its columns are {cache.columns}")
-        if not cache.specs[name].ragged:
+        if cache.specs[name].shaped:
+            if columns is not None:
+                raise ViewError(f"column {name!r} of {cache.path} holds items that differ beyond their first axis "
+                                f"({_varying(cache, name)}), so a view cannot cut or repeat it by rows; leave it "
+                                "out of columns=")
+            log.debug("view over %r leaves out %r: its items vary beyond axis 0", column, name)
+        elif not cache.specs[name].ragged:
             fixed.append(name)
         elif name == column or np.array_equal(cache.column(name).offsets, offsets):  # type: ignore[union-attr]
             ragged.append(name)
@@ -323,7 +340,10 @@ class Items(View):
     """The cache itself as a view: one item per cache item, what ``Loader(cache)`` reads.
 
     A ragged column gives each sample's whole item: a list of arrays, or with ``pad=True`` one
-    array zero-padded to the longest item of the batch plus ``<column>_lengths``.
+    array zero-padded to the longest item of the batch plus ``<column>_lengths``. A ragged N-D
+    column (items of different shapes) gives a list of arrays at their own shapes, or with
+    ``pad=True`` one array zero-padded on every axis to the batch's largest plus
+    ``<column>_shape`` (``(B, ndim)``).
     """
 
     def __init__(self, cache: Cache, columns: Sequence[str] | None = None, pad: bool = False):
@@ -343,6 +363,13 @@ class Items(View):
         takes, extra = [], {}
         for name in _select(self.columns, columns, self):
             col = self.cache.column(name)
+            if isinstance(col, Shaped):  # whole N-D items: a list at their shapes, or padded on every axis
+                shapes = np.asarray(col.shapes[idx])
+                counts = np.prod(shapes, axis=1, dtype=np.int64)
+                takes.append(Take(name, (Part(name, idx),), counts, shapes, self.pad))
+                if self.pad:
+                    extra[f"{name}_shape"] = shapes
+                continue
             if not isinstance(col, Ragged):
                 takes.append(Take(name, (Part(name, idx),)))
                 continue
@@ -362,6 +389,15 @@ class Items(View):
 
     def identity(self) -> dict[str, Any]:
         return {"view": "items", "len": len(self)}
+
+
+def refuse_shaped_convert(convert: Any, cache: Cache) -> None:
+    """Loader(convert=...) converts rows as it gathers them; items of a ragged N-D column have no common rows."""
+    shaped = [n for n in convert or () if n in cache.specs and cache.specs[n].shaped]
+    if shaped:
+        raise ViewError(f"convert={{{shaped[0]!r}: ...}}: column {shaped[0]!r} of {cache.path} holds items of "
+                        f"different shapes ({_varying(cache, shaped[0])}), which the gather does not convert; "
+                        "convert them in transform, on the device")
 
 
 def _select(own: list[str], columns: Sequence[str] | None, view: View) -> list[str]:

@@ -115,11 +115,11 @@ class _Items:
         x = np.full((2, 4), i, dtype=np.float32)
         if not self.bad or i not in range(3, 10):
             return {"x": x, "label": i}
-        return {3: lambda: {"x": np.zeros((2, 5), np.float32), "label": i},
+        return {3: lambda: {"x": np.full((2, 4), None, dtype=object), "label": i},  # another shape is no fault
                 4: lambda: {"x": np.where(np.eye(2, 4) > 0, np.nan, x).astype(np.float32), "label": i},
                 5: lambda: _raise(OSError(f"cannot read record {i}")),
                 6: lambda: {"x": x, "label": i, "extra": 1},
-                7: lambda: {"x": x.astype(np.float64), "label": i},
+                7: lambda: {"x": np.zeros((2, 4), [("a", "<f4")]), "label": i},  # nor another dtype
                 8: lambda: {"x": x},
                 9: lambda: {"x": x, "label": i, "drop": True}}[i]()
 
@@ -135,8 +135,8 @@ def _transform(item: dict[str, Any]) -> Any:
 
 
 def _datasets(d: Path) -> tuple[Any, Any, dict[str, str], dict[str, Any]]:
-    bad = {"3": "shape (2, 5), expected (2, 4)", "4": "NaN", "5": "OSError: cannot read record 5",
-           "6": "'extra'", "7": "dtype float64, expected float32", "8": "missing column 'label'",
+    bad = {"3": "which holds Python objects", "4": "NaN", "5": "OSError: cannot read record 5",
+           "6": "'extra'", "7": "has structured dtype", "8": "missing column 'label'",
            "9": "returned str, expected a dict"}
     return _Items(False), _Items(True), bad, {"steps": [_transform]}
 

@@ -143,6 +143,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "watchdog": [-1.0, NAN, INF, -INF, False],
     "pad_value": [NAN, INF, -INF, True],
     "nan_fill": [NAN, INF, -INF, True],
+    "max_skipped": [-1, 1.5, NAN, INF, True, "5"],
     "bandpass": [[5.0, 1.0], [0.0, 5.0], [-1.0, 5.0], [NAN, 5.0], [1.0, INF], [3.0, 3.0], [1.0], [1, 2, 3],
                  [True, 5.0]],
     "heart_rate": [[150.0, 40.0], [0.0, 150.0], [-40.0, 150.0], [NAN, 150.0], [40.0, INF], [40.0]],

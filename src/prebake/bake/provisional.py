@@ -1,0 +1,118 @@
+"""What the workers wrote for one column, read back at commit: each good item's shape and value.
+
+A column's items are where the workers put them (bake/spill.py): in the provisional fixed
+column's rows, in the chunk's ragged shard (rows, or flat values with shapes for a ragged
+N-D column), or, for an item that did not fit, in the chunk's spill shard, its dtype and
+shape in the journal. :class:`Provisional` walks them in row order, skipped rows left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache.format import ColumnSpec
+from .plan import BuildPlan, ChunkResult, shapes_shard, shard_files, spill_shard
+
+
+class Provisional:
+    """Column ``spec`` (its provisional spec) of the partial build at ``path``, over the journaled ``results``
+    (in chunk order), ``good`` marking the rows that were not skipped."""
+
+    def __init__(self, path: Path, plan: BuildPlan, spec: ColumnSpec, results: Sequence[ChunkResult],
+                 good: np.ndarray):
+        self.path, self.plan, self.spec, self.results, self.good = path, plan, spec, results, good
+        self.spilled = sum(len(r.spills.get(spec.name, ())) for r in results)
+
+    def _good_rows(self, r: ChunkResult) -> np.ndarray:
+        rows = self.plan.chunk_range(r.chunk)
+        return rows.start + np.flatnonzero(self.good[rows.start : rows.stop])
+
+    def ndims(self, keys: Sequence[str]) -> dict[int, tuple[int, str]]:
+        """``{ndim: (items, key of the first)}`` over the good items."""
+        counts: dict[int, list[Any]] = {}
+        for r in self.results:
+            rows = self._good_rows(r)
+            spills = r.spills.get(self.spec.name, [])
+            spilled = {int(row): len(shape) for row, _, shape in spills}
+            kept = rows[~np.isin(rows, np.array(list(spilled), dtype=np.int64))] if spilled else rows
+            for ndim, n, first in [(self.spec.ndim, len(kept), int(kept[0]) if len(kept) else -1),
+                                   *((d, 1, row) for row, d in spilled.items())]:
+                if n:
+                    entry = counts.setdefault(ndim, [0, first])
+                    entry[0] += n
+                    entry[1] = min(entry[1], first)
+        return {d: (n, keys[first]) for d, (n, first) in sorted(counts.items())}
+
+    def shapes(self) -> np.ndarray:
+        """``(good items, ndim)`` int64: each good item's shape, in row order (every item has ``spec.ndim``
+        axes: :meth:`ndims` is checked first)."""
+        parts = [self._chunk_shapes(r) for r in self.results]
+        return np.concatenate(parts) if parts else np.empty((0, self.spec.ndim), np.int64)
+
+    def _chunk_shapes(self, r: ChunkResult) -> np.ndarray:
+        rows = self._good_rows(r)
+        spills = r.spills.get(self.spec.name, [])
+        out = np.empty((len(rows), self.spec.ndim), np.int64)
+        spilled = np.isin(rows, np.array([s[0] for s in spills], dtype=np.int64))
+        out[~spilled] = self._stored_shapes(r.chunk, int((~spilled).sum()))
+        if spills:
+            out[spilled] = np.array([s[2] for s in spills], dtype=np.int64).reshape(len(spills), self.spec.ndim)
+        return out
+
+    def _stored_shapes(self, chunk: int, n: int) -> np.ndarray:
+        """The shapes of the chunk's ``n`` items that fit the provisional spec."""
+        s = self.spec
+        if s.shaped:
+            return np.load(shapes_shard(self.path, s.name, chunk), allow_pickle=False)
+        if not s.ragged:
+            return np.broadcast_to(np.array(s.shape, dtype=np.int64), (n, s.ndim))
+        lengths = np.load(shard_files(self.path, s.name, chunk)[1], allow_pickle=False)
+        return np.column_stack([lengths, np.broadcast_to(np.array(s.shape, np.int64), (len(lengths), len(s.shape)))])
+
+    def items(self) -> Iterator[np.ndarray]:
+        """Every good item's value in row order, as the workers stored it (its own dtype if it spilled)."""
+        fixed = np.load(self.path / self.spec.files[0], mmap_mode="r") if not self.spec.ragged else None
+        for r in self.results:
+            stored = self._stored(r.chunk, fixed, self._good_rows(r), r.spills.get(self.spec.name, []))
+            spilled = _spilled(spill_shard(self.path, self.spec.name, r.chunk), r.spills.get(self.spec.name, []))
+            for row in self._good_rows(r):
+                got = spilled.get(int(row))
+                yield got if got is not None else next(stored)
+
+    def _stored(self, chunk: int, fixed: np.ndarray | None, rows: np.ndarray, spills: list[list[Any]]
+                ) -> Iterator[np.ndarray]:
+        s = self.spec
+        if fixed is not None:
+            skip = {int(x[0]) for x in spills}
+            return (fixed[int(row)] for row in rows if int(row) not in skip)
+        values_file, lengths_file = shard_files(self.path, s.name, chunk)
+        values = np.load(values_file, mmap_mode="r", allow_pickle=False)
+        ends = np.cumsum(np.load(lengths_file, allow_pickle=False))
+        shapes = np.load(shapes_shard(self.path, s.name, chunk), allow_pickle=False) if s.shaped else None
+        return _cut(values, ends, shapes)
+
+
+def _cut(values: np.ndarray, ends: np.ndarray, shapes: np.ndarray | None) -> Iterator[np.ndarray]:
+    start = 0
+    for k, end in enumerate(ends.tolist()):
+        piece = values[start:end]
+        yield piece if shapes is None else piece.reshape(tuple(shapes[k]))
+        start = end
+
+
+def _spilled(file: Path, spills: list[list[Any]]) -> Mapping[int, np.ndarray]:
+    """``{row: value}`` of a chunk's spilled items, read from its spill shard (memory-mapped)."""
+    if not spills:
+        return {}
+    sizes = [np.dtype(d).itemsize * math.prod(shape) for _, d, shape in spills]
+    raw = np.memmap(file, dtype=np.uint8, mode="r") if sum(sizes) else np.empty(0, np.uint8)
+    out, pos = {}, 0
+    for (row, d, shape), size in zip(spills, sizes):
+        out[int(row)] = raw[pos : pos + size].view(np.dtype(d)).reshape(shape)
+        pos += size
+    return out

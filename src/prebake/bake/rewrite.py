@@ -1,0 +1,156 @@
+"""At commit: decide every column from every item, and rewrite the columns whose decision changed them.
+
+:func:`decide` applies the rules of :mod:`prebake.bake.schema` to what the workers reported
+(the dtypes seen, the spilled items) and what they wrote (the shapes in the shards): its
+result depends on the set of items only, never on their order. A column whose final spec is
+its provisional one and that spilled nothing is left as it is (a uniform source: every
+column). :func:`rewrite_columns` writes the others, with the skipped rows dropped, into
+``_rewrite/`` beside the partial build, then marks them done (``_rewritten``) and renames
+them into place, as :func:`~prebake.bake.commit._compact` does: a kill at any point re-runs
+it to the same bytes (tests/bake/test_schema.py kills it at each step).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache.files import fsync_path
+from ..cache.format import REWRITE, REWRITTEN, ColumnSpec
+from .npyfile import save_npy
+from .plan import BuildPlan, ChunkResult
+from .provisional import Provisional
+from .schema import check_ndims, layout, promote, schema_entry
+from .space import allocate_npy, check_free
+
+
+@dataclass
+class Decision:
+    """A column's final ``spec`` and its manifest ``schema`` record; ``rewrite``: its files must be rewritten
+    (from ``source``, whose item ``shapes`` are known)."""
+
+    spec: ColumnSpec
+    schema: dict[str, Any]
+    rewrite: bool = False
+    source: Provisional | None = field(default=None, repr=False)
+    shapes: np.ndarray | None = field(default=None, repr=False)
+
+
+def decide(path: Path, plan: BuildPlan, results: Sequence[ChunkResult], good: np.ndarray,
+           keys: Sequence[str]) -> dict[str, Decision]:
+    """The final spec of every column of the finished cache (a SchemaError when the items cannot share one)."""
+    return {c.name: _decide(path, plan, c, results, good, keys) for c in plan.kept}
+
+
+def _decide(path: Path, plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkResult], good: np.ndarray,
+            keys: Sequence[str]) -> Decision:
+    source = Provisional(path, plan, c, results, good)
+    seen = _seen(plan, c, results, good, keys)
+    if not seen:  # no good item: nothing to decide from
+        return Decision(c, schema_entry({}, "uniform", (), ()))
+    given = plan.given.get(c.name)
+    dtype, rule = (np.dtype(given), "given") if given is not None else promote(c.name, seen)
+    check_ndims(c.name, source.ndims(keys))
+    if source.spilled == 0 and not c.ragged:
+        lo = hi = tuple(int(s) for s in c.shape)  # every item fits the provisional rows: nothing to read
+        shapes = None
+    else:
+        shapes = source.shapes()
+        lo, hi = tuple(int(x) for x in shapes.min(axis=0)), tuple(int(x) for x in shapes.max(axis=0))
+    shape, ragged = layout(lo, hi, declared=c.name in plan.declared or (c.ragged and c.name in plan.staged))
+    spec = ColumnSpec.of(c.name, dtype, shape, ragged)
+    if spec == c and source.spilled == 0:
+        return Decision(spec, schema_entry(seen, rule, lo, hi))
+    return Decision(spec, schema_entry(seen, rule, lo, hi), True, source, source.shapes() if shapes is None else shapes)
+
+
+def _seen(plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkResult], good: np.ndarray, keys: Sequence[str]
+          ) -> dict[str, tuple[int, str]]:
+    """``{dtype: (items, key of the first)}`` of column ``c``'s good items; a chunk that reported no dtypes
+    (a stage's output, a journal from an older prebake) holds the provisional dtype."""
+    acc: dict[str, list[int]] = {}
+    for r in results:
+        got = None if c.name in plan.staged else r.seen.get(c.name)
+        if got is None:
+            rows = plan.chunk_range(r.chunk)
+            kept = rows.start + np.flatnonzero(good[rows.start : rows.stop])
+            got = {c.dtype: [len(kept), int(kept[0])]} if len(kept) else {}
+        for d, (n, first) in got.items():
+            entry = acc.setdefault(d, [0, first])
+            entry[0] += n
+            entry[1] = min(entry[1], first)
+    return {d: (n, keys[first]) for d, (n, first) in acc.items() if n}
+
+
+def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decision]) -> None:
+    """Write every column that must change into ``_rewrite/``, mark it done, then move it into place."""
+    todo = [d for d in decisions.values() if d.rewrite]
+    if not todo:
+        return
+    tmp, marker = path / REWRITE, path / REWRITTEN
+    if not marker.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        what = f"rewriting {len(todo)} column{'s' if len(todo) > 1 else ''} to the schema of every item in {path}"
+        check_free(tmp, sum(_final_bytes(d) for d in todo), what)
+        for d in todo:
+            write_column(tmp, d, what)
+        fsync_path(tmp)
+        marker.touch()
+        fsync_path(path)
+    for f in sorted(tmp.iterdir()) if tmp.exists() else []:
+        os.replace(f, path / f.name)
+    provisional = {c.name: c for c in plan.columns}
+    for d in todo:
+        old = provisional[d.spec.name]
+        if not old.ragged and old.files[0] not in d.spec.files:
+            (path / old.files[0]).unlink(missing_ok=True)  # its rows now live in the new layout's files
+
+
+def _final_bytes(d: Decision) -> int:
+    itemsize = np.dtype(d.spec.dtype).itemsize
+    assert d.shapes is not None  # set with rewrite
+    elements = int(np.prod(d.shapes, axis=1, dtype=np.int64).sum())
+    return elements * itemsize + 16 * (len(d.shapes) + 1) * (2 if d.spec.shaped else 1) + 384
+
+
+def write_column(tmp: Path, d: Decision, what: str) -> None:
+    """Column ``d.spec``'s files in ``tmp``: every good item, cast to the column's dtype, in row order."""
+    spec, shapes, source = d.spec, d.shapes, d.source
+    assert shapes is not None and source is not None  # set with rewrite
+    dtype, n = np.dtype(spec.dtype), len(shapes)
+    if not spec.ragged:
+        out = allocate_npy(tmp / spec.files[0], dtype, (n, *spec.shape), what)  # type: ignore[arg-type]
+        for k, item in enumerate(source.items()):
+            out[k] = item
+        _close(out, tmp / spec.files[0])
+        return
+    counts = shapes[:, 0] if not spec.shaped else np.prod(shapes, axis=1, dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    rows = (int(offsets[-1]),) if spec.shaped else (int(offsets[-1]), *spec.shape)
+    values = allocate_npy(tmp / spec.files[0], dtype, rows, what)  # type: ignore[arg-type]
+    for k, item in enumerate(source.items()):
+        values[offsets[k] : offsets[k + 1]] = item.reshape(-1) if spec.shaped else item
+    _close(values, tmp / spec.files[0])
+    _save(tmp / spec.files[1], offsets)
+    if spec.shaped:
+        _save(tmp / spec.files[2], np.ascontiguousarray(shapes, dtype=np.int64))
+
+
+def _close(mm: np.memmap, file: Path) -> None:
+    mm.flush()
+    del mm
+    fsync_path(file)
+
+
+def _save(file: Path, arr: np.ndarray) -> None:
+    with open(file, "wb") as f:
+        save_npy(f, arr)
+    fsync_path(file)

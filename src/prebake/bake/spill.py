@@ -1,0 +1,195 @@
+"""The worker side of the schema (bake/schema.py): fit each item to the provisional specs, spill the rest.
+
+An item whose value fits a column's provisional spec (its shape, a dtype the column holds
+exactly) is written where today's rows go: the memory map, or the chunk's ragged shard. A
+value that does not fit (another size, another dtype, a longer string) is appended to the
+chunk's spill shard ``_shards/<col>.<chunk>.spill.bin`` as raw C-order bytes, its row, dtype
+and shape reported in the :class:`~prebake.bake.plan.ChunkResult`; the spill shard is written
+beside the others, made durable before the chunk is journaled, and stitched in at commit.
+A uniform source spills nothing, so the fast path costs one dict update per item and column.
+
+The columns that stages read stay strict: a stage batches them in one shape, so an item that
+does not fit is a bad item, as it always was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..cache.format import ColumnSpec, validate_dtype
+from ..cache.stats import add_stats, chunk_stats
+from ..errors import BadItemError, FormatError, opt
+from .plan import spill_shard
+from .schema import cast_checked, fits
+from .space import NO_ROOM
+
+Fitted = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.dtype]]
+_INT64 = np.dtype(np.int64)
+
+
+class Fitter:
+    """Fits items to the provisional ``specs`` (the user's ``given`` dtypes applied; ``strict``: the columns
+    that never spill). Prepared once per chunk: this runs for every item, so it does only what it must."""
+
+    def __init__(self, specs: Sequence[ColumnSpec], given: Mapping[str, str], strict: frozenset[str] = frozenset()):
+        self.names = frozenset(c.name for c in specs)
+        self.columns = [(c, np.dtype(c.dtype), None if given.get(c.name) is None else np.dtype(given[c.name]),
+                         c.name in strict) for c in specs]
+
+    def __call__(self, item: Mapping[str, Any]) -> Fitted:
+        """``(values that fit their column, values that spill, the dtype of each column whose value was not of its
+        provisional dtype, as the item had it)``; a BadItemError for an invalid item."""
+        if item.keys() != self.names:
+            _check_names(item, self.names)
+        placed, spilled, dtypes = {}, {}, {}
+        for c, dtype, given, strict in self.columns:
+            raw = item[c.name]
+            v = checked_value(c, raw, given)
+            had = v.dtype if given is None else np.asarray(raw).dtype
+            if had is not dtype and had != dtype:
+                dtypes[c.name] = had
+            if (v.dtype is dtype or fits(v.dtype, dtype)) and _fits_shape(v.shape, c):
+                placed[c.name] = v if v.dtype is dtype else v.astype(dtype)
+            elif strict:
+                raise BadItemError(_unlike(c, v))
+            else:
+                spilled[c.name] = v
+        return placed, spilled, dtypes
+
+
+def _check_names(item: Mapping[str, Any], names: frozenset[str]) -> None:
+    extra = sorted(set(item) - names)
+    if extra:
+        raise BadItemError(f"has columns {extra} that the first item did not have")
+    missing = sorted(names - set(item))
+    raise BadItemError(f"missing column {missing[0]!r}")
+
+
+def fit_item(item: Mapping[str, Any], specs: Sequence[ColumnSpec], given: Mapping[str, str],
+             strict: frozenset[str] = frozenset()) -> Fitted:
+    """One item fitted to ``specs`` (see :class:`Fitter`)."""
+    return Fitter(specs, given, strict)(item)
+
+
+def checked_value(c: ColumnSpec, value: Any, given: np.dtype | None) -> np.ndarray:
+    """The item's value of column ``c`` as an array: of the user's dtype when given, labels as int64."""
+    v = np.asarray(value)
+    dt = v.dtype
+    if dt.hasobject or dt.fields is not None:
+        try:
+            validate_dtype(dt, c.name)
+        except FormatError as e:
+            raise BadItemError(str(e)) from None
+    if given is not None:
+        v = cast_checked(v, given, c.name)
+    elif dt.kind in "iu" and dt is not _INT64 and dt != _INT64 and c.name == "label":
+        v = cast_checked(v, _INT64, c.name)  # labels are int64, as torch expects
+    if v.dtype.kind in "fc" and not np.isfinite(v).all():
+        raise BadItemError(f"column {c.name!r} contains NaN or Inf")
+    if c.ragged and v.ndim == 0:
+        raise BadItemError(f"column {c.name!r} is ragged, but this item's value is a scalar; give every item an "
+                           "array of at least one axis")
+    return v
+
+
+def _fits_shape(shape: tuple[int, ...], c: ColumnSpec) -> bool:
+    if not c.ragged:
+        return shape == c.shape
+    if c.shaped:
+        return len(shape) == len(c.shape) and all(s is None or s == n for s, n in zip(c.shape, shape))
+    return shape[1:] == c.shape
+
+
+def _unlike(c: ColumnSpec, v: np.ndarray) -> str:
+    """Why a stage's input does not take this item: stages batch their inputs in one shape and dtype."""
+    want = ("(n, " + ", ".join(map(str, c.shape)) + ")") if c.ragged and not c.shaped else str(c.shape)
+    hint = ""
+    if c.name == "image":
+        hint = (f"; give every volume one shape with {opt('volume_shape')}" if v.ndim == 4 else
+                f"; give every image one size with {opt('image_size')}")
+    return (f"column {c.name!r} has dtype {v.dtype} and shape {v.shape}, a stage reads it as {np.dtype(c.dtype)} "
+            f"{want} like the first item{hint}")
+
+
+class ChunkSink:
+    """What one chunk records beyond its rows: the dtypes of its items, and the values that spilled."""
+
+    def __init__(self, partial: Any, chunk: int, specs: Sequence[ColumnSpec]):
+        self.partial, self.chunk = partial, chunk
+        self._dtypes = {c.name: np.dtype(c.dtype) for c in specs}
+        self._seen: dict[str, dict[np.dtype, list[int]]] = {c.name: {} for c in specs}  # other dtypes than the spec's
+        self._good = 0
+        self._first: dict[str, int] = {}  # per column, the first good row of the spec's dtype
+        self._pending = set(self._dtypes)
+        self.spills: dict[str, list[list[Any]]] = {}
+        self.stats: dict[str, list[Any]] = {}
+        self._files: dict[str, BinaryIO] = {}
+
+    def add(self, row: int, spilled: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> None:
+        """Record a good item: the columns whose dtype was not the spec's (``dtypes``; the others are counted
+        without a per-column step), and its spilled values appended to their shards."""
+        self._good += 1
+        if self._pending:
+            for name in [n for n in self._pending if n not in dtypes]:
+                self._first[name] = row
+                self._pending.discard(name)
+        for name, dtype in dtypes.items():
+            entry = self._seen[name].get(dtype)
+            if entry is None:
+                self._seen[name][dtype] = [1, row]
+            else:
+                entry[0] += 1
+        for name, v in spilled.items():
+            self._append(name, v)
+            self.spills.setdefault(name, []).append([row, v.dtype.str, list(v.shape)])
+            s = chunk_stats(v)
+            if s is not None:
+                self.stats[name] = add_stats(self.stats.get(name), s)
+
+    @property
+    def seen(self) -> dict[str, dict[str, list[int]]]:
+        """Per column, ``{dtype string: [items, first row]}`` (what :attr:`ChunkResult.seen` holds)."""
+        out = {}
+        for name, got in self._seen.items():
+            plain = self._good - sum(n for n, _ in got.values())
+            first = {self._dtypes[name].str: [plain, self._first[name]]} if plain else {}
+            out[name] = {**first, **{d.str: entry for d, entry in got.items()}}
+        return out
+
+    def _append(self, name: str, v: np.ndarray) -> None:
+        f = self._files.get(name)
+        if f is None:
+            fd = self.partial.shards_fd()
+            tmp = spill_shard(self.partial.path, name, self.chunk).name + ".tmp"
+            f = self._files[name] = open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd))
+        data = np.ascontiguousarray(v).reshape(-1)
+        try:
+            f.write(memoryview(data.view(np.uint8)) if data.size else b"")
+        except OSError as e:
+            self.abandon()
+            if e.errno in NO_ROOM:
+                raise self.partial._no_room(e, data.nbytes) from None
+            raise
+
+    def finish(self) -> None:
+        """Close the spill shards and move them to their names (the parent fsyncs them before the journal)."""
+        fd = self.partial.shards_fd() if self._files else -1
+        for name, f in self._files.items():
+            f.close()
+            final = spill_shard(self.partial.path, name, self.chunk).name
+            os.replace(final + ".tmp", final, src_dir_fd=fd, dst_dir_fd=fd)
+        self._files.clear()
+
+    def abandon(self) -> None:
+        """Drop half-written spill shards (a failed chunk is redone whole)."""
+        for name, f in self._files.items():
+            tmp = spill_shard(self.partial.path, name, self.chunk).name + ".tmp"
+            with contextlib.suppress(OSError):
+                f.close()
+                os.unlink(tmp, dir_fd=self.partial.shards_fd())
+        self._files.clear()
