@@ -176,6 +176,14 @@ def test_a_promotion_that_loses_precision_is_refused_with_the_fix(tmp_path, a, b
     assert [int(fixed[i]["v"]) for i in range(3)] == [3, 4, 5] and fixed[0]["v"].dtype == np.int64
 
 
+def test_a_refused_mix_stops_the_build_at_the_first_chunk_that_shows_it(tmp_path):
+    items = [{"v": np.array(k, np.uint64 if k == 5 else np.int64), "label": k} for k in range(400)]
+    log = tmp_path / "reads"
+    with pytest.raises(SchemaError, match="e.g. 5"):
+        prebake.build(Counted(items, np.arange(400), "early", log), tmp_path / "c", workers=0, chunk_rows=10)
+    assert len(log.read_text()) <= 20  # the probe and the first chunk, not the 400 items
+
+
 def test_text_beside_numbers_and_different_axis_counts_are_refused(tmp_path):
     mixed = [{"v": np.array(3), "label": 0}, {"v": np.array("three"), "label": 1}]
     with pytest.raises(SchemaError, match="mix number and text"):

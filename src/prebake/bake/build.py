@@ -48,6 +48,7 @@ from .incremental import hash_identities, reuse_plan
 from .partial import PartialCache, prior_plan, settle_disk_full
 from .plan import BuildPlan, ChunkResult
 from .pool import WorkerPool
+from .rewrite import SchemaSoFar
 from .skips import check_dtypes, check_skipped
 from .stage_runner import StageRunner, plan_stages
 from .watchdog import Watchdog, watch_this_process
@@ -284,12 +285,15 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
     else:
         results = pool.imap_unordered(_pool_chunk, tasks, describe=_describe_task)
     buffer: list[ChunkResult] = []
-    last = time.monotonic()
+    last, schema = time.monotonic(), SchemaSoFar(plan, job.source.keys)
+    for r in partial.done.values():
+        schema.add(r)
     try:
         for r in results:
             if runner is not None:
                 runner.process(r, _slice(reuse, plan.chunk_range(r.chunk)))
             buffer.append(r)
+            schema.add(r)  # items that cannot share a column stop the build now, not after the last chunk
             done_items += len(plan.chunk_range(r.chunk))
             if progress:
                 progress(split, done_items, plan.num_keys)

@@ -7,7 +7,7 @@ its provisional one and that spilled nothing is left as it is (a uniform source:
 column). :func:`rewrite_columns` writes the others, with the skipped rows dropped, into
 ``_rewrite/`` beside the partial build, then marks them done (``_rewritten``) and renames
 them into place, as :func:`~prebake.bake.commit._compact` does: a kill at any point re-runs
-it to the same bytes (tests/bake/test_schema.py kills it at each step).
+it to the same bytes (tests/bake/test_schema_crash.py kills it at each step).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 
 from ..cache.files import fsync_path
 from ..cache.format import REWRITE, REWRITTEN, ColumnSpec
+from ..errors import SchemaError
 from .npyfile import save_npy
 from .plan import BuildPlan, ChunkResult
 from .provisional import Provisional
@@ -86,6 +87,49 @@ def _seen(plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkResult], good: 
             entry[0] += n
             entry[1] = min(entry[1], first)
     return {d: (n, keys[first]) for d, (n, first) in acc.items() if n}
+
+
+class SchemaSoFar:
+    """The dtypes and axis counts of the chunks finished so far, checked by the rules :func:`decide` applies at
+    commit, so a build whose items cannot share a column stops at the first chunk that shows it instead of
+    baking to the end first (the rules are monotone: a refused set stays refused as items are added)."""
+
+    def __init__(self, plan: BuildPlan, keys: Any):
+        self.keys = keys  # the source's keys(), called only to name items in a refusal
+        names = [c for c in plan.kept if c.name not in plan.staged and c.name not in plan.given]
+        self.ndim = {c.name: c.ndim for c in names}
+        self.seen: dict[str, dict[str, list[int]]] = {c.name: {} for c in names}
+        self.ndims: dict[str, dict[int, list[int]]] = {c.name: {} for c in names}
+
+    def add(self, r: ChunkResult) -> None:
+        for name, seen in self.seen.items():
+            spills = r.spills.get(name, [])
+            for d, (n, first) in r.seen.get(name, {}).items():
+                _merge(seen, d, n, first)
+            for row, _, shape in spills:
+                _merge(self.ndims[name], len(shape), 1, row)
+            plain = sum(n for n, _ in r.seen.get(name, {}).values()) - len(spills)
+            if plain > 0:  # the chunk's first good row stands for the items that fit
+                _merge(self.ndims[name], self.ndim[name], plain, min(first for _, first in r.seen[name].values()))
+            if len(seen) > 1 or len(self.ndims[name]) > 1:
+                self._check(name)
+
+    def _check(self, name: str) -> None:
+        keys = None
+        try:
+            promote(name, {d: (n, str(first)) for d, (n, first) in self.seen[name].items()})
+            check_ndims(name, {d: (n, str(first)) for d, (n, first) in self.ndims[name].items()})
+        except SchemaError:
+            keys = self.keys()
+        if keys is not None:  # again, naming the items by their keys
+            promote(name, {d: (n, keys[first]) for d, (n, first) in self.seen[name].items()})
+            check_ndims(name, {d: (n, keys[first]) for d, (n, first) in self.ndims[name].items()})
+
+
+def _merge(acc: dict[Any, list[int]], key: Any, n: int, first: int) -> None:
+    entry = acc.setdefault(key, [0, first])
+    entry[0] += n
+    entry[1] = min(entry[1], first)
 
 
 def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decision]) -> None:
