@@ -274,6 +274,16 @@ def test_the_cli_takes_dtype_and_info_says_why(tmp_path, capsys):
     assert prebake.open(tmp_path / "d")[1]["v"].dtype == np.float32
 
 
+def test_a_column_declared_ragged_stays_ragged_when_every_item_agrees(tmp_path):
+    one = prebake.write_arrays(tmp_path / "w", {"seq": [np.zeros((3, 2), np.float32)], "label": np.zeros(1, np.int64)})
+    assert one.specs["seq"].ragged and one[0]["seq"].shape == (3, 2)
+    items = [{"seq": np.ones((4, 2), np.int16), "label": k} for k in range(3)]
+    built = prebake.build(Items(items, np.arange(3), "same"), tmp_path / "b", workers=0, ragged=["seq"])
+    assert built.manifest["columns"]["seq"]["shape"] == [None, 2] and len(prebake.Elements(built, "seq")) == 12
+    undeclared = prebake.build(Items(items, np.arange(3), "same"), tmp_path / "u", workers=0)
+    assert undeclared.manifest["columns"]["seq"]["shape"] == [4, 2]
+
+
 @pytest.fixture
 def shaped(tmp_path):
     items = [{"image": (np.arange(3 * h * w) % 251 + k).astype(np.uint8).reshape(3, h, w), "label": k}

@@ -51,7 +51,8 @@ def write_arrays(out: str | os.PathLike[str], columns: Mapping[str, Column],
     specs = [ColumnSpec.of(k, v.dtype, v.shape[1:]) for k, v in fixed.items()]
     specs += [ColumnSpec.of(k, r.values.dtype, r.values.shape[1:], ragged=True) for k, r in ragged.items()]
     fp = fpr.make({"kind": "memory", "xxh3": _content_hash(fixed, ragged)}, [], {})
-    partial = PartialCache.start(out, BuildPlan(fp["digest"], n, max(n, 1), tuple(specs)))
+    plan = BuildPlan(fp["digest"], n, max(n, 1), tuple(specs), declared=tuple(ragged))  # lists stay ragged
+    partial = PartialCache.start(out, plan)
     if n:
         cols = partial.open_columns().arrays
         stats = {}
