@@ -366,3 +366,14 @@ def test_a_uniform_source_spills_nothing_and_rewrites_nothing(tmp_path, monkeypa
 def test_random_mixes_of_shapes_dtypes_strings_and_orders(tmp_path):
     row = schema(tmp_path, trials=12, seed=os.getpid() % 1000)
     assert row.failures == 0, row.examples
+
+
+def test_to_hf_refuses_a_ragged_nd_column_and_exports_the_rest(shaped, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from prebake.integrations.hf import to_hf
+
+    _, cache = shaped
+    with pytest.raises(OptionError, match=r"column 'image' holds items of shape \[3, None, None\]"):
+        to_hf(cache)
+    assert to_hf(cache, columns=["label"])["label"] == list(range(6))

@@ -51,6 +51,10 @@ def feature_of(datasets: Any, cache: Cache, spec: ColumnSpec) -> Any:
     """The ``datasets`` feature that holds the values of one cache column unchanged."""
     value = _value(datasets, spec)
     shape = tuple(spec.shape)
+    if spec.shaped:  # datasets' arrays let only their first axis vary
+        raise OptionError(f"column {spec.name!r} holds items of shape {spec.to_json()['shape']} (null: varies per "
+                          "item), which no datasets feature holds; leave it out with columns=[...], or bake one "
+                          "size (--image-size, --volume-shape)")
     if spec.ragged:
         if not shape:
             return datasets.Sequence(value)
