@@ -138,7 +138,7 @@ def _compact(path: Path, plan: BuildPlan, good: np.ndarray, rewritten: set[str])
         tmp.mkdir()
         keep = np.flatnonzero(good)
         what = f"dropping {len(good) - len(keep)} skipped rows from the build in {path}"
-        check_free(tmp, sum(npy_bytes(np.dtype(c.dtype), (len(keep), *c.shape)) for c in fixed), what)
+        check_free(tmp, sum(npy_bytes(np.dtype(c.dtype), (len(keep), *c.row_shape)) for c in fixed), what)
         for c in fixed:
             copy_rows(path / c.files[0], tmp / c.files[0], keep, plan.chunk_rows, what)
         fsync_path(tmp)
@@ -155,8 +155,7 @@ def _stitch(path: Path, plan: BuildPlan, c: ColumnSpec) -> None:
     offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.int64)
     np.cumsum(np.concatenate(lengths) if lengths else [], out=offsets[1:])
     values_file, offsets_file = (path / f for f in c.files[:2])
-    rows = (int(offsets[-1]),) if c.shaped else (int(offsets[-1]), *c.shape)
-    out = allocate_npy(values_file, np.dtype(c.dtype), rows,  # type: ignore[arg-type]
+    out = allocate_npy(values_file, np.dtype(c.dtype), (int(offsets[-1]), *c.row_shape),
                        f"the ragged column {c.name!r} of the build in {path}")
     pos = 0
     for vp, _ in shards:

@@ -18,4 +18,4 @@ class _Writes:
 
 def save_npy(f: BinaryIO, arr: np.ndarray) -> None:
     """``np.save(f, arr)``, the same bytes, with a full disk reported as an OSError that has its errno."""
-    np.save(_Writes(f), arr, allow_pickle=False)  # type: ignore[arg-type]
+    np.save(_Writes(f), arr, allow_pickle=False)

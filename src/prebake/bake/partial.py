@@ -77,7 +77,7 @@ class PartialCache:
         remove_partial(path)  # only a directory that is provably a build prebake made
         (path / SHARDS).mkdir(parents=True)
         try:
-            shapes = [(c, (plan.num_keys, *c.shape)) for c in plan.fixed]
+            shapes = [(c, (plan.num_keys, *c.row_shape)) for c in plan.fixed]
             what = f"the build of {path.name[: -len(PARTIAL_SUFFIX)]} ({len(shapes)} fixed column files in {path})"
             check_free(path, sum(npy_bytes(np.dtype(c.dtype), shape) for c, shape in shapes), what)
             for c, shape in shapes:
@@ -127,17 +127,17 @@ class PartialCache:
     def write_shard(self, spec: ColumnSpec, chunk: int, items: list[np.ndarray]) -> None:
         """Write a chunk's ragged items (of a ragged N-D column: flat, with their shapes)."""
         fd = self.shards_fd()
+        files: list[Path] = list(self.shard_files(spec.name, chunk))
+        arrays: list[np.ndarray]
         if spec.shaped:
-            lengths = np.array([a.size for a in items], dtype=np.int64)
             values = np.concatenate([a.reshape(-1) for a in items], dtype=spec.dtype) if items else \
                 np.empty(0, dtype=spec.dtype)
             shapes = np.array([a.shape for a in items], dtype=np.int64).reshape(len(items), spec.ndim)
-            files, arrays = [*self.shard_files(spec.name, chunk), shapes_shard(self.path, spec.name, chunk)], \
-                (values, lengths, shapes)
+            arrays = [values, np.array([a.size for a in items], dtype=np.int64), shapes]
+            files.append(shapes_shard(self.path, spec.name, chunk))
         else:
-            lengths = np.array([len(a) for a in items], dtype=np.int64)
-            values = np.concatenate(items, dtype=spec.dtype) if items else np.empty((0, *spec.shape), dtype=spec.dtype)
-            files, arrays = list(self.shard_files(spec.name, chunk)), (values, lengths)
+            values = np.concatenate(items, dtype=spec.dtype) if items else np.empty((0, *spec.row_shape), spec.dtype)
+            arrays = [values, np.array([len(a) for a in items], dtype=np.int64)]
         for path, arr in zip(files, arrays):
             tmp = path.name + ".tmp"
             try:

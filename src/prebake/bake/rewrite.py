@@ -59,7 +59,7 @@ def _decide(path: Path, plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkR
     dtype, rule = (np.dtype(given), "given") if given is not None else promote(c.name, seen)
     check_ndims(c.name, source.ndims(keys))
     if source.spilled == 0 and not c.ragged:
-        lo = hi = tuple(int(s) for s in c.shape)  # every item fits the provisional rows: nothing to read
+        lo = hi = tuple(s for s in c.shape if s is not None)  # every item fits the provisional rows: nothing to read
         shapes = None
     else:
         shapes = source.shapes()
@@ -170,7 +170,7 @@ def write_column(tmp: Path, d: Decision, what: str) -> None:
     assert shapes is not None and source is not None  # set with rewrite
     dtype, n = np.dtype(spec.dtype), len(shapes)
     if not spec.ragged:
-        out = allocate_npy(tmp / spec.files[0], dtype, (n, *spec.shape), what)  # type: ignore[arg-type]
+        out = allocate_npy(tmp / spec.files[0], dtype, (n, *spec.row_shape), what)
         for k, item in enumerate(source.items()):
             out[k] = item
         _close(out, tmp / spec.files[0])
@@ -178,8 +178,7 @@ def write_column(tmp: Path, d: Decision, what: str) -> None:
     counts = shapes[:, 0] if not spec.shaped else np.prod(shapes, axis=1, dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    rows = (int(offsets[-1]),) if spec.shaped else (int(offsets[-1]), *spec.shape)
-    values = allocate_npy(tmp / spec.files[0], dtype, rows, what)  # type: ignore[arg-type]
+    values = allocate_npy(tmp / spec.files[0], dtype, (int(offsets[-1]), *spec.row_shape), what)
     for k, item in enumerate(source.items()):
         values[offsets[k] : offsets[k + 1]] = item.reshape(-1) if spec.shaped else item
     _close(values, tmp / spec.files[0])

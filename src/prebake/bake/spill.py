@@ -169,7 +169,7 @@ class ChunkSink:
             f = self._files[name] = open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd))
         data = np.ascontiguousarray(v).reshape(-1)
         try:
-            f.write(memoryview(data.view(np.uint8)) if data.size else b"")
+            f.write(data.view(np.uint8).data if data.size else b"")
         except OSError as e:
             self.abandon()
             if e.errno in NO_ROOM:

@@ -135,7 +135,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
             working_on(i)
             try:
                 if reuse is not None and reuse[k] >= 0:  # as the old cache holds it, the stages' outputs too
-                    placed, spilled = _old_row(job, plan.columns, int(reuse[k])), {}
+                    placed, spilled = _old_row(job, plan.columns, int(reuse[k])), dict[str, np.ndarray]()
                     dtypes = _other_dtypes(placed, item_columns)
                 else:
                     placed, spilled, dtypes = fit(bake_item(job, i))

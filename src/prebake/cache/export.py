@@ -237,10 +237,9 @@ def _column_files(dir_fd: int, cache: Path, manifest: dict[str, Any], spec: Colu
     dtype = np.dtype(spec.dtype)
     if not spec.ragged:
         [name] = spec.files
-        return [_ColumnFile(dir_fd, cache / name, table[name], dtype, (n, *spec.shape))]
+        return [_ColumnFile(dir_fd, cache / name, table[name], dtype, (n, *spec.row_shape))]
     values, offsets = spec.files[:2]
-    row = () if spec.shaped else spec.shape
-    files = [_ColumnFile(dir_fd, cache / values, table[values], dtype, (-1, *row)),  # type: ignore[arg-type]
+    files = [_ColumnFile(dir_fd, cache / values, table[values], dtype, (-1, *spec.row_shape)),
              _ColumnFile(dir_fd, cache / offsets, table[offsets], np.dtype(np.int64), (n + 1,))]
     if spec.shaped:
         shapes = spec.files[2]

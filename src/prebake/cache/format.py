@@ -139,6 +139,12 @@ class ColumnSpec:
         return (0,) if self.ragged else ()
 
     @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row of the column's (main) file after axis 0: an item's for a fixed column, a
+        row's for a ragged one, () for a ragged N-D column (its values are every element, 1-D)."""
+        return () if self.shaped else tuple(s for s in self.shape if s is not None)
+
+    @property
     def files(self) -> tuple[str, ...]:
         if self.shaped:
             return (f"{self.name}.values.npy", f"{self.name}.offsets.npy", f"{self.name}.shapes.npy")
@@ -226,7 +232,7 @@ def shapes_problem(shapes: np.ndarray, offsets: np.ndarray, spec: ColumnSpec) ->
     if (shapes < 0).any():
         return f"item {int(np.flatnonzero((shapes < 0).any(axis=1))[0])} has a negative size"
     for a, size in enumerate(spec.shape):
-        off = np.flatnonzero(shapes[:, a] != size) if size is not None else []
+        off = np.flatnonzero(shapes[:, a] != size) if size is not None else np.empty(0, np.int64)
         if len(off):
             return f"item {int(off[0])} has {int(shapes[off[0], a])} on axis {a}, the column's size there is {size}"
     counts = np.prod(shapes, axis=1, dtype=np.int64)
@@ -419,7 +425,8 @@ def describe_column(entry: dict[str, Any]) -> str:
     ranked = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
     counts = ", ".join(f"{np.dtype(d)} x {n:,}" for d, n in ranked[:3])
     counts += f" and {len(ranked) - 3} more" if len(ranked) > 3 else ""
-    rule = {"given": "given by --dtype, items were", "promoted": "promoted from"}.get(schema.get("rule"), "uniform:")
+    rules = {"given": "given by --dtype, items were", "promoted": "promoted from"}
+    rule = rules.get(str(schema.get("rule")), "uniform:")
     return f"{layout}; {dtype} ({rule} {counts})"
 
 

@@ -180,13 +180,12 @@ class Cache(torch.utils.data.Dataset):
         dtype = np.dtype(spec.dtype)
         if not spec.ragged:
             [f] = spec.files
-            return map_npy(fds[f], self.path / f, dtype, (n, *spec.shape))  # type: ignore[arg-type]
+            return map_npy(fds[f], self.path / f, dtype, (n, *spec.row_shape))
         values_file, offsets_file = spec.files[:2]
         offsets = map_npy(fds[offsets_file], self.path / offsets_file, np.dtype(np.int64), (n + 1,))
         shown = self.path / values_file
         rows = npy_layout(fds[values_file], shown)[0][:1]
-        row_shape = () if spec.shaped else spec.shape
-        values = map_npy(fds[values_file], shown, dtype, (rows[0] if rows else -1, *row_shape))  # type: ignore[arg-type]
+        values = map_npy(fds[values_file], shown, dtype, (rows[0] if rows else -1, *spec.row_shape))
         if int(offsets[0]) != 0 or int(offsets[-1]) != len(values):
             raise CacheCorruptError(
                 f"{self.path / offsets_file} runs from {int(offsets[0])} to {int(offsets[-1])}, expected 0 to "
@@ -269,7 +268,7 @@ class Cache(torch.utils.data.Dataset):
         col = self.column(name)
         if isinstance(col, (Ragged, Shaped)):
             return np.array(col[j])
-        return np.array(col[j : j + 1]).reshape(spec.shape)  # type: ignore[arg-type]  # a slice keeps "S5"; col[j] would be a bare scalar
+        return np.array(col[j : j + 1]).reshape(spec.shape)  # a slice keeps "S5"; col[j] would be a bare scalar
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
         """A batch for DataLoader's per-sample collate: one gather per column, split into rows."""

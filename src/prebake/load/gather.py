@@ -60,6 +60,9 @@ class Take:
     lengths: np.ndarray | None = None
     shapes: np.ndarray | None = None
     pad: bool = False
+    #: A box per sample in a ragged N-D column (:class:`~prebake.load.boxes.Boxes`), read by its own
+    #: one gather; the one part's key names the output.
+    boxes: Any = None
 
     def flat_rows(self) -> np.ndarray:
         if len(self.parts) == 1:
@@ -151,6 +154,9 @@ def read_host(plan: Plan, data: Mapping[str, Column], buffers: Buffers | None = 
             out[take.parts[0].key] = read_shaped(take, data[take.column])
             continue
         values = values_of(data[take.column])
+        if take.boxes is not None:
+            out[take.parts[0].key] = take.boxes.host(values)
+            continue
         got = take_rows(values, take.flat_rows(), buffers)  # the one gather of this column
         out.update(_split(got, take))
     return {**out, **plan.extra}
@@ -170,15 +176,15 @@ def read_shaped(take: Take, col: Any) -> Any:
     slices = [values[s : s + n] for s, n in zip(starts, lengths)]
     on_torch = isinstance(values, torch.Tensor)
     if not take.pad:
-        flat = (torch.cat(slices) if slices else values[:0]) if on_torch else \
-            (np.concatenate(slices) if slices else np.asarray(values[:0]))
-        return Pieces(flat if on_torch else native(flat), take.lengths, take.shapes)
+        if on_torch:
+            return Pieces(torch.cat(slices) if slices else values[:0], take.lengths, take.shapes)
+        return Pieces(native(np.concatenate(slices) if slices else np.asarray(values[:0])), take.lengths, take.shapes)
     box = tuple(int(x) for x in take.shapes.max(axis=0)) if len(lengths) else (0,) * take.shapes.shape[1]
     shape = (len(lengths), *box)
     out = torch.zeros(shape, dtype=values.dtype, device=values.device) if on_torch else \
         np.zeros(shape, values.dtype.newbyteorder("="))
     for b, (piece, item_shape) in enumerate(zip(slices, take.shapes.tolist())):
-        out[(b, *(slice(0, n) for n in item_shape))] = piece.reshape(item_shape)
+        out[(b,) + tuple(slice(0, n) for n in item_shape)] = piece.reshape(item_shape)
     return out
 
 
@@ -221,6 +227,9 @@ def read_device(plan: Plan, data: Mapping[str, Column], device: torch.device) ->
     out: dict[str, Any] = {}
     for take in plan.takes:
         values = values_of(data[take.column])
+        if take.boxes is not None and isinstance(values, torch.Tensor):
+            out[take.parts[0].key] = take.boxes.device(values)
+            continue
         if not isinstance(values, torch.Tensor) or take.shapes is not None:
             out.update(read_host(Plan((take,)), data))
             continue

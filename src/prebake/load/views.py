@@ -103,6 +103,10 @@ class View(torch.utils.data.Dataset):
     def plan(self, idx: np.ndarray, columns: Sequence[str] | None = None) -> Plan:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def at_epoch(self, epoch: int) -> View:
+        """The view as epoch ``epoch`` reads it: itself, unless it draws its items per epoch (``Patches``)."""
+        return self
+
     def identity(self) -> dict[str, Any]:
         """What the view's items are, for ``Loader.state_dict()``: a state saved over another view is refused."""
         raise NotImplementedError  # pragma: no cover - abstract
@@ -152,7 +156,7 @@ class View(torch.utils.data.Dataset):
                             f"names too; leave those columns out with columns=[...]")
 
 
-def _columns_of(cache: Cache, names: Sequence[str]) -> dict[str, np.ndarray | Ragged]:
+def _columns_of(cache: Cache, names: Sequence[str]) -> dict[str, np.ndarray | Ragged | Shaped]:
     return {n: cache.column(n) for n in names}
 
 
