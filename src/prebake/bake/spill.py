@@ -1,12 +1,13 @@
 """The worker side of the schema (bake/schema.py): fit each item to the provisional specs, spill the rest.
 
 An item whose value fits a column's provisional spec (its shape, a dtype the column holds
-exactly) is written where today's rows go: the memory map, or the chunk's ragged shard. A
+exactly) is written where the column's rows go: the memory map, or the chunk's ragged shard. A
 value that does not fit (another size, another dtype, a longer string) is appended to the
 chunk's spill shard ``_shards/<col>.<chunk>.spill.bin`` as raw C-order bytes, its row, dtype
 and shape reported in the :class:`~prebake.bake.plan.ChunkResult`; the spill shard is written
 beside the others, made durable before the chunk is journaled, and stitched in at commit.
-A uniform source spills nothing, so the fast path costs one dict update per item and column.
+A uniform source spills nothing, and its items cost a dtype and shape comparison per column
+(a uniform CIFAR build, 60,000 items: 1.03x the time before, benchmarks/bake.py's data).
 
 The columns that stages read stay strict: a stage batches them in one shape, so an item that
 does not fit is a bad item, as it always was.
