@@ -51,6 +51,7 @@ from tests.faults.trials.options_resources import options_resources  # noqa: E40
 from tests.faults.trials.output_safety import output_safety  # noqa: E402
 from tests.faults.trials.reads import reads  # noqa: E402
 from tests.faults.trials.release import release  # noqa: E402
+from tests.faults.trials.schema import schema  # noqa: E402
 from tests.faults.trials.staleness import staleness  # noqa: E402
 from tests.faults.trials.steps import steps  # noqa: E402
 from tests.faults.trials.weights import weights  # noqa: E402
@@ -91,6 +92,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("docs", lambda d: docs(d, n(300, 20), seed=17)),
         ("formats", lambda d: formats(d, n(688, 24), seed=18)),
         ("geometry", lambda d: geometry(d, n(300, 18), seed=19)),
+        ("schema", lambda d: schema(d, n(200, 8), seed=20)),
     ]
 
 

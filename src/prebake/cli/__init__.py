@@ -34,7 +34,7 @@ KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "video", "csv"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, plus a suggestion for a mistyped flag: ``--imge-size`` -> did you mean --image-size?"""
+    """argparse, plus a suggestion for a mistyped flag: the closest of every command's flags."""
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):
