@@ -62,7 +62,8 @@ class Shaped:
     """A read-only ragged N-D column: item i is ``values[offsets[i]:offsets[i+1]]`` at shape ``shapes[i]``.
 
     ``values``: every item's elements, 1-D, in C order; ``offsets``: int64 element offsets, one more
-    than the items; ``shapes``: int64 ``(N, ndim)``. Photos of many sizes, volumes of many extents.
+    than the items; ``shapes``: int64 ``(N, ndim)``; ``where``: the shapes file, named in errors. Photos
+    of many sizes, volumes of many extents.
     """
 
     def __init__(self, values: np.ndarray, offsets: np.ndarray, shapes: np.ndarray, where: Path | None = None):
