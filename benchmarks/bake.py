@@ -5,10 +5,11 @@
 
 Each configuration starts from an empty output and times the whole build: reading
 the pickled batches, transforms, writing rows, journaling, checksums, fsync and the
-atomic commit (the median of 3 builds when one takes under 10 s). The seed's own preprocess loop (benchmarks/seeds.py) runs on the same
-data in the same process. It writes float32 (4x prebake's bytes; 36 GB for all 60,000
-images at 224 px), so above 32 px both pipelines are compared on the 10,000-image test
-split. The seed's loop never fsyncs; prebake's timings include making the cache durable.
+atomic commit (the median of 3 builds when one takes under 10 s). The seed's own preprocess
+loop (benchmarks/seeds.py) runs on the same data in the same process. It writes float32 (4x
+prebake's bytes; 36 GB for all 60,000 images at 224 px), so above 32 px both pipelines are
+compared on the 10,000-image test split. The seed's loop never fsyncs; prebake's timings
+include making the cache durable.
 
 Prints a table and writes JSON to benchmarks/results/bake-<machine>.json.
 """
@@ -102,7 +103,8 @@ def main() -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--workdir", type=Path, default=Path(__file__).parent / "data")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "bake" / "bake-cpu-2core.json",
+    p.add_argument("--out", type=Path,
+                   default=Path(__file__).resolve().parents[1] / "runs" / "bake" / "bake-cpu-2core.json",
                    help="JSON path (default: runs/bake/bake-cpu-2core.json)")
     p.add_argument("--save", action="store_true", help="also update benchmarks/results/bake-cpu-2core.json")
     args = p.parse_args()
@@ -133,7 +135,8 @@ def main() -> int:
     for k, v in ratios.items():
         print(f"{k:<58} {v:6.2f}x")
     result = {"benchmark": "bake", "data": f"synthetic CIFAR-10 python-version batches, {args.train:,} train + "
-              f"{args.test:,} test", "machine": _machine(), "device": "cpu", "rows": rows, "ratios": ratios, "disk_floor": floor,
+              f"{args.test:,} test", "machine": _machine(), "device": "cpu", "rows": rows, "ratios": ratios,
+              "disk_floor": floor,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for path in write_results(result, args.out, Path(__file__).parent / "results" / "bake-cpu-2core.json"
                               if args.save else None):

@@ -42,8 +42,8 @@ from tests.faults.trials.fuzz import fuzzed_manifests  # noqa: E402
 from tests.faults.trials.geometry import geometry  # noqa: E402
 from tests.faults.trials.hangs import VARIANTS, parent_threads  # noqa: E402
 from tests.faults.trials.hdf5_exchange import hdf5_exchange  # noqa: E402
-from tests.faults.trials.integrations import integrations  # noqa: E402
 from tests.faults.trials.inputs import bad_inputs  # noqa: E402
+from tests.faults.trials.integrations import integrations  # noqa: E402
 from tests.faults.trials.kills import kill_builder, kill_worker  # noqa: E402
 from tests.faults.trials.loading import loading  # noqa: E402
 from tests.faults.trials.monai import monai  # noqa: E402

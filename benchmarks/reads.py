@@ -68,7 +68,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=11)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "reads" / "reads-cpu-2core.json",
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).resolve().parents[1] / "runs" / "reads" / "reads-cpu-2core.json",
                     help="JSON path (default: runs/reads/reads-cpu-2core.json)")
     ap.add_argument("--save", action="store_true", help="also update benchmarks/results/reads-cpu-2core.json")
     args = ap.parse_args()

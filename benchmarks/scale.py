@@ -103,7 +103,8 @@ def main() -> int:
     p.add_argument("--test", type=int, default=4_000)
     p.add_argument("--cpus", type=int, default=2, help="fork workers, and the local Ray's CPUs")
     p.add_argument("--workdir", type=Path, default=Path(__file__).parent / "data")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "scale" / "scale-cpu-2core.json",
+    p.add_argument("--out", type=Path,
+                   default=Path(__file__).resolve().parents[1] / "runs" / "scale" / "scale-cpu-2core.json",
                    help="JSON path (default: runs/scale/scale-cpu-2core.json)")
     p.add_argument("--save", action="store_true", help="also update benchmarks/results/scale-cpu-2core.json")
     args = p.parse_args()

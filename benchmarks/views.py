@@ -74,11 +74,13 @@ def recordings(cycles: int, rng: np.random.Generator) -> dict[str, Any]:
 # -- the baselines ----------------------------------------------------------------------------------
 
 class SeedWindows(Dataset):
-    """The talking-head workload's optimised FLOAT dataset: clips preloaded as dicts of tensors; ``__getitem__`` slices."""
+    """The talking-head workload's optimised FLOAT dataset: clips preloaded as dicts of tensors;
+    ``__getitem__`` slices."""
 
     def __init__(self, data: dict[str, Any], item: np.ndarray, start: np.ndarray):
+        clips = zip(data["frames"], data["latents"], data["label"])
         self.preprocessed_data = [{"video_frames": torch.from_numpy(f), "motion_latents": torch.from_numpy(z),
-                                   "label": torch.tensor(y)} for f, z, y in zip(data["frames"], data["latents"], data["label"])]
+                                   "label": torch.tensor(y)} for f, z, y in clips]
         self.item, self.start = item, start
 
     def __len__(self) -> int:
@@ -87,8 +89,9 @@ class SeedWindows(Dataset):
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         data_item = self.preprocessed_data[self.item[idx]]
         s = int(self.start[idx])
-        return {"frames": data_item["video_frames"][s:s + L], "frames_context": data_item["video_frames"][s - K:s],
-                "latents": data_item["motion_latents"][s:s + L], "latents_context": data_item["motion_latents"][s - K:s],
+        frames, latents = data_item["video_frames"], data_item["motion_latents"]
+        return {"frames": frames[s:s + L], "frames_context": frames[s - K:s],
+                "latents": latents[s:s + L], "latents_context": latents[s - K:s],
                 "label": data_item["label"]}
 
 
@@ -134,7 +137,8 @@ class Pipeline:
     samples_per_s: list[float] = field(default_factory=list)
 
 
-def dataloader(dataset: Dataset, batch: int, device: torch.device, workers: int = 4) -> Callable[[np.ndarray], Iterator]:
+def dataloader(dataset: Dataset, batch: int, device: torch.device,
+               workers: int = 4) -> Callable[[np.ndarray], Iterator]:
     def make(order: np.ndarray) -> Iterator[dict[str, Any]]:
         loader = DataLoader(dataset, batch_size=batch, sampler=order.tolist(), num_workers=workers,
                             persistent_workers=True, prefetch_factor=2, pin_memory=device.type == "cuda")
@@ -174,7 +178,8 @@ def check_same(pipes: list[Pipeline], order: np.ndarray, keys: tuple[str, ...], 
     return sum(want[0][key].nbytes for key in keys) // len(want[0]["label"])
 
 
-def time_rounds(pipes: list[Pipeline], order: np.ndarray, seconds: float, rounds: int, warmup: int, sync: Callable) -> None:
+def time_rounds(pipes: list[Pipeline], order: np.ndarray, seconds: float, rounds: int, warmup: int,
+                sync: Callable) -> None:
     """Every pipeline for ``seconds`` per round, interleaved, so drift of a shared machine hits them alike."""
     iters = [p.make(order) for p in pipes]
     try:
@@ -203,7 +208,8 @@ def windows_setting(cache: prebake.Cache, data: dict[str, Any], batch: int,
     pipes = [Pipeline("prebake.Loader(Windows), memmap, 2 threads", loader(view, batch, device)),
              Pipeline("prebake.Loader(Windows), preload='ram'", loader(view, batch, device, preload="ram"))]
     if device.type == "cuda":
-        pipes.append(Pipeline("prebake.Loader(Windows), preload='device'", loader(view, batch, device, preload="device")))
+        pipes.append(Pipeline("prebake.Loader(Windows), preload='device'",
+                              loader(view, batch, device, preload="device")))
     pipes += [Pipeline("talking-head design: clips preloaded as tensors, slice per item, 4 workers",
                        dataloader(SeedWindows(data, view.item, view.start), batch, device)),
               Pipeline("per-item Dataset over the prebake memmaps, 4 workers",
@@ -216,8 +222,10 @@ def elements_setting(cache: prebake.Cache, batch: int, device: torch.device) -> 
     pipes = [Pipeline("prebake.Loader(Elements), memmap, 2 threads", loader(view, batch, device)),
              Pipeline("prebake.Loader(Elements), preload='ram'", loader(view, batch, device, preload="ram"))]
     if device.type == "cuda":
-        pipes.append(Pipeline("prebake.Loader(Elements), preload='device'", loader(view, batch, device, preload="device")))
-    pipes.append(Pipeline("per-item Dataset over the prebake memmaps, 4 workers", dataloader(MemmapCycles(cache, view), batch, device)))
+        pipes.append(Pipeline("prebake.Loader(Elements), preload='device'",
+                              loader(view, batch, device, preload="device")))
+    pipes.append(Pipeline("per-item Dataset over the prebake memmaps, 4 workers",
+                          dataloader(MemmapCycles(cache, view), batch, device)))
     return len(view), pipes
 
 
@@ -276,8 +284,9 @@ def table(results: dict[str, Any]) -> str:
              "|---|---|---:|---:|---:|"]
     for s in results["settings"]:
         for r in s["rows"]:
-            lines.append(f"| {s['setting']} | {r['pipeline']} | {r['samples_per_s']:,.0f} | {r['output_gb_per_s']:.2f} | "
-                         f"{r['prebake_ratio']:.2f}x ({r['prebake_ratio_min']:.1f}-{r['prebake_ratio_max']:.1f}) |")
+            lines.append(f"| {s['setting']} | {r['pipeline']} | {r['samples_per_s']:,.0f} | "
+                         f"{r['output_gb_per_s']:.2f} | {r['prebake_ratio']:.2f}x "
+                         f"({r['prebake_ratio_min']:.1f}-{r['prebake_ratio_max']:.1f}) |")
     return "\n".join(lines)
 
 
@@ -291,8 +300,10 @@ def main() -> int:
     p.add_argument("--clips", type=int, default=150)
     p.add_argument("--cycles", type=int, default=40_000)
     p.add_argument("--window-batches", type=int, nargs="+", default=[8, 64], help="8: the talking-head --batch_size")
-    p.add_argument("--element-batches", type=int, nargs="+", default=[64], help="64: the heart-sound workload's batch size")
-    p.add_argument("--workdir", type=Path, default=None, help="where the caches are written (default: the system temp dir)")
+    p.add_argument("--element-batches", type=int, nargs="+", default=[64],
+                   help="64: the heart-sound workload's batch size")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where the caches are written (default: the system temp dir)")
     p.add_argument("--out", type=Path, help="JSON path (default: runs/views/views-<device>.json)")
     p.add_argument("--save", action="store_true", help="also update benchmarks/results/views-<device>.json")
     args = p.parse_args()

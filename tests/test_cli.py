@@ -25,7 +25,8 @@ def test_build_verify_info_ls_clear(cifar_dir, tmp_path, capsys):
     out = tmp_path / "cache"
     assert main(["build", str(cifar_dir), str(out), "--workers", "2", "--json"]) == 0
     reports = _json(capsys)
-    assert [(r["split"], r["action"], r["num_items"]) for r in reports] == [("train", "built", 100), ("test", "built", 20)]
+    got = [(r["split"], r["action"], r["num_items"]) for r in reports]
+    assert got == [("train", "built", 100), ("test", "built", 20)]
     images, labels = cifar_arrays(100, 10, 1, "train")
     assert np.array_equal(np.load(out / "train" / "image.npy", allow_pickle=False), images)
     assert np.array_equal(np.load(out / "train" / "label.npy", allow_pickle=False), labels)

@@ -32,7 +32,8 @@ pytest.importorskip("build", reason="python -m build needs the 'build' package: 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> str:
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed in {cwd}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    shown = " ".join(map(str, cmd))
+    assert proc.returncode == 0, f"{shown} failed in {cwd}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
 

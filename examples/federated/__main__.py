@@ -1,6 +1,6 @@
-"""``python -m examples.federated --alg fedlora --vit tiny --image_size 224 ...`` from the repository root; from ``prebake-demo/`` (or any
-folder) the same by path: ``python ../examples/federated ...``. A first argument ``bench`` runs the
-benchmark (``python -m examples.federated.bench``). See README.md."""
+"""``python -m examples.federated --alg fedlora --vit tiny --image_size 224 ...`` from the repository root; from
+``prebake-demo/`` (or any folder) the same by path: ``python ../examples/federated ...``. A first argument
+``bench`` runs the benchmark (``python -m examples.federated.bench``). See README.md."""
 
 from __future__ import annotations
 

@@ -57,7 +57,8 @@ class Config:
 def parser() -> argparse.ArgumentParser:
     d = Config()
     p = argparse.ArgumentParser(prog="python -m examples.federated",
-                                description="Federated ViT on CIFAR-10 (FedAvg / FedLoRA, Dirichlet clients) fed by prebake.")
+                                description="Federated ViT on CIFAR-10 (FedAvg / FedLoRA, Dirichlet clients) "
+                                            "fed by prebake.")
     a = p.add_argument
     a("--alg", choices=["fedavg", "fedlora"], default=d.alg)
     a("--model", choices=["vit"], default=d.model)

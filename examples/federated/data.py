@@ -68,7 +68,8 @@ class PrebakeData:
     def __init__(self, train: prebake.Cache, test: prebake.Cache, parts: Sequence[np.ndarray], cfg: Config):
         device = torch.device(cfg.device)
         resident = fits_on(device, train)
-        logger.info("prebake path: cache %s (%s)", train.path, "copied to " + str(device) if resident else "memory-mapped")
+        where = "copied to " + str(device) if resident else "memory-mapped"
+        logger.info("prebake path: cache %s (%s)", train.path, where)
         train_tf = batch_transform(image=image_train_preset(cfg.image_size, MEAN, STD)).to(device)
         eval_tf = batch_transform(image=image_eval_preset(cfg.image_size, MEAN, STD)).to(device).eval()
         self.source = train

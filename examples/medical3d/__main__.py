@@ -1,6 +1,6 @@
-"""``python -m examples.medical3d --config examples/medical3d/config.json`` from the repository root; from ``prebake-demo/`` (or any
-folder) the same by path: ``python ../examples/medical3d ...``. A first argument ``bench`` runs the
-benchmark (``python -m examples.medical3d.bench``). See README.md."""
+"""``python -m examples.medical3d --config examples/medical3d/config.json`` from the repository root; from
+``prebake-demo/`` (or any folder) the same by path: ``python ../examples/medical3d ...``. A first argument
+``bench`` runs the benchmark (``python -m examples.medical3d.bench``). See README.md."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench(list(argv[1:]))
     p = argparse.ArgumentParser(prog="python -m examples.medical3d",
-                                description="3-D CNN on NIfTI volumes from a CSV, fed by prebake (seed 002's workflow).")
+                                description="3-D CNN on NIfTI volumes from a CSV, fed by prebake "
+                                            "(the cardiac-imaging workload).")
     p.add_argument("--config", type=Path, required=True, help="a JSON or YAML config (see config.json)")
     p.add_argument("--csv", type=Path, help="override csv_path: your CSV of volume paths and labels")
     p.add_argument("--base_path", type=Path, help="override base_path: what the CSV's paths are relative to")

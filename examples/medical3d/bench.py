@@ -375,7 +375,8 @@ def table(results: list[dict[str, Any]], rat: dict[str, Any], input_bytes: int,
                      f"{r['cache_where']} | {r['cache_bytes'] / 2**20:.0f} MiB | {pss} | {diff} |")
     lines.append(f"\ninput: {input_bytes / 2**20:.0f} MiB of .nii.gz")
     lines.append("\nratios: medians over the repeats (min-max of the per-repeat ratios)")
-    lines.append("\n| prebake vs | steady samples/s | first epoch | cache bytes (prebake / theirs) | PSS (prebake / theirs) |")
+    lines.append("\n| prebake vs | steady samples/s | first epoch | cache bytes (prebake / theirs) "
+                 "| PSS (prebake / theirs) |")
     lines.append("|---|---:|---:|---:|---:|")
     def fmt(name: str, key: str) -> str:
         v = rat[name][key]
@@ -401,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=Path("runs/medical3d-bench/work"),
                    help="volumes and caches go here (default runs/medical3d-bench/work)")
     p.add_argument("--only", action="append", choices=PIPELINES, help="run only these pipelines (repeatable)")
-    p.add_argument("--out", type=Path, help="where the JSON goes (default runs/medical3d-bench/medical3d-<device>.json)")
+    p.add_argument("--out", type=Path,
+                   help="where the JSON goes (default runs/medical3d-bench/medical3d-<device>.json)")
     p.add_argument("--save", action="store_true", help="also update benchmarks/results/medical3d-<device>.json")
     p.add_argument("--one", choices=PIPELINES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

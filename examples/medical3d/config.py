@@ -146,7 +146,8 @@ def _typed(f: dataclasses.Field, value: Any, where: str, name: str) -> Any:
     if value is None and "None" in kind:
         return None
     checks = [("bool", lambda v: isinstance(v, bool), bool), ("int", _is_int, int),
-              ("float", lambda v: _is_int(v) or isinstance(v, float), float), ("str", lambda v: isinstance(v, str), str),
+              ("float", lambda v: _is_int(v) or isinstance(v, float), float),
+              ("str", lambda v: isinstance(v, str), str),
               ("Path", lambda v: isinstance(v, str), Path)]
     if kind.startswith("tuple"):
         if not isinstance(value, list) or not value:

@@ -1,6 +1,6 @@
-"""``python -m examples.pcg --config examples/pcg/configs/default.yaml --data_path prebake`` from the repository root; from ``prebake-demo/`` (or any
-folder) the same by path: ``python ../examples/pcg ...``. A first argument ``bench`` runs the
-benchmark (``python -m examples.pcg.bench``). See README.md."""
+"""``python -m examples.pcg --config examples/pcg/configs/default.yaml --data_path prebake`` from the repository
+root; from ``prebake-demo/`` (or any folder) the same by path: ``python ../examples/pcg ...``. A first argument
+``bench`` runs the benchmark (``python -m examples.pcg.bench``). See README.md."""
 
 from __future__ import annotations
 

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 import prebake
-from prebake.sources import detect
-from prebake.steps import Resample, SegmentCycles
 from prebake.augment import SplitSubstructures, TwoViews, signal_pretrain_preset
 from prebake.augment.compose import Compose
 from prebake.augment.signal import AmplitudeScale, GaussianNoise, TimeMask, TimeShift, TimeStretch
 from prebake.augment.spectral import FrequencyMask
+from prebake.sources import detect
+from prebake.steps import Resample, SegmentCycles
 from prebake.synthetic import pcg
 
 from .config import Augmentation, Config

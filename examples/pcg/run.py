@@ -52,7 +52,8 @@ def make_batches(data_path: str, cfg: Config, root: Path, cache: prebake.Cache, 
     if data_path not in DATA_PATHS:
         raise ValueError(f"--data_path {data_path!r}: choose one of {', '.join(DATA_PATHS)}")
     rec = S.Recordings(*D.recordings(root, cache), cfg)
-    dataset = S.OriginalDataset(rec, cfg.train.seed) if data_path == "original" else S.ViewCacheDataset(rec, cfg.train.seed)
+    kind = S.OriginalDataset if data_path == "original" else S.ViewCacheDataset
+    dataset = kind(rec, cfg.train.seed)
     return S.SeedBatches(dataset, cfg, device)
 
 

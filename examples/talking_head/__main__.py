@@ -1,6 +1,6 @@
-"""``python -m examples.talking_head --data_path prebake --steps 300 ...`` from the repository root; from ``prebake-demo/`` (or any
-folder) the same by path: ``python ../examples/talking_head ...``. A first argument ``bench`` runs the
-benchmark (``python -m examples.talking_head.bench``). See README.md."""
+"""``python -m examples.talking_head --data_path prebake --steps 300 ...`` from the repository root; from
+``prebake-demo/`` (or any folder) the same by path: ``python ../examples/talking_head ...``. A first argument
+``bench`` runs the benchmark (``python -m examples.talking_head.bench``). See README.md."""
 
 from __future__ import annotations
 

@@ -272,7 +272,8 @@ def report(args: argparse.Namespace, cfg: Config, write_s: float, bake: dict[str
     suffix = "" if args.stage_dtype is None else f"-{args.stage_dtype}"
     name = f"talking-head-{device_tag(args.device)}{suffix}.json"
     record = {"machine": machine(args.device), "device": device_tag(args.device), "config": args.config,
-              "stage_dtype": args.stage_dtype or "float32", "torch_threads": args.threads, "load_average": {"start": load_start, "end": load_end},
+              "stage_dtype": args.stage_dtype or "float32", "torch_threads": args.threads,
+              "load_average": {"start": load_start, "end": load_end},
               "write_seconds": write_s, "bake": bake, "same_windows": check, "results": results, "ratios": ratios}
     if args.device == "cpu":
         record["gpu"] = "not measured"

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from .bake.build import BuildOptions, ProgressFn, build_all, resolve_sources
-from .steps import Resize, compile_steps
 from .cache.inventory import dir_bytes
 from .cache.verify import verify
+from .steps import Resize, compile_steps
 
 DEMO_TRAIN, DEMO_TEST = 1000, 200
 
@@ -50,7 +50,8 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
             v = verify(r.out)
             ok &= v.ok
             image = np.load(r.out / "image.npy", mmap_mode="r", allow_pickle=False)
-            entry: dict[str, Any] = {"size": size, "split": r.split, "out": str(r.out), "action": r.action, "items": r.num_items,
+            entry: dict[str, Any] = {"size": size, "split": r.split, "out": str(r.out), "action": r.action,
+                     "items": r.num_items,
                      "seconds": r.seconds, "bytes": dir_bytes(r.out), "verified": v.ok,
                      "verify_seconds": time.perf_counter() - t0, "image_shape": list(image.shape)}
             builds.append(entry)
@@ -62,8 +63,8 @@ def run_demo(workdir: Path, source: Path | None = None, workers: int | None = No
     big = sum(b["bytes"] for b in builds if b["size"] == 224)
     lines.append(f"the 224 px cache is {big / max(small, 1):.0f}x the 32 px one on disk: bake at native size "
                  "and resize on the GPU at load time")
-    lines.append(f"read it back with numpy alone: np.load('{workdir / 'cache' / 'cifar10-32' / 'train' / 'image.npy'}', "
-                 "mmap_mode='r')")
+    image_file = workdir / "cache" / "cifar10-32" / "train" / "image.npy"
+    lines.append(f"read it back with numpy alone: np.load('{image_file}', mmap_mode='r')")
     if all(b["action"] == "up to date" for b in builds):
         lines.append("every cache was already up to date (the fingerprints matched): nothing was baked again")
     else:

@@ -39,7 +39,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def build_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
-    """Checked flat settings -> the keyword arguments of :func:`prebake.build` (steps compiled, source options grouped)."""
+    """Checked flat settings -> the keyword arguments of :func:`prebake.build` (steps compiled, source options
+    grouped)."""
     from .sources import SourceOptions
 
     s = {k: v for k, v in settings.items() if v is not None}
@@ -60,8 +61,19 @@ def flag_steps(s: dict[str, Any], options: Any = None) -> list[Any]:
     """The steps that flat settings ask for, in the flags' order (the module docstring)."""
     from .identity.plugins import load_object
     from .sources import SourceOptions
-    from .steps import (BandPass, CenterCrop, CropOrPad, Function, Orient, Resample, Resize, ShorterSide, Spacing,
-                        ToRGB8, Window)
+    from .steps import (
+        BandPass,
+        CenterCrop,
+        CropOrPad,
+        Function,
+        Orient,
+        Resample,
+        Resize,
+        ShorterSide,
+        Spacing,
+        ToRGB8,
+        Window,
+    )
 
     limits = options or SourceOptions()
     _check_sizes(s, limits.max_pixels, limits.max_voxels)

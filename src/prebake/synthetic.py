@@ -259,7 +259,8 @@ def write_cifar100_binary(
     return out
 
 
-_PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "webp": "WEBP", "tif": "TIFF", "tiff": "TIFF"}
+_PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "webp": "WEBP", "tif": "TIFF",
+                "tiff": "TIFF"}
 
 
 def _save(image_chw: np.ndarray, path: Path) -> None:
@@ -527,7 +528,8 @@ def make_dataset():
     return Squares()
 '''
 
-QUICKSTART_TRANSFORM = '''"""A per-item function for the quickstart: item dict -> item dict, run once per item at bake time."""
+QUICKSTART_TRANSFORM = '''"""A per-item function for the quickstart: item dict -> item dict, run once per item
+at bake time."""
 
 
 def crop_face(item):

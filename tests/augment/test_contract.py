@@ -20,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import prebake.augment as A
+from tests.helpers.devices import NEEDS_CUDA
 
 IMAGE = (16, 3, 12, 12)
 SIGNAL = (16, 2, 128)
@@ -28,7 +29,6 @@ IMAGE_DTYPES = [torch.uint8, torch.float16, torch.bfloat16, torch.float32]
 VOLUME_DTYPES = [torch.uint8, torch.int16, torch.float16, torch.bfloat16, torch.float32]
 SIGNAL_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 DEVICES = ["cpu", "cuda"]
-from tests.helpers.devices import NEEDS_CUDA
 # p=0 vs eval for ops that change the shape: grid_sample vs interpolate, rounded to the dtype
 CLOSE = {torch.uint8: 1.0, torch.int16: 1.0, torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5}
 

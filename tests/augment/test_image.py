@@ -303,7 +303,8 @@ def test_a_loader_resumed_mid_epoch_augments_its_remaining_batches_as_the_uninte
     cache = prebake.write_arrays(tmp_path / "c", {"image": images, "label": np.arange(40) % 4})
 
     def transform():  # no generator of its own: the Loader hands each batch one
-        return A.batch_transform(image=[A.RandomCrop(8, padding=2), A.RandomHorizontalFlip()], mix=A.CutMix(num_classes=4))
+        return A.batch_transform(image=[A.RandomCrop(8, padding=2), A.RandomHorizontalFlip()],
+                                 mix=A.CutMix(num_classes=4))
 
     whole = [b["image"] for b in prebake.Loader(cache, 8, seed=3, transform=transform())]
     first = prebake.Loader(cache, 8, seed=3, transform=transform())

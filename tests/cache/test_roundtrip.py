@@ -32,8 +32,11 @@ def fixed_columns(draw, allow_nan=True, dtypes=DTYPES):
         item_shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=3))
         elements = None
         if dtype.kind in "fc":
-            elements = st.floats(allow_nan=allow_nan, allow_infinity=allow_nan, width=min(64, dtype.itemsize * 8 // (2 if dtype.kind == "c" else 1)))
-            elements = st.complex_numbers(allow_nan=allow_nan, allow_infinity=allow_nan, width=dtype.itemsize * 8) if dtype.kind == "c" else elements
+            bits = dtype.itemsize * 8
+            if dtype.kind == "c":
+                elements = st.complex_numbers(allow_nan=allow_nan, allow_infinity=allow_nan, width=bits)
+            else:
+                elements = st.floats(allow_nan=allow_nan, allow_infinity=allow_nan, width=min(64, bits))
         cols[f"c{k}"] = draw(hnp.arrays(dtype, (n, *item_shape), elements=elements))
     return cols
 

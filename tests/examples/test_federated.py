@@ -14,16 +14,20 @@ import torch
 from torch import nn
 
 import prebake
-from prebake.synthetic import write_cifar10_python
-
 from examples.federated.config import Config, parse_args
 from examples.federated.data import ClientBatches, PrebakeData, make_data, open_caches
 from examples.federated.fed import LoraSettings, fedavg, fedavg_model, fedlora_model
 from examples.federated.model import VARIANTS, ViT, load_pretrained
-from examples.federated.partition import (PartitionError, dirichlet_partition, label_counts,
-                                          load_partition, save_partition)
+from examples.federated.partition import (
+    PartitionError,
+    dirichlet_partition,
+    label_counts,
+    load_partition,
+    save_partition,
+)
 from examples.federated.run import run
 from examples.federated.train import make_optimizer, train_epoch
+from prebake.synthetic import write_cifar10_python
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +101,8 @@ def test_fedavg_is_the_sample_weighted_mean() -> None:
 
 def test_fedlora_trains_and_sends_only_adapters_and_head() -> None:
     pytest.importorskip("peft")
-    fed = fedlora_model(ViT(VARIANTS["micro"], 32, 10), LoraSettings(r=4, alpha=8, targets=("qkv", "proj", "fc1", "fc2")))
+    lora = LoraSettings(r=4, alpha=8, targets=("qkv", "proj", "fc1", "fc2"))
+    fed = fedlora_model(ViT(VARIANTS["micro"], 32, 10), lora)
     assert fed.shared and all("lora_" in n or ".head." in n for n in fed.shared)
     assert sum(".head." in n for n in fed.shared) == 2
     assert not any("patch_embed" in n for n in fed.shared)  # only the blocks' proj, not the patch conv
@@ -210,7 +215,8 @@ def test_100_client_views_share_one_copy(tmp_path: Path) -> None:
     before = rss_bytes()
     data = PrebakeData(train, test, parts, cfg)  # 100 client Loaders, preload="device" (here the CPU)
     grown = rss_bytes() - before
-    assert image_bytes * 0.9 < grown < image_bytes * 1.2, f"100 preloaded client views grew RSS by {grown / 2**20:.1f} MB"
+    assert image_bytes * 0.9 < grown < image_bytes * 1.2, \
+        f"100 preloaded client views grew RSS by {grown / 2**20:.1f} MB"
     shared = data.source
     before = rss_bytes()
     more = [prebake.Loader(shared, 32, indices=p, columns=["image", "label"], preload="device") for p in parts]

@@ -62,8 +62,8 @@ def test_the_benchmark_runs_and_every_pipeline_agrees(tmp_path):
     from examples.medical3d.bench import main as bench
 
     out = tmp_path / "r.json"
-    bench(["--volumes", "6", "--size", "24", "--epochs", "1", "--repeat", "1", "--workers", "2", "--workdir", str(tmp_path / "w"),
-           "--out", str(out), "--only", "monai-persistent", "--only", "seed-hdf5"])
+    bench(["--volumes", "6", "--size", "24", "--epochs", "1", "--repeat", "1", "--workers", "2",
+           "--workdir", str(tmp_path / "w"), "--out", str(out), "--only", "monai-persistent", "--only", "seed-hdf5"])
     doc = json.loads(out.read_text())
     names = [r["pipeline"] for r in doc["results"]]
     assert names == ["prebake", "monai-persistent", "seed-hdf5"]

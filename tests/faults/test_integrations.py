@@ -7,11 +7,11 @@ import os
 
 import pytest
 
+from .trials.integrations import integrations
+
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 for package in ("lightning", "torchdata", "datasets"):
     pytest.importorskip(package)
-
-from .trials.integrations import integrations
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

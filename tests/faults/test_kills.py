@@ -8,7 +8,14 @@ import signal
 
 import pytest
 
-from tests.helpers.crash import CHUNK_ROWS, assert_same_cache, build_dataset, join_forked, kill_blocked_worker, start_forked
+from tests.helpers.crash import (
+    CHUNK_ROWS,
+    assert_same_cache,
+    build_dataset,
+    join_forked,
+    kill_blocked_worker,
+    start_forked,
+)
 
 from .trials.kills import References, kill_builder, kill_worker
 
@@ -34,7 +41,8 @@ def test_a_dead_worker_stops_the_build_naming_the_chunk_and_signal(refs, tmp_pat
         flag.touch()
     error = json.loads(result.read_text())
     assert error["error"] == "WorkerDiedError"
-    assert f"worker process {pid} died while baking chunk 3 (items {3 * CHUNK_ROWS}..{4 * CHUNK_ROWS - 1})" in error["message"]
+    chunk = f"chunk 3 (items {3 * CHUNK_ROWS}..{4 * CHUNK_ROWS - 1})"
+    assert f"worker process {pid} died while baking {chunk}" in error["message"]
     assert sig.name in error["message"] and "re-run the same command to resume" in error["message"]
     if sig == signal.SIGBUS:
         assert "disk is full" in error["message"]

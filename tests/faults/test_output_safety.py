@@ -223,7 +223,8 @@ def test_info_and_ls_read_oddly_typed_manifest_values(tmp_path, capsys, edit):
     else:
         m["stats"]["label_histogram"] = {"cat": 2, "-1": 2}
     (out / "manifest.json").write_text(json.dumps(sign_manifest(m)))
-    for args in (["info", str(out)], ["info", str(out), "--json"], ["ls", str(tmp_path)], ["ls", str(tmp_path), "--json"]):
+    for args in (["info", str(out)], ["info", str(out), "--json"],
+                 ["ls", str(tmp_path)], ["ls", str(tmp_path), "--json"]):
         assert main(args) == 0, args  # before: AttributeError / TypeError tracebacks
     assert "Traceback" not in capsys.readouterr().err
 

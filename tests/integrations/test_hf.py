@@ -10,14 +10,14 @@ import os
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-datasets = pytest.importorskip("datasets")
-
 import prebake
 from prebake.errors import OptionError, SourceError
 from prebake.integrations.hf import to_hf
 
 from ..faults.trials.integrations import random_dataset, same
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+datasets = pytest.importorskip("datasets")
 
 F = datasets.Features
 V = datasets.Value

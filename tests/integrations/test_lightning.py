@@ -180,7 +180,8 @@ def test_ddp_two_processes_bake_once_and_see_each_item_once_per_epoch(tmp_path):
     assert ranks[0]["weights"] == ranks[1]["weights"]
 
 
-@pytest.mark.skipif(not SLOW, reason="slow (3 DDP runs, about a minute): PREBAKE_SLOW_INTEGRATIONS=1, make integrations")
+@pytest.mark.skipif(not SLOW,
+                    reason="slow (3 DDP runs, about a minute): PREBAKE_SLOW_INTEGRATIONS=1, make integrations")
 def test_ddp_run_stopped_mid_epoch_resumes_each_rank_to_the_same_weights(tmp_path):
     small_cache(tmp_path / "cache", 23)
     full = _ddp(str(tmp_path / "cache"), tmp_path / "full")

@@ -7,8 +7,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import (Device, Op, Params, blend, check_range, lerp_range, per_sample, restore_dtype, to_float32,
-                   uniform, value_max)
+from .base import (
+    Device,
+    Op,
+    Params,
+    blend,
+    check_range,
+    lerp_range,
+    per_sample,
+    restore_dtype,
+    to_float32,
+    uniform,
+    value_max,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

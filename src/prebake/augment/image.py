@@ -17,8 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import (Device, Op, Params, blend, check_range, lerp_range, per_sample, randint_from, restore_dtype,
-                   to_float32, uniform)
+from .base import (
+    Device,
+    Op,
+    Params,
+    blend,
+    check_range,
+    lerp_range,
+    per_sample,
+    randint_from,
+    restore_dtype,
+    to_float32,
+    uniform,
+)
 
 _MODES = ("nearest", "bilinear", "bicubic")
 _PAD_MODES = ("constant", "reflect", "replicate", "circular")

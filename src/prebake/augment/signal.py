@@ -18,9 +18,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import (Device, Op, Params, applied_normal, check_probability, check_range, host_readable, lerp_range,
-                   on_applied, on_applied_inplace, per_sample, randint_from, restore_dtype, take_rows, to_float32,
-                   uniform)
+from .base import (
+    Device,
+    Op,
+    Params,
+    applied_normal,
+    check_probability,
+    check_range,
+    host_readable,
+    lerp_range,
+    on_applied,
+    on_applied_inplace,
+    per_sample,
+    randint_from,
+    restore_dtype,
+    take_rows,
+    to_float32,
+    uniform,
+)
 
 
 class SignalOp(Op):

@@ -17,8 +17,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .base import (Device, Params, check_range, lerp_range, on_applied, on_applied_inplace, restore_dtype, take_rows,
-                   to_float32, uniform)
+from .base import (
+    Device,
+    Params,
+    check_range,
+    lerp_range,
+    on_applied,
+    on_applied_inplace,
+    restore_dtype,
+    take_rows,
+    to_float32,
+    uniform,
+)
 from .signal import SignalOp, SpanOp, span_mask
 
 #: BandPass and BandStop assume this rate (Hz) unless told: the heart-sound workload's heart sounds at 5 kHz.

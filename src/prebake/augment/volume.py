@@ -20,8 +20,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import (Device, Op, Params, applied_normal, blend, check_range, lerp_range, per_sample, randint_from,
-                   restore_dtype, uniform)
+from .base import (
+    Device,
+    Op,
+    Params,
+    applied_normal,
+    blend,
+    check_range,
+    lerp_range,
+    per_sample,
+    randint_from,
+    restore_dtype,
+    uniform,
+)
 
 _DTYPES = (torch.uint8, torch.int16, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

@@ -134,7 +134,8 @@ def _finish(sink: Sink, out: Path, needed: int | None) -> None:
 
 def _filters(compression: str | None, level: int | None) -> dict[str, Any]:
     if compression not in (None, *COMPRESSIONS):
-        raise OptionError(f"compression {compression!r} is not one of none, {', '.join(COMPRESSIONS)}; pick one of them")
+        raise OptionError(f"compression {compression!r} is not one of none, {', '.join(COMPRESSIONS)}; "
+                          "pick one of them")
     if level is not None and (compression != "gzip" or type(level) is not int or not 0 <= level <= 9):
         raise OptionError(f"level {level!r} is a gzip level, a whole number 0-9 with compression 'gzip'; "
                           "drop it or use gzip")
@@ -264,7 +265,8 @@ class _Copy:
         if spec.shaped:
             self.dataset(group, SHAPES, files[2], np.dtype(np.int64), {})
 
-    def dataset(self, parent: Any, name: str, src: _ColumnFile, stored: np.dtype | None, filters: dict[str, Any]) -> None:
+    def dataset(self, parent: Any, name: str, src: _ColumnFile, stored: np.dtype | None,
+                filters: dict[str, Any]) -> None:
         data = src.array
         h5type = h5py_module().string_dtype("utf-8", _utf8_width(src)) if stored is None else stored
         chunked = len(data) > 0 and all(data.shape[1:])  # HDF5 has no chunk with a zero-length axis
@@ -347,7 +349,8 @@ def _describes(dtype: np.dtype, ds: Any) -> bool:
         return ds.dtype.kind == "i" and ds.dtype.itemsize == 8
     if dtype.kind == "S":
         return ds.dtype.kind == "S" and ds.dtype.itemsize == dtype.itemsize
-    return dtype.kind in "biufcV" and ds.dtype.kind == dtype.kind and ds.dtype.newbyteorder("=") == dtype.newbyteorder("=")
+    same_order = ds.dtype.newbyteorder("=") == dtype.newbyteorder("=")
+    return dtype.kind in "biufcV" and ds.dtype.kind == dtype.kind and same_order
 
 
 def read_rows(ds: Any, rows: Any, dtype: np.dtype) -> np.ndarray:
@@ -364,7 +367,8 @@ def read_string_rows(ds: Any, rows: Any) -> np.ndarray:
     """Rows of a string dataset as numpy ``<U`` (the width of its ``numpy_dtype`` attribute, if any)."""
     raw = np.asarray(ds[rows])
     if raw.dtype.kind == "O":  # variable-length strings
-        raw = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in raw.reshape(-1)]).reshape(raw.shape)
+        text = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in raw.reshape(-1)]
+        raw = np.array(text).reshape(raw.shape)
     elif raw.dtype.kind == "S":
         raw = np.char.decode(raw, "utf-8")
     wanted = ds.attrs.get(NUMPY_DTYPE)

@@ -154,7 +154,8 @@ def npy_layout(fd: int, shown: Path) -> tuple[tuple[int, ...], np.dtype, int]:
                                 f"run 'prebake verify {shown.parent}' or rebuild with {opt('force')}") from None
     if fortran or dtype.hasobject or dtype.fields is not None:
         raise CacheCorruptError(f"{shown}: the .npy header declares a {'Fortran-order' if fortran else 'object'} "
-                                f"array ({dtype}); prebake writes only C-order numeric columns: rebuild with {opt('force')}")
+                                f"array ({dtype}); prebake writes only C-order numeric columns: "
+                                f"rebuild with {opt('force')}")
     return tuple(int(d) for d in shape), dtype, offset
 
 

@@ -130,7 +130,8 @@ def inspect_cache(path: Path) -> Verdict:
         return Verdict("empty")
     names = [_shown(e) for e in entries]
     if not any(e.name == MANIFEST and _is_file(e) for e in entries):
-        return Verdict("foreign", f"{path} holds no {MANIFEST}, so it is not a prebake cache; it holds {_listing(names)}")
+        return Verdict("foreign", f"{path} holds no {MANIFEST}, so it is not a prebake cache; "
+                                  f"it holds {_listing(names)}")
     foreign = _foreign_manifest(path)
     if foreign is not None:
         return Verdict("foreign", f"{path} is not a prebake cache ({foreign}); it holds {_listing(names)}")

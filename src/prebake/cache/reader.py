@@ -96,13 +96,15 @@ def _require_committed(path: Path) -> None:
             raise CacheNotFoundError(f"{out} is being built right now by {who} (it holds {out}{LOCK_SUFFIX}); "
                                      "open it when that build has finished")
         raise CacheNotFoundError(f"{out} is an unfinished build that was interrupted (no {MANIFEST} yet); a partial "
-                                 "directory never opens as a cache: re-run the same 'prebake build' command to resume it")
+                                 "directory never opens as a cache: re-run the same 'prebake build' command "
+                                 "to resume it")
     splits = _split_caches(path)
     if splits:
         names = ", ".join(splits)
         raise CacheNotFoundError(f"{path} holds the splits {names}, one cache each: open one, for example "
                                  f"prebake.open('{path / splits[0]}')")
-    raise CacheNotFoundError(f"no prebake cache at {path} (no {MANIFEST}); build one with 'prebake build SOURCE {path}'")
+    raise CacheNotFoundError(f"no prebake cache at {path} (no {MANIFEST}); "
+                             f"build one with 'prebake build SOURCE {path}'")
 
 
 def _split_caches(path: Path) -> list[str]:
@@ -190,7 +192,8 @@ class Cache(torch.utils.data.Dataset):
         if int(offsets[0]) != 0 or int(offsets[-1]) != len(values):
             raise CacheCorruptError(
                 f"{self.path / offsets_file} runs from {int(offsets[0])} to {int(offsets[-1])}, expected 0 to "
-                f"{len(values)} (the rows of {values_file}); run 'prebake verify {self.path}' or rebuild with {opt('force')}"
+                f"{len(values)} (the rows of {values_file}); run 'prebake verify {self.path}' "
+                f"or rebuild with {opt('force')}"
             )
         if not spec.shaped:
             return Ragged(values, offsets)

@@ -203,7 +203,8 @@ def _check_labels(report: VerifyReport, dir_fd: int, manifest: dict[str, Any], s
         return
     lo, hi = int(labels.min()), int(labels.max())
     if classes and (lo < 0 or hi >= len(classes)):
-        report.problems.append(f"{f}: labels range {lo}..{hi}, but there are {len(classes)} classes (0..{len(classes) - 1})")
+        report.problems.append(f"{f}: labels range {lo}..{hi}, but there are {len(classes)} classes "
+                               f"(0..{len(classes) - 1})")
     hist = label_histogram(labels, classes)
     stored = manifest.get("stats", {}).get("label_histogram")
     if stored is not None and stored != hist:

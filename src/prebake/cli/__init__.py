@@ -16,8 +16,8 @@ from typing import NoReturn
 
 from .._version import __version__
 from ..config import BUILD_KEYS, Key
-from ._echo import echo
 from ..errors import CLI_FLAGS, PrebakeError, StrictModeError, use_cli_names
+from ._echo import echo
 
 EXIT_CODES = """exit status:
   0    success (verify: every file was checked and is intact)
@@ -29,6 +29,7 @@ EXIT_CODES = """exit status:
 
 #: ``build``'s settings that are positional arguments rather than flags.
 _POSITIONAL = ("source", "out")
+_ARG_TYPES = {"int": int, "float": float, "pair": float, "float3": float, "int3": int}  # argparse type per Key.type
 #: Values the ``--kind`` flag accepts (checked again, with the message, by the source detection).
 KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "video", "csv", "arrays", "hdf5")
 
@@ -119,7 +120,7 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
         else:
             several = {"pair": 2, "float3": 3, "int3": 3}.get(key.type)
             kwargs["metavar"] = tuple(key.metavar.split()) if several else key.metavar
-            kwargs["type"] = {"int": int, "float": float, "pair": float, "float3": float, "int3": int}.get(key.type, str)
+            kwargs["type"] = _ARG_TYPES.get(key.type, str)
             if key.type == "strs":
                 kwargs["action"] = "append"
             if several:

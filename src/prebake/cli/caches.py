@@ -34,7 +34,8 @@ def _bar(desc: str, quiet: bool) -> Any:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from ..cache.verify import VerifyReport, verify as verify_cache
+    from ..cache.verify import VerifyReport
+    from ..cache.verify import verify as verify_cache
 
     reports: list[VerifyReport] = []
     for target in _targets(args.path):
@@ -96,7 +97,9 @@ def _print_info(i: dict[str, Any]) -> None:
         shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
         echo(f"  classes    {len(classes)}: {shown}")
     if hist:
-        name = (lambda k: classes[int(k)] if k.isdigit() and int(k) < len(classes) else k)
+        def name(k: str) -> str:
+            return classes[int(k)] if k.isdigit() and int(k) < len(classes) else k
+
         counts = ", ".join(f"{name(k)} {v:,}" for k, v in list(hist.items())[:10])
         echo(f"  labels     {counts}{', ...' if len(hist) > 10 else ''}")
     echo(f"  source     {i['source'].get('kind', '?')} {i['source'].get('root', '')}")

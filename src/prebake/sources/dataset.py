@@ -124,7 +124,8 @@ class DatasetSource(Source):
             out["unverified"] = (
                 f"the data of dataset {self.name} is not checked: {type(self.dataset).__qualname__} has no "
                 "fingerprint() method, so a change to the files it reads never makes this cache stale; "
-                f"define fingerprint() on the dataset (see prebake.bake.sources.dataset), or rebuild with {opt('force')}"
+                "define fingerprint() on the dataset (see prebake.sources.dataset), "
+                f"or rebuild with {opt('force')}"
             )
         else:
             out["user"] = fingerprint()

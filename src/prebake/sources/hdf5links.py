@@ -79,7 +79,8 @@ class LinkedFiles:
                 _check_extent(vmap, source, f"{what}, {fill}")
                 self.storage(source, where, depth + 1)
         except OSError as e:
-            raise SourceError(f"{what}, which cannot be read as HDF5 ({e}); {fill}: replace it with a good copy") from None
+            raise SourceError(f"{what}, which cannot be read as HDF5 ({e}); {fill}: "
+                              "replace it with a good copy") from None
 
     def _raw(self, name: str, offset: int, size: int | None, ds: Any, where: str) -> None:
         path = _external_raw(name, Path(ds.file.filename).parent)

@@ -56,8 +56,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import BadItemError, OptionError, cli_names, opt
-from .base import Step, number_field
 from .audio import _scipy_signal, _signal_and_rate
+from .base import Step, number_field
 
 Item = dict[str, Any]
 

@@ -133,7 +133,8 @@ class ToCHW(Step):
 
 @dataclass(frozen=True)
 class ToRGB8(Step):
-    """Every image as 8-bit RGB: grey, palette and RGBA images to RGB, 16-bit grey to ``value >> 8`` in three channels."""
+    """Every image as 8-bit RGB: grey, palette and RGBA images to RGB, 16-bit grey to ``value >> 8`` in three
+    channels."""
 
     needs: ClassVar[tuple[str, ...]] = ("image",)
     option: ClassVar[str] = "rgb"

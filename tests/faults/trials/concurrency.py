@@ -20,7 +20,6 @@ import numpy as np
 
 import prebake
 from prebake.errors import CacheChangedError, PrebakeError
-
 from tests.helpers.crash import assert_same_cache, build_dataset, join_forked, start_forked, write_dataset
 
 from . import Row

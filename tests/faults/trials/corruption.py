@@ -19,7 +19,7 @@ import numpy as np
 
 import prebake
 from prebake.cache.format import ITEM_IDS, MANIFEST, committed_files
-from prebake.synthetic import write_bad_images, write_image_folder
+from prebake.synthetic import write_image_folder
 
 from . import Row
 

@@ -65,7 +65,10 @@ def _one(row: Row, cache: prebake.Cache, subset: Any, items: np.ndarray, cfg: di
     seen = [[b["x"].numpy() for b in ld] for ld in loaders]
     steps = {len(s) for s in seen}
     flat = np.concatenate([b for s in seen for b in s]) if any(seen) else np.empty(0, np.int64)
-    once = sorted(flat.tolist()) == sorted(items.tolist()) if not cfg["drop_last"] else len(set(flat.tolist())) == len(flat)
+    if cfg["drop_last"]:
+        once = len(set(flat.tolist())) == len(flat)
+    else:
+        once = sorted(flat.tolist()) == sorted(items.tolist())
     row.check(len(steps) <= 1 and once and all(len(s) == len(ld) for s, ld in zip(seen, loaders)),
               f"{where}: steps per rank {[len(s) for s in seen]}, each index once: {once}")
     _resume(row, cache, subset, cfg, epoch, seen, where)

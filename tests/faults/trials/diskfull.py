@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 
 import prebake
-
-from tests.helpers.crash import assert_same_cache, build_dataset, join_forked, start_forked, write_dataset
+from tests.helpers.crash import assert_same_cache, build_dataset, join_forked, write_dataset
 
 from . import Row
 

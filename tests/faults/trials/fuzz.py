@@ -4,8 +4,8 @@ Each example mutates one entry of a real manifest (replace it, delete it, or add
 stray key), then either leaves the checksum as it was (the usual case of a damaged
 file) or computes a new one (a careless edit, so the schema checks are exercised).
 ``prebake.open`` plus reads, ``prebake.verify`` and ``prebake verify`` must raise nothing
-but :class:`prebake.PrebakeError` subclasses, and the CLI must exit 1 ("problems found") for a changed manifest whose checksum was
-left as it was.
+but :class:`prebake.PrebakeError` subclasses, and the CLI must exit 1 ("problems found") for a changed
+manifest whose checksum was left as it was.
 """
 
 from __future__ import annotations

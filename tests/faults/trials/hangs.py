@@ -44,7 +44,8 @@ VARIANTS = {
         import scipy.ndimage, scipy.signal
         def tf(item):
             item["y"] = scipy.ndimage.gaussian_filter(item["x"].reshape(64, 64), 2.0)
-            item["z"] = scipy.signal.sosfiltfilt(scipy.signal.butter(4, 0.2, output="sos"), item["x"]).astype(np.float32)
+            sos = scipy.signal.butter(4, 0.2, output="sos")
+            item["z"] = scipy.signal.sosfiltfilt(sos, item["x"]).astype(np.float32)
             return item
     """,
     "matmul": """

@@ -266,14 +266,16 @@ def random_values(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, .
 
 
 def column_bytes(cache: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(cache.iterdir()) if p.suffix == ".npy" and not p.name.startswith("_")}
+    return {p.name: p.read_bytes() for p in sorted(cache.iterdir())
+            if p.suffix == ".npy" and not p.name.startswith("_")}
 
 
 def dtype_attack(d: Path, rng: np.random.Generator, t: int) -> tuple[str, str | None]:
     n = int(rng.integers(1, 7))
     dtypes = [DTYPES[t % len(DTYPES)], *rng.choice(DTYPES, 2)]
     columns = {f"c{i}": random_column(rng, dt, n) for i, dt in enumerate(dtypes)}
-    shown = {k: f"{dt}{' ragged' if isinstance(v, list) else str(v.shape)}" for (k, v), dt in zip(columns.items(), dtypes)}
+    shown = {k: f"{dt}{' ragged' if isinstance(v, list) else str(v.shape)}"
+             for (k, v), dt in zip(columns.items(), dtypes)}
     first = prebake.write_arrays(d / "a", columns)
     compression = [None, "gzip", "lzf"][t % 3]
     prebake.export_hdf5(first.path, d / "a.h5", compression=compression)

@@ -19,7 +19,6 @@ from typing import Any
 
 import prebake
 from prebake.cache.format import PARTIAL_SUFFIX, REPLACED_SUFFIX
-
 from tests.helpers.crash import (
     CHUNK_ROWS,
     NUM_ITEMS,

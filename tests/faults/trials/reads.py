@@ -269,7 +269,8 @@ def changed_while_killed_case(d: Path, kill: str) -> tuple[bool, str]:
 
 def reads(work_dir: Path, trials: int, seed: int = 0) -> Row:
     """``trials`` cases: kinds of file x changes x workers 0 and 2 x content_hash, in an order drawn from
-    ``seed``; every eighth a kill and resume (and a change after the kill) instead. A stale "up to date" or an unneeded rebuild fails."""
+    ``seed``; every eighth a kill and resume (and a change after the kill) instead. A stale "up to date" or an
+    unneeded rebuild fails."""
     row = Row("files read while baking: a changed one rebuilds naming it; unchanged ones do not")
     rng = random.Random(seed)
     cases = list(product(KINDS, CHANGES, (0, 2), (False, True)))

@@ -68,7 +68,9 @@ def round_of(pipe: Timed, seconds: float, min_batches: int, sync: Callable[[], N
             break
     if counted:
         pipe.per_round.append(samples / elapsed)
-        pipe.samples, pipe.seconds, pipe.batches = pipe.samples + samples, pipe.seconds + elapsed, pipe.batches + batches
+        pipe.samples += samples
+        pipe.seconds += elapsed
+        pipe.batches += batches
 
 
 def time_rounds(pipes: Sequence[Timed], seconds: float, rounds: int = 5, min_batches: int = 20, warmup: int = 1,
