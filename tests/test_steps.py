@@ -22,6 +22,7 @@ from prebake.steps import (
     BandPass,
     CenterCrop,
     CropOrPad,
+    FgBgIndices,
     Function,
     MonaiTransforms,
     Orient,
@@ -269,6 +270,9 @@ REFUSED = [
     (lambda: CropOrPad((8, 8, 0)), "CropOrPad(shape=(8, 8, 0)): shape takes three sizes D H W"),
     (lambda: CropOrPad((8, 8)), "CropOrPad(shape=(8, 8)): shape takes three sizes D H W"),
     (lambda: CropOrPad(8, value=True), "CropOrPad(value=True): value takes a finite number"),
+    (lambda: FgBgIndices(label=""), "FgBgIndices(label=''): label takes the name (str) of the label-map column"),
+    (lambda: FgBgIndices(classes=(1, 1)), "FgBgIndices(classes=(1, 1)): classes takes distinct whole numbers >= 0"),
+    (lambda: FgBgIndices(classes="ab"), "FgBgIndices(classes='ab'): classes takes a list of the label values"),
     (lambda: Function(5), "a step must be callable (item dict -> item dict), got int"),
     (lambda: MonaiTransforms([]), "MonaiTransforms(transforms=[]): give a non-empty list of MONAI transforms"),
 ]

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .cache.splits import load_splits, split
     from .cache.verify import VerifyReport, verify
     from .load.loader import Loader
+    from .load.patches import Patches
     from .load.signals import crop_or_pad
     from .load.views import Elements, Windows
     from .measure.watch import Watch, WatchReport, watch
@@ -76,6 +77,7 @@ __all__ = [
     "IteratorSupersededError",
     "Loader",
     "OptionError",
+    "Patches",
     "PrebakeError",
     "Ragged",
     "ResumeError",
@@ -121,5 +123,6 @@ __getattr__, __dir__ = lazy_members(__name__, {
     "VerifyReport": ".cache.verify", "verify": ".cache.verify",
     "export_hdf5": ".cache.export", "split": ".cache.splits", "load_splits": ".cache.splits",
     "Loader": ".load.loader", "crop_or_pad": ".load.signals", "Elements": ".load.views", "Windows": ".load.views",
+    "Patches": ".load.patches",
     "Watch": ".measure.watch", "WatchReport": ".measure.watch", "watch": ".measure.watch",
 })

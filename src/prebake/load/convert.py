@@ -203,7 +203,9 @@ def read_plan(plan: Plan, data: Mapping[str, Any], buffers: Buffers | None, conv
     got = read_host(plain, data, buffers)
     drawn: set[str] = set()
     for take in plan.takes:
-        if take.column in convert:
+        if take.column in convert and take.boxes is not None:
+            got[take.parts[0].key] = take.boxes.converted(values_of(data[take.column]), *convert[take.column], buffers)
+        elif take.column in convert:
             got.update(read_converted(take, values_of(data[take.column]), *convert[take.column], buffers, order))
             if take.lengths is None and order is not None:
                 drawn.update(p.key for p in take.parts)

@@ -166,7 +166,8 @@ class Loader:
         if convert and self._on_device:
             raise OptionError("convert runs in the host gather, and preload='device' gathers on the device; "
                               "convert there in transform, or preload='ram'")
-        refuse_shaped_convert(convert, self.cache)
+        if isinstance(self.view, Items):  # a view that cuts boxes (Patches) converts what it gathers
+            refuse_shaped_convert(convert, self.cache)
         self.convert = resolve(convert, self.columns, {k: values_of(v).dtype for k, v in self._data.items()})
         self._buffers = Buffers(keep=self.prefetch + self.threads + 2)  # batches in flight, and one being used
 
@@ -265,8 +266,9 @@ class Loader:
 
     def _produce(self, batches: list[np.ndarray], epoch: int, first: int) -> Iterator[Batch]:
         if self._on_device:
+            view = self.view.at_epoch(epoch)
             for idx in batches:  # preload="device": the gathers happen on the device, in the drawn order
-                got = read_device(self.view.plan(idx, self.columns), self._data, self.device)
+                got = read_device(view.plan(idx, self.columns), self._data, self.device)
                 yield {k: device_pieces(v) for k, v in got.items()}
             return
         yield from _Prefetcher(self, batches, epoch, first)

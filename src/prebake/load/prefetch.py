@@ -37,6 +37,7 @@ class _Prefetcher:
     def __init__(self, loader: Any, batches: list[np.ndarray], epoch: int = 0, first: int = 0):
         """``loader``: the :class:`~prebake.load.loader.Loader` whose view, columns, buffers and options to use."""
         self.loader, self.batches, self.epoch, self.first = loader, batches, epoch, first
+        self.view = loader.view.at_epoch(epoch)
         self.transform = loader.transform is not None and loader._threaded()
         self.cuda = loader.device.type == "cuda"
         self.stream = torch.cuda.Stream(loader.device) if self.cuda else None
@@ -69,7 +70,7 @@ class _Prefetcher:
         return self.loader._apply(batch, self.epoch, step) if self.transform else batch
 
     def _gather(self, idx: np.ndarray) -> Batch:
-        view = self.loader.view
+        view = self.view
         key = view.sort_key(idx)
         convert = self.loader.convert
         if key is None:  # the view reads each sample as one long run of rows: in the drawn order

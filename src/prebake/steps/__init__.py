@@ -16,6 +16,7 @@ the same list.
 - images (:mod:`.image`): :class:`Resize`, :class:`ShorterSide`, :class:`CenterCrop`, :class:`ToRGB8`;
 - 1-D signals (:mod:`.audio`, :mod:`.cycles`): :class:`Resample`, :class:`BandPass`, :class:`SegmentCycles`;
 - volumes (:mod:`.volume`): :class:`Orient`, :class:`Spacing`, :class:`Window`, :class:`CropOrPad`;
+  :class:`FgBgIndices` (:mod:`.indices`), the voxels of each class for label-balanced patches;
 - MONAI (:mod:`.monai`): :class:`MonaiTransforms`, a ``Compose``'s deterministic prefix (``steps=compose`` splits it);
 - yours: any function ``item -> item`` (:class:`Function`), and :class:`~prebake.Stage`.
 
@@ -28,11 +29,12 @@ from .audio import BandPass, Resample
 from .base import Function, Step
 from .cycles import SegmentCycles
 from .image import CenterCrop, Resize, ShorterSide, ToCHW, ToRGB8
+from .indices import FgBgIndices
 from .monai import MonaiTransforms
 from .pipeline import Pipeline, compile_steps
 from .stage import Stage
 from .volume import CropOrPad, Orient, Spacing, Window
 
-__all__ = ["BandPass", "CenterCrop", "CropOrPad", "Function", "MonaiTransforms", "Orient", "Pipeline", "Resample",
-           "Resize", "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window",
+__all__ = ["BandPass", "CenterCrop", "CropOrPad", "FgBgIndices", "Function", "MonaiTransforms", "Orient", "Pipeline",
+           "Resample", "Resize", "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window",
            "compile_steps"]
