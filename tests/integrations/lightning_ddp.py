@@ -65,6 +65,9 @@ def main() -> None:
     trainer.fit(model, datamodule=dm, ckpt_path=args.resume)
     weights = [p.detach().flatten().tolist() for p in model.parameters()]
     Path(args.out, f"rank{trainer.global_rank}.json").write_text(json.dumps({"seen": model.seen, "weights": weights}))
+    if torch.distributed.is_initialized():  # gloo's threads, left to interpreter exit, can abort it (std::terminate)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
