@@ -44,7 +44,6 @@ from .settings import load_config
 
 if TYPE_CHECKING:
     from . import augment, steps
-    from .integrations import lightning
     from .bake.api import build
     from .bake.build import BuildReport
     from .bake.memory import write_arrays
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     from .cache.reader import open_cache as open
     from .cache.splits import load_splits, split
     from .cache.verify import VerifyReport, verify
+    from .integrations import lightning
     from .load.loader import Loader
     from .load.patches import Patches
     from .load.signals import crop_or_pad

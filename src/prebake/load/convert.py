@@ -195,7 +195,8 @@ def _tensor(values: np.ndarray) -> torch.Tensor | None:
             return torch.from_numpy(flat)
 
 
-def read_plan(plan: Plan, data: Mapping[str, Any], buffers: Buffers | None, convert: Mapping[str, tuple[Converter, np.dtype]],
+def read_plan(plan: Plan, data: Mapping[str, Any], buffers: Buffers | None,
+              convert: Mapping[str, tuple[Converter, np.dtype]],
               order: np.ndarray | None) -> tuple[dict[str, Any], set[str]]:
     """Execute ``plan`` as :func:`~prebake.load.gather.read_host` does, the columns in ``convert`` through
     :func:`read_converted`; also returns the outputs already in the drawn order."""

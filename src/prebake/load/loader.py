@@ -50,7 +50,8 @@ from .views import Items, View, refuse_shaped_convert, subset_id
 def _distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
-        return (dist.get_rank() if rank is None else rank), (dist.get_world_size() if world_size is None else world_size)
+        return ((dist.get_rank() if rank is None else rank),
+                (dist.get_world_size() if world_size is None else world_size))
     return (0 if rank is None else rank), (1 if world_size is None else world_size)
 
 
@@ -362,5 +363,6 @@ def _takes_generator(transform: Callable[..., Any] | None) -> bool:
 
 def batch_generator(sampling: Sampling, epoch: int, step: int, device: torch.device) -> torch.Generator:
     """The generator of one batch's transform: seeded from (seed, rank, epoch, step) alone."""
-    seed = np.random.SeedSequence([sampling.seed, sampling.rank, epoch, step, 0x7472616E73]).generate_state(1, np.uint64)
+    entropy = [sampling.seed, sampling.rank, epoch, step, 0x7472616E73]
+    seed = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
     return torch.Generator(device).manual_seed(int(seed[0]) >> 1)

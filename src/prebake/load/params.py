@@ -78,7 +78,8 @@ def check_device(device: str | torch.device | None) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-            raise OptionError(f"device={str(device)!r}, but this machine has no CUDA device (torch {torch.__version__}, "
+            raise OptionError(f"device={str(device)!r}, but this machine has no CUDA device "
+                              f"(torch {torch.__version__}, "
                               f"{build}); pass device='cpu', or choose what exists: "
                               "device='cuda' if torch.cuda.is_available() else 'cpu'")
         if d.index is not None and d.index >= count:

@@ -94,7 +94,8 @@ class _Prefetcher:
             return reorder_host(value, inverse)
         if isinstance(value, Pieces):
             return self._pieces(value, torch.from_numpy(flat), inverse)
-        if not self.cuda:  # np.take: torch's CPU index_select took 16 ms for 8 x 16 x 3 x 64 x 64 uint8, np.take 0.09 ms
+        # np.take: torch's CPU index_select took 16 ms for 8 x 16 x 3 x 64 x 64 uint8, np.take 0.09 ms
+        if not self.cuda:
             return torch.from_numpy(value if inverse is None else take_rows(value, inverse, self.buffers))
         return self._to_device(torch.from_numpy(value), inverse)
 

@@ -330,7 +330,8 @@ class Elements(View):
 
     def plan(self, idx: np.ndarray, columns: Sequence[str] | None = None) -> Plan:
         item, row = self.item[idx], self.row[idx]
-        takes = tuple(Take(n, (Part(n, item if n in self._fixed else row),)) for n in _select(self.columns, columns, self))
+        takes = tuple(Take(n, (Part(n, item if n in self._fixed else row),))
+                      for n in _select(self.columns, columns, self))
         return Plan(takes, {"item": item, "element": self.element[idx]})
 
     def identity(self) -> dict[str, Any]:

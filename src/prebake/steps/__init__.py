@@ -36,5 +36,5 @@ from .stage import Stage
 from .volume import CropOrPad, Orient, Spacing, Window
 
 __all__ = ["BandPass", "CenterCrop", "CropOrPad", "FgBgIndices", "Function", "MonaiTransforms", "Orient", "Pipeline",
-           "Resample", "Resize", "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window",
-           "compile_steps"]
+           "Resample", "Resize", "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8",
+           "Window", "compile_steps"]
