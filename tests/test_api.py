@@ -15,8 +15,8 @@ def test_public_names():
         "BadItemError", "BuildLockedError", "BuildReport", "Cache", "CacheChangedError",
         "CacheCorruptError", "CacheNotFoundError", "DiskFullError", "Elements", "ForeignOutputError", "FormatError",
         "IndicesError", "IteratorSupersededError", "Loader",
-        "OptionError", "Patches", "PrebakeError", "Ragged", "ResumeError", "SamplingError", "SchemaError", "Shaped", "Source",
-        "SourceError", "TooManySkippedError",
+        "OptionError", "Patches", "PrebakeError", "Ragged", "ResumeError", "SamplingError", "SchemaError", "Shaped",
+        "Source", "SourceError", "TooManySkippedError",
         "SourceOptions", "SplitsError", "Stage", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError",
         "Watch", "WatchReport", "Windows", "WorkerDiedError", "__version__", "augment", "build", "crop_or_pad",
         "export_hdf5", "lightning", "load_config", "load_splits", "open", "split", "steps", "verify", "watch",
@@ -25,8 +25,8 @@ def test_public_names():
     for name in prebake.__all__:
         assert hasattr(prebake, name), name
     assert sorted(prebake.steps.__all__) == sorted([
-        "BandPass", "CenterCrop", "CropOrPad", "FgBgIndices", "Function", "MonaiTransforms", "Orient", "Pipeline", "Resample",
-        "Resize", "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window",
+        "BandPass", "CenterCrop", "CropOrPad", "FgBgIndices", "Function", "MonaiTransforms", "Orient", "Pipeline",
+        "Resample", "Resize", "SegmentCycles", "ShorterSide", "Spacing", "Stage", "Step", "ToCHW", "ToRGB8", "Window",
         "compile_steps",
     ])
     for name in prebake.steps.__all__:

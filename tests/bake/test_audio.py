@@ -3,8 +3,6 @@ signals, resample and band-pass at bake time."""
 
 from __future__ import annotations
 
-import struct
-import sys
 import wave
 
 import numpy as np
@@ -13,13 +11,12 @@ import scipy.signal
 import soundfile as sf
 
 import prebake
+import prebake.bake.build as build_mod  # noqa: E402
 from prebake.errors import BadItemError, OptionError
 from prebake.sources import SourceOptions, detect
-from prebake.steps import BandPass, Resample
 from prebake.sources.audio import read_audio
+from prebake.steps import BandPass, Resample
 from prebake.synthetic import write_audio_folder, write_wav
-
-import prebake.bake.build as build_mod  # noqa: E402
 
 
 def _stdlib_int16(path):

@@ -22,11 +22,10 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.errors import CacheNotFoundError
 from prebake.bake.plan import ChunkResult
 from prebake.cache.files import file_checksum, read_manifest
 from prebake.cache.format import JOURNAL, PLAN, partial_path
-
+from prebake.errors import CacheNotFoundError
 from tests.helpers.crash import (
     CHUNK_ROWS,
     NUM_ITEMS,

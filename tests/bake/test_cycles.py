@@ -90,7 +90,8 @@ def test_build_cuts_cycles_into_rows_that_elements_reads_one_per_sample(tmp_path
             assert np.array_equal(item["cycles"][k, :n], signal[s:s + n])  # the recording's samples
             assert not item["cycles"][k, n:].any()  # zero-padded after the cycle
             assert item["cycle_bounds"][k, 4] == (n if n < 1600 else item["cycle_bounds"][k, 4])
-        assert (np.diff(starts) == item["cycle_bounds"][:-1, 4]).sum() >= len(starts) - 2  # cycles end where the next begins
+        # cycles end where the next begins
+        assert (np.diff(starts) == item["cycle_bounds"][:-1, 4]).sum() >= len(starts) - 2
     cycles = prebake.Elements(cache, "cycles")
     assert len(cycles) == sum(int(cache[i]["num_cycles"]) for i in range(len(cache)))
     batch = cycles[[0, len(cycles) - 1]]
@@ -127,7 +128,8 @@ def test_fallback_windows_keep_a_recording_without_cycles(tmp_path):
 
 def test_cycle_options_are_checked_before_any_work(tmp_path, capsys):
     root = _folder(tmp_path / "hearts", noise=False)
-    with pytest.raises(OptionError, match=r"cycle_length shapes the cardiac-cycle segmentation; add segment_cycles=True"):
+    with pytest.raises(OptionError,
+                       match=r"cycle_length shapes the cardiac-cycle segmentation; add segment_cycles=True"):
         build_kwargs(check_settings({"source": str(root), "cycle_length": 1000}))
     with pytest.raises(OptionError, match=r"heart_rate is \[150.0, 40.0\], out of range: it takes LOW HIGH beats"):
         build_kwargs(check_settings({"segment_cycles": True, "heart_rate": (150, 40)}))

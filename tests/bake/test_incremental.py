@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
 
 import prebake
+import prebake.bake.build as build_mod  # noqa: E402
 from prebake.steps import Resize, compile_steps
 from prebake.synthetic import write_csv_table, write_image_folder
 
-import prebake.bake.build as build_mod  # noqa: E402
 PROBE = 1  # a full build bakes its first item once more, to learn the columns
 
 

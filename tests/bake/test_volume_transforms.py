@@ -19,7 +19,7 @@ ndimage = pytest.importorskip("scipy.ndimage")
 
 def _item(shape=(1, 9, 8, 7), affine=None, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
-    data = rng.normal(0, 100, shape).astype(dtype) if dtype != np.int16 else rng.integers(-1000, 2000, shape).astype(dtype)
+    data = (rng.normal(0, 100, shape) if dtype != np.int16 else rng.integers(-1000, 2000, shape)).astype(dtype)
     if affine is None:
         affine = np.array([[-1.2, 0, 0, 10], [0, 0.9, 0, -5], [0, 0, 2.0, 3], [0, 0, 0, 1]])
     return volume_item(data, affine)
@@ -93,11 +93,9 @@ def test_crop_or_pad_is_centred_and_moves_the_origin(shape):
     src = item["image"]
     out = CropOrPad(shape, value=-7.0)(dict(item))
     assert out["image"].shape == (1, *shape)
-    for axis, (n, s) in enumerate(zip(src.shape[1:], shape)):
-        start = n // 2 - s // 2 if n > s else -((s - n) // 2)
-        # the output voxel 0 along this axis is input voxel `start` (hand computation)
-        np.testing.assert_allclose(out["origin"], _world(item["affine"], [
-            (n_ // 2 - s_ // 2 if n_ > s_ else -((s_ - n_) // 2)) for n_, s_ in zip(src.shape[1:], shape)]))
+    # output voxel 0 along each axis is input voxel `start` of that axis (hand computation)
+    starts = [n // 2 - s // 2 if n > s else -((s - n) // 2) for n, s in zip(src.shape[1:], shape)]
+    np.testing.assert_allclose(out["origin"], _world(item["affine"], starts))
     lo = [max(n // 2 - s // 2, 0) if n > s else 0 for n, s in zip(src.shape[1:], shape)]
     pad = [(s - n) // 2 if s > n else 0 for n, s in zip(src.shape[1:], shape)]
     sizes = [min(n, s) for n, s in zip(src.shape[1:], shape)]

@@ -59,7 +59,8 @@ def _save_nifti(path: Path, data: np.ndarray, slope: float = 1.0, inter: float =
 @pytest.mark.parametrize("dtype, slope, inter, expected", [
     ("int16", 1.0, 0.0, "int16"), ("uint8", 1.0, 0.0, "uint8"), ("float32", 1.0, 0.0, "float32"),
     (">i2", 1.0, 0.0, "int16"), ("int16", 1.0, -1024.0, "int16"), ("uint16", 1.0, -1024.0, "int16"),
-    ("int16", 3.0, 0.0, "int16"), ("int16", 30.0, 0.0, "int32"), ("int16", 0.5, 0.25, "float32"), ("int16", 0.1, 0.0, "float64"),
+    ("int16", 3.0, 0.0, "int16"), ("int16", 30.0, 0.0, "int32"), ("int16", 0.5, 0.25, "float32"),
+    ("int16", 0.1, 0.0, "float64"),
 ])
 def test_generated_nifti_values_and_smallest_exact_dtype(tmp_path, dtype, slope, inter, expected):
     rng = np.random.default_rng(0)

@@ -89,7 +89,8 @@ def test_workers_do_not_copy_the_cache(big):
         anon = _growth_mb(mems, "anon")
         # Each worker reads half the cache (123 MB) through the map; its private, anonymous memory
         # grows only by batch buffers and allocator slack.
-        assert anon < 0.1 * size_mb, f"worker {pid} anonymous memory grew {anon:.0f} MB reading a {size_mb:.0f} MB cache"
+        assert anon < 0.1 * size_mb, \
+            f"worker {pid} anonymous memory grew {anon:.0f} MB reading a {size_mb:.0f} MB cache"
         assert mems[-1][1]["pss_file"] > mems[0][0]["pss_file"]  # the reads did go through the shared mapping
 
 

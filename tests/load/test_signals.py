@@ -84,7 +84,8 @@ def test_random_crops_are_windows_of_each_signal_and_replay_with_the_generator(c
         assert fits, n  # the output is one window (or, for a short signal, the padded signal)
         starts.append(fits)
     draws = torch.stack([prebake.crop_or_pad(batch["pcm"], batch["pcm_lengths"], 8,
-                                             generator=torch.Generator(device).manual_seed(s))[5, 0] for s in range(40)])
+                                             generator=torch.Generator(device).manual_seed(s))[5, 0]
+                         for s in range(40)])
     assert len({tuple(d.tolist()) for d in draws}) > 20  # the 250-sample signal is cut at many starts
 
 

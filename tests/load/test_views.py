@@ -40,8 +40,8 @@ def reference_windows(cache, column, length, stride=1, context=0, require_contex
                 seq = np.asarray(col[i])
                 w[c] = seq[s:s + length]
                 if context:
-                    w[f"{c}_context"] = np.stack([seq[s - context + j] if s - context + j >= 0 else np.zeros_like(seq[0])
-                                                  for j in range(context)])
+                    w[f"{c}_context"] = np.stack([seq[s - context + j] if s - context + j >= 0
+                                                  else np.zeros_like(seq[0]) for j in range(context)])
                     w["context_mask"] = np.array([s - context + j >= 0 for j in range(context)])
             out.append(w)
     return out
