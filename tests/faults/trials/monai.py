@@ -142,11 +142,16 @@ def monai(work_dir: Path, trials: int, seed: int) -> Any:
     """Random deterministic prefixes baked by prebake against PersistentDataset, and their fingerprints."""
     row = Row("MONAI Compose baked = PersistentDataset's values; a changed parameter rebuilds")
     r = random.Random(seed)
-    logging.getLogger("prebake").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for t in range(trials):
-            _trial(r, row, t, work_dir)
+    log = logging.getLogger("prebake")
+    level = log.level
+    log.setLevel(logging.ERROR)  # every trial logs the remainder; restored after, for whoever logs next
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for t in range(trials):
+                _trial(r, row, t, work_dir)
+    finally:
+        log.setLevel(level)
     row.notes["volumes"] = list(VOLUMES)
     return row
 
