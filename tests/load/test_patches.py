@@ -125,7 +125,7 @@ def test_pos_fraction_is_the_share_of_foreground_patches(tmp_path):
 def test_an_item_without_the_class_falls_back_to_uniform_boxes_counted(cache, items, caplog):
     lacking = [i for i, it in enumerate(items) if not (it["label_map"] == 2).any()]
     assert lacking
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="prebake"):
         view = _view(cache, "balanced", weights={2: 1.0}, per_item=3)
     assert f"{len(lacking)} of {len(items)} items have no voxel of class 2" in caplog.text
     stats = view.stats(0)
