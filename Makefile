@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test lint docs release-check bench faults integrations clean
+.PHONY: demo test docs-test lint docs release-check bench faults integrations clean
 
 $(VENV)/.torch:
 	@echo "creating $(VENV) with torch ($(or $(TORCH_INDEX),PyPI)): a minute or two on a first run"
@@ -33,7 +33,11 @@ demo: $(VENV)/.demo
 	$(VENV)/bin/prebake demo --workdir prebake-demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -m "not release"
+	$(PY) -m pytest -m "not release and not docs_pages"
+
+# every block of the docs pages that train or bake a workload, run as written (.ci/run runs it after make test)
+docs-test: $(VENV)/.installed
+	$(PY) -m pytest -m docs_pages tests/test_docs.py
 
 # ruff (pyflakes, import order, 120 columns) over the code, mypy over src/
 lint: $(VENV)/.installed

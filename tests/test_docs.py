@@ -20,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,8 +129,19 @@ def _fresh(demo: Path, tmp_path: Path) -> Path:
     return tmp_path / "prebake-demo"
 
 
+#: Pages whose blocks train or bake a workload (9-40 s each, about 2 minutes together): ``make docs-test``, which
+#: .ci/run runs after ``make test``; the others (concepts, getting started) run in ``make test`` too.
+LONG_PAGES = {"tour.md", "integrations.md", "concepts/watch.md"}
+
+
+def _marked(page: Path) -> Any:
+    name = str(page.relative_to(DOCS))
+    slow = name in LONG_PAGES or name.startswith("guides/")
+    return pytest.param(page, id=name, marks=[pytest.mark.docs_pages] if slow else [])
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the pages use fork DataLoader workers")
-@pytest.mark.parametrize("page", runnable_pages(), ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", [_marked(p) for p in runnable_pages()])
 def test_the_page_runs_as_written(page, demo, tmp_path):
     todo, missing = [], []
     for b in blocks(page):
