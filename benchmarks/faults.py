@@ -49,6 +49,7 @@ from tests.faults.trials.loading import loading  # noqa: E402
 from tests.faults.trials.monai import monai  # noqa: E402
 from tests.faults.trials.options_resources import options_resources  # noqa: E402
 from tests.faults.trials.output_safety import output_safety  # noqa: E402
+from tests.faults.trials.patches import patches  # noqa: E402
 from tests.faults.trials.reads import reads  # noqa: E402
 from tests.faults.trials.release import release  # noqa: E402
 from tests.faults.trials.schema import schema  # noqa: E402
@@ -93,6 +94,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("formats", lambda d: formats(d, n(688, 24), seed=18)),
         ("geometry", lambda d: geometry(d, n(300, 18), seed=19)),
         ("schema", lambda d: schema(d, n(200, 8), seed=20)),
+        ("patches", lambda d: patches(d, n(200, 4), seed=21)),
     ]
 
 
