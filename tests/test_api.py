@@ -13,8 +13,8 @@ import prebake.bake.memory
 def test_public_names():
     assert sorted(prebake.__all__) == sorted([
         "BadItemError", "BuildLockedError", "BuildReport", "Cache", "CacheChangedError",
-        "CacheCorruptError", "CacheNotFoundError", "DiskFullError", "Elements", "ForeignOutputError", "FormatError",
-        "IndicesError", "IteratorSupersededError", "Loader",
+        "CacheCorruptError", "CacheNotFoundError", "Crops", "DiskFullError", "Elements", "ForeignOutputError",
+        "FormatError", "IndicesError", "IteratorSupersededError", "Loader",
         "OptionError", "Patches", "PrebakeError", "Ragged", "ResumeError", "SamplingError", "SchemaError", "Shaped",
         "Source", "SourceError", "TooManySkippedError",
         "SourceOptions", "SplitsError", "Stage", "StrictModeError", "UnsafePickleError", "VerifyReport", "ViewError",

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .cache.splits import load_splits, split
     from .cache.verify import VerifyReport, verify
     from .integrations import lightning
+    from .load.crops import Crops
     from .load.loader import Loader
     from .load.patches import Patches
     from .load.signals import crop_or_pad
@@ -69,6 +70,7 @@ __all__ = [
     "CacheChangedError",
     "CacheCorruptError",
     "CacheNotFoundError",
+    "Crops",
     "DiskFullError",
     "Elements",
     "ForeignOutputError",
@@ -123,6 +125,6 @@ __getattr__, __dir__ = lazy_members(__name__, {
     "VerifyReport": ".cache.verify", "verify": ".cache.verify",
     "export_hdf5": ".cache.export", "split": ".cache.splits", "load_splits": ".cache.splits",
     "Loader": ".load.loader", "crop_or_pad": ".load.signals", "Elements": ".load.views", "Windows": ".load.views",
-    "Patches": ".load.patches",
+    "Patches": ".load.patches", "Crops": ".load.crops",
     "Watch": ".measure.watch", "WatchReport": ".measure.watch", "watch": ".measure.watch",
 })
