@@ -28,6 +28,7 @@ from ..errors import CacheChangedError, CacheCorruptError, CacheNotFoundError, o
 from .files import lock_holder, map_npy, npy_layout, open_dir, open_member, read_manifest
 from .format import (
     CHECKSUM_KEY,
+    ITEM_KEYS,
     LOCK_SUFFIX,
     MANIFEST,
     PARTIAL_SUFFIX,
@@ -37,6 +38,7 @@ from .format import (
     partial_path,
 )
 from .indices import is_many, item_index, item_indices
+from .splits import row_keys
 from .tuples import Tuples
 
 _OPEN_TRIES = 3  # a rebuild may swap the directory while it is being opened: try again
@@ -210,6 +212,19 @@ class Cache(torch.utils.data.Dataset):
     @property
     def classes(self) -> list[str]:
         return list(self.manifest.get("classes") or [])
+
+    @property
+    def source_keys(self) -> list[str] | None:
+        """Each item's key in its source, by row: a file source's path relative to its root (a CSV's path as the
+        CSV gives it, an HDF5 dataset's name, an array's or a dataset's index), read from ``_item_keys.json``.
+        None for a cache that records none. A CacheCorruptError when the file does not match the manifest."""
+        if not self.manifest.get("item_keys"):
+            return None
+        keys = row_keys(self.path, self.manifest)
+        if keys is None:
+            raise CacheCorruptError(f"{self.path / ITEM_KEYS} does not match its manifest entry (size, checksum "
+                                    "or one key per row); run 'prebake verify' on it, then rebuild with --force")
+        return keys
 
     @property
     def targets(self) -> np.ndarray:
