@@ -119,7 +119,7 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
             kwargs["action"] = "store_true"
         else:
             several = {"pair": 2, "float3": 3, "int3": 3}.get(key.type)
-            kwargs["metavar"] = tuple(key.metavar.split()) if several else key.metavar
+            kwargs["metavar"] = tuple((key.metavar or "").split()) if several else key.metavar
             kwargs["type"] = _ARG_TYPES.get(key.type, str)
             if key.type == "strs":
                 kwargs["action"] = "append"
@@ -132,12 +132,17 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
-    c = _command(sub, "export", "write a cache as one HDF5 file, one dataset per column, readable with plain h5py")
+    c = _command(sub, "export", "write a cache as one HDF5 file (plain h5py reads it) or a Hugging Face dataset")
     c.description = ("Write CACHE as FILE.h5: one chunked dataset per column (a ragged column as a group of values "
                      "and offsets), the manifest in the attributes. 'prebake build FILE.h5 OUT' reads it back into "
-                     "byte-identical columns. Needs h5py: pip install 'prebake[hdf5]'.")
+                     "byte-identical columns. Needs h5py: pip install 'prebake[hdf5]'. With --format hf, write a "
+                     "Hugging Face datasets directory instead (datasets.load_from_disk(OUT); values equal the "
+                     "cache's): pip install 'prebake[hf]'.")
     c.add_argument("path", metavar="CACHE", help="a committed cache")
-    c.add_argument("out", metavar="FILE.h5", help="the HDF5 file to write (written whole, then renamed into place)")
+    c.add_argument("out", metavar="OUT", help="FILE.h5 to write, or with --format hf a directory that does not "
+                   "exist yet (either written whole, then renamed into place)")
+    c.add_argument("--format", choices=["hdf5", "hf"], default="hdf5",
+                   help="hdf5 (default): one HDF5 file; hf: a Hugging Face datasets directory")
     c.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none",
                    help="compress each chunk (with the byte-shuffle filter); default none")
     c.add_argument("--level", type=int, metavar="N", help="gzip level, 0-9 (default 4)")

@@ -1,16 +1,22 @@
-"""``prebake export`` (a cache as one HDF5 file) and ``prebake split`` (patient-level splits): no torch."""
+"""``prebake export`` (a cache as one HDF5 file, or a Hugging Face dataset directory) and ``prebake split``
+(patient-level splits)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from ..errors import OptionError
+from ..errors import ForeignOutputError, OptionError
 from ._echo import echo
 
 
 def export(args: argparse.Namespace) -> int:
+    if getattr(args, "format", "hdf5") == "hf":
+        return _export_hf(args)
     from tqdm import tqdm
 
     from ..cache.export import export_hdf5
@@ -32,6 +38,34 @@ def export(args: argparse.Namespace) -> int:
         echo(json.dumps({"cache": args.path, "out": str(out), "bytes": out.stat().st_size}))
     else:
         echo(f"exported {args.path} -> {out} ({size(out.stat().st_size)})")
+    return 0
+
+
+def _export_hf(args: argparse.Namespace) -> int:
+    """The cache as a ``datasets`` directory (``Dataset.save_to_disk``; ``datasets.load_from_disk`` reads it),
+    written beside OUT and renamed into place, so OUT is whole or absent. OUT must not exist: prebake cannot
+    prove it wrote a datasets directory, so it never replaces one (--force does not widen that)."""
+    if args.compression != "none" or args.level is not None:
+        raise OptionError("--compression/--level compress an HDF5 export; --format hf writes Arrow files as datasets "
+                          "does: drop the flag, or export with --format hdf5")
+    out = Path(args.out)
+    if out.exists() or out.is_symlink():
+        raise ForeignOutputError(f"{out} exists; 'prebake export --format hf' writes a new directory and never "
+                                 "replaces one: give another OUT, or remove it yourself")
+    from ..integrations.hf import to_hf
+
+    parent = out.absolute().parent
+    with tempfile.TemporaryDirectory(dir=parent, prefix=f".{out.name}.export-") as work:
+        staged = Path(work) / "dataset"
+        to_hf(args.path, path=Path(work) / "rows.arrow").save_to_disk(str(staged))
+        if out.exists() or out.is_symlink():  # appeared while we wrote: still never replaced
+            raise ForeignOutputError(f"{out} appeared during the export; it was left as it is")
+        os.rename(staged, out)
+    n = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    if args.json:
+        echo(json.dumps({"cache": args.path, "out": str(out), "bytes": n, "format": "hf"}))
+    else:
+        echo(f"exported {args.path} -> {out} (a datasets directory: datasets.load_from_disk({str(out)!r}))")
     return 0
 
 
