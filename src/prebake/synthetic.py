@@ -455,8 +455,8 @@ def pcg(seconds: float, rate: int, bpm: float, snr_db: float | None = 20.0, murm
         lo = max(0, int((beat - 0.2) * rate))
         hi = min(n, int((beat + systole + 0.2) * rate))
         seg = t[lo:hi]
-        out[lo:hi] += _burst(seg, beat, 0.02, rng.uniform(25, 70, 2))
-        out[lo:hi] += rng.uniform(0.5, 0.9) * _burst(seg, beat + systole, 0.016, rng.uniform(50, 110, 2))
+        out[lo:hi] += _burst(seg, beat, 0.02, rng.uniform(25, 70, 2).tolist())
+        out[lo:hi] += rng.uniform(0.5, 0.9) * _burst(seg, beat + systole, 0.016, rng.uniform(50, 110, 2).tolist())
         if murmur:
             inside = (seg > beat + 0.06) & (seg < beat + systole - 0.05)
             tone = sum(np.sin(2 * np.pi * f * seg + rng.uniform(0, 6.3)) for f in rng.uniform(150, 400, 4))

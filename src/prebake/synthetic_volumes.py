@@ -55,7 +55,8 @@ def write_volume_table(
         label = CLASSES[p % 2]
         age = int(rng.integers(30, 80))
         for s in range(int(rng.integers(scans_per_patient[0], scans_per_patient[1] + 1))):
-            dims = tuple(int(v) for v in rng.integers(shape[0], shape[1] + 1, 3))
+            d, h, w = (int(v) for v in rng.integers(shape[0], shape[1] + 1, 3))
+            dims = (d, h, w)
             zooms = rng.uniform(*spacing, 3)
             affine = np.diag([*zooms, 1.0])
             if rng.random() < 0.5:  # LAS: the first axis points left

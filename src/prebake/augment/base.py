@@ -204,7 +204,7 @@ def check_range(value: Sequence[float] | float, name: str, *, low: float | None 
         raise ValueError(f"{name}={value!r} must be a (min, max) pair with min <= max, e.g. (0.8, 1.2)")
     if (low is not None and pair[0] < low) or (high is not None and pair[1] > high):
         raise ValueError(f"{name}={value!r} must lie in [{low}, {high}]; pass a narrower range")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def check_tensor(x: Any, ndim: int, layout: str, op: str, *, floating: bool = False) -> None:

@@ -40,7 +40,7 @@ def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
     pair = (size, size) if isinstance(size, int) else tuple(size)
     if len(pair) != 2 or any(not isinstance(s, int) or s <= 0 for s in pair):
         raise ValueError(f"{name}={size!r} must be a positive int or an (height, width) pair of them, e.g. 224")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def _check_mode(mode: str) -> str:
@@ -56,7 +56,7 @@ class Resize(Op):
     (default True) filters when shrinking
     (``F.interpolate(antialias=True)``), so it matches PIL's filters. 32 -> 224
     bilinear on uint8 differs from PIL by at most 1 level (13 % of pixels off by 1;
-    tests/test_augment_image.py).
+    tests/augment/test_image.py).
     Output dtype: the input's (uint8 rounded); bicubic float output is not clipped.
     """
 

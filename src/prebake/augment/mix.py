@@ -100,7 +100,7 @@ class _Mix(Op):
         lam = per_sample(lam, y.dim()).to(y.dtype)
         return torch.lerp(y[partner], y, lam)
 
-    def forward(self, x: Tensor, *args: Any, target: Tensor | None = None, **kwargs: Any):  # type: ignore[override]
+    def forward(self, x: Tensor, *args: Any, target: Tensor | None = None, **kwargs: Any):
         """``mix(x, y[, params])`` -> ``(x, mixed y[, params])``; ``mix(x[, params])`` as :meth:`Op.forward`.
 
         A tensor second argument is the labels (also ``target=y``); the arguments after it

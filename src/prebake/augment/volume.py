@@ -41,7 +41,7 @@ def _triple(size: int | Sequence[int], name: str) -> tuple[int, int, int]:
     t = (size,) * 3 if isinstance(size, int) else tuple(size)
     if len(t) != 3 or any(not isinstance(s, int) or isinstance(s, bool) or s <= 0 for s in t):
         raise ValueError(f"{name}={size!r} must be a positive int or a (D, H, W) triple of them, e.g. 96")
-    return t  # type: ignore[return-value]
+    return t
 
 
 def _axes(axes: Sequence[int], name: str, count: int | None = None) -> tuple[int, ...]:

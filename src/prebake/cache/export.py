@@ -225,7 +225,8 @@ class _ColumnFile:
         step = max(1, _COPY_BYTES // max(1, data[:1].nbytes))
         for start in range(0, len(data), step):
             block = np.array(data[start : start + step])
-            h.update(memoryview(block.reshape(-1).view(np.uint8)))
+            # numpy declares the buffer protocol to type checkers only from Python 3.12
+            h.update(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
             yield start, block
         if h.hexdigest() != self.meta["xxh3_64"]:
             raise CacheCorruptError(f"{self.shown} checksum is {h.hexdigest()}, manifest says {self.meta['xxh3_64']}: "

@@ -72,7 +72,7 @@ REWRITE, REWRITTEN = "_rewrite", "_rewritten"  # in a partial build: columns rew
 SPLITS = "splits.json"  # beside the columns, written by prebake split (not in the manifest)
 BUILD_LOG = "build.log"  # beside the columns: what the build did and why, in words (not in the manifest)
 
-#: Manifest keys, in the order they are written. Pinned by tests/test_format.py.
+#: Manifest keys, in the order they are written. Pinned by tests/cache/test_format.py.
 MANIFEST_KEYS = (
     "format",
     "format_version",

@@ -192,7 +192,8 @@ class _Hasher:
         else:  # arrays and tensors, by content
             h.update(f"array{v.dtype}{tuple(v.shape)}".encode())
             raw = tensor_bytes(v) if is_tensor(v) else np.ascontiguousarray(v).view(np.uint8).reshape(-1)
-            h.update(xxhash.xxh3_128_digest(raw if raw.size else b""))
+            # numpy declares the buffer protocol to type checkers only from Python 3.12
+            h.update(xxhash.xxh3_128_digest(raw if raw.size else b""))  # type: ignore[arg-type]
 
 
 def _feed_code(h: Any, code: types.CodeType) -> None:

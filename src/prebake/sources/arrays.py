@@ -28,7 +28,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -171,7 +171,7 @@ class ArraySource(Source):
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (for Ray workers) with each memory-mapped ``.npy`` column as its path, shape and
         dtype: every worker maps the file again, instead of receiving a copy of its bytes."""
-        columns = {n: _Mapped(a.filename, a.shape, str(a.dtype)) if _maps_whole_file(a) else a
+        columns = {n: _Mapped(str(a.filename), a.shape, str(a.dtype)) if _maps_whole_file(a) else a
                    for n, a in self.columns.items()}
         return {**self.__dict__, "columns": columns}
 
@@ -213,7 +213,7 @@ class _Mapped:
         return a
 
 
-def _maps_whole_file(a: np.ndarray) -> bool:
+def _maps_whole_file(a: np.ndarray) -> TypeGuard[np.memmap]:
     """``a`` is a read-only map of a whole ``.npy`` file as :func:`load_npy` returns it (not a view of one)."""
     return isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.filename is not None and a.mode == "r"
 

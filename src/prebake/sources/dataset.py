@@ -86,7 +86,7 @@ class DatasetSource(Source):
         self.spec: str | None = None
         self._len = len(dataset)
         self.name = name or type(dataset).__qualname__
-        classes = getattr(dataset, "classes", None)
+        classes: Any = getattr(dataset, "classes", None)
         ok = isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes)
         self.classes = list(classes) if ok else None
         self._keys = [str(i) for i in range(self._len)]

@@ -77,6 +77,7 @@ class ClassFolderSource(Source):
     """Items ``{**read_file(path), "label": class index}`` from class subfolders."""
 
     kind = "folder"
+    classes: list[str]  # always known: the class folders, or the list given
     #: What the files are, and their extensions, for messages.
     what: ClassVar[str] = "files"
     extensions: ClassVar[tuple[str, ...]] = ()

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import xxhash
@@ -190,7 +190,7 @@ def _column(name: str, feature: Any, table: Any, where: str) -> Column:
     if None in shape[ragged:]:
         raise SourceError(f"{where}: column {name!r} ({feature!r}) varies in length on an inner axis; a cache column "
                           "may vary only along its first axis: pad it to a fixed length, or drop it")
-    return Column(name, name, "value", dtype, tuple(shape[ragged:]), ragged)
+    return Column(name, name, "value", dtype, cast("tuple[int, ...]", shape[ragged:]), ragged)  # no None: refused above
 
 
 def _array_type(feature: Any) -> tuple[str, tuple[int | None, ...]]:

@@ -94,14 +94,14 @@ def _note_losses(im: Image.Image, deep: bool) -> None:
     """Count what the decode leaves out: frames after the first, colour bits beyond 8 (``deep``: :func:`_deep`)."""
     if getattr(im, "is_animated", False):  # cheap; n_frames may scan the whole file
         note("frames after the first of multi-frame images (animated GIF/PNG/WebP, multi-page TIFF) left out: each "
-             "image keeps its first frame", int(im.n_frames) - 1)
+             "image keeps its first frame", int(getattr(im, "n_frames", 1)) - 1)
     if deep and im.mode in ("RGB", "RGBA"):
         note("16-bit-per-channel colour images (48/64-bit) reduced to 8 bits per channel (Pillow decodes them so)", 1)
 
 
 def _deep(im: Image.Image) -> bool:
     """Whether the file stores colour at 16 bits a sample (a tile's raw mode says so before it is decoded)."""
-    return any(";16" in str(t[3]) for t in im.tile if len(t) > 3) and not im.mode.startswith(("I", "L"))
+    return any(";16" in str(t[3]) for t in getattr(im, "tile", ()) if len(t) > 3) and not im.mode.startswith(("I", "L"))
 
 
 def _check_pixels(im: Image.Image, max_pixels: int) -> None:

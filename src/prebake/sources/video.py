@@ -241,7 +241,8 @@ def read_video(path: str | os.PathLike[str], frame_size: int | None = None,
             raise BadItemError("has no video stream")
         stream = container.streams.video[0]
         declared, rate = int(stream.frames or 0), stream.average_rate or stream.guessed_rate
-        size = {} if frame_size is None else {"width": frame_size, "height": frame_size, "interpolation": "AREA"}
+        size: dict[str, Any] = ({} if frame_size is None else
+                                {"width": frame_size, "height": frame_size, "interpolation": "AREA"})
         # one converter for the clip: frame.to_ndarray(format=...) sets up a new one per frame, 0.35 against
         # 0.10 ms per 64x64 frame here (H.264, 70 frames)
         rgb = av.video.reformatter.VideoReformatter()
@@ -273,7 +274,8 @@ def read_frames(paths: list[Path], frame_size: int | None = None) -> np.ndarray:
         if frame_size is not None and img.size != (frame_size, frame_size):
             from PIL import Image
 
-            img = img.resize((frame_size, frame_size), Image.Resampling.BILINEAR)
+            # decode_image gives an ndarray only for 16-bit grey, which a frame folder does not hold
+            img = img.resize((frame_size, frame_size), Image.Resampling.BILINEAR)  # type: ignore[call-overload]
         a = np.asarray(img)
         if decoded and a.shape != decoded[0].shape:
             raise BadItemError(f"frame {p.name} is {a.shape[1]}x{a.shape[0]}, the first frame "

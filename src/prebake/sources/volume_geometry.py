@@ -181,7 +181,7 @@ def frame_planes(ds: Any, frames: int, where: str) -> list[Plane] | None:
     if per_frame is not None and frames > 1 and len(per_frame) != frames:
         raise BadItemError(f"{where}: PerFrameFunctionalGroupsSequence has {len(per_frame)} items for "
                            f"NumberOfFrames {frames}; fix the header, or leave the file out")
-    planes = []
+    planes: list[Plane] = []
     for i in range(frames):
         iop = _numbers(group_value(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
                        or ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", where)

@@ -68,7 +68,7 @@ def header_as_written(img: Any, path: Path) -> Any:
     header = getattr(img, "nifti_header", img.header)  # a CIFTI-2 image keeps its NIfTI-2 header there
     if not isinstance(header, Nifti1Header):  # NIfTI-2 headers are Nifti1Header subclasses
         return header
-    with ImageOpener(path) as f:
+    with ImageOpener(str(path)) as f:
         return type(header).from_fileobj(f, check=False)
 
 

@@ -252,7 +252,7 @@ def _rescaled_pixels(ds: Any, name: str) -> np.ndarray:
     try:
         from pydicom.pixels import apply_rescale
     except ImportError:  # pydicom 2.x
-        from pydicom.pixel_data_handlers.util import apply_modality_lut as apply_rescale
+        from pydicom.pixel_data_handlers.util import apply_modality_lut as apply_rescale  # type: ignore[no-redef]
     per_frame = _frame_rescale(ds, raw, name)
     values = per_frame if per_frame is not None else np.asarray(apply_rescale(raw, ds))
     scaling = ds.get("DoseGridScaling")
