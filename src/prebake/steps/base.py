@@ -68,10 +68,15 @@ def refuse(step: Any, field: str, allowed: str) -> OptionError:
     return OptionError(f"{type(step).__name__}({field}={value!r}): {field} takes {allowed}")
 
 
+def _real(v: Any) -> bool:
+    """A real number that is not a bool (True is an int to Python, never a size or a level here)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 def size_field(step: Any, field: str) -> None:
     """``step.field`` must be a whole number >= 1 (a bool is not one); stored as an int."""
     v = getattr(step, field)
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or int(v) != v or v < 1:
+    if not _real(v) or not math.isfinite(v) or int(v) != v or v < 1:
         raise refuse(step, field, "a whole number >= 1")
     object.__setattr__(step, field, int(v))
 
@@ -79,7 +84,7 @@ def size_field(step: Any, field: str) -> None:
 def number_field(step: Any, field: str, test: Callable[[float], bool], allowed: str) -> None:
     """``step.field`` must be a finite number passing ``test``; stored as a float."""
     v = getattr(step, field)
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not test(v):
+    if not _real(v) or not math.isfinite(v) or not test(v):
         raise refuse(step, field, allowed)
     object.__setattr__(step, field, float(v))
 

@@ -1,6 +1,6 @@
 """Cardiac-cycle segmentation of heart-sound recordings, at bake time (``segment_cycles``).
 
-Seed 004 segmented every recording into cycles inside ``__getitem__``, twice per sample.
+The heart-sound workload segmented every recording into cycles inside ``__getitem__``, twice per sample.
 Here it runs once per recording in the bake workers, and each cycle becomes one row of a
 ragged ``cycles`` column: ``prebake.Elements(cache, "cycles")`` reads one cycle per sample.
 
@@ -202,10 +202,10 @@ def _peak(ac: np.ndarray, low: int, high: int) -> tuple[float, float]:
     k = k[(ac[k] > ac[k - 1]) & (ac[k] >= ac[k + 1])]
     if not len(k):
         return -1.0, -math.inf
-    k = int(k[np.argmax(ac[k])])
-    a, b, c = ac[k - 1], ac[k], ac[k + 1]
+    best = int(k[np.argmax(ac[k])])
+    a, b, c = ac[best - 1], ac[best], ac[best + 1]
     denom = a - 2 * b + c
-    return (k + 0.5 * (a - c) / denom if denom < 0 else float(k)), float(b)
+    return (best + 0.5 * (a - c) / denom if denom < 0 else float(best)), float(b)
 
 
 def _period(ac: np.ndarray, low: int, high: int) -> tuple[float, float]:

@@ -185,9 +185,10 @@ class MonaiTransforms(Step):
 
         self.transforms, self.meta = tuple(given), tuple(meta)
         self.settings = {"map_items": map_items, "unpack_items": unpack_items, "lazy": lazy, "overrides": overrides}
-        self.compose = Compose(list(given), **self.settings)
+        self.compose = Compose(list(given), **self.settings)  # type: ignore[arg-type]
         first = given[0]
-        self.needs = () if getattr(first, "allow_missing_keys", True) else tuple(map(str, first.keys))
+        # what this step reads depends on its first transform, so it is set per instance
+        self.needs = () if getattr(first, "allow_missing_keys", True) else tuple(map(str, first.keys))  # type: ignore[misc]
 
     def __call__(self, item: Item) -> Item:
         return from_monai(self.compose(to_monai(item)), self.meta)
