@@ -39,7 +39,7 @@ class Part:
 
     key: str
     rows: np.ndarray
-    valid: np.ndarray | None = None
+    valid: np.ndarray | torch.Tensor | None = None  # a tensor once moved to the device
 
 
 @dataclass(frozen=True)

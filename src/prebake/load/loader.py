@@ -23,7 +23,7 @@ import inspect
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -161,7 +161,8 @@ class Loader:
         self.threads = gather_threads(threads, self.device, self.transform_in_threads)  # 0: in the loop's thread
         self._epoch, self._handed = 0, 0  # the epoch being iterated; its batches handed out so far
         self._fresh = True  # the next iter() starts at (_epoch, _handed) as they are, neither restarted nor advanced
-        self._pass, self._live = 0, _no_epoch  # the current iter(): an older one's next() is refused
+        self._live: Callable[[], Epoch | None] = _no_epoch
+        self._pass = 0  # the current iter(): an older one's next() is refused
         self._on_device = preload == "device"
         self._data = self._preload(preload)
         if convert and self._on_device:
@@ -250,7 +251,7 @@ class Loader:
         if ticket == self._pass:  # every batch handed out and one more asked for: the next iter() is the next epoch
             self._epoch, self._handed, self._fresh = self._epoch + 1, 0, True
 
-    def _batches(self, epoch: int, first: int, timing: list[float]) -> Iterator[Batch]:
+    def _batches(self, epoch: int, first: int, timing: list[float]) -> Generator[Batch, None, None]:
         batches = self.sampling.batches(epoch, self.indices)
         produced = self._produce(batches[first:], epoch, first)
         try:
@@ -265,7 +266,7 @@ class Loader:
         finally:
             produced.close()  # stops the gather threads when the loop ends early
 
-    def _produce(self, batches: list[np.ndarray], epoch: int, first: int) -> Iterator[Batch]:
+    def _produce(self, batches: list[np.ndarray], epoch: int, first: int) -> Generator[Batch, None, None]:
         if self._on_device:
             view = self.view.at_epoch(epoch)
             for idx in batches:  # preload="device": the gathers happen on the device, in the drawn order

@@ -1,6 +1,6 @@
 """From a batch of a ragged 1-D signal column to the ``(N, C, T)`` float input of the signal ops.
 
-Seed 004 cut or padded each recording to a fixed length in ``__getitem__``, one sample at a
+The heart-sound workload cut or padded each recording to a fixed length in ``__getitem__``, one sample at a
 time. A ``Loader(cache, pad=True)`` batch already holds the recordings zero-padded to the
 longest one, with their lengths; :func:`crop_or_pad` cuts every sample to ``T`` in one
 gather on the device (a random or centred window, zeros past the end of short signals) and

@@ -4,9 +4,9 @@ A ragged column keeps a variable number of rows per item (the frames of a clip, 
 cardiac cycles of a recording). Training reads pieces of it, and a view makes each
 piece one dataset item:
 
-- :class:`Windows`: one item per window of ``length`` rows (seed 003's frame windows,
+- :class:`Windows`: one item per window of ``length`` rows (the talking-head workload's frame windows,
   with the ``context`` rows before each window, the previous window's motion latents);
-- :class:`Elements`: one item per row (seed 004's cardiac cycles, one per sample).
+- :class:`Elements`: one item per row (the heart-sound workload's cardiac cycles, one per sample).
 
 Fixed columns (a clip's label, a recording's patient id) are repeated for every piece of
 their item; other ragged columns with the same offsets are cut at the same rows. The
