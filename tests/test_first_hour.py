@@ -432,7 +432,7 @@ def test_bench_rows_say_what_each_pipeline_does(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seed online: per-sample PIL resize + ToTensor + Normalize, DataLoader x0" in out
     assert "seed offline: float32 memmap, per-sample .copy() + Normalize, DataLoader x0" in out
-    assert "the two pipelines of seeds 000/001" in out
+    assert "the federated ViT workload's two original pipelines" in out
 
 
 def test_the_suite_summary_says_the_skips_are_the_cuda_variants(tmp_path):

@@ -80,7 +80,7 @@ BUILD_KEYS: tuple[Key, ...] = (
         "dynamic programming; needs scipy): ragged cycles, cycle_lengths, cycle_bounds (S1/S2) and cycle_start "
         "columns, heart_rate per recording; a recording without a detectable cycle is a bad item"),
     Key("cycle_length", "int", "samples per stored cycle: shorter ones are zero-padded, longer ones cut "
-        "(default 4000, seed 004's 0.8 s at 5 kHz)", "N"),
+        "(default 4000: 0.8 s at 5 kHz, as the heart-sound workload's recordings)", "N"),
     Key("heart_rate", "pair", "the heart rates the segmentation looks for, LOW HIGH beats per minute "
         "(default 40 150)", "LOW HIGH"),
     Key("cycle_fallback", "str", "a recording without a detectable cycle: bad (a bad item, default) or windows "

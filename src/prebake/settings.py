@@ -47,7 +47,7 @@ def build_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     if "steps" in s and any(k in s for k in STEP_KEYS):
         given = ", ".join(opt(k) for k in STEP_KEYS if k in s)
         raise OptionError(f"give the steps as a list (steps:) or as settings ({given}), not both")
-    source = {k: tuple(v) if isinstance(v, list) else v for k, v in s.items() if k in SOURCE_KEYS}
+    source: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in s.items() if k in SOURCE_KEYS}
     _check_audio(source)
     options = SourceOptions(**source) if source else None
     steps = [step_from_config(e, k) for k, e in enumerate(s["steps"])] if "steps" in s else flag_steps(s, options)
@@ -87,7 +87,7 @@ def flag_steps(s: dict[str, Any], options: Any = None) -> list[Any]:
         ("segment_cycles", lambda: segment_step(s)),
         ("orientation", lambda: Orient(s["orientation"])),
         ("spacing", lambda: Spacing(tuple(s["spacing"]), limits.max_voxels)),
-        ("window", lambda: Window(*s["window"], scale_to=_tuple(s.get("scale_to")))),
+        ("window", lambda: Window(s["window"][0], s["window"][1], scale_to=_tuple(s.get("scale_to")))),
         ("volume_shape", lambda: CropOrPad(tuple(s["volume_shape"]), _pad_value(s))),
         ("rgb", lambda: ToRGB8()),
         ("image_size", lambda: Resize(s["image_size"])),
@@ -145,8 +145,9 @@ def segment_step(s: dict[str, Any]) -> Any:
         return None
     from .steps import SegmentCycles
 
-    given = {"length": s.get("cycle_length"), "heart_rate": tuple(s["heart_rate"]) if "heart_rate" in s else None,
-             "fallback": s.get("cycle_fallback")}
+    given: dict[str, Any] = {"length": s.get("cycle_length"),
+                             "heart_rate": tuple(s["heart_rate"]) if "heart_rate" in s else None,
+                             "fallback": s.get("cycle_fallback")}
     return SegmentCycles(**{k: v for k, v in given.items() if v is not None})
 
 

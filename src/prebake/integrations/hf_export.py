@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..cache.format import ColumnSpec
-from ..cache.reader import Cache, Ragged, native
+from ..cache.reader import Cache, Ragged, Shaped, native
 from ..errors import OptionError
 from ..load.params import names as checked_names
 from ..load.params import whole
@@ -21,7 +21,7 @@ def export(cache: Cache | str | os.PathLike[str], columns: Sequence[str] | None,
            path: str | os.PathLike[str] | None, chunk_rows: int) -> Any:
     datasets = require("datasets", "hf", "prebake.integrations.hf.to_hf")
     cache = cache if isinstance(cache, Cache) else Cache(cache)
-    chosen = cache.columns if columns is None else checked_names(columns, "columns")
+    chosen = cache.columns if columns is None else checked_names(columns, "columns") or []
     missing = [c for c in chosen if c not in cache.specs]
     if missing:
         raise OptionError(f"columns={list(chosen)!r}: {cache.path} has no column {missing[0]!r}; its columns are "
@@ -94,7 +94,7 @@ def _rows(cache: Cache, chosen: Sequence[str], start: int, stop: int) -> dict[st
     out: dict[str, Any] = {}
     for name in chosen:
         col = cache.column(name)
-        if isinstance(col, Ragged):
+        if isinstance(col, (Ragged, Shaped)):
             out[name] = [native(np.asarray(col[i])) for i in range(start, stop)]
         else:
             out[name] = native(np.asarray(col[start:stop]))

@@ -55,7 +55,7 @@ ROLES: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("val", "valida
 def _lightning_base() -> type:
     for name in ("lightning.pytorch", "pytorch_lightning"):
         try:
-            return importlib.import_module(name).LightningDataModule  # type: ignore[no-any-return]
+            return importlib.import_module(name).LightningDataModule
         except ImportError:
             continue
     return _NotInstalled

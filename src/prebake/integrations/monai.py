@@ -15,9 +15,12 @@
   by the build itself).
 - :func:`to_device_ops`: the remainder's transforms that have batched device equivalents in
   :mod:`prebake.augment`, as one ``prebake.Loader`` transform, and the ones that have none.
+- :func:`to_patches`: the remainder's sampled crop (``RandCropByPosNegLabeld``,
+  ``RandSpatialCropSamplesd``) as a :class:`prebake.Patches` view, and the transforms left for
+  :func:`to_device_ops`.
 - :class:`MonaiDataset`: a cache with the remainder applied per item (MetaTensors rebuilt from the
   columns), for a ``DataLoader``, as ``PersistentDataset`` gives them: the path for transforms with
-  no device equivalent (``RandCropByPosNegLabeld`` until ``prebake.Patches`` is built).
+  no device equivalent.
 
 monai is imported only when one of these is used (``pip install 'prebake[monai]'``).
 """
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
     from ..cache.reader import Cache
 
 __all__ = ["DataList", "DeviceTransform", "MonaiDataset", "MonaiTransforms", "from_monai", "split", "to_device_ops",
-           "to_monai"]
+           "to_monai", "to_patches"]
 
 
 def split(transforms: Any) -> tuple[MonaiTransforms | None, Any]:
@@ -111,8 +114,8 @@ def _value(v: Any) -> Any:
 
 # -- the remainder on the device ------------------------------------------------------------------
 
-_PATCHES = ("no batched device op yet: random and label-balanced patches (prebake.Patches) are not built; "
-            "apply it per item with MonaiDataset for now")
+_PATCHES = ("a sampled crop: cut it with prebake.Patches (to_patches(remainder, cache) maps RandCropByPosNegLabeld "
+            "and RandSpatialCropSamplesd), or apply it per item with MonaiDataset")
 _TYPES_ONLY = ("EnsureTyped", "ToTensord", "EnsureType", "ToTensor")  # a Loader's batches are tensors already
 
 
@@ -149,7 +152,7 @@ def to_device_ops(remainder: Any) -> tuple[DeviceTransform, list[str]]:
     ``RandShiftIntensityd`` -> ``RandomIntensity``, ``RandGaussianNoised`` (``mean=0``) -> ``GaussianNoise3d``,
     ``RandSpatialCropd`` (fixed size, random centre) -> ``RandomCrop3d``, ``ScaleIntensityRanged``
     (``clip=True``) -> ``IntensityWindow``; ``EnsureTyped``/``ToTensord`` need nothing.
-    ``RandCropByPosNegLabeld`` and the other sampled crops have none yet (patches are not built).
+    ``RandCropByPosNegLabeld`` and the other sampled crops are views, not ops: :func:`to_patches`.
     """
     transforms = [] if remainder is None else flatten(remainder) if is_compose(remainder) else list(remainder)
     ops: list[tuple[Sequence[str], Any]] = []
@@ -260,3 +263,61 @@ _MAPPERS: dict[str, Callable[[Any], Any]] = {
     "RandFlipd": _flip, "RandRotate90d": _rotate90, "RandScaleIntensityd": _scale, "RandShiftIntensityd": _shift,
     "RandGaussianNoised": _noise, "RandSpatialCropd": _crop, "ScaleIntensityRanged": _window,
 }
+
+
+#: Transforms that act on each voxel alone: a crop after them draws from the same distribution as before them.
+_PER_VOXEL = ("RandScaleIntensityd", "RandShiftIntensityd", "RandGaussianNoised", "ScaleIntensityRanged",
+              *_TYPES_ONLY)
+
+
+def to_patches(remainder: Any, cache: Cache, *, seed: int = 0, indices: Any = None) -> tuple[Any, list[Any]]:
+    """``(patches, rest)``: the sampled crop of ``remainder`` as a :class:`prebake.Patches` view of ``cache``, and
+    the remainder without it (for :func:`to_device_ops`, which then runs on the patch batches).
+
+    ``RandCropByPosNegLabeld(keys, label_key, spatial_size, pos, neg, num_samples)`` becomes
+    ``Patches(cache, keys[0], spatial_size, num_samples, sampler="balanced", label=label_key,
+    pos_fraction=pos / (pos + neg))``: bake ``prebake.steps.FgBgIndices(label_key)`` after the prefix
+    (``steps=[prefix, FgBgIndices("label")]``), as MONAI's ``FgBgToIndicesd`` precomputes them. One difference:
+    MONAI moves a centre near the edge inward so the box fits; Patches keeps the centre and pads the part
+    outside (``pad_value``, marked in ``padded``). ``RandSpatialCropSamplesd`` (fixed ``roi_size``, random
+    centre) becomes a uniform ``Patches`` of ``num_samples`` per item. The crop must come first in the
+    remainder or after per-voxel transforms only (intensity, noise), which commute with it; anything else is
+    an OptionError naming the transform.
+    """
+    transforms = [] if remainder is None else flatten(remainder) if is_compose(remainder) else list(remainder)
+    names = [type(t).__name__ for t in transforms]
+    at = next((i for i, n in enumerate(names) if n in ("RandCropByPosNegLabeld", "RandSpatialCropSamplesd")), None)
+    if at is None:
+        raise OptionError(f"to_patches: the remainder holds no RandCropByPosNegLabeld or RandSpatialCropSamplesd "
+                          f"(it holds {names}); use to_device_ops alone")
+    before = [n for n in names[:at] if n not in _PER_VOXEL]
+    if before:
+        raise OptionError(f"to_patches: {before[0]} comes before the crop and does not act on each voxel alone, "
+                          "so cutting the patch first would change what it does; move the crop before it")
+    return _patches_of(names[at], transforms[at], cache, seed, indices), transforms[:at] + transforms[at + 1:]
+
+
+def _patches_of(name: str, t: Any, cache: Cache, seed: int, indices: Any) -> Any:
+    from ..load.patches import Patches
+
+    keys = [str(k) for k in t.keys]
+    if name == "RandSpatialCropSamplesd":
+        c = t.cropper.cropper
+        if c.random_size or not c.random_center:
+            raise OptionError(f"to_patches: {name}(random_size={c.random_size}, random_center={c.random_center}): "
+                              "Patches cuts boxes of one size at random centres; give random_size=False")
+        return Patches(cache, keys[0], _size(c.roi_size), t.cropper.num_samples, seed=seed, indices=indices)
+    c = t.cropper
+    if t.image_key is not None or t.fg_indices_key is not None:
+        raise OptionError(f"to_patches: {name}(image_key={t.image_key!r}, fg_indices_key={t.fg_indices_key!r}): "
+                          "Patches draws from the label map's classes baked by FgBgIndices; leave both None")
+    return Patches(cache, keys[0], _size(c.spatial_size), c.num_samples, sampler="balanced", label=str(t.label_key),
+                   pos_fraction=float(c.pos_ratio), seed=seed, indices=indices)
+
+
+def _size(size: Any) -> tuple[int, ...]:
+    out = (int(size),) * 3 if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+    if min(out) < 1:
+        raise OptionError(f"to_patches: a patch size of {list(out)} (-1 means the whole axis in MONAI): give a "
+                          "size >= 1 on every axis")
+    return out

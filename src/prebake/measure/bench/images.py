@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -75,7 +75,8 @@ class BenchResult:
         rows = [{**r.__dict__, "prebake_loader_speedup": self.ratio(r), "speedup_min_max": self.ratio_spread(r),
                  "output_gbps": self.output_gbps(r)} for r in self.rows]
         ref = self.reference
-        frac = self.output_gbps(ref) / self.memcpy_gbps if ref and self.memcpy_gbps else None
+        ref_gbps = self.output_gbps(ref) if ref else None
+        frac = ref_gbps / self.memcpy_gbps if ref_gbps and self.memcpy_gbps else None
         return {**{k: v for k, v in self.__dict__.items() if k != "rows"}, "rows": rows,
                 "loader_output_fraction_of_memcpy": frac}
 
@@ -84,7 +85,7 @@ def image_size(cache: Cache) -> int | None:
     """The image size of a cache this bench fits (uint8 3 x H x W ``image`` and a ``label``), else None."""
     spec = cache.specs.get("image")
     if spec is None or "label" not in cache.specs or spec.ragged or np.dtype(spec.dtype) != np.uint8 \
-            or len(spec.shape) != 3 or spec.shape[0] != 3:
+            or len(spec.shape) != 3 or spec.shape[0] != 3 or spec.shape[-1] is None:
         return None
     return int(spec.shape[-1])
 
@@ -114,7 +115,7 @@ def _raw_images(cache: Cache, n: int) -> tuple[np.ndarray, str]:
         except Exception as e:  # noqa: BLE001 - the source moved or changed: fall back, and say so
             log.warning("could not read the cache's source %s (%s); the online pipeline starts from the "
                         "cached images", root, e)
-    images = np.asarray(cache.column("image")[:n])
+    images = np.asarray(cast(np.ndarray, cache.column("image"))[:n])  # fixed: image_size() checked it
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)), f"the cached images ({cache.path})"
 
 
@@ -154,7 +155,7 @@ def run_bench(path: str | os.PathLike[str], opts: BenchOptions,
     tmp = opts.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="prebake-bench-")) if tmp else Path(opts.workdir)  # type: ignore[arg-type]
     workdir.mkdir(parents=True, exist_ok=True)
-    data = P.BenchData(cache, raw, np.asarray(cache.column("label")[:n], dtype=np.int64), size,
+    data = P.BenchData(cache, raw, np.asarray(cast(np.ndarray, cache.column("label"))[:n], dtype=np.int64), size,
                        opts.batch_size, device, opts.workers, workdir)
     try:
         with warnings.catch_warnings():

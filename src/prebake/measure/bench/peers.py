@@ -9,7 +9,7 @@ import functools
 import multiprocessing
 import shutil
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ def hf_datasets(data: BenchData) -> Pipeline:
     """Hugging Face datasets: an Arrow table on disk, memory-mapped back, torch format."""
     datasets = _require("datasets", "datasets")
     t = time.perf_counter()
-    images = np.asarray(data.cache.column("image")[: data.n])
+    images = np.asarray(cast(np.ndarray, data.cache.column("image"))[: data.n])  # fixed: image_size() checked it
     features = datasets.Features({"image": datasets.Array3D(shape=images.shape[1:], dtype="uint8"),
                                   "label": datasets.Value("int64")})
     out = data.workdir / "hf-datasets"

@@ -2,11 +2,11 @@
 image float32 N x 3 x S x S normalised with the CIFAR-10 mean/std, label int64 — the same output
 from every pipeline, so samples/s compare like for like.
 
-The two seed pipelines are rebuilt from seeds 000/001 without torchvision, with the same
-operations: ``Resize`` on a PIL image is ``PIL.Image.resize`` (bilinear), ``ToTensor`` is the
-uint8 HWC -> float CHW / 255 copy, ``Normalize`` clones then ``sub_``/``div_``. Both run in
-``DataLoader(num_workers=4, pin_memory=True, prefetch_factor=2)``, the seed's configuration
-(pinning only when the device is CUDA: there is nothing to pin for on a CPU).
+The federated ViT workload's two original pipelines ("seed" online and offline) are rebuilt
+without torchvision, with the same operations: ``Resize`` on a PIL image is ``PIL.Image.resize``
+(bilinear), ``ToTensor`` is the uint8 HWC -> float CHW / 255 copy, ``Normalize`` clones then
+``sub_``/``div_``. Both run in ``DataLoader(num_workers=4, pin_memory=True, prefetch_factor=2)``,
+the original configuration (pinning only when the device is CUDA: there is nothing to pin for on a CPU).
 
 Every DataLoader here uses ``persistent_workers=True``, so an epoch boundary does not restart
 its workers. The seeds did not do that; it favours the baselines.
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -82,9 +82,10 @@ def prebake_loader(data: BenchData, preload: str | None) -> Pipeline:
     indices = None if data.n == len(data.cache) else np.arange(data.n)
     loader = Loader(data.cache, data.batch_size, shuffle=True, indices=indices, device=data.device,
                     columns=["image", "label"], preload=preload,
-                    transform=lambda b: (norm(b["image"]), b["label"]))
+                    transform=cast(Any, lambda b: (norm(b["image"]), b["label"])))
     name = "prebake.Loader: one sorted gather per batch" + (f", preload={preload!r}" if preload else ", memmap")
-    return Pipeline(name, lambda: loader)
+    # the Loader yields what its transform returns: here (image, label) pairs, as every contender does
+    return Pipeline(name, lambda: cast(Iterable[Batch], loader))
 
 
 def make_dataloader(dataset: Any, data: BenchData, **kwargs: Any) -> torch.utils.data.DataLoader:
@@ -124,7 +125,7 @@ def _seed_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class SeedOnline(torch.utils.data.Dataset):
-    """Seed 000 before its fix: per sample, PIL Resize(S) -> ToTensor -> Normalize."""
+    """The federated ViT workload before its fix: per sample, PIL Resize(S) -> ToTensor -> Normalize."""
 
     def __init__(self, images_hwc: np.ndarray, labels: np.ndarray, size: int):
         self.images, self.labels, self.size = images_hwc, labels, size
@@ -141,7 +142,7 @@ class SeedOnline(torch.utils.data.Dataset):
 
 
 class SeedOffline(torch.utils.data.Dataset):
-    """Seed 000 after its fix (``OfflineCIFAR10``): float32 memmap row ``.copy()`` -> Normalize."""
+    """The federated ViT workload after its fix (``OfflineCIFAR10``): float32 memmap row ``.copy()`` -> Normalize."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], labels: np.ndarray):
         self.path, self.shape, self.labels = path, shape, labels
@@ -164,7 +165,7 @@ def write_seed_offline(data: BenchData, path: Path) -> tuple[int, ...]:
     """The seed's preprocess output: float32 [0, 1] N x 3 x S x S, written in chunks."""
     shape = (data.n, 3, data.size, data.size)
     out = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
-    images = data.cache.column("image")
+    images = cast(np.ndarray, data.cache.column("image"))  # a fixed uint8 column: image_size() checked it
     step = max(1, (64 << 20) // (3 * data.size * data.size * 4))
     for lo in range(0, data.n, step):
         x = resize(torch.from_numpy(np.array(images[lo:min(lo + step, data.n)])).float(), (data.size, data.size))

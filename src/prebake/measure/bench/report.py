@@ -38,7 +38,7 @@ def table(res: BenchResult) -> list[str]:
         out = res.output_gbps(ref) or 0.0
         lines.append(f"memcpy bandwidth {res.memcpy_gbps:.1f} GB/s (the host's physical limit); prebake.Loader "
                      f"writes {out:.2f} GB/s of float32 output = {100 * out / res.memcpy_gbps:.0f}% of it")
-    lines.append("seed online/offline: the two pipelines of seeds 000/001 (federated ViT), rebuilt: online "
+    lines.append("seed online/offline: the federated ViT workload's two original pipelines, rebuilt: online "
                  "decodes and resizes every sample in __getitem__; offline reads the float32 file its "
                  f"preprocess script writes. seed online starts from {res.raw_source}")
     return lines
@@ -75,7 +75,7 @@ def plot(res: BenchResult | AnyResult, out: Path) -> None:
     plt = pyplot()
     rows = [r for r in res.rows if r.samples_per_s]
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
-    ax.barh([r.name for r in rows][::-1], [r.samples_per_s for r in rows][::-1],  # type: ignore[misc]
+    ax.barh([r.name for r in rows][::-1], [r.samples_per_s for r in rows][::-1],
             color=["#d9822b" if r.key.startswith("prebake") else "#888888" for r in rows][::-1])
     ax.set_xlabel("samples/s (higher is better)")
     what = f"{res.image_size} px float32 batches" if isinstance(res, BenchResult) else f"batches of {res.view}"
