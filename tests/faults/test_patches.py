@@ -111,8 +111,12 @@ def test_fgbg_indices_refuses_bad_parameters_and_labels():
             FgBgIndices("label_map", bad)
     with pytest.raises(OptionError, match=r"FgBgIndices\(label=5\)"):
         FgBgIndices(5)
-    with pytest.raises(prebake.BadItemError, match="holds float32, not class numbers"):
-        FgBgIndices()({"label_map": np.zeros((1, 2, 2, 2), np.float32)})
+    with pytest.raises(prebake.BadItemError, match="holds float32 values that are not all whole numbers"):
+        FgBgIndices()({"label_map": np.full((1, 2, 2, 2), 0.5, np.float32)})
+    with pytest.raises(prebake.BadItemError, match="holds float64 values that are not all whole numbers"):
+        FgBgIndices()({"label_map": np.array([[[0.0, np.nan]]])})
+    whole = FgBgIndices()({"label_map": np.array([[[0.0, 1.0, 1.0]]], np.float32)})  # MONAI's LoadImaged's labels
+    assert whole["label_map_runs_1"].tolist() == [[1, 2]]
     with pytest.raises(prebake.BadItemError, match="2 channels"):
         FgBgIndices()({"label_map": np.zeros((2, 2, 2, 2), np.uint8)})
 

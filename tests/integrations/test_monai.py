@@ -257,7 +257,7 @@ def test_to_device_ops_maps_what_has_an_equivalent():
     assert noise.std == (0.0, 0.05) and crop.size == (8, 8, 8) and isinstance(window, augment.IntensityWindow)
     assert [m.split(":")[0] for m in missing] == ["RandCropByPosNegLabeld", "RandFlipd", "RandRotate90d",
                                                   "RandAffined"]
-    assert "prebake.Patches) are not built" in missing[0] and "one coin per axis" in missing[1]
+    assert "to_patches(remainder, cache)" in missing[0] and "one coin per axis" in missing[1]
     assert "max_k=1" in missing[2] and "no batched device op" in missing[3]
 
 

@@ -77,9 +77,12 @@ class FgBgIndices(Step):
 
     def __call__(self, item: Item) -> Item:
         label = np.asarray(item[self.label])
+        if label.dtype.kind == "f" and np.isfinite(label).all() and (label == np.round(label)).all():
+            label = label.astype(np.int64)  # MONAI's LoadImaged gives label maps as float32 whole numbers
         if label.dtype.kind not in "biu":
-            raise BadItemError(f"FgBgIndices: column {self.label!r} holds {label.dtype}, not class numbers; a label "
-                               "map holds whole numbers (bake it as uint8 or int)")
+            raise BadItemError(f"FgBgIndices: column {self.label!r} holds {label.dtype} values that are not all "
+                               "whole numbers, not class numbers; a label map holds whole numbers (bake it as uint8 "
+                               "or int)")
         if label.ndim == 4 and label.shape[0] != 1:
             raise BadItemError(f"FgBgIndices: label map {self.label!r} has shape {label.shape}, {label.shape[0]} "
                                "channels; it needs one channel (1, D, H, W) or none (D, H, W)")
