@@ -6,14 +6,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-# workloads are named by what they are; some committed labels still carry the numbers of the
-# documents the project grew from (results keep the labels they were measured under)
+# workloads are named by what they are; some committed labels still call the original pipelines "seed"
 _WORKLOADS = [
-    (r"seeds? 000/001 online", "federated ViT, online"),
-    (r"seeds? 00[01](?:/001)?", "federated ViT"),
-    (r"seed 002", "cardiac-imaging"),
-    (r"seed 003", "talking-head"),
-    (r"seed 004", "heart-sound"),
     (r"\bseed-hdf5\b", "cardiac-imaging HDF5 + LRU loader"),
     (r"\bseed (offline|online)\b", r"federated ViT \1"),
     (r"\bseed loop\b", "original loop"),

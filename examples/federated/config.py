@@ -1,6 +1,6 @@
 """The run's settings, parsed once from the command line into a typed :class:`Config`.
 
-Option names are seed 000/001's (``federated_main.py``) where they had one.
+Option names are the federated ViT workload's (``federated_main.py``) where they had one.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 - ``prebake``: the 32 px uint8 cache, copied once to the device when it fits. Each client is
   a ``prebake.Loader(indices=client)`` view of it; flip, normalise, resize to ``image_size``
   and the padded random crop run on the device, batched (``prebake.augment``).
-- ``offline``: seed 000's fix, a float32 [0, 1] memmap already at ``image_size``.
-- ``online``: seed 000 before its fix, a PIL resize per sample.
+- ``offline``: the federated ViT workload's fix, a float32 [0, 1] memmap already at ``image_size``.
+- ``online``: the federated ViT workload before its fix, a PIL resize per sample.
 
 The seed pipelines run in one DataLoader per run with persistent workers; its batch sampler
 is pointed at a client before each local epoch, so no worker is started per round or client.

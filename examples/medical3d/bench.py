@@ -1,4 +1,4 @@
-"""MONAI PersistentDataset / CacheDataset vs seed 002's HDF5 + LRU loader vs prebake, in one run.
+"""MONAI PersistentDataset / CacheDataset vs the 3-D medical workload's HDF5 + LRU loader vs prebake, in one run.
 
 Same volumes (synthetic int16 CT-like NIfTI, spacings drawn per axis so that the 1.5 mm grid is about
 ``--size`` voxels a side), same deterministic transforms (Orientation RAS, Spacing 1.5 mm trilinear,
@@ -17,7 +17,7 @@ Pipelines:
   workers (first epoch only: the comparison of first epochs at 2 workers);
 - ``monai-cache``: ``CacheDataset(cache_rate=1, num_workers=W)`` (every item in RAM, built in threads
   before the first epoch) + the same DataLoader;
-- ``seed-hdf5``: seed 002's design rebuilt: a process pool preprocesses every volume to float32, one HDF5
+- ``seed-hdf5``: the original design rebuilt: a process pool preprocesses every volume to float32, one HDF5
   file holds them (one chunk per item), a Dataset reads one item per ``__getitem__`` through an LRU
   dict of ``cache_size`` items, DataLoader with W persistent workers (each worker keeps its own LRU);
 - ``prebake``: ``prebake.build`` (2 workers: the bake keeps int16, the window clipped) then
@@ -117,7 +117,7 @@ def seed_preprocess(path: str, size: int) -> np.ndarray:
 
 
 class SeedHdf5Dataset:
-    """Seed 002's fast loader: one HDF5 read per item, an LRU of ``cache_size`` items per worker."""
+    """The 3-D medical workload's fast loader: one HDF5 read per item, an LRU of ``cache_size`` items per worker."""
 
     def __init__(self, path: Path, cache_size: int):
         self.path, self.cache_size = path, cache_size

@@ -1,7 +1,7 @@
-"""The run's settings: a JSON or YAML file (seed 002's keys where they still mean something), loaded into
+"""The run's settings: a JSON or YAML file (the original scripts' keys where they still mean something), loaded into
 typed dataclasses. An unknown key is an error that names it, the section it is in, and the keys there are.
 
-Seed 002's keys that are gone, and why (README.md has the full mapping): ``use_fast_loader`` (there is one
+The original scripts' keys that are gone, and why (README.md has the full mapping): ``use_fast_loader`` (there is one
 loader), ``preprocess_batch_size`` (the bake parallelises per item), ``preprocessed_data_dir`` (``cache_dir``),
 ``enable_cache``/``cache_size`` (the cache is the page cache of a memory-mapped file; no LRU to size).
 """
@@ -129,7 +129,8 @@ def _build(cls: type, raw: dict[str, Any], where: str, section: str) -> Any:
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            gone = " (seed 002's key; see README.md for what replaces it)" if key in _SEED_KEYS_GONE else ""
+            gone = " (a key of the original scripts; see README.md for what replaces it)" \
+                if key in _SEED_KEYS_GONE else ""
             raise ConfigError(f"{where}: unknown key {section + key!r}{gone}{hint} (keys here: {', '.join(fields)})")
         if key in _SECTIONS and cls is Config:
             if not isinstance(value, dict):

@@ -1,1 +1,1 @@
-"""Heart-sound contrastive pretraining (seed 004, PA-HCL) fed three ways: the seed's pipelines and prebake."""
+"""Heart-sound contrastive pretraining (PA-HCL) fed three ways: the original pipelines and prebake."""

@@ -24,8 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench(list(argv[1:]))
     p = argparse.ArgumentParser(prog="python -m examples.pcg", description="Contrastive pretraining on heart "
-                                "sounds (seed 004) fed by the seed's pipelines or by prebake.")
-    p.add_argument("--config", type=Path, help="YAML with seed 004's sections (default: the built-in defaults)")
+                                "sounds (the heart-sound workload) fed by the original pipelines or by prebake.")
+    p.add_argument("--config", type=Path,
+                   help="YAML with the heart-sound workload's sections (default: the built-in defaults)")
     p.add_argument("--data", type=Path, help="recordings in class folders, DIR/<class>/<file>.wav|flac|ogg "
                    "(default: synthetic ones written under --work)")
     p.add_argument("--data_path", choices=DATA_PATHS, default="prebake")

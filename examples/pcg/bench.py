@@ -1,4 +1,4 @@
-"""Samples/s and data wait of seed 004's pretraining fed three ways, in one run, same recordings, same model.
+"""Samples/s and data wait of heart-sound pretraining fed three ways, in one run, same recordings, same model.
 
 ``python -m examples.pcg.bench`` writes synthetic recordings (``--config``'s ``data``
 section), bakes their cycles once (timed), checks that the seed's segmentation in
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, cfg: Any, device: str, recordings: int, bake_s: float,
            check: dict[str, Any] | None, results: dict[str, dict[str, Any]]) -> None:
     d = cfg.data
-    print(f"seed 004 pretraining: {recordings} recordings at {d.sample_rate} Hz, cycles of {d.cycle_length} samples, "
+    print(f"heart-sound pretraining: {recordings} recordings at {d.sample_rate} Hz, "
+          f"cycles of {d.cycle_length} samples, "
           f"batch {cfg.train.batch_size}, {cfg.hardware.num_workers} DataLoader workers, device {device_tag(device)}")
     print(f"write + bake (decode, segment, commit): {bake_s:.1f} s; same cycles in every path: {check}")
     print(f"{'data path':<15} {'data samples/s':>15} {'views/cycle/epoch':>18} {'train samples/s':>16} "

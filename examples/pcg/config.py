@@ -1,4 +1,4 @@
-"""The run's settings: a YAML file with seed 004's sections, loaded into typed dataclasses.
+"""The run's settings: a YAML file with the heart-sound workload's sections, loaded into typed dataclasses.
 
 Sections (``configs/default.yaml``): ``data`` (the recordings and the cycles), ``hardware``
 (workers, pin_memory, prefetch, device), ``data_cache`` (the seed's in-memory and view

@@ -1,4 +1,4 @@
-"""Seed 004's own CPU pipelines, rebuilt for the comparison (``--data_path original`` and ``viewcache``).
+"""The heart-sound workload's CPU pipelines, rebuilt for the comparison (``--data_path original`` and ``viewcache``).
 
 ``original``: every ``__getitem__`` reads its recording (from RAM with ``cache_in_memory``, else
 from disk), segments it into cardiac cycles, takes its cycle, crops or pads it, runs the six
@@ -87,7 +87,8 @@ class Recordings:
 
 
 class OriginalDataset(torch.utils.data.Dataset):
-    """Seed 004 before its fix: segmentation, two augmented views and the split in every ``__getitem__``."""
+    """The heart-sound workload before its fix: segmentation, two augmented views and the split in every
+    ``__getitem__``."""
 
     def __init__(self, rec: Recordings, seed: int):
         self.rec, self.seed = rec, seed
@@ -115,7 +116,7 @@ class OriginalDataset(torch.utils.data.Dataset):
 
 
 class ViewCacheDataset(torch.utils.data.Dataset):
-    """Seed 004 after its fix: cycles in memory, both views precomputed every N epochs."""
+    """The heart-sound workload after its fix: cycles in memory, both views precomputed every N epochs."""
 
     def __init__(self, rec: Recordings, seed: int):
         self.rec, self.seed = rec, seed

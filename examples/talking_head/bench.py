@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, cfg: Config, write_s: float, bake: dict[str, Any], check: dict[str, Any],
            results: dict[str, Any], load_start: tuple[float, ...]) -> None:
     d, t, enc = cfg.data, cfg.train, bake["encoders"]
-    print(f"seed 003 talking head: {bake['clips']} clips, {bake['frames']:,} frames of {d.size}x{d.size} at {d.fps} "
+    print(f"talking head: {bake['clips']} clips, {bake['frames']:,} frames of {d.size}x{d.size} at {d.fps} "
           f"fps + 16 kHz audio (written in {write_s:.1f} s), window {t.window} + context {t.window}, batch "
           f"{t.batch_size}, {t.num_workers} DataLoader workers, device {device_tag(args.device)}, "
           f"{args.threads} torch thread(s)")

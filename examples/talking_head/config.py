@@ -1,6 +1,6 @@
 """The run's settings, parsed once from the command line into typed dataclasses.
 
-Flag names are seed 003's (``train.py``: ``--data_root``, ``--steps``, ``--batch_size``,
+Flag names are the talking-head workload's (``train.py``: ``--data_root``, ``--steps``, ``--batch_size``,
 ``--lr``, ``--mixed_precision``, ``--num_workers``, ``--wandb_project``, ``--cache_dir``,
 ``--force_preprocess``) where it had one. ``--config tiny`` is the configuration the tests
 run; ``--config default`` the one the bench runs.
@@ -96,7 +96,7 @@ PRESETS = {"default": Config, "tiny": tiny}
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m examples.talking_head",
-                                description="Seed 003's talking-head training (FLOAT, small stand-in models) fed "
+                                description="Talking-head training (FLOAT, small stand-in models) fed "
                                 "by the seed's original Dataset, its optimised one, or prebake.")
     a = p.add_argument
     a("--config", choices=sorted(PRESETS), default="default", help="sizes of the data and models (tiny: the tests')")

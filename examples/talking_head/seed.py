@@ -1,4 +1,4 @@
-"""Seed 003's two datasets, rebuilt for the comparison (``--data_path original`` and ``optimised``).
+"""The talking-head workload's two datasets, rebuilt for the comparison (``--data_path original`` and ``optimised``).
 
 ``original`` (the seed's ``FLOATDataset``): every ``__getitem__`` decodes its clip's video
 and reads its audio, runs the audio encoder (``inference(audio, seq_len=num_frames)``) and

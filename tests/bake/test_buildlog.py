@@ -1,4 +1,4 @@
-"""Each committed build leaves OUT/build.log: what it did and why (seed 002's preprocessing.log)."""
+"""Each committed build leaves OUT/build.log: what it did and why (the 3-D medical workload's preprocessing.log)."""
 
 from __future__ import annotations
 

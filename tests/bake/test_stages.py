@@ -130,7 +130,7 @@ def test_bfloat16_autocast_runs_and_arrives_as_float32():
     np.testing.assert_allclose(out["latent"][0], ref["latent"][0], rtol=0.05, atol=0.05)
 
 
-ENCODER = torch.nn.Linear(3, 2)  # a module held at module level, as seed 003's scripts do
+ENCODER = torch.nn.Linear(3, 2)  # a module held at module level, as the talking-head workload's scripts do
 
 
 def _uses_module_level_encoder(batch):

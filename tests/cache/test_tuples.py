@@ -14,7 +14,7 @@ from prebake.synthetic import write_cifar10_python
 
 
 class DatasetSplit(Dataset):
-    """Seed 001's client split over a torchvision CIFAR10, as written there (both of its versions)."""
+    """The federated ViT workload's client split over a torchvision CIFAR10, as written there (both of its versions)."""
 
     def __init__(self, dataset, idxs, wrap=True):
         self.dataset, self.idxs, self.wrap = dataset, [int(i) for i in idxs], wrap

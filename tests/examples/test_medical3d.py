@@ -26,7 +26,8 @@ TINY = {"output_dir": "out", "csv_path": "data/volumes.csv", "cache_dir": "cache
 def test_the_shipped_config_loads_and_seed_keys_that_are_gone_are_named(tmp_path):
     cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "medical3d" / "config.json")
     assert cfg.batch_size == 8 and cfg.cache_config.preload_val_data and cfg.volume.spacing == (1.5, 1.5, 1.5)
-    for bad, match in [({"cache_config": {"cache_size": 1000}}, "unknown key 'cache_config.cache_size' .seed 002"),
+    for bad, match in [({"cache_config": {"cache_size": 1000}},
+                        "unknown key 'cache_config.cache_size' .a key of the original scripts"),
                        ({"batch_sise": 8}, "did you mean 'batch_size'"),
                        ({"epochs": "ten"}, "epochs is 'ten', expected int"),
                        ({"volume": {"spacing": [1, 2]}}, None)]:

@@ -102,7 +102,7 @@ def test_the_op_count_does_not_grow_with_the_batch():
 
 
 def test_output_feeds_the_signal_ops(cache):
-    """Loader(pad=True) -> crop_or_pad -> seed 004's six signal ops, as one Loader transform."""
+    """Loader(pad=True) -> crop_or_pad -> the heart-sound workload's six signal ops, as one Loader transform."""
     aug = A.signal_pretrain_preset(sample_rate=2000)
 
     def transform(batch):
