@@ -1,4 +1,4 @@
-"""Bad inputs: one CSV byte (item 9), an oversized image (item 11), a cut JPEG (item 13), and 30 kinds more."""
+"""Bad inputs: one CSV byte, an oversized image, a cut JPEG, and 30 kinds more."""
 
 from __future__ import annotations
 

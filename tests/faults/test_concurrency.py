@@ -1,4 +1,4 @@
-"""Overlapping processes (item 4): a Cache serves one committed version for its whole life;
+"""Overlapping processes: a Cache serves one committed version for its whole life;
 concurrent builders commit once."""
 
 from __future__ import annotations

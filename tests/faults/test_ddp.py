@@ -1,4 +1,4 @@
-"""Item 8: with fewer items than ranks, ranks made [1, 1, 1, 0] steps and hung the collective."""
+"""DDP with fewer items than ranks: ranks made [1, 1, 1, 0] steps and hung the collective."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ h5py = pytest.importorskip("h5py")
 H5PY_DATA = Path(h5py.__file__).parent / "tests" / "data_files"
 
 
-# -- item 4: the offsets of a ragged group ---------------------------------------------------------
+# -- the offsets of a ragged group -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fault", OFFSET_FAULTS)
@@ -74,7 +74,7 @@ def test_valid_offsets_of_any_integer_width_bake_exactly(tmp_path, width):
         np.testing.assert_array_equal(cache[i]["signal"], values[offsets[i] : offsets[i + 1]])
 
 
-# -- item 5: files an HDF5 file links to -----------------------------------------------------------
+# -- files an HDF5 file links to -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["vds", "link", "raw"])
@@ -122,7 +122,7 @@ def test_content_hash_identifies_linked_files_by_their_bytes(tmp_path):
     np.testing.assert_array_equal(prebake.open(tmp_path / "c").column("x")[0], [100, 101])
 
 
-# -- item 6: export --------------------------------------------------------------------------------
+# -- export ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

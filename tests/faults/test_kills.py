@@ -1,4 +1,4 @@
-"""kill -9 at many points (the builder) and of one worker (item 5: a dead worker wedged the build)."""
+"""kill -9 at many points (the builder) and of one worker (a dead worker wedged the build)."""
 
 from __future__ import annotations
 

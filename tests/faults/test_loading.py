@@ -1,5 +1,5 @@
-"""Issue 25, loading: item 7 (a boolean mask read as the indices 0 and 1), item 8 (a resume state from
-before a rebuild, or corrupt, accepted) and item 14 (bad parameters surfacing as numpy or torch internals).
+"""Loading: a boolean mask read as the indices 0 and 1, a resume state from before a rebuild (or a
+corrupt one) accepted, and bad parameters surfacing as numpy or torch internals.
 
 Each is an attack on the public API with tiny real caches; the trial at the end throws many random
 bad values, masks and states at the same surface (``tests/faults/trials/loading.py``).
@@ -34,7 +34,7 @@ def _loaded(loader: prebake.Loader) -> list[int]:
     return sorted(int(i) for b in loader for i in (b["x"] if "x" in b else b["item"]))
 
 
-# -- item 7: a boolean mask is a mask ----------------------------------------------------------------------
+# -- a boolean mask is a mask ------------------------------------------------------------------------------
 
 def test_a_boolean_mask_selects_its_true_items_everywhere(cache):
     mask = cache.targets == 1
@@ -118,7 +118,7 @@ def test_whole_number_indices_of_every_kind_still_work(cache):
     assert cache[[]]["x"].tolist() == [] and _loaded(prebake.Loader(cache, 4, indices=[])) == []
 
 
-# -- item 8: resume states ---------------------------------------------------------------------------------
+# -- resume states -----------------------------------------------------------------------------------------
 
 def _state_after(cache, batches: int) -> dict[str, Any]:
     loader = prebake.Loader(cache, 4, seed=1)
@@ -187,7 +187,7 @@ def test_the_state_records_the_build(cache):
     assert state["cache"]["manifest"] == cache.version
 
 
-# -- item 14: every bad parameter is a typed error naming it, its value and what is allowed ---------------
+# -- every bad parameter is a typed error naming it, its value and what is allowed ------------------------
 
 def _params(cache) -> dict[str, tuple[str, Any, Callable[[], Any]]]:
     """label -> (the parameter, its bad value, a call that passes it)."""

@@ -1,8 +1,8 @@
-"""Issue 29, loading and release: item 5 (a CPU Loader epoch paid for gather threads it started and stopped
-every epoch, and for their hand-offs, and lost to a plain DataLoader at 1,000 items), item 6 (``prebake bench``
-refused every cache but a uint8 image one), item 7 (``watch`` called a loop whose input pipeline slowed the
-step by competing for the CPU compute-bound) and item 8 (examples' benchmarks overwrote the committed
-results, and examples did not run from where the quickstart leaves the user).
+"""Loading and release: a CPU Loader epoch paid for gather threads it started and stopped every epoch,
+and for their hand-offs, and lost to a plain DataLoader at 1,000 items; ``prebake bench`` refused every
+cache but a uint8 image one; ``watch`` called a loop whose input pipeline slowed the step by competing for
+the CPU compute-bound; examples' benchmarks overwrote the committed results, and examples did not run
+from where the quickstart leaves the user.
 
 Each is an attack with tiny real caches and processes, and no timed assertion; the trial at the end throws
 random caches, views and settings at the same surface (``tests/faults/trials/release.py``).
@@ -44,7 +44,7 @@ def _gather_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("prebake-loader") and t.is_alive()]
 
 
-# -- item 5: a Loader epoch on a CPU costs no more than a DataLoader's -------------------------------------
+# -- a Loader epoch on a CPU costs no more than a DataLoader's ---------------------------------------------
 
 @pytest.mark.parametrize("data", ["cache", "windows", "elements"])
 def test_a_cpu_loader_gathers_in_the_loops_thread(cache, data):
@@ -74,7 +74,7 @@ def test_threads_auto_keeps_threads_where_they_pay(cache):
         prebake.Loader(cache, 64, threads="automatic")
 
 
-# -- item 7: watch says when the input pipeline's CPU competes with the step -------------------------------
+# -- watch says when the input pipeline's CPU competes with the step ---------------------------------------
 
 def _burn(seconds: float) -> None:
     """A worker of the input pipeline that keeps a core busy (pure Python: no thread pool to share)."""
@@ -126,7 +126,7 @@ def test_watch_does_not_call_an_idle_input_pipeline_contended():
     assert not r.contended and r.verdict == "compute-bound" and r.input_cores < 0.2
 
 
-# -- item 6: prebake bench for any cache -------------------------------------------------------------------
+# -- prebake bench for any cache ---------------------------------------------------------------------------
 
 def _bench_cache(tmp_path, kind: str) -> tuple[Path, list[str]]:
     rng = np.random.default_rng(2)
@@ -183,7 +183,7 @@ def test_release_trials(tmp_path):
     assert row.failures == 0, row.examples
 
 
-# -- item 8: examples run from where the quickstart leaves the user; runs never overwrite the results -------
+# -- examples run from where the quickstart leaves the user; runs never overwrite the results ---------------
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
