@@ -97,6 +97,9 @@ BUILD_KEYS: tuple[Key, ...] = (
         "counted in the manifest's notes (default: such a volume is a bad item)", "V"),
     Key("hdf5_group", "str", "HDF5: the group whose datasets are the columns, e.g. train (default: the file's top "
         "level; FILE.h5/train names it too)", "PATH"),
+    Key("channels", "str", "images: 1 (every image one grey channel), 3 (every image RGB) or keep (each file's "
+        "own: grey 1, grey+alpha 2, RGB 3, RGBA 4); default: 8-bit images as RGB with alpha dropped, as "
+        "torchvision's loader, 16-bit grey kept at full depth", "1|3|keep"),
     Key("rgb", "bool", "every image as 8-bit RGB (16-bit grey PNG/TIFF are kept as uint16 otherwise)"),
     Key("orientation", "str", "volumes: reorient to these axis codes, e.g. RAS (nibabel's; as MONAI "
         "Orientation)", "CODES"),

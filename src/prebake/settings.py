@@ -28,7 +28,7 @@ STEP_KEYS = ("sample_rate", "bandpass", "segment_cycles", "cycle_length", "heart
              "orientation", "spacing", "window", "scale_to", "volume_shape", "pad_value", "rgb", "image_size",
              "shorter_side", "crop", "transform", "stages")
 SOURCE_KEYS = ("path_column", "label_columns", "base_dir", "delimiter", "channel", "audio_dtype", "max_pixels",
-               "max_voxels", "keep_columns", "fps", "frame_size", "nan_fill", "hdf5_group")
+               "max_voxels", "keep_columns", "fps", "frame_size", "nan_fill", "hdf5_group", "channels")
 _CYCLE_KEYS = ("cycle_length", "heart_rate", "cycle_fallback")
 
 
@@ -127,7 +127,10 @@ def _check_sizes(s: dict[str, Any], max_pixels: int, max_voxels: int) -> None:
 def _check_audio(given: dict[str, Any]) -> None:
     """The audio settings' values, before any source is opened."""
     from .sources.audio import check_channel, check_dtype
+    from .sources.images import check_channels
 
+    if "channels" in given:
+        check_channels(given["channels"])
     if "channel" in given:
         check_channel(given["channel"])
     if "audio_dtype" in given:

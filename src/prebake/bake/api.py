@@ -22,6 +22,7 @@ from ..config import check_settings
 from ..errors import FormatError, OptionError, opt
 from ..sources import DatasetSource, SourceOptions
 from ..sources.audio import check_channel, check_dtype
+from ..sources.images import check_channels
 from ..steps import CenterCrop, CropOrPad, Resize, ShorterSide
 from ..steps.base import where
 from ..steps.pipeline import compile_steps
@@ -196,6 +197,7 @@ def _checked(options: Any) -> SourceOptions | None:
                        "prebake.SourceOptions")
     check_channel(s["channel"])
     check_dtype(s["audio_dtype"])
+    check_channels(s.get("channels"))
     return dataclasses.replace(options, **{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
 
 

@@ -100,6 +100,9 @@ class SourceOptions:
     ``nan_fill``: volumes: the value NaN and infinite voxels get (counted in the build's notes); None
     (default): such a volume is a bad item.
     ``hdf5_group``: HDF5: the group whose datasets are the columns (default: the file's top level).
+    ``channels``: images in folders and CSV tables: ``"1"`` (grey), ``"3"`` (RGB) or ``"keep"`` (each file's
+    own); default None: 8-bit images as RGB, alpha dropped, 16-bit grey kept at full depth (see
+    :func:`prebake.sources.images.with_channels`).
     """
 
     path_column: str | None = None
@@ -115,11 +118,12 @@ class SourceOptions:
     frame_size: int | None = None
     nan_fill: float | None = None
     hdf5_group: str | None = None
+    channels: str | None = None
 
     @property
     def readers(self) -> Readers:
         """What every file reader of a source needs from these options."""
-        return Readers(self.max_pixels, self.max_voxels, self.nan_fill, self.channel, self.audio_dtype)
+        return Readers(self.max_pixels, self.max_voxels, self.nan_fill, self.channel, self.audio_dtype, self.channels)
 
 
 def detect(
@@ -229,7 +233,7 @@ def _open(kind: str, root: Path, options: SourceOptions) -> dict[str, Source]:
         if kind == "volumes":
             return dict(class_folder(root, VolumeFolderSource, max_voxels=options.max_voxels,
                                      nan_fill=options.nan_fill))
-        return dict(class_folder(root, ImageFolderSource, max_pixels=options.max_pixels))
+        return dict(class_folder(root, ImageFolderSource, max_pixels=options.max_pixels, channels=options.channels))
     if kind == "hdf5":
         from .hdf5 import Hdf5Source
 

@@ -38,6 +38,7 @@ class Readers:
     nan_fill: float | None = None
     channel: str = "mix"
     audio_dtype: str = "int16"
+    channels: str | None = None  # images' channel policy (prebake.sources.images.with_channels)
 
 
 def row_family(path: Path, by_content: bool = True) -> str | None:
@@ -81,7 +82,7 @@ def read_file(path: Path, reads: str, readers: Readers) -> dict[str, Any]:
             f"read clips with {opt('kind', 'video')}"
         raise BadItemError(f"is {_a(kind)} file, in a table of images and volumes: give it a table of its own "
                            f"({fix}), or leave the row out")
-    return {"image": decode_image(path, readers.max_pixels)}
+    return {"image": decode_image(path, readers.max_pixels, readers.channels)}
 
 
 def _a(kind: str | None) -> str:

@@ -44,7 +44,7 @@ from ..identity.files import file_identity
 from .audio import check_channel, check_dtype
 from .base import Source
 from .by_content import READS, SNIFFED_ROWS, Readers, read_file, require_readers, row_family, table_reads
-from .images import DEFAULT_MAX_PIXELS
+from .images import DEFAULT_MAX_PIXELS, check_channels
 from .volume_readers import DEFAULT_MAX_VOXELS, identity_files
 
 #: Column names tried, in order, when no path column is given.
@@ -164,7 +164,7 @@ class CsvSource(Source):
     ):
         readers = readers or Readers()
         self.readers = Readers(int(max_pixels), int(max_voxels), readers.nan_fill, check_channel(readers.channel),
-                               check_dtype(readers.audio_dtype))
+                               check_dtype(readers.audio_dtype), check_channels(readers.channels))
         self.max_pixels, self.max_voxels = self.readers.max_pixels, self.readers.max_voxels
         if reads is not None and reads not in READS:
             raise OptionError(f"a CSV table reads {' or '.join(READS)}, not {reads!r}")
@@ -276,6 +276,14 @@ class CsvSource(Source):
     def _file(self, row: _Row) -> Path:
         return self.base_dir / row.path  # an absolute row.path replaces base_dir
 
+    def _not_found(self, row: _Row, path: Path) -> str:
+        """A missing file shown where it was looked for: a relative row path is read under ``base_dir``."""
+        if Path(row.path).is_absolute():
+            return f"file not found: {path}"
+        under = "the CSV's folder" if self.base_dir == self.csv_path.parent else "the given base directory"
+        return (f"file not found: {path} (read under {self.base_dir}, {under}; if the CSV's paths are relative "
+                f"to another directory, pass {opt('base_dir', 'DIR')})")
+
     def keys(self) -> list[str]:
         return [f"row {r.line}: {r.path}" if r.path else f"row {r.line}" for r in self._rows]
 
@@ -283,9 +291,12 @@ class CsvSource(Source):
         row = self._rows[index]
         if row.error is not None:
             raise BadItemError(row.error)
+        path = self._file(row)
         try:
-            item: dict[str, Any] = read_file(self._file(row), self.reads, self.readers)
+            item: dict[str, Any] = read_file(path, self.reads, self.readers)
         except BadItemError as e:
+            if not os.path.lexists(path):
+                raise BadItemError(self._not_found(row, path)) from None
             raise BadItemError(e.reason) from None  # the key already names the row and the file
         item.update({name: values[index] for name, values in self._kept.items()})
         if self.label_names:
@@ -322,7 +333,8 @@ class CsvSource(Source):
         """What changes the items beyond the files (only what is set, so older caches' identities hold)."""
         r = self.readers
         audio = {"reads": "audio", "channel": r.channel, "audio_dtype": r.audio_dtype} if self.reads == "audio" else {}
-        return {**audio, **({"nan_fill": r.nan_fill} if r.nan_fill is not None else {})}
+        return {**audio, **({"nan_fill": r.nan_fill} if r.nan_fill is not None else {}),
+                **({"channels": r.channels} if r.channels is not None else {})}
 
 
 def _label_text(label: Any) -> str:

@@ -33,7 +33,7 @@ from ..cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFI
 from ..errors import SourceError
 from ..identity.files import file_identity
 from .base import Source
-from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, decode_image, is_image_file
+from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_channels, decode_image, is_image_file
 from .sniff import family, name_family
 
 log = logging.getLogger(__name__)
@@ -159,9 +159,9 @@ class ImageFolderSource(ClassFolderSource):
     content_family = "image"
 
     def __init__(self, root: str | os.PathLike[str], classes: Iterable[str] | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, channels: str | None = None):
         super().__init__(root, classes)
-        self.max_pixels = int(max_pixels)
+        self.max_pixels, self.channels = int(max_pixels), check_channels(channels)
 
     @classmethod
     def is_item_file(cls, name: str) -> bool:
@@ -171,11 +171,13 @@ class ImageFolderSource(ClassFolderSource):
         return ("PIL.Image",)
 
     def read_file(self, path: Path) -> dict[str, Any]:
-        return {"image": decode_image(path, self.max_pixels)}
+        return {"image": decode_image(path, self.max_pixels, self.channels)}
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["params"]["max_pixels"] = self.max_pixels
+        if self.channels is not None:  # only when set, so caches made before the policy existed stay fresh
+            out["params"]["channels"] = self.channels
         return out
 
 

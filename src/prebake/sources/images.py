@@ -41,11 +41,12 @@ import os
 import struct
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import BadItemError, opt
+from ..errors import BadItemError, OptionError, opt
 from .notes import note
 from .sniff import FAMILY, IMAGE_EXTENSIONS, sniff
 
@@ -59,9 +60,11 @@ def is_image_file(name: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image | np.ndarray:
+def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS,
+                 channels: str | None = None) -> Image.Image | np.ndarray:
     """Fully decode ``path`` into an RGB image with its EXIF orientation applied (16-bit grey:
-    a ``(1, H, W)`` uint16 array, see the module docstring).
+    a ``(1, H, W)`` uint16 array, see the module docstring); ``channels`` (:data:`CHANNELS`) chooses
+    another channel policy (:func:`with_channels`).
 
     Raises :class:`BadItemError` with a short reason for a missing, empty, unreadable,
     truncated, oversized (over ``max_pixels``, or a decompression bomb) or zero-size image.
@@ -80,7 +83,7 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
                 raise BadItemError(f"zero-size image ({im.width}x{im.height})")
             _note_losses(im, deep)
             oriented = ImageOps.exif_transpose(im)
-            return full_depth(oriented) if oriented.mode.startswith("I;16") else to_rgb(oriented)
+            return with_channels(oriented, channels)
     except BadItemError:
         raise
     except Image.DecompressionBombError as e:
@@ -185,6 +188,44 @@ def _shortfall(path: Path) -> str | None:
         if size < declared:
             return f"file has {size} bytes, its RIFF header declares {declared}"
     return None
+
+
+#: The channel policies of images (``SourceOptions.channels``, ``--channels``): None, the default, is the rule
+#: of the module docstring (8-bit images as RGB with alpha dropped, as torchvision's loader gives them;
+#: 16-bit grey kept at full depth, one channel).
+CHANNELS = ("1", "3", "keep")
+_KEPT = {"L": "L", "1": "L", "LA": "LA", "La": "LA", "PA": "RGBA", "RGB": "RGB", "RGBA": "RGBA", "RGBa": "RGBA"}
+
+
+def check_channels(channels: Any) -> str | None:
+    """``channels`` as given when it is None or one of :data:`CHANNELS`; else an OptionError naming them."""
+    if channels is None or (isinstance(channels, str) and channels in CHANNELS):
+        return channels
+    raise OptionError(f"{opt('channels')} is {channels!r}; give 1 (every image one grey channel), 3 (every image "
+                      "RGB) or keep (each file's own channels: grey 1, grey+alpha 2, RGB 3, RGBA 4), or leave it out "
+                      "(8-bit images as RGB, 16-bit grey kept at full depth)")
+
+
+def with_channels(im: Image.Image, channels: str | None) -> Image.Image | np.ndarray:
+    """``im`` under a channel policy: None (the module docstring's rule); ``"1"`` every image one grey channel
+    (ITU-R 601 luma, as Pillow's ``convert("L")``; grey values unchanged, 16-bit grey at full depth); ``"3"``
+    every image RGB (16-bit grey repeated into three uint16 channels, every value kept); ``"keep"`` the file's own
+    channels (grey 1, grey + alpha 2, RGB 3, RGBA 4; a palette image RGB, or RGBA when it has a transparent
+    colour; CMYK, YCbCr, LAB and HSV as RGB)."""
+    if im.mode.startswith("I;16"):
+        deep = full_depth(im)
+        return np.ascontiguousarray(np.repeat(deep, 3, axis=0)) if channels == "3" else deep
+    if channels is None or channels == "3":
+        return to_rgb(im)
+    if channels == "1":
+        return im if im.mode == "L" else im.convert("L") if im.mode in _KEPT else to_rgb(im).convert("L")
+    if im.mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    kept = _KEPT.get(im.mode)
+    if kept is not None:
+        return im if kept == im.mode else im.convert(kept)
+    rgb = to_rgb(im)  # I and F are grey: one channel, as the default rule scales them
+    return rgb.convert("L") if im.mode in ("I", "F") else rgb
 
 
 def full_depth(im: Image.Image) -> np.ndarray:
