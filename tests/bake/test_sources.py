@@ -239,7 +239,9 @@ def test_csv_string_labels(tmp_path):
             source.read(i)
         reasons.append(f"{source.keys()[i]}: {info.value.reason}")  # as the manifest pairs them
     assert reasons == [
-        "row 11: scans/missing.png: file not found",
+        f"row 11: scans/missing.png: file not found: {csv_path.parent.resolve() / 'scans' / 'missing.png'} (read "
+        f"under {csv_path.parent.resolve()}, the CSV's folder; if the CSV's paths are relative to another directory, "
+        "pass base_dir='DIR')",
         "row 12: empty path in column 'image_path'",
         "row 13: has 1 fields, the header has 2",
     ]

@@ -71,7 +71,7 @@ def _source(cache: Any, column: Any, view: str) -> None:
                         f"prebake.open(path), e.g. prebake.{view}(prebake.open('cache/clips'), ...)")
     if not isinstance(column, str):
         raise ViewError(f"{view}(column={shown(column)}): column must be the name (str) of a ragged column of "
-                        f"{cache.path}: one of {_row_columns(cache)}")
+                        f"{cache.path}: {_pick_rows(cache)}")
 
 
 class View(torch.utils.data.Dataset):
@@ -165,6 +165,15 @@ def _row_columns(cache: Cache) -> list[str]:
     return [n for n, s in cache.specs.items() if s.ragged and not s.shaped]
 
 
+def _pick_rows(cache: Cache) -> str:
+    """The ragged columns a view may cut, or why there are none; either way the way out."""
+    rows = _row_columns(cache)
+    if rows:
+        return f"pick one of {rows}, or read whole items with prebake.Loader(cache)"
+    return (f"it has no ragged column of rows (its columns {', '.join(cache.columns)} have one shape per item, "
+            "or vary beyond their first axis), so there is nothing to cut: read whole items with prebake.Loader(cache)")
+
+
 def _varying(cache: Cache, name: str) -> str:
     return f"shape {list(cache.specs[name].shape)}, null where items differ"
 
@@ -176,8 +185,8 @@ def _aligned(cache: Cache, column: str, columns: Sequence[str] | None) -> tuple[
     if not cache.specs[column].ragged or cache.specs[column].shaped:
         what = (f"holds items that differ beyond their first axis ({_varying(cache, column)}), which have no rows "
                 "to cut" if cache.specs[column].ragged else "is not ragged (one row per item)")
-        raise ViewError(f"column {column!r} of {cache.path} {what}; a view cuts the rows of a ragged column: pick "
-                        f"one of {_row_columns(cache)}, or read whole items with prebake.Loader(cache)")
+        raise ViewError(f"column {column!r} of {cache.path} {what}; a view cuts the rows of a ragged column: "
+                        f"{_pick_rows(cache)}")
     offsets = cache.column(column).offsets  # type: ignore[union-attr]
     names = list(cache.columns) if columns is None else list(columns)
     fixed, ragged = [], []
@@ -394,6 +403,9 @@ class Items(View):
 
     def identity(self) -> dict[str, Any]:
         return {"view": "items", "len": len(self)}
+
+    def __repr__(self) -> str:
+        return f"Items({self.cache.path.name!r}, items={len(self)}, columns={self.columns}, pad={self.pad})"
 
 
 def refuse_shaped_convert(convert: Any, cache: Cache) -> None:

@@ -77,16 +77,23 @@ def make_view(cache: Cache, opts: BenchOptions) -> View:
     """The items to time: the cache's own, or a view of one of its ragged columns."""
     if opts.view is None:
         return Items(cache, opts.columns)
-    ragged = [n for n, s in cache.specs.items() if s.ragged]
+    if opts.view not in ("windows", "elements"):
+        raise OptionError(f"view={opts.view!r}: the bench's views are 'windows' and 'elements' (or none: the "
+                          "cache's items); pass --windows COLUMN LENGTH or --elements COLUMN")
+    rows = [n for n, s in cache.specs.items() if s.ragged and not s.shaped]
+    whole = f"run prebake bench {cache.path} without --windows or --elements to time its whole items"
+    choice = (f"pick one of {rows}, or {whole}" if rows else "the cache has no ragged column of rows (its columns "
+              f"{', '.join(cache.columns)} have one shape per item, or vary beyond their first axis): {whole}")
     if opts.column is None:
-        raise OptionError(f"view={opts.view!r} needs the ragged column it cuts, one of {ragged} of {cache.path}: "
-                          "pass --windows COLUMN LENGTH or --elements COLUMN (column= in BenchOptions)")
+        raise OptionError(f"view={opts.view!r} needs the ragged column of rows it cuts, given by --windows COLUMN "
+                          f"LENGTH or --elements COLUMN (column= in BenchOptions); {choice}")
+    if opts.column not in rows:
+        flag = f"--windows {opts.column} {opts.length}" if opts.view == "windows" else f"--elements {opts.column}"
+        raise OptionError(f"{flag}: column {opts.column!r} of {cache.path} is not a ragged column of rows, which a "
+                          f"view cuts; {choice}")
     if opts.view == "windows":
         return Windows(cache, opts.column, opts.length, context=opts.context, columns=opts.columns)
-    if opts.view == "elements":
-        return Elements(cache, opts.column, columns=opts.columns)
-    raise OptionError(f"view={opts.view!r}: the bench's views are 'windows' and 'elements' (or none: the cache's "
-                      "items); pass --windows COLUMN LENGTH or --elements COLUMN")
+    return Elements(cache, opts.column, columns=opts.columns)
 
 
 def describe_view(view: View) -> str:
