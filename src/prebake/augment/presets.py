@@ -1,4 +1,4 @@
-"""Ready pipelines for the seeds' two cases: heart-sound pretraining and CIFAR into a 224 px ViT."""
+"""Ready pipelines for two workloads: heart-sound pretraining, and CIFAR into a 224 px ViT (federated ViT)."""
 
 from __future__ import annotations
 

@@ -165,10 +165,10 @@ def _split_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    c = _command(sub, "bench", "samples/s of prebake.Loader against DataLoaders, the seeds' pipelines and peers")
+    c = _command(sub, "bench", "samples/s of prebake.Loader against DataLoaders, the original pipelines and peers")
     c.description = ("Time every pipeline on the same cache, in one run, in interleaved rounds of whole epochs, and "
                      "print the ratios with their spread. An image cache (uint8 3 x H x W 'image', 'label'): against "
-                     "the seeds' pipelines and peer libraries, all producing normalised float32 batches. Any other "
+                     "the original pipelines and peer libraries, all producing normalised float32 batches. Any other "
                      "cache, or a view of a ragged column: against DataLoaders over the same items, the same "
                      "values checked, with a per-column summary.")
     c.add_argument("path", metavar="CACHE", help="any prebake cache")
@@ -184,8 +184,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--device", metavar="D", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     c.add_argument("--seconds", type=float, default=3.0, metavar="T", help="timed seconds per pipeline (default 3)")
     c.add_argument("--limit", type=int, metavar="N", help="use the first N items (default: all, or fewer to "
-                   "keep the seed's float32 file under 4 GiB)")
-    c.add_argument("--workers", type=int, default=4, metavar="W", help="DataLoader workers (default 4, the seed's)")
+                   "keep the offline pipeline's float32 file under 4 GiB)")
+    c.add_argument("--workers", type=int, default=4, metavar="W",
+                   help="DataLoader workers (default 4, as the original)")
     c.add_argument("--only", action="append", metavar="KEY", help="run only these pipelines (repeatable): "
                    "prebake, prebake-ram, prebake-device, dataloader, seed-offline, seed-online, hf-datasets, litdata")
     c.add_argument("--no-peers", action="store_true", help="skip the peer libraries")

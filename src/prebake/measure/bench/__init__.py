@@ -1,8 +1,8 @@
 """``prebake bench``: samples/s of the prebake Loader against other pipelines over the same cache, in one run.
 
-- An image cache (uint8 ``3 x H x W`` images and labels, such as a CIFAR-10 build): against the seeds'
-  pipelines and peer libraries, every one producing the same normalised float32 batches
-  (:mod:`.images`, :mod:`.pipelines`, :mod:`.peers`).
+- An image cache (uint8 ``3 x H x W`` images and labels, such as a CIFAR-10 build): against the
+  federated ViT workload's original pipelines and peer libraries, every one producing the same
+  normalised float32 batches (:mod:`.images`, :mod:`.pipelines`, :mod:`.peers`).
 - Any cache or view (audio, volumes, ragged columns, :class:`~prebake.Windows`,
   :class:`~prebake.Elements`): against a DataLoader over the same items, the same tensors checked,
   with a per-column summary (:mod:`.anycache`).

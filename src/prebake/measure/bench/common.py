@@ -25,7 +25,7 @@ class BenchOptions:
     min_batches: int = 20  # batches per round at least (whole epochs)
     warmup: int = 1  # rounds per pipeline not counted (worker start-up, first page faults)
     limit: int | None = None  # items used (default: all, or fewer to keep the seed offline file <= 4 GiB)
-    workers: int = 4  # DataLoader workers of every DataLoader pipeline (the seed's setting)
+    workers: int = 4  # DataLoader workers of every DataLoader pipeline (the original setting)
     only: list[str] | None = None  # pipeline keys to run (default: all)
     peers: bool = True
     workdir: Path | None = None  # where the seed offline file and peer formats go (default: a temp dir)

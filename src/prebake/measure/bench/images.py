@@ -1,5 +1,6 @@
-"""``prebake bench`` on an image cache: samples/s of the prebake Loader against the seeds' pipelines and
-peer libraries, in one run, on the same data, all producing the same normalised float32 batches.
+"""``prebake bench`` on an image cache: samples/s of the prebake Loader against the federated ViT
+workload's original pipelines and peer libraries, in one run, on the same data, all producing the same
+normalised float32 batches.
 
 Every pipeline is made first, then timed over whole epochs in interleaved rounds with its files in
 the page cache (see :mod:`prebake.measure.bench.timing`); on CUDA the clock stops after a
@@ -33,7 +34,7 @@ from .peers import PEERS, PeerUnavailable
 from .timing import Timed, time_rounds
 
 log = logging.getLogger(__name__)
-OFFLINE_FILE_CAP = 4 << 30  # default --limit keeps the seed's float32 file under 4 GiB
+OFFLINE_FILE_CAP = 4 << 30  # default --limit keeps the offline pipeline's float32 file under 4 GiB
 ITEMS_CAP = 50_000  # default --limit: an epoch of the slowest pipeline stays a few seconds
 
 
@@ -100,7 +101,7 @@ def _check(name: str, x: torch.Tensor, y: torch.Tensor, data: P.BenchData) -> No
 
 
 def _raw_images(cache: Cache, n: int) -> tuple[np.ndarray, str]:
-    """The images the seed's online pipeline starts from: the cache's CIFAR source when it is still
+    """The images the original online pipeline starts from: the cache's CIFAR source when it is still
     there (32 px, as torchvision holds it), else the cached images themselves."""
     src = (cache.manifest.get("fingerprint") or {}).get("inputs", {}).get("source") or {}
     root, split = src.get("root"), (src.get("params") or {}).get("split")
@@ -159,7 +160,7 @@ def run_bench(path: str | os.PathLike[str], opts: BenchOptions,
                        opts.batch_size, device, opts.workers, workdir)
     try:
         with warnings.catch_warnings():
-            # the seed's 4 workers exceed the cores of a small machine; torch warns per DataLoader
+            # the original 4 workers exceed the cores of a small machine; torch warns per DataLoader
             warnings.filterwarnings("ignore", message="This DataLoader will create")
             rows = _time_all(_plan(data, opts), data, opts, progress)
     finally:

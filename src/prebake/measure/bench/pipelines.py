@@ -115,7 +115,7 @@ def dataloader_over_cache(data: BenchData) -> Pipeline:
     return Pipeline(name, on_device(loader, data, lambda b: (b["image"], b["label"]), norm))
 
 
-# -- the seeds' pipelines -----------------------------------------------------------------------
+# -- the original pipelines --------------------------------------------------------------------
 
 def _seed_normalize(x: torch.Tensor) -> torch.Tensor:
     """torchvision's Normalize(inplace=False): clone, then sub_ and div_ by per-channel tensors."""
@@ -162,7 +162,7 @@ def seed_online(data: BenchData) -> Pipeline:
 
 
 def write_seed_offline(data: BenchData, path: Path) -> tuple[int, ...]:
-    """The seed's preprocess output: float32 [0, 1] N x 3 x S x S, written in chunks."""
+    """The original preprocess output: float32 [0, 1] N x 3 x S x S, written in chunks."""
     shape = (data.n, 3, data.size, data.size)
     out = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
     images = cast(np.ndarray, data.cache.column("image"))  # a fixed uint8 column: image_size() checked it
