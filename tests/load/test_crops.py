@@ -165,3 +165,20 @@ def test_convert_turns_the_crops_into_floats(cache, items):
                                  convert={"image": torch.float32}))
     assert all(f["image"].dtype == torch.float32 and torch.equal(f["image"], p["image"].float())
                for f, p in zip(floats, plain))
+
+
+@pytest.mark.parametrize("fy, fx", [(2, 3), (4, 1), (5, 5)])
+def test_whole_factor_blocks_average_only_the_pixels_inside_each_box(fy, fx):
+    """The area averaging before the resize: each block's mean over its pixels inside the box, the last,
+    partial block too (pixels past the box, another image's or padding, never enter it)."""
+    from prebake.load.crop_resize import _average
+    rng = np.random.default_rng(fy * 10 + fx)
+    hw = np.array([[4 * fy - 1, 3 * fx], [2 * fy, 3 * fx - 1], [1, 1]])  # partial last blocks, a 1 x 1 box
+    got = rng.integers(0, 256, (3, 2, 4 * fy, 3 * fx), dtype=np.uint8)
+    out = _average(torch.from_numpy(got), hw, fy, fx).numpy()
+    assert out.shape == (3, 2, 4, 3)
+    for b, (h, w) in enumerate(hw.tolist()):
+        for k in range(-(-h // fy)):
+            for q in range(-(-w // fx)):
+                block = got[b, :, k * fy:min((k + 1) * fy, h), q * fx:min((q + 1) * fx, w)]
+                assert np.allclose(out[b, :, k, q], block.reshape(2, -1).mean(1), atol=1e-4), (b, k, q)

@@ -47,7 +47,7 @@ def check_source(cache: Any, column: Any) -> tuple[int, ...]:
 
 def check_size(size: Any) -> int:
     """``size``: the output side, a whole number in 1..MAX_SIZE."""
-    if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral) or not 1 <= size <= MAX_SIZE:
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral) or not 1 <= int(size) <= MAX_SIZE:
         raise ViewError(f"Crops(size={shown(size)}): size is the side of the square crops, a whole number from 1 to "
                         f"{MAX_SIZE}, e.g. size=224")
     return int(size)

@@ -83,9 +83,9 @@ def _resize(batch: CropBatch, read: Any, device: torch.device, dtype: torch.dtyp
     # one group per factor pair and half-octave of reduced size: padded to its largest box, a group then reads
     # 1.15x the boxes' pixels, where one group per factor pair read 2.4x (crops of benchmarks/crops.py's photos)
     key = np.concatenate([f, np.floor(2 * np.log2(np.maximum(blocks, 1)))], 1)
-    pairs, group = np.unique(key, axis=0, return_inverse=True) if n else (np.zeros((0, 4), np.int64), None)
+    pairs, group = np.unique(key, axis=0, return_inverse=True)
     for g, (fy, fx) in enumerate(pairs[:, :2].astype(np.int64).tolist()):  # over groups, never over samples
-        m = np.flatnonzero(group.reshape(-1) == g)
+        m = np.flatnonzero(np.reshape(group, -1) == g)
         hg, wg = int(blocks[m, 0].max()) * fy, int(blocks[m, 1].max()) * fx
         got = read(Boxes(batch.offset[m], batch.shape[m], box[m, :2], (hg, wg), batch.lead, 0))
         small = _average(got.reshape(len(m), channels, hg, wg), box[m, 2:4], fy, fx)
