@@ -34,6 +34,7 @@ import prebake  # noqa: E402
 from tests.faults.trials import Row  # noqa: E402
 from tests.faults.trials.concurrency import concurrent_builders, reader_during_swap  # noqa: E402
 from tests.faults.trials.corruption import data_flips, manifest_flips, truncations  # noqa: E402
+from tests.faults.trials.crops import crops  # noqa: E402
 from tests.faults.trials.ddp import ddp_subsets  # noqa: E402
 from tests.faults.trials.diskfull import disk_full  # noqa: E402
 from tests.faults.trials.docs import docs  # noqa: E402
@@ -95,6 +96,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("geometry", lambda d: geometry(d, n(300, 18), seed=19)),
         ("schema", lambda d: schema(d, n(200, 8), seed=20)),
         ("patches", lambda d: patches(d, n(200, 4), seed=21)),
+        ("crops", lambda d: crops(d, n(240, 6), seed=22)),
     ]
 
 

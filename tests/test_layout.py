@@ -36,7 +36,7 @@ ALLOWED = {
     "load": {"cache"},
     "augment": set(),
     "measure": {"load", "cache", "bake", "augment"},
-    "cli": _EVERYTHING - {"__main__", "integrations"},
+    "cli": _EVERYTHING - {"__main__"},  # prebake export --format hf runs integrations.hf (which never imports cli)
     "integrations": _EVERYTHING - {"__main__", "cli", "demo"},  # adapters to other libraries, at the top
     "errors": set(), "_version": set(), "_lazy": set(), "progress": set(), "configfile": set(),
     "config": {"configfile"},  # the settings' names, types and ranges, and reading a config file
