@@ -279,9 +279,11 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
     done_items = sum(len(plan.chunk_range(c)) for c in partial.done)
     if progress:
         progress(split, done_items, plan.num_keys)
-    tasks = [(partial.out, plan, c, _slice(reuse, plan.chunk_range(c))) for c in pending]
+    varying = {name for r in partial.done.values() for name, s in r.spills.items() if s}
+    # a task is sent when a worker takes it: it carries the columns spilled by then (bake/spill.py's Fitter)
+    tasks = [(partial.out, plan, c, _slice(reuse, plan.chunk_range(c)), varying) for c in pending]
     if pool is None:
-        results: Iterator[ChunkResult] = (run_chunk(job, c, r) for _, _, c, r in tasks)
+        results: Iterator[ChunkResult] = (run_chunk(job, c, r, set(v)) for _, _, c, r, v in tasks)
     else:
         results = pool.imap_unordered(_pool_chunk, tasks, describe=_describe_task)
     buffer: list[ChunkResult] = []
@@ -293,6 +295,7 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
             if runner is not None:
                 runner.process(r, _slice(reuse, plan.chunk_range(r.chunk)))
             buffer.append(r)
+            varying.update(name for name, s in r.spills.items() if s)
             schema.add(r)  # items that cannot share a column stop the build now, not after the last chunk
             done_items += len(plan.chunk_range(r.chunk))
             if progress:
@@ -495,19 +498,23 @@ def _slice(reuse: np.ndarray | None, rows: range) -> np.ndarray | None:
     return None if reuse is None else reuse[rows.start : rows.stop]
 
 
-def _describe_task(task: tuple[Path, BuildPlan, int, np.ndarray | None]) -> str:
-    out, plan, chunk, _ = task
+Task = tuple[Path, BuildPlan, int, "np.ndarray | None", set[str]]  # out, plan, chunk, reuse, columns spilled so far
+
+
+def _describe_task(task: Task) -> str:
+    out, plan, chunk = task[:3]
     rows = plan.chunk_range(chunk)
     return f"chunk {chunk} (items {rows.start}..{rows.stop - 1}) of {out}"
 
 
-def _pool_chunk(task: tuple[Path, BuildPlan, int, np.ndarray | None]) -> ChunkResult:
-    out, plan, chunk, reuse = task
+def _pool_chunk(task: Task) -> ChunkResult:
+    out, plan, chunk, reuse = task[:4]
+    varying = task[4] if len(task) > 4 else ()  # Ray's executor sends the first four
     job = _JOB
     assert job is not None, "worker started without a job"
     if job.partial is None or job.partial.plan != plan:
         job.partial, job._columns = PartialCache(out, plan, {}), None
-    return run_chunk(job, chunk, reuse)
+    return run_chunk(job, chunk, reuse, varying)
 
 
 def workers_default() -> int:

@@ -70,7 +70,7 @@ def seal(path: Path, plan: BuildPlan, done: Mapping[int, ChunkResult], keys: lis
     good = np.ones(plan.num_keys, dtype=bool)
     good[np.array([i for i, _ in bad], dtype=np.int64)] = False
     decisions = rewrite.decide(path, plan, results, good, keys)
-    rewrite.rewrite_columns(path, plan, decisions)
+    checksums = rewrite.rewrite_columns(path, plan, decisions)
     rewritten = {name for name, d in decisions.items() if d.rewrite}
     _compact(path, plan, good, rewritten)
     kept = [decisions[c.name].spec for c in plan.kept]
@@ -84,7 +84,7 @@ def seal(path: Path, plan: BuildPlan, done: Mapping[int, ChunkResult], keys: lis
         "prebake_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "num_items": int(good.sum()),
-        "columns": {c.name: _column_entry(path, c, decisions[c.name].schema) for c in kept},
+        "columns": {c.name: _column_entry(path, c, decisions[c.name].schema, checksums) for c in kept},
         "classes": classes,
         "fingerprint": fingerprint,
         "skipped": [{"index": i, "key": keys[i], "reason": r} for i, r in bad],
@@ -187,12 +187,13 @@ def _write_item_keys(path: Path, keys: list[str]) -> dict[str, Any]:
     return {"bytes": file.stat().st_size, "xxh3_64": file_checksum(file)}
 
 
-def _column_entry(path: Path, c: ColumnSpec, schema: dict[str, Any]) -> dict[str, Any]:
+def _column_entry(path: Path, c: ColumnSpec, schema: dict[str, Any], known: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest's entry of column ``c``; ``known``: checksums of files hashed as they were written."""
     files = {}
     for name in c.files:
         file = path / name
         fsync_path(file)
-        files[name] = {"bytes": file.stat().st_size, "xxh3_64": file_checksum(file)}
+        files[name] = {"bytes": file.stat().st_size, "xxh3_64": known.get(name) or file_checksum(file)}
     return {**c.to_json(), "files": files, "schema": schema}
 
 

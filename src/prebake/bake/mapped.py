@@ -42,9 +42,11 @@ class MappedColumns:
             self.arrays[c.name] = np.ndarray(shape, dtype, buffer=mm, offset=offset)
             self._maps[c.name] = (mm, offset)
 
-    def flush_rows(self, start: int, stop: int) -> None:
-        """msync rows [start, stop) of every column (page-aligned, as msync requires)."""
+    def flush_rows(self, start: int, stop: int, skip: frozenset[str] = frozenset()) -> None:
+        """msync rows [start, stop) of every column but ``skip`` (page-aligned, as msync requires)."""
         for name, (mm, offset) in self._maps.items():
+            if name in skip:
+                continue
             row = self.arrays[name][:1].nbytes
             lo, hi = offset + start * row, offset + stop * row
             lo -= lo % mmap.PAGESIZE

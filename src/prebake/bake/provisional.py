@@ -9,14 +9,17 @@ shape in the journal. :class:`Provisional` walks them in row order, skipped rows
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..cache.format import ColumnSpec
+from ..errors import CacheCorruptError
 from .plan import BuildPlan, ChunkResult, shapes_shard, shard_files, spill_shard
+from .streamed import drop_pages, read_ahead
 
 
 class Provisional:
@@ -77,12 +80,19 @@ class Provisional:
     def items(self) -> Iterator[np.ndarray]:
         """Every good item's value in row order, as the workers stored it (its own dtype if it spilled)."""
         fixed = np.load(self.path / self.spec.files[0], mmap_mode="r") if not self.spec.ragged else None
-        for r in self.results:
+        shards = [_Spilled(spill_shard(self.path, self.spec.name, r.chunk), r.spills.get(self.spec.name, []))
+                  for r in self.results]
+        for k, r in enumerate(self.results):
             stored = self._stored(r.chunk, fixed, self._good_rows(r), r.spills.get(self.spec.name, []))
-            spilled = _spilled(spill_shard(self.path, self.spec.name, r.chunk), r.spills.get(self.spec.name, []))
-            for row in self._good_rows(r):
-                got = spilled.get(int(row))
-                yield got if got is not None else next(stored)
+            spilled = shards[k]
+            if k + 1 < len(shards):
+                shards[k + 1].prefetch()  # read from disk while this chunk's items are written
+            try:
+                for row in self._good_rows(r):
+                    got = spilled.pop(int(row))
+                    yield got if got is not None else next(stored)
+            finally:
+                spilled.close()
 
     def _stored(self, chunk: int, fixed: np.ndarray | None, rows: np.ndarray, spills: list[list[Any]]
                 ) -> Iterator[np.ndarray]:
@@ -105,14 +115,60 @@ def _cut(values: np.ndarray, ends: np.ndarray, shapes: np.ndarray | None) -> Ite
         start = end
 
 
-def _spilled(file: Path, spills: list[list[Any]]) -> Mapping[int, np.ndarray]:
-    """``{row: value}`` of a chunk's spilled items, read from its spill shard (memory-mapped)."""
-    if not spills:
-        return {}
-    sizes = [np.dtype(d).itemsize * math.prod(shape) for _, d, shape in spills]
-    raw = np.memmap(file, dtype=np.uint8, mode="r") if sum(sizes) else np.empty(0, np.uint8)
-    out, pos = {}, 0
-    for (row, d, shape), size in zip(spills, sizes):
-        out[int(row)] = raw[pos : pos + size].view(np.dtype(d)).reshape(shape)
-        pos += size
-    return out
+class _Spilled:
+    """The spilled items of a chunk, read one by one from its spill shard (``{row: value}`` by :meth:`pop`), the
+    shard's pages let go once read: the commit reads each shard once (bake/streamed.py says why)."""
+
+    def __init__(self, file: Path, spills: list[list[Any]]):
+        self.file, self._fd, self._size = file, -1, -1
+        self._at: dict[int, tuple[int, np.dtype, tuple[int, ...]]] = {}
+        pos = 0
+        for row, d, shape in spills:
+            dtype = np.dtype(d)
+            self._at[int(row)] = (pos, dtype, tuple(shape))
+            pos += dtype.itemsize * math.prod(shape)
+
+    def _open(self) -> int:
+        if self._fd < 0:
+            try:
+                self._fd = os.open(self.file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError:
+                raise self._damaged(f"is missing, and the journal names {len(self._at)} spilled items in it") from None
+        return self._fd
+
+    def _damaged(self, what: str) -> CacheCorruptError:
+        return CacheCorruptError(f"{self.file} {what}: the build directory was damaged or changed since it was "
+                                 f"written; delete it with 'prebake clear {self.file.parent.parent}' and build again")
+
+    def prefetch(self) -> None:
+        """Start reading the shard from disk (the kernel goes on after the descriptor is closed)."""
+        if self._at:
+            read_ahead(self._open())
+            os.close(self._fd)
+            self._fd = -1
+
+    def pop(self, row: int) -> np.ndarray | None:
+        """Row ``row``'s spilled value, or None when it did not spill."""
+        at = self._at.pop(row, None)
+        if at is None:
+            return None
+        pos, dtype, shape = at
+        out = np.empty(shape, dtype)
+        if out.nbytes:
+            fd = self._open()
+            if (self._size if self._size >= 0 else self._stat()) < pos + out.nbytes:
+                raise self._damaged(f"ends before the {out.nbytes:,} bytes at {pos:,} that the journal names for row "
+                                    f"{row}")
+            os.preadv(fd, [out.reshape(-1).view(np.uint8).data], pos)
+        return out
+
+    def _stat(self) -> int:
+        self._size = os.fstat(self._fd).st_size
+        return self._size
+
+    def close(self) -> None:
+        """Let the shard's pages go (it is read once) and close it."""
+        if self._fd >= 0:
+            drop_pages(self._fd)
+            os.close(self._fd)
+            self._fd = -1

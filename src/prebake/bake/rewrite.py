@@ -28,7 +28,8 @@ from .npyfile import save_npy
 from .plan import BuildPlan, ChunkResult
 from .provisional import Provisional
 from .schema import check_ndims, layout, promote, schema_entry
-from .space import allocate_npy, check_free
+from .space import check_free
+from .streamed import NpyStream
 
 
 @dataclass
@@ -132,11 +133,15 @@ def _merge(acc: dict[Any, list[int]], key: Any, n: int, first: int) -> None:
     entry[1] = min(entry[1], first)
 
 
-def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decision]) -> None:
-    """Write every column that must change into ``_rewrite/``, mark it done, then move it into place."""
+def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decision]) -> dict[str, str]:
+    """Write every column that must change into ``_rewrite/``, mark it done, then move it into place.
+
+    Returns ``{file name: xxh3-64}`` of the values files written by this call (none when a resumed commit
+    finds them written already): the manifest takes them without reading the files again."""
     todo = [d for d in decisions.values() if d.rewrite]
+    checksums: dict[str, str] = {}
     if not todo:
-        return
+        return checksums
     tmp, marker = path / REWRITE, path / REWRITTEN
     if not marker.exists():
         shutil.rmtree(tmp, ignore_errors=True)
@@ -144,7 +149,7 @@ def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decisio
         what = f"rewriting {len(todo)} column{'s' if len(todo) > 1 else ''} to the schema of every item in {path}"
         check_free(tmp, sum(_final_bytes(d) for d in todo), what)
         for d in todo:
-            write_column(tmp, d, what)
+            checksums[d.spec.files[0]] = write_column(tmp, d, what)
         fsync_path(tmp)
         marker.touch()
         fsync_path(path)
@@ -155,6 +160,7 @@ def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decisio
         old = provisional[d.spec.name]
         if not old.ragged and old.files[0] not in d.spec.files:
             (path / old.files[0]).unlink(missing_ok=True)  # its rows now live in the new layout's files
+    return checksums
 
 
 def _final_bytes(d: Decision) -> int:
@@ -164,33 +170,25 @@ def _final_bytes(d: Decision) -> int:
     return elements * itemsize + 16 * (len(d.shapes) + 1) * (2 if d.spec.shaped else 1) + 384
 
 
-def write_column(tmp: Path, d: Decision, what: str) -> None:
-    """Column ``d.spec``'s files in ``tmp``: every good item, cast to the column's dtype, in row order."""
+def write_column(tmp: Path, d: Decision, what: str) -> str:
+    """Column ``d.spec``'s files in ``tmp``: every good item, cast to the column's dtype, in row order; returns
+    the values file's xxh3-64, hashed as it was written (bake/streamed.py)."""
     spec, shapes, source = d.spec, d.shapes, d.source
     assert shapes is not None and source is not None  # set with rewrite
     dtype, n = np.dtype(spec.dtype), len(shapes)
-    if not spec.ragged:
-        out = allocate_npy(tmp / spec.files[0], dtype, (n, *spec.row_shape), what)
-        for k, item in enumerate(source.items()):
-            out[k] = item
-        _close(out, tmp / spec.files[0])
-        return
-    counts = shapes[:, 0] if not spec.shaped else np.prod(shapes, axis=1, dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    values = allocate_npy(tmp / spec.files[0], dtype, (int(offsets[-1]), *spec.row_shape), what)
-    for k, item in enumerate(source.items()):
-        values[offsets[k] : offsets[k + 1]] = item.reshape(-1) if spec.shaped else item
-    _close(values, tmp / spec.files[0])
-    _save(tmp / spec.files[1], offsets)
+    if spec.ragged:
+        np.cumsum(shapes[:, 0] if not spec.shaped else np.prod(shapes, axis=1, dtype=np.int64), out=offsets[1:])
+    shape = (n, *spec.row_shape) if not spec.ragged else (int(offsets[-1]), *spec.row_shape)
+    with NpyStream(tmp / spec.files[0], dtype, shape, what) as values:
+        for item in source.items():  # a file's values are its items' elements in row order, whatever its layout
+            values.write(item)
+        checksum = values.close()
+    if spec.ragged:
+        _save(tmp / spec.files[1], offsets)
     if spec.shaped:
         _save(tmp / spec.files[2], np.ascontiguousarray(shapes, dtype=np.int64))
-
-
-def _close(mm: np.memmap, file: Path) -> None:
-    mm.flush()
-    del mm
-    fsync_path(file)
+    return checksum
 
 
 def _save(file: Path, arr: np.ndarray) -> None:

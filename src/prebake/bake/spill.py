@@ -5,7 +5,10 @@ exactly) is written where the column's rows go: the memory map, or the chunk's r
 value that does not fit (another size, another dtype, a longer string) is appended to the
 chunk's spill shard ``_shards/<col>.<chunk>.spill.bin`` as raw C-order bytes, its row, dtype
 and shape reported in the :class:`~prebake.bake.plan.ChunkResult`; the spill shard is written
-beside the others, made durable before the chunk is journaled, and stitched in at commit.
+beside the others, made durable before the chunk is journaled, and stitched in at commit. Once a
+chunk has spilled a column, the chunks handed out after it spill every item of that column
+(the parent passes the set with each task): the commit rewrites such a column anyway, so each
+item is written once before it, never into the provisional rows as well.
 A uniform source spills nothing, and its items cost a dtype and shape comparison per column
 (a uniform CIFAR build, 60,000 items: 1.03x the time before, benchmarks/bake.py's data).
 
@@ -28,6 +31,7 @@ from ..errors import BadItemError, FormatError, opt
 from .plan import spill_shard
 from .schema import cast_checked, fits
 from .space import NO_ROOM
+from .streamed import drop_pages
 
 Fitted = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.dtype]]
 _INT64 = np.dtype(np.int64)
@@ -35,12 +39,15 @@ _INT64 = np.dtype(np.int64)
 
 class Fitter:
     """Fits items to the provisional ``specs`` (the user's ``given`` dtypes applied; ``strict``: the columns
-    that never spill). Prepared once per chunk: this runs for every item, so it does only what it must."""
+    that never spill; ``varying``: the columns that earlier chunks spilled, whose every item spills: the commit
+    rewrites them from every item, so a row written into the provisional column would be written twice).
+    Prepared once per chunk: this runs for every item, so it does only what it must."""
 
-    def __init__(self, specs: Sequence[ColumnSpec], given: Mapping[str, str], strict: frozenset[str] = frozenset()):
+    def __init__(self, specs: Sequence[ColumnSpec], given: Mapping[str, str], strict: frozenset[str] = frozenset(),
+                 varying: frozenset[str] = frozenset()):
         self.names = frozenset(c.name for c in specs)
         self.columns = [(c, np.dtype(c.dtype), None if given.get(c.name) is None else np.dtype(given[c.name]),
-                         c.name in strict) for c in specs]
+                         c.name in strict, c.name in varying and c.name not in strict) for c in specs]
 
     def __call__(self, item: Mapping[str, Any]) -> Fitted:
         """``(values that fit their column, values that spill, the dtype of each column whose value was not of its
@@ -48,13 +55,15 @@ class Fitter:
         if item.keys() != self.names:
             _check_names(item, self.names)
         placed, spilled, dtypes = {}, {}, {}
-        for c, dtype, given, strict in self.columns:
+        for c, dtype, given, strict, varies in self.columns:
             raw = item[c.name]
             v = checked_value(c, raw, given)
             had = v.dtype if given is None else np.asarray(raw).dtype
             if had is not dtype and had != dtype:
                 dtypes[c.name] = had
-            if (v.dtype is dtype or fits(v.dtype, dtype)) and _fits_shape(v.shape, c):
+            if varies:  # the commit rewrites this column anyway: its items are written once, to the spill shard
+                spilled[c.name] = v
+            elif (v.dtype is dtype or fits(v.dtype, dtype)) and _fits_shape(v.shape, c):
                 placed[c.name] = v if v.dtype is dtype else v.astype(dtype)
             elif strict:
                 raise BadItemError(_unlike(c, v))
@@ -178,9 +187,14 @@ class ChunkSink:
             raise
 
     def finish(self) -> None:
-        """Close the spill shards and move them to their names (the parent fsyncs them before the journal)."""
+        """Make the spill shards durable, let their pages go, and move them to their names (the parent fsyncs
+        them again before the journal, at no cost then): the commit reads each once, from disk, and a page cache
+        of every spilled byte costs more than that read (bake/streamed.py)."""
         fd = self.partial.shards_fd() if self._files else -1
         for name, f in self._files.items():
+            f.flush()
+            os.fsync(f.fileno())
+            drop_pages(f.fileno())
             f.close()
             final = spill_shard(self.partial.path, name, self.chunk).name
             os.replace(final + ".tmp", final, src_dir_fd=fd, dst_dir_fd=fd)

@@ -9,7 +9,7 @@ small :class:`~prebake.bake.plan.ChunkResult` goes back through the pipe.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -112,9 +112,10 @@ def spec_of(name: str, value: Any, ragged: bool, given: str | None = None) -> Co
     return ColumnSpec.of(name, dtype, v.shape[1:] if ragged else v.shape, ragged)
 
 
-def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkResult:
+def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None, varying: Iterable[str] = ()) -> ChunkResult:
     """Bake one chunk: rows into the memory maps, ragged items into a shard, items unlike the provisional
-    specs into a spill shard (bake/spill.py).
+    specs, and every item of the ``varying`` columns (those earlier chunks spilled), into a spill shard
+    (bake/spill.py).
 
     ``reuse[k] >= 0`` means item ``rows[k]`` is row ``reuse[k]`` of the old cache: copied, not baked.
     """
@@ -126,7 +127,8 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
     item_columns = plan.item_columns  # the stages' outputs are written by the building process
     fixed = [(c.name, cols[c.name]) for c in plan.fixed]
     ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in item_columns if c.ragged}
-    fit = Fitter(item_columns, plan.given, job.stage_inputs())
+    spill_all = frozenset(varying) - job.stage_inputs()
+    fit = Fitter(item_columns, plan.given, job.stage_inputs(), spill_all)
     take_notes()  # what a read before this chunk noted (the probe's item) is not this chunk's
     result = ChunkResult(chunk)
     sink = ChunkSink(job.partial, chunk, item_columns)
@@ -135,8 +137,9 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
             working_on(i)
             try:
                 if reuse is not None and reuse[k] >= 0:  # as the old cache holds it, the stages' outputs too
-                    placed, spilled = _old_row(job, plan.columns, int(reuse[k])), dict[str, np.ndarray]()
-                    dtypes = _other_dtypes(placed, item_columns)
+                    placed = _old_row(job, plan.columns, int(reuse[k]))
+                    spilled = {name: np.asarray(placed.pop(name)) for name in spill_all if name in placed}
+                    dtypes = _other_dtypes({**placed, **spilled}, item_columns)
                 else:
                     placed, spilled, dtypes = fit(bake_item(job, i))
             except BadItemError as e:
@@ -157,7 +160,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None) -> ChunkRes
         sink.abandon()
         raise
     working_on(-1)
-    mapped.flush_rows(rows.start, rows.stop)
+    mapped.flush_rows(rows.start, rows.stop, skip=spill_all)  # no row of a spilled column was written
     for c in item_columns:
         if c.ragged:
             job.partial.write_shard(c, chunk, ragged[c.name])
