@@ -13,7 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 
@@ -100,7 +100,8 @@ def build(source: Any = None, out: str | os.PathLike[str] | None = None, steps: 
                    content_hash=content_hash, watchdog=watchdog, dtypes=dtypes, max_skipped=max_skipped)
     bars = ProgressBars(quiet=progress is False) if progress in (None, True, False) else None
     try:
-        reports = once_per_job(lambda: build_all(*plan, bars if bars is not None else progress), plan[1])
+        callback = bars if bars is not None else cast(Callable[[str, int, int], None], progress)  # a callable here
+        reports = once_per_job(lambda: build_all(*plan, callback), plan[1])
     finally:
         if bars is not None:
             bars.close()
@@ -198,7 +199,8 @@ def _checked(options: Any) -> SourceOptions | None:
     check_channel(s["channel"])
     check_dtype(s["audio_dtype"])
     check_channels(s.get("channels"))
-    return dataclasses.replace(options, **{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+    changes: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}
+    return dataclasses.replace(options, **changes)
 
 
 def _check_sizes(pipeline: Any, options: SourceOptions) -> None:
@@ -208,8 +210,9 @@ def _check_sizes(pipeline: Any, options: SourceOptions) -> None:
             raise OptionError(f"{where(step)} makes images of {step.size:,} x {step.size:,} = {step.size ** 2:,} "
                               f"pixels, over the limit of {options.max_pixels:,}; give a smaller size, or raise "
                               f"{opt('max_pixels')}")
-        if isinstance(step, CropOrPad) and math.prod(step.shape) > options.max_voxels:
-            raise OptionError(f"{where(step)} makes volumes of {math.prod(step.shape):,} voxels, over the limit of "
+        voxels = math.prod(cast("tuple[int, ...]", step.shape)) if isinstance(step, CropOrPad) else 0  # a triple
+        if voxels > options.max_voxels:
+            raise OptionError(f"{where(step)} makes volumes of {voxels:,} voxels, over the limit of "
                               f"{options.max_voxels:,}; give a smaller shape, or raise {opt('max_voxels')}")
 
 

@@ -1,4 +1,4 @@
-"""``OUT/build.log``: what a build did and why, in words (seed 002's ``preprocessing.log``).
+"""``OUT/build.log``: what a build did and why, in words (as the 3-D medical workload's ``preprocessing.log`` was).
 
 Written beside the columns when a build commits (built, rebuilt or resumed): when and by
 which prebake, the source, every transform with its parameters, why it was (re)built,

@@ -29,7 +29,8 @@ def rebuild_reasons(manifest: dict[str, Any]) -> list[str]:
     if not isinstance(origin, dict):
         return source_changes(manifest) + read_changes(inputs)  # built before origins were recorded
     try:
-        options = {k: tuple(v) if isinstance(v, list) else v for k, v in (origin.get("options") or {}).items()}
+        options: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in (origin.get("options") or {}).items()}
         sources = detect(origin["path"], origin.get("kind"), SourceOptions(**options))
     except (PrebakeError, OSError, KeyError, TypeError) as e:
         return [f"the source cannot be opened as it was built: {e}"]

@@ -82,7 +82,8 @@ def _split(columns: Mapping[str, Column]) -> tuple[dict[str, np.ndarray], dict[s
         else:
             items = [np.asarray(a) for a in col]
             if not items:
-                raise FormatError(f"ragged column {name!r} is an empty list; pass Ragged(values, offsets) to give its dtype")
+                raise FormatError(f"ragged column {name!r} is an empty list; pass Ragged(values, offsets) to give "
+                                  "its dtype")
             offsets = np.zeros(len(items) + 1, dtype=np.int64)
             np.cumsum([len(a) for a in items], out=offsets[1:])
             ragged[name] = Ragged(np.concatenate(items, dtype=items[0].dtype), offsets)  # keeps byte order
@@ -94,5 +95,6 @@ def _content_hash(fixed: Mapping[str, np.ndarray], ragged: Mapping[str, Ragged])
     for name, arr in [*fixed.items(), *((k, r.values) for k, r in ragged.items()),
                       *((k + ".offsets", r.offsets) for k, r in ragged.items())]:
         h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
-        h.update(np.ascontiguousarray(arr).view(np.uint8).reshape(-1) if arr.size else b"")
+        # numpy declares the buffer protocol to type checkers only from Python 3.12
+        h.update(np.ascontiguousarray(arr).view(np.uint8).reshape(-1) if arr.size else b"")  # type: ignore[arg-type]
     return h.hexdigest()

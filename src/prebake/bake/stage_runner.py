@@ -61,7 +61,8 @@ class StageRunner:
         self.key = f"{split}: stages" if split else "stages"
         self._mapped: Any = None
         self._old: Any = None
-        self.items, self.seconds, self.util = 0, 0.0, []  # for the closing log line
+        self.items, self.seconds = 0, 0.0  # for the closing log line
+        self.util: list[float] = []
 
     def process(self, result: Any, reuse: np.ndarray | None) -> None:
         """Write every staged column of ``result.chunk`` (fixed rows in the maps, ragged ones as shards)."""

@@ -70,7 +70,8 @@ class Watchdog:
     def report(self, k: int, item: int, seconds: float, who: str, stack: str) -> None:
         log.warning("watchdog: %s has been on item %d (%s) for %.0f s, and is still working on it; its Python "
                     "stack, most recent call first:\n%s\nIf an item needs that long, raise %s; %s turns this report "
-                    "off", who, item, self.describe_item(item), seconds, stack.rstrip() or "  (the worker wrote no stack)",
+                    "off", who, item, self.describe_item(item), seconds,
+                    stack.rstrip() or "  (the worker wrote no stack)",
                     opt("watchdog"), opt("watchdog", 0))
 
     def worker_stack(self, k: int, pid: int) -> str:
