@@ -47,6 +47,7 @@ from tests.faults.trials.inputs import bad_inputs  # noqa: E402
 from tests.faults.trials.integrations import integrations  # noqa: E402
 from tests.faults.trials.kills import kill_builder, kill_worker  # noqa: E402
 from tests.faults.trials.loading import loading  # noqa: E402
+from tests.faults.trials.messages import messages  # noqa: E402
 from tests.faults.trials.monai import monai  # noqa: E402
 from tests.faults.trials.options_resources import options_resources  # noqa: E402
 from tests.faults.trials.output_safety import output_safety  # noqa: E402
@@ -97,6 +98,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("schema", lambda d: schema(d, n(200, 8), seed=20)),
         ("patches", lambda d: patches(d, n(200, 4), seed=21)),
         ("crops", lambda d: crops(d, n(240, 6), seed=22)),
+        ("messages", lambda d: messages(d, n(200, 6), seed=23)),
     ]
 
 
