@@ -15,6 +15,8 @@ Pipelines, each timed over the whole set, interleaved round by round (median of 
 - ``prebake``: ``prebake.build`` with 2 workers, from an empty output to a committed, checksummed cache;
 - ``reference loop``: one process reading every file with the field's reader (nibabel ``np.asanyarray(dataobj)``,
   pydicom ``pixel_array`` with its rescale, Pillow ``convert("RGB")``) into a list of arrays, writing nothing;
+- ``reference loop + write + fsync``: the same loop writing each array's bytes to one file, fsynced at the end:
+  the floor for any pipeline that stores the values durably;
 - ``MONAI LoadImage``: ``LoadImage(image_only=True)`` + ``EnsureChannelFirst`` per file in one process, when
   MONAI imports (its readers for each format; files it has no reader for are counted, not timed as failures).
 
@@ -32,6 +34,7 @@ import csv
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -123,6 +126,19 @@ def reference_loop(files: list[tuple[Path, str]]) -> int:
     return total
 
 
+def written_loop(files: list[tuple[Path, str]], out: Path) -> int:
+    """The reference loop, each array's bytes written to one file as it is read, then fsynced: what writing the
+    values durably costs on this disk (prebake also checks, checksums and commits them); returns the bytes."""
+    total = 0
+    with open(out, "wb") as f:
+        for path, kind in files:
+            total += f.write(np.ascontiguousarray(reference(path, kind)["image"]).data)
+        f.flush()
+        os.fsync(f.fileno())
+    out.unlink()
+    return total
+
+
 def monai_loop(files: list[tuple[Path, str]]) -> tuple[int, int]:
     """Every file through MONAI's LoadImage + EnsureChannelFirst; (files read, files MONAI has no reader for)."""
     from monai.transforms import Compose, EnsureChannelFirst, LoadImage
@@ -165,10 +181,19 @@ def _item_keys(cache: prebake.Cache, out: Path) -> list[str]:
     return json.loads((out / ITEM_KEYS).read_text())
 
 
-def timed(fn: Any) -> float:
+def timed(fn: Any, cpu: list[float]) -> float:
+    """Wall seconds of ``fn()``; its CPU seconds (this process and the workers it reaped) appended to ``cpu``."""
+    before = _cpu()
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    cpu.append(_cpu() - before)
+    return wall
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run(source: Path, name: str, rounds: int, workers: int, out: Path) -> dict[str, Any]:
@@ -178,15 +203,22 @@ def run(source: Path, name: str, rounds: int, workers: int, out: Path) -> dict[s
     has_monai = _imports("monai")
     monai_counts = monai_loop(files) if has_monai else None  # also its warm-up
     reference_loop(files)  # warm-up: the page cache holds every file for every pipeline
-    times: dict[str, list[float]] = {"prebake": [], "reference loop": [], **({"MONAI LoadImage": []} if has_monai
-                                                                            else {})}
+    times: dict[str, list[float]] = {"prebake": [], "reference loop": [], "reference loop + write + fsync": [],
+                                     **({"MONAI LoadImage": []} if has_monai else {})}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
+    loads = []
     for _ in range(rounds):
-        times["prebake"].append(timed(lambda: bake(source, out / name, workers)))
-        times["reference loop"].append(timed(lambda: reference_loop(files)))
+        times["prebake"].append(timed(lambda: bake(source, out / name, workers), cpu["prebake"]))
+        times["reference loop"].append(timed(lambda: reference_loop(files), cpu["reference loop"]))
+        times["reference loop + write + fsync"].append(timed(lambda: written_loop(files, out / "written.bin"),
+                                                             cpu["reference loop + write + fsync"]))
         if has_monai:
-            times["MONAI LoadImage"].append(timed(lambda: monai_loop(files)))
+            times["MONAI LoadImage"].append(timed(lambda: monai_loop(files), cpu["MONAI LoadImage"]))
+        loads.append(os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"source": name, "items": len(files), "workers": workers, "seconds": times, "median_s": med,
+            "cpu_seconds": cpu, "median_cpu_s": {k: statistics.median(v) for k, v in cpu.items()},
+            "load_average_1min": loads,
             "items_per_s": {k: len(files) / v for k, v in med.items()},
             "ratio_vs_prebake": {k: v / med["prebake"] for k, v in med.items() if k != "prebake"},
             "monai_read_unreadable": monai_counts, "target": TARGET if name == "images" else None,
@@ -232,10 +264,12 @@ def print_row(row: dict[str, Any]) -> None:
     for k, v in row["median_s"].items():
         ratio = row["ratio_vs_prebake"].get(k)
         shown = f"{ratio:.2f}x prebake's time" if ratio else ""
-        print(f"  {k:<18} {v:8.2f} s  {row['items_per_s'][k]:9.0f} items/s  {shown}")
+        print(f"  {k:<31} {v:8.2f} s  {row['median_cpu_s'][k]:6.2f} CPU-s  {row['items_per_s'][k]:7.0f} items/s  "
+              f"{shown}")
     if row["monai_read_unreadable"]:
         read, failed = row["monai_read_unreadable"]
         print(f"  MONAI read {read} files, had no reader for {failed}")
+    print(f"  load average (1 min) after each round: {', '.join(f'{x:.1f}' for x in row['load_average_1min'])}")
     if row["target"]:
         print(f"  target: prebake >= {row['target']}x the reference loop: {'met' if row['met'] else 'NOT met'}")
 
