@@ -3,7 +3,7 @@
     python benchmarks/patches.py                       # 100 volumes of 100-180 a side, 2 interleaved rounds
     python benchmarks/patches.py --volumes 200 --rounds 3
     python benchmarks/patches.py --volumes 12 --lo 70 --hi 90 --sizes 64 --rounds 1     # a quick look
-    python benchmarks/patches.py --save                # also update benchmarks/results/patches.json
+    python benchmarks/patches.py --save                # also update benchmarks/results/patches-<machine>.json
 
 The data (written once under runs/patches/data-<volumes>-<lo>-<hi>/, reused): int16 CT-like NIfTI volumes
 (``.nii.gz``) whose sides are drawn from ``--lo``..``--hi`` per axis, each with a uint8 label map of a few
@@ -30,8 +30,8 @@ equal to a numpy crop of that volume at the box it reports (prebake's ``start``,
 TorchIO's location) on a sample (``--check`` patches per pipeline and setting); and the share of those
 patches that hold any foreground is compared with prebake's (a two-proportion z, ``agrees`` when at most 4).
 Targets (steady >= 3x MONAI and TorchIO, first epoch >= 1.5x faster than MONAI's, cache bytes <= 0.55x
-MONAI's) are stated met or not. Prints a table and writes runs/patches/patches.json;
-benchmarks/results/patches.json only with --save.
+MONAI's) are stated met or not. Prints a table and writes runs/patches/patches-<machine>.json;
+benchmarks/results/patches-<machine>.json only with --save.
 """
 
 
@@ -242,8 +242,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of one epoch per pipeline and setting")
     p.add_argument("--check", type=int, default=24, help="patches per pipeline and setting checked against numpy")
     p.add_argument("--data", type=Path, help="where the volumes are (default runs/patches/data-<volumes>-<lo>-<hi>)")
-    p.add_argument("--out", type=Path, help="JSON path (default: runs/patches/patches.json)")
-    p.add_argument("--save", action="store_true", help="also update benchmarks/results/patches.json")
+    p.add_argument("--out", type=Path, help="JSON path (default: runs/patches/patches-<machine>.json)")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/patches-<machine>.json")
     args = p.parse_args()
     if args.lo < max(args.sizes):
         raise SystemExit(f"--lo {args.lo}: every side must hold the largest patch ({max(args.sizes)}); raise --lo")
@@ -259,12 +259,13 @@ def main() -> int:
     result["settings"] = {k: str(v) for k, v in vars(args).items()}
     names = list(result["peak_rss_mib"])
     print(table(result, names))
-    from prebake.measure.bench import machine, write_results
+    from prebake.measure.bench import device_tag, machine, write_results
 
     record = {"machine": machine("cpu"), "versions": {n: _version(n) for n in ("monai", "torchio", "nibabel")},
               "results": result}
-    out = args.out or ROOT / "runs" / "patches" / "patches.json"
-    for path in write_results(record, out, HERE / "results" / "patches.json" if args.save else None, root=ROOT):
+    name = f"patches-{device_tag('cpu')}.json"
+    out = args.out or ROOT / "runs" / "patches" / name
+    for path in write_results(record, out, HERE / "results" / name if args.save else None, root=ROOT):
         print(f"wrote {path}")
     return 0
 

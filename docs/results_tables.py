@@ -306,6 +306,50 @@ def reads(d: dict[str, Any]) -> str:
                             rows, right=(1, 2, 3, 4, 5)), "", machine(d.get("machine"))])
 
 
+def patches(d: dict[str, Any]) -> str:
+    r = d["results"]
+    peers = [p for p in ("monai", "torchio") if p in r["first_epoch"]]
+    rows = []
+    for setting, w in r["steady"].items():
+        cells = [setting, num(w["prebake"]["patches_per_s"])]
+        for p in peers:
+            cells += [num(w[p]["patches_per_s"]) if p in w else "-", ratio(w.get(f"prebake/{p}"))]
+        rows.append(cells)
+    header = ["sampler, patch side", "prebake patches/s"] + [h for p in peers for h in (f"{p} patches/s", f"vs {p}")]
+    first = r["first_epoch"]
+    extra = [f"- first epoch (the cache's build included): prebake {first['prebake']['seconds']:.2f} s, "
+             + ", ".join(f"{p} {first[p]['seconds']:.2f} s" for p in peers),
+             f"- cache on disk: prebake {size(r['cache_bytes']['prebake'])}, MONAI {size(r['cache_bytes']['monai'])}",
+             "- peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_mib"].items()),
+             f"- best worker counts: {r['workers']}"]
+    goals = [f"- {name.replace('_', ' ')}: {ratio(t['measured'])} "
+             f"({target(t['measured'], t['target'], not name.startswith('cache'))})"
+             for name, t in r["targets"].items()]
+    return "\n".join([f"Steady epochs of 4 patches per volume ({r['settings'].get('volumes')} volumes of "
+                      f"{r['settings'].get('lo')}-{r['settings'].get('hi')} voxels a side), medians of interleaved "
+                      "rounds.",
+                      "", table(header, rows, right=tuple(range(1, len(header)))), "", *extra, *goals, "",
+                      machine(d.get("machine"))])
+
+
+def crops(d: dict[str, Any]) -> str:
+    r = d["row"]
+    rows = [[name, num(r["samples_per_s"][name]), f"{r['steady_cpu_s'][name]:.2f}", f"{r['first_epoch_s'][name]:.2f}",
+             "1.00x" if name == "prebake" else ratio(r["speedup_vs"].get(name))] for name in r["samples_per_s"]]
+    worst = min(r["speedup_vs"].values())
+    check = r.get("check", {})
+    return "\n".join([f"{num(r['images'])} photos of many sizes, random-resized crops to {r['size']}, batch "
+                      f"{r['batch']}, the same boxes in every pipeline; medians of {d.get('rounds')} interleaved "
+                      "rounds.", "",
+                      table(["pipeline", "samples/s", "CPU s an epoch", "first epoch s", "prebake over it"], rows,
+                            right=(1, 2, 3, 4)), "",
+                      f"- steady against the slowest peer: {ratio(worst)} ({target(worst, r['target'])})",
+                      f"- crops against Pillow's: a mean of {check.get('mean_abs_vs_pillow', 0):.2f} grey levels "
+                      f"(worst crop {check.get('max_mean_abs_vs_pillow', 0):.2f}) over {check.get('crops_compared')} "
+                      "crops",
+                      "", machine(d.get("machine"))])
+
+
 RENDERERS = {"bake": bake, "loader": loader, "views": views, "augment": augment, "federated": federated, "pcg": pcg,
              "medical3d": medical3d, "talking-head": talking_head, "startup": startup, "scale": scale,
-             "faults": faults, "integrations": integrations, "reads": reads}
+             "faults": faults, "integrations": integrations, "reads": reads, "patches": patches, "crops": crops}
