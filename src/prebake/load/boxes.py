@@ -80,8 +80,9 @@ class Boxes:
         def arange(n: int) -> torch.Tensor:
             return torch.arange(n, device=dev)
 
-        on = Boxes(*(torch.from_numpy(np.ascontiguousarray(a, np.int64)).to(dev, non_blocking=True)
-                     for a in (self.offset, self.shape, self.start)), self.size, self.lead, self.fill)  # type: ignore[arg-type]
+        offset, shape, start = (torch.from_numpy(np.ascontiguousarray(a, np.int64)).to(dev, non_blocking=True)
+                                for a in (self.offset, self.shape, self.start))
+        on = Boxes(offset, shape, start, self.size, self.lead, self.fill)  # type: ignore[arg-type]  # the same, in torch
         return _read(on, values, torch, arange, self.padded().any(), self.runs_fit(len(values)))
 
 
@@ -148,8 +149,8 @@ def _strides(shape: Any, xp: Any) -> Any:
     if xp is np:
         after = np.concatenate([shape[:, 1:], np.ones((len(shape), 1), np.int64)], 1)
         return np.flip(np.cumprod(np.flip(after, 1), 1), 1)
-    after = torch.cat([shape[:, 1:], torch.ones((shape.shape[0], 1), dtype=shape.dtype, device=shape.device)], 1)
-    return torch.flip(torch.cumprod(torch.flip(after, [1]), 1), [1])
+    rest = torch.cat([shape[:, 1:], torch.ones((shape.shape[0], 1), dtype=shape.dtype, device=shape.device)], 1)
+    return torch.flip(torch.cumprod(torch.flip(rest, [1]), 1), [1])
 
 
 def _along(v: Any, axis: int, ndim: int) -> Any:

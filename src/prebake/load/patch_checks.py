@@ -62,7 +62,7 @@ def check_size(size: Any, cache: Cache, column: str) -> tuple[int, ...]:
     """``size`` as a tuple of whole numbers >= 1, one per spatial axis, no more axes than the items have."""
     ndim, shape = cache.specs[column].ndim, item_shape(cache.specs[column])
     ok = isinstance(size, (Sequence, np.ndarray)) and not isinstance(size, (str, bytes)) and 0 < len(size) <= ndim \
-        and all(isinstance(s, numbers.Integral) and not isinstance(s, (bool, np.bool_)) and s >= 1 for s in size)
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, (bool, np.bool_)) and int(s) >= 1 for s in size)
     if not ok:
         raise ViewError(f"Patches(size={shown(size)}): size is the patch's extent along the last axes of {column!r} "
                         f"(items of {ndim} axes), 1 to {ndim} whole numbers >= 1, e.g. size=(96, 96, 96)")
@@ -82,8 +82,8 @@ def check_extents(dims: np.ndarray, items: np.ndarray, size: tuple[int, ...], pa
     if len(empty):
         raise ViewError(f"Patches over {cache.path}: {len(empty)} item(s) of {column!r} have an axis of zero extent "
                         f"(item {int(empty[0])}: spatial shape {dims[empty[0]].tolist()}), which holds no patch: "
-                        f"items {empty.tolist() if len(empty) <= 8 else shown(empty)}; leave them out with indices=np.setdiff1d(np.arange(len(cache)), EMPTY), "
-                        "EMPTY those items")
+                        f"items {empty.tolist() if len(empty) <= 8 else shown(empty)}; leave them out with "
+                        "indices=np.setdiff1d(np.arange(len(cache)), EMPTY), EMPTY those items")
     if pad:
         return
     small = items[(sub < np.array(size)).any(axis=1)]
@@ -107,7 +107,8 @@ def check_columns(cache: Cache, column: str, dims: np.ndarray, label: str | None
     cut, fixed = [], []
     for name in names:
         if name not in cache.specs:
-            raise ViewError(f"Patches(columns=...): {cache.path} has no column {name!r}; its columns are {cache.columns}")
+            raise ViewError(f"Patches(columns=...): {cache.path} has no column {name!r}; its columns are "
+                            f"{cache.columns}")
         spec, why = cache.specs[name], ""
         if not spec.ragged and name != column and not _same_shape(cache, name, dims):
             fixed.append(name)  # one value per item (a class, a spacing): repeated for each of its patches
@@ -131,8 +132,8 @@ def check_columns(cache: Cache, column: str, dims: np.ndarray, label: str | None
         else:
             log.debug("Patches over %r leaves out %r: it %s", column, name, why)
     if label is not None and math.prod(item_shape(cache.specs[label])[:cache.specs[label].ndim - k]) != 1:  # type: ignore[arg-type]
-        raise ViewError(f"Patches(label={label!r}): the label map has shape {list(item_shape(cache.specs[label]))}, more "
-                        "than one channel; it must be (1, *spatial) or (*spatial), one class number per voxel")
+        raise ViewError(f"Patches(label={label!r}): the label map has shape {list(item_shape(cache.specs[label]))}, "
+                        "more than one channel; it must be (1, *spatial) or (*spatial), one class number per voxel")
     return cut, fixed
 
 
@@ -160,5 +161,5 @@ def check_fill(pad_value: Any, cut: list[str], cache: Cache) -> dict[str, float 
             raise ViewError(f"Patches(pad_value={shown(pad_value)}): {shown(v)} for column {name!r}, which holds "
                             f"{dtype}; the pad value must be a finite number that {dtype} holds exactly (give a "
                             "dict {column: value} for columns of other dtypes, e.g. pad_value={'image': -1024})")
-        out[name] = v.item() if isinstance(v, np.generic) else v
+        out[name] = v.item() if isinstance(v, np.generic) else float(v) if not isinstance(v, int) else v
     return out

@@ -288,7 +288,7 @@ def _label(label: Any, sampler: str, cache: Cache) -> str | None:
 
 
 def _overlap(overlap: Any) -> float:
-    if isinstance(overlap, bool) or not isinstance(overlap, numbers.Real) or not 0 <= overlap < 1:
+    if isinstance(overlap, bool) or not isinstance(overlap, numbers.Real) or not 0 <= float(overlap) < 1:
         raise ViewError(f"Patches(overlap={shown(overlap)}): overlap is the fraction of a tile shared with the next, "
                         "a number in [0, 1), e.g. overlap=0.25")
     return float(overlap)
@@ -312,20 +312,21 @@ def _weights(weights: Any, pos_fraction: Any, baked: list[int], label: str) -> d
                         "class 0) or weights (a chance per class)")
     ok = isinstance(weights, Mapping) and weights and all(
         isinstance(c, numbers.Integral) and not isinstance(c, bool) and isinstance(w, numbers.Real)
-        and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for c, w in weights.items())
+        and not isinstance(w, bool) and math.isfinite(w) and float(w) >= 0 for c, w in weights.items())
     if not ok or not sum(weights.values()) > 0:
         raise ViewError(f"Patches(weights={shown(weights)}): weights must map classes (whole numbers) to chances "
                         "(finite numbers >= 0, not all 0), e.g. weights={0: 1, 1: 1, 2: 2}")
     missing = [c for c in weights if int(c) not in baked]
     if missing:
+        classes = tuple(sorted({*baked, *map(int, weights)}))
         raise ViewError(f"Patches(weights={shown(weights)}): class {missing[0]} of {label!r} was not baked (no column "
                         f"{runs_column(label, int(missing[0]))}; baked: {baked}); rebuild with "
-                        f"prebake.steps.FgBgIndices(label={label!r}, classes={tuple(sorted({*baked, *map(int, weights)}))})")
+                        f"prebake.steps.FgBgIndices(label={label!r}, classes={classes})")
     return {int(c): float(w) for c, w in weights.items()}
 
 
 def _fraction(value: Any, baked: list[int], label: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:
         raise ViewError(f"Patches(pos_fraction={shown(value)}): pos_fraction is the share of patches centred on "
                         "foreground, a number in [0, 1], e.g. pos_fraction=0.5")
     if 0 not in baked or len(baked) < 2:

@@ -19,7 +19,8 @@ import torch
 from ..errors import ViewError
 
 
-def _boxes(start: Sequence[int], size: Sequence[int], dims: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+def _boxes(start: Sequence[int], size: Sequence[int],
+           dims: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """(where in the volume, where in the tile) of the part of a box that lies inside the volume."""
     vol, tile = [], []
     for s, n, d in zip(start, size, dims):
@@ -62,7 +63,7 @@ class Stitcher:
                                 f"{sorted(self.dims)[:8]}...); add the batches of the Patches it was made from")
             total = self._volume(i, pred)
             vol, tile = _boxes(start[j].tolist(), self.size, self.dims[i])
-            total[(slice(None), *vol)] += pred[j][(slice(None), *tile)].to(total.device, total.dtype)
+            total[(slice(None),) + vol] += pred[j][(slice(None),) + tile].to(total.device, total.dtype)
             self._count[i][vol] += 1
             self._seen[i] += 1
             if self._seen[i] == self.tiles[i]:

@@ -153,7 +153,8 @@ def _check_batch(row: Row, b: dict[str, Any], items: list[dict[str, Any]], view:
         row.check(bool(b["padded"][j]) == bool(outside.any()), f"{where}: item {i} box {start.tolist()} in "
                   f"{dims.tolist()} has padded={bool(b['padded'][j])}")
         wraps = (dims >= np.array(size)) & outside  # a box leaves an axis that holds it whole
-        row.check(not wraps.any(), f"{where}: item {i} box {start.tolist()} leaves a volume of {dims.tolist()} that holds the patch")
+        row.check(not wraps.any(),
+                  f"{where}: item {i} box {start.tolist()} leaves a volume of {dims.tolist()} that holds the patch")
         for name, fill in (("image", fills["image"]), ("label_map", fills["label_map"]), ("weight", 0)):
             got = np.asarray(b[name][j].cpu())
             want = crop(items[i][name], start, size, fill)
