@@ -160,6 +160,11 @@ SUMMARY: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
                    if r["pipeline"].startswith("per-item"))["prebake_ratio"])]),
     ("augment-cpu-2core", "Image augmentation on uint8 batches", lambda d: [
         "Kornia, from uint8", "samples/s", ratio(d["ratios"][0]["ratio"])]),
+    ("patches-cpu-2core", "3-D patches of 96³ from 100 volumes of many shapes", lambda d: [
+        "MONAI `PersistentDataset` + `RandCropByPosNegLabeld`, best of 0-2 workers", "steady patches/s",
+        ratio(d["results"]["steady"]["balanced 96"]["prebake/monai"])]),
+    ("crops-cpu-2core", "Random-resized crops to 224 of 2,000 photos of many sizes", lambda d: [
+        "per-sample Pillow crop, 2 workers", "steady samples/s", ratio(d["row"]["speedup_vs"]["Pillow DataLoader"])]),
     ("federated-cpu-2core", "Federated ViT round (224 px, CPU)", lambda d: [
         "per-sample PIL pipeline", "rounds per second", ratio(list(d["runs"].values())[-1]["round_time_ratios"]
                                                        ["online/prebake"])]),
