@@ -5,6 +5,7 @@ commit's streamed values files and checksums are exact. Random mixes: trials/mix
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -44,6 +45,7 @@ def test_a_spill_shard_cut_short_is_refused_by_name(tmp_path):
     with pytest.raises(CacheCorruptError, match=r"x\.000000\.spill\.bin.*prebake clear"):  # before: a ValueError
         prebake.build(Items(items, np.arange(len(items)), "stopped"), tmp_path / "c", workers=0, chunk_rows=2,
                       progress=False)
+    assert not [t for t in threading.enumerate() if t.name == "prebake-read-ahead"]  # the commit's reader ended too
 
 
 def test_random_mixed_builds_write_exact_bytes(tmp_path):

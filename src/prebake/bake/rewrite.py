@@ -13,8 +13,10 @@ it to the same bytes (tests/bake/test_schema_crash.py kills it at each step).
 from __future__ import annotations
 
 import os
+import queue
 import shutil
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,7 +183,7 @@ def write_column(tmp: Path, d: Decision, what: str) -> str:
         np.cumsum(shapes[:, 0] if not spec.shaped else np.prod(shapes, axis=1, dtype=np.int64), out=offsets[1:])
     shape = (n, *spec.row_shape) if not spec.ragged else (int(offsets[-1]), *spec.row_shape)
     with NpyStream(tmp / spec.files[0], dtype, shape, what) as values:
-        for item in source.items():  # a file's values are its items' elements in row order, whatever its layout
+        for item in read_ahead_thread(source.items()):  # a file's values are its items' elements in row order
             values.write(item)
         checksum = values.close()
     if spec.ragged:
@@ -195,3 +197,39 @@ def _save(file: Path, arr: np.ndarray) -> None:
     with open(file, "wb") as f:
         save_npy(f, arr)
     fsync_path(file)
+
+
+def read_ahead_thread(items: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarray]:
+    """``items``, read by a thread up to ``depth`` ahead: the spill shards' reads overlap the values file's writes
+    (both release the GIL; the commit of 2,400 mixed photos, benchmarks/realdata.py: 2.07 s, was 2.37)."""
+    q: queue.Queue[Any] = queue.Queue(depth)
+    done = object()
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(done)
+        except BaseException as e:  # handed to the reader, raised there
+            q.put(e)
+
+    t = threading.Thread(target=run, daemon=True, name="prebake-read-ahead")
+    t.start()
+    try:
+        while True:
+            got = q.get()
+            if got is done:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.01)
