@@ -48,6 +48,7 @@ from tests.faults.trials.integrations import integrations  # noqa: E402
 from tests.faults.trials.kills import kill_builder, kill_worker  # noqa: E402
 from tests.faults.trials.loading import loading  # noqa: E402
 from tests.faults.trials.messages import messages  # noqa: E402
+from tests.faults.trials.mixed_writes import mixed_writes  # noqa: E402
 from tests.faults.trials.monai import monai  # noqa: E402
 from tests.faults.trials.options_resources import options_resources  # noqa: E402
 from tests.faults.trials.output_safety import output_safety  # noqa: E402
@@ -99,6 +100,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("patches", lambda d: patches(d, n(200, 4), seed=21)),
         ("crops", lambda d: crops(d, n(240, 6), seed=22)),
         ("messages", lambda d: messages(d, n(200, 6), seed=23)),
+        ("mixed-writes", lambda d: mixed_writes(d, n(100, 4), seed=24)),
     ]
 
 
