@@ -44,6 +44,7 @@ from prebake.measure.bench import (
 from prebake.measure.bench.pipelines import DeviceNormalize
 from prebake.measure.bench.report import table
 from prebake.measure.bench.timing import Timed, time_rounds
+from prebake.steps import Resize
 from prebake.synthetic import cifar10_once
 
 HERE = Path(__file__).parent
@@ -55,7 +56,7 @@ BATCH = 256
 def _cache(data: Path, size: int) -> Path:
     source = cifar10_once(data, 50_000, 10_000)  # written on the first run only
     out = data.parent / "cache" / f"cifar10-{size}"
-    prebake.build(source, out, image_size=None if size == 32 else size)  # a no-op when up to date
+    prebake.build(source, out, [] if size == 32 else [Resize(size)])  # a no-op when up to date
     return out
 
 
