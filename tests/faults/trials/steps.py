@@ -186,7 +186,10 @@ def config_entry(step: Any, rng: random.Random, data: Data) -> Any:
     form = rng.random()
     if not params:
         return {type(step).__name__: None}
-    if form < 0.3 and len(positional) == 1:
+    # the one-value form names the first parameter only: the others must be at their defaults to leave them out
+    rest_default = all(_plain(getattr(step, f.name)) == _plain(f.default) for f in dataclasses.fields(step)
+                       if f.default is not dataclasses.MISSING)
+    if form < 0.3 and len(positional) == 1 and rest_default:
         return {type(step).__name__: positional[0]}
     if form < 0.6 and positional and len(positional) == len(params):
         return {type(step).__name__: positional}
