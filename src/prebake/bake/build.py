@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -283,7 +284,7 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
     # a task is sent when a worker takes it: it carries the columns spilled by then (bake/spill.py's Fitter)
     tasks = [(partial.out, plan, c, _slice(reuse, plan.chunk_range(c)), varying) for c in pending]
     if pool is None:
-        results: Iterator[ChunkResult] = (run_chunk(job, c, r, set(v)) for _, _, c, r, v in tasks)
+        results: Iterator[ChunkResult] = (_run_here(job, c, r, set(v)) for _, _, c, r, v in tasks)
     else:
         results = pool.imap_unordered(_pool_chunk, tasks, describe=_describe_task)
     buffer: list[ChunkResult] = []
@@ -472,6 +473,22 @@ def _worker_pool(job: Job, workers: int | None, num_items: int, watchdog: float 
     finally:
         pool.close()
         _JOB = None
+
+
+def _run_here(job: Job, chunk: int, reuse: np.ndarray | None, varying: set[str]) -> ChunkResult:
+    """A chunk baked in this process with one torch thread, as a forked worker bakes it (pool._one_thread_each):
+    a step's float result can depend on the thread count (the order of a reduction's partial sums, a MONAI
+    NormalizeIntensityd's mean), so a cache's bytes then do not depend on the worker count
+    (tests/faults/test_monai.py). The thread count is restored for the stages, which run here between chunks."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else 1
+    if torch is None or before == 1:
+        return run_chunk(job, chunk, reuse, varying)
+    torch.set_num_threads(1)
+    try:
+        return run_chunk(job, chunk, reuse, varying)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _init_worker(parent: int) -> None:

@@ -93,6 +93,7 @@ _REMAINDERS: list[Spec] = [
 def persistent_values(data: list[dict[str, Any]], prefix: list[Any], work: Path) -> list[dict[str, Any] | None]:
     """What ``PersistentDataset`` caches for each item (None where MONAI raises): array, affine, and the
     array read back from its cache directory."""
+    import torch
     from monai.data import PersistentDataset
     from monai.transforms import Compose
 
@@ -100,15 +101,25 @@ def persistent_values(data: list[dict[str, Any]], prefix: list[Any], work: Path)
     first = PersistentDataset(data, Compose(prefix), cache_dir=work)
     again = PersistentDataset(data, Compose(prefix), cache_dir=work)
     out: list[dict[str, Any] | None] = []
-    for i in range(len(data)):
-        try:
-            item = first[i]
-        except Exception:  # noqa: BLE001 - an item MONAI cannot transform: prebake must skip it too
-            out.append(None)
-            continue
-        out.append({"image": np.asarray(item["image"]), "affine": item["image"].affine.numpy(),
-                    "read_back": np.asarray(again[i]["image"])})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a DataLoader worker computes (and prebake's bake): a float sum's order depends on it
+    try:
+        for i in range(len(data)):
+            _persisted(first, again, i, out)
+    finally:
+        torch.set_num_threads(threads)
     return out
+
+
+def _persisted(first: Any, again: Any, i: int, out: list[dict[str, Any] | None]) -> None:
+    """Item ``i`` as PersistentDataset computes and caches it, appended to ``out`` (None where MONAI raises)."""
+    try:
+        item = first[i]
+    except Exception:  # noqa: BLE001 - an item MONAI cannot transform: prebake must skip it too
+        out.append(None)
+        return
+    out.append({"image": np.asarray(item["image"]), "affine": item["image"].affine.numpy(),
+                "read_back": np.asarray(again[i]["image"])})
 
 
 def compare(cache: Any, expected: list[dict[str, Any] | None]) -> list[str]:
