@@ -3,7 +3,7 @@
     python benchmarks/faults.py            # every row at full count, a few minutes on 2 cores (make faults)
     python benchmarks/faults.py --quick    # every row with a handful of trials
 
-The trials are the ones ``tests/faults/`` runs with small counts (``tests/faults/trials/``):
+The trials are the ones ``tests/faults/`` runs with small counts (``benchmarks/trials/``):
 real files, real processes, real signals, a real full disk. A failure is any time prebake
 returned wrong data silently, hung, died without a message, or raised an exception that
 is not a ``prebake.PrebakeError``. Prints a Markdown table and writes JSON to
@@ -25,40 +25,40 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the trials live with the tests: tests/faults/trials/
+sys.path.insert(0, str(ROOT))  # benchmarks.trials: the trials tests/faults runs with small counts
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import prebake  # noqa: E402
-from tests.faults.trials import Row  # noqa: E402
-from tests.faults.trials.concurrency import concurrent_builders, reader_during_swap  # noqa: E402
-from tests.faults.trials.corruption import data_flips, manifest_flips, truncations  # noqa: E402
-from tests.faults.trials.crops import crops  # noqa: E402
-from tests.faults.trials.ddp import ddp_subsets  # noqa: E402
-from tests.faults.trials.diskfull import disk_full  # noqa: E402
-from tests.faults.trials.docs import docs  # noqa: E402
-from tests.faults.trials.formats import formats  # noqa: E402
-from tests.faults.trials.fuzz import fuzzed_manifests  # noqa: E402
-from tests.faults.trials.geometry import geometry  # noqa: E402
-from tests.faults.trials.hangs import VARIANTS, parent_threads  # noqa: E402
-from tests.faults.trials.hdf5_exchange import hdf5_exchange  # noqa: E402
-from tests.faults.trials.inputs import bad_inputs  # noqa: E402
-from tests.faults.trials.integrations import integrations  # noqa: E402
-from tests.faults.trials.kills import kill_builder, kill_worker  # noqa: E402
-from tests.faults.trials.loading import loading  # noqa: E402
-from tests.faults.trials.messages import messages  # noqa: E402
-from tests.faults.trials.mixed_writes import mixed_writes  # noqa: E402
-from tests.faults.trials.monai import monai  # noqa: E402
-from tests.faults.trials.options_resources import options_resources  # noqa: E402
-from tests.faults.trials.output_safety import output_safety  # noqa: E402
-from tests.faults.trials.patches import patches  # noqa: E402
-from tests.faults.trials.reads import reads  # noqa: E402
-from tests.faults.trials.release import release  # noqa: E402
-from tests.faults.trials.schema import schema  # noqa: E402
-from tests.faults.trials.staleness import staleness  # noqa: E402
-from tests.faults.trials.steps import steps  # noqa: E402
-from tests.faults.trials.weights import weights  # noqa: E402
+from benchmarks.trials import Row  # noqa: E402
+from benchmarks.trials.concurrency import concurrent_builders, reader_during_swap  # noqa: E402
+from benchmarks.trials.corruption import data_flips, manifest_flips, truncations  # noqa: E402
+from benchmarks.trials.crops import crops  # noqa: E402
+from benchmarks.trials.ddp import ddp_subsets  # noqa: E402
+from benchmarks.trials.diskfull import disk_full  # noqa: E402
+from benchmarks.trials.docs import docs  # noqa: E402
+from benchmarks.trials.formats import formats  # noqa: E402
+from benchmarks.trials.fuzz import fuzzed_manifests  # noqa: E402
+from benchmarks.trials.geometry import geometry  # noqa: E402
+from benchmarks.trials.hangs import VARIANTS, parent_threads  # noqa: E402
+from benchmarks.trials.hdf5_exchange import hdf5_exchange  # noqa: E402
+from benchmarks.trials.inputs import bad_inputs  # noqa: E402
+from benchmarks.trials.integrations import integrations  # noqa: E402
+from benchmarks.trials.kills import kill_builder, kill_worker  # noqa: E402
+from benchmarks.trials.loading import loading  # noqa: E402
+from benchmarks.trials.messages import messages  # noqa: E402
+from benchmarks.trials.mixed_writes import mixed_writes  # noqa: E402
+from benchmarks.trials.monai import monai  # noqa: E402
+from benchmarks.trials.options_resources import options_resources  # noqa: E402
+from benchmarks.trials.output_safety import output_safety  # noqa: E402
+from benchmarks.trials.patches import patches  # noqa: E402
+from benchmarks.trials.reads import reads  # noqa: E402
+from benchmarks.trials.release import release  # noqa: E402
+from benchmarks.trials.schema import schema  # noqa: E402
+from benchmarks.trials.staleness import staleness  # noqa: E402
+from benchmarks.trials.steps import steps  # noqa: E402
+from benchmarks.trials.weights import weights  # noqa: E402
 
 ALL_MASKS = (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80)
 QUICK_HANGS = ("torch-outer", "stage")  # --quick: the reported transform and a Stage; MONAI costs ~7 s to import

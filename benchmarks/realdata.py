@@ -52,7 +52,7 @@ from prebake.measure.bench import device_tag, machine, write_results
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from tests.faults.trials.shipped import (  # noqa: E402 - the catalogue the fault trial uses, one list
+from benchmarks.trials.shipped import (  # noqa: E402 - the catalogue the fault trial uses, one list
     DICOM_READABLE,
     DICOM_UNNAMED,
     NIBABEL_READABLE,

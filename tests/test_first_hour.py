@@ -19,13 +19,13 @@ import pytest
 import torch
 
 import prebake
+from benchmarks.trials.crash import join_forked, run_forked, start_forked, write_dataset
 from prebake.cli import main
 from prebake.config import KEYS, check_settings, read_config
 from prebake.errors import use_cli_names
 from prebake.settings import SOURCE_KEYS, STEP_KEYS, build_kwargs
 from prebake.steps import BandPass, CenterCrop, Resample, Resize, ShorterSide
 from prebake.synthetic import write_audio_folder, write_csv_table, write_image_folder
-from tests.helpers.crash import join_forked, run_forked, start_forked, write_dataset
 
 CLI = [sys.executable, "-m", "prebake"]
 
@@ -213,7 +213,7 @@ def test_a_resumed_build_says_it_resumed(tmp_path):
     spec = write_dataset(tmp_path)
     out = tmp_path / "cache"
     assert run_forked({"spec": spec, "out": str(out), "kill": "progress:0.5"}) == -9
-    from tests.helpers.crash import build_dataset
+    from benchmarks.trials.crash import build_dataset
 
     report = build_dataset(spec, out)
     assert report.action == "resumed" and report.reasons == ["resuming a build that was interrupted"]

@@ -197,3 +197,22 @@ def test_the_checker_sees_each_direction(tmp_path, monkeypatch):
     (fake / "newthing.py").write_text("x = 1\n")
     with pytest.raises(AssertionError, match="no rule for"):
         test_every_package_and_module_has_a_rule()
+
+
+def _imports_of_tests(root: Path) -> list[str]:
+    """``file: module`` for each import of the tests package under ``root``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            found += [f"{path.relative_to(root.parent)}: {n}" for n in names if n.split(".")[0] == "tests"]
+    return found
+
+
+def test_benchmarks_import_nothing_from_the_tests(tmp_path):
+    """The fault trials live in benchmarks/trials/, which tests/faults/ imports; never the other way."""
+    assert not _imports_of_tests(SRC.parents[1] / "benchmarks")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "x.py").write_text("from tests.faults import trials\n")
+    assert _imports_of_tests(tmp_path / "benchmarks") == ["benchmarks/x.py: tests.faults"]

@@ -1,6 +1,6 @@
 """Crash safety: real child processes, real SIGKILL, then a re-run must give the same bytes.
 
-Kill points are installed in the child only (see tests/helpers/crash.py). Most children are
+Kill points are installed in the child only (see benchmarks/trials/crash.py). Most children are
 forked from the test process (torch is already imported there, which keeps the suite
 fast); the lock tests use fresh interpreters and the real CLI.
 """
@@ -22,11 +22,7 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.bake.plan import ChunkResult
-from prebake.cache.files import file_checksum, read_manifest
-from prebake.cache.format import JOURNAL, PLAN, partial_path
-from prebake.errors import CacheNotFoundError
-from tests.helpers.crash import (
+from benchmarks.trials.crash import (
     CHUNK_ROWS,
     NUM_ITEMS,
     assert_same_cache,
@@ -41,6 +37,10 @@ from tests.helpers.crash import (
     write_dataset,
     write_transform,
 )
+from prebake.bake.plan import ChunkResult
+from prebake.cache.files import file_checksum, read_manifest
+from prebake.cache.format import JOURNAL, PLAN, partial_path
+from prebake.errors import CacheNotFoundError
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc"),
                                 reason="needs fork and /proc (Linux)")

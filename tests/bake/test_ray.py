@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials import crash
 from prebake.bake.build import build_all
 from prebake.sources import DatasetSource
 from prebake.steps import CropOrPad, Resize
 from prebake.synthetic import write_audio_folder, write_cifar10_python, write_csv_table, write_image_folder, write_npz
-from tests.helpers import crash
 
 SKIP = "ray is not installed: pip install 'prebake[ray]' (the dev extra has it)"
 

@@ -1,7 +1,7 @@
 """Crash safety of the schema from every item: SIGKILL while items spill and while the commit rewrites
 the columns they changed (bake/rewrite.py), then a re-run must give the bytes of an uninterrupted build.
 
-The test dataset (tests/helpers/crash.py, PREBAKE_TEST_MIXED=1) has images of two sizes (a ragged
+The test dataset (benchmarks/trials/crash.py, PREBAKE_TEST_MIXED=1) has images of two sizes (a ragged
 N-D column), a ragged column of two dtypes (promoted) and strings of growing length (widened), plus
 bad items (so the columns the commit does not rewrite are compacted).
 """
@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 import prebake
+from benchmarks.trials.crash import CHUNK_ROWS, NUM_ITEMS, assert_same_cache, build_dataset, run_forked, write_dataset
 from prebake.cache.files import read_manifest
 from prebake.cache.format import REWRITE, REWRITTEN, partial_path
-from tests.helpers.crash import CHUNK_ROWS, NUM_ITEMS, assert_same_cache, build_dataset, run_forked, write_dataset
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc"),
                                 reason="needs fork and /proc (Linux)")

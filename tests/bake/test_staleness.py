@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import prebake
+from benchmarks.trials.crash import run_forked, write_dataset
 from prebake import cli
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.cache.files import read_manifest
@@ -26,7 +27,6 @@ from prebake.cache.format import FORMAT_VERSION, MANIFEST, partial_path
 from prebake.errors import ForeignOutputError
 from prebake.identity.plugins import load_object
 from prebake.steps import Resize, compile_steps
-from tests.helpers.crash import run_forked, write_dataset
 
 CLI = [sys.executable, "-m", "prebake"]
 

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials.inputs import bad_inputs, big_png, jpeg_cut_early
 from prebake.errors import BadItemError
 from prebake.sources.images import decode_image
 from prebake.synthetic import write_csv_table
-
-from .trials.inputs import bad_inputs, big_png, jpeg_cut_early
 
 
 def test_one_bad_utf8_byte_costs_its_row_not_the_table(tmp_path):

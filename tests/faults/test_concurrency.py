@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials.concurrency import concurrent_builders, reader_during_swap
 from prebake.errors import CacheChangedError
-
-from .trials.concurrency import concurrent_builders, reader_during_swap
 
 
 def _write(path, v, n):

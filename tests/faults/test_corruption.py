@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials.corruption import data_flips, judge, manifest_flips, sample_caches, truncations
+from benchmarks.trials.fuzz import fuzzed_manifests
 from prebake.cache.format import MANIFEST, sign_manifest
 from prebake.cli import main
 from prebake.errors import CacheCorruptError, FormatError
-
-from .trials.corruption import data_flips, judge, manifest_flips, sample_caches, truncations
-from .trials.fuzz import fuzzed_manifests
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ Bad input gets a ViewError naming the parameter, the value or the item, and the 
 zero extent is refused naming it; a channel count that varies per item is refused with the bake step
 that fixes it; tiny images (1 x 1) and boxes at the very start or end of a column's values are
 read inside their image. The trial at the end runs random sizes, channels, dtypes, output sizes,
-ranges, ranks and resume points (``tests/faults/trials/crops.py``).
+ranges, ranks and resume points (``benchmarks/trials/crops.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials.crops import BAD, bake, crops, reference, smooth, within
 from prebake.errors import ViewError
-
-from .trials.crops import BAD, bake, crops, reference, smooth, within
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials.ddp import ddp_subsets
 from prebake.errors import SamplingError
-
-from .trials.ddp import ddp_subsets
 
 
 def test_fewer_items_than_ranks_is_refused_when_the_loader_is_made(tmp_path):

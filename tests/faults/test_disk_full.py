@@ -6,9 +6,8 @@ import os
 
 import pytest
 
-from tests.helpers.crash import write_dataset
-
-from .trials.diskfull import IMAGE_BYTES, can_mount, disk_full, run_scenario
+from benchmarks.trials.crash import write_dataset
+from benchmarks.trials.diskfull import IMAGE_BYTES, can_mount, disk_full, run_scenario
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc"),
                                 reason="needs fork and /proc (Linux)")

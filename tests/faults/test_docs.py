@@ -3,7 +3,7 @@ benchmarks and READMEs around the table's markers, through docs/gen_results.py."
 
 from __future__ import annotations
 
-from .trials.docs import docs
+from benchmarks.trials.docs import docs
 
 
 def test_random_results_files_and_readmes(tmp_path):

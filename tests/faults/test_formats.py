@@ -13,12 +13,8 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.cli import main
-from prebake.errors import SourceError
-from prebake.sources import SourceOptions, detect
-
-from .trials.formats import formats
-from .trials.shipped import (
+from benchmarks.trials.formats import formats
+from benchmarks.trials.shipped import (
     DICOM_UNNAMED,
     nibabel_data,
     pydicom_file,
@@ -28,6 +24,9 @@ from .trials.shipped import (
     written_images,
     written_volumes,
 )
+from prebake.cli import main
+from prebake.errors import SourceError
+from prebake.sources import SourceOptions, detect
 
 nib = pytest.importorskip("nibabel")
 pytest.importorskip("pydicom")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .trials.geometry import TRIALS, attempt, geometry
+from benchmarks.trials.geometry import TRIALS, attempt, geometry
 
 pytest.importorskip("nibabel")
 pytest.importorskip("pydicom")

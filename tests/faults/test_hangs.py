@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .trials.hangs import VARIANTS, run_variants
+from benchmarks.trials.hangs import VARIANTS, run_variants
 
 
 def test_torch_scipy_and_blas_transforms_and_a_stage_after_the_parent_used_threads(tmp_path):

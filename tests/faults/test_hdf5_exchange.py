@@ -16,10 +16,7 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.cli import main
-from prebake.errors import CacheCorruptError, PrebakeError, SourceError
-
-from .trials.hdf5_exchange import (
+from benchmarks.trials.hdf5_exchange import (
     DTYPES,
     OFFSET_FAULTS,
     bad_offsets,
@@ -33,6 +30,8 @@ from .trials.hdf5_exchange import (
     random_column,
     valid_offsets,
 )
+from prebake.cli import main
+from prebake.errors import CacheCorruptError, PrebakeError, SourceError
 
 h5py = pytest.importorskip("h5py")
 H5PY_DATA = Path(h5py.__file__).parent / "tests" / "data_files"

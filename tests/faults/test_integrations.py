@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from .trials.integrations import integrations
+from benchmarks.trials.integrations import integrations
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 for package in ("lightning", "torchdata", "datasets"):

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests.helpers.crash import (
+from benchmarks.trials.crash import (
     CHUNK_ROWS,
     assert_same_cache,
     build_dataset,
@@ -16,8 +16,7 @@ from tests.helpers.crash import (
     kill_blocked_worker,
     start_forked,
 )
-
-from .trials.kills import References, kill_builder, kill_worker
+from benchmarks.trials.kills import References, kill_builder, kill_worker
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc"),
                                 reason="needs fork and /proc (Linux)")

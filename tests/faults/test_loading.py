@@ -2,7 +2,7 @@
 corrupt one) accepted, and bad parameters surfacing as numpy or torch internals.
 
 Each is an attack on the public API with tiny real caches; the trial at the end throws many random
-bad values, masks and states at the same surface (``tests/faults/trials/loading.py``).
+bad values, masks and states at the same surface (``benchmarks/trials/loading.py``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import pytest
 import torch
 
 import prebake
+from benchmarks.trials.loading import loading
 from prebake.errors import IndicesError, OptionError, PrebakeError, ResumeError, ViewError
-
-from .trials.loading import loading
 
 N = 20
 

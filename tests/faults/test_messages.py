@@ -15,12 +15,11 @@ import pytest
 from PIL import Image
 
 import prebake
+from benchmarks.trials.messages import messages
 from prebake.cli import main
 from prebake.errors import IndicesError, SourceError, ViewError
 from prebake.integrations.torchdata import BatchSampler
 from prebake.load.views import Items
-
-from .trials.messages import messages
 
 
 def _csv_elsewhere(tmp_path: Path) -> tuple[Path, Path]:

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials.mixed_writes import mixed_writes
+from benchmarks.trials.schema import Items
 from prebake.cache.format import partial_path
 from prebake.errors import CacheCorruptError, TooManySkippedError
-
-from .trials.mixed_writes import mixed_writes
-from .trials.schema import Items
 
 
 def _stopped(tmp_path, items):

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("nibabel")
 pytest.importorskip("monai")
 
-from .trials.monai import monai
+from benchmarks.trials.monai import monai
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")

@@ -15,14 +15,7 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.bake.api import prepare
-from prebake.cli import main
-from prebake.config import check_settings
-from prebake.errors import BadItemError, OptionError
-from prebake.settings import build_kwargs
-from prebake.steps import CropOrPad, Spacing
-
-from .trials.options_resources import (
+from benchmarks.trials.options_resources import (
     BAD_VALUES,
     CONFIG_KINDS,
     FRONTS,
@@ -37,7 +30,13 @@ from .trials.options_resources import (
     refused_before_work,
     volume_refused,
 )
-from .trials.volumefiles import VOLUME_KINDS, hostile_volume, write_dicom, write_nifti
+from benchmarks.trials.volumefiles import VOLUME_KINDS, hostile_volume, write_dicom, write_nifti
+from prebake.bake.api import prepare
+from prebake.cli import main
+from prebake.config import check_settings
+from prebake.errors import BadItemError, OptionError
+from prebake.settings import build_kwargs
+from prebake.steps import CropOrPad, Spacing
 
 
 @pytest.fixture(scope="module")

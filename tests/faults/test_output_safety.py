@@ -22,6 +22,9 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials.crash import join_forked
+from benchmarks.trials.diskfull import can_mount, mount_tmpfs
+from benchmarks.trials.output_safety import output_safety, snapshot
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.bake.partial import PartialCache
 from prebake.bake.plan import BuildPlan, ChunkResult
@@ -30,10 +33,6 @@ from prebake.cli import main
 from prebake.errors import ForeignOutputError, PrebakeError, SplitsError
 from prebake.steps import Resize, compile_steps
 from prebake.synthetic import write_image_folder
-from tests.helpers.crash import join_forked
-
-from .trials.diskfull import can_mount, mount_tmpfs
-from .trials.output_safety import output_safety, snapshot
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Bad input gets a ViewError naming the parameter, the value or the item, and the fix; a box at the
 very start or end of a column's values is padded, never read from the neighbouring memory; an item
 without the drawn class takes the documented uniform fallback, counted. The trial at the end runs
-random shapes, sizes, samplers, subsets, ranks and resume points (``tests/faults/trials/patches.py``).
+random shapes, sizes, samplers, subsets, ranks and resume points (``benchmarks/trials/patches.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import pytest
 import torch
 
 import prebake
+from benchmarks.trials.patches import Volumes, crop, patches
 from prebake.errors import OptionError, ViewError
 from prebake.steps import FgBgIndices
-
-from .trials.patches import Volumes, crop, patches
 
 
 def _cache(tmp_path, shapes, classes=(0, 1), label_shapes=None, tag="c"):

@@ -9,13 +9,12 @@ import sys
 import numpy as np
 import pytest
 
+from benchmarks.trials.reads import changed_while_killed_case, one_case, reads, resume_case, setup
+from benchmarks.trials.staleness import in_child
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
 from prebake.cache.files import read_manifest
 from prebake.cli import main
 from prebake.steps import compile_steps
-
-from .trials.reads import changed_while_killed_case, one_case, reads, resume_case, setup
-from .trials.staleness import in_child
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -5,7 +5,7 @@ the CPU compute-bound; examples' benchmarks overwrote the committed results, and
 from where the quickstart leaves the user.
 
 Each is an attack with tiny real caches and processes, and no timed assertion; the trial at the end throws
-random caches, views and settings at the same surface (``tests/faults/trials/release.py``).
+random caches, views and settings at the same surface (``benchmarks/trials/release.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import pytest
 import torch
 
 import prebake
+from benchmarks.trials.release import release
 from prebake.cli import main
 from prebake.measure.bench import write_results
-
-from .trials.release import release
 
 N = 1000
 

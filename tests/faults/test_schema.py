@@ -22,11 +22,10 @@ import torch
 from PIL import Image
 
 import prebake
+from benchmarks.trials.schema import Items, schema
 from prebake.cache.format import ITEM_KEYS, partial_path, sign_manifest
 from prebake.cli import main
 from prebake.errors import CacheCorruptError, OptionError, SchemaError, TooManySkippedError, ViewError
-
-from .trials.schema import Items, schema
 
 SIZES = [(17, 9), (32, 24), (9, 31), (64, 48), (48, 64), (5, 5), (100, 3), (3, 100), (40, 40), (41, 39),
          (23, 57), (57, 23), (16, 16), (31, 29), (12, 80), (80, 12), (33, 33), (7, 70), (70, 7), (25, 26)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .trials.staleness import CASES
+from benchmarks.trials.staleness import CASES
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=[f.__name__ for f in CASES.values()])

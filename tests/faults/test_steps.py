@@ -10,12 +10,11 @@ import re
 import pytest
 
 import prebake
+from benchmarks.trials.options_resources import in_child
+from benchmarks.trials.steps import BAD, PUBLIC_STEPS, _shows, steps
 from prebake.errors import OptionError, PrebakeError
 from prebake.steps import BandPass, CenterCrop, CropOrPad, Resample, Resize, SegmentCycles, ShorterSide
 from prebake.synthetic import write_audio_folder, write_image_folder
-
-from .trials.options_resources import in_child
-from .trials.steps import BAD, PUBLIC_STEPS, _shows, steps
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,9 @@ import warnings
 import pytest
 import torch
 
+from benchmarks.trials.weights import weights
 from prebake import Stage
 from prebake.identity.code import code_identity
-
-from .trials.weights import weights
 
 #: Digests that caches built before the weight walkers were merged hold (computed by that code).
 PINNED = {

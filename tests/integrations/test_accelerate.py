@@ -15,10 +15,9 @@ import pytest
 pytest.importorskip("accelerate")
 
 import prebake
+from benchmarks.trials.integrations import small_cache
 from prebake.errors import OptionError, ResumeError
 from prebake.integrations.accelerate import LoaderState, prepare_loader
-
-from ..faults.trials.integrations import small_cache
 
 HERE = Path(__file__).parent
 

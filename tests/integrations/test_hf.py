@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 import prebake
+from benchmarks.trials.integrations import random_dataset, same
 from prebake.errors import OptionError, SourceError
 from prebake.integrations.hf import to_hf
-
-from ..faults.trials.integrations import random_dataset, same
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 datasets = pytest.importorskip("datasets")

@@ -16,10 +16,9 @@ import torch
 pytest.importorskip("lightning")
 
 import prebake
+from benchmarks.trials.integrations import lightning_run, small_cache
 from prebake.errors import MissingExtraError, OptionError, ResumeError
 from prebake.integrations.lightning import CacheDataModule
-
-from ..faults.trials.integrations import lightning_run, small_cache
 
 SLOW = os.environ.get("PREBAKE_SLOW_INTEGRATIONS") == "1"
 HERE = Path(__file__).parent

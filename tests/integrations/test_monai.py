@@ -23,10 +23,9 @@ import monai.transforms as mt  # noqa: E402
 import torch  # noqa: E402
 
 import prebake  # noqa: E402
+from benchmarks.trials.monai import LABELS, compare, data_list, nibabel_data, persistent_values  # noqa: E402
 from prebake.errors import OptionError  # noqa: E402
 from prebake.integrations.monai import DataList, MonaiDataset, split, to_device_ops  # noqa: E402
-
-from ..faults.trials.monai import LABELS, compare, data_list, nibabel_data, persistent_values  # noqa: E402
 
 SLOW = os.environ.get("PREBAKE_SLOW_INTEGRATIONS") == "1"
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "monai.md"

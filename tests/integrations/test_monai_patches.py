@@ -14,11 +14,10 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.fil
 import monai.transforms as mt  # noqa: E402
 
 import prebake  # noqa: E402
+from benchmarks.trials.patches import crop  # noqa: E402
 from prebake.errors import OptionError  # noqa: E402
 from prebake.integrations.monai import DataList, split, to_device_ops, to_patches  # noqa: E402
 from prebake.steps import FgBgIndices  # noqa: E402
-
-from ..faults.trials.patches import crop  # noqa: E402
 
 KEYS = ["image", "label"]
 SHAPES = [(14, 12, 10), (9, 16, 11), (5, 7, 12), (12, 12, 12)]  # one smaller than the patch on an axis

@@ -14,10 +14,9 @@ pytest.importorskip("torchdata")
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 import prebake
+from benchmarks.trials.integrations import roundtrip, small_cache, take
 from prebake.errors import OptionError, ResumeError
 from prebake.integrations.torchdata import BatchSampler
-
-from ..faults.trials.integrations import roundtrip, small_cache, take
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

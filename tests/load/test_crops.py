@@ -1,7 +1,7 @@
 """prebake.Crops: crops of images of many sizes, against a per-sample reference, under the Loader's guarantees.
 
 Every crop is compared with the numpy crop of its box resized by torch's ``interpolate(bilinear,
-antialias=True)`` (tolerances in tests/faults/trials/crops.py); the training boxes with torchvision's
+antialias=True)`` (tolerances in benchmarks/trials/crops.py); the training boxes with torchvision's
 ``get_params`` loop fed the same random numbers; epochs, resume and DDP ranks as tests/load/test_patches.py.
 """
 
@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import prebake
+from benchmarks.trials.crops import bake, get_params, images, reference, within
 from prebake.errors import ResumeError
 from prebake.load.crop_resize import CropBatch
-
-from ..faults.trials.crops import bake, get_params, images, reference, within
 
 SIZE = 37  # odd, and between the images' sizes: some boxes are upscaled, some shrunk by factors 1 to 3
 

@@ -12,13 +12,12 @@ import pytest
 import torch
 
 import prebake
+from benchmarks.trials.patches import Volumes, bake, crop, volumes
 from prebake.augment import GaussianNoise3d, IntensityWindow, RandomFlip3d, RandomIntensity, RandomRotate90
 from prebake.errors import ResumeError
 from prebake.load.patches import stitch
 from prebake.steps import FgBgIndices
 from prebake.steps.indices import class_runs
-
-from ..faults.trials.patches import Volumes, bake, crop, volumes
 
 SIZE = (6, 5, 7)
 

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
+from benchmarks.trials.shipped import SCIPY_WAVS, reference, scipy_data, written_audio, written_images
 from prebake.errors import BadItemError
 from prebake.sources import SourceOptions, detect
 from prebake.sources.audio import read_audio
-from tests.faults.trials.shipped import SCIPY_WAVS, reference, scipy_data, written_audio, written_images
 
 sf = pytest.importorskip("soundfile", reason="audio is read through soundfile: pip install soundfile")
 pytest.importorskip("scipy", reason="the shipped WAV files are scipy's")

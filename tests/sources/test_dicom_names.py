@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.trials.shipped import DICOM_UNNAMED, pydicom_file
 from prebake.sources import detect
 from prebake.sources.sniff import family, sniff
-from tests.faults.trials.shipped import DICOM_UNNAMED, pydicom_file
 
 pydicom = pytest.importorskip("pydicom", reason="DICOM is read through pydicom: pip install pydicom")
 from pydicom.pixels import apply_rescale  # noqa: E402

@@ -13,10 +13,7 @@ import numpy as np
 import pytest
 
 import prebake
-from prebake.errors import BadItemError
-from prebake.sources.volume_geometry import SLICE_TOLERANCE, axcodes_of
-from prebake.sources.volume_readers import read_volume
-from tests.faults.trials.geometry_files import (
+from benchmarks.trials.geometry_files import (
     AXIAL,
     LPS_TO_RAS,
     Plane,
@@ -28,6 +25,9 @@ from tests.faults.trials.geometry_files import (
     write_series,
     write_slice,
 )
+from prebake.errors import BadItemError
+from prebake.sources.volume_geometry import SLICE_TOLERANCE, axcodes_of
+from prebake.sources.volume_readers import read_volume
 
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.trials.shipped import reference, written_images
 from prebake.errors import BadItemError
 from prebake.sources import detect
 from prebake.sources.images import decode_image
 from prebake.sources.notes import take_notes
 from tests.faults.test_formats import _png48
-from tests.faults.trials.shipped import reference, written_images
 
 
 def test_every_written_format_is_listed_and_equals_pillows_first_frame(tmp_path):

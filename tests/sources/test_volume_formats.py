@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.trials.shipped import NIBABEL_READABLE, NIBABEL_REFUSED, copy_as, reference, written_volumes
 from prebake.errors import BadItemError
 from prebake.sources import SourceOptions, detect
 from prebake.sources.volume_readers import read_volume
-from tests.faults.trials.shipped import NIBABEL_READABLE, NIBABEL_REFUSED, copy_as, reference, written_volumes
 
 nib = pytest.importorskip("nibabel", reason="the volume formats are read through nibabel: pip install nibabel")
 DATA = Path(nib.__file__).parent / "tests" / "data"

@@ -19,7 +19,9 @@ from typing import Any
 
 import prebake
 from prebake.cache.format import PARTIAL_SUFFIX, REPLACED_SUFFIX
-from tests.helpers.crash import (
+
+from . import Row
+from .crash import (
     CHUNK_ROWS,
     NUM_ITEMS,
     assert_same_cache,
@@ -32,9 +34,7 @@ from tests.helpers.crash import (
     write_transform,
 )
 
-from . import Row
-
-#: Kill points inside the commit (see tests/helpers/crash.py); the _compact ones are the
+#: Kill points inside the commit (see benchmarks/trials/crash.py); the _compact ones are the
 #: compaction that drops skipped rows.
 COMMIT_POINTS = ["seal:entry", "_compact:entry", "_compact:mid", "_compact:exit", "_stitch:exit", "seal:exit",
                  "publish:entry", "publish:exit", "swap_into_place:entry", "swap_into_place:mid",

@@ -2,7 +2,7 @@
 
 A killed build runs in a real child process: either forked from the test process
 (:func:`run_forked`, cheap: torch is already imported) or started as a fresh
-interpreter (``python tests/helpers/crash.py '<json config>'``, :func:`script_cmd`).
+interpreter (``python benchmarks/trials/crash.py '<json config>'``, :func:`script_cmd`).
 Either way the child installs its kill hook (SIGKILL at a chosen point) *in the child
 only* and runs ``prebake.bake.build.build_all``.
 

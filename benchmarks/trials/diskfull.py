@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 import prebake
-from tests.helpers.crash import assert_same_cache, build_dataset, join_forked, write_dataset
 
 from . import Row
+from .crash import assert_same_cache, build_dataset, join_forked, write_dataset
 
 _CLONE_NEWNS, _MS_REC, _MS_PRIVATE, _MS_REMOUNT = 0x00020000, 16384, 1 << 18, 32
-IMAGE_BYTES = 3000 * 3 * 16 * 16  # the fixed image column of the test dataset (tests/helpers/crash.py)
+IMAGE_BYTES = 3000 * 3 * 16 * 16  # the fixed image column of the test dataset (benchmarks/trials/crash.py)
 
 
 def _libc() -> Any:

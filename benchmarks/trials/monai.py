@@ -210,5 +210,5 @@ def _changed(r: random.Random, row: Row, t: int, specs: list[Spec], rest: list[S
     row.check(ok, f"trial {t}: {name} {kwargs} -> {changed}: {report.action}, reasons {report.reasons}")
 
 
-if __name__ == "__main__":  # python -m tests.faults.trials.monai
+if __name__ == "__main__":  # python -m benchmarks.trials.monai
     print(monai(Path(tempfile.mkdtemp()), int(os.environ.get("TRIALS", "10")), 0).to_json())

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import Row
 
-DOCS = Path(__file__).resolve().parents[3] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 NOT_MEASURED = "GPU figures: not measured"
 MUTATIONS = ("drop", "retype", "gpu", "new", "readme")
 

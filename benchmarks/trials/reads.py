@@ -38,9 +38,9 @@ from prebake.identity.plugins import load_object
 from prebake.sources import DatasetSource
 from prebake.steps import compile_steps
 from prebake.synthetic import write_npz
-from tests.helpers.crash import install_kill, join_forked
 
 from . import Row
+from .crash import install_kill, join_forked
 from .staleness import in_child
 
 KINDS = ("checkpoint", "json", "npy", "stage")

@@ -20,9 +20,9 @@ import numpy as np
 
 import prebake
 from prebake.errors import CacheChangedError, PrebakeError
-from tests.helpers.crash import assert_same_cache, build_dataset, join_forked, start_forked, write_dataset
 
 from . import Row
+from .crash import assert_same_cache, build_dataset, join_forked, start_forked, write_dataset
 
 
 def concurrent_builders(workdir: Path, rounds: int, builders: int = 3) -> Row:
