@@ -2,16 +2,17 @@
 
 Builders: one commit per round, the others find it up to date. Readers: every read
 comes from one committed version (its data and its manifest agree), or is refused
-with a typed error; a pickled Cache (what a spawn DataLoader worker gets) serves the
-version it was opened on or raises CacheChangedError.
+with a typed error; a Cache sent to another process (what a spawn DataLoader worker gets: its
+pickled state, rebuilt by ``__setstate__``) serves the version it was opened on or raises
+CacheChangedError.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing as mp
 import os
-import pickle
 import shutil
 import time
 from pathlib import Path
@@ -19,10 +20,19 @@ from pathlib import Path
 import numpy as np
 
 import prebake
+from prebake.cache.reader import Cache
 from prebake.errors import CacheChangedError, PrebakeError
 
 from . import Row
 from .crash import assert_same_cache, build_dataset, join_forked, start_forked, write_dataset
+
+
+def _received(state: dict) -> Cache:
+    """The Cache a worker rebuilds from ``state``, as unpickling does (``__setstate__`` on a fresh object), without
+    unpickling bytes: nothing outside the tests' own fixtures ever does."""
+    cache = Cache.__new__(Cache)
+    cache.__setstate__(copy.deepcopy(state))
+    return cache
 
 
 def concurrent_builders(workdir: Path, rounds: int, builders: int = 3) -> Row:
@@ -66,7 +76,7 @@ def _versions(path: Path, rounds: int, go: Path) -> None:
 
 
 def reader_during_swap(workdir: Path, rounds: int) -> Row:
-    """One process commits ``rounds`` versions while this one opens, reads and unpickles caches."""
+    """One process commits ``rounds`` versions while this one opens, reads and receives caches."""
     row = Row("a reader during rebuilds: every read is one committed version, or a typed refusal")
     path = workdir / "swapped"
     shutil.rmtree(path, ignore_errors=True)
@@ -77,7 +87,7 @@ def reader_during_swap(workdir: Path, rounds: int) -> Row:
     writer = mp.get_context("fork").Process(target=_versions, args=(path, rounds, go))
     writer.start()
     held = prebake.open(path)  # opened before the first swap, read after many
-    pickled = pickle.dumps(held)
+    sent = held.__getstate__()  # what pickling it for a spawn worker sends
     go.touch()
     refused = 0
     while writer.exitcode is None or row.trials < 20:
@@ -88,7 +98,7 @@ def reader_during_swap(workdir: Path, rounds: int) -> Row:
             continue
         _check_version(row, cache, "fresh")
         try:
-            _check_version(row, pickle.loads(pickled), "unpickled")
+            _check_version(row, _received(sent), "sent")
         except CacheChangedError:
             row.ok()  # the version it was opened on is gone: refused, as it must be
         _check_version(row, held, "held")

@@ -1,7 +1,7 @@
 """Segmentation on volumes of many extents: balanced patches to train, a grid and stitching to infer, Dice per volume.
 
     python -m examples.medical3d.segment --out runs/medical3d-seg           # 24 synthetic volumes, 6 epochs
-    python -m examples.medical3d.segment --volumes 8 --epochs 2 --out /tmp/seg     # a quick look
+    python -m examples.medical3d.segment --volumes 8 --epochs 2 --out runs/medical3d-seg-quick   # a quick look
 
 The volumes are synthetic int16 CT-like NIfTI files (``.nii.gz``, 40 to 72 voxels a side, each its own
 extent) with a uint8 label map of bright lesions (spheres, class 1), listed in a MONAI-style data list.
