@@ -13,7 +13,7 @@ import numpy as np
 from ..cache.indices import shown
 from ..cache.reader import Cache
 from ..errors import ViewError
-from .patch_checks import item_shape
+from .patch_checks import item_shape, refuse_empty
 
 #: The largest output side: 8192^2 pixels of 3 float32 channels are 805 MB a sample before the cast.
 MAX_SIZE = 8192
@@ -72,13 +72,8 @@ def check_range(value: Any, name: str, lowest: float, highest: float | None, exa
 
 def check_extents(dims: np.ndarray, items: np.ndarray, cache: Cache, column: str) -> None:
     """No image of zero height or width: it holds no crop."""
-    sub = dims[items]
-    empty = items[(sub == 0).any(axis=1)]
-    if len(empty):
-        raise ViewError(f"Crops over {cache.path}: {len(empty)} image(s) of {column!r} have zero height or width "
-                        f"(item {int(empty[0])}: {dims[empty[0]].tolist()}), which hold no crop: items "
-                        f"{empty.tolist() if len(empty) <= 8 else shown(empty)}; leave them out with "
-                        "indices=np.setdiff1d(np.arange(len(cache)), EMPTY), EMPTY those items")
+    refuse_empty(dims, items, f"Crops over {cache.path}", f"image(s) of {column!r} have zero height or width", "",
+                 "hold no crop")
 
 
 def check_columns(cache: Cache, column: str, columns: list[str] | None) -> list[str]:

@@ -74,16 +74,22 @@ def check_size(size: Any, cache: Cache, column: str) -> tuple[int, ...]:
     return tuple(int(s) for s in size)
 
 
+def refuse_empty(dims: np.ndarray, items: np.ndarray, view: str, what: str, shape: str, holds: str) -> None:
+    """A ViewError naming the ``items`` whose ``dims`` (N, k) have a zero axis, and the ``indices=`` that leaves
+    them out (Patches and Crops word it for volumes and for images)."""
+    empty = items[(dims[items] == 0).any(axis=1)]
+    if len(empty):
+        raise ViewError(f"{view}: {len(empty)} {what} (item {int(empty[0])}: {shape}{dims[empty[0]].tolist()}), "
+                        f"which {holds}: items {empty.tolist() if len(empty) <= 8 else shown(empty)}; leave them "
+                        "out with indices=np.setdiff1d(np.arange(len(cache)), EMPTY), EMPTY those items")
+
+
 def check_extents(dims: np.ndarray, items: np.ndarray, size: tuple[int, ...], pad: bool, cache: Cache,
                   column: str) -> None:
     """No item of zero extent; with ``pad=False`` none smaller than the patch."""
     sub = dims[items]
-    empty = items[(sub == 0).any(axis=1)]
-    if len(empty):
-        raise ViewError(f"Patches over {cache.path}: {len(empty)} item(s) of {column!r} have an axis of zero extent "
-                        f"(item {int(empty[0])}: spatial shape {dims[empty[0]].tolist()}), which holds no patch: "
-                        f"items {empty.tolist() if len(empty) <= 8 else shown(empty)}; leave them out with "
-                        "indices=np.setdiff1d(np.arange(len(cache)), EMPTY), EMPTY those items")
+    refuse_empty(dims, items, f"Patches over {cache.path}", f"item(s) of {column!r} have an axis of zero extent",
+                 "spatial shape ", "holds no patch")
     if pad:
         return
     small = items[(sub < np.array(size)).any(axis=1)]
