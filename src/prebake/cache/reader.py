@@ -160,6 +160,7 @@ class Cache(torch.utils.data.Dataset):
                     f"open it again with prebake.open({str(self.path)!r}) and restart the DataLoader workers"
                 )
             self.manifest, self.specs, self._cols = manifest, column_specs(manifest), cols
+            self._keys: list[str] | None = None  # read on first use (source_keys)
             return
 
     def _map_all(self, dir_fd: int, manifest: dict[str, Any]) -> dict[str, np.ndarray | Ragged | Shaped]:
@@ -220,11 +221,12 @@ class Cache(torch.utils.data.Dataset):
         None for a cache that records none. A CacheCorruptError when the file does not match the manifest."""
         if not self.manifest.get("item_keys"):
             return None
-        keys = row_keys(self.path, self.manifest)
-        if keys is None:
-            raise CacheCorruptError(f"{self.path / ITEM_KEYS} does not match its manifest entry (size, checksum "
-                                    "or one key per row); run 'prebake verify' on it, then rebuild with --force")
-        return keys
+        if self._keys is None:  # read and checked once per opened version, not on every access
+            self._keys = row_keys(self.path, self.manifest)
+            if self._keys is None:
+                raise CacheCorruptError(f"{self.path / ITEM_KEYS} does not match its manifest entry (size, checksum "
+                                        "or one key per row); run 'prebake verify' on it, then rebuild with --force")
+        return self._keys
 
     @property
     def targets(self) -> np.ndarray:
@@ -314,6 +316,7 @@ class Cache(torch.utils.data.Dataset):
         state = self.__dict__.copy()
         state["_cols"] = {}  # memory maps are reopened in the receiving process
         state["_preloaded"] = {}  # preloaded copies are not sent either
+        state["_keys"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -61,8 +61,8 @@ def _export_hf(args: argparse.Namespace) -> int:
         if out.exists() or out.is_symlink():  # appeared while we wrote: still never replaced
             raise ForeignOutputError(f"{out} appeared during the export; it was left as it is")
         os.rename(staged, out)
-    n = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     if args.json:
+        n = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
         echo(json.dumps({"cache": args.path, "out": str(out), "bytes": n, "format": "hf"}))
     else:
         echo(f"exported {args.path} -> {out} (a datasets directory: datasets.load_from_disk({str(out)!r}))")
