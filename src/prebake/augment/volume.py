@@ -4,6 +4,8 @@ Geometric ops (:class:`RandomCrop3d`, :class:`RandomFlip3d`, :class:`RandomRotat
 compute, per sample, which source voxel each output voxel reads, and read them all in
 one advanced-indexing gather whose index tensors broadcast (``(N, 1, d, 1, 1)`` and the
 like), so no index volume is built and the kernel count does not depend on the batch.
+On a CPU, where reading the params costs no wait, they slice, flip or rotate one sample
+at a time instead (:func:`per_volume`: the same values, 12-25x less time at 32^3-64^3).
 They keep the dtype, int16 included: crop and flip a baked int16 CT before
 :class:`IntensityWindow` turns it into float, and the gathers move half the bytes.
 
@@ -15,7 +17,9 @@ the same noise); :class:`IntensityWindow` is ``ScaleIntensityRange(clip=True)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -27,6 +31,7 @@ from .base import (
     applied_normal,
     blend,
     check_range,
+    host_readable,
     lerp_range,
     per_sample,
     randint_from,
@@ -58,6 +63,38 @@ def gather(x: Tensor, d: Tensor, h: Tensor, w: Tensor) -> Tensor:
     n = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1, 1, 1)
     c = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1, 1)
     return x[n, c, d, h, w]
+
+
+#: Voxels per output sample from which a CPU op moves samples one at a time: below it the per-sample calls
+#: cost more than the gather (a 4^3 crop of 64 samples: 251 against 58 us; at 8^3, 267 against 240 us).
+PER_VOLUME_FROM = 4096
+
+
+def one_at_a_time(params: Tensor, voxels: int) -> bool:
+    """Whether a geometric op should use :func:`per_volume`: params readable for free, big enough samples,
+    and at least one (an empty batch has nothing to stack; the gather gives its shape)."""
+    return voxels >= PER_VOLUME_FROM and params.shape[0] > 0 and host_readable(params)
+
+
+def per_volume(x: Tensor, moves: list[Callable[[Tensor], Tensor] | None], inplace: bool) -> Tensor:
+    """Each volume ``x[i]`` through ``moves[i]`` (``None``: kept as it is), one sample at a time.
+
+    On a CPU, where reading the params waits for nothing, a flip or rotation of one sample is
+    ``torch.flip``/``torch.rot90`` and a copy: 0.2-0.3 ms for a 4 x 64^3 float32 batch against
+    5.4 ms for the broadcast gather, which computes an index per voxel (benchmarks/monai_pipeline.py;
+    64 x 32^3: 0.9 against 11.4 ms).
+    With ``inplace`` the moved samples are written back into ``x`` and the others are not touched.
+    """
+    if inplace:
+        for i, move in enumerate(moves):
+            if move is not None:
+                x[i] = move(x[i])
+        return x
+    return torch.stack([x[i] if move is None else move(x[i]) for i, move in enumerate(moves)])
+
+
+def _cut(v: Tensor, box: tuple[slice, ...]) -> Tensor:
+    return v[box]
 
 
 def _along(idx: Tensor, axis: int) -> Tensor:
@@ -113,6 +150,10 @@ class RandomCrop3d(VolumeOp):
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
         start = params["start"]
+        if one_at_a_time(start, x.shape[1] * self.size[0] * self.size[1] * self.size[2]):  # see per_volume
+            (d, h, w) = self.size
+            boxes = [(slice(None), slice(a, a + d), slice(b, b + h), slice(c, c + w)) for a, b, c in start.tolist()]
+            return per_volume(x, [functools.partial(_cut, box=box) for box in boxes], inplace=False)
         idx = [_along(start[:, a, None] + torch.arange(s, device=x.device), a) for a, s in enumerate(self.size)]
         return gather(x, *idx)
 
@@ -139,6 +180,8 @@ class RandomFlip3d(VolumeOp):
         return {"flip": u < self.p}
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
+        if one_at_a_time(params["flip"], math.prod(x.shape[1:])):
+            return per_volume(x, self._moves(params), inplace=False)
         idx = []
         for a in range(3):
             ar = torch.arange(x.shape[2 + a], device=x.device).expand(x.shape[0], -1)
@@ -146,6 +189,16 @@ class RandomFlip3d(VolumeOp):
                 ar = torch.where(params["flip"][:, self.axes.index(a), None], x.shape[2 + a] - 1 - ar, ar)
             idx.append(_along(ar, a))
         return gather(x, *idx)
+
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        if not one_at_a_time(params["flip"], math.prod(x.shape[1:])):
+            return self.apply(x, params)
+        return per_volume(x, self._moves(params), inplace=True)
+
+    def _moves(self, params: Params) -> list[Callable[[Tensor], Tensor] | None]:
+        """Per sample, its flip over the (C, D, H, W) dims of the axes whose coin came up, or None."""
+        dims = [[1 + a for a, f in zip(self.axes, row) if f] for row in params["flip"].tolist()]
+        return [functools.partial(torch.flip, dims=d) if d else None for d in dims]
 
     def extra_repr(self) -> str:
         return f"axes={self.axes}, p={self.p}"
@@ -174,6 +227,8 @@ class RandomRotate90(VolumeOp):
         return {"apply": apply, "k": torch.where(apply, 1 + randint_from(u[:, 1], 2), 0)}
 
     def apply(self, x: Tensor, params: Params) -> Tensor:  # type: ignore[override]
+        if one_at_a_time(params["k"], math.prod(x.shape[1:])):
+            return per_volume(x, self._moves(params), inplace=False)
         a, b = self.axes
         size = x.shape[2 + a]
         ar = torch.arange(size, device=x.device)
@@ -191,6 +246,16 @@ class RandomRotate90(VolumeOp):
                 for m, n in enumerate(x.shape[2:])]
         full[a], full[b] = src_a, src_b
         return gather(x, *full)
+
+    def apply_inplace(self, x: Tensor, params: Params) -> Tensor:
+        if not one_at_a_time(params["k"], math.prod(x.shape[1:])):
+            return self.apply(x, params)
+        return per_volume(x, self._moves(params), inplace=True)
+
+    def _moves(self, params: Params) -> list[Callable[[Tensor], Tensor] | None]:
+        """Per sample, ``torch.rot90`` by its k in the plane of the (C, D, H, W) dims of ``axes``, or None."""
+        dims = (1 + self.axes[0], 1 + self.axes[1])
+        return [functools.partial(torch.rot90, k=k, dims=dims) if k else None for k in params["k"].tolist()]
 
     def extra_repr(self) -> str:
         return f"axes={self.axes}, p={self.p}"

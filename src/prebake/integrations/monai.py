@@ -30,9 +30,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..errors import OptionError
@@ -40,6 +41,7 @@ from ..steps.monai import DEFAULT_META, MonaiTransforms, expand, flatten, from_m
 from . import require
 
 if TYPE_CHECKING:
+    from ..augment.base import Op
     from ..cache.reader import Cache
 
 __all__ = ["DataList", "DeviceTransform", "MonaiDataset", "MonaiTransforms", "from_monai", "split", "to_device_ops",
@@ -133,13 +135,22 @@ class DeviceTransform(nn.Module):
         self.ops = nn.ModuleList([op for _, op in ops])
 
     def forward(self, batch: dict[str, Any], generator: Any = None) -> dict[str, Any]:
+        """The ops in order on a copy of ``batch``; an op writes into a tensor an earlier op made (never into
+        ``batch``'s own tensors), as :class:`prebake.augment.Compose` does."""
+        from ..augment.base import owned
+
         out = dict(batch)
-        for keys, op in zip(self.keys, self.ops):
+        for keys, module in zip(self.keys, self.ops):
+            op = cast("Op", module)
             params = None
             for key in keys:
                 if key not in out:
                     raise KeyError(f"{op} acts on {key!r}, but the batch has {sorted(out)}; load that column")
-                out[key], params = op(out[key], params, generator, return_params=True)
+                x, source = out[key], batch[key]
+                inplace = op.has_inplace and isinstance(x, torch.Tensor) and isinstance(source, torch.Tensor) \
+                    and x is not source and owned(x, source)
+                out[key], params = op.run(x, params, generator, inplace=True) if inplace else \
+                    op(x, params, generator, return_params=True)
         return out
 
 
