@@ -154,6 +154,9 @@ SUMMARY: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("medical3d-cpu-2core", "3-D CT volumes from a CSV", lambda d: [
         "MONAI `PersistentDataset`, 4 workers", "steady samples/s",
         ratio(d["ratios"]["monai-persistent"]["steady_samples_per_s"])]),
+    ("monai_pipeline-cpu-2core", "A MONAI `Compose` (load, orient, resample, window, crop; flips, rot90, noise)",
+     lambda d: ["the same `Compose` in `PersistentDataset`, 2 workers", "steady samples/s",
+                ratio(d["results"]["steady"]["ratio"]["median"])]),
     ("views-cpu-2core", "Windows of video frames with context (batch 64)", lambda d: [
         "per-item Dataset over the same memmaps, 4 workers", "samples/s",
         ratio(next(r for s in d["settings"] if s["setting"] == "windows, batch 64" for r in s["rows"]
