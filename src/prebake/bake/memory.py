@@ -85,9 +85,34 @@ def _split(columns: Mapping[str, Column]) -> tuple[dict[str, np.ndarray], dict[s
                 raise FormatError(f"ragged column {name!r} is an empty list; pass Ragged(values, offsets) to give "
                                   "its dtype")
             offsets = np.zeros(len(items) + 1, dtype=np.int64)
-            np.cumsum([len(a) for a in items], out=offsets[1:])
-            ragged[name] = Ragged(np.concatenate(items, dtype=items[0].dtype), offsets)  # keeps byte order
+            np.cumsum([len(a) for a in _check_items(name, items)], out=offsets[1:])
+            ragged[name] = Ragged(np.concatenate(items, dtype=_common_dtype(name, items)), offsets)
     return fixed, ragged
+
+
+def _check_items(name: str, items: list[np.ndarray]) -> list[np.ndarray]:
+    """The items of a list column: each at least 1-d, all alike beyond their first axis."""
+    for i, a in enumerate(items):
+        if a.ndim == 0:
+            raise FormatError(f"column {name!r}: item {i} is a scalar ({a!r}); a list column holds arrays of one "
+                              "or more axes: wrap it as [value], or give the column as one array")
+        if a.shape[1:] != items[0].shape[1:]:
+            raise FormatError(f"column {name!r}: item {i} has shape {a.shape} and item 0 {items[0].shape}; the "
+                              "items of a list column may differ in their first axis only: pad or crop them to "
+                              "one shape beyond it, or bake them with prebake.build, which keeps each item's shape")
+    return items
+
+
+def _common_dtype(name: str, items: list[np.ndarray]) -> np.dtype:
+    """The items' dtype, or numpy's promotion of theirs (int16 and float32: float32); one dtype keeps its byte order."""
+    dtypes = {a.dtype for a in items}
+    if len(dtypes) == 1:
+        return dtypes.pop()
+    kinds = {d.kind for d in dtypes}
+    if not (kinds <= set("biufc") or len(kinds) == 1) or "O" in kinds:  # numbers never silently become text
+        raise FormatError(f"column {name!r}: its items' dtypes {sorted(map(str, dtypes))} have no common type; "
+                          "convert them to one dtype first")
+    return np.result_type(*dtypes)
 
 
 def _content_hash(fixed: Mapping[str, np.ndarray], ragged: Mapping[str, Ragged]) -> str:
