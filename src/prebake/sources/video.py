@@ -271,10 +271,14 @@ def read_frames(paths: list[Path], frame_size: int | None = None) -> np.ndarray:
             img = decode_image(p, DEFAULT_MAX_PIXELS)
         except BadItemError as e:
             raise BadItemError(f"frame {p.name}: {e.reason}") from None
+        if isinstance(img, np.ndarray):  # decode_image keeps 16-bit grey as an array: no 8-bit RGB frame
+            raise BadItemError(f"frame {p.name} is 16-bit greyscale ({img.dtype}, {img.shape[-1]}x{img.shape[-2]}); "
+                               "a clip's frames are stored as 8-bit RGB: save the frames as 8-bit images, or "
+                               f"bake the frames as an image folder ({opt('kind', 'imagefolder')}), which keeps "
+                               "16-bit grey")
         if frame_size is not None and img.size != (frame_size, frame_size):
             from PIL import Image
 
-            # decode_image gives an ndarray only for 16-bit grey, which a frame folder does not hold
             img = img.resize((frame_size, frame_size), Image.Resampling.BILINEAR)  # type: ignore[call-overload]
         a = np.asarray(img)
         if decoded and a.shape != decoded[0].shape:
