@@ -31,7 +31,7 @@ ALLOWED = {
     "cache": set(),
     "identity": {"cache"},  # a file's identity, code and weight hashing, the fingerprint
     "sources": {"identity", "cache"},  # readers describe their files and (datasets) their code
-    "steps": {"sources", "identity"},  # image and volume helpers of the readers; code identity of user steps
+    "steps": {"sources", "identity", "cache"},  # readers' image and volume helpers; code identity; column names
     "bake": {"steps", "sources", "identity", "cache", "config", "progress"},  # build() checks its options, shows bars
     "load": {"cache"},
     "augment": set(),

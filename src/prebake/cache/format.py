@@ -177,6 +177,12 @@ class ColumnSpec:
         return cls(name, str(d["dtype"]), tuple(None if s is None else int(s) for s in shape), bool(d.get("ragged")))
 
 
+def runs_column(label: str, cls: int | str) -> str:
+    """The column where the bake step ``prebake.steps.FgBgIndices`` stores the runs of class ``cls`` of the label
+    column ``label``, and where ``prebake.Patches`` reads them."""
+    return f"{label}_runs_{cls}"
+
+
 def validate_column_name(name: str) -> None:
     """Column names become file names: no separators, no '..', no leading dot."""
     if not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith("_"):

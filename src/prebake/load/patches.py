@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cache.format import runs_column
 from ..cache.indices import shown
 from ..cache.reader import Cache
 from ..errors import ViewError
@@ -58,13 +59,6 @@ from .params import flag, names, whole
 from .patch_checks import check_columns, check_extents, check_fill, check_size, check_source, geometry, item_shape
 from .stitch import Stitcher, stitch
 from .views import Indices, View, _items, _select, subset_id
-
-
-def runs_column(label: str, cls: int | str) -> str:
-    """The column where the bake step ``prebake.steps.FgBgIndices`` stores the runs of class ``cls`` of ``label``
-    (its own ``runs_column``; load may not import steps, and tests/load/test_patches.py bakes with the step)."""
-    return f"{label}_runs_{cls}"
-
 
 log = logging.getLogger(__name__)
 SAMPLERS = ("uniform", "balanced", "grid")

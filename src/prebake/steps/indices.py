@@ -24,15 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from ..cache.format import runs_column
 from ..errors import BadItemError
 from .base import Step, refuse
 
 Item = dict[str, Any]
-
-
-def runs_column(label: str, cls: int) -> str:
-    """The column that holds the runs of class ``cls`` of the label column ``label``."""
-    return f"{label}_runs_{cls}"
 
 
 def class_runs(label: np.ndarray, cls: int) -> np.ndarray:
