@@ -22,20 +22,11 @@ import prebake
 from benchmarks.trials.crash import join_forked, run_forked, start_forked, write_dataset
 from prebake.cli import main
 from prebake.config import KEYS, check_settings, read_config
-from prebake.errors import use_cli_names
 from prebake.settings import SOURCE_KEYS, STEP_KEYS, build_kwargs
 from prebake.steps import BandPass, CenterCrop, Resample, Resize, ShorterSide
 from prebake.synthetic import write_audio_folder, write_csv_table, write_image_folder
 
 CLI = [sys.executable, "-m", "prebake"]
-
-
-@pytest.fixture(autouse=True)
-def python_names():
-    """main() switches messages to CLI flags for the process; each test starts from Python's names."""
-    use_cli_names(False)
-    yield
-    use_cli_names(False)
 
 
 def _json(capsys):
@@ -248,7 +239,8 @@ def test_every_flag_named_in_a_message_exists():
     import ast
     import re
 
-    from prebake.errors import CLI_FLAGS
+    from prebake.cli import parser
+    from prebake.cli.spelling import flag_table
 
     flags, named = _flags() | {"--help", "--version"}, []
     src = Path(prebake.__file__).parent
@@ -259,7 +251,7 @@ def test_every_flag_named_in_a_message_exists():
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "opt" and node.args \
                     and isinstance(node.args[0], ast.Constant):
                 name = node.args[0].value
-                named.append((path.name, CLI_FLAGS.get(name, "--" + name.replace("_", "-"))))
+                named.append((path.name, flag_table(parser()).get(name, f"no flag for {name!r}")))
     unknown = sorted({f"{f} (in {where})" for where, f in named if f not in flags})
     assert named and not unknown, unknown
 
@@ -268,11 +260,10 @@ def test_errors_name_flags_on_the_cli_and_parameters_in_python(tmp_path, capsys)
     photos = write_image_folder(tmp_path / "p", per_class=1)
     with pytest.raises(prebake.OptionError, match=r"^Resize\(size=0\): size takes a whole number >= 1"):
         prebake.build(photos, tmp_path / "c", [Resize(0)])
-    with pytest.raises(prebake.OptionError, match=r"^prebake.build: chunk_rows is 0, out of range: it takes an int"):
+    with pytest.raises(prebake.OptionError, match=r"^prebake.build: `chunk_rows` is 0, out of range: it takes an int"):
         prebake.build(photos, tmp_path / "c", chunk_rows=0)
     assert main(["build", str(photos), str(tmp_path / "c"), "--image-size", "0"]) == 2
     assert "error: prebake build: --image-size is 0, out of range: it takes an integer >= 1" in capsys.readouterr().err
-    use_cli_names(False)
     with pytest.raises(prebake.OptionError, match="unknown setting 'imagesize'; did you mean 'image_size'"):
         build_kwargs(check_settings({"imagesize": 32}))
     with pytest.raises(TypeError, match="imagesize"):  # Python's own refusal of an unknown keyword
@@ -320,7 +311,7 @@ def test_option_combinations_fail_before_any_work(tmp_path, capsys):
     assert main(["build", str(hearts), str(tmp_path / "c"), "--bandpass", "25", "1500"]) == 2
     assert "signals are at 2000 Hz (Nyquist 1000 Hz)" in capsys.readouterr().err
     assert main(["build", str(hearts), str(tmp_path / "c"), "--sample-rate", "1000", "--bandpass", "25", "600"]) == 2
-    assert "HIGH must be below half of --sample-rate 1000 (Nyquist 500 Hz)" in capsys.readouterr().err
+    assert "HIGH 600 Hz must be below half of --sample-rate (Nyquist 500 Hz)" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
 
 

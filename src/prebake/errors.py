@@ -113,35 +113,27 @@ class MissingExtraError(PrebakeError, ImportError):
 
 # -- naming options in messages ------------------------------------------------------------------
 
-_FRONT_END = {"cli": False}
-#: Options that are switches: the CLI spells them ``--force``, Python ``force=True``.
-_SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes", "segment_cycles", "rgb"})
-#: Python names whose CLI flag is spelled otherwise (a repeatable flag takes one value at a time).
-CLI_FLAGS = {"label_columns": "--label-column", "stages": "--stage", "keep_columns": "--keep-column",
-             "dtypes": "--dtype"}
-
-
-def use_cli_names(on: bool = True) -> bool:
-    """Make :func:`opt` spell options as CLI flags (``prebake`` does, while it runs); returns the old setting."""
-    previous, _FRONT_END["cli"] = _FRONT_END["cli"], on
-    return previous
-
-
-def cli_names() -> bool:
-    """Whether messages name options as the CLI's flags (while ``prebake`` runs)."""
-    return bool(_FRONT_END["cli"])
+#: Options that are switches: Python spells them ``force=True`` (the CLI's table makes them ``--force``).
+SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes", "segment_cycles", "rgb"})
 
 
 def opt(name: str, value: object = None) -> str:
-    """An option as the user writes it: ``--image-size 224`` on the CLI, ``image_size=224`` in Python
-    (``image_size`` without a value; switches are ``--force`` and ``force=True``).
+    """An option as a Python user writes it, in backticks: `` `image_size=224` ``, `` `image_size` `` without a
+    value, `` `force=True` `` for a switch.
 
-    Every message that tells the user to change an option names it through here, so a
-    CLI user is never told about a Python parameter, nor a Python user about a flag.
+    Every message that tells the user to change an option names it through here. The backticks mark it for
+    the CLI, which renders each marked option as its flag (``--image-size 224``, ``--force``) where it prints
+    (``prebake.cli.spelling``), so a CLI user is never told about a Python parameter, nor a Python user about a
+    flag, and a message made in a worker process renders the same.
     """
-    if _FRONT_END["cli"]:
-        flag = CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
-        return flag if value is None or name in _SWITCHES else f"{flag} {value}"
-    if name in _SWITCHES:
-        return f"{name}=True"
-    return name if value is None else f"{name}={value!r}"
+    if name in SWITCHES:
+        return f"`{name}=True`"
+    return f"`{name}`" if value is None else f"`{name}={_plain(value)!r}`"
+
+
+def _plain(value: object) -> object:
+    """A value as a Python literal the CLI can read back: a path as its text, a numpy scalar as its number."""
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    item = getattr(value, "item", None)
+    return item() if callable(item) and getattr(value, "shape", None) == () else value

@@ -129,19 +129,19 @@ def test_fallback_windows_keep_a_recording_without_cycles(tmp_path):
 def test_cycle_options_are_checked_before_any_work(tmp_path, capsys):
     root = _folder(tmp_path / "hearts", noise=False)
     with pytest.raises(OptionError,
-                       match=r"cycle_length shapes the cardiac-cycle segmentation; add segment_cycles=True"):
+                       match=r"`cycle_length` shapes the cardiac-cycle segmentation; add `segment_cycles=True`"):
         build_kwargs(check_settings({"source": str(root), "cycle_length": 1000}))
-    with pytest.raises(OptionError, match=r"heart_rate is \[150.0, 40.0\], out of range: it takes LOW HIGH beats"):
+    with pytest.raises(OptionError, match=r"`heart_rate` is \[150.0, 40.0\], out of range: it takes LOW HIGH beats"):
         build_kwargs(check_settings({"segment_cycles": True, "heart_rate": (150, 40)}))
-    with pytest.raises(OptionError, match=r"SegmentCycles heart_rate takes LOW HIGH beats per minute with "
+    with pytest.raises(OptionError, match=r"`SegmentCycles.heart_rate` takes LOW HIGH beats per minute with "
                                           r"0 < LOW < HIGH, got \(150, 40\)"):
         SegmentCycles(heart_rate=(150, 40))
-    with pytest.raises(OptionError, match=r"SegmentCycles fallback is 'skip'; give bad"):
+    with pytest.raises(OptionError, match=r"`SegmentCycles.fallback` is 'skip'; give bad"):
         SegmentCycles(fallback="skip")
     assert main(["build", str(root), str(tmp_path / "c"), "--segment-cycles", "--cycle-fallback", "skip"]) == 2
     assert "--cycle-fallback is 'skip'; give bad" in capsys.readouterr().err
     photos = prebake.synthetic.write_image_folder(tmp_path / "photos", per_class=1)
-    with pytest.raises(OptionError, match=r"SegmentCycles\(length=4000, .*\) needs a 'signal' and 'sample_rate' col"):
+    with pytest.raises(OptionError, match=r"SegmentCycles\(length=4000, .*\)` needs a 'signal' and 'sample_rate' col"):
         prebake.build(photos, tmp_path / "p", [SegmentCycles()])
     assert main(["build", str(photos), str(tmp_path / "p"), "--segment-cycles"]) == 2
     assert "--segment-cycles needs a 'signal' and 'sample_rate' column" in capsys.readouterr().err

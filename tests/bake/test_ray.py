@@ -349,7 +349,7 @@ def test_executor_options_are_checked(tmp_path, capsys):
     from prebake.cli import main
 
     spec = crash.write_dataset(tmp_path)
-    with pytest.raises(prebake.OptionError, match=r"^executor is 'dask': use local \(forked workers\) or ray"):
+    with pytest.raises(prebake.OptionError, match=r"^`executor` is 'dask': use local \(forked workers\) or ray"):
         prebake.build(dataset=spec, out=tmp_path / "c", executor="dask")
     assert main(["build", "--dataset", spec, str(tmp_path / "c"), "--ray-address", "auto"]) == 2
     assert "error: --ray-address is the cluster of --executor ray: add that, or drop --ray-address" in \
@@ -371,6 +371,6 @@ def test_without_ray_the_error_says_how_to_install_it(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stdout.strip() == "executor='ray' needs Ray: pip install 'prebake[ray]' (or pip install 'ray>=2.9')"
+    assert proc.stdout.strip() == "`executor='ray'` needs Ray: pip install 'prebake[ray]' (or pip install 'ray>=2.9')"
     assert proc.stderr.strip().endswith("error: --executor ray needs Ray: pip install 'prebake[ray]' "
                                         "(or pip install 'ray>=2.9')")

@@ -241,7 +241,7 @@ def test_csv_string_labels(tmp_path):
     assert reasons == [
         f"row 11: scans/missing.png: file not found: {csv_path.parent.resolve() / 'scans' / 'missing.png'} (read "
         f"under {csv_path.parent.resolve()}, the CSV's folder; if the CSV's paths are relative to another directory, "
-        "pass base_dir='DIR')",
+        "pass `base_dir='DIR'`)",
         "row 12: empty path in column 'image_path'",
         "row 13: has 1 fields, the header has 2",
     ]
@@ -384,9 +384,9 @@ def test_dataset_from_spec_and_fingerprint(tmp_path):
 
 def test_undetectable_and_unknown_kind(tmp_path):
     (tmp_path / "readme.txt").write_text("nothing here")
-    with pytest.raises(SourceError, match=r"cannot tell what kind.*choose one with kind \(cifar, cifar-bin"):
+    with pytest.raises(SourceError, match=r"cannot tell what kind.*choose one with `kind` \(cifar, cifar-bin"):
         detect(tmp_path)
-    with pytest.raises(SourceError, match=r"unknown source kind 'imagenet'; kind takes one of cifar, "):
+    with pytest.raises(SourceError, match=r"unknown source kind 'imagenet'; `kind` takes one of cifar, "):
         detect(tmp_path, kind="imagenet")
     with pytest.raises(SourceError, match="does not exist"):
         detect(tmp_path / "missing")

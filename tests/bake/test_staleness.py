@@ -261,7 +261,7 @@ def test_force_always_rebuilds(folder, tmp_path):
         ino = out.stat().st_ino, (out / "image.npy").stat().st_ino
         report = build(root, out, force=True)
         # Python names the parameter; the CLI says --force
-        assert (report.action, report.reasons) == ("rebuilt", ["force=True"])
+        assert (report.action, report.reasons) == ("rebuilt", ["`force=True`"])
         assert (out.stat().st_ino, (out / "image.npy").stat().st_ino) != ino  # a new cache was published
         assert (out / "image.npy").read_bytes() == data
         assert prebake.verify(out).ok

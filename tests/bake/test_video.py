@@ -72,7 +72,7 @@ def test_detection_and_a_folder_of_frames_needs_kind_video(tmp_path):
     write_layouts(tmp_path / "clips")
     assert isinstance(detect(tmp_path / "clips", options=SourceOptions(fps=25))[""], VideoFolderSource)
     with pytest.raises(prebake.SourceError, match=r"clips/c holds frame images, which carry no frame rate; "
-                                                  r"give it with fps=25"):
+                                                  r"give it with `fps=25`"):
         detect(tmp_path / "clips")
     stills = tmp_path / "stills" / "clip1"
     stills.mkdir(parents=True)
@@ -156,7 +156,7 @@ def test_layout_errors_name_the_folder_and_the_fix(tmp_path):
     write_video(tmp_path / "twice" / "a" / "video.mp4", frames(2), 25)
     with pytest.raises(prebake.SourceError, match=r"has clips named \['a'\] twice"):
         VideoFolderSource(tmp_path / "twice")
-    with pytest.raises(prebake.SourceError, match=r"fps is -1; give a positive number"):
+    with pytest.raises(prebake.SourceError, match=r"`fps` is -1; give a positive number"):
         VideoFolderSource(tmp_path / "twice" / "a", fps=-1)
 
 

@@ -109,7 +109,7 @@ def test_bad_volume_options_fail_before_any_work(tmp_path, capsys):
     for make, match in [(lambda: Orient("RAX"), r"Orient\(axcodes='RAX'\): axcodes takes three axis codes"),
                         (lambda: Spacing((1, 0, 1)), r"Spacing\(spacing=\(1, 0, 1\)\): spacing takes three voxel"),
                         (lambda: Window(5, 1), r"Window\(high=1\): high takes a finite number above low \(5\)"),
-                        (lambda: build_kwargs({"scale_to": [0, 1]}), "scale_to maps the window range"),
+                        (lambda: build_kwargs({"scale_to": [0, 1]}), "`scale_to` maps the `window` range"),
                         (lambda: CropOrPad((4, 4, 2.5)), r"CropOrPad\(shape=\(4, 4, 2.5\)\): shape takes three")]:
         with pytest.raises(OptionError, match=match):
             make()

@@ -212,7 +212,7 @@ def test_nan_voxels_are_refused_naming_nan_fill_or_filled_and_counted(tmp_path):
     shutil.copy(nibabel_data() / "resampled_anat_moved.nii", tmp_path / "moved.nii")  # NaN background, as shipped
     shutil.copy(nibabel_data() / "resampled_anat_moved.nii", tmp_path / "other.nii")
     table = _table(tmp_path / "t.csv", ["moved.nii", "other.nii"])
-    with pytest.raises(SourceError, match="fill them with nan_fill=0"):  # every row refused, each naming the option
+    with pytest.raises(SourceError, match="fill them with `nan_fill=0`"):  # every row refused, each naming the option
         _build(table, tmp_path / "c1")
     filled = _build(table, tmp_path / "c2", source_options=SourceOptions(nan_fill=-1.0))
     ref = np.asanyarray(nib.load(tmp_path / "moved.nii").dataobj)

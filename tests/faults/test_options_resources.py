@@ -46,7 +46,7 @@ def data(tmp_path_factory):
 
 def test_chunk_rows_minus_one_is_refused_before_work_in_python_the_cli_and_a_config_file(data, capsys):
     out = data.fresh() / "out"
-    with pytest.raises(OptionError, match=r"chunk_rows is -1, out of range: it takes an integer >= 1"):
+    with pytest.raises(OptionError, match=r"`chunk_rows` is -1, out of range: it takes an integer >= 1"):
         prebake.build(data.images, out, chunk_rows=-1, workers=0)
     assert main(["build", str(data.images), str(out), "--chunk-rows", "-1"]) == 2
     assert "error: prebake build: --chunk-rows is -1, out of range" in capsys.readouterr().err
@@ -81,7 +81,7 @@ def test_numpy_numbers_are_numbers(data):
     given = check_settings({"source": str(data.images), "out": "o", "image_size": np.int64(16),
                             "lock_timeout": np.float32(2.5)})
     assert given["image_size"] == 16 and type(given["image_size"]) is int and given["lock_timeout"] == 2.5
-    with pytest.raises(OptionError, match=r"image_size is -16, out of range"):
+    with pytest.raises(OptionError, match=r"`image_size` is -16, out of range"):
         check_settings({"image_size": np.int64(-16)})
 
 
@@ -90,7 +90,7 @@ def test_a_million_workers_are_capped_with_a_warning_that_says_why(data, caplog)
     with caplog.at_level(logging.WARNING, logger="prebake"):
         workers = prepare(**build_kwargs(given))[2].workers
     assert 1 <= workers <= 256 and workers < 10**6
-    assert f"workers=1000000 is more than this machine can use: using {workers}" in caplog.text
+    assert f"`workers=1000000` is more than this machine can use: using {workers}" in caplog.text
     assert prepare(**build_kwargs({**given, "workers": 2}))[2].workers == 2  # below the cap: as given
 
 
@@ -139,7 +139,7 @@ def test_the_oversized_header_reason_names_the_shape_the_limit_and_the_option(tm
 
     path = write_nifti(tmp_path / "big.nii.gz", (1200, 1200, 1200), data_bytes=8192)
     want = ("big.nii.gz declares 1200 x 1200 x 1200 = 1,728,000,000 voxels of int16, over the limit of 1,073,741,824 "
-            "(reading it would take 3,456,000,000 bytes); raise max_voxels to bake it")
+            "(reading it would take 3,456,000,000 bytes); raise `max_voxels` to bake it")
 
     def attempt() -> str | None:  # in a child under a memory limit: reading it would allocate 3.5 GB
         try:
@@ -166,7 +166,7 @@ def test_max_voxels_is_an_option_of_python_and_the_cli(tmp_path, capsys):
     assert len(cache) == 1 and "over the limit of 100" in cache.manifest["skipped"][0]["reason"]
     assert main(["build", str(scans), str(tmp_path / "d"), "--max-voxels", "100", "--volume-shape", "2", "2", "2",
                  "--workers", "0", "-q"]) == 0
-    assert "raise --max-voxels to bake it" in prebake.open(tmp_path / "d").manifest["skipped"][0]["reason"]
+    assert "raise `max_voxels` to bake it" in prebake.open(tmp_path / "d").manifest["skipped"][0]["reason"]
     assert len(prebake.build(scans, tmp_path / "e", [CropOrPad((2, 2, 2))], workers=0,
                              source_options=prebake.SourceOptions(max_voxels=120))) == 2
 

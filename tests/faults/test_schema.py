@@ -234,7 +234,7 @@ def test_max_skipped_fails_the_build_and_a_higher_limit_commits_without_baking_a
     items[3] = items[7] = None  # two bad items
     out, log = tmp_path / "c", tmp_path / "reads"
     for limit in (0, 1, 0.1):
-        with pytest.raises(TooManySkippedError, match=r"2 of 10 items were skipped as bad, more than max_skipped="):
+        with pytest.raises(TooManySkippedError, match=r"2 of 10 items were skipped as bad, more than `max_skipped="):
             prebake.build(Counted(items, np.arange(10), "skips", log), out, workers=0, max_skipped=limit)
         assert not out.exists() and partial_path(out).exists()
     log.write_text("")
@@ -243,7 +243,7 @@ def test_max_skipped_fails_the_build_and_a_higher_limit_commits_without_baking_a
     with pytest.raises(TooManySkippedError, match="up to date"):  # an existing cache is held to the limit too
         prebake.build(Counted(items, np.arange(10), "skips", log), out, workers=0, max_skipped=0.15)
     assert len(prebake.build(Counted(items, np.arange(10), "skips", log), out, workers=0, max_skipped=0.2)) == 8
-    with pytest.raises(OptionError, match="max_skipped is 1.5, out of range"):
+    with pytest.raises(OptionError, match="`max_skipped` is 1.5, out of range"):
         prebake.build(Counted(items, np.arange(10), "skips", log), out, workers=0, max_skipped=1.5)
 
 

@@ -23,18 +23,18 @@ def photos(tmp_path_factory):
 
 
 @pytest.mark.parametrize("field, value, shown", [
-    ("max_pixels", -1, "max_pixels is -1, out of range"),
-    ("max_pixels", 0, "max_pixels is 0, out of range"),
-    ("max_voxels", True, "max_voxels is True, expected an integer"),
-    ("max_voxels", 2.5, "max_voxels is 2.5, expected an integer"),
-    ("fps", float("nan"), "fps is nan, out of range"),
-    ("fps", -25.0, "fps is -25.0, out of range"),
-    ("frame_size", 0, "frame_size is 0, out of range"),
-    ("channel", "left", "channel is 'left'; give mix"),
-    ("audio_dtype", "int8", "audio_dtype is 'int8'; give one of"),
+    ("max_pixels", -1, "`max_pixels` is -1, out of range"),
+    ("max_pixels", 0, "`max_pixels` is 0, out of range"),
+    ("max_voxels", True, "`max_voxels` is True, expected an integer"),
+    ("max_voxels", 2.5, "`max_voxels` is 2.5, expected an integer"),
+    ("fps", float("nan"), "`fps` is nan, out of range"),
+    ("fps", -25.0, "`fps` is -25.0, out of range"),
+    ("frame_size", 0, "`frame_size` is 0, out of range"),
+    ("channel", "left", "`channel` is 'left'; give mix"),
+    ("audio_dtype", "int8", "`audio_dtype` is 'int8'; give one of"),
     ("label_columns", "diagnosis", "label_columns is 'diagnosis'"),
     ("keep_columns", "age", "keep_columns is 'age'"),
-    ("delimiter", 5, "delimiter is 5, expected a string"),
+    ("delimiter", 5, "`delimiter` is 5, expected a string"),
 ])
 def test_a_bad_source_option_is_refused_before_any_work(photos, tmp_path, field, value, shown):
     """Before: SourceOptions went unchecked (max_pixels=-1 made every image a bad item, channel='left' a
@@ -45,10 +45,10 @@ def test_a_bad_source_option_is_refused_before_any_work(photos, tmp_path, field,
 
 
 @pytest.mark.parametrize("step, shown", [
-    (Resize(10**6), "Resize(size=1000000) makes images of 1,000,000 x 1,000,000"),
-    (ShorterSide(10**5), "ShorterSide(size=100000) makes images of 100,000 x 100,000"),
-    (CenterCrop(9000), "CenterCrop(size=9000) makes images of 9,000 x 9,000"),
-    (CropOrPad((2000, 2000, 2000)), "CropOrPad(shape=(2000, 2000, 2000), value=0.0) makes volumes of"),
+    (Resize(10**6), "`Resize(size=1000000)` makes images of 1,000,000 x 1,000,000"),
+    (ShorterSide(10**5), "`ShorterSide(size=100000)` makes images of 100,000 x 100,000"),
+    (CenterCrop(9000), "`CenterCrop(size=9000)` makes images of 9,000 x 9,000"),
+    (CropOrPad((2000, 2000, 2000)), "`CropOrPad(shape=(2000, 2000, 2000), value=0.0)` makes volumes of"),
 ])
 def test_a_step_past_the_input_limits_is_refused_before_any_work(photos, tmp_path, step, shown):
     """Before: Resize(10**6) ran, and every item was a MemoryError (a SourceError after the whole build).
@@ -58,7 +58,7 @@ def test_a_step_past_the_input_limits_is_refused_before_any_work(photos, tmp_pat
         try:
             prebake.build(photos, tmp_path / "c", [step], workers=0, progress=False)
         except OptionError as e:
-            found = re.search(_re(shown) + r".*over the limit of .*raise max_(pixels|voxels)", str(e))
+            found = re.search(_re(shown) + r".*over the limit of .*raise `max_(pixels|voxels)`", str(e))
             return None if found else str(e)
         except PrebakeError as e:
             return f"{type(e).__name__}, not an OptionError: {e}"
@@ -96,8 +96,8 @@ def test_a_band_pass_before_a_resample_is_checked_at_the_rate_it_runs_at(tmp_pat
     hearts = write_audio_folder(tmp_path / "hearts", classes=("a",), per_class=2, rate=2000)
     cache = prebake.build(hearts, tmp_path / "c", [BandPass(25, 600), Resample(1000)], workers=0)
     assert len(cache) == 2 and int(cache[0]["sample_rate"]) == 1000
-    with pytest.raises(OptionError, match=r"BandPass\(low=25.0, high=600.0, order=4\): HIGH must be below half of "
-                                          r"Resample\(rate=1000\) \(Nyquist 500 Hz\)"):
+    with pytest.raises(OptionError, match=r"`BandPass\(low=25.0, high=600.0, order=4\)`: HIGH 600 Hz must be below "
+                                          r"half of `Resample\(rate=1000\)` \(Nyquist 500 Hz\)"):
         prebake.build(hearts, tmp_path / "d", [Resample(1000), BandPass(25, 600)], workers=0)
     with pytest.raises(OptionError, match=r"the signals are at 2000 Hz \(Nyquist 1000 Hz\)"):
         prebake.build(hearts, tmp_path / "d", [BandPass(25, 1200), Resample(4000)], workers=0)
@@ -109,7 +109,7 @@ def test_the_flags_name_the_resample_that_sets_the_rate(tmp_path, capsys):
 
     hearts = write_audio_folder(tmp_path / "hearts", classes=("a",), per_class=1, rate=2000)
     assert main(["build", str(hearts), str(tmp_path / "c"), "--sample-rate", "1000", "--bandpass", "25", "600"]) == 2
-    assert "--bandpass 25 600 Hz: HIGH must be below half of --sample-rate 1000 (Nyquist 500 Hz)" in \
+    assert "--bandpass: HIGH 600 Hz must be below half of --sample-rate (Nyquist 500 Hz)" in \
         capsys.readouterr().err
 
 

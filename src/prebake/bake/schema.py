@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadItemError, SchemaError, cli_names, opt
+from ..errors import BadItemError, SchemaError, opt
 
 _FAMILY = {"b": "number", "i": "number", "u": "number", "f": "number", "c": "number", "U": "text", "S": "bytes",
            "M": "datetime", "m": "timedelta", "V": "raw bytes"}
@@ -125,8 +125,8 @@ def promote(column: str, seen: Mapping[str, tuple[int, str]]) -> tuple[np.dtype,
 
 
 def dtype_option(column: str, dtype: str) -> str:
-    """``--dtype COL=DTYPE`` on the CLI, ``dtypes={'COL': 'DTYPE'}`` in Python."""
-    return f"--dtype {column}={dtype}" if cli_names() else f"dtypes={{{column!r}: {dtype!r}}}"
+    """``dtypes={'COL': 'DTYPE'}``, which the CLI prints as ``--dtype COL=DTYPE``."""
+    return opt("dtypes", {column: dtype})
 
 
 def _suggest(dtypes: list[np.dtype]) -> str:

@@ -16,8 +16,9 @@ from typing import NoReturn
 
 from .._version import __version__
 from ..config import BUILD_KEYS, Key
-from ..errors import CLI_FLAGS, PrebakeError, StrictModeError, use_cli_names
+from ..errors import PrebakeError, StrictModeError
 from ._echo import echo
+from .spelling import REPEATED, Formatter, _actions
 
 EXIT_CODES = """exit status:
   0    success (verify: every file was checked and is intact)
@@ -45,16 +46,6 @@ class _Parser(argparse.ArgumentParser):
             hints = [f"{t}: did you mean {c[0]}?" for t, c in close.items() if c]
             message += "".join(f"; {h}" for h in hints)
         super().error(message)
-
-
-def _actions(p: argparse.ArgumentParser) -> list[argparse.Action]:
-    """Every action of ``p`` and of its subcommands' parsers."""
-    found = list(p._actions)
-    for a in p._actions:
-        if isinstance(a, argparse._SubParsersAction):
-            for sub in a.choices.values():
-                found += _actions(sub)
-    return found
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,7 +86,7 @@ def _command(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse
 
 
 def flag(key: Key) -> str:
-    return CLI_FLAGS.get(key.name, "--" + key.name.replace("_", "-"))
+    return REPEATED.get(key.name, "--" + key.name.replace("_", "-"))
 
 
 def _build_parser(sub: argparse._SubParsersAction) -> None:
@@ -197,9 +188,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet or args.json else logging.INFO,
-                        format="%(message)s", stream=sys.stderr)
-    previous = use_cli_names(True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Formatter("%(message)s"))  # the library's warnings name flags, as errors do
+    logging.basicConfig(level=logging.WARNING if args.quiet or args.json else logging.INFO, handlers=[handler])
     try:
         return _run(args)
     except StrictModeError as e:
@@ -213,8 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         echo("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-    finally:
-        use_cli_names(previous)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from ..config import BUILD_KEYS, check_settings, read_config
-from ._echo import echo
+from ._echo import echo, echo_json
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     if args.json:
-        echo(json.dumps([_report_json(r) for r in reports], indent=1))
+        echo_json([_report_json(r) for r in reports], indent=1)
     else:
         for r in reports:
             _print_report(r)

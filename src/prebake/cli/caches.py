@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from ..cache import inventory
 from ..cache.format import MANIFEST, describe_column
 from ..errors import PrebakeError
-from ._echo import echo
+from ._echo import echo, echo_json
 
 
 def _targets(path: str) -> list[Path]:
@@ -43,7 +42,7 @@ def verify(args: argparse.Namespace) -> int:
         reports.append(verify_cache(target, _byte_progress(bar)))
         bar.close()
     if args.json:
-        echo(json.dumps([r.to_json() for r in reports], indent=1))
+        echo_json([r.to_json() for r in reports], indent=1)
     else:
         for r in reports:
             status = "ok" if r.ok else f"FAILED ({len(r.problems)} problem{'s' if len(r.problems) != 1 else ''})"
@@ -77,7 +76,7 @@ def _staleness() -> Callable[[dict[str, Any]], list[str]]:
 def info(args: argparse.Namespace) -> int:
     infos = [inventory.info(t, _staleness()) for t in _targets(args.path)]
     if args.json:
-        echo(json.dumps(infos if len(infos) > 1 else infos[0], indent=1))
+        echo_json(infos if len(infos) > 1 else infos[0], indent=1)
         return 0
     for i in infos:
         _print_info(i)
@@ -120,7 +119,7 @@ def _step(t: dict[str, Any]) -> str:
 def ls(args: argparse.Namespace) -> int:
     entries = inventory.find_caches(args.path, _staleness())
     if args.json:
-        echo(json.dumps([e.to_json() for e in entries], indent=1))
+        echo_json([e.to_json() for e in entries], indent=1)
         return 0
     if not entries:
         echo(f"no caches under {args.path}")
@@ -141,7 +140,7 @@ def clear(args: argparse.Namespace) -> int:
             echo(f"left alone: {p}\n  {why}")
     if not plan.delete:
         if args.json:
-            echo(json.dumps({"deleted": [], "skipped": _skipped_json(plan.skipped)}))
+            echo_json({"deleted": [], "skipped": _skipped_json(plan.skipped)})
         else:
             echo(f"nothing to clear under {args.path}")
         return 0
@@ -154,7 +153,7 @@ def clear(args: argparse.Namespace) -> int:
             return 1
     deleted, refused = inventory.clear(plan)
     if args.json:
-        echo(json.dumps({"deleted": [str(t) for t in deleted], "skipped": _skipped_json(plan.skipped + refused)}))
+        echo_json({"deleted": [str(t) for t in deleted], "skipped": _skipped_json(plan.skipped + refused)})
     else:
         for p, why in refused:
             echo(f"left alone: {p}\n  {why}")

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import ForeignOutputError, OptionError
-from ._echo import echo
+from ._echo import echo, echo_json
 
 
 def export(args: argparse.Namespace) -> int:
@@ -35,7 +34,7 @@ def export(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        echo(json.dumps({"cache": args.path, "out": str(out), "bytes": out.stat().st_size}))
+        echo_json({"cache": args.path, "out": str(out), "bytes": out.stat().st_size})
     else:
         echo(f"exported {args.path} -> {out} ({size(out.stat().st_size)})")
     return 0
@@ -63,7 +62,7 @@ def _export_hf(args: argparse.Namespace) -> int:
         os.rename(staged, out)
     if args.json:
         n = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-        echo(json.dumps({"cache": args.path, "out": str(out), "bytes": n, "format": "hf"}))
+        echo_json({"cache": args.path, "out": str(out), "bytes": n, "format": "hf"})
     else:
         echo(f"exported {args.path} -> {out} (a datasets directory: datasets.load_from_disk({str(out)!r}))")
     return 0
@@ -75,7 +74,7 @@ def split(args: argparse.Namespace) -> int:
 
     parts = split_cache(args.path, args.by, parse_fractions(args.fractions), args.seed, args.stratify, save=True)
     if args.json:
-        echo(json.dumps({name: len(v) for name, v in parts.items()}))
+        echo_json({name: len(v) for name, v in parts.items()})
         return 0
     total = sum(len(v) for v in parts.values())
     for name, idx in parts.items():

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._echo import echo
+from ._echo import echo, echo_json
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def demo(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     if args.json:
-        echo(json.dumps(result, indent=1, default=str))
+        echo_json(result, indent=1, default=str)
     else:
         echo("\n".join(result["lines"]))
     return 0 if result["ok"] else 1
@@ -49,7 +49,10 @@ def bench(args: argparse.Namespace) -> int:
     if args.plot:
         plot(result, Path(args.plot))
     lines = table(result) if images else table_any(result)  # type: ignore[arg-type]
-    echo(json.dumps(result.as_dict(), indent=1) if args.json else "\n".join(lines))
+    if args.json:
+        echo_json(result.as_dict(), indent=1)
+    else:
+        echo("\n".join(lines))
     return 0
 
 

@@ -19,7 +19,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ..errors import BadItemError, OptionError, cli_names, opt
+from ..errors import BadItemError, OptionError
 from ..identity.code import code_identity
 
 Item = dict[str, Any]
@@ -53,14 +53,14 @@ def text(described: dict[str, Any]) -> str:
     return f"{described.get('name', '?')}({params})"
 
 
-def hint(option: str, step: str) -> str:
-    """How to ask for a step in a message: the flag on the CLI, the step's class in Python."""
-    return opt(option) if cli_names() else f"prebake.steps.{step}"
+def hint(step: str) -> str:
+    """How to ask for a step in a message: its class, marked for the CLI, which prints the step's flag."""
+    return f"`prebake.steps.{step}`"
 
 
 def where(step: Step) -> str:
-    """A step as its user wrote it: its flag on the CLI (when it has one), else ``Resize(size=224)``."""
-    return opt(step.option) if cli_names() and step.option else str(step)
+    """A step as its user wrote it, ``Resize(size=224)``; marked for the CLI when it has a flag, which it prints."""
+    return f"`{step}`" if step.option else str(step)
 
 
 def refuse(step: Any, field: str, allowed: str) -> OptionError:

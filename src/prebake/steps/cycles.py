@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BadItemError, OptionError, cli_names, opt
+from ..errors import BadItemError, OptionError
 from .audio import _scipy_signal, _signal_and_rate
 from .base import Step, number_field
 
@@ -118,14 +118,14 @@ class SegmentCycles(Step):
 
     def __post_init__(self) -> None:
         if not _finite(self.length) or int(self.length) != self.length or self.length < 1:
-            raise OptionError(f"{_named('cycle_length', 'length')} takes a positive number of samples, got "
+            raise OptionError(f"{_named('length')} takes a positive number of samples, got "
                               f"{self.length!r}")
         rate = tuple(self.heart_rate) if isinstance(self.heart_rate, (list, tuple)) else ()
         if len(rate) != 2 or not all(_finite(v) for v in rate) or not 0 < rate[0] < rate[1]:
-            raise OptionError(f"{_named('heart_rate', 'heart_rate')} takes LOW HIGH beats per minute with "
+            raise OptionError(f"{_named('heart_rate')} takes LOW HIGH beats per minute with "
                               f"0 < LOW < HIGH, got {self.heart_rate!r}; for example (40, 150)")
         if not isinstance(self.fallback, str) or self.fallback not in FALLBACKS:
-            raise OptionError(f"{_named('cycle_fallback', 'fallback')} is {self.fallback!r}; give bad (a recording "
+            raise OptionError(f"{_named('fallback')} is {self.fallback!r}; give bad (a recording "
                               "without cycles is a bad item) or windows (cut it into windows of cycle_length samples)")
         number_field(self, "min_periodicity", lambda v: 0 <= v <= 1, "an autocorrelation height from 0 to 1")
         number_field(self, "max_deviation", lambda v: 0 < v < 1, "a fraction of the period between 0 and 1")
@@ -351,6 +351,6 @@ def _finite(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _named(flag: str, field: str) -> str:
-    """A parameter of SegmentCycles as its user wrote it: the flag on the CLI, the field in Python."""
-    return opt(flag) if cli_names() else f"SegmentCycles {field}"
+def _named(field: str) -> str:
+    """A parameter of SegmentCycles, marked for the CLI, which prints its flag."""
+    return f"`SegmentCycles.{field}`"

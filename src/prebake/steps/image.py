@@ -109,7 +109,7 @@ class CenterCrop(Step):
         s = self.size
         if w < s or h < s:
             raise BadItemError(f"image is {w}x{h}, smaller than the {s}x{s} crop; resize first "
-                               f"({hint('image_size', 'Resize')} or {hint('shorter_side', 'ShorterSide')})")
+                               f"({hint('Resize')} or {hint('ShorterSide')})")
         top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
         if isinstance(img, Image.Image):
             item["image"] = img.crop((left, top, left + s, top + s))

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import OptionError, cli_names, opt
+from ..errors import OptionError
 from .audio import BandPass, Resample
 from .base import Function, Item, Step, where
 from .image import ToCHW
@@ -113,10 +113,9 @@ def _check_nyquist(steps: Sequence[Any], item: Item) -> None:
         elif isinstance(step, Function):
             rate = None  # a function of yours may change the rate: the build checks each item
         elif isinstance(step, BandPass) and rate is not None and step.high >= int(rate) / 2:
-            shown = f"{opt('bandpass')} {step.low:g} {step.high:g} Hz" if cli_names() else str(step)
-            at = (f"half of {opt('sample_rate', int(rate)) if cli_names() else resample}" if resample is not None
+            at = (f"half of {where(resample)}" if resample is not None
                   else f"half the sample rate, and the signals are at {int(rate)} Hz")
-            raise OptionError(f"{shown}: HIGH must be below {at} (Nyquist {int(rate) / 2:g} Hz)")
+            raise OptionError(f"{where(step)}: HIGH {step.high:g} Hz must be below {at} (Nyquist {int(rate) / 2:g} Hz)")
 
 
 def _name(source: Any) -> str:
