@@ -82,8 +82,8 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
             if im.width == 0 or im.height == 0:
                 raise BadItemError(f"zero-size image ({im.width}x{im.height})")
             _note_losses(im, deep)
-            oriented = ImageOps.exif_transpose(im)
-            return with_channels(oriented, channels)
+            ImageOps.exif_transpose(im, in_place=True)  # not a copy of every image that needs no turn
+            return with_channels(im, channels)
     except BadItemError:
         raise
     except Image.DecompressionBombError as e:
