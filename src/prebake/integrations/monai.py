@@ -295,7 +295,9 @@ def to_patches(remainder: Any, cache: Cache, *, seed: int = 0, indices: Any = No
     remainder or after per-voxel transforms only (intensity, noise), which commute with it; anything else is
     an OptionError naming the transform.
     """
-    transforms = [] if remainder is None else flatten(remainder) if is_compose(remainder) else list(remainder)
+    lone = remainder is not None and not is_compose(remainder) and not isinstance(remainder, (list, tuple))
+    transforms = [] if remainder is None else flatten(remainder) if is_compose(remainder) else \
+        [remainder] if lone else list(remainder)  # a lone transform is a remainder of one
     names = [type(t).__name__ for t in transforms]
     at = next((i for i, n in enumerate(names) if n in ("RandCropByPosNegLabeld", "RandSpatialCropSamplesd")), None)
     if at is None:
@@ -316,7 +318,8 @@ def _patches_of(name: str, t: Any, cache: Cache, seed: int, indices: Any) -> Any
         c = t.cropper.cropper
         if c.random_size or not c.random_center:
             raise OptionError(f"to_patches: {name}(random_size={c.random_size}, random_center={c.random_center}): "
-                              "Patches cuts boxes of one size at random centres; give random_size=False")
+                              "Patches cuts boxes of one size at random centres; give random_size=False, "
+                              "random_center=True")
         return Patches(cache, keys[0], _size(c.roi_size), t.cropper.num_samples, seed=seed, indices=indices)
     c = t.cropper
     if t.image_key is not None or t.fg_indices_key is not None:

@@ -169,8 +169,13 @@ def _runs(values: Any, px: int, starts: Any, xp: Any) -> Any:
     return values.as_strided((count, px), (1, 1))[starts]
 
 
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)  # masked_fill has no kernel for them (torch 2.13)
+
+
 def _fill(out: Any, where: Any, value: float | int) -> None:
-    if isinstance(out, torch.Tensor):
+    if isinstance(out, torch.Tensor) and out.dtype in _WIDE_UNSIGNED:
+        out.copy_(torch.where(where, torch.tensor(value, dtype=out.dtype, device=out.device), out))
+    elif isinstance(out, torch.Tensor):
         out.masked_fill_(where, value)
     else:
         np.copyto(out, np.asarray(value).astype(out.dtype), where=where)

@@ -17,6 +17,7 @@ a mask. The box is centred on it and shifted to lie inside the volume, as MONAI'
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +33,25 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def _words(x: int) -> list[np.uint64]:
+    """A whole number >= 0 as 64-bit words, low first: one word below 2**64, so those hash as they always did."""
+    x = int(x)
+    words = [np.uint64(x & 0xFFFFFFFFFFFFFFFF)]
+    while x >> 64:
+        x >>= 64
+        words.append(np.uint64(x & 0xFFFFFFFFFFFFFFFF))
+    return words
+
+
 def uniforms(seed: int, epoch: int, item: np.ndarray, draw: np.ndarray, stream: int) -> np.ndarray:
-    """Float64 uniforms in [0, 1), one per sample, from ``(seed, epoch, item, draw, stream)`` alone."""
-    key = np.full(len(item), np.uint64(seed), np.uint64)
-    for part in (np.full(len(item), np.uint64(epoch), np.uint64), np.asarray(item, np.int64).astype(np.uint64),
+    """Float64 uniforms in [0, 1), one per sample, from ``(seed, epoch, item, draw, stream)`` alone (``seed`` and
+    ``epoch`` whole numbers >= 0 of any size: a Loader counts epochs without bound)."""
+    first, *more = _words(seed)
+    key = np.full(len(item), first, np.uint64)
+    for word in more:
+        key = _mix(key * _GOLDEN + word)
+    parts = [np.full(len(item), w, np.uint64) for w in _words(epoch)]
+    for part in (*parts, np.asarray(item, np.int64).astype(np.uint64),
                  np.asarray(draw, np.int64).astype(np.uint64), np.full(len(item), np.uint64(stream), np.uint64)):
         key = _mix(key * _GOLDEN + part)
     return (key >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
@@ -115,7 +131,7 @@ def grid_starts(dims: np.ndarray, size: np.ndarray, step: np.ndarray) -> tuple[n
     Along an axis, starts ``0, step, 2 step, ...`` while the tile fits, and the last tile ends at the
     volume's end (MONAI's ``dense_patch_slices``); an axis shorter than the tile has one, centred and padded.
     """
-    per = np.where(dims > size, -(-(dims - size) // step) + 1, 1)  # tiles per axis
+    per = _tiles_per_axis(dims, size, step)
     count = np.prod(per, axis=1)
     item = np.repeat(np.arange(len(dims)), count)
     t = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
@@ -125,3 +141,21 @@ def grid_starts(dims: np.ndarray, size: np.ndarray, step: np.ndarray) -> tuple[n
         d = dims[item, a]
         starts[:, a] = np.where(d > size[a], np.minimum(i * step[a], d - size[a]), padded_start(d, size[a]))
     return item, starts
+
+
+def _tiles_per_axis(dims: np.ndarray, size: np.ndarray, step: np.ndarray) -> np.ndarray:
+    return np.where(dims > size, -(-(dims - size) // step) + 1, 1)
+
+
+def grid_count(dims: np.ndarray, size: np.ndarray, step: np.ndarray) -> int:
+    """How many tiles :func:`grid_starts` makes, counted before any array of them is."""
+    return sum(math.prod(int(t) for t in row) for row in _tiles_per_axis(dims, size, step))
+
+
+def occurrence(items: np.ndarray) -> np.ndarray:
+    """Per position, how many times its item came before it (0 for an item's first appearance)."""
+    order = np.argsort(items, kind="stable")
+    ranked = items[order]
+    out = np.empty(len(items), np.int64)
+    out[order] = np.arange(len(items)) - np.searchsorted(ranked, ranked, side="left")
+    return out

@@ -18,6 +18,9 @@ from ..cache.reader import Cache, Shaped
 from ..errors import ViewError
 
 log = logging.getLogger(__name__)
+#: The most elements of one patch, and the most patches of an epoch: 2 GiB of uint8 for one sample, and past
+#: int32 counts numpy and torch index arrays take more memory than the volumes do.
+MAX_COUNT = 2**31
 _RUNS = re.compile(r".+_runs_\d+")  # FgBgIndices' columns: rows of (start, length), never cut
 
 
@@ -71,7 +74,28 @@ def check_size(size: Any, cache: Cache, column: str) -> tuple[int, ...]:
         raise ViewError(f"Patches(size={shown(size)}): {column!r} has shape {list(shape)}, and "
                         f"its axis {lead.index(None)} varies per item but is not cut; give size an extent for "
                         f"every axis from {lead.index(None)} on")
+    elements = math.prod(int(x) for x in lead if x is not None) * math.prod(int(s) for s in size)
+    if elements > MAX_COUNT:
+        raise ViewError(f"Patches(size={[int(s) for s in size]}): a patch of {elements:,} elements (items of "
+                        f"{column!r} are {list(shape)}) is more than one sample can hold, at most {MAX_COUNT:,}; "
+                        "pass a smaller size")
     return tuple(int(s) for s in size)
+
+
+def check_count(count: int, what: str) -> None:
+    """A ViewError when an epoch would hold more than MAX_COUNT patches (``what`` says how it came to that many)."""
+    if count > MAX_COUNT:
+        raise ViewError(f"Patches({what} are {count:,} patches an epoch, more than its index arrays can hold, at "
+                        f"most {MAX_COUNT:,}; pass fewer, or cut the items with indices=")
+
+
+def check_unique(items: np.ndarray) -> None:
+    """The grid's items, each once: a tile twice would be stitched twice."""
+    uniq, counts = np.unique(items, return_counts=True)
+    if (counts > 1).any():
+        k = int(np.argmax(counts > 1))
+        raise ViewError(f"Patches(sampler='grid'): indices= holds item {int(uniq[k])} {int(counts[k])} times; a grid "
+                        "covers each volume once, and its stitcher takes each tile once: pass np.unique(indices)")
 
 
 def refuse_empty(dims: np.ndarray, items: np.ndarray, view: str, what: str, shape: str, holds: str) -> None:
@@ -107,6 +131,9 @@ def check_columns(cache: Cache, column: str, dims: np.ndarray, label: str | None
                   ) -> tuple[list[str], list[str]]:
     """(ragged N-D columns cut at the box, fixed columns repeated) of ``columns`` (default: every one that fits)."""
     k = dims.shape[1]
+    twice = [c for i, c in enumerate(columns or []) if c in columns[:i]]  # type: ignore[index]
+    if twice:
+        raise ViewError(f"Patches(columns={list(columns)}): {twice[0]!r} is named twice; name each column once")  # type: ignore[arg-type]
     names = list(cache.columns) if columns is None else list(columns)
     if label is not None and label not in names:
         names.append(label)

@@ -53,10 +53,30 @@ from ..cache.indices import shown
 from ..cache.reader import Cache
 from ..errors import ViewError
 from .boxes import Boxes
-from .draws import ClassRuns, centred_starts, grid_starts, pick_class, uniform_starts, uniforms, unravel
+from .draws import (
+    ClassRuns,
+    centred_starts,
+    grid_count,
+    grid_starts,
+    occurrence,
+    pick_class,
+    uniform_starts,
+    uniforms,
+    unravel,
+)
 from .gather import Part, Plan, Take
 from .params import flag, names, whole
-from .patch_checks import check_columns, check_extents, check_fill, check_size, check_source, geometry, item_shape
+from .patch_checks import (
+    check_columns,
+    check_count,
+    check_extents,
+    check_fill,
+    check_size,
+    check_source,
+    check_unique,
+    geometry,
+    item_shape,
+)
 from .stitch import Stitcher, stitch
 from .views import Indices, View, _items, _select, subset_id
 
@@ -113,16 +133,24 @@ class Patches(View):
         self._fill = check_fill(pad_value, cut, cache)
         self.overlap = _overlap(overlap)
         self._classes, self._runs, self._member, self.pos_fraction, self.weights = self._balance(pos_fraction, weights)
-        if self.sampler == "grid":
-            step = np.maximum(1, np.floor(np.array(self.size) * (1 - self.overlap))).astype(np.int64)
-            local, self._grid = grid_starts(self.dims[items], np.array(self.size), step)
-            self.item = items[local]
-            self.draw = np.arange(len(local), dtype=np.int64) - np.searchsorted(local, local)
-        else:
-            self.item = np.repeat(items, self.per_item)
-            self.draw = np.tile(np.arange(self.per_item, dtype=np.int64), len(items))
+        self.item, self.draw = self._draws(items)
         self._check_keys()
         self._log_fallbacks(items)
+
+    def _draws(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(item, draw)`` of every patch: each item's tiles, or ``per_item`` draws per item, numbered on where
+        ``indices=`` repeats an item (an oversampled item gets new boxes, and each (item, draw) is one patch)."""
+        if self.sampler == "grid":
+            check_unique(items)
+            step = np.maximum(1, np.floor(np.array(self.size) * (1 - self.overlap))).astype(np.int64)
+            count = grid_count(self.dims[items], np.array(self.size), step)
+            check_count(count, f"size={list(self.size)}, overlap={self.overlap}): the tiles of {len(items)} items")
+            local, self._grid = grid_starts(self.dims[items], np.array(self.size), step)
+            return items[local], np.arange(len(local), dtype=np.int64) - np.searchsorted(local, local)
+        check_count(len(items) * self.per_item,
+                    f"per_item={self.per_item}): {len(items)} items x {self.per_item} draws")
+        first = np.repeat(occurrence(items) * self.per_item, self.per_item)
+        return np.repeat(items, self.per_item), first + np.tile(np.arange(self.per_item, dtype=np.int64), len(items))
 
     # -- the boxes -------------------------------------------------------------------------------
 
@@ -138,7 +166,7 @@ class Patches(View):
     def starts(self, idx: np.ndarray, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(start (B, k), fallback (B,))`` of view items ``idx`` in ``epoch`` (default: :attr:`epoch`):
         fallback marks a balanced draw that found no voxel of its class and took a uniform box."""
-        epoch = self.epoch if epoch is None else epoch
+        epoch = self.epoch if epoch is None else whole(epoch, "epoch", 0, ViewError)
         item, draw = self.item[idx], self.draw[idx]
         size, dims = np.array(self.size), self.dims[item]
         fallback = np.zeros(len(idx), bool)
@@ -159,6 +187,7 @@ class Patches(View):
         u = uniforms(self.seed, epoch, item, draw, _U_CLASS)
         if self.weights is not None:
             w = np.array([self.weights[c] for c in self._classes], np.float64)
+            w = np.ldexp(w, -int(np.frexp(w.max())[1]))  # by a power of 2, exactly: weights near 1e308 sum finite
             chosen = np.minimum(np.searchsorted(np.cumsum(w) / w.sum(), u, side="right"), len(w) - 1)
             member = chosen[:, None] == np.arange(len(w))
         else:
