@@ -2,6 +2,7 @@
 
     python benchmarks/bake.py                      # full run: 60,000 images, 32 and 224 px, 1 and 2 workers
     python benchmarks/bake.py --train 5000 --test 1000 --sizes 32   # a quick look
+    python benchmarks/bake.py --against 720a4b1 --save  # the same builds from an older commit's tree (bake_against.py)
 
 Each configuration starts from an empty output and times the whole build: reading
 the pickled batches, transforms, writing rows, journaling, checksums, fsync and the
@@ -35,6 +36,7 @@ from prebake.steps import Resize, compile_steps
 from prebake.synthetic import cifar10_once
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bake_against  # noqa: E402
 from seeds import seed_preprocess_cifar  # noqa: E402
 
 
@@ -106,8 +108,17 @@ def main() -> int:
     p.add_argument("--out", type=Path,
                    default=Path(__file__).resolve().parents[1] / "runs" / "bake" / "bake-cpu-2core.json",
                    help="JSON path (default: runs/bake/bake-cpu-2core.json)")
-    p.add_argument("--save", action="store_true", help="also update benchmarks/results/bake-cpu-2core.json")
+    p.add_argument("--save", action="store_true", help="also update benchmarks/results/bake-cpu-2core.json "
+                   "(with --against: bake-vs-main-cpu-2core.json)")
+    p.add_argument("--against", metavar="COMMIT", help="instead: time the same builds from this commit's src/ "
+                   f"and the current one, as fresh processes (the main before the bake/ split: "
+                   f"{bake_against.PREVIOUS_MAIN})")
+    p.add_argument("--rounds", type=int, default=7, help="with --against: interleaved rounds (default 7)")
+    p.add_argument("--photos", type=int, default=4000, help="with --against: PNGs in the image-folder rows")
     args = p.parse_args()
+    if args.against:
+        return bake_against.main(args.against, args.rounds, args.workdir, args.save, _machine(), args.train,
+                                 args.test, args.photos)
 
     source = cifar10_once(args.workdir / f"cifar10-synthetic-{args.train}-{args.test}", args.train, args.test)
 

@@ -29,6 +29,22 @@ def bake(d: dict[str, Any]) -> str:
     return "\n".join(out + ["", machine(d.get("machine"), d.get("device"))])
 
 
+def bake_vs_main(d: dict[str, Any]) -> str:
+    """The same builds from the current tree and an older commit's (benchmarks/bake_against.py)."""
+    rows = [[r["row"], f"{r['current_s']:.2f} s", f"{r['current_cpu_s']:.2f}", f"{r['previous_s']:.2f} s",
+             f"{r['previous_cpu_s']:.2f}", ratio(r["ratio"]) + spread(min(r["ratio_per_round"]),
+                                                                    max(r["ratio_per_round"])),
+             ratio(r.get("cpu_ratio")), target(r["ratio"], 0.95)] for r in d["rows"]]
+    loads = d.get("load_1min_after_each_round") or [0.0]
+    return "\n".join([f"{d['current']['commit'][:10]} against {d['against']['commit'][:10]}, {d['against']['why']}: "
+                      "fresh processes, "
+                      f"{d.get('rounds')} interleaved rounds, medians; both trees' columns byte-identical; "
+                      f"1-minute load {min(loads):.2f}-{max(loads):.2f}.", "",
+                      table(["build", "current", "CPU s", "previous", "CPU s", "current / previous (items/s)",
+                             "previous / current (CPU s)", "target"], rows, right=(1, 2, 3, 4, 5, 6)), "",
+                      machine(d.get("machine"), d.get("device"))])
+
+
 def _bench_setting(name: str, s: dict[str, Any]) -> str:
     rows = [[named(r["name"]), "skipped: " + str(r["skipped"]) if r.get("skipped") else num(r["samples_per_s"]),
              ratio(r.get("prebake_loader_speedup")) + spread(*(r.get("speedup_min_max") or (None, None)))]
@@ -350,6 +366,7 @@ def crops(d: dict[str, Any]) -> str:
                       "", machine(d.get("machine"))])
 
 
-RENDERERS = {"bake": bake, "loader": loader, "views": views, "augment": augment, "federated": federated, "pcg": pcg,
+RENDERERS = {"bake": bake, "bake-vs-main": bake_vs_main,
+             "loader": loader, "views": views, "augment": augment, "federated": federated, "pcg": pcg,
              "medical3d": medical3d, "talking-head": talking_head, "startup": startup, "scale": scale,
              "faults": faults, "integrations": integrations, "reads": reads, "patches": patches, "crops": crops}
