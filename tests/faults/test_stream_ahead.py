@@ -44,7 +44,7 @@ def test_a_dtype_promoted_at_commit_is_rewritten_exactly(tmp_path: Path) -> None
     rng = np.random.default_rng(0)
     items = [{"image": rng.integers(0, 250, (3, 40 + k % 7, 50 + k % 5)).astype("u2" if k % 4 == 3 else "u1"),
               "label": k} for k in range(40)]
-    cache = prebake.build(Items(items, np.arange(len(items)), "photos"), tmp_path / "c", workers=0, chunk_rows=4,
+    cache = prebake.build(Items(items, np.arange(len(items)), "photos"), tmp_path / "c", workers=2, chunk_rows=4,
                           progress=False)
     assert cache.manifest["columns"]["image"]["dtype"] == "<u2"  # the stream held uint8 and uint16: not taken
     assert all(np.array_equal(np.asarray(cache[i]["image"]), items[i]["image"]) for i in range(len(items)))

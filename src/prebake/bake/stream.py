@@ -155,8 +155,8 @@ class StreamAhead:
 
 @contextmanager
 def write_ahead(path: Path, plan: BuildPlan, fresh: bool) -> Iterator[StreamAhead | None]:
-    """A :class:`StreamAhead` for a build from its first chunk (``fresh``; else None), its thread ended and the
-    streams the commit did not take removed on the way out, whatever happened."""
+    """A :class:`StreamAhead` for a build from its first chunk by worker processes (``fresh``; else None), its
+    thread ended and the streams the commit did not take removed on the way out, whatever happened."""
     stream = StreamAhead(path, plan) if fresh else None
     try:
         yield stream
