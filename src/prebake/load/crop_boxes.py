@@ -23,24 +23,27 @@ from .draws import below, uniforms
 
 ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 EVAL_FRACTION = 0.875  # 224 of 256: the shorter side is resized to round(size / 0.875) before the centre crop
+_NONE_FITS = 2.0**62  # a side larger than any image, still an int64
 _S_SCALE, _S_RATIO, _S_TOP, _S_LEFT = 0, ATTEMPTS, 2 * ATTEMPTS, 2 * ATTEMPTS + 1  # uniform streams
 
 
 def train_boxes(dims: np.ndarray, scale: tuple[float, float], ratio: tuple[float, float], seed: int, epoch: int,
-                item: np.ndarray) -> np.ndarray:
-    """``(B, 4)`` int64 boxes ``(top, left, h, w)`` for items of ``dims`` ``(B, 2)`` (height, width)."""
+                item: np.ndarray, draw: np.ndarray | None = None) -> np.ndarray:
+    """``(B, 4)`` int64 boxes ``(top, left, h, w)`` for items of ``dims`` ``(B, 2)`` (height, width); ``draw``: the
+    how-manieth appearance of the item (0 unless ``indices=`` repeats it)."""
     n = len(item)
     if not n:
         return np.zeros((0, 4), np.int64)
-    draw = np.zeros(n, np.int64)
+    draw = np.zeros(n, np.int64) if draw is None else np.asarray(draw, np.int64)
     height, width = dims[:, 0].astype(np.float64), dims[:, 1].astype(np.float64)
     u_scale = np.stack([uniforms(seed, epoch, item, draw, _S_SCALE + a) for a in range(ATTEMPTS)], 1)
     u_ratio = np.stack([uniforms(seed, epoch, item, draw, _S_RATIO + a) for a in range(ATTEMPTS)], 1)
     area = (height * width)[:, None] * (scale[0] + u_scale * (scale[1] - scale[0]))
     lo, hi = np.log(ratio[0]), np.log(ratio[1])
     aspect = np.exp(lo + u_ratio * (hi - lo))
-    w = np.rint(np.sqrt(area * aspect)).astype(np.int64)  # rint rounds half to even, as Python's round does
-    h = np.rint(np.sqrt(area / aspect)).astype(np.int64)
+    # rint rounds half to even, as Python's round does; sides past any image (ratio 1e300) are capped before the cast
+    w = np.rint(np.minimum(np.sqrt(area * aspect), _NONE_FITS)).astype(np.int64)
+    h = np.rint(np.minimum(np.sqrt(area / aspect), _NONE_FITS)).astype(np.int64)
     fits = (w > 0) & (w <= dims[:, 1:2]) & (h > 0) & (h <= dims[:, 0:1])
     first = np.argmax(fits, axis=1)
     rows = np.arange(n)
@@ -60,8 +63,8 @@ def _fallback(dims: np.ndarray, ratio: tuple[float, float]) -> tuple[np.ndarray,
     in_ratio = width / height
     lo, hi = min(ratio), max(ratio)
     narrow, wide = in_ratio < lo, in_ratio > hi
-    h = np.where(narrow, np.rint(width / lo), np.where(wide, height, height)).astype(np.int64)
-    w = np.where(wide, np.rint(height * hi), width).astype(np.int64)
+    h = np.where(narrow, np.rint(np.minimum(width / lo, height)), height).astype(np.int64)
+    w = np.where(wide, np.rint(np.minimum(height * hi, width)), width).astype(np.int64)
     return np.clip(h, 1, height), np.clip(w, 1, width)
 
 

@@ -33,8 +33,12 @@ def check_source(cache: Any, column: Any) -> tuple[int, ...]:
                         f"{cache.columns}")
     spec = cache.specs[column]
     shape = item_shape(spec)
-    images = [n for n, s in cache.specs.items() if s.dtype[1] in "biuf" and len(item_shape(s)) in (2, 3)]
-    if spec.dtype[1] not in "biuf" or len(shape) not in (2, 3):
+    images = [n for n, s in cache.specs.items() if s.dtype[1] in "iuf" and len(item_shape(s)) in (2, 3)]
+    if spec.dtype[1] == "b":
+        raise ViewError(f"Crops(column={column!r}): column {column!r} of {cache.path} holds bool (a mask); crops are "
+                        "resized by interpolation, which needs values between False and True: bake it as uint8 "
+                        "(e.g. mask.astype(np.uint8) * 255), or crop it with prebake.Patches, which never resizes")
+    if spec.dtype[1] not in "iuf" or len(shape) not in (2, 3):
         raise ViewError(f"Crops(column={column!r}): column {column!r} of {cache.path} has items of shape {list(shape)} "
                         f"and dtype {spec.dtype}; Crops cuts images of numbers, (H, W) or (C, H, W): one of {images}")
     lead = shape[:-2]
@@ -80,6 +84,9 @@ def check_columns(cache: Cache, column: str, columns: list[str] | None) -> list[
     """The fixed columns repeated beside the crops (default: every fixed column but ``column``)."""
     if columns is None:
         return [n for n, s in cache.specs.items() if not s.ragged and n != column]
+    twice = [c for i, c in enumerate(columns) if c in columns[:i]]
+    if twice:
+        raise ViewError(f"Crops(columns={list(columns)}): {twice[0]!r} is named twice; name each column once")
     out = []
     for name in columns:
         if name not in cache.specs:

@@ -93,13 +93,15 @@ def _resize(batch: CropBatch, read: Any, device: torch.device, dtype: torch.dtyp
         resized = F.grid_sample(small, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if len(pairs) == 1:
             return _cast(resized, dtype).reshape(batch.out_shape())
-        out[torch.from_numpy(m).to(device)] = _cast(resized, dtype)
+        _signed(out)[torch.from_numpy(m).to(device)] = _signed(_cast(resized, dtype))
     return out.reshape(batch.out_shape())
 
 
 def _average(got: torch.Tensor, hw: np.ndarray, fy: int, fx: int) -> torch.Tensor:
     """``(b, C, hg, wg)`` boxes of ``hw`` ``(b, 2)`` pixels as float32 means over ``fy x fx`` blocks of the pixels
     inside each box: ``fy + fx`` strided integer adds, so the batch is converted to float once it is small."""
+    if got.dtype in _WIDER:
+        got = got.to(_WIDER[got.dtype])  # masked_fill and adds have no uint16-64 kernels (torch 2.13)
     if fy == 1 and fx == 1:
         return got.float()  # nothing to average; pixels past a box are never sampled (the grid is clamped to it)
     b, _, hg, wg = got.shape
@@ -135,6 +137,15 @@ def _grid(extent: np.ndarray, blocks: np.ndarray, padded: Any, size: int, device
     grid[..., 0] = xs[:, None, :]
     grid[..., 1] = ys[:, :, None]
     return grid
+
+
+_WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.float64}
+_SIGNED = {torch.uint16: torch.int16, torch.uint32: torch.int32, torch.uint64: torch.int64}
+
+
+def _signed(t: torch.Tensor) -> torch.Tensor:
+    """A uint16-64 tensor seen as the signed type of its width (the same bits): index_put has no kernel for them."""
+    return t.view(_SIGNED[t.dtype]) if t.dtype in _SIGNED else t
 
 
 def _cast(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

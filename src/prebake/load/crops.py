@@ -42,6 +42,7 @@ from ..errors import ViewError
 from .crop_boxes import eval_boxes, train_boxes
 from .crop_checks import check_columns, check_extents, check_range, check_size, check_source
 from .crop_resize import CropBatch
+from .draws import occurrence
 from .gather import Part, Plan, Take
 from .params import flag, names, whole
 from .patch_checks import geometry
@@ -78,6 +79,7 @@ class Crops(View):
         self.seed = whole(seed, "seed", 0, ViewError)
         self.items = _items(cache, indices)
         self.item = np.arange(len(cache), dtype=np.int64) if self.items is None else self.items
+        self.draw = occurrence(self.item)  # an item repeated in indices= draws a new box each time it comes
         self._offsets, self._shapes = geometry(cache, column)
         self.dims = self._shapes[:, -2:]
         check_extents(self.dims, self.item, cache, column)
@@ -97,10 +99,10 @@ class Crops(View):
     def box(self, idx: np.ndarray, epoch: int | None = None) -> np.ndarray:
         """``(B, 4)`` boxes ``(top, left, h, w)`` of view items ``idx`` in ``epoch`` (default :attr:`epoch`)."""
         item = self.item[idx]
+        epoch = self.epoch if epoch is None else whole(epoch, "epoch", 0, ViewError)
         if not self.train:
             return eval_boxes(self.dims[item], self.size)
-        return train_boxes(self.dims[item], self.scale, self.ratio, self.seed,
-                           self.epoch if epoch is None else epoch, item)
+        return train_boxes(self.dims[item], self.scale, self.ratio, self.seed, epoch, item, self.draw[idx])
 
     def boxes(self, epoch: int | None = None) -> dict[str, np.ndarray]:
         """Every crop of ``epoch`` in view order: ``item`` and ``box``, what to hand another pipeline that

@@ -36,6 +36,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def _words(x: int) -> list[np.uint64]:
     """A whole number >= 0 as 64-bit words, low first: one word below 2**64, so those hash as they always did."""
     x = int(x)
+    if x < 0:  # callers check seeds and epochs; a negative one would shift right forever here
+        raise ValueError(f"a seed or epoch of {x}: draws take whole numbers >= 0")
     words = [np.uint64(x & 0xFFFFFFFFFFFFFFFF)]
     while x >> 64:
         x >>= 64
