@@ -14,6 +14,7 @@ import pytest
 
 import prebake
 from benchmarks.trials.crops import reference, smooth, within
+from benchmarks.trials.crops_attacks import crops_attacks
 from benchmarks.trials.patches import Volumes
 from prebake.errors import ViewError
 
@@ -102,3 +103,9 @@ def test_a_repeated_item_in_indices_gets_new_boxes(tmp_path):
     plain = prebake.Crops(cache, "image", 8, indices=[0, 1])
     assert np.array_equal(plain.boxes()["box"], boxes[:2])  # first appearances keep the boxes they had
     _check(view[np.arange(len(view))], items, 8)
+
+
+def test_the_trial_of_random_dtypes_sizes_ranges_seeds_and_repeats(tmp_path):
+    row = crops_attacks(tmp_path, 30, seed=3)  # benchmarks/faults.py runs more
+    assert row.failures == 0, row.examples
+    assert row.trials > 100

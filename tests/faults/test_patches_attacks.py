@@ -12,6 +12,7 @@ import torch
 
 import prebake
 from benchmarks.trials.patches import Volumes, crop
+from benchmarks.trials.patches_attacks import patches_attacks
 from prebake.errors import OptionError, ViewError
 from prebake.load.patches import stitch
 from prebake.steps import FgBgIndices
@@ -211,3 +212,9 @@ def test_to_patches_takes_a_lone_transform_and_names_the_right_fix(tmp_path):
                                        random_center=False)
     with pytest.raises(OptionError, match=r"random_center=False\): .*give random_size=False, random_center=True"):
         to_patches([fixed], cache)
+
+
+def test_the_trial_of_random_dtypes_extents_seeds_epochs_and_repeats(tmp_path):
+    row = patches_attacks(tmp_path, 12, seed=3)  # benchmarks/faults.py runs more
+    assert row.failures == 0, row.examples
+    assert row.trials > 100
