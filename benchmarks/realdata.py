@@ -4,6 +4,10 @@ against the field's own readers in a loop, in one run.
     python benchmarks/realdata.py                         # 2,400 images, 600 volume rows, 3 rounds
     python benchmarks/realdata.py --images 300 --volumes 60 --rounds 1      # a quick look
     python benchmarks/realdata.py --save                  # also benchmarks/results/realdata-<machine>.json
+    python benchmarks/realdata.py --only images --baseline runs/before/src   # before/after in one run
+
+``--baseline DIR`` also times the prebake of another source tree (``git archive HEAD~1 src | tar -x -C
+runs/before``), both builds in fresh processes, interleaved, after checking that both write the same bytes.
 
 The data (written once under runs/realdata/data): the volumes nibabel and pydicom ship that both read (NIfTI,
 MGZ, MINC-1/2, PAR/REC, AFNI, ECAT, DICOM files named with and without .dcm, RLE, big-endian; Analyze and NIfTI
@@ -37,6 +41,7 @@ import random
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +69,7 @@ from benchmarks.trials.shipped import (  # noqa: E402 - the catalogue the fault 
 )
 
 TARGET = 1.5
+_TREE = Path(prebake.__file__).resolve().parents[1]  # the source tree this prebake was imported from
 
 
 def volume_table(d: Path, rows: int, seed: int) -> Path:
@@ -154,6 +160,42 @@ def monai_loop(files: list[tuple[Path, str]]) -> tuple[int, int]:
     return read, failed
 
 
+#: One build in a fresh process (``--baseline``): its wall and CPU seconds (the process and the workers it reaped).
+_BUILD_CHILD = """
+import json, resource, shutil, sys, time, warnings
+warnings.simplefilter("ignore")
+import prebake
+source, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dtypes = {"image": "float64"} if source.endswith(".csv") else None
+shutil.rmtree(out, ignore_errors=True)
+def cpu():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+c, t = cpu(), time.perf_counter()
+prebake.build(source, out, workers=workers, progress=False, dtypes=dtypes)
+print(json.dumps({"wall": time.perf_counter() - t, "cpu": cpu() - c}))
+"""
+
+
+def bake_in(tree: Path, source: Path, out: Path, workers: int, cpu: list[float]) -> float:
+    """A build by the prebake of source tree ``tree`` in a fresh process; its wall seconds (CPU appended to ``cpu``)."""
+    proc = subprocess.run([sys.executable, "-c", _BUILD_CHILD, str(source), str(out), str(workers)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    if proc.returncode != 0:
+        raise SystemExit(f"the build of {source} by {tree} failed: {proc.stderr[-2000:]}")
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    cpu.append(got["cpu"])
+    return float(got["wall"])
+
+
+def same_files(a: Path, b: Path) -> None:
+    """The two caches hold the same bytes in every data file (the manifests differ only in their creation time)."""
+    names = sorted(p.name for p in a.iterdir() if p.suffix in (".npy", ".json") and p.name != "manifest.json")
+    for name in names:
+        if (a / name).read_bytes() != (b / name).read_bytes():
+            raise SystemExit(f"{a / name} differs from {b / name}: the two trees do not build the same cache")
+
+
 def bake(source: Path, out: Path, workers: int) -> prebake.Cache:
     shutil.rmtree(out, ignore_errors=True)
     # int16 CT beside float64 MINC and an int64 ECAT: float64 holds every value these files have
@@ -196,19 +238,29 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run(source: Path, name: str, rounds: int, workers: int, out: Path) -> dict[str, Any]:
+def run(source: Path, name: str, rounds: int, workers: int, out: Path, baseline: Path | None = None
+        ) -> dict[str, Any]:
     files = files_of(source)
     cache = bake(source, out / name, workers)
     check(cache, out / name, files, source)
+    if baseline is not None:  # both trees build in fresh processes, timed alike; their bytes must agree first
+        bake_in(baseline, source, out / f"{name}-baseline", workers, [])
+        same_files(out / name, out / f"{name}-baseline")
     has_monai = _imports("monai")
     monai_counts = monai_loop(files) if has_monai else None  # also its warm-up
     reference_loop(files)  # warm-up: the page cache holds every file for every pipeline
-    times: dict[str, list[float]] = {"prebake": [], "reference loop": [], "reference loop + write + fsync": [],
+    times: dict[str, list[float]] = {"prebake": [], **({"prebake (baseline)": []} if baseline else {}),
+                                     "reference loop": [], "reference loop + write + fsync": [],
                                      **({"MONAI LoadImage": []} if has_monai else {})}
     cpu: dict[str, list[float]] = {k: [] for k in times}
     loads = []
     for _ in range(rounds):
-        times["prebake"].append(timed(lambda: bake(source, out / name, workers), cpu["prebake"]))
+        if baseline is not None:
+            times["prebake"].append(bake_in(_TREE, source, out / name, workers, cpu["prebake"]))
+            times["prebake (baseline)"].append(bake_in(baseline, source, out / f"{name}-baseline", workers,
+                                                       cpu["prebake (baseline)"]))
+        else:
+            times["prebake"].append(timed(lambda: bake(source, out / name, workers), cpu["prebake"]))
         times["reference loop"].append(timed(lambda: reference_loop(files), cpu["reference loop"]))
         times["reference loop + write + fsync"].append(timed(lambda: written_loop(files, out / "written.bin"),
                                                              cpu["reference loop + write + fsync"]))
@@ -221,7 +273,8 @@ def run(source: Path, name: str, rounds: int, workers: int, out: Path) -> dict[s
             "load_average_1min": loads,
             "items_per_s": {k: len(files) / v for k, v in med.items()},
             "ratio_vs_prebake": {k: v / med["prebake"] for k, v in med.items() if k != "prebake"},
-            "monai_read_unreadable": monai_counts, "target": TARGET if name == "images" else None,
+            "monai_read_unreadable": monai_counts, "baseline": baseline.name if baseline else None,
+            "target": TARGET if name == "images" else None,
             "met": med["reference loop"] / med["prebake"] >= TARGET if name == "images" else None}
 
 
@@ -242,17 +295,25 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="JSON path (default: runs/realdata/realdata-<machine>.json)")
     p.add_argument("--save", action="store_true", help="also update benchmarks/results/realdata-<machine>.json")
+    p.add_argument("--baseline", type=Path, help="also time the prebake of this source tree (a 'git archive' of an "
+                   "earlier commit's src/); both builds then run in fresh processes")
+    p.add_argument("--only", choices=("volumes", "images"), help="just one of the two sources")
     args = p.parse_args()
+    if args.only and args.save:
+        p.error("--save keeps both sources' rows: leave out --only")
     warnings.simplefilter("ignore")
     runs = HERE.parent / "runs" / "realdata"
     table, images = data(runs / "data", args.images, args.volumes, args.seed)
     rows = []
     with tempfile.TemporaryDirectory(dir=runs) as d:
         for name, source in (("volumes (mixed CSV)", table), ("images", images)):
-            rows.append(run(source, name, args.rounds, args.workers, Path(d)))
+            if args.only and not name.startswith(args.only):
+                continue
+            rows.append(run(source, name, args.rounds, args.workers, Path(d), args.baseline))
             print_row(rows[-1])
     name = f"realdata-{device_tag('cpu')}.json"
     record = {"machine": machine("cpu"), "rounds": args.rounds, "rows": rows,
+              "baseline": args.baseline.name if args.baseline else None,
               "sizes": {"images": args.images, "volume_rows": args.volumes}}
     for path in write_results(record, args.out or runs / name, HERE / "results" / name if args.save else None,
                               root=HERE.parent):
