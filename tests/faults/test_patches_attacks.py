@@ -218,3 +218,13 @@ def test_the_trial_of_random_dtypes_extents_seeds_epochs_and_repeats(tmp_path):
     row = patches_attacks(tmp_path, 12, seed=3)  # benchmarks/faults.py runs more
     assert row.failures == 0, row.examples
     assert row.trials > 100
+
+
+def test_a_stitcher_of_bad_channels_or_device_is_refused_when_made(tmp_path):
+    grid, _, _ = _grid(tmp_path)
+    for channels in (0, -1, 2.5, True, "2"):
+        with pytest.raises(ViewError, match=r"channels=.* channels must be a whole number \(int\) >= 1|channels=.* is "
+                                            r"below 1"):
+            grid.stitcher(channels=channels)
+    with pytest.raises(OptionError, match=r"device='nope' is not a device"):
+        grid.stitcher(device="nope")

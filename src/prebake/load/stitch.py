@@ -19,6 +19,7 @@ import torch
 
 from ..cache.indices import shown
 from ..errors import ViewError
+from .params import check_device, whole
 
 
 def _boxes(start: Sequence[int], size: Sequence[int],
@@ -45,7 +46,8 @@ class Stitcher:
     def __init__(self, dims: Mapping[int, tuple[int, ...]], tiles: np.ndarray, size: Sequence[int],
                  channels: int | None = None, device: Any = None):
         self.dims, self.tiles, self.size = dict(dims), np.asarray(tiles), tuple(size)
-        self.channels, self.device = channels, device
+        self.channels = None if channels is None else whole(channels, "channels", 1, ViewError)
+        self.device = None if device is None else check_device(device)
         self._sum: dict[int, torch.Tensor] = {}
         self._count: dict[int, torch.Tensor] = {}
         self._seen: dict[int, set[tuple[int, ...]]] = {}
