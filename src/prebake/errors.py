@@ -5,6 +5,8 @@ Messages carry the value, what was expected, and the fix, and name the file.
 
 from __future__ import annotations
 
+import re
+
 
 class PrebakeError(Exception):
     """Base class of all prebake errors."""
@@ -119,16 +121,16 @@ SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes", "
 
 def opt(name: str, value: object = None) -> str:
     """An option as a Python user writes it, in backticks: `` `image_size=224` ``, `` `image_size` `` without a
-    value, `` `force=True` `` for a switch.
+    value, `` `force=True` `` for a switch (fenced by one backtick more than the value holds in a row, as Markdown does).
 
     Every message that tells the user to change an option names it through here. The backticks mark it for
     the CLI, which renders each marked option as its flag (``--image-size 224``, ``--force``) where it prints
     (``prebake.cli.spelling``), so a CLI user is never told about a Python parameter, nor a Python user about a
     flag, and a message made in a worker process renders the same.
     """
-    if name in SWITCHES:
-        return f"`{name}=True`"
-    return f"`{name}`" if value is None else f"`{name}={_plain(value)!r}`"
+    body = f"{name}=True" if name in SWITCHES else name if value is None else f"{name}={_plain(value)!r}"
+    fence = "`" * (max(map(len, re.findall("`+", body)), default=0) + 1)
+    return f"{fence}{body}{fence}"
 
 
 def _plain(value: object) -> object:

@@ -26,7 +26,7 @@ REPEATED = {"label_columns": "--label-column", "stages": "--stage", "keep_column
 #: Fields of a step that a flag of their own sets.
 STEP_FIELDS = {"SegmentCycles.length": "cycle_length", "SegmentCycles.heart_rate": "heart_rate",
                "SegmentCycles.fallback": "cycle_fallback"}
-_MARKED = re.compile(r"`([^`\n]+)`")
+_MARKED = re.compile(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)")  # a Markdown code span on one line: `x`, ``a`b``
 _OPTION = re.compile(r"([a-z][a-z0-9_]*)(?:=(.*))?", re.S)
 _STEP = re.compile(r"(?:prebake\.steps\.)?([A-Z]\w*)(?:\(.*\)|\.(\w+))?", re.S)
 
@@ -59,9 +59,22 @@ def _table() -> Mapping[str, str]:
 
 
 def render(text: str, flags: Mapping[str, str] | None = None) -> str:
-    """``text`` with each marked option or step spelled as its flag; anything else marked is left as it is."""
+    """``text`` with each marked option or step spelled as its flag; anything else marked is left as it is.
+
+    Each backtick is tried as the start of a span, so a stray one in the user's text (a file named ``a`b``)
+    cannot pair with an option's and hide it."""
     table = _table() if flags is None else flags
-    return _MARKED.sub(lambda m: _spell(m.group(1), table) or m.group(0), text)
+    out, done = [], 0
+    while (start := text.find("`", done)) != -1:
+        span = _MARKED.match(text, start)
+        spelled = _spell(span.group(2), table) if span else None
+        if span is None or spelled is None:
+            out.append(text[done:start + 1])
+            done = start + 1
+        else:
+            out.append(text[done:start] + spelled)
+            done = span.end()
+    return "".join(out) + text[done:]
 
 
 def render_json(value: Any) -> Any:
@@ -96,14 +109,15 @@ def _spell(token: str, table: Mapping[str, str]) -> str | None:
     return _step(step.group(1), step.group(2), table) if step else None
 
 
-def _option(name: str, value: str | None, table: Mapping[str, str]) -> str:
+def _option(name: str, value: str | None, table: Mapping[str, str]) -> str | None:
     flag = table[name]
     if value is None or (name in SWITCHES and value == "True"):
         return flag
     try:
         parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return f"{flag} {value}"  # not a literal (an object's repr): shown as Python wrote it
+        # not a literal (nan, an object's repr): shown as Python wrote it, unless it reaches past the span
+        return None if "`" in value else f"{flag} {value}"
     if name in REPEATED and isinstance(parsed, dict):
         return " ".join(f"{flag} {k}={v}" for k, v in parsed.items())
     if name in REPEATED and isinstance(parsed, (list, tuple)):
