@@ -121,7 +121,8 @@ SWITCHES = frozenset({"force", "strict", "allow_empty", "content_hash", "yes", "
 
 def opt(name: str, value: object = None) -> str:
     """An option as a Python user writes it, in backticks: `` `image_size=224` ``, `` `image_size` `` without a
-    value, `` `force=True` `` for a switch (fenced by one backtick more than the value holds in a row, as Markdown does).
+    value, `` `force=True` `` for a switch; fenced by one backtick more than the value holds in a row, as
+    Markdown does.
 
     Every message that tells the user to change an option names it through here. The backticks mark it for
     the CLI, which renders each marked option as its flag (``--image-size 224``, ``--force``) where it prints
