@@ -13,7 +13,7 @@ import torch
 import prebake
 from benchmarks.trials.patches import Volumes, crop
 from benchmarks.trials.patches_attacks import patches_attacks
-from prebake.errors import OptionError, ViewError
+from prebake.errors import BadItemError, OptionError, ViewError
 from prebake.load.patches import stitch
 from prebake.steps import FgBgIndices
 
@@ -228,3 +228,9 @@ def test_a_stitcher_of_bad_channels_or_device_is_refused_when_made(tmp_path):
             grid.stitcher(channels=channels)
     with pytest.raises(OptionError, match=r"device='nope' is not a device"):
         grid.stitcher(device="nope")
+
+
+def test_fgbgindices_called_on_an_item_without_its_label_names_the_column():
+    with pytest.raises(BadItemError, match=r"FgBgIndices\(label='label_map'\): the item has no 'label_map' column "
+                                           r"\(it has \['image'\]\); pass the label-map column's name"):
+        FgBgIndices("label_map")({"image": np.zeros((1, 2, 2, 2), np.int16)})

@@ -72,6 +72,9 @@ class FgBgIndices(Step):
         return tuple(runs_column(self.label, c) for c in self.classes)
 
     def __call__(self, item: Item) -> Item:
+        if self.label not in item:  # a build checks this first; a direct call reaches here
+            raise BadItemError(f"FgBgIndices(label={self.label!r}): the item has no {self.label!r} column (it has "
+                               f"{sorted(item)}); pass the label-map column's name, e.g. FgBgIndices(label='seg')")
         label = np.asarray(item[self.label])
         if label.dtype.kind == "f" and np.isfinite(label).all() and (label == np.round(label)).all():
             label = label.astype(np.int64)  # MONAI's LoadImaged gives label maps as float32 whole numbers
