@@ -234,3 +234,12 @@ def test_fgbgindices_called_on_an_item_without_its_label_names_the_column():
     with pytest.raises(BadItemError, match=r"FgBgIndices\(label='label_map'\): the item has no 'label_map' column "
                                            r"\(it has \['image'\]\); pass the label-map column's name"):
         FgBgIndices("label_map")({"image": np.zeros((1, 2, 2, 2), np.int16)})
+
+
+def test_a_view_at_a_negative_epoch_is_refused(tmp_path):
+    cache, _ = _cache(tmp_path, [(6, 7, 8)])
+    photos = prebake.build(Volumes([{"image": np.zeros((3, h, 6), np.uint8)} for h in (5, 9)], "p"), tmp_path / "p",
+                           workers=0, progress=False)
+    for view in (prebake.Patches(cache, "image", (3, 3, 3), 2), prebake.Crops(photos, "image", 4)):
+        with pytest.raises(ViewError, match=r"epoch=-1 is below 0; epoch must be a whole number >= 0"):
+            view.at_epoch(-1)[0]

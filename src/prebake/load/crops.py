@@ -93,7 +93,7 @@ class Crops(View):
 
     def at_epoch(self, epoch: int) -> Crops:
         view = copy.copy(self)  # shares every array: a Loader's pass draws epoch `epoch`'s boxes
-        view.epoch = epoch
+        view.epoch = whole(epoch, "epoch", 0, ViewError)
         return view
 
     def box(self, idx: np.ndarray, epoch: int | None = None) -> np.ndarray:

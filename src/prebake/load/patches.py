@@ -160,7 +160,7 @@ class Patches(View):
 
     def at_epoch(self, epoch: int) -> Patches:
         view = copy.copy(self)  # shares every array: a Loader's pass draws epoch `epoch`'s boxes
-        view.epoch = epoch
+        view.epoch = whole(epoch, "epoch", 0, ViewError)
         return view
 
     def starts(self, idx: np.ndarray, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
