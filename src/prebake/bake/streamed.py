@@ -45,21 +45,6 @@ def _advise(fd: int, start: int, length: int, advice: str) -> None:
             advise(fd, start, length, getattr(os, advice))
 
 
-def read_checksum(fd: int, block: int = 8 << 20) -> str:
-    """xxh3-64 of the whole file ``fd``, read front to back into one reused buffer, its pages let go behind."""
-    h, buf, pos = xxhash.xxh3_64(), bytearray(block), 0
-    view = memoryview(buf)
-    read_ahead(fd)
-    while True:
-        n = os.preadv(fd, [buf], pos)
-        if n == 0:
-            break
-        h.update(view[:n])
-        drop_pages(fd, pos, n)
-        pos += n
-    return h.hexdigest()
-
-
 class NpyStream:
     """``path``, a new .npy of ``dtype`` and ``shape``, written by :meth:`write` of its elements in C order.
 
