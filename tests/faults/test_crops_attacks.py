@@ -109,3 +109,14 @@ def test_the_trial_of_random_dtypes_sizes_ranges_seeds_and_repeats(tmp_path):
     row = crops_attacks(tmp_path, 30, seed=3)  # benchmarks/faults.py runs more
     assert row.failures == 0, row.examples
     assert row.trials > 100
+
+
+def test_images_written_as_a_list_of_one_size_are_cropped(tmp_path):
+    rng = np.random.default_rng(0)
+    photos = [smooth(rng, 30, 40, (3,), "uint8") for _ in range(3)]  # a list column: ragged rows of (30, 40)
+    cache = prebake.write_arrays(tmp_path / "p", {"image": photos})
+    view = prebake.Crops(cache, "image", 8)
+    _check(view[np.arange(3)], [{"image": p} for p in photos], 8)
+    mixed = prebake.write_arrays(tmp_path / "m", {"image": [photos[0], photos[1][:1]]})  # colour, then grey
+    with pytest.raises(ViewError, match=r"channel count varies per item \(item 0: 3, item 1: 1; grey beside colour\)"):
+        prebake.Crops(mixed, "image", 8)

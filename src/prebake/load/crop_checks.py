@@ -13,7 +13,7 @@ import numpy as np
 from ..cache.indices import shown
 from ..cache.reader import Cache
 from ..errors import ViewError
-from .patch_checks import item_shape, refuse_empty
+from .patch_checks import geometry, item_shape, refuse_empty
 
 #: The largest output side: 8192^2 pixels of 3 float32 channels are 805 MB a sample before the cast.
 MAX_SIZE = 8192
@@ -42,10 +42,15 @@ def check_source(cache: Any, column: Any) -> tuple[int, ...]:
         raise ViewError(f"Crops(column={column!r}): column {column!r} of {cache.path} has items of shape {list(shape)} "
                         f"and dtype {spec.dtype}; Crops cuts images of numbers, (H, W) or (C, H, W): one of {images}")
     lead = shape[:-2]
-    if None in lead:
+    if None in lead:  # a ragged column of rows (C, H, W): its C may still be one count (a list of one size)
+        counts = geometry(cache, column)[1][:, 0]
+        if len(counts) and (counts == counts[0]).all():
+            return (int(counts[0]),)
+        other = int(np.argmax(counts != counts[0])) if len(counts) else 0
         raise ViewError(f"Crops(column={column!r}): column {column!r} of {cache.path} has shape {list(shape)}: its "
-                        "channel count varies per item (grey beside colour), so crops cannot share a batch; bake one "
-                        "channel count, e.g. steps=[prebake.steps.ToRGB8(), ...]")
+                        f"channel count varies per item (item 0: {int(counts[0]) if len(counts) else 0}, item {other}: "
+                        f"{int(counts[other]) if len(counts) else 0}; grey beside colour), so crops cannot share a "
+                        "batch; bake one channel count, e.g. steps=[prebake.steps.ToRGB8(), ...]")
     return tuple(int(x) for x in lead)  # type: ignore[arg-type]
 
 
