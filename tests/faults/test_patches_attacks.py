@@ -243,3 +243,14 @@ def test_a_view_at_a_negative_epoch_is_refused(tmp_path):
     for view in (prebake.Patches(cache, "image", (3, 3, 3), 2), prebake.Crops(photos, "image", 4)):
         with pytest.raises(ViewError, match=r"epoch=-1 is below 0; epoch must be a whole number >= 0"):
             view.at_epoch(-1)[0]
+
+
+def test_volumes_written_as_a_list_are_told_the_size_that_cuts_them(tmp_path):
+    rng = np.random.default_rng(0)
+    vols = [rng.integers(0, 99, (1, 4, 5, 6)).astype(np.int16) for _ in range(3)]  # a list: rows of (4, 5, 6)
+    cache = prebake.write_arrays(tmp_path / "w", {"image": vols})
+    with pytest.raises(ViewError, match=r"'image' has shape \[None, 4, 5, 6\]: a ragged column of rows, whose axis 0 "
+                                        r"\(its row count\) may differ per item.*e.g. size=\(1, 2, 2, 2\)"):
+        prebake.Patches(cache, "image", (2, 2, 2))
+    view = prebake.Patches(cache, "image", (1, 2, 2, 2), 2)  # the size the message gives
+    assert _same_as_numpy(view[np.arange(len(view))], [{"image": v} for v in vols], view.size)

@@ -71,9 +71,11 @@ def check_size(size: Any, cache: Cache, column: str) -> tuple[int, ...]:
                         f"(items of {ndim} axes), 1 to {ndim} whole numbers >= 1, e.g. size=(96, 96, 96)")
     lead = shape[:ndim - len(size)]
     if None in lead:
-        raise ViewError(f"Patches(size={shown(size)}): {column!r} has shape {list(shape)}, and "
-                        f"its axis {lead.index(None)} varies per item but is not cut; give size an extent for "
-                        f"every axis from {lead.index(None)} on")
+        at = lead.index(None)
+        example = (1,) * (len(lead) - at) + tuple(int(s) for s in size)
+        raise ViewError(f"Patches(size={shown(size)}): {column!r} has shape {list(shape)}: a ragged column of rows, "
+                        f"whose axis {at} (its row count) may differ per item and is not cut; give size an extent "
+                        f"for every axis from {at} on, e.g. size={example}")
     elements = math.prod(int(x) for x in lead if x is not None) * math.prod(int(s) for s in size)
     if elements > MAX_COUNT:
         raise ViewError(f"Patches(size={[int(s) for s in size]}): a patch of {elements:,} elements (items of "
