@@ -254,3 +254,28 @@ def test_volumes_written_as_a_list_are_told_the_size_that_cuts_them(tmp_path):
         prebake.Patches(cache, "image", (2, 2, 2))
     view = prebake.Patches(cache, "image", (1, 2, 2, 2), 2)  # the size the message gives
     assert _same_as_numpy(view[np.arange(len(view))], [{"image": v} for v in vols], view.size)
+
+
+@pytest.mark.parametrize("how", ["drop_last", "rank 0 of 2"])
+def test_a_partial_pass_leaves_its_items_pending_and_says_which(tmp_path, how):
+    """A grid read with drop_last or on one DDP rank hands the Stitcher part of the tiles: pending() names the
+    items add() never returned, with their counts (nothing said so before)."""
+    from benchmarks.trials.patches import bake, volumes
+
+    items = volumes(np.random.default_rng(7), 5, 3, (1,), "int16", small=4, large=9)
+    view = prebake.Patches(bake(tmp_path / "c", items, "pending"), "image", (4, 4, 4), sampler="grid")
+    kw = {"drop_last": True} if how == "drop_last" else {"rank": 0, "world_size": 2}
+    stitcher, done = view.stitcher(), set()
+    for b in prebake.Loader(view, 3, shuffle=False, **kw):
+        done |= set(stitcher.add(b["image"].float(), b["item"], b["start"]))
+    tiles = np.bincount(view.item, minlength=len(items))
+    pending = stitcher.pending()
+    assert pending and set(pending).isdisjoint(done)
+    for i, (arrived, expected) in pending.items():
+        assert 0 < arrived < expected == tiles[i]
+    with pytest.raises(ViewError, match="tiles have arrived"):
+        stitcher.pop(next(iter(pending)))
+    full = view.stitcher()
+    for b in prebake.Loader(view, 3, shuffle=False):
+        full.add(b["image"].float(), b["item"], b["start"])
+    assert full.pending() == {}

@@ -40,7 +40,8 @@ class Stitcher:
     batch's ``item`` and ``start``, and returns the items whose every tile has now arrived; ``pop(item)``
     returns that item's volume ``(C, *dims)`` (the mean over overlapping tiles, in the predictions' dtype:
     half floats are summed in float32) and frees it. A tile added twice, a tile outside its volume, a
-    channel count that changes, or a pop before every tile arrived is a ViewError, never a wrong mean.
+    channel count that changes, or a pop before every tile arrived is a ViewError, never a wrong mean;
+    :meth:`pending` lists the items still waiting for tiles (a sharded or ``drop_last`` pass leaves some).
     """
 
     def __init__(self, dims: Mapping[int, tuple[int, ...]], tiles: np.ndarray, size: Sequence[int],
@@ -107,6 +108,17 @@ class Stitcher:
             self._count[i] = torch.zeros(self.dims[i], dtype=torch.int32, device=device)
             self._seen[i] = set()
         return self._sum[i]
+
+    def pending(self) -> dict[int, tuple[int, int]]:
+        """``{item: (tiles arrived, tiles of its grid)}`` for every item with some but not all of its tiles.
+
+        Empty after a whole pass over the grid. A Loader that shards the view over DDP ranks, or drops its
+        last partial batch (``drop_last=True``), hands each Stitcher part of the tiles: those items stay
+        here, never returned by :meth:`add`; iterate the grid unsharded, without ``drop_last``, or gather the
+        predictions onto one rank first.
+        """
+        return {i: (len(seen), int(self.tiles[i])) for i, seen in sorted(self._seen.items())
+                if len(seen) < self.tiles[i]}
 
     def pop(self, item: int, who: str = "") -> torch.Tensor:
         """Item ``item``'s volume, once all its tiles arrived: each voxel the mean of the tiles that covered it."""
