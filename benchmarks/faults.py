@@ -35,7 +35,9 @@ from benchmarks.trials import Row  # noqa: E402
 from benchmarks.trials.concurrency import concurrent_builders, reader_during_swap  # noqa: E402
 from benchmarks.trials.corruption import data_flips, manifest_flips, truncations  # noqa: E402
 from benchmarks.trials.crops import crops  # noqa: E402
+from benchmarks.trials.crops_attacks import crops_attacks  # noqa: E402
 from benchmarks.trials.ddp import ddp_subsets  # noqa: E402
+from benchmarks.trials.decode_copies import trial_decode_copies  # noqa: E402
 from benchmarks.trials.diskfull import disk_full  # noqa: E402
 from benchmarks.trials.docs import docs  # noqa: E402
 from benchmarks.trials.formats import formats  # noqa: E402
@@ -53,9 +55,11 @@ from benchmarks.trials.monai import monai  # noqa: E402
 from benchmarks.trials.options_resources import options_resources  # noqa: E402
 from benchmarks.trials.output_safety import output_safety  # noqa: E402
 from benchmarks.trials.patches import patches  # noqa: E402
+from benchmarks.trials.patches_attacks import patches_attacks  # noqa: E402
 from benchmarks.trials.reads import reads  # noqa: E402
 from benchmarks.trials.release import release  # noqa: E402
 from benchmarks.trials.schema import schema  # noqa: E402
+from benchmarks.trials.spelling import spelling  # noqa: E402
 from benchmarks.trials.staleness import staleness  # noqa: E402
 from benchmarks.trials.steps import steps  # noqa: E402
 from benchmarks.trials.weights import weights  # noqa: E402
@@ -101,6 +105,10 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("crops", lambda d: crops(d, n(240, 6), seed=22)),
         ("messages", lambda d: messages(d, n(200, 6), seed=23)),
         ("mixed-writes", lambda d: mixed_writes(d, n(100, 4), seed=24)),
+        ("spelling", lambda d: spelling(d, n(1500, 50), seed=25)),
+        ("patches-attacks", lambda d: patches_attacks(d, n(200, 4), seed=26)),
+        ("crops-attacks", lambda d: crops_attacks(d, n(300, 6), seed=27)),
+        ("decode-copies", lambda d: trial_decode_copies(d, n(400, 10), seed=28)),
     ]
 
 

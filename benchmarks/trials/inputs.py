@@ -198,5 +198,5 @@ def _strict_fails(dirty: Any, out: Path, options: dict[str, Any]) -> bool:
         try:
             prebake.open(out)
         except prebake.CacheNotFoundError:
-            return "strict=True stops at the first bad item" in str(e)  # the Python spelling of --strict
+            return "`strict=True` stops at the first bad item" in str(e)  # the Python spelling of --strict
     return False
