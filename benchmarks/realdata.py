@@ -165,6 +165,10 @@ _BUILD_CHILD = """
 import json, resource, shutil, sys, time, warnings
 warnings.simplefilter("ignore")
 import prebake
+try:  # imported before the clock, as the in-process rounds have it from their warm-up (the Cache build returns)
+    import torch  # noqa: F401
+except ImportError:
+    pass
 source, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 dtypes = {"image": "float64"} if source.endswith(".csv") else None
 shutil.rmtree(out, ignore_errors=True)
@@ -273,7 +277,7 @@ def run(source: Path, name: str, rounds: int, workers: int, out: Path, baseline:
             "load_average_1min": loads,
             "items_per_s": {k: len(files) / v for k, v in med.items()},
             "ratio_vs_prebake": {k: v / med["prebake"] for k, v in med.items() if k != "prebake"},
-            "monai_read_unreadable": monai_counts, "baseline": baseline.name if baseline else None,
+            "monai_read_unreadable": monai_counts, "baseline": str(baseline.resolve()) if baseline else None,
             "target": TARGET if name == "images" else None,
             "met": med["reference loop"] / med["prebake"] >= TARGET if name == "images" else None}
 
@@ -313,7 +317,7 @@ def main() -> None:
             print_row(rows[-1])
     name = f"realdata-{device_tag('cpu')}.json"
     record = {"machine": machine("cpu"), "rounds": args.rounds, "rows": rows,
-              "baseline": args.baseline.name if args.baseline else None,
+              "baseline": str(args.baseline.resolve()) if args.baseline else None,
               "sizes": {"images": args.images, "volume_rows": args.volumes}}
     for path in write_results(record, args.out or runs / name, HERE / "results" / name if args.save else None,
                               root=HERE.parent):
