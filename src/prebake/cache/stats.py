@@ -20,7 +20,18 @@ def chunk_stats(values: np.ndarray) -> list[Any] | None:
     if values.dtype.kind not in _NUMERIC or values.size == 0:
         return None
     acc: Any = {"f": np.float64, "u": np.uint64}.get(values.dtype.kind, np.int64)
-    return [_py(values.min()), _py(values.max()), _py(values.sum(dtype=acc)), int(values.size)]
+    return [_py(values.min()), _py(values.max()), _py(_sum(values, acc)), int(values.size)]
+
+
+def _sum(values: np.ndarray, acc: Any) -> Any:
+    """``values.sum(dtype=acc)``; 8-bit integers first in blocks of 256 summed in 16 bits, which cannot overflow
+    (a 600 KB photo: 68 us against 164, benchmarks/realdata.py's images: each spilled item is summed)."""
+    if values.dtype.itemsize != 1 or values.dtype.kind not in "iu" or values.size < 4096:
+        return values.sum(dtype=acc)
+    flat = values.reshape(-1)
+    n = flat.size - flat.size % 256
+    blocks = flat[:n].reshape(-1, 256).sum(axis=1, dtype=np.int16 if values.dtype.kind == "i" else np.uint16)
+    return blocks.sum(dtype=acc) + flat[n:].sum(dtype=acc)
 
 
 def add_stats(a: list[Any] | None, b: list[Any]) -> list[Any]:
