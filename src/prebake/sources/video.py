@@ -279,7 +279,7 @@ def read_frames(paths: list[Path], frame_size: int | None = None) -> np.ndarray:
         if frame_size is not None and img.size != (frame_size, frame_size):
             from PIL import Image
 
-            img = img.resize((frame_size, frame_size), Image.Resampling.BILINEAR)  # type: ignore[call-overload]
+            img = img.resize((frame_size, frame_size), Image.Resampling.BILINEAR)
         a = np.asarray(img)
         if decoded and a.shape != decoded[0].shape:
             raise BadItemError(f"frame {p.name} is {a.shape[1]}x{a.shape[0]}, the first frame "
