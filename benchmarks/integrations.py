@@ -4,14 +4,17 @@
     python benchmarks/integrations.py --rounds 3 --items 4000
     python benchmarks/integrations.py --save       # also update benchmarks/results/integrations-<device>.json
 
-Three loops train the same model on the same cache with the same device augmentation (random noise
+Five loops train the same model on the same cache with the same device augmentation (random noise
 drawn from the per-batch generator), so they see the same batches and end with the same weights
 (checked, bit for bit on a CPU):
 
 - plain: ``for batch in prebake.Loader(cache, transform=augment)``: forward, backward, step;
 - lightning: ``Trainer.fit`` with ``prebake.lightning.CacheDataModule`` (the augmentation in
   ``on_after_batch_transfer``; progress bar, logger, checkpoints and model summary off);
-- accelerate: ``prepare_loader`` + ``accelerator.prepare(model, optimizer)`` + ``accelerator.backward``.
+- accelerate: ``prepare_loader`` + ``accelerator.prepare(model, optimizer)`` + ``accelerator.backward``;
+- lightning-own and accelerate-own: the same two frameworks' loops over the plain Loader (``Trainer.fit(module,
+  train_dataloaders=loader)``; the Loader in Accelerate's loop without ``prepare_loader``): what each framework's
+  loop costs by itself, so that each integration's ratio to its own framework's loop is its share alone.
 
 Two workloads: ``cnn``, CIFAR-sized uint8 images (3x32x32, normalised on the device) through a small
 convnet, batch 256, a step heavy enough to be typical; ``mlp``, 32 float features through a 2-layer MLP,
@@ -49,7 +52,9 @@ from prebake.measure.bench import device_tag, machine, write_results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-LOOPS = ("plain", "lightning", "accelerate")
+LOOPS = ("plain", "lightning", "accelerate", "lightning-own", "accelerate-own")
+#: Each integration beside its framework's own loop over the same Loader: the integration's share of the cost.
+OWN = {"lightning": "lightning-own", "accelerate": "accelerate-own"}
 
 
 def make_cache(path: Path, workload: str, items: int) -> prebake.Cache:
@@ -107,9 +112,19 @@ def plain(cache: prebake.Cache, workload: str, batch: int, epochs: int, device: 
 
 
 def lightning(cache: prebake.Cache, workload: str, batch: int, epochs: int, device: str) -> dict[str, Any]:
-    import lightning.pytorch as L
-
     from prebake.integrations.lightning import CacheDataModule
+
+    return _fit(workload, epochs, device, datamodule=CacheDataModule(cache.path, batch, seed=0, transform=augment))
+
+
+def lightning_own(cache: prebake.Cache, workload: str, batch: int, epochs: int, device: str) -> dict[str, Any]:
+    """Lightning's loop over the plain Loader (``train_dataloaders=``): what Lightning costs without the module."""
+    loader = prebake.Loader(cache, batch, seed=0, device=device, transform=augment)
+    return _fit(workload, epochs, device, train_dataloaders=loader)
+
+
+def _fit(workload: str, epochs: int, device: str, **data: Any) -> dict[str, Any]:
+    import lightning.pytorch as L
 
     class Module(L.LightningModule):
         def __init__(self) -> None:
@@ -137,18 +152,29 @@ def lightning(cache: prebake.Cache, workload: str, batch: int, epochs: int, devi
     trainer = L.Trainer(max_epochs=epochs, accelerator=device, devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[clock])
     module = Module()
-    trainer.fit(module, datamodule=CacheDataModule(cache.path, batch, seed=0, transform=augment))
+    trainer.fit(module, **data)
     return {"epochs": clock.ends, "setup": clock.starts[0][0] - t0, "weights": _weights(module.model)}
 
 
 def accelerate(cache: prebake.Cache, workload: str, batch: int, epochs: int, device: str) -> dict[str, Any]:
-    from accelerate import Accelerator
-
     from prebake.integrations.accelerate import prepare_loader
+
+    return _accelerated(workload, epochs, device, lambda acc: prepare_loader(acc, cache, batch, seed=0,
+                                                                             transform=augment))
+
+
+def accelerate_own(cache: prebake.Cache, workload: str, batch: int, epochs: int, device: str) -> dict[str, Any]:
+    """Accelerate's loop over the plain Loader: what Accelerate costs without ``prepare_loader``."""
+    return _accelerated(workload, epochs, device, lambda acc: prebake.Loader(cache, batch, seed=0, device=device,
+                                                                             transform=augment))
+
+
+def _accelerated(workload: str, epochs: int, device: str, make_loader: Callable[[Any], Any]) -> dict[str, Any]:
+    from accelerate import Accelerator
 
     t0 = time.perf_counter()
     accelerator = Accelerator(cpu=device == "cpu")
-    loader = prepare_loader(accelerator, cache, batch, seed=0, transform=augment)
+    loader = make_loader(accelerator)
     model = make_model(workload)
     model, optimizer = accelerator.prepare(model, optimizer_of(model))
     setup = time.perf_counter() - t0
@@ -177,7 +203,8 @@ def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().cpu().clone() for p in model.parameters()]
 
 
-RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"plain": plain, "lightning": lightning, "accelerate": accelerate}
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"plain": plain, "lightning": lightning, "accelerate": accelerate,
+                                                    "lightning-own": lightning_own, "accelerate-own": accelerate_own}
 
 
 # -- rounds, figures, table --------------------------------------------------------------------------
@@ -187,7 +214,7 @@ def measure(cache: prebake.Cache, workload: str, batch: int, epochs: int, rounds
     n = len(cache)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in LOOPS}
     for k in range(rounds):
-        for name in LOOPS[k % 3:] + LOOPS[:k % 3]:  # turns, in a rotating order: drift hits every loop alike
+        for name in LOOPS[k % len(LOOPS):] + LOOPS[:k % len(LOOPS)]:  # rotating turns: drift hits every loop alike
             runs[name].append(RUNNERS[name](cache, workload, batch, epochs, device))
     out: dict[str, Any] = {"items": n, "batch_size": batch, "epochs_per_round": epochs, "rounds": rounds}
     for name, rs in runs.items():
@@ -207,13 +234,20 @@ def measure(cache: prebake.Cache, workload: str, batch: int, epochs: int, rounds
             out[name][f"{clock}overhead_pct"] = 100.0 * (1.0 - ratio)
             plain_step = batch / out["plain"]["samples_per_" + ("cpu_s" if clock else "s")]
             out[name][f"{clock}ms_per_step"] = 1000.0 * plain_step * (1.0 / ratio - 1.0)
+    for name, own in OWN.items():  # the integration against its framework's own loop over the plain Loader
+        for clock, key in (("", "per_round"), ("cpu_", "per_round_cpu")):
+            ratios = [a / b for a, b in zip(out[name][key], out[own][key])]
+            out[name][f"{clock}ratio_to_own_loop"] = statistics.median(ratios)
+            out[name][f"{clock}ratio_to_own_loop_range"] = [min(ratios), max(ratios)]
     return out
 
 
 def table(results: dict[str, Any]) -> str:
-    """Wall clock (median samples/s, its range, overhead) and this process's CPU time (the same per CPU second)."""
-    lines = [(f"{'workload':<9} {'loop':<11} {'samples/s':>10} {'range':>19} {'overhead':>9} {'ms/step':>8} "
-              f"{'per CPU-s':>10} {'overhead':>9} {'ms/step':>8} {'1st epoch':>9} {'same weights':>12}")]
+    """Wall clock (median samples/s, its range, overhead) and this process's CPU time (the same per CPU second);
+    for an integration, its ratio to its framework's own loop over the plain Loader (per CPU second)."""
+    lines = [(f"{'workload':<9} {'loop':<15} {'samples/s':>10} {'range':>19} {'overhead':>9} {'ms/step':>8} "
+              f"{'per CPU-s':>10} {'overhead':>9} {'ms/step':>8} {'vs own loop':>11} {'1st epoch':>9} "
+              f"{'same weights':>12}")]
     for workload, r in results.items():
         for name in LOOPS:
             x = r[name]
@@ -221,9 +255,10 @@ def table(results: dict[str, Any]) -> str:
             wall_ms = f"{x['ms_per_step']:+.3f}" if name != "plain" else ""
             cpu = f"{x['cpu_overhead_pct']:+.1f} %" if name != "plain" else ""
             cpu_ms = f"{x['cpu_ms_per_step']:+.3f}" if name != "plain" else ""
-            lines.append(f"{workload:<9} {name:<11} {x['samples_per_s']:>10,.0f} "
+            own = f"{x['cpu_ratio_to_own_loop']:.3f}x" if name in OWN else ""
+            lines.append(f"{workload:<9} {name:<15} {x['samples_per_s']:>10,.0f} "
                          f"{x['spread'][0]:>9,.0f}-{x['spread'][1]:<9,.0f} {wall:>9} {wall_ms:>8} "
-                         f"{x['samples_per_cpu_s']:>10,.0f} {cpu:>9} {cpu_ms:>8} {x['first_epoch_s']:>8.2f}s "
+                         f"{x['samples_per_cpu_s']:>10,.0f} {cpu:>9} {cpu_ms:>8} {own:>11} {x['first_epoch_s']:>8.2f}s "
                          f"{x['same_weights_as_plain']!s:>12}")
     return "\n".join(lines)
 

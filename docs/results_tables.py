@@ -288,29 +288,45 @@ def faults(d: dict[str, Any]) -> str:
 
 
 INTEGRATION_LOOPS = {"plain": "plain `prebake.Loader` loop", "lightning": "Lightning `CacheDataModule`",
-                     "accelerate": "Accelerate `prepare_loader`"}
+                     "accelerate": "Accelerate `prepare_loader`",
+                     "lightning-own": "Lightning's loop over the plain Loader",
+                     "accelerate-own": "Accelerate's loop over the plain Loader"}
+#: Each integration and its framework's own loop over the plain Loader (in results saved since they were measured).
+INTEGRATION_OWN = {"lightning": "lightning-own", "accelerate": "accelerate-own"}
 
 
 def integrations(d: dict[str, Any]) -> str:
     rows = []
+    first = next(iter(d["results"].values()))
+    with_own = all(own in first for own in INTEGRATION_OWN.values())
     for name, w in d["results"].items():
         for loop, label in INTEGRATION_LOOPS.items():
+            if loop not in w:
+                continue
             r = w[loop]
             paired = "1.00x" if loop == "plain" else ratio(r["cpu_ratio_to_plain"]) + spread(*r["cpu_ratio_range"])
             added = "-" if loop == "plain" else f"{r['cpu_ms_per_step']:+.2f} ms"
+            own = ratio(r["cpu_ratio_to_own_loop"]) + spread(*r["cpu_ratio_to_own_loop_range"]) \
+                if loop in INTEGRATION_OWN and with_own else "-"
             rows.append([f"{name}, batch {w['batch_size']}", label, num(r["samples_per_cpu_s"]),
-                         num(r["samples_per_s"]), paired, added, r.get("same_weights_as_plain", True)])
-    first = next(iter(d["results"].values()))
+                         num(r["samples_per_s"]), paired, added, *([own] if with_own else []),
+                         r.get("same_weights_as_plain", True)])
     small = max(d["results"].values(), key=lambda w: w["lightning"]["cpu_overhead_pct"])  # where the cost shows
     within = [f"- {INTEGRATION_LOOPS[k]} adds {small[k]['cpu_ms_per_step']:.2f} ms of CPU a step: within the 5 % "
               f"target for any step of {small[k]['cpu_ms_per_step'] / 0.05:.0f} ms or more" for k in ("lightning",
                                                                                                       "accelerate")]
+    if with_own:
+        within += [f"- against {INTEGRATION_LOOPS[o]} on the same batches: {INTEGRATION_LOOPS[k]} "
+                   f"{ratio(small[k]['cpu_ratio_to_own_loop'])} ({small['batch_size']}-sample steps): the rest of "
+                   "the cost is the framework's own loop" for k, o in INTEGRATION_OWN.items()]
+    header = ["workload", "loop", "samples per CPU second", "samples/s (wall clock)", "paired ratio to plain",
+              "CPU time added per step", *(["ratio to the framework's own loop"] if with_own else []),
+              "same weights as plain"]
     return "\n".join([f"{num(first['items'])} items, {first['rounds']} interleaved rounds of "
                       f"{first['epochs_per_round']} epochs; ratios are the median of each round's ratio to the plain "
                       "loop (min-max over the rounds), in CPU time.", "",
-                      table(["workload", "loop", "samples per CPU second", "samples/s (wall clock)",
-                             "paired ratio to plain", "CPU time added per step", "same weights as plain"], rows,
-                            right=(2, 3, 4, 5)), "", *within, "", machine(d.get("machine"))])
+                      table(header, rows, right=(2, 3, 4, 5, 6) if with_own else (2, 3, 4, 5)), "", *within, "",
+                      machine(d.get("machine"))])
 
 
 def reads(d: dict[str, Any]) -> str:
