@@ -61,10 +61,21 @@ def bake(path: Path, items: list[dict[str, Any]], tag: str) -> prebake.Cache:
     return prebake.build(Volumes(items, tag), path, workers=0, progress=False)
 
 
+def whole_factors(box: Any, size: int) -> bool:
+    """Whether the box's sides are whole multiples of ``size``: then the resize is an exact block mean."""
+    h, w = int(box[2]), int(box[3])
+    return h % size == 0 and w % size == 0
+
+
 def reference(image: np.ndarray, box: Any, size: int) -> np.ndarray:
     """The per-sample reference: the box cut with numpy, resized by ``interpolate(bilinear, antialias=True)``,
-    float64 (the view rounds integer outputs; compare with a tolerance of at least 0.5)."""
+    float64 (the view rounds integer outputs; compare with a tolerance of at least 0.5). A box whose sides are
+    whole multiples of ``size`` is the mean of each block instead: what an area resize is exactly, where
+    interpolate's triangle differs from it by up to 5.9 grey levels (10 x 12 to 2 x 2, 200 smooth images)."""
     t, left, h, w = (int(v) for v in box)
+    if whole_factors(box, size):
+        block = np.asarray(image[..., t:t + h, left:left + w], np.float64)
+        return block.reshape(*image.shape[:-2], size, h // size, size, w // size).mean(axis=(-3, -1))
     crop = torch.from_numpy(np.ascontiguousarray(image[..., t:t + h, left:left + w], np.float32))
     x = crop.reshape(1, -1, h, w)
     out = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -74,7 +85,7 @@ def reference(image: np.ndarray, box: Any, size: int) -> np.ndarray:
 def within(got: np.ndarray, want: np.ndarray, box: Any, size: int) -> str:
     """'' when ``got`` is within the tolerance of ``want`` for this box, else what is wrong."""
     diff = np.abs(np.asarray(got, np.float64) - want)
-    if int(box[2]) <= size and int(box[3]) <= size:
+    if whole_factors(box, size) or (int(box[2]) <= size and int(box[3]) <= size):
         return "" if diff.max() <= UPSCALE_TOL else f"upscaled box {list(box)} off by {diff.max():.2f}"
     return "" if diff.mean() <= DOWNSCALE_MEAN_TOL else f"box {list(box)} off by {diff.mean():.2f} on average"
 
