@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -48,7 +47,7 @@ import torch
 
 import prebake
 from prebake.cache.format import ITEM_KEYS
-from prebake.measure.bench import device_tag, machine, write_results
+from prebake.measure.bench import cpu_seconds, device_tag, machine, write_results
 
 HERE = Path(__file__).resolve().parent
 TARGET = 3.0
@@ -117,11 +116,6 @@ def loader_of(dataset: Any) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=WORKERS,
                                        generator=torch.Generator().manual_seed(0))
 
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (DataLoader workers exit at each epoch's end)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def epoch(batches: Any) -> tuple[float, float, int]:
@@ -232,6 +226,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="JSON path (default: runs/crops/crops-<machine>.json)")
     p.add_argument("--save", action="store_true", help="also update benchmarks/results/crops-<machine>.json")
     args = p.parse_args()
+    if args.images < BATCH:
+        p.error(f"--images {args.images}: every pipeline is checked on a whole batch of {BATCH}; pass {BATCH} or more")
     warnings.simplefilter("ignore")
     runs = HERE.parent / "runs" / "crops"
     folder = image_folder(runs / "data" / f"photos-{args.images}", args.images, args.seed)

@@ -38,7 +38,6 @@ import csv
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -53,7 +52,7 @@ import numpy as np
 
 import prebake
 from prebake.cache.format import ITEM_KEYS
-from prebake.measure.bench import device_tag, machine, write_results
+from prebake.measure.bench import cpu_seconds, device_tag, machine, write_results
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -229,17 +228,12 @@ def _item_keys(cache: prebake.Cache, out: Path) -> list[str]:
 
 def timed(fn: Any, cpu: list[float]) -> float:
     """Wall seconds of ``fn()``; its CPU seconds (this process and the workers it reaped) appended to ``cpu``."""
-    before = _cpu()
+    before = cpu_seconds()
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
-    cpu.append(_cpu() - before)
+    cpu.append(cpu_seconds() - before)
     return wall
-
-
-def _cpu() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run(source: Path, name: str, rounds: int, workers: int, out: Path, baseline: Path | None = None

@@ -16,6 +16,7 @@ from .anycache import AnyResult, run_any
 from .common import (
            BenchOptions,
            Row,
+           cpu_seconds,
            device_tag,
            machine,
            memcpy_gbps,
@@ -25,5 +26,5 @@ from .common import (
 )
 from .images import BenchResult, image_size, run_bench
 
-__all__ = ["AnyResult", "BenchOptions", "BenchResult", "Row", "device_tag", "image_size", "machine", "memcpy_gbps",
-           "ratios_to", "run_any", "run_bench", "warm_page_cache", "write_results"]
+__all__ = ["AnyResult", "BenchOptions", "BenchResult", "Row", "cpu_seconds", "device_tag", "image_size", "machine",
+           "memcpy_gbps", "ratios_to", "run_any", "run_bench", "warm_page_cache", "write_results"]

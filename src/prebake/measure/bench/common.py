@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import re
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,12 @@ def spread_text(row: Row) -> str:
     """``"(12,000-14,000)"``: the slowest and fastest round."""
     s = row.spread
     return f"({s[0]:,.0f}-{s[1]:,.0f})" if s else ""
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have exited (DataLoader and bake workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def machine(device: str | torch.device | None = None) -> dict[str, Any]:
