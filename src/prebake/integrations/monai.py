@@ -148,7 +148,7 @@ class DeviceTransform(nn.Module):
                     raise KeyError(f"{op} acts on {key!r}, but the batch has {sorted(out)}; load that column")
                 x, source = out[key], batch[key]
                 inplace = op.has_inplace and isinstance(x, torch.Tensor) and isinstance(source, torch.Tensor) \
-                    and x is not source and owned(x, source)
+                    and owned(x, source)
                 out[key], params = op.run(x, params, generator, inplace=True) if inplace else \
                     op(x, params, generator, return_params=True)
         return out
