@@ -38,6 +38,7 @@ from benchmarks.trials.crops import crops  # noqa: E402
 from benchmarks.trials.crops_attacks import crops_attacks  # noqa: E402
 from benchmarks.trials.ddp import ddp_subsets  # noqa: E402
 from benchmarks.trials.decode_copies import trial_decode_copies  # noqa: E402
+from benchmarks.trials.direct_io import trial_direct_io  # noqa: E402
 from benchmarks.trials.diskfull import disk_full  # noqa: E402
 from benchmarks.trials.docs import docs  # noqa: E402
 from benchmarks.trials.formats import formats  # noqa: E402
@@ -109,6 +110,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("patches-attacks", lambda d: patches_attacks(d, n(200, 4), seed=26)),
         ("crops-attacks", lambda d: crops_attacks(d, n(300, 6), seed=27)),
         ("decode-copies", lambda d: trial_decode_copies(d, n(400, 10), seed=28)),
+        ("direct-io", lambda d: trial_direct_io(d, n(200, 4), seed=29)),
     ]
 
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..cache.format import ColumnSpec
 from ..errors import CacheCorruptError
+from .direct import DirectReader, drop_pages, enabled, read_ahead
 from .plan import BuildPlan, ChunkResult, shapes_shard, shard_files, spill_shard
-from .streamed import drop_pages, read_ahead
 
 
 class Provisional:
@@ -116,11 +116,13 @@ def _cut(values: np.ndarray, ends: np.ndarray, shapes: np.ndarray | None) -> Ite
 
 
 class _Spilled:
-    """The spilled items of a chunk, read one by one from its spill shard (``{row: value}`` by :meth:`pop`), the
-    shard's pages let go once read: the commit reads each shard once (bake/streamed.py says why)."""
+    """The spilled items of a chunk, read one by one from its spill shard (``{row: value}`` by :meth:`pop`) past the
+    page cache, or through it with its pages let go once read: the commit reads each shard once (bake/direct.py
+    says why)."""
 
     def __init__(self, file: Path, spills: list[list[Any]]):
-        self.file, self._fd, self._size = file, -1, -1
+        self.file, self._size = file, -1
+        self._reader: DirectReader | None = None
         self._at: dict[int, tuple[int, np.dtype, tuple[int, ...]]] = {}
         pos = 0
         for row, d, shape in spills:
@@ -128,24 +130,25 @@ class _Spilled:
             self._at[int(row)] = (pos, dtype, tuple(shape))
             pos += dtype.itemsize * math.prod(shape)
 
-    def _open(self) -> int:
-        if self._fd < 0:
+    def _open(self) -> DirectReader:
+        if self._reader is None:
             try:
-                self._fd = os.open(self.file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                self._reader = DirectReader(lambda flags: os.open(self.file, flags))
             except FileNotFoundError:
                 raise self._damaged(f"is missing, and the journal names {len(self._at)} spilled items in it") from None
-        return self._fd
+        return self._reader
 
     def _damaged(self, what: str) -> CacheCorruptError:
         return CacheCorruptError(f"{self.file} {what}: the build directory was damaged or changed since it was "
                                  f"written; delete it with 'prebake clear {self.file.parent.parent}' and build again")
 
     def prefetch(self) -> None:
-        """Start reading the shard from disk (the kernel goes on after the descriptor is closed)."""
-        if self._at:
-            read_ahead(self._open())
-            os.close(self._fd)
-            self._fd = -1
+        """Start reading the shard from disk into the page cache, where it is read through it (the kernel goes
+        on after the descriptor is closed); a read past the page cache has nothing to gain from it."""
+        if self._at and not enabled():
+            reader = self._open()
+            read_ahead(reader.fd)
+            self.close()
 
     def pop(self, row: int) -> np.ndarray | None:
         """Row ``row``'s spilled value, or None when it did not spill."""
@@ -155,20 +158,22 @@ class _Spilled:
         pos, dtype, shape = at
         out = np.empty(shape, dtype)
         if out.nbytes:
-            fd = self._open()
-            if (self._size if self._size >= 0 else self._stat()) < pos + out.nbytes:
+            reader = self._open()
+            short = (self._size if self._size >= 0 else self._stat()) < pos + out.nbytes
+            if short or reader.read_into(out, pos) < out.nbytes:
                 raise self._damaged(f"ends before the {out.nbytes:,} bytes at {pos:,} that the journal names for row "
                                     f"{row}")
-            os.preadv(fd, [out.reshape(-1).view(np.uint8).data], pos)
         return out
 
     def _stat(self) -> int:
-        self._size = os.fstat(self._fd).st_size
+        assert self._reader is not None  # opened by pop
+        self._size = os.fstat(self._reader.fd).st_size
         return self._size
 
     def close(self) -> None:
         """Let the shard's pages go (it is read once) and close it."""
-        if self._fd >= 0:
-            drop_pages(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+        if self._reader is not None:
+            if not self._reader.direct:
+                drop_pages(self._reader.fd)
+            self._reader.close()
+            self._reader = None

@@ -21,17 +21,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from ..cache.format import ColumnSpec, validate_dtype
 from ..cache.stats import add_stats, chunk_stats
 from ..errors import BadItemError, FormatError, opt
+from .direct import DirectWriter
 from .plan import spill_shard
 from .schema import cast_checked, fits
 from .space import NO_ROOM
-from .streamed import drop_pages
 
 Fitted = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.dtype]]
 _INT64 = np.dtype(np.int64)
@@ -138,7 +138,7 @@ class ChunkSink:
         self._pending = set(self._dtypes)
         self.spills: dict[str, list[list[Any]]] = {}
         self.stats: dict[str, list[Any]] = {}
-        self._files: dict[str, BinaryIO] = {}
+        self._files: dict[str, DirectWriter] = {}
 
     def add(self, row: int, spilled: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> None:
         """Record a good item: the columns whose dtype was not the spec's (``dtypes``; the others are counted
@@ -172,13 +172,13 @@ class ChunkSink:
         return out
 
     def _append(self, name: str, v: np.ndarray) -> None:
-        f = self._files.get(name)
-        if f is None:
-            fd = self.partial.shards_fd()
-            tmp = spill_shard(self.partial.path, name, self.chunk).name + ".tmp"
-            f = self._files[name] = open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o644, dir_fd=fd))
         data = np.ascontiguousarray(v).reshape(-1)
         try:
+            f = self._files.get(name)
+            if f is None:
+                fd = self.partial.shards_fd()
+                tmp = spill_shard(self.partial.path, name, self.chunk).name + ".tmp"
+                f = self._files[name] = DirectWriter(lambda flags: os.open(tmp, flags, 0o644, dir_fd=fd))
             f.write(data.view(np.uint8).data if data.size else b"")
         except OSError as e:
             self.abandon()
@@ -187,17 +187,21 @@ class ChunkSink:
             raise
 
     def finish(self) -> None:
-        """Make the spill shards durable, let their pages go, and move them to their names (the parent fsyncs
-        them again before the journal, at no cost then): the commit reads each once, from disk, and a page cache
-        of every spilled byte costs more than that read (bake/streamed.py)."""
+        """Make the spill shards durable and move them to their names (the parent fsyncs them again before the
+        journal, at no cost then). They are written past the page cache (bake/direct.py): the commit reads each
+        once, from disk, and a page cache of every spilled byte costs more than that read."""
         fd = self.partial.shards_fd() if self._files else -1
-        for name, f in self._files.items():
-            f.flush()
-            os.fsync(f.fileno())
-            drop_pages(f.fileno())
-            f.close()
-            final = spill_shard(self.partial.path, name, self.chunk).name
-            os.replace(final + ".tmp", final, src_dir_fd=fd, dst_dir_fd=fd)
+        try:
+            for name, f in self._files.items():
+                f.sync()
+                f.close()
+                final = spill_shard(self.partial.path, name, self.chunk).name
+                os.replace(final + ".tmp", final, src_dir_fd=fd, dst_dir_fd=fd)
+        except OSError as e:
+            self.abandon()
+            if e.errno in NO_ROOM:
+                raise self.partial._no_room(e, 0) from None
+            raise
         self._files.clear()
 
     def abandon(self) -> None:
