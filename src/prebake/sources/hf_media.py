@@ -78,16 +78,9 @@ def decode_audio(value: Any, feature: Any, options: Any) -> tuple[np.ndarray, in
 
 
 def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Polyphase resampling, rounded back into the signal's dtype: the filter of
-    :class:`prebake.steps.audio.Resample`, which a reader may not import."""
-    try:
-        import scipy.signal
-    except ImportError:
-        raise BadItemError("resampling to the Audio feature's sampling_rate needs scipy: pip install "
-                           "'prebake[audio]'") from None
+    """Polyphase resampling (:func:`.polyphase.resample_poly`, scipy's filter without scipy), rounded back into the
+    signal's dtype: what :class:`prebake.steps.audio.Resample` computes."""
+    from .polyphase import resample_poly, samples_as
+
     g = math.gcd(rate, target)
-    y = scipy.signal.resample_poly(x.astype(np.float64), target // g, rate // g, axis=0)
-    if x.dtype.kind in "iu":
-        info = np.iinfo(x.dtype)
-        return np.clip(np.rint(y), info.min, info.max).astype(x.dtype)
-    return y.astype(x.dtype)
+    return samples_as(resample_poly(x, target // g, rate // g, axis=0), x)
