@@ -168,7 +168,7 @@ def _matches(got: np.ndarray, ref: np.ndarray, dtype: np.dtype) -> bool:
         off = got.astype(np.float64) != want
         near_half = np.abs(np.abs(ref - np.floor(ref)) - 0.5) <= 1e-10 * scale
         return bool(np.all(~off | (near_half & (np.abs(got - want) <= 1))))
-    ulp = np.spacing(np.abs(ref).astype(dtype)).astype(np.float64)
+    ulp = np.abs(ref) * np.finfo(dtype).eps  # one unit in the last place of the cast, or more
     return bool(np.all(np.abs(got.astype(np.float64) - ref) <= 1e-10 * scale + ulp))
 
 
@@ -189,8 +189,8 @@ def _direct_ok(got: np.ndarray, x: np.ndarray, up: int, down: int, rng: np.rando
             info = np.iinfo(x.dtype)
             if np.any(np.abs(np.clip(want, info.min, info.max) - out[o]) > 0.5 + 1e-9 * max(1, np.abs(want).max())):
                 return False
-        elif np.any(np.abs(want - out[o]) > 1e-10 * max(1.0, float(np.abs(flat).max())) + np.spacing(
-                np.abs(want).astype(x.dtype)).astype(np.float64)):
+        elif np.any(np.abs(want - out[o]) > 1e-10 * max(1.0, float(np.abs(flat).max()))
+                    + np.abs(want) * np.finfo(x.dtype).eps):
             return False
     return True
 

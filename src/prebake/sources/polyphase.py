@@ -83,6 +83,9 @@ def _per_phase(xp: np.ndarray, taps: np.ndarray, half_len: int, up: int, down: i
     channels, width = xp.shape[0], taps.shape[1]
     windows = sliding_window_view(xp, width, axis=1)  # (C, positions, width), a view
     block = max(1, BLOCK_ELEMENTS // (width * channels))
+    # BLAS takes windows that do not overlap (down >= width); overlapping ones go to numpy's non-BLAS matmul loop,
+    # which einsum's contiguous inner sum beats (48 kHz -> 16 kHz: 4.8 ms against 6.6 ms for 10 s of stereo)
+    product = np.matmul if down >= width else lambda w, r: np.einsum("cnw,w->cn", w, r)
     for o0 in range(min(up, y.shape[1])):
         t0 = half_len + o0 * down
         row, start = taps[t0 % up], t0 // up
@@ -90,7 +93,8 @@ def _per_phase(xp: np.ndarray, taps: np.ndarray, half_len: int, up: int, down: i
         for b in range(0, len(outputs), block):
             n = len(outputs[b: b + block])
             s = start + b * down
-            y[:, outputs[b]: outputs[b] + (n - 1) * up + 1: up] = windows[:, s: s + (n - 1) * down + 1: down] @ row
+            here = windows[:, s: s + (n - 1) * down + 1: down]
+            y[:, outputs[b]: outputs[b] + (n - 1) * up + 1: up] = product(here, row)
 
 
 def _per_output(xp: np.ndarray, taps: np.ndarray, half_len: int, up: int, down: int, y: np.ndarray) -> None:
