@@ -63,6 +63,7 @@ from benchmarks.trials.schema import schema  # noqa: E402
 from benchmarks.trials.spelling import spelling  # noqa: E402
 from benchmarks.trials.staleness import staleness  # noqa: E402
 from benchmarks.trials.steps import steps  # noqa: E402
+from benchmarks.trials.stream_ahead import stream_ahead  # noqa: E402
 from benchmarks.trials.weights import weights  # noqa: E402
 
 ALL_MASKS = (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80)
@@ -111,6 +112,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("crops-attacks", lambda d: crops_attacks(d, n(300, 6), seed=27)),
         ("decode-copies", lambda d: trial_decode_copies(d, n(400, 10), seed=28)),
         ("direct-io", lambda d: trial_direct_io(d, n(200, 4), seed=29)),
+        ("stream-ahead", lambda d: stream_ahead(d, n(60, 3), seed=30)),
     ]
 
 

@@ -58,11 +58,11 @@ _INTERNAL = (PLAN, JOURNAL, SHARDS, COMPACT, COMPACTED, REWRITE, REWRITTEN)
 
 
 def seal(path: Path, plan: BuildPlan, done: Mapping[int, ChunkResult], keys: list[str], classes: list[str] | None,
-         fingerprint: dict[str, Any], item_ids: np.ndarray | None = None) -> dict[str, Any]:
+         fingerprint: dict[str, Any], item_ids: np.ndarray | None = None, stream: Any = None) -> dict[str, Any]:
     """Finish every file of the partial directory ``path``, then write manifest.json inside it.
 
     ``done`` are the journaled chunks; ``item_ids`` (uint64, one per key) are kept for the rows
-    that were not skipped.
+    that were not skipped; ``stream``: the columns written ahead during the build (bake/stream.py), if any.
     """
     check_complete(path, plan, done)
     results = [done[c] for c in range(plan.num_chunks)]
@@ -70,7 +70,7 @@ def seal(path: Path, plan: BuildPlan, done: Mapping[int, ChunkResult], keys: lis
     good = np.ones(plan.num_keys, dtype=bool)
     good[np.array([i for i, _ in bad], dtype=np.int64)] = False
     decisions = rewrite.decide(path, plan, results, good, keys)
-    checksums = rewrite.rewrite_columns(path, plan, decisions)
+    checksums = rewrite.rewrite_columns(path, plan, decisions, stream)
     rewritten = {name for name, d in decisions.items() if d.rewrite}
     _compact(path, plan, good, rewritten)
     kept = [decisions[c.name].spec for c in plan.kept]

@@ -21,8 +21,9 @@ import errno
 import fcntl
 import mmap
 import os
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -103,19 +104,26 @@ def _open(opener: Opener, flags: int, direct: bool) -> tuple[int, bool]:
 
 
 class DirectWriter:
-    """A new file written front to back: :meth:`write` appends bytes, :meth:`close` fsyncs it.
+    """A new file written front to back: :meth:`write` appends bytes, :meth:`sync` makes it durable.
 
-    The bytes gather in an aligned buffer and go out in whole blocks; the last block is padded to
-    the alignment and the file cut back to its length. OSErrors (a full disk) reach the caller."""
+    The bytes gather in an aligned buffer and go out in whole blocks, each written by a thread of its own while
+    the caller fills the next buffer (with O_DIRECT a write waits for the disk; in a worker that wait was 0.5 s
+    of decoding lost per 0.7 GB of photos). The last block is padded to the alignment and the file cut back to
+    its length. OSErrors (a full disk) reach the caller, at the next write or at :meth:`sync`."""
 
     def __init__(self, opener: Opener, direct: bool | None = None):
         self.fd, self.direct = _open(opener, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
                                      enabled() if direct is None else direct)
-        self._buf = _pool.take(BLOCK)
+        self._buf, self._spare = _pool.take(BLOCK), None
         self._view = memoryview(self._buf)
         self._fill = 0  # bytes in the buffer
-        self._at = 0  # bytes in the file
+        self._at = 0  # bytes in the file, or on their way
         self._dropped = 0
+        self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[tuple[memoryview, int, int] | None] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._error: BaseException | None = None
 
     def write(self, data: memoryview | bytes) -> None:
         src = memoryview(data).cast("B")
@@ -125,14 +133,45 @@ class DirectWriter:
             self._fill += n
             src = src[n:]
             if self._fill == BLOCK:
-                self._drain(BLOCK)
+                self._submit()
 
-    def _drain(self, length: int) -> None:
-        """Write the buffer's first ``length`` bytes (whole blocks, or the padded end) at the file's end."""
+    def _submit(self) -> None:
+        """Hand the full buffer to the writing thread and go on in the other one."""
+        self._wait()
+        if self._spare is None:
+            self._spare = _pool.take(BLOCK)
+        full, at = self._view, self._at
+        self._buf, self._spare = self._spare, self._buf
+        self._view = memoryview(self._buf)
+        self._at += BLOCK
+        self._fill = 0
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="prebake-write-behind")
+            self._thread.start()
+        self._idle.clear()
+        self._jobs.put((full, BLOCK, at))
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self._write_at(*job)
+            except BaseException as e:  # noqa: BLE001 - raised to the caller by _wait
+                self._error = e
+            finally:
+                job[0].release()
+                self._idle.set()
+
+    def _wait(self) -> None:
+        self._idle.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _write_at(self, view: memoryview, length: int, at: int) -> None:
+        """Write ``view[:length]`` (whole blocks, or the padded end) at offset ``at``."""
         done = 0
         while done < length:
             try:
-                n = os.pwrite(self.fd, self._view[done:length], self._at + done)
+                n = os.pwrite(self.fd, view[done:length], at + done)
             except OSError as e:
                 if not (self.direct and e.errno == errno.EINVAL):
                     raise
@@ -143,17 +182,15 @@ class DirectWriter:
             done += n
             if self.direct and done % ALIGN:
                 self._buffered()  # a short write (a limit reached mid-block): the rest goes unaligned
-        self._at += min(length, self._fill)
-        self._fill -= min(length, self._fill)
         if not self.direct:
-            self._let_go()
+            self._let_go(at + length)
 
     def _buffered(self) -> None:
         fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~_O_DIRECT)
         self.direct = False
 
-    def _let_go(self) -> None:
-        if self._at - self._dropped >= 2 * _WINDOW:
+    def _let_go(self, written: int) -> None:
+        if written - self._dropped >= 2 * _WINDOW:
             drop_pages(self.fd, self._dropped, _WINDOW)  # written back by now: dropped
             drop_pages(self.fd, self._dropped + _WINDOW, _WINDOW)  # its write-back starts
             self._dropped += _WINDOW
@@ -163,11 +200,12 @@ class DirectWriter:
 
     def sync(self) -> int:
         """Write what is buffered, cut the file to its length, fsync; returns the length."""
+        self._wait()
         size = self.tell()
         if self._fill:
             pad = _round_up(self._fill) if self.direct else self._fill
             self._view[self._fill:pad] = bytes(pad - self._fill)
-            self._drain(pad)
+            self._write_at(self._view, pad, self._at)
             self._at = size
             self._fill = 0
             os.ftruncate(self.fd, size)
@@ -175,12 +213,19 @@ class DirectWriter:
         return size
 
     def close(self) -> None:
-        """Close the descriptor and give the buffer back (after :meth:`sync`, or to abandon the file)."""
+        """End the writing thread, close the descriptor and give the buffers back (after :meth:`sync`, or to
+        abandon the file)."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
             self._view.release()
-            _pool.give(self._buf)
+            for m in (self._buf, self._spare):
+                if m is not None:
+                    _pool.give(m)
 
 
 class DirectReader:
@@ -212,6 +257,16 @@ class DirectReader:
             dest[got:got + n] = np.frombuffer(buf, np.uint8, n, skip)
             got += n
         return got
+
+    def blocks(self) -> Iterator[memoryview]:
+        """The whole file front to back, a block at a time (each view good until the next)."""
+        buf, pos = self._buffer(BLOCK), 0
+        while True:
+            n = os.preadv(self.fd, [memoryview(buf)[:BLOCK]], pos)
+            if n <= 0:
+                return
+            yield memoryview(buf)[:n]
+            pos += n
 
     def _buffer(self, size: int) -> mmap.mmap:
         if self._buf is None or len(self._buf) < size:

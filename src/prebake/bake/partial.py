@@ -182,14 +182,14 @@ class PartialCache:
     # -- commit (commit.py) ------------------------------------------------------------------
 
     def seal(self, keys: list[str], classes: list[str] | None, fingerprint: dict[str, Any],
-             item_ids: np.ndarray | None = None) -> dict[str, Any]:
+             item_ids: np.ndarray | None = None, stream: Any = None) -> dict[str, Any]:
         """Finish every file, then write manifest.json inside the partial directory (:func:`.commit.seal`).
 
         A full disk keeps the finished chunks, and the error says how to resume.
         """
         self.close()
         try:
-            return commit.seal(self.path, self.plan, self.done, keys, classes, fingerprint, item_ids)
+            return commit.seal(self.path, self.plan, self.done, keys, classes, fingerprint, item_ids, stream)
         except DiskFullError as e:
             raise DiskFullError(f"{e}; {self._resume_hint()}") from None
         except OSError as e:

@@ -31,7 +31,8 @@ from .plan import BuildPlan, ChunkResult
 from .provisional import Provisional
 from .schema import check_ndims, layout, promote, schema_entry
 from .space import check_free
-from .streamed import NpyStream
+from .stream import HEAD, npy_header
+from .streamed import NpyStream, read_checksum
 
 
 @dataclass
@@ -135,9 +136,12 @@ def _merge(acc: dict[Any, list[int]], key: Any, n: int, first: int) -> None:
     entry[1] = min(entry[1], first)
 
 
-def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decision]) -> dict[str, str]:
+def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decision], stream: Any = None
+                    ) -> dict[str, str]:
     """Write every column that must change into ``_rewrite/``, mark it done, then move it into place.
 
+    ``stream`` (bake/stream.py): the columns written ahead during the build; one that holds exactly this
+    column's values is moved in, its header written, instead of writing the values again.
     Returns ``{file name: xxh3-64}`` of the values files written by this call (none when a resumed commit
     finds them written already): the manifest takes them without reading the files again."""
     todo = [d for d in decisions.values() if d.rewrite]
@@ -149,9 +153,11 @@ def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decisio
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         what = f"rewriting {len(todo)} column{'s' if len(todo) > 1 else ''} to the schema of every item in {path}"
-        check_free(tmp, sum(_final_bytes(d) for d in todo), what)
+        ahead = {d.spec.name: _streamed(stream, d) for d in todo}
+        check_free(tmp, sum(_final_bytes(d) for d in todo if ahead[d.spec.name] is None), what)
         for d in todo:
-            checksums[d.spec.files[0]] = write_column(tmp, d, what)
+            written = ahead[d.spec.name]
+            checksums[d.spec.files[0]] = write_column(tmp, d, what) if written is None else take_stream(tmp, d, written)
         fsync_path(tmp)
         marker.touch()
         fsync_path(path)
@@ -172,24 +178,63 @@ def _final_bytes(d: Decision) -> int:
     return elements * itemsize + 16 * (len(d.shapes) + 1) * (2 if d.spec.shaped else 1) + 384
 
 
-def write_column(tmp: Path, d: Decision, what: str) -> str:
-    """Column ``d.spec``'s files in ``tmp``: every good item, cast to the column's dtype, in row order; returns
-    the values file's xxh3-64, hashed as it was written (bake/streamed.py)."""
-    spec, shapes, source = d.spec, d.shapes, d.source
-    assert shapes is not None and source is not None  # set with rewrite
-    dtype, n = np.dtype(spec.dtype), len(shapes)
+def _layout(d: Decision) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Column ``d``'s offsets (rows of a ragged column, elements of a ragged N-D one) and its values file's shape."""
+    spec, shapes = d.spec, d.shapes
+    assert shapes is not None  # set with rewrite
+    n = len(shapes)
     offsets = np.zeros(n + 1, dtype=np.int64)
     if spec.ragged:
         np.cumsum(shapes[:, 0] if not spec.shaped else np.prod(shapes, axis=1, dtype=np.int64), out=offsets[1:])
-    shape = (n, *spec.row_shape) if not spec.ragged else (int(offsets[-1]), *spec.row_shape)
-    with NpyStream(tmp / spec.files[0], dtype, shape, what) as values:
+    return offsets, (n, *spec.row_shape) if not spec.ragged else (int(offsets[-1]), *spec.row_shape)
+
+
+def write_column(tmp: Path, d: Decision, what: str) -> str:
+    """Column ``d.spec``'s files in ``tmp``: every good item, cast to the column's dtype, in row order; returns
+    the values file's xxh3-64, hashed as it was written (bake/streamed.py)."""
+    spec, source = d.spec, d.source
+    assert source is not None  # set with rewrite
+    offsets, shape = _layout(d)
+    with NpyStream(tmp / spec.files[0], np.dtype(spec.dtype), shape, what) as values:
         for item in read_ahead_thread(source.items()):  # a file's values are its items' elements in row order
             values.write(item)
         checksum = values.close()
-    if spec.ragged:
-        _save(tmp / spec.files[1], offsets)
-    if spec.shaped:
-        _save(tmp / spec.files[2], np.ascontiguousarray(shapes, dtype=np.int64))
+    _save_layout(tmp, d, offsets)
+    return checksum
+
+
+def _save_layout(tmp: Path, d: Decision, offsets: np.ndarray) -> None:
+    if d.spec.ragged:
+        _save(tmp / d.spec.files[1], offsets)
+    if d.spec.shaped:
+        _save(tmp / d.spec.files[2], np.ascontiguousarray(d.shapes, dtype=np.int64))
+
+
+def _streamed(stream: Any, d: Decision) -> Path | None:
+    """The file written ahead for column ``d`` when it holds exactly the values :func:`write_column` would write."""
+    if stream is None:
+        return None
+    _, shape = _layout(d)
+    dtype = np.dtype(d.spec.dtype)
+    if len(npy_header(dtype, shape)) != HEAD:
+        return stream.take(d.spec.name, dtype, -1)  # not a header the stream left room for: removed, not taken
+    return stream.take(d.spec.name, dtype, dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+
+
+def take_stream(tmp: Path, d: Decision, file: Path) -> str:
+    """Column ``d``'s files in ``tmp`` from the values written ahead in ``file`` (bake/stream.py): the header goes
+    in front, the whole file is made durable and checksummed in one read, and it moves to its name."""
+    offsets, shape = _layout(d)
+    fd = os.open(file, os.O_RDWR)
+    try:
+        os.pwrite(fd, npy_header(np.dtype(d.spec.dtype), shape), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    checksum = read_checksum(file)
+    os.link(file, tmp / d.spec.files[0])  # into the rewrite's directory, whose marker makes it the column's file
+    file.unlink()
+    _save_layout(tmp, d, offsets)
     return checksum
 
 

@@ -19,8 +19,20 @@ import numpy as np
 import xxhash
 
 from ..errors import PrebakeError
-from .direct import DirectWriter
+from .direct import DirectReader, DirectWriter
 from .space import NO_ROOM, disk_full
+
+
+def read_checksum(file: Path) -> str:
+    """xxh3-64 of the whole of ``file``, read front to back past the page cache where the filesystem allows."""
+    h = xxhash.xxh3_64()
+    reader = DirectReader(lambda flags: os.open(file, flags))
+    try:
+        for block in reader.blocks():
+            h.update(block)
+    finally:
+        reader.close()
+    return h.hexdigest()
 
 
 class NpyStream:
