@@ -59,6 +59,7 @@ from benchmarks.trials.patches import patches  # noqa: E402
 from benchmarks.trials.patches_attacks import patches_attacks  # noqa: E402
 from benchmarks.trials.reads import reads  # noqa: E402
 from benchmarks.trials.release import release  # noqa: E402
+from benchmarks.trials.resample import resample  # noqa: E402
 from benchmarks.trials.schema import schema  # noqa: E402
 from benchmarks.trials.spelling import spelling  # noqa: E402
 from benchmarks.trials.staleness import staleness  # noqa: E402
@@ -113,6 +114,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("decode-copies", lambda d: trial_decode_copies(d, n(400, 10), seed=28)),
         ("direct-io", lambda d: trial_direct_io(d, n(200, 4), seed=29)),
         ("stream-ahead", lambda d: stream_ahead(d, n(60, 3), seed=30)),
+        ("resample", lambda d: resample(d, n(200, 10), seed=31)),
     ]
 
 

@@ -16,7 +16,7 @@ def test_quick_run_prints_the_table_and_writes_every_row(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
-    assert report["quick"] and len(report["rows"]) == 37
+    assert report["quick"] and len(report["rows"]) == 38
     assert all(r["trials"] > 0 and r["failures"] == 0 for r in report["rows"]), report["rows"]
     assert done.stdout.startswith("| what was tried | trials | failures |")
     assert all(r["what"] in done.stdout for r in report["rows"])
