@@ -259,7 +259,7 @@ def _png48(path: Path) -> Path:
 # -- start-up: what the steps import, once before the fork ----------------------------------------------------------
 
 def _saw_scipy_signal(item):
-    """Whether this worker had scipy.signal before its first Resample ran (a module-level step: workers inherit it)."""
+    """Whether this worker had scipy.signal before its first BandPass ran (a module-level step: workers inherit it)."""
     item["preloaded"] = np.int8("scipy.signal" in sys.modules)
     return item
 
@@ -271,13 +271,13 @@ import sys
 sys.path.insert(0, {str(Path(__file__).parents[2])!r})
 import numpy as np, soundfile as sf
 from prebake.bake.build import BuildOptions, build_all, resolve_sources
-from prebake.steps import Resample, compile_steps
+from prebake.steps import BandPass, compile_steps
 from tests.faults.test_formats import _saw_scipy_signal
 for k in range(6):
     (p := __import__("pathlib").Path({str(tmp_path)!r}) / "rec" / f"c{{k % 2}}").mkdir(parents=True, exist_ok=True)
     sf.write(p / f"{{k}}.wav", np.zeros(800, np.float32), 8000, subtype="PCM_16")
 assert "scipy.signal" not in sys.modules
-steps = compile_steps([_saw_scipy_signal, Resample(4000)])
+steps = compile_steps([_saw_scipy_signal, BandPass(100, 1000)])  # Resample needs no scipy
 build_all(resolve_sources({str(tmp_path / "rec")!r}), {str(tmp_path / "c")!r},
           BuildOptions(steps, workers=2, chunk_rows=1))
 print(sorted(np.load({str(tmp_path / "c" / "preloaded.npy")!r}).tolist()))
