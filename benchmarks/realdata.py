@@ -19,6 +19,9 @@ Pipelines, each timed over the whole set, interleaved round by round (median of 
 - ``prebake``: ``prebake.build`` with 2 workers, from an empty output to a committed, checksummed cache;
 - ``reference loop``: one process reading every file with the field's reader (nibabel ``np.asanyarray(dataobj)``,
   pydicom ``pixel_array`` with its rescale, Pillow ``convert("RGB")``) into a list of arrays, writing nothing;
+- ``reference loop, 2 processes``: the same loop split over as many forked processes as prebake has workers,
+  writing nothing: what the CPUs allow any pipeline of that many workers before it stores anything (where it is
+  under 1.5x the one-process loop, the target is out of reach on that machine);
 - ``reference loop + write + fsync``: the same loop writing each array's bytes to one file, fsynced at the end:
   the floor for any pipeline that stores the values durably;
 - ``MONAI LoadImage``: ``LoadImage(image_only=True)`` + ``EnsureChannelFirst`` per file in one process, when
@@ -129,6 +132,24 @@ def reference_loop(files: list[tuple[Path, str]]) -> int:
     for path, kind in files:
         total += np.asarray(reference(path, kind)["image"]).nbytes
     return total
+
+
+def parallel_loop(files: list[tuple[Path, str]], processes: int) -> None:
+    """The reference loop split over ``processes`` forked processes, writing nothing: the most a pipeline of as many
+    workers can get from the CPUs here, before it stores, checks or checksums anything."""
+    pids = []
+    for k in range(processes):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                reference_loop(files[k::processes])
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    if any(os.waitpid(pid, 0)[1] != 0 for pid in pids):
+        raise SystemExit("a process of the split reference loop failed")
 
 
 def written_loop(files: list[tuple[Path, str]], out: Path) -> int:
@@ -248,7 +269,8 @@ def run(source: Path, name: str, rounds: int, workers: int, out: Path, baseline:
     monai_counts = monai_loop(files) if has_monai else None  # also its warm-up
     reference_loop(files)  # warm-up: the page cache holds every file for every pipeline
     times: dict[str, list[float]] = {"prebake": [], **({"prebake (baseline)": []} if baseline else {}),
-                                     "reference loop": [], "reference loop + write + fsync": [],
+                                     "reference loop": [], f"reference loop, {workers} processes": [],
+                                     "reference loop + write + fsync": [],
                                      **({"MONAI LoadImage": []} if has_monai else {})}
     cpu: dict[str, list[float]] = {k: [] for k in times}
     loads = []
@@ -260,6 +282,8 @@ def run(source: Path, name: str, rounds: int, workers: int, out: Path, baseline:
         else:
             times["prebake"].append(timed(lambda: bake(source, out / name, workers), cpu["prebake"]))
         times["reference loop"].append(timed(lambda: reference_loop(files), cpu["reference loop"]))
+        split = f"reference loop, {workers} processes"
+        times[split].append(timed(lambda: parallel_loop(files, workers), cpu[split]))
         times["reference loop + write + fsync"].append(timed(lambda: written_loop(files, out / "written.bin"),
                                                              cpu["reference loop + write + fsync"]))
         if has_monai:
