@@ -83,7 +83,7 @@ def bake_sources(root: Path) -> dict[str, tuple[Path, int]]:
         folder.mkdir(parents=True, exist_ok=True)
         sf.write(folder / f"{k}.wav", rng.uniform(-0.5, 0.5, 8000).astype(np.float32), 8000, subtype="PCM_16")
     sources = {"image folder": (root / "images", 0),
-               "audio folder + sample_rate (scipy.signal)": (root / "audio", 4000)}
+               "audio folder + sample_rate": (root / "audio", 4000)}
     try:
         import nibabel as nib
     except ImportError:
@@ -119,6 +119,7 @@ def bake_startup(repeat: int, pythonpath: str | None) -> list[dict[str, object]]
                              "first_chunk_s_all": [r["first_s"] for r in runs],
                              "from_first_line_s": statistics.median(r["from_start_s"] for r in runs),
                              "build_s": statistics.median(r["total_s"] for r in runs), "target_s": BAKE_TARGET_S,
+                             "imported_scipy_signal": any(r["scipy_signal"] for r in runs),
                              "met": first <= BAKE_TARGET_S})
     return rows
 
@@ -129,8 +130,8 @@ def print_bake(rows: list[dict[str, object]], scipy_s: float) -> None:
     for r in rows:
         verdict = "met" if r["met"] else "NOT met"
         print(f"{r['source']:<48} {r['workers']:>7} {r['first_chunk_s']:>14.3f} {r['build_s']:>8.3f}  {verdict:<7}"
-              f" {r['from_first_line_s']:>16.3f}")
-    print(f"{'baseline: python -c import scipy.signal (median s)':<48} {'':>7} {scipy_s:>14.3f}")
+              f" {r['from_first_line_s']:>16.3f}{'  (imported scipy.signal)' if r['imported_scipy_signal'] else ''}")
+    print(f"{'for scale: python -c import scipy.signal (median s)':<48} {'':>7} {scipy_s:>14.3f}")
 
 
 def main() -> None:
