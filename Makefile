@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test docs-test lint docs release-check bench faults integrations clean
+.PHONY: demo test docs-test lint docs release-check bench faults faults-quick integrations clean
 
 $(VENV)/.torch:
 	@echo "creating $(VENV) with torch ($(or $(TORCH_INDEX),PyPI)): a minute or two on a first run"
@@ -59,6 +59,10 @@ bench: $(VENV)/.installed
 
 faults: $(VENV)/.installed
 	$(PY) benchmarks/faults.py
+
+# every row of the fault table with a handful of trials (about 25 s); make test runs a few rows and each row's tests
+faults-quick: $(VENV)/.installed
+	$(PY) benchmarks/faults.py --quick
 
 # the integration tests with their slow ones (a Lightning DDP run stopped and resumed: about a minute)
 integrations: $(VENV)/.installed
