@@ -51,6 +51,7 @@ from benchmarks.trials.integrations import integrations  # noqa: E402
 from benchmarks.trials.kills import kill_builder, kill_worker  # noqa: E402
 from benchmarks.trials.loading import loading  # noqa: E402
 from benchmarks.trials.messages import messages  # noqa: E402
+from benchmarks.trials.mixed_faults import trial_mixed_faults  # noqa: E402
 from benchmarks.trials.mixed_writes import mixed_writes  # noqa: E402
 from benchmarks.trials.monai import monai  # noqa: E402
 from benchmarks.trials.options_resources import options_resources  # noqa: E402
@@ -115,6 +116,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("direct-io", lambda d: trial_direct_io(d, n(200, 4), seed=29)),
         ("stream-ahead", lambda d: stream_ahead(d, n(60, 3), seed=30)),
         ("resample", lambda d: resample(d, n(200, 10), seed=31)),
+        ("mixed-faults", lambda d: trial_mixed_faults(d, n(200, 4), seed=32)),
     ]
 
 
