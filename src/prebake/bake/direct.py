@@ -114,7 +114,8 @@ class DirectWriter:
     def __init__(self, opener: Opener, direct: bool | None = None):
         self.fd, self.direct = _open(opener, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
                                      enabled() if direct is None else direct)
-        self._buf, self._spare = _pool.take(BLOCK), None
+        self._buf: mmap.mmap = _pool.take(BLOCK)
+        self._spare: mmap.mmap | None = None
         self._view = memoryview(self._buf)
         self._fill = 0  # bytes in the buffer
         self._at = 0  # bytes in the file, or on their way
@@ -138,10 +139,9 @@ class DirectWriter:
     def _submit(self) -> None:
         """Hand the full buffer to the writing thread and go on in the other one."""
         self._wait()
-        if self._spare is None:
-            self._spare = _pool.take(BLOCK)
+        spare = self._spare if self._spare is not None else _pool.take(BLOCK)
         full, at = self._view, self._at
-        self._buf, self._spare = self._spare, self._buf
+        self._buf, self._spare = spare, self._buf
         self._view = memoryview(self._buf)
         self._at += BLOCK
         self._fill = 0
