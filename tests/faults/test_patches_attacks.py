@@ -279,3 +279,11 @@ def test_a_partial_pass_leaves_its_items_pending_and_says_which(tmp_path, how):
     for b in prebake.Loader(view, 3, shuffle=False):
         full.add(b["image"].float(), b["item"], b["start"])
     assert full.pending() == {}
+
+
+def test_a_class_no_integer_label_map_holds_is_refused():
+    with pytest.raises(OptionError, match=r"FgBgIndices\(classes=.*2\*\*64 - 1"):  # before: accepted, empty runs
+        FgBgIndices("label_map", classes=(0, 2**70))
+    step = FgBgIndices("label_map", classes=(0, 2**64 - 1))  # the largest a uint64 label map holds
+    label = np.array([[0, 2**64 - 1]], np.uint64)
+    assert step({"label_map": label})[f"label_map_runs_{2**64 - 1}"].tolist() == [[1, 1]]

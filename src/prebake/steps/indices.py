@@ -38,6 +38,8 @@ def class_runs(label: np.ndarray, cls: int) -> np.ndarray:
     starts, ends = edges[0::2], edges[1::2]
     return np.stack([starts, ends - starts], axis=1).astype(np.int64)
 
+_MAX_CLASS = int(np.iinfo(np.uint64).max)
+
 
 @dataclass(frozen=True)
 class FgBgIndices(Step):
@@ -61,6 +63,9 @@ class FgBgIndices(Step):
         if not classes or any(isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral) or c < 0
                               for c in classes) or len(set(classes)) != len(classes):
             raise refuse(self, "classes", "distinct whole numbers >= 0 (the label values to index), e.g. (0, 1)")
+        if max(classes) > _MAX_CLASS:  # no integer label map holds it: its runs would always be empty
+            raise refuse(self, "classes", f"label values up to {_MAX_CLASS} (2**64 - 1, the largest a uint64 label "
+                         "map holds), e.g. (0, 1)")
         object.__setattr__(self, "classes", tuple(int(c) for c in classes))
 
     @property
