@@ -80,3 +80,17 @@ def test_the_same_cache_with_and_without_direct_io(tmp_path, monkeypatch, worker
         files[mode] = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix == ".npy"}
     assert files["0"].keys() == files["1"].keys() and "image.values.npy" in files["1"]
     assert all(files["0"][k] == files["1"][k] for k in files["0"])
+
+
+@pytest.mark.parametrize("value, on", [("0", False), ("false", False), ("OFF", False), (" no ", False),
+                                       ("1", True), ("yes", True), ("", True)])
+def test_the_switch_reads_the_usual_spellings(monkeypatch, value, on):
+    monkeypatch.setenv("PREBAKE_DIRECT_IO", value)  # before: only "0" was off; "false" left it on
+    assert direct.enabled() == (on and bool(getattr(os, "O_DIRECT", 0)))
+
+
+def test_a_switch_that_is_neither_on_nor_off_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREBAKE_DIRECT_IO", "sometimes")
+    with pytest.raises(prebake.OptionError, match=r"PREBAKE_DIRECT_IO='sometimes'.*0 .*or 1"):
+        prebake.build(str(_photos(tmp_path / "photos", 4)), tmp_path / "out", workers=0, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -43,6 +43,7 @@ from ..sources.base import import_ahead
 from ..sources.hf import sources as hf_sources
 from ..sources.notes import note_lines
 from ..steps.pipeline import Pipeline
+from . import direct
 from .buildlog import write_build_log
 from .commit import publish
 from .incremental import hash_identities, reuse_plan
@@ -178,6 +179,7 @@ def build_one(src: Source, out: Path, opts: BuildOptions, progress: ProgressFn |
     t0 = time.perf_counter()
     out = Path(os.path.abspath(out))
     _check_out(out)
+    direct.check_setting()
     steps = opts.pipeline
     steps.check_inputs(src)
     ragged = tuple(sorted(set(opts.ragged) | set(src.ragged_columns) | set(steps.ragged_outputs())))

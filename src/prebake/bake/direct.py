@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from ..errors import OptionError
+
 ALIGN = 4096  # offsets, lengths and buffers: a multiple of every block size O_DIRECT asks for
 BLOCK = 4 << 20  # bytes a write or a read moves at once
 _WINDOW = 32 << 20  # through the page cache: bytes between write-back requests
@@ -35,9 +37,20 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 Opener = Callable[[int], int]  # open flags -> a descriptor
 
 
+_ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
+
+
 def enabled() -> bool:
-    """Whether builds try ``O_DIRECT`` (the platform has it, and ``PREBAKE_DIRECT_IO`` is not ``0``)."""
-    return bool(_O_DIRECT) and os.environ.get("PREBAKE_DIRECT_IO", "1") != "0"
+    """Whether builds try ``O_DIRECT``: the platform has it, and ``PREBAKE_DIRECT_IO`` is not off."""
+    return bool(_O_DIRECT) and os.environ.get("PREBAKE_DIRECT_IO", "1").strip().lower() not in _OFF
+
+
+def check_setting() -> None:
+    """An OptionError for a ``PREBAKE_DIRECT_IO`` that is neither on nor off (a build checks it before any work)."""
+    value = os.environ.get("PREBAKE_DIRECT_IO")
+    if value is not None and value.strip().lower() not in _ON + _OFF:
+        raise OptionError(f"PREBAKE_DIRECT_IO={value!r}: it takes 0 (write through the page cache) or 1 (the "
+                          "default: spill shards and rewritten columns past it); set one, or unset it")
 
 
 class _Pool:
