@@ -54,3 +54,51 @@ def test_a_dtype_promoted_at_commit_is_rewritten_exactly(tmp_path: Path) -> None
 def test_random_mixed_builds_streamed_ahead_are_exact(tmp_path: Path) -> None:
     row = stream_ahead(tmp_path, trials=8, seed=os.getpid() % 1000)
     assert row.failures == 0, row.examples
+
+
+def _photo_folder(root: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k, (h, w) in enumerate(sizes):
+        (root / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"c{k % 2}" / f"{k}.png")
+    return root
+
+
+def _checked(out: Path) -> None:
+    """The manifest's checksum of every file is the file's own (what a stream that checksummed itself must give)."""
+    from prebake.cache.files import file_checksum
+    from prebake.cache.verify import verify
+
+    manifest = prebake.open(out).manifest
+    meta = manifest["columns"]["image"]["files"]["image.values.npy"]
+    assert meta["xxh3_64"] == file_checksum(out / "image.values.npy")
+    assert verify(out).ok
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_photo_folder_is_checksummed_as_it_is_written_and_a_wrong_guess_costs_nothing(tmp_path, monkeypatch,
+                                                                                      broken):
+    sizes = [(int(h), int(w)) for h, w in np.random.default_rng(1).integers(20, 200, (40, 2))]
+    src = _photo_folder(tmp_path / "photos", sizes)
+    if broken:  # its header says 20 x 30; its pixels are cut off: the guess counts it, the build skips it
+        victim = src / "c1" / "1.png"
+        victim.write_bytes(victim.read_bytes()[:80])
+    from prebake.bake import rewrite
+
+    reads = []
+    read = rewrite.read_checksum
+    monkeypatch.setattr(rewrite, "read_checksum", lambda f: reads.append(f) or read(f))
+    out = tmp_path / "out"
+    cache = prebake.build(str(src), out, workers=2, chunk_rows=4, progress=False)
+    assert len(cache) == 40 - broken
+    assert len(reads) == broken  # the guess held: no read-back; it did not: read back, as before
+    _checked(out)
+    from PIL import Image
+
+    keys = list(cache.source_keys)
+    assert len(keys) == 40 - broken and ("c1/1.png" in keys) != broken
+    for i, key in enumerate(keys):
+        want = np.asarray(Image.open(src / key).convert("RGB")).transpose(2, 0, 1)
+        assert np.array_equal(cache[i]["image"], want), key

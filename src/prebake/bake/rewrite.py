@@ -210,28 +210,33 @@ def _save_layout(tmp: Path, d: Decision, offsets: np.ndarray) -> None:
         _save(tmp / d.spec.files[2], np.ascontiguousarray(d.shapes, dtype=np.int64))
 
 
-def _streamed(stream: Any, d: Decision) -> Path | None:
-    """The file written ahead for column ``d`` when it holds exactly the values :func:`write_column` would write."""
+def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None] | None:
+    """The file written ahead for column ``d`` when it holds exactly the values :func:`write_column` would write,
+    and its checksum when the stream wrote this header in front (bake/stream.py)."""
     if stream is None:
         return None
     _, shape = _layout(d)
     dtype = np.dtype(d.spec.dtype)
-    if len(npy_header(dtype, shape)) != HEAD:
+    header = npy_header(dtype, shape)
+    if len(header) != HEAD:
         return stream.take(d.spec.name, dtype, -1)  # not a header the stream left room for: removed, not taken
-    return stream.take(d.spec.name, dtype, dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+    return stream.take(d.spec.name, dtype, dtype.itemsize * int(np.prod(shape, dtype=np.int64)), header)
 
 
-def take_stream(tmp: Path, d: Decision, file: Path) -> str:
-    """Column ``d``'s files in ``tmp`` from the values written ahead in ``file`` (bake/stream.py): the header goes
-    in front, the whole file is made durable and checksummed in one read, and it moves to its name."""
+def take_stream(tmp: Path, d: Decision, written: tuple[Path, str | None]) -> str:
+    """Column ``d``'s files in ``tmp`` from the values written ahead (bake/stream.py): unless the stream began with
+    this header and checksummed itself, the header goes in front and the whole file is made durable and
+    checksummed in one read; then it moves to its name."""
+    file, checksum = written
     offsets, shape = _layout(d)
-    fd = os.open(file, os.O_RDWR)
-    try:
-        os.pwrite(fd, npy_header(np.dtype(d.spec.dtype), shape), 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    checksum = read_checksum(file)
+    if checksum is None:
+        fd = os.open(file, os.O_RDWR)
+        try:
+            os.pwrite(fd, npy_header(np.dtype(d.spec.dtype), shape), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        checksum = read_checksum(file)
     os.link(file, tmp / d.spec.files[0])  # into the rewrite's directory, whose marker makes it the column's file
     file.unlink()
     _save_layout(tmp, d, offsets)

@@ -27,12 +27,13 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from ..cache.format import SHARDS, ColumnSpec
 from .direct import DirectWriter
@@ -52,10 +53,15 @@ def stream_file(path: Path, name: str) -> Path:
 class _Column:
     """One column's stream: the file, how far it got, the dtypes it wrote."""
 
-    def __init__(self, path: Path, spec: ColumnSpec):
+    def __init__(self, path: Path, spec: ColumnSpec, predicted: int | None = None):
         self.spec, self.file = spec, stream_file(path, spec.name)
         self.out = DirectWriter(lambda flags: os.open(self.file, flags, 0o644))  # past the page cache (direct.py)
-        self.out.write(bytes(HEAD))  # the header's room
+        # with the source's guess of the column's length, the header it would have goes first, and the file is
+        # checksummed as it is written: the commit then need not read it back (0.82 s for 1.44 GB of photos)
+        head = None if predicted is None else npy_header(np.dtype(spec.dtype), (predicted,))
+        self.header = head if head is not None and len(head) == HEAD else None
+        self.hash = None if self.header is None else xxhash.xxh3_64(self.header)
+        self.out.write(self.header or bytes(HEAD))  # the header, or its room
         self.chunks = self.data = 0
         self.dtypes: set[str] = set()
 
@@ -64,6 +70,8 @@ class _Column:
         data = np.ascontiguousarray(item).reshape(-1).view(np.uint8)
         if data.size:
             self.out.write(data.data)
+            if self.hash is not None:
+                self.hash.update(data.data)
             self.data += data.size
 
     def sync(self) -> None:
@@ -78,8 +86,8 @@ class StreamAhead:
     """Streams the columns that spill, chunk by chunk in order, in a thread; :meth:`add` each finished chunk,
     :meth:`finish` after the last, :meth:`take` at commit."""
 
-    def __init__(self, path: Path, plan: BuildPlan):
-        self.path, self.plan = path, plan
+    def __init__(self, path: Path, plan: BuildPlan, predict: Callable[[str], int | None] | None = None):
+        self.path, self.plan, self.predict = path, plan, predict
         self.specs = {c.name: c for c in plan.item_columns if c.name in {k.name for k in plan.kept}}
         self.good = np.ones(plan.num_keys, dtype=bool)
         self.results: dict[int, ChunkResult] = {}
@@ -127,7 +135,8 @@ class StreamAhead:
         self.results[r.chunk] = r
         for name in r.spills:
             if name in self.specs and name not in self.columns:
-                self.columns[name] = _Column(self.path, self.specs[name])  # caught up from chunk 0 below
+                predicted = self.predict(name) if self.predict is not None else None
+                self.columns[name] = _Column(self.path, self.specs[name], predicted)  # caught up from chunk 0 below
         while self.columns and self._next in self.results:
             for c in self.columns.values():
                 self._write_chunks(c, self._next)
@@ -141,9 +150,10 @@ class StreamAhead:
                 c.write(item)
             c.chunks += 1
 
-    def take(self, name: str, dtype: np.dtype, data_bytes: int) -> Path | None:
+    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b"") -> tuple[Path, str | None] | None:
         """The stream of column ``name``, flushed, when it holds the rewrite's bytes for ``dtype`` and
-        ``data_bytes``; else None (and its file is removed)."""
+        ``data_bytes``, with its xxh3-64 when it begins with ``header`` already (else None: the caller writes the
+        header and reads the file back); None when it is not the column (and its file is removed)."""
         c = self.columns.pop(name, None)
         if c is None:
             return None
@@ -153,7 +163,7 @@ class StreamAhead:
         if not ok:
             c.file.unlink(missing_ok=True)
             return None
-        return c.file
+        return c.file, c.hash.hexdigest() if c.hash is not None and c.header == header else None
 
     def discard(self) -> None:
         """Remove every stream not taken."""
@@ -164,10 +174,12 @@ class StreamAhead:
 
 
 @contextmanager
-def write_ahead(path: Path, plan: BuildPlan, fresh: bool) -> Iterator[StreamAhead | None]:
+def write_ahead(path: Path, plan: BuildPlan, fresh: bool, predict: Callable[[str], int | None] | None = None
+                ) -> Iterator[StreamAhead | None]:
     """A :class:`StreamAhead` for a build from its first chunk by worker processes (``fresh``; else None), its
-    thread ended and the streams the commit did not take removed on the way out, whatever happened."""
-    stream = StreamAhead(path, plan) if fresh else None
+    thread ended and the streams the commit did not take removed on the way out, whatever happened. ``predict``:
+    a column's length over every item as the source guesses it (:meth:`Source.predicted_elements`), if any."""
+    stream = StreamAhead(path, plan, predict) if fresh else None
     try:
         yield stream
     finally:

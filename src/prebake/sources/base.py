@@ -74,6 +74,12 @@ class Source(abc.ABC):
         so that no worker pays for them again (:func:`import_ahead`)."""
         return ()
 
+    def predicted_elements(self, column: str) -> int | None:
+        """Optional: how many elements column ``column`` will hold over every item, from the files' headers,
+        without decoding them; None (the default) when the source cannot tell. A build of items of many shapes
+        uses it to checksum the column as it writes it (bake/stream.py); a wrong guess costs only that."""
+        return None
+
     def item_identities(self) -> list[str] | None:
         """Optional: one string per item that changes whenever the item's input does.
 

@@ -173,6 +173,22 @@ class ImageFolderSource(ClassFolderSource):
     def read_file(self, path: Path) -> dict[str, Any]:
         return {"image": decode_image(path, self.max_pixels, self.channels)}
 
+    def predicted_elements(self, column: str) -> int | None:
+        """``image``: 3 x width x height summed over the files (RGB, the default policy), from their headers; None
+        for another policy or a file Pillow cannot open (0.06-0.1 s for benchmarks/realdata.py's 2,400 photos)."""
+        if column != "image" or self.channels not in (None, "3"):
+            return None
+        from PIL import Image
+
+        total = 0
+        try:
+            for name in self._paths:
+                with Image.open(self.root / name) as im:
+                    total += 3 * im.size[0] * im.size[1]
+        except Exception:  # noqa: BLE001 - only a guess: the build reads and judges every file anyway
+            return None
+        return total
+
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["params"]["max_pixels"] = self.max_pixels
