@@ -31,8 +31,8 @@ from .plan import BuildPlan, ChunkResult
 from .provisional import Provisional
 from .schema import check_ndims, layout, promote, schema_entry
 from .space import check_free
-from .stream import HEAD, npy_header
-from .streamed import NpyStream, read_checksum
+from .stream import HEAD
+from .streamed import NpyStream, npy_header, read_checksum
 
 
 @dataclass

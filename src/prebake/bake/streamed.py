@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -35,6 +37,20 @@ def read_checksum(file: Path) -> str:
     return h.hexdigest()
 
 
+def npy_header(dtype: np.dtype, shape: Sequence[int]) -> bytes:
+    """The header ``np.save`` and ``open_memmap`` write for an array of ``dtype`` and ``shape`` (version 1.0 where it
+    fits, else 2.0)."""
+    head = io.BytesIO()
+    header: dict[str, Any] = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                              "shape": tuple(shape)}
+    try:
+        np.lib.format.write_array_header_1_0(head, header)
+    except ValueError:
+        head = io.BytesIO()
+        np.lib.format.write_array_header_2_0(head, header)
+    return head.getvalue()
+
+
 class NpyStream:
     """``path``, a new .npy of ``dtype`` and ``shape``, written by :meth:`write` of its elements in C order.
 
@@ -49,14 +65,7 @@ class NpyStream:
         except OSError as e:
             raise self._no_room(e) if e.errno in NO_ROOM else e from None
         self._written = 0
-        head = io.BytesIO()
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
-        try:  # the header open_memmap writes: version 1.0 where it fits, else 2.0
-            np.lib.format.write_array_header_1_0(head, header)
-        except ValueError:
-            head = io.BytesIO()
-            np.lib.format.write_array_header_2_0(head, header)
-        self._put(memoryview(head.getvalue()))
+        self._put(memoryview(npy_header(self.dtype, shape)))
         self._data_start = self._written
 
     def _no_room(self, e: OSError) -> OSError:
