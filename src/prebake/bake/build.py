@@ -49,6 +49,7 @@ from .buildlog import write_build_log
 from .commit import publish
 from .incremental import hash_identities, reuse_plan
 from .partial import PartialCache, prior_plan, settle_disk_full
+from .placed import lay_out
 from .plan import BuildPlan, ChunkResult
 from .pool import WorkerPool
 from .rewrite import SchemaSoFar
@@ -262,8 +263,8 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
         pool.adopt_stages(runner)  # Ray actors run them, inside pool.imap_unordered; runner keeps the totals
     # worker processes only: baking in this process, the thread contends for the GIL (workers=1, realdata.py's
     # photos: 15.4 s against 10.4 s); a resumed build rewrites at commit
-    with write_ahead(partial.path, plan, fresh=pool is not None and not partial.done,
-                     predict=_predictor(job)) as stream:
+    fresh = pool is not None and not partial.done
+    with write_ahead(partial.path, plan, fresh, _lay_out(job, partial) if fresh else None) as stream:
         _run(job, partial, pool, progress, split, reuse, None if opts.executor == "ray" else runner, stream)
         if stream is not None:
             stream.finish()
@@ -280,12 +281,20 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     return manifest, action, 0 if reuse is None else int((reuse >= 0).sum())
 
 
-def _predictor(job: Job) -> Callable[[str], int | None] | None:
-    """The source's guess of a column's length (:meth:`Source.predicted_elements`) where the steps keep every
-    item's elements as read (only ``ToCHW``); else None."""
-    if all(isinstance(s, ToCHW) for s in job.steps.items) and not job.steps.stages:
-        return job.source.predicted_elements
-    return None
+def _lay_out(job: Job, partial: PartialCache) -> dict[str, np.ndarray]:
+    """The byte offsets of the columns laid out for the workers to place (bake/placed.py): those whose item sizes
+    the source can tell (:meth:`Source.predicted_sizes`), where the steps keep every item's elements as read (only
+    ``ToCHW``) and no stage runs."""
+    if job.steps.stages or not all(isinstance(s, ToCHW) for s in job.steps.items):
+        return {}
+    out = {}
+    for c in partial.plan.item_columns:
+        sizes = job.source.predicted_sizes(c.name)
+        if sizes is not None and len(sizes) == partial.plan.num_keys:
+            offsets = lay_out(partial.path, c, sizes)
+            if offsets is not None:
+                out[c.name] = offsets
+    return out
 
 
 def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None, split: str,

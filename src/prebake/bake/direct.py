@@ -131,10 +131,11 @@ class DirectWriter:
         self._spare: mmap.mmap | None = None
         self._view = memoryview(self._buf)
         self._fill = 0  # bytes in the buffer
-        self._at = 0  # bytes in the file, or on their way
+        self._skip = 0  # bytes at its front that are not this writer's (PlacedWriter: a span's unaligned start)
+        self._at = 0  # the file offset of the buffer's first byte
         self._dropped = 0
         self._thread: threading.Thread | None = None
-        self._jobs: queue.SimpleQueue[tuple[memoryview, int, int] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[memoryview, int, int, int] | None] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
         self._error: BaseException | None = None
@@ -153,16 +154,16 @@ class DirectWriter:
         """Hand the full buffer to the writing thread and go on in the other one."""
         self._wait()
         spare = self._spare if self._spare is not None else _pool.take(BLOCK)
-        full, at = self._view, self._at
+        full, at, skip = self._view, self._at, self._skip
         self._buf, self._spare = spare, self._buf
         self._view = memoryview(self._buf)
         self._at += BLOCK
-        self._fill = 0
+        self._fill = self._skip = 0
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, daemon=True, name="prebake-write-behind")
             self._thread.start()
         self._idle.clear()
-        self._jobs.put((full, BLOCK, at))
+        self._jobs.put((full, BLOCK, at, skip))
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -179,8 +180,8 @@ class DirectWriter:
         if self._error is not None:
             raise self._error
 
-    def _write_at(self, view: memoryview, length: int, at: int) -> None:
-        """Write ``view[:length]`` (whole blocks, or the padded end) at offset ``at``."""
+    def _write_at(self, view: memoryview, length: int, at: int, skip: int = 0) -> None:
+        """Write ``view[:length]`` (whole blocks, or the padded end) at offset ``at`` (``skip``: always 0 here)."""
         done = 0
         while done < length:
             try:
@@ -280,6 +281,20 @@ class DirectReader:
                 return
             yield memoryview(buf)[:n]
             pos += n
+
+    def span(self, start: int, end: int) -> Iterator[memoryview]:
+        """The file's bytes ``[start, end)`` front to back, a block at a time (each view good until the next; fewer
+        bytes in all where the file ends first)."""
+        buf = self._buffer(BLOCK + ALIGN)
+        while start < end:
+            base = start // ALIGN * ALIGN if self.direct else start
+            want = min(_round_up(end - base) if self.direct else end - base, BLOCK)
+            n = os.preadv(self.fd, [memoryview(buf)[:want]], base) - (start - base)
+            if n <= 0:
+                return
+            n = min(n, end - start)
+            yield memoryview(buf)[start - base:start - base + n]
+            start += n
 
     def _buffer(self, size: int) -> mmap.mmap:
         if self._buf is None or len(self._buf) < size:

@@ -87,7 +87,8 @@ class ChunkResult:
     ``seen``: per column, the dtypes of the chunk's good items, ``{dtype: [count, first row]}``.
     ``spills``: per column, the items that did not fit the column's provisional spec (another
     shape or dtype), ``[[row, dtype, shape], ...]`` in row order, whose bytes are in the chunk's
-    spill shard (:func:`spill_shard`). The commit decides every column from these (bake/schema.py).
+    spill shard (:func:`spill_shard`), or, for the rows in ``placed``, at their row's offset in the column's
+    placed file (:func:`placed_files`, bake/placed.py). The commit decides every column from these (bake/schema.py).
     """
 
     chunk: int
@@ -97,17 +98,19 @@ class ChunkResult:
     seen: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     spills: dict[str, list[list[Any]]] = field(default_factory=dict)
     notes: dict[str, list[int]] = field(default_factory=dict)  # what the readers kept only part of (sources/notes.py)
+    placed: dict[str, list[int]] = field(default_factory=dict)  # per column, the spilled rows in its placed file
 
     def to_json(self) -> str:
         extra = {k: v for k, v in (("reads", self.reads), ("seen", self.seen), ("spills", self.spills),
-                                   ("notes", self.notes)) if v}
+                                   ("notes", self.notes), ("placed", self.placed)) if v}
         return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats, **extra})
 
     @classmethod
     def from_json(cls, line: str) -> ChunkResult:
         d = json.loads(line)
         return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"], dict(d.get("reads") or {}),
-                   dict(d.get("seen") or {}), dict(d.get("spills") or {}), dict(d.get("notes") or {}))
+                   dict(d.get("seen") or {}), dict(d.get("spills") or {}), dict(d.get("notes") or {}),
+                   {str(k): [int(x) for x in v] for k, v in dict(d.get("placed") or {}).items()})
 
 
 def shard_files(path: Path, name: str, chunk: int) -> tuple[Path, Path]:
@@ -127,13 +130,22 @@ def spill_shard(path: Path, name: str, chunk: int) -> Path:
     return path / SHARDS / f"{name}.{chunk:06d}.spill.bin"
 
 
+def placed_files(path: Path, name: str) -> tuple[Path, Path]:
+    """Column ``name``'s placed file (a values file the workers fill at each row's offset) and its offsets
+    (int64, rows + 1) in the partial directory ``path`` (bake/placed.py)."""
+    return path / SHARDS / f"{name}.placed.bin", path / SHARDS / f"{name}.placed.npy"
+
+
 def chunk_shards(path: Path, spec: ColumnSpec, result: ChunkResult) -> list[Path]:
     """Every shard file that ``result``'s chunk wrote for column ``spec`` (what must be durable before the journal)."""
     files = list(shard_files(path, spec.name, result.chunk)) if spec.ragged else []
     if spec.shaped:
         files.append(shapes_shard(path, spec.name, result.chunk))
-    if result.spills.get(spec.name):
+    placed = result.placed.get(spec.name, ())
+    if len(result.spills.get(spec.name, ())) > len(placed):
         files.append(spill_shard(path, spec.name, result.chunk))
+    if placed:
+        files.append(placed_files(path, spec.name)[0])
     return files
 
 

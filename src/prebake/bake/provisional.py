@@ -19,7 +19,7 @@ import numpy as np
 from ..cache.format import ColumnSpec
 from ..errors import CacheCorruptError
 from .direct import DirectReader, drop_pages, enabled, read_ahead
-from .plan import BuildPlan, ChunkResult, shapes_shard, shard_files, spill_shard
+from .plan import BuildPlan, ChunkResult, placed_files, shapes_shard, shard_files, spill_shard
 
 
 class Provisional:
@@ -80,8 +80,11 @@ class Provisional:
     def items(self) -> Iterator[np.ndarray]:
         """Every good item's value in row order, as the workers stored it (its own dtype if it spilled)."""
         fixed = np.load(self.path / self.spec.files[0], mmap_mode="r") if not self.spec.ragged else None
-        shards = [_Spilled(spill_shard(self.path, self.spec.name, r.chunk), r.spills.get(self.spec.name, []))
-                  for r in self.results]
+        name = self.spec.name
+        placed = placed_files(self.path, name)[0]
+        table = _offsets(self.path, name) if any(r.placed.get(name) for r in self.results) else None
+        shards = [_Spilled(spill_shard(self.path, name, r.chunk), r.spills.get(name, []), placed,
+                           r.placed.get(name, ()), table) for r in self.results]
         for k, r in enumerate(self.results):
             stored = self._stored(r.chunk, fixed, self._good_rows(r), r.spills.get(self.spec.name, []))
             spilled = shards[k]
@@ -115,65 +118,90 @@ def _cut(values: np.ndarray, ends: np.ndarray, shapes: np.ndarray | None) -> Ite
         start = end
 
 
+def _offsets(path: Path, name: str) -> np.ndarray:
+    table = placed_files(path, name)[1]
+    try:
+        return np.load(table, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise _damaged(table, f"cannot be read ({e}), and the journal names items placed by it") from None
+
+
+def _damaged(file: Path, what: str) -> CacheCorruptError:
+    return CacheCorruptError(f"{file} {what}: the build directory was damaged or changed since it was written; "
+                             f"delete it with 'prebake clear {file.parent.parent}' and build again")
+
+
+class _File:
+    """A file that spilled items are read from, opened on first use (past the page cache where it can be)."""
+
+    def __init__(self, path: Path, items: int):
+        self.path, self.items, self.size = path, items, -1
+        self.reader: DirectReader | None = None
+
+    def open(self) -> DirectReader:
+        if self.reader is None:
+            try:
+                self.reader = DirectReader(lambda flags: os.open(self.path, flags))
+            except FileNotFoundError:
+                raise _damaged(self.path, f"is missing, and the journal names {self.items} spilled items in it"
+                               ) from None
+            self.size = os.fstat(self.reader.fd).st_size
+        return self.reader
+
+    def read(self, out: np.ndarray, pos: int, row: int) -> None:
+        reader = self.open()
+        if self.size < pos + out.nbytes or reader.read_into(out, pos) < out.nbytes:
+            raise _damaged(self.path, f"ends before the {out.nbytes:,} bytes at {pos:,} that the journal names for "
+                                      f"row {row}")
+
+    def close(self) -> None:
+        """Let its pages go (it is read once) and close it."""
+        if self.reader is not None:
+            if not self.reader.direct:
+                drop_pages(self.reader.fd)
+            self.reader.close()
+            self.reader = None
+
+
 class _Spilled:
-    """The spilled items of a chunk, read one by one from its spill shard (``{row: value}`` by :meth:`pop`) past the
-    page cache, or through it with its pages let go once read: the commit reads each shard once (bake/direct.py
+    """The spilled items of a chunk, read one by one (``{row: value}`` by :meth:`pop`) from its spill shard, or,
+    for the ``placed`` rows, from the column's placed file at their offsets in ``table`` (bake/placed.py), past
+    the page cache, or through it with its pages let go once read: the commit reads each byte once (bake/direct.py
     says why)."""
 
-    def __init__(self, file: Path, spills: list[list[Any]]):
-        self.file, self._size = file, -1
-        self._reader: DirectReader | None = None
-        self._at: dict[int, tuple[int, np.dtype, tuple[int, ...]]] = {}
+    def __init__(self, file: Path, spills: list[list[Any]], placed_file: Path | None = None,
+                 placed: Sequence[int] = (), table: np.ndarray | None = None):
+        inplace = set(placed)
+        self._files = (_File(file, len(spills) - len(inplace)), _File(placed_file or file, len(inplace)))
+        self._at: dict[int, tuple[int, np.dtype, tuple[int, ...], int]] = {}
         pos = 0
         for row, d, shape in spills:
             dtype = np.dtype(d)
-            self._at[int(row)] = (pos, dtype, tuple(shape))
-            pos += dtype.itemsize * math.prod(shape)
-
-    def _open(self) -> DirectReader:
-        if self._reader is None:
-            try:
-                self._reader = DirectReader(lambda flags: os.open(self.file, flags))
-            except FileNotFoundError:
-                raise self._damaged(f"is missing, and the journal names {len(self._at)} spilled items in it") from None
-        return self._reader
-
-    def _damaged(self, what: str) -> CacheCorruptError:
-        return CacheCorruptError(f"{self.file} {what}: the build directory was damaged or changed since it was "
-                                 f"written; delete it with 'prebake clear {self.file.parent.parent}' and build again")
+            if row in inplace and table is not None:
+                self._at[int(row)] = (int(table[row]), dtype, tuple(shape), 1)
+            else:
+                self._at[int(row)] = (pos, dtype, tuple(shape), 0)
+                pos += dtype.itemsize * math.prod(shape)
 
     def prefetch(self) -> None:
         """Start reading the shard from disk into the page cache, where it is read through it (the kernel goes
         on after the descriptor is closed); a read past the page cache has nothing to gain from it."""
-        if self._at and not enabled():
-            reader = self._open()
-            read_ahead(reader.fd)
-            self.close()
+        shard = self._files[0]
+        if shard.items and not enabled():
+            read_ahead(shard.open().fd)
+            shard.close()
 
     def pop(self, row: int) -> np.ndarray | None:
         """Row ``row``'s spilled value, or None when it did not spill."""
         at = self._at.pop(row, None)
         if at is None:
             return None
-        pos, dtype, shape = at
+        pos, dtype, shape, where = at
         out = np.empty(shape, dtype)
         if out.nbytes:
-            reader = self._open()
-            short = (self._size if self._size >= 0 else self._stat()) < pos + out.nbytes
-            if short or reader.read_into(out, pos) < out.nbytes:
-                raise self._damaged(f"ends before the {out.nbytes:,} bytes at {pos:,} that the journal names for row "
-                                    f"{row}")
+            self._files[where].read(out, pos, row)
         return out
 
-    def _stat(self) -> int:
-        assert self._reader is not None  # opened by pop
-        self._size = os.fstat(self._reader.fd).st_size
-        return self._size
-
     def close(self) -> None:
-        """Let the shard's pages go (it is read once) and close it."""
-        if self._reader is not None:
-            if not self._reader.direct:
-                drop_pages(self._reader.fd)
-            self._reader.close()
-            self._reader = None
+        for f in self._files:
+            f.close()

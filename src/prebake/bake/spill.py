@@ -29,7 +29,8 @@ from ..cache.format import ColumnSpec, validate_dtype
 from ..cache.stats import add_stats, chunk_stats
 from ..errors import BadItemError, FormatError, opt
 from .direct import DirectWriter
-from .plan import spill_shard
+from .placed import PlacedWriter, placeable
+from .plan import placed_files, spill_shard
 from .schema import cast_checked, fits
 from .space import NO_ROOM
 
@@ -127,18 +128,23 @@ def _unlike(c: ColumnSpec, v: np.ndarray) -> str:
 
 
 class ChunkSink:
-    """What one chunk records beyond its rows: the dtypes of its items, and the values that spilled."""
+    """What one chunk records beyond its rows: the dtypes of its items, and the values that spilled (each at its
+    row's place in the column's placed file when ``offsets`` lays the column out and the value is the size
+    predicted there, bake/placed.py; else to the chunk's spill shard)."""
 
-    def __init__(self, partial: Any, chunk: int, specs: Sequence[ColumnSpec]):
-        self.partial, self.chunk = partial, chunk
+    def __init__(self, partial: Any, chunk: int, specs: Sequence[ColumnSpec],
+                 offsets: Mapping[str, np.ndarray] | None = None):
+        self.partial, self.chunk, self._offsets = partial, chunk, offsets or {}
         self._dtypes = {c.name: np.dtype(c.dtype) for c in specs}
         self._seen: dict[str, dict[np.dtype, list[int]]] = {c.name: {} for c in specs}  # other dtypes than the spec's
         self._good = 0
         self._first: dict[str, int] = {}  # per column, the first good row of the spec's dtype
         self._pending = set(self._dtypes)
         self.spills: dict[str, list[list[Any]]] = {}
+        self.placed: dict[str, list[int]] = {}
         self.stats: dict[str, list[Any]] = {}
         self._files: dict[str, DirectWriter] = {}
+        self._placers: dict[str, PlacedWriter] = {}
 
     def add(self, row: int, spilled: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> None:
         """Record a good item: the columns whose dtype was not the spec's (``dtypes``; the others are counted
@@ -155,7 +161,12 @@ class ChunkSink:
             else:
                 entry[0] += 1
         for name, v in spilled.items():
-            self._append(name, v)
+            at = placeable(self._offsets, name, row, v, self._dtypes[name]) if self._offsets else -1
+            if at < 0:
+                self._append(name, v)
+            else:
+                self._place(name, at, v)
+                self.placed.setdefault(name, []).append(row)
             self.spills.setdefault(name, []).append([row, v.dtype.str, list(v.shape)])
             s = chunk_stats(v)
             if s is not None:
@@ -186,12 +197,31 @@ class ChunkSink:
                 raise self.partial._no_room(e, data.nbytes) from None
             raise
 
+    def _place(self, name: str, at: int, v: np.ndarray) -> None:
+        data = np.ascontiguousarray(v).reshape(-1)
+        try:
+            f = self._placers.get(name)
+            if f is None:
+                f = self._placers[name] = PlacedWriter(placed_files(self.partial.path, name)[0].name,
+                                                       self.partial.shards_fd())
+            f.seek(at)
+            f.write(data.view(np.uint8).data if data.size else b"")
+        except OSError as e:
+            self.abandon()
+            if e.errno in NO_ROOM:
+                raise self.partial._no_room(e, data.nbytes) from None
+            raise
+
     def finish(self) -> None:
         """Make the spill shards durable and move them to their names (the parent fsyncs them again before the
         journal, at no cost then). They are written past the page cache (bake/direct.py): the commit reads each
         once, from disk, and a page cache of every spilled byte costs more than that read."""
         fd = self.partial.shards_fd() if self._files else -1
         try:
+            for p in self._placers.values():
+                p.sync()
+                p.close()
+            self._placers.clear()
             for name, f in self._files.items():
                 f.sync()
                 f.close()
@@ -205,7 +235,11 @@ class ChunkSink:
         self._files.clear()
 
     def abandon(self) -> None:
-        """Drop half-written spill shards (a failed chunk is redone whole)."""
+        """Drop half-written spill shards (a failed chunk is redone whole, and writes its placed rows again)."""
+        for p in self._placers.values():
+            with contextlib.suppress(OSError):
+                p.close()
+        self._placers.clear()
         for name, f in self._files.items():
             tmp = spill_shard(self.partial.path, name, self.chunk).name + ".tmp"
             with contextlib.suppress(OSError):

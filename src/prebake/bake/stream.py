@@ -7,18 +7,21 @@ build instead, in a thread of the building process: as chunks finish, in chunk o
 their items to ``_shards/<column>.stream.bin``, its data starting :data:`HEAD` bytes in, where the
 ``.npy`` header goes. At commit, :meth:`StreamAhead.take` gives the file for a column only when it
 holds exactly what the rewrite would write (every chunk, each item already of the column's final
-dtype, the byte count the final shapes give, a header of :data:`HEAD` bytes); the commit then
-moves it into place, after writing the header and checksumming the file in one read unless the
-stream began with that very header (the source's guess of the column's length,
-:meth:`Source.predicted_elements`) and checksummed itself as it wrote. Anything else (a
-resumed build, a dtype promoted at commit, a full disk, an error) leaves the rewrite as it was:
-the stream is an optimisation, never the record. The spill shards stay the durable copy.
+dtype, the byte count the final shapes give); the commit then writes the header, checksums the
+file in one read and moves it into place. Anything else (a resumed build, a dtype promoted at
+commit, a full disk, an error) leaves the rewrite as it was: the stream is an optimisation, never
+the record. The spill shards stay the durable copy.
 
-It reads the shards and writes the stream past the page cache (bake/direct.py). Through the page
-cache it cost more CPU than it saved wall time, and was once backed out for that; past it, 2,400
-mixed photos with 2 workers commit in 0.66-0.82 s instead of 2.07-2.32 s (benchmarks/realdata.py's
-data, load 1.2-1.8), and in 0.01 s when the stream checksummed itself. It runs beside worker
-processes only: in a build in this process its thread would take the GIL from the baking thread.
+A column the workers place (bake/placed.py) needs no copy while every chunk so far placed all its
+rows: the thread only reads each finished chunk's bytes back, in order, and checksums them, so the
+commit takes the placed file as it is. At the first chunk with a skipped row or an item the guess
+missed, it turns into a stream like the others, caught up from chunk 0.
+
+It reads and writes past the page cache (bake/direct.py). Through the page cache it cost more CPU
+than it saved wall time, and was once backed out for that; past it, 2,400 mixed photos with 2
+workers commit in 0.66-0.82 s instead of 2.07-2.32 s (benchmarks/realdata.py's data, load
+1.2-1.8). It runs beside worker processes only: in a build in this process its thread would take
+the GIL from the baking thread.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,8 +39,8 @@ import numpy as np
 import xxhash
 
 from ..cache.format import SHARDS, ColumnSpec
-from .direct import DirectWriter
-from .plan import BuildPlan, ChunkResult
+from .direct import DirectReader, DirectWriter
+from .plan import BuildPlan, ChunkResult, placed_files
 from .provisional import Provisional
 from .streamed import npy_header
 
@@ -54,15 +57,10 @@ def stream_file(path: Path, name: str) -> Path:
 class _Column:
     """One column's stream: the file, how far it got, the dtypes it wrote."""
 
-    def __init__(self, path: Path, spec: ColumnSpec, predicted: int | None = None):
+    def __init__(self, path: Path, spec: ColumnSpec):
         self.spec, self.file = spec, stream_file(path, spec.name)
         self.out = DirectWriter(lambda flags: os.open(self.file, flags, 0o644))  # past the page cache (direct.py)
-        # with the source's guess of the column's length, the header it would have goes first, and the file is
-        # checksummed as it is written: the commit then need not read it back (0.82 s for 1.44 GB of photos)
-        head = None if predicted is None else npy_header(np.dtype(spec.dtype), (predicted,))
-        self.header = head if head is not None and len(head) == HEAD else None
-        self.hash = None if self.header is None else xxhash.xxh3_64(self.header)
-        self.out.write(self.header or bytes(HEAD))  # the header, or its room
+        self.out.write(bytes(HEAD))  # the header's room
         self.chunks = self.data = 0
         self.dtypes: set[str] = set()
 
@@ -71,8 +69,6 @@ class _Column:
         data = np.ascontiguousarray(item).reshape(-1).view(np.uint8)
         if data.size:
             self.out.write(data.data)
-            if self.hash is not None:
-                self.hash.update(data.data)
             self.data += data.size
 
     def sync(self) -> None:
@@ -83,13 +79,42 @@ class _Column:
             self.out.close()
 
 
+class _Placed:
+    """A placed column (bake/placed.py) while every chunk so far placed all its rows: its file checksummed up to
+    the end of the last such chunk, read back past the page cache."""
+
+    def __init__(self, path: Path, spec: ColumnSpec, offsets: np.ndarray):
+        self.spec, self.offsets, self.file = spec, offsets, placed_files(path, spec.name)[0]
+        dtype = np.dtype(spec.dtype)
+        self.header = npy_header(dtype, (int(offsets[-1] - offsets[0]) // dtype.itemsize,))  # as lay_out wrote it
+        self.hash = xxhash.xxh3_64()
+        self.reader: DirectReader | None = None
+        self.pos = self.chunks = 0
+
+    def hash_to(self, end: int) -> None:
+        if self.reader is None:
+            self.reader = DirectReader(lambda flags: os.open(self.file, flags))
+        for view in self.reader.span(self.pos, end):
+            self.hash.update(view)
+            self.pos += len(view)
+        if self.pos != end:
+            raise OSError(f"{self.file} ends at {self.pos:,} bytes, before {end:,}")
+        self.chunks += 1
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
 class StreamAhead:
     """Streams the columns that spill, chunk by chunk in order, in a thread; :meth:`add` each finished chunk,
     :meth:`finish` after the last, :meth:`take` at commit."""
 
-    def __init__(self, path: Path, plan: BuildPlan, predict: Callable[[str], int | None] | None = None):
-        self.path, self.plan, self.predict = path, plan, predict
+    def __init__(self, path: Path, plan: BuildPlan, placed: Mapping[str, np.ndarray] | None = None):
+        self.path, self.plan = path, plan
         self.specs = {c.name: c for c in plan.item_columns if c.name in {k.name for k in plan.kept}}
+        self.placed = {n: _Placed(path, self.specs[n], t) for n, t in (placed or {}).items() if n in self.specs}
         self.good = np.ones(plan.num_keys, dtype=bool)
         self.results: dict[int, ChunkResult] = {}
         self.columns: dict[str, _Column] = {}
@@ -135,13 +160,23 @@ class StreamAhead:
             self.good[row] = False
         self.results[r.chunk] = r
         for name in r.spills:
-            if name in self.specs and name not in self.columns:
-                predicted = self.predict(name) if self.predict is not None else None
-                self.columns[name] = _Column(self.path, self.specs[name], predicted)  # caught up from chunk 0 below
-        while self.columns and self._next in self.results:
+            if name in self.specs and name not in self.columns and name not in self.placed:
+                self.columns[name] = _Column(self.path, self.specs[name])  # caught up from chunk 0 below
+        while (self.columns or self.placed) and self._next in self.results:
+            for name, p in list(self.placed.items()):
+                if self._clean(self.results[self._next], name):
+                    p.hash_to(int(p.offsets[self.plan.chunk_range(self._next).stop]))
+                else:  # a hole in the placed file: this column is streamed too, from chunk 0
+                    p.close()
+                    del self.placed[name]
+                    self.columns[name] = _Column(self.path, self.specs[name])
             for c in self.columns.values():
                 self._write_chunks(c, self._next)
             self._next += 1
+
+    def _clean(self, r: ChunkResult, name: str) -> bool:
+        """Whether chunk ``r`` placed every row of column ``name`` (so the placed file has no hole there)."""
+        return not r.bad and len(r.placed.get(name, ())) == len(self.plan.chunk_range(r.chunk))
 
     def _write_chunks(self, c: _Column, upto: int) -> None:
         """Chunks ``c.chunks .. upto`` of column ``c``, each item as :class:`Provisional` gives it to the rewrite."""
@@ -152,9 +187,16 @@ class StreamAhead:
             c.chunks += 1
 
     def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b"") -> tuple[Path, str | None] | None:
-        """The stream of column ``name``, flushed, when it holds the rewrite's bytes for ``dtype`` and
-        ``data_bytes``, with its xxh3-64 when it begins with ``header`` already (else None: the caller writes the
-        header and reads the file back); None when it is not the column (and its file is removed)."""
+        """The stream (or placed file) of column ``name``, flushed, when it holds the rewrite's bytes for ``dtype``
+        and ``data_bytes``, with its xxh3-64 when it begins with ``header`` already (else None: the caller writes
+        the header and reads the file back); None when it is not the column (and a stream's file is removed)."""
+        p = self.placed.pop(name, None)
+        if p is not None:
+            p.close()
+            whole = p.chunks == self.plan.num_chunks and int(p.offsets[-1] - p.offsets[0]) == data_bytes
+            if not self.broken and whole and np.dtype(dtype) == np.dtype(p.spec.dtype):
+                return p.file, p.hash.hexdigest() if p.header == header else None
+            return None
         c = self.columns.pop(name, None)
         if c is None:
             return None
@@ -164,10 +206,13 @@ class StreamAhead:
         if not ok:
             c.file.unlink(missing_ok=True)
             return None
-        return c.file, c.hash.hexdigest() if c.hash is not None and c.header == header else None
+        return c.file, None
 
     def discard(self) -> None:
-        """Remove every stream not taken."""
+        """Remove every stream not taken (a placed file stays: the rewrite may read items from it)."""
+        for p in self.placed.values():
+            p.close()
+        self.placed.clear()
         for c in self.columns.values():
             c.close()
             c.file.unlink(missing_ok=True)
@@ -175,12 +220,12 @@ class StreamAhead:
 
 
 @contextmanager
-def write_ahead(path: Path, plan: BuildPlan, fresh: bool, predict: Callable[[str], int | None] | None = None
+def write_ahead(path: Path, plan: BuildPlan, fresh: bool, placed: Mapping[str, np.ndarray] | None = None
                 ) -> Iterator[StreamAhead | None]:
     """A :class:`StreamAhead` for a build from its first chunk by worker processes (``fresh``; else None), its
-    thread ended and the streams the commit did not take removed on the way out, whatever happened. ``predict``:
-    a column's length over every item as the source guesses it (:meth:`Source.predicted_elements`), if any."""
-    stream = StreamAhead(path, plan, predict) if fresh else None
+    thread ended and the streams the commit did not take removed on the way out, whatever happened. ``placed``:
+    the byte offsets of the columns the workers place (bake/placed.py)."""
+    stream = StreamAhead(path, plan, placed) if fresh else None
     try:
         yield stream
     finally:

@@ -24,6 +24,7 @@ from ..sources.notes import take_notes
 from ..steps.pipeline import Pipeline
 from .mapped import MappedColumns
 from .partial import PartialCache
+from .placed import load_offsets
 from .plan import ChunkResult
 from .spill import ChunkSink, Fitter, fit_item
 from .watchdog import working_on
@@ -40,13 +41,22 @@ class Job:
     partial: PartialCache | None = None
     _columns: MappedColumns | None = field(default=None, repr=False)
     _old: Cache | None = field(default=None, repr=False)
+    _placed: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _pid: int = -1
 
     def columns(self) -> MappedColumns:
         if self._columns is None or self._pid != os.getpid():
             assert self.partial is not None
-            self._columns, self._old, self._pid = self.partial.open_columns(), None, os.getpid()
+            self._columns, self._old, self._placed, self._pid = self.partial.open_columns(), None, None, os.getpid()
         return self._columns
+
+    def placed(self) -> dict[str, np.ndarray]:
+        """The byte offsets of each column laid out for placing (bake/placed.py), read once per process."""
+        self.columns()  # (re)open per process
+        if self._placed is None:
+            assert self.partial is not None
+            self._placed = load_offsets(self.partial.path, self.partial.plan.item_columns)
+        return self._placed
 
     def stage_inputs(self) -> frozenset[str]:
         """The item columns the stages read: they stay strict (a stage batches them in one shape)."""
@@ -127,11 +137,12 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None, varying: It
     item_columns = plan.item_columns  # the stages' outputs are written by the building process
     fixed = [(c.name, cols[c.name]) for c in plan.fixed]
     ragged: dict[str, list[np.ndarray]] = {c.name: [] for c in item_columns if c.ragged}
-    spill_all = frozenset(varying) - job.stage_inputs()
+    offsets = job.placed()
+    spill_all = (frozenset(varying) | frozenset(offsets)) - job.stage_inputs()  # a laid-out column is placed whole
     fit = Fitter(item_columns, plan.given, job.stage_inputs(), spill_all)
     take_notes()  # what a read before this chunk noted (the probe's item) is not this chunk's
     result = ChunkResult(chunk)
-    sink = ChunkSink(job.partial, chunk, item_columns)
+    sink = ChunkSink(job.partial, chunk, item_columns, offsets)
     try:
         for k, i in enumerate(rows):
             working_on(i)
@@ -166,7 +177,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None, varying: It
             job.partial.write_shard(c, chunk, ragged[c.name])
     item_fixed = [c for c in item_columns if not c.ragged]
     result.stats = _chunk_stats(cols, ragged, item_fixed, rows, result.bad, sink)
-    result.seen, result.spills = sink.seen, sink.spills
+    result.seen, result.spills, result.placed = sink.seen, sink.spills, sink.placed
     result.reads = take()
     result.notes = take_notes()
     return result

@@ -53,8 +53,8 @@ _SHOW = 5  # foreign names spelled out in a message; the rest are counted
 _LOCK_BYTES = 64  # a pid and a newline; anything longer is not a lock file prebake wrote
 
 _COLUMN_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*(\.values|\.offsets|\.shapes)?\.npy$")
-_SHARD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*\.(\d{6}\.((values|lengths|shapes)\.npy|spill\.bin)|stream\.bin)"
-                         r"(\.tmp)?$")  # stream.bin: a column written ahead during the build (bake/stream.py)
+_SHARD_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*\.(\d{6}\.((values|lengths|shapes)\.npy|spill\.bin)|stream\.bin"
+                         r"|placed\.(bin|npy))(\.tmp)?$")  # stream.bin, placed.*: bake/stream.py, bake/placed.py
 _PARTIAL_FILES = frozenset({PLAN, PLAN + ".tmp", JOURNAL, COMPACTED, REWRITTEN, ITEM_IDS, ITEM_KEYS,
                             ITEM_KEYS + ".tmp", *SIDE_FILES, *(n + ".tmp" for n in SIDE_FILES)})
 _PARTIAL_DIRS = {SHARDS: _SHARD_FILE, COMPACT: _COLUMN_FILE, REWRITE: _COLUMN_FILE}

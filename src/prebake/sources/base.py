@@ -23,9 +23,12 @@ import copy
 import importlib
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..identity.files import file_identity
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Source(abc.ABC):
@@ -74,10 +77,11 @@ class Source(abc.ABC):
         so that no worker pays for them again (:func:`import_ahead`)."""
         return ()
 
-    def predicted_elements(self, column: str) -> int | None:
-        """Optional: how many elements column ``column`` will hold over every item, from the files' headers,
-        without decoding them; None (the default) when the source cannot tell. A build of items of many shapes
-        uses it to checksum the column as it writes it (bake/stream.py); a wrong guess costs only that."""
+    def predicted_sizes(self, column: str) -> np.ndarray | None:
+        """Optional: how many elements each item's value of column ``column`` will have (int64, one per item),
+        from the files' headers, without decoding them; None (the default) when the source cannot tell. A build of
+        items of many shapes lays the column out from it before the workers start, so that each writes its items
+        straight to their place (bake/placed.py); an item the guess missed is spilled as it would be without."""
         return None
 
     def item_identities(self) -> list[str] | None:

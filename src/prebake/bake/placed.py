@@ -1,0 +1,163 @@
+"""Items written by the workers straight to their place in the column's values file.
+
+A column whose items have many shapes (photos of every size) is one values file: every item's
+elements back to back, in row order. Without knowing the sizes before reading the items, the
+workers spill each item to its chunk's spill shard, and the building process copies the shards
+into that file in order (bake/stream.py): the column crosses the disk three times. When the
+source can tell each item's size from its file's header (:meth:`Source.predicted_sizes`: an
+image folder's 3 x width x height), the building process lays the column out before the workers
+start (:func:`lay_out`): ``_shards/<col>.placed.bin``, the ``.npy`` header of a 1-D values file
+of every predicted element, and ``_shards/<col>.placed.npy``, each row's byte offset in it. A
+worker then writes each item whose bytes are the size predicted for its row at that row's offset
+(:class:`PlacedWriter`) and spills only the others; the journal lists the rows it placed
+(:attr:`ChunkResult.placed`), after the file was made durable.
+
+When every row was placed (nothing skipped, every guess right), the file *is* the column: the
+commit takes it, checksummed by the building process as the chunks finished (bake/stream.py).
+Otherwise its items are read from it the way spilled ones are (bake/provisional.py), and the
+column is written again in order. benchmarks/realdata.py's 2,400 photos measure it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..cache.format import ColumnSpec
+from .direct import ALIGN, DirectWriter, _round_up
+from .npyfile import save_npy
+from .plan import placed_files
+from .streamed import npy_header
+
+log = logging.getLogger("prebake")
+
+HEAD = 128  # the .npy 1.0 header of a 1-D values file, as np.save writes it for any length
+
+
+def lay_out(path: Path, spec: ColumnSpec, sizes: np.ndarray) -> np.ndarray | None:
+    """Column ``spec``'s placed file and offsets in the partial directory ``path``, from the elements ``sizes``
+    of each row; the offsets (None, and nothing written, when the sizes cannot be laid out: one size for every
+    row is the fixed column the workers write anyway, a negative size is no guess)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if sizes.ndim != 1 or not len(sizes) or (sizes < 0).any() or (sizes == sizes[0]).all():
+        return None
+    dtype = np.dtype(spec.dtype)
+    header = npy_header(dtype, (int(sizes.sum()),))
+    if len(header) != HEAD:
+        return None
+    offsets = np.empty(len(sizes) + 1, np.int64)
+    offsets[0] = HEAD
+    np.cumsum(sizes * dtype.itemsize, out=offsets[1:])
+    offsets[1:] += HEAD
+    values, table = placed_files(path, spec.name)
+    tmp = table.with_name(table.name + ".tmp")
+    try:
+        for f in (table, values, tmp):  # a build killed before its first chunk was journaled: nothing names them
+            f.unlink(missing_ok=True)
+        with open(values, "xb") as out:
+            out.write(header)
+            os.fsync(out.fileno())
+        with open(tmp, "wb") as out:
+            save_npy(out, offsets)
+            os.fsync(out.fileno())
+        os.replace(tmp, table)
+    except OSError as e:  # no room for the layout: the workers spill instead, and meet the full disk themselves
+        log.debug("%s: column %r not laid out (%s)", path, spec.name, e)
+        for f in (table, values, tmp):
+            with contextlib.suppress(OSError):
+                f.unlink(missing_ok=True)
+        return None
+    return offsets
+
+
+def load_offsets(path: Path, specs: Sequence[ColumnSpec]) -> dict[str, np.ndarray]:
+    """``{column: byte offsets}`` of the columns of ``specs`` the partial directory ``path`` lays out."""
+    out = {}
+    for c in specs:
+        table = placed_files(path, c.name)[1]
+        if table.exists():
+            out[c.name] = np.load(table, allow_pickle=False)
+    return out
+
+
+class PlacedWriter(DirectWriter):
+    """Spans of the placed file written in place: :meth:`seek` begins a span at a byte offset, :meth:`write`
+    appends to it, :meth:`sync` writes what is buffered and makes the file durable.
+
+    Whole aligned blocks go past the page cache, each by the writing thread (bake/direct.py); a span's first and
+    last partial blocks, which it shares with the rows beside it, go through the page cache, byte-exact, so two
+    workers never write each other's bytes."""
+
+    def __init__(self, name: str, dir_fd: int):
+        """``name``: the placed file in the directory ``dir_fd`` (the _shards directory this process opened)."""
+        super().__init__(lambda flags: os.open(name, flags & ~(os.O_CREAT | os.O_TRUNC), dir_fd=dir_fd))
+        self._plain = self.fd
+        if self.direct:
+            self._plain = os.open(name, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
+
+    def seek(self, at: int) -> None:
+        if at == self.tell():
+            return
+        self._flush()
+        self._at = at // ALIGN * ALIGN
+        self._fill = self._skip = at - self._at
+
+    def _flush(self) -> None:
+        """Write what is buffered of the span now, and begin the next buffer empty."""
+        self._wait()
+        if self._fill > self._skip:
+            self._write_at(self._view, self._fill, self._at, self._skip)
+        self._at += self._fill
+        self._fill = self._skip = 0
+
+    def _write_at(self, view: memoryview, length: int, at: int, skip: int = 0) -> None:
+        """Write ``view[skip:length]`` at ``at + skip``: the whole blocks in it past the page cache, the rest not."""
+        head = min(_round_up(skip), length) if self.direct else length
+        body = head + (length - head) // ALIGN * ALIGN
+        _pwrite(self._plain, view[skip:head], at + skip)
+        if body > head:
+            try:
+                _pwrite(self.fd, view[head:body], at + head)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self.direct = False  # opened with O_DIRECT but refuses its writes: the rest through the page cache
+                _pwrite(self._plain, view[head:body], at + head)
+        _pwrite(self._plain, view[body:length], at + body)
+
+    def sync(self) -> int:
+        self._flush()
+        os.fsync(self._plain)  # one file: its pages, whichever descriptor wrote them
+        return self.tell()
+
+    def close(self) -> None:
+        plain = self._plain if self._plain != self.fd else -1
+        super().close()  # the writing thread ends first: it writes through both descriptors
+        if plain >= 0:
+            with contextlib.suppress(OSError):
+                os.close(plain)
+        self._plain = -1
+
+
+def _pwrite(fd: int, data: memoryview, at: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, at)
+        if n <= 0:
+            raise OSError(errno.EIO, f"write returned {n}")
+        data, at = data[n:], at + n
+
+
+def placeable(offsets: Mapping[str, np.ndarray], name: str, row: int, value: np.ndarray, dtype: np.dtype) -> int:
+    """The byte offset where row ``row``'s ``value`` of column ``name`` goes, or -1 when it is not placed (the
+    column is not laid out, or the value is not of its dtype and predicted size)."""
+    table = offsets.get(name)
+    if table is None or value.dtype != dtype:
+        return -1
+    at = int(table[row])
+    return at if int(table[row + 1]) - at == value.nbytes else -1
