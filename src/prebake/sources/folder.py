@@ -35,6 +35,7 @@ from ..cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFI
 from ..errors import SourceError
 from ..identity.files import file_identity
 from .base import Source
+from .headers import image_size
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_channels, decode_image, is_image_file
 from .sniff import family, name_family
 
@@ -177,19 +178,23 @@ class ImageFolderSource(ClassFolderSource):
 
     def predicted_sizes(self, column: str) -> np.ndarray | None:
         """``image``: 3 x width x height of each file (RGB, the default policy), from its header; 0 for a file
-        Pillow cannot open (the build skips it or spills it); None for another policy (0.06-0.1 s for
-        benchmarks/realdata.py's 2,400 photos)."""
+        Pillow cannot open (the build skips it or spills it); None for another policy. PNG and JPEG headers are read
+        without Pillow (sources/headers.py)."""
         if column != "image" or self.channels not in (None, "3"):
             return None
         from PIL import Image
 
         sizes = np.zeros(len(self._paths), np.int64)
         for k, name in enumerate(self._paths):
-            try:
-                with Image.open(self.root / name) as im:
-                    sizes[k] = 3 * im.size[0] * im.size[1]
-            except Exception:  # noqa: BLE001, S112 - only a guess: the build reads and judges every file anyway
-                continue
+            path = self.root / name
+            size = image_size(str(path))
+            if size is None:
+                try:
+                    with Image.open(path) as im:
+                        size = im.size
+                except Exception:  # noqa: BLE001, S112 - only a guess: the build reads and judges every file anyway
+                    continue
+            sizes[k] = 3 * size[0] * size[1]
         return sizes
 
     def describe(self) -> dict[str, Any]:
