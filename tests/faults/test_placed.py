@@ -31,16 +31,23 @@ def _photos(root: Path, n: int = 30, seed: int = 0, grey16: int = -1) -> Path:
     return root
 
 
-def _killed_at_commit(src: Path, out: Path) -> int:
-    """Build ``src`` with 2 workers in a forked process that SIGKILLs itself as the commit begins; its exit code."""
+def _killed_at_commit(src: Path, out: Path, where: str = "entry") -> int:
+    """Build ``src`` with 2 workers in a forked process that SIGKILLs itself as the commit begins (``entry``), or
+    once the commit took the placed file as the column's and before it marked the rewrite done (``taken``); its
+    exit code."""
     import multiprocessing as mp
 
     def child() -> None:  # pragma: no cover - runs forked
         os.setsid()
         import prebake.bake.build as build
+        from prebake.bake import rewrite
 
         build._CHECKPOINT_S = 0.0  # every finished chunk journaled
-        install_kill("seal:entry")
+        if where == "entry":
+            install_kill("seal:entry")
+        else:
+            take = rewrite.take_stream
+            rewrite.take_stream = lambda *a: [take(*a), os.kill(os.getpid(), signal.SIGKILL)][0]
         prebake.build(str(src), out, workers=2, chunk_rows=4, progress=False)
 
     p = mp.get_context("fork").Process(target=child)
@@ -95,6 +102,16 @@ def test_an_item_the_guess_missed_is_spilled_and_the_column_written_in_order(tmp
     cache = prebake.build(str(src), tmp_path / "out", workers=2, chunk_rows=5, progress=False)
     assert len(cache) == 24 and cache.manifest["columns"]["image"]["dtype"] == "<u2"
     assert prebake.verify(tmp_path / "out").ok
+    _same_as_pillow(cache, src)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked build")
+def test_a_commit_killed_after_taking_the_placed_file_resumes_from_it(tmp_path: Path) -> None:
+    src = _photos(tmp_path / "photos", seed=4)
+    out = tmp_path / "out"
+    assert _killed_at_commit(src, out, "taken") == -signal.SIGKILL  # the column taken, its rewrite not marked done
+    cache = prebake.build(str(src), out, workers=2, chunk_rows=4, progress=False)  # before: CacheCorruptError,
+    assert len(cache) == 30 and prebake.verify(out).ok  # "image.placed.bin is missing"
     _same_as_pillow(cache, src)
 
 

@@ -186,16 +186,18 @@ class StreamAhead:
                 c.write(item)
             c.chunks += 1
 
-    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b"") -> tuple[Path, str | None] | None:
+    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b""
+             ) -> tuple[Path, str | None, bool] | None:
         """The stream (or placed file) of column ``name``, flushed, when it holds the rewrite's bytes for ``dtype``
         and ``data_bytes``, with its xxh3-64 when it begins with ``header`` already (else None: the caller writes
-        the header and reads the file back); None when it is not the column (and a stream's file is removed)."""
+        the header and reads the file back), and whether the file must keep its name (a placed file: the items'
+        record until the commit is durable); None when it is not the column (and a stream's file is removed)."""
         p = self.placed.pop(name, None)
         if p is not None:
             p.close()
             whole = p.chunks == self.plan.num_chunks and int(p.offsets[-1] - p.offsets[0]) == data_bytes
             if not self.broken and whole and np.dtype(dtype) == np.dtype(p.spec.dtype):
-                return p.file, p.hash.hexdigest() if p.header == header else None
+                return p.file, p.hash.hexdigest() if p.header == header else None, True
             return None
         c = self.columns.pop(name, None)
         if c is None:
@@ -206,7 +208,7 @@ class StreamAhead:
         if not ok:
             c.file.unlink(missing_ok=True)
             return None
-        return c.file, None
+        return c.file, None, False
 
     def discard(self) -> None:
         """Remove every stream not taken (a placed file stays: the rewrite may read items from it)."""
