@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def _photos(root: Path, n: int = 30, seed: int = 0, grey16: int = -1) -> Path:
 def _killed_at_commit(src: Path, out: Path, where: str = "entry") -> int:
     """Build ``src`` with 2 workers in a forked process that SIGKILLs itself as the commit begins (``entry``), or
     once the commit took the placed file as the column's and before it marked the rewrite done (``taken``); its
-    exit code."""
+    exit code; ``half``: once half the items are baked."""
     import multiprocessing as mp
 
     def child() -> None:  # pragma: no cover - runs forked
@@ -43,12 +44,15 @@ def _killed_at_commit(src: Path, out: Path, where: str = "entry") -> int:
         from prebake.bake import rewrite
 
         build._CHECKPOINT_S = 0.0  # every finished chunk journaled
+        progress: Any = False
         if where == "entry":
             install_kill("seal:entry")
+        elif where == "half":
+            progress = install_kill("progress:0.5")
         else:
             take = rewrite.take_stream
             rewrite.take_stream = lambda *a: [take(*a), os.kill(os.getpid(), signal.SIGKILL)][0]
-        prebake.build(str(src), out, workers=2, chunk_rows=4, progress=False)
+        prebake.build(str(src), out, workers=2, chunk_rows=4, progress=progress)
 
     p = mp.get_context("fork").Process(target=child)
     p.start()
@@ -116,20 +120,48 @@ def test_a_commit_killed_after_taking_the_placed_file_resumes_from_it(tmp_path: 
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked build")
-@pytest.mark.parametrize("damage", ["cut", "gone"])
+@pytest.mark.parametrize("damage", ["cut", "gone", "table garbage", "table short", "table decreasing",
+                                    "table float", "table gone"])
 def test_a_damaged_placed_file_is_refused_by_name(tmp_path: Path, damage: str) -> None:
     src = _photos(tmp_path / "photos", seed=3)
     out = tmp_path / "out"
     assert _killed_at_commit(src, out) == -signal.SIGKILL
     placed = partial_path(out) / "_shards" / "image.placed.bin"
+    table = placed.with_suffix(".npy")
+    offsets = np.load(table)
     if damage == "cut":
         os.truncate(placed, placed.stat().st_size // 2)
-    else:
+    elif damage == "gone":
         placed.unlink()
-    with pytest.raises(CacheCorruptError, match=r"image\.placed\.bin.*prebake clear"):
+    elif damage == "table garbage":
+        table.write_bytes(b"\x93NUMPY not a table")
+    elif damage == "table short":
+        np.save(table, offsets[:-3])
+    elif damage == "table decreasing":  # rows whose bytes overlap: the workers would write one over another
+        offsets[5] = offsets[7]
+        np.save(table, offsets)
+    elif damage == "table float":
+        np.save(table, offsets.astype(np.float64))
+    else:
+        table.unlink()
+    name = "placed.bin" if damage in ("cut", "gone") else "placed.npy"
+    with pytest.raises(CacheCorruptError, match=rf"image\.{name.replace('.', '[.]')}.*prebake clear"):
         prebake.build(str(src), out, workers=2, chunk_rows=4, progress=False)
 
 
 def test_random_mixes_placed_by_guess_are_exact(tmp_path: Path) -> None:
     row = trial_placed(tmp_path, trials=10, seed=os.getpid() % 1000)
     assert row.failures == 0, row.examples
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked build")
+def test_a_layout_that_lies_stops_the_resumed_workers_by_name(tmp_path: Path) -> None:
+    src = _photos(tmp_path / "photos", seed=5)
+    out = tmp_path / "out"
+    assert _killed_at_commit(src, out, "half") == -signal.SIGKILL  # half the chunks journaled, half to bake
+    table = partial_path(out) / "_shards" / "image.placed.npy"
+    offsets = np.load(table)
+    offsets[-5] = offsets[-9]  # the last rows' bytes would overlap
+    np.save(table, offsets)
+    with pytest.raises(CacheCorruptError, match=r"image[.]placed[.]npy is not a layout of 30 rows.*prebake clear"):
+        prebake.build(str(src), out, workers=2, chunk_rows=4, progress=False)

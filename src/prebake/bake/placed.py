@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cache.format import ColumnSpec
+from ..errors import CacheCorruptError
 from .direct import ALIGN, DirectWriter, _round_up
 from .npyfile import save_npy
 from .plan import placed_files
@@ -76,14 +77,32 @@ def lay_out(path: Path, spec: ColumnSpec, sizes: np.ndarray) -> np.ndarray | Non
     return offsets
 
 
-def load_offsets(path: Path, specs: Sequence[ColumnSpec]) -> dict[str, np.ndarray]:
-    """``{column: byte offsets}`` of the columns of ``specs`` the partial directory ``path`` lays out."""
-    out = {}
-    for c in specs:
-        table = placed_files(path, c.name)[1]
-        if table.exists():
-            out[c.name] = np.load(table, allow_pickle=False)
-    return out
+def load_offsets(path: Path, specs: Sequence[ColumnSpec], rows: int) -> dict[str, np.ndarray]:
+    """``{column: byte offsets}`` of the columns of ``specs`` the partial directory ``path`` lays out for ``rows``
+    rows (:func:`read_offsets`)."""
+    return {c.name: read_offsets(path, c.name, rows) for c in specs if placed_files(path, c.name)[1].exists()}
+
+
+def read_offsets(path: Path, name: str, rows: int) -> np.ndarray:
+    """Column ``name``'s byte offsets, checked: ``rows + 1`` int64 from :data:`HEAD` on, never decreasing (so no
+    two rows' bytes overlap); a CacheCorruptError naming the file otherwise."""
+    table = placed_files(path, name)[1]
+    try:
+        offsets = np.load(table, allow_pickle=False)
+    except FileNotFoundError:
+        raise _corrupt(table, "is missing, and the journal names rows placed by it") from None
+    except (OSError, ValueError) as e:
+        raise _corrupt(table, f"cannot be read ({e})") from None
+    ok = (offsets.dtype == np.int64 and offsets.shape == (rows + 1,) and int(offsets[0]) == HEAD
+          and bool((np.diff(offsets) >= 0).all()))
+    if not ok:
+        raise _corrupt(table, f"is not a layout of {rows} rows (int64 byte offsets from {HEAD}, never decreasing)")
+    return offsets
+
+
+def _corrupt(file: Path, what: str) -> CacheCorruptError:
+    return CacheCorruptError(f"{file} {what}: the build directory was damaged or changed since it was written; "
+                             f"delete it with 'prebake clear {file.parent.parent}' and build again")
 
 
 class PlacedWriter(DirectWriter):

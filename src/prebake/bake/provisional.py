@@ -19,6 +19,7 @@ import numpy as np
 from ..cache.format import ColumnSpec
 from ..errors import CacheCorruptError
 from .direct import DirectReader, drop_pages, enabled, read_ahead
+from .placed import read_offsets
 from .plan import BuildPlan, ChunkResult, placed_files, shapes_shard, shard_files, spill_shard
 
 
@@ -82,7 +83,8 @@ class Provisional:
         fixed = np.load(self.path / self.spec.files[0], mmap_mode="r") if not self.spec.ragged else None
         name = self.spec.name
         placed = placed_files(self.path, name)[0]
-        table = _offsets(self.path, name) if any(r.placed.get(name) for r in self.results) else None
+        placed_rows = any(r.placed.get(name) for r in self.results)
+        table = read_offsets(self.path, name, self.plan.num_keys) if placed_rows else None
         shards = [_Spilled(spill_shard(self.path, name, r.chunk), r.spills.get(name, []), placed,
                            r.placed.get(name, ()), table) for r in self.results]
         for k, r in enumerate(self.results):
@@ -116,14 +118,6 @@ def _cut(values: np.ndarray, ends: np.ndarray, shapes: np.ndarray | None) -> Ite
         piece = values[start:end]
         yield piece if shapes is None else piece.reshape(tuple(shapes[k]))
         start = end
-
-
-def _offsets(path: Path, name: str) -> np.ndarray:
-    table = placed_files(path, name)[1]
-    try:
-        return np.load(table, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise _damaged(table, f"cannot be read ({e}), and the journal names items placed by it") from None
 
 
 def _damaged(file: Path, what: str) -> CacheCorruptError:

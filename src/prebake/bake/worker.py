@@ -55,7 +55,8 @@ class Job:
         self.columns()  # (re)open per process
         if self._placed is None:
             assert self.partial is not None
-            self._placed = load_offsets(self.partial.path, self.partial.plan.item_columns)
+            plan = self.partial.plan
+            self._placed = load_offsets(self.partial.path, plan.item_columns, plan.num_keys)
         return self._placed
 
     def stage_inputs(self) -> frozenset[str]:
