@@ -1,13 +1,14 @@
 """Files the build writes once and reads once, moved with ``O_DIRECT``: past the page cache.
 
-A build of mixed photos writes every spilled item twice (its chunk's spill shard, then the
-column the commit takes) and reads it once in between. Through the page cache each of those
-bytes takes a page the kernel must find, fill and later drop; on the VM the benchmarks run
-on, a page not recently used costs about 2.4 CPU-s a GB to touch again, so 1.44 GB of photos
-cost more in page faults than in decoding. With ``O_DIRECT`` the bytes go from one reused,
-aligned buffer to the disk and back. benchmarks/realdata.py's 2,400 photos, in its saved run,
-with the write-ahead stream (bake/stream.py): 4.17 CPU-s and 3.35 s to build, against 5.42
-and 4.68 before both. Where the filesystem refuses ``O_DIRECT`` (or the platform has none), the
+A build of items of many shapes writes every spilled item twice (its chunk's spill shard, then
+the column the commit takes) and reads it once in between; a placed item (bake/placed.py) is
+written once and read back once to checksum it. Through the page cache each of those bytes
+takes a page the kernel must find, fill and later drop; on the VM the benchmarks run on, a page
+not recently used costs about 2.4 CPU-s a GB to touch again, so 1.44 GB of photos cost more in
+page faults than in decoding. With ``O_DIRECT`` the bytes go from one reused, aligned buffer to
+the disk and back. benchmarks/realdata.py's 2,400 photos, an earlier saved run: 4.17 CPU-s and
+3.35 s to build with the write-ahead stream (bake/stream.py) past the page cache, against 5.42
+and 4.68 through it. Where the filesystem refuses ``O_DIRECT`` (or the platform has none), the
 same classes write and read through the page cache, letting its pages go behind them.
 
 Nothing else changes: the files are the same bytes, fsynced before anything names them.

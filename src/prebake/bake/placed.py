@@ -15,7 +15,10 @@ worker then writes each item whose bytes are the size predicted for its row at t
 When every row was placed (nothing skipped, every guess right), the file *is* the column: the
 commit takes it, checksummed by the building process as the chunks finished (bake/stream.py).
 Otherwise its items are read from it the way spilled ones are (bake/provisional.py), and the
-column is written again in order. benchmarks/realdata.py's 2,400 photos measure it.
+column is written again in order. benchmarks/realdata.py's 2,400 photos of every size, 2 workers,
+its saved run: 2.43 s and 3.98 CPU-s to build (with the workers' heap kept, bake/pool.py, and the
+sizes read from the headers, sources/headers.py), against 3.57 s and 4.87 CPU-s for the code that
+spilled them, in the same run.
 """
 
 from __future__ import annotations

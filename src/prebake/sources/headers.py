@@ -3,9 +3,10 @@
 A build of photos of every size lays their column out from each photo's size before the workers
 start (bake/placed.py), so the sizes are read one file after another in the building process.
 Pillow's ``Image.open`` parses a JPEG's markers in Python: 0.066 s for benchmarks/realdata.py's
-2,400 photos (their files in the page cache); reading only the marker lengths, 0.021 s. Anything else (another format, a JPEG
-whose height comes later, a damaged header) is None, and the caller asks Pillow. A wrong size is
-only a guess the build does not use: the worker finds the item's real size and spills it.
+2,400 photos (their files in the page cache); reading only the marker lengths, 0.021 s. Anything
+else (another format, a JPEG whose height comes later, a damaged header) is None, and the caller
+asks Pillow. A wrong size is only a guess the build does not use: the worker finds the item's
+real size and spills it.
 """
 
 from __future__ import annotations
