@@ -58,6 +58,7 @@ from benchmarks.trials.options_resources import options_resources  # noqa: E402
 from benchmarks.trials.output_safety import output_safety  # noqa: E402
 from benchmarks.trials.patches import patches  # noqa: E402
 from benchmarks.trials.patches_attacks import patches_attacks  # noqa: E402
+from benchmarks.trials.placed import trial_placed  # noqa: E402
 from benchmarks.trials.reads import reads  # noqa: E402
 from benchmarks.trials.release import release  # noqa: E402
 from benchmarks.trials.resample import resample  # noqa: E402
@@ -117,6 +118,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("stream-ahead", lambda d: stream_ahead(d, n(60, 3), seed=30)),
         ("resample", lambda d: resample(d, n(200, 10), seed=31)),
         ("mixed-faults", lambda d: trial_mixed_faults(d, n(200, 4), seed=32)),
+        ("placed", lambda d: trial_placed(d, n(150, 3), seed=33)),
     ]
 
 
