@@ -162,10 +162,8 @@ class ChunkSink:
                 entry[0] += 1
         for name, v in spilled.items():
             at = placeable(self._offsets, name, row, v, self._dtypes[name]) if self._offsets else -1
-            if at < 0:
-                self._append(name, v)
-            else:
-                self._place(name, at, v)
+            self._write(name, v, at)
+            if at >= 0:
                 self.placed.setdefault(name, []).append(row)
             self.spills.setdefault(name, []).append([row, v.dtype.str, list(v.shape)])
             s = chunk_stats(v)
@@ -182,35 +180,38 @@ class ChunkSink:
             out[name] = {**first, **{d.str: entry for d, entry in got.items()}}
         return out
 
-    def _append(self, name: str, v: np.ndarray) -> None:
+    def _write(self, name: str, v: np.ndarray, at: int = -1) -> None:
+        """``v``'s bytes appended to the chunk's spill shard of column ``name`` (``at`` < 0), or at byte ``at`` of
+        the column's placed file; a full disk is a DiskFullError, and the chunk's shards are dropped."""
         data = np.ascontiguousarray(v).reshape(-1)
+        payload = data.view(np.uint8).data if data.size else b""
         try:
-            f = self._files.get(name)
-            if f is None:
-                fd = self.partial.shards_fd()
-                tmp = spill_shard(self.partial.path, name, self.chunk).name + ".tmp"
-                f = self._files[name] = DirectWriter(lambda flags: os.open(tmp, flags, 0o644, dir_fd=fd))
-            f.write(data.view(np.uint8).data if data.size else b"")
+            if at < 0:
+                self._shard(name).write(payload)
+            else:
+                placer = self._placer(name)
+                placer.seek(at)
+                placer.write(payload)
         except OSError as e:
             self.abandon()
             if e.errno in NO_ROOM:
                 raise self.partial._no_room(e, data.nbytes) from None
             raise
 
-    def _place(self, name: str, at: int, v: np.ndarray) -> None:
-        data = np.ascontiguousarray(v).reshape(-1)
-        try:
-            f = self._placers.get(name)
-            if f is None:
-                f = self._placers[name] = PlacedWriter(placed_files(self.partial.path, name)[0].name,
-                                                       self.partial.shards_fd())
-            f.seek(at)
-            f.write(data.view(np.uint8).data if data.size else b"")
-        except OSError as e:
-            self.abandon()
-            if e.errno in NO_ROOM:
-                raise self.partial._no_room(e, data.nbytes) from None
-            raise
+    def _shard(self, name: str) -> DirectWriter:
+        f = self._files.get(name)
+        if f is None:
+            fd = self.partial.shards_fd()
+            tmp = spill_shard(self.partial.path, name, self.chunk).name + ".tmp"
+            f = self._files[name] = DirectWriter(lambda flags: os.open(tmp, flags, 0o644, dir_fd=fd))
+        return f
+
+    def _placer(self, name: str) -> PlacedWriter:
+        f = self._placers.get(name)
+        if f is None:
+            f = self._placers[name] = PlacedWriter(placed_files(self.partial.path, name)[0].name,
+                                                   self.partial.shards_fd())
+        return f
 
     def finish(self) -> None:
         """Make the spill shards durable and move them to their names (the parent fsyncs them again before the
