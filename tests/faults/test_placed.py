@@ -13,7 +13,7 @@ import pytest
 
 import prebake
 from benchmarks.trials.crash import install_kill, join_forked
-from benchmarks.trials.placed import trial_placed
+from benchmarks.trials.placed import counting_read_backs, trial_placed
 from prebake.cache.format import partial_path
 from prebake.errors import CacheCorruptError
 
@@ -60,12 +60,30 @@ def _killed_at_commit(src: Path, out: Path, where: str = "entry") -> int:
 
 
 def _same_as_pillow(cache: prebake.Cache, src: Path) -> None:
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     for i, key in enumerate(cache.source_keys or ()):
-        im = Image.open(src / key)
+        im = ImageOps.exif_transpose(Image.open(src / key))
         want = np.asarray(im)[None] if im.mode.startswith("I;16") else np.asarray(im.convert("RGB")).transpose(2, 0, 1)
         assert np.array_equal(cache[i]["image"], want), key
+
+
+def test_photos_turned_by_their_exif_are_placed_turned(tmp_path: Path) -> None:
+    from PIL import Image
+
+    src = _photos(tmp_path / "photos", n=20, seed=6)
+    rng = np.random.default_rng(6)
+    for k in (3, 4, 11):  # stored 30 x 50, shown 50 x 30: the header's count, another shape
+        exif = Image.Exif()
+        exif[0x0112] = 6 if k != 4 else 8
+        photo = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+        (src / f"c{k % 2}" / f"{k}.png").unlink()
+        photo.save(src / f"c{k % 2}" / f"{k}.jpg", exif=exif, quality=95)
+    with counting_read_backs() as reads:
+        cache = prebake.build(str(src), tmp_path / "out", workers=2, chunk_rows=3, progress=False)
+    assert not reads and len(cache) == 20 and prebake.verify(tmp_path / "out").ok  # placed, taken as is
+    assert cache[[str(k) for k in cache.source_keys or ()].index("c1/3.jpg")]["image"].shape == (3, 50, 30)
+    _same_as_pillow(cache, src)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked build")
@@ -85,8 +103,6 @@ def test_the_workers_write_the_column_where_it_goes_and_the_commit_takes_it(tmp_
 
 
 def test_a_fresh_build_takes_the_placed_file_without_reading_it_back(tmp_path: Path) -> None:
-    from benchmarks.trials.placed import counting_read_backs
-
     src = _photos(tmp_path / "photos", seed=1)
     with counting_read_backs() as reads:
         cache = prebake.build(str(src), tmp_path / "out", workers=2, chunk_rows=3, progress=False)
