@@ -51,7 +51,8 @@ def check_setting() -> None:
     value = os.environ.get("PREBAKE_DIRECT_IO")
     if value is not None and value.strip().lower() not in _ON + _OFF:
         raise OptionError(f"PREBAKE_DIRECT_IO={value!r}: it takes 0 (write through the page cache) or 1 (the "
-                          "default: spill shards and rewritten columns past it); set one, or unset it")
+                          "default: the build's spill shards, placed and rewritten columns past it); set one, or "
+                          "unset it")
 
 
 class _Pool:

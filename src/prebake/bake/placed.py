@@ -37,11 +37,9 @@ from ..errors import CacheCorruptError
 from .direct import ALIGN, DirectWriter, _round_up
 from .npyfile import save_npy
 from .plan import placed_files
-from .streamed import npy_header
+from .streamed import HEAD, npy_header
 
 log = logging.getLogger("prebake")
-
-HEAD = 128  # the .npy 1.0 header of a 1-D values file, as np.save writes it for any length
 
 
 def lay_out(path: Path, spec: ColumnSpec, sizes: np.ndarray) -> np.ndarray | None:
@@ -93,17 +91,18 @@ def read_offsets(path: Path, name: str, rows: int) -> np.ndarray:
     try:
         offsets = np.load(table, allow_pickle=False)
     except FileNotFoundError:
-        raise _corrupt(table, "is missing, and the journal names rows placed by it") from None
+        raise damaged(table, "is missing, and the journal names rows placed by it") from None
     except (OSError, ValueError) as e:
-        raise _corrupt(table, f"cannot be read ({e})") from None
+        raise damaged(table, f"cannot be read ({e})") from None
     ok = (offsets.dtype == np.int64 and offsets.shape == (rows + 1,) and int(offsets[0]) == HEAD
           and bool((np.diff(offsets) >= 0).all()))
     if not ok:
-        raise _corrupt(table, f"is not a layout of {rows} rows (int64 byte offsets from {HEAD}, never decreasing)")
+        raise damaged(table, f"is not a layout of {rows} rows (int64 byte offsets from {HEAD}, never decreasing)")
     return offsets
 
 
-def _corrupt(file: Path, what: str) -> CacheCorruptError:
+def damaged(file: Path, what: str) -> CacheCorruptError:
+    """The error for a file of a partial build that is not what the journal says (``what``), and the fix."""
     return CacheCorruptError(f"{file} {what}: the build directory was damaged or changed since it was written; "
                              f"delete it with 'prebake clear {file.parent.parent}' and build again")
 

@@ -201,9 +201,9 @@ def keep_heap() -> None:
 
     A worker allocates an item's arrays, frees them, and allocates the next item's of another size. By default
     glibc maps a block larger than any freed so far afresh and gives the top of the heap back past twice that, so
-    photos of every size kept faulting in new pages: benchmarks/realdata.py's 2,400 photos, 70,000-119,000 minor
-    faults in the workers and 2.66-2.92 s, against 14,000 and 2.43-2.69 s with this. Nothing changes where the
-    user set malloc's own variables, or where malloc is not glibc's."""
+    photos of every size kept faulting in new pages: benchmarks/realdata.py's 2,400 photos, 5 A/B pairs in fresh
+    processes, 61,800-112,800 minor faults in the workers and a median build of 2.67 s, against 13,900-14,400 and
+    2.44 s with this. Nothing changes where the user set malloc's own variables, or where malloc is not glibc's."""
     if any(v in os.environ for v in _HEAP_ENV):
         return
     try:

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..cache.format import ColumnSpec
-from ..errors import CacheCorruptError
 from .direct import DirectReader, drop_pages, enabled, read_ahead
-from .placed import read_offsets
+from .placed import damaged, read_offsets
 from .plan import BuildPlan, ChunkResult, placed_files, shapes_shard, shard_files, spill_shard
 
 
@@ -120,11 +119,6 @@ def _cut(values: np.ndarray, ends: np.ndarray, shapes: np.ndarray | None) -> Ite
         start = end
 
 
-def _damaged(file: Path, what: str) -> CacheCorruptError:
-    return CacheCorruptError(f"{file} {what}: the build directory was damaged or changed since it was written; "
-                             f"delete it with 'prebake clear {file.parent.parent}' and build again")
-
-
 class _File:
     """A file that spilled items are read from, opened on first use (past the page cache where it can be)."""
 
@@ -137,7 +131,7 @@ class _File:
             try:
                 self.reader = DirectReader(lambda flags: os.open(self.path, flags))
             except FileNotFoundError:
-                raise _damaged(self.path, f"is missing, and the journal names {self.items} spilled items in it"
+                raise damaged(self.path, f"is missing, and the journal names {self.items} spilled items in it"
                                ) from None
             self.size = os.fstat(self.reader.fd).st_size
         return self.reader
@@ -145,7 +139,7 @@ class _File:
     def read(self, out: np.ndarray, pos: int, row: int) -> None:
         reader = self.open()
         if self.size < pos + out.nbytes or reader.read_into(out, pos) < out.nbytes:
-            raise _damaged(self.path, f"ends before the {out.nbytes:,} bytes at {pos:,} that the journal names for "
+            raise damaged(self.path, f"ends before the {out.nbytes:,} bytes at {pos:,} that the journal names for "
                                       f"row {row}")
 
     def close(self) -> None:

@@ -31,8 +31,7 @@ from .plan import BuildPlan, ChunkResult
 from .provisional import Provisional
 from .schema import check_ndims, layout, promote, schema_entry
 from .space import check_free
-from .stream import HEAD
-from .streamed import NpyStream, npy_header, read_checksum
+from .streamed import HEAD, NpyStream, npy_header, read_checksum
 
 
 @dataclass
@@ -210,9 +209,9 @@ def _save_layout(tmp: Path, d: Decision, offsets: np.ndarray) -> None:
         _save(tmp / d.spec.files[2], np.ascontiguousarray(d.shapes, dtype=np.int64))
 
 
-def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None, bool] | None:
+def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None] | None:
     """The file written ahead for column ``d`` when it holds exactly the values :func:`write_column` would write,
-    and its checksum when the stream wrote this header in front (bake/stream.py)."""
+    and its checksum when it already begins with this header (a placed file, bake/stream.py)."""
     if stream is None:
         return None
     _, shape = _layout(d)
@@ -223,12 +222,12 @@ def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None, bool] | None:
     return stream.take(d.spec.name, dtype, dtype.itemsize * int(np.prod(shape, dtype=np.int64)), header)
 
 
-def take_stream(tmp: Path, d: Decision, written: tuple[Path, str | None, bool]) -> str:
-    """Column ``d``'s files in ``tmp`` from the values written ahead (bake/stream.py): unless the stream began with
-    this header and checksummed itself, the header goes in front and the whole file is made durable and
-    checksummed in one read; then it moves to its name (``keep``: gets a second name, the first staying until
-    the partial directory goes: a placed file is where a commit killed before its marker reads the items again)."""
-    file, checksum, keep = written
+def take_stream(tmp: Path, d: Decision, written: tuple[Path, str | None]) -> str:
+    """Column ``d``'s files in ``tmp`` from the values written ahead (bake/stream.py): unless the file came
+    checksummed with this header (a placed file), the header goes in front and the whole file is made durable and
+    checksummed in one read; then it gets the column's name as a second one. The first stays until the partial
+    directory goes: a commit killed before its marker reads a placed column's items from it again."""
+    file, checksum = written
     offsets, shape = _layout(d)
     if checksum is None:
         fd = os.open(file, os.O_RDWR)
@@ -239,8 +238,6 @@ def take_stream(tmp: Path, d: Decision, written: tuple[Path, str | None, bool]) 
             os.close(fd)
         checksum = read_checksum(file)
     os.link(file, tmp / d.spec.files[0])  # into the rewrite's directory, whose marker makes it the column's file
-    if not keep:
-        file.unlink()
     _save_layout(tmp, d, offsets)
     return checksum
 

@@ -42,11 +42,10 @@ from ..cache.format import SHARDS, ColumnSpec
 from .direct import DirectReader, DirectWriter
 from .plan import BuildPlan, ChunkResult, placed_files
 from .provisional import Provisional
-from .streamed import npy_header
+from .streamed import HEAD, npy_header
 
 log = logging.getLogger("prebake")
 
-HEAD = 128  # the .npy 1.0 header of a values file of one varying axis: what np.save writes for any length
 
 
 def stream_file(path: Path, name: str) -> Path:
@@ -186,18 +185,16 @@ class StreamAhead:
                 c.write(item)
             c.chunks += 1
 
-    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b""
-             ) -> tuple[Path, str | None, bool] | None:
+    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b"") -> tuple[Path, str | None] | None:
         """The stream (or placed file) of column ``name``, flushed, when it holds the rewrite's bytes for ``dtype``
         and ``data_bytes``, with its xxh3-64 when it begins with ``header`` already (else None: the caller writes
-        the header and reads the file back), and whether the file must keep its name (a placed file: the items'
-        record until the commit is durable); None when it is not the column (and a stream's file is removed)."""
+        the header and reads the file back); None when it is not the column (and a stream's file is removed)."""
         p = self.placed.pop(name, None)
         if p is not None:
             p.close()
             whole = p.chunks == self.plan.num_chunks and int(p.offsets[-1] - p.offsets[0]) == data_bytes
             if not self.broken and whole and np.dtype(dtype) == np.dtype(p.spec.dtype):
-                return p.file, p.hash.hexdigest() if p.header == header else None, True
+                return p.file, p.hash.hexdigest() if p.header == header else None
             return None
         c = self.columns.pop(name, None)
         if c is None:
@@ -208,7 +205,7 @@ class StreamAhead:
         if not ok:
             c.file.unlink(missing_ok=True)
             return None
-        return c.file, None, False
+        return c.file, None
 
     def discard(self) -> None:
         """Remove every stream not taken (a placed file stays: the rewrite may read items from it)."""

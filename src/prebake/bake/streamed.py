@@ -37,6 +37,9 @@ def read_checksum(file: Path) -> str:
     return h.hexdigest()
 
 
+HEAD = 128  # the .npy 1.0 header of a 1-D values file: what np.save writes for any length, and room for it
+
+
 def npy_header(dtype: np.dtype, shape: Sequence[int]) -> bytes:
     """The header ``np.save`` and ``open_memmap`` write for an array of ``dtype`` and ``shape`` (version 1.0 where it
     fits, else 2.0)."""
