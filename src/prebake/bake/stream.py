@@ -118,6 +118,7 @@ class StreamAhead:
         self.results: dict[int, ChunkResult] = {}
         self.columns: dict[str, _Column] = {}
         self.broken = False
+        self._finished = False
         self._next = 0
         self._queue: queue.Queue[ChunkResult | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="prebake-stream-ahead")
@@ -127,7 +128,12 @@ class StreamAhead:
         self._queue.put(result)
 
     def finish(self) -> None:
-        """Wait until every chunk added is written (or the stream gave up), and close the files."""
+        """Wait until every chunk added is written (or the stream gave up), and close the files. Called again (by
+        :func:`write_ahead` on the way out of a build that failed after finishing, e.g. more skipped than
+        ``max_skipped`` allows) it does nothing: the files are closed, and a second sync would hide that error."""
+        if self._finished:
+            return
+        self._finished = True
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
