@@ -377,14 +377,25 @@ def read_string_rows(ds: Any, rows: Any) -> np.ndarray:
 
 
 def string_width(ds: Any) -> str:
-    """The ``<U`` dtype a string dataset's rows are read into (one pass for variable-length ones)."""
+    """The dtype a string dataset's rows are read into: ``<U`` of the longest value when every value is UTF-8
+    text (one pass over the dataset), else bytes (``|S`` of the longest value), so a column of raw bytes such as
+    digests keeps every row rather than losing those that are not text."""
     wanted = ds.attrs.get(NUMPY_DTYPE)
     if wanted is not None:
         return str(wanted)
+    try:
+        values = read_string_rows(ds, slice(None))
+    except UnicodeDecodeError:
+        return f"|S{max(1, ds.dtype.itemsize if ds.dtype.kind == 'S' else _bytes_width(ds))}"
     if ds.dtype.kind == "S":
         return f"<U{max(1, ds.dtype.itemsize)}"
-    values = read_string_rows(ds, slice(None))
     return f"<U{max(1, int(np.char.str_len(values).max()) if values.size else 1)}"
+
+
+def _bytes_width(ds: Any) -> int:
+    """The longest value of a variable-length bytes dataset."""
+    raw = np.asarray(ds[()]).reshape(-1)
+    return max((len(v) for v in raw), default=1)
 
 
 def is_string_dataset(ds: Any) -> bool:

@@ -3,9 +3,11 @@
 - The datasets of the file's top level, or of the group ``group`` names (``hdf5_group``,
   CLI ``--hdf5-group train``, or a path ``data.h5/train``: the layout Keras-era scripts
   write, ``/train/x``, ``/train/y``), whose first axis has the item count N are columns;
-  N is the ``num_items`` attribute of a file ``prebake export`` wrote, else the length
-  shared by most datasets (``label`` and ``image`` decide a tie). Other datasets are left
-  out, with a warning that names them; in a file prebake exported, every column its
+  N is the ``num_items`` attribute of a file ``prebake export`` wrote, else the length of
+  the datasets named as items by convention (``image(s)``, ``label(s)``, ``x``, ``y``,
+  ``target(s)``, ``input(s)``) when they agree, else the length whose datasets hold the
+  most bytes (a table of 3 channel means never outvotes 100 images). Other datasets are
+  left out, with a warning that names them; in a file prebake exported, every column its
   manifest lists must be there with N rows. A top level with no datasets but groups that
   hold some is refused with the groups to choose from.
 - A variable-length dataset of numbers is a ragged column; a compound dataset gives one
@@ -49,6 +51,9 @@ from .hdf5_columns import Column, group_columns, named
 from .hdf5links import LinkedFiles
 
 log = logging.getLogger(__name__)
+# Datasets that hold one row per item by convention (Keras' x/y, torchvision-style image/label): their length is
+# the item count, whatever small tables of class names or channel means the file also holds.
+_ITEM_NAMES = ("label", "labels", "image", "images", "target", "targets", "x", "y", "input", "inputs")
 _CHUNK_CACHE = 64 << 20
 
 
@@ -83,6 +88,11 @@ class Hdf5Source(Source):
             links.follow(base, member, prefix + member)
         columns, other = group_columns(base, prefix)
         columns = [c for c in columns if self._usable(f, c, links)]
+        unstorable = {c.path if c.field is None else f"{c.path}.{c.field}": why for c in columns
+                      if (why := _unstorable(f[c.path], c))}
+        if unstorable:
+            log.warning("%s: left out %s", self.path, "; ".join(f"{p} ({why})" for p, why in unstorable.items()))
+            columns = [c for c in columns if not _unstorable(f[c.path], c)]
         self.num_items = self._item_count(f, columns)
         rows = {c.path: self._rows(f, c) for c in columns}
         exported = "num_items" in f.attrs  # its ragged columns are checked below, never left out
@@ -142,7 +152,10 @@ class Hdf5Source(Source):
             return column_dtype(f[c.path][VALUES], where)
         ds = f[c.path]
         if c.kind == "field":
-            return ds.dtype.fields[c.field][0].base  # a subarray field's rows keep its shape, not its dtype
+            field = ds.dtype.fields[c.field][0]
+            if field.kind == "O":  # variable-length text (the only object field _unstorable lets through)
+                return _text_dtype(np.asarray(ds.fields(c.field)[()]))
+            return field.base  # a subarray field's rows keep its shape, not its dtype
         if c.kind == "vlen":
             return np.dtype(h5py_module().check_vlen_dtype(ds.dtype))
         return column_dtype(ds, where)
@@ -160,11 +173,14 @@ class Hdf5Source(Source):
             groups = _data_groups(f)
             fix = f"; choose a group with {opt('hdf5_group')}: {', '.join(groups)}" if groups and not self.group else ""
             raise SourceError(f"{self.path} holds no datasets {where} to bake{fix}")
-        fixed = {c.name: self._rows(f, c) for c in columns if c.kind == "fixed"}
-        for name in ("label", "image"):
-            if name in fixed and lengths[fixed[name]] == max(lengths.values()):
-                return fixed[name]
-        return lengths.most_common(1)[0][0]
+        named = {self._rows(f, c) for c in columns if c.kind == "fixed" and c.name.lower() in _ITEM_NAMES}
+        if len(named) == 1:
+            return named.pop()
+        size: Counter[int] = Counter()
+        for c in columns:
+            ds = f[c.path][VALUES] if c.kind == "ragged" else f[c.path]
+            size[self._rows(f, c)] += ds.size * ds.dtype.itemsize
+        return max(lengths, key=lambda n: (size[n], lengths[n], n))
 
     def _check_exported(self, order: dict[str, int]) -> None:
         """Every column the manifest of an exported file lists must be there, with one row per item."""
@@ -214,7 +230,10 @@ class Hdf5Source(Source):
             rows = read_rows(f[c.path][VALUES], slice(int(lo), int(hi)), dtype)
             return rows.reshape(f[c.path][SHAPES][index]) if SHAPES in f[c.path] else rows  # a ragged N-D column
         if c.kind == "field":
-            return np.asarray(f[c.path].fields(c.field)[index], dtype=dtype)
+            value = f[c.path].fields(c.field)[index]
+            if dtype.kind == "U" and isinstance(value, bytes):  # h5py gives a text field's values as bytes
+                value = value.decode("utf-8")
+            return np.asarray(value, dtype=dtype)
         if c.kind == "vlen":
             return np.asarray(f[c.path][index], dtype=dtype).reshape(-1)
         return read_rows(f[c.path], index, dtype)
@@ -227,6 +246,36 @@ class Hdf5Source(Source):
         files = {self.path.name: [st.st_size, 0]}  # content, not mtime, decides
         files.update(file_identity(self.linked, self.path.parent, content=self.content_hash))
         return {"kind": self.kind, "root": str(self.path.parent), "params": params, "files": files}
+
+
+def _unstorable(ds: Any, c: Column) -> str | None:
+    """Why a column cannot hold this dataset's (or field's) rows, or None: object references, nested compounds,
+    a compound's variable-length field, a variable-length dataset of more than one axis. Such a dataset is left
+    out with a warning that names it, so the file's other columns still bake (a per-row failure would make every
+    item bad)."""
+    if c.kind == "ragged":
+        return None
+    h5py = h5py_module()
+    dtype = ds.dtype.fields[c.field][0] if c.kind == "field" else ds.dtype
+    if h5py.check_ref_dtype(dtype) is not None:
+        return "object references, which no column holds"
+    if dtype.base.fields is not None:
+        return "a compound inside a compound; give it its own dataset"
+    if c.kind == "vlen" and ds.ndim > 1:
+        return f"variable-length rows in {ds.ndim} axes; a ragged column holds one variable axis per item"
+    if c.kind == "field" and dtype.hasobject and (dtype.kind != "O" or h5py.check_string_dtype(dtype) is None):
+        return "variable-length values inside a table's field; store them as a dataset of their own"
+    return None
+
+
+def _text_dtype(values: np.ndarray) -> np.dtype:
+    """``<U`` of the longest value when every value of a variable-length text field is text (UTF-8), else bytes."""
+    flat = values.reshape(-1)
+    try:
+        text = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in flat]
+    except UnicodeDecodeError:
+        return np.dtype(f"|S{max((len(v) for v in flat), default=1) or 1}")
+    return np.dtype(f"<U{max((len(v) for v in text), default=1) or 1}")
 
 
 def _fits_int64(raw: np.ndarray) -> bool:

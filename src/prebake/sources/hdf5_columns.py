@@ -14,9 +14,10 @@ does not start with ``_`` (:func:`prebake.cache.format.validate_column_name`). A
 whose name is not such a name is **renamed** by one rule (:func:`column_name`): every run of
 other characters becomes ``_``, leading and trailing ``_`` and ``-`` are dropped (``column``
 if nothing is left: ``heart rate (bpm)`` -> ``heart_rate_bpm``), and ``_2``, ``_3``, ... is
-added while the name is taken; valid names keep theirs
-and are taken first. The source records ``{new name: original}`` in its identity, so the
-manifest keeps the original names.
+added while the name is taken. A dataset's valid name is its own and taken first; a
+compound field's ``<dataset>_<field>`` comes next, so it never takes a dataset's name. The
+source records ``{new name: original}`` in its identity, so the manifest keeps the original
+names.
 """
 
 from __future__ import annotations
@@ -94,17 +95,23 @@ def group_columns(group: Any, prefix: str) -> tuple[list[Column], list[str]]:
 
 
 def named(columns: list[Column]) -> tuple[list[Column], dict[str, str]]:
-    """``columns`` under valid, distinct names (see the module docstring), and ``{new name: original}``."""
-    taken = {c.name for c in columns if is_valid(c.name)}
+    """``columns`` under valid, distinct names (see the module docstring), and ``{new name: original}``.
+
+    A dataset's own valid name is taken first, then a compound field's ``<dataset>_<field>`` where that is
+    valid and still free (a field never takes a dataset's name: the file's ``tab_a`` stays ``tab_a`` beside
+    ``tab``'s field ``a``, which becomes ``tab_a_2``), then every other name is made valid by the rule."""
+    names: list[str | None] = [None] * len(columns)
+    taken: set[str] = set()
+    for fields in (False, True):
+        for k, c in enumerate(columns):
+            if (c.kind == "field") == fields and is_valid(c.name) and c.name not in taken:
+                names[k] = c.name
+                taken.add(c.name)
     out, renamed = [], {}
-    seen: set[str] = set()
-    for c in columns:
-        if is_valid(c.name) and c.name not in seen:
-            out.append(c)
-        else:
-            new = column_name(c.name, taken | seen)
-            taken.add(new)
-            renamed[new] = c.original
-            out.append(Column(new, c.path, c.kind, c.field))
-        seen.add(out[-1].name)
+    for c, name in zip(columns, names):
+        if name is None:
+            name = column_name(c.name, taken)
+            taken.add(name)
+            renamed[name] = c.original
+        out.append(c if name == c.name else Column(name, c.path, c.kind, c.field))
     return out, renamed
