@@ -53,7 +53,7 @@ from .placed import lay_out
 from .plan import BuildPlan, ChunkResult
 from .pool import WorkerPool
 from .rewrite import SchemaSoFar
-from .skips import check_dtypes, check_skipped
+from .skips import check_column_sets, check_dtypes, check_skipped
 from .stage_runner import StageRunner, plan_stages
 from .stream import StreamAhead, write_ahead
 from .watchdog import Watchdog, watch_this_process
@@ -236,7 +236,7 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     dropped: tuple[str, ...] = ()
     item, prior = None, None
     if opts.stages:  # the stages' output specs come from running them on the first item
-        item_specs, item = probe(job, ragged, dict(opts.dtypes))
+        item_specs, item = probe(job, ragged, dict(opts.dtypes), opts.allow_empty)
         stage_specs, staged, dropped = plan_stages(opts.stages, item_specs, item)
         specs = [*item_specs, *stage_specs]
         kept = sorted((c for c in specs if c.name not in dropped), key=lambda c: c.name)
@@ -245,7 +245,8 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
         reuse, specs = reusable
     else:
         prior = None if opts.force else prior_plan(out, fp["digest"])  # a resume reads no item to plan again
-        (specs, item), reuse = ((list(prior.columns), None) if prior else probe(job, ragged, dict(opts.dtypes))), None
+        (specs, item), reuse = ((list(prior.columns), None) if prior else probe(job, ragged, dict(opts.dtypes),
+                                                                                   opts.allow_empty)), None
     check_dtypes(opts.dtypes, specs, out)
     rows = opts.chunk_rows or (prior.chunk_rows if prior else _chunk_rows(specs, item, opts.stages))
     plan = BuildPlan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped, ragged, opts.dtypes)
@@ -270,8 +271,10 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
             stream.finish()
         if runner is not None and runner.items:
             log.info("%s: %s", out, runner.summary())
-        _refuse_empty(partial, job.source, opts.allow_empty)
         keys = job.source.keys
+        check_column_sets([b for r in partial.done.values() for b in r.bad], [c.name for c in plan.item_columns],
+                          plan.num_keys, lambda i: keys()[i])
+        _refuse_empty(partial, job.source, opts.allow_empty)
         check_skipped(out, [b for r in partial.done.values() for b in r.bad], plan.num_keys, opts.max_skipped,
                       lambda i: keys()[i], partial.path)
         fp = reads.settle(fp, out, (r.reads for r in partial.done.values()), opts.content_hash,

@@ -47,6 +47,10 @@ def reuse_plan(out: Path, fp: dict[str, Any], ids: np.ndarray | None) -> tuple[n
         return None
     if not old.get("item_ids") or not _same_but_files(old["fingerprint"]["inputs"], fp["inputs"]):
         return None
+    promoted = sorted(n for n, c in old.get("columns", {}).items() if (c.get("schema") or {}).get("rule") == "promoted")
+    if promoted:  # a copied row holds the promoted dtype, not its item's own: the set of items left decides again
+        log.info("%s: baking every item again: column %s was promoted from several dtypes", out, ", ".join(promoted))
+        return None
     if not _intact(out, old):
         return None
     rows = {int(h): r for r, h in enumerate(np.load(out / ITEM_IDS, allow_pickle=False))}

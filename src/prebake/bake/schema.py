@@ -6,10 +6,11 @@ item that does not fit it is not bad: the worker spills its value (bake/spill.py
 commit decides the column from every item:
 
 - **dtype**: the user's (``--dtype COL=DTYPE``: every item is cast to it, a value it cannot hold
-  exactly is a bad item); else the items' one dtype when they all agree (byte order kept); else
-  ``numpy.result_type`` of them all, refused when it cannot hold every item exactly (int64 beside
-  uint64 gives float64; int64 beside float32 too) or when the items mix kinds (text, bytes,
-  numbers, dates): a :class:`SchemaError` naming the column, the dtypes, an item of each, and the
+  exactly is a bad item, while a float cast to a narrower float rounds to the nearest); else the
+  items' one dtype when they all agree (byte order kept); else ``numpy.result_type`` of them
+  all, refused when it cannot hold every value of their dtypes exactly (int64 beside uint64
+  gives float64; int64 beside float32 too) or when the items mix kinds (text, bytes, numbers,
+  dates): a :class:`SchemaError` naming the column, the dtypes, an item of each, and the
   fix. Strings and bytes widen to the longest.
 - **shape**: fixed when every item agrees; a ragged column of rows when only axis 0 varies (or
   the column was declared ragged); a ragged N-D column when any other axis varies. Items with
@@ -65,10 +66,18 @@ def cast_checked(value: np.ndarray, dtype: np.dtype, column: str) -> np.ndarray:
     if value.size and value.dtype.kind in "biufc" and dtype.kind in "biuf":
         _check_range(value, dtype, column, given)
     out = value.astype(dtype)
-    if value.size and not np.array_equal(out.astype(value.dtype), value) and dtype.kind not in "fc":
-        raise BadItemError(f"column {column!r} holds values that {given} does not hold exactly (text longer "
-                           "than its width, a finer time unit); give a wider dtype")
-    return out
+    if not value.size or (dtype.kind in "fc" and value.dtype.kind in "fc"):
+        return out  # a float to a narrower float rounds to the nearest (range checked above): what is asked for
+    back = out.astype(value.dtype)
+    if np.array_equal(back, value):
+        return out
+    if dtype.kind in "fc":
+        lost = value[back != value]
+        raise BadItemError(f"column {column!r} holds integers that {dtype} does not hold exactly: {_shown(lost)} "
+                           f"({given}; never rounded); give a wider float dtype (float64 holds every integer up to "
+                           "2**53), or an integer one")
+    raise BadItemError(f"column {column!r} holds values that {given} does not hold exactly (text longer "
+                       "than its width, a finer time unit); give a wider dtype")
 
 
 def _check_range(value: np.ndarray, dtype: np.dtype, column: str, given: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import OptionError, TooManySkippedError, opt
+from ..errors import OptionError, SchemaError, TooManySkippedError, opt
 
 
 def allowed(limit: float, total: int) -> float:
@@ -41,6 +41,30 @@ def check_skipped(out: Path, bad: Sequence[tuple[int, str]], total: int, limit: 
     raise TooManySkippedError(f"{head}; nothing was committed, the baked items are kept in {partial}: fix those "
                               f"items and build again, or re-run with a higher {opt('max_skipped')} to commit them "
                               "(that resumes: nothing is baked again)")
+
+
+OTHER_COLUMNS = "other columns than the items':"  # the reason of an item whose keys are not the columns'
+
+
+def check_column_sets(bad: Sequence[tuple[int, str]], columns: Sequence[str], total: int,
+                      key: Callable[[int], str]) -> None:
+    """A SchemaError when some items have other keys than the columns (their reason starts with
+    :data:`OTHER_COLUMNS`): the build is refused whatever the order of the items, rather than keeping those that
+    happen to agree with the first."""
+    other = [(i, reason[len(OTHER_COLUMNS):].strip()) for i, reason in bad if reason.startswith(OTHER_COLUMNS)]
+    if not other:
+        return
+    sets: dict[str, list[int]] = {}
+    for i, names in sorted(other):
+        sets.setdefault(names, []).append(i)
+    plain = total - len(bad)
+    found = [(len(rows), names, f", e.g. {key(rows[0])}") for names, rows in sets.items()]
+    found += [(plain, repr(sorted(columns)), "")] if plain else []
+    shown = [f"{names} ({n:,} item{'s' if n != 1 else ''}{example})"
+             for n, names, example in sorted(found, key=lambda f: (-f[0], f[1]))]  # the same in any item order
+    raise SchemaError(f"the items have different keys: {'; '.join(shown)}; every item needs a value for every column, "
+                      "so nothing was committed — return the same keys from every item (for a value only some items "
+                      "have, an empty array in the others with the column declared ragged, or a flag column)")
 
 
 def check_dtypes(dtypes: Sequence[tuple[str, str]], specs: Sequence[Any], out: Path) -> None:

@@ -32,6 +32,7 @@ from .direct import DirectWriter
 from .placed import PlacedWriter, placeable
 from .plan import placed_files, spill_shard
 from .schema import cast_checked, fits
+from .skips import OTHER_COLUMNS
 from .space import NO_ROOM
 
 Fitted = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.dtype]]
@@ -74,11 +75,10 @@ class Fitter:
 
 
 def _check_names(item: Mapping[str, Any], names: frozenset[str]) -> None:
-    extra = sorted(set(item) - names)
-    if extra:
-        raise BadItemError(f"has columns {extra} that the first item did not have")
-    missing = sorted(names - set(item))
-    raise BadItemError(f"missing column {missing[0]!r}")
+    """An item whose keys are not the columns': recorded as bad with :data:`OTHER_COLUMNS`, which the commit
+    turns into a SchemaError for the whole build (skips.check_column_sets), so the order of the items never
+    decides which of them are kept."""
+    raise BadItemError(f"{OTHER_COLUMNS} {sorted(item)!r}")
 
 
 def fit_item(item: Mapping[str, Any], specs: Sequence[ColumnSpec], given: Mapping[str, str],

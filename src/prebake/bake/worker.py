@@ -91,11 +91,13 @@ def probe_specs(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None
     return probe(job, ragged, given)[0]
 
 
-def probe(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None = None
+def probe(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None = None, allow_empty: bool = False
           ) -> tuple[list[ColumnSpec], dict[str, np.ndarray]]:
     """The provisional column specs of the first item that bakes, and that item (its values as the specs hold them).
 
-    ``given``: the user's dtype of some columns (``--dtype``), which the specs take."""
+    ``given``: the user's dtype of some columns (``--dtype``), which the specs take. A bad item stops a strict
+    build here as in a chunk. When no item bakes: a SourceError, or, with ``allow_empty``, no columns at all
+    (every item is then skipped with its own reason, and the build commits a cache of none)."""
     given = dict(given or {})
     reasons = []
     for i in range(len(job.source)):
@@ -104,9 +106,16 @@ def probe(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None = Non
             specs = [spec_of(name, value, name in ragged, given.get(name)) for name, value in item.items()]
             return specs, fit_item(item, specs, given)[0]
         except BadItemError as e:
+            if job.strict:
+                raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad "
+                                      "item)") from e
             reasons.append(f"{job.source.keys()[i]}: {e.reason}")
+    if allow_empty and len(job.source):
+        return [], {}
     shown = "; ".join(reasons[:3]) or "the source has no items"
-    raise SourceError(f"no item of the source could be baked ({shown})")
+    more = "; ..." if len(reasons) > 3 else ""
+    fix = f"; fix the inputs, or pass {opt('allow_empty')} to commit an empty cache" if reasons else ""
+    raise SourceError(f"no item of the source could be baked ({shown}{more}){fix}")
 
 
 def spec_of(name: str, value: Any, ragged: bool, given: str | None = None) -> ColumnSpec:
