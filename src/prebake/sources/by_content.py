@@ -12,11 +12,12 @@ item that says so; a video row is refused (``--kind video`` reads clips).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadItemError, opt
+from ..errors import BadItemError, OptionError, opt
 from .audio import read_audio, require_soundfile
 from .images import DEFAULT_MAX_PIXELS, decode_image
 from .sniff import family, name_family
@@ -39,6 +40,12 @@ class Readers:
     channel: str = "mix"
     audio_dtype: str = "int16"
     channels: str | None = None  # images' channel policy (prebake.sources.images.with_channels)
+
+    def __post_init__(self) -> None:
+        # a fill value too large for a volume's own dtype is refused per item (volume_formats.finite), which knows it
+        if self.nan_fill is not None and not math.isfinite(self.nan_fill):
+            raise OptionError(f"{opt('nan_fill', self.nan_fill)} is not a finite number; NaN and infinite voxels are "
+                              "what it replaces: give a finite value, e.g. 0")
 
 
 def row_family(path: Path, by_content: bool = True) -> str | None:

@@ -304,14 +304,28 @@ class CsvSource(Source):
         return item
 
     def item_identities(self) -> list[str]:
-        """Path, file size and mtime, and labels: independent of the row's position in the table."""
-        files = file_identity([self._file(r) for r in self._rows if r.path], self.base_dir, content=self.content_hash)
+        """Path, file size and mtime (or content), and labels: independent of the row's position in the table.
+
+        A volume read from several files (a DICOM series' slices, the ``.img`` of a ``.hdr``, the ``.BRIK.gz`` of a
+        ``.HEAD``) is identified by all of them: by its row's path alone, a changed slice kept its stale voxels."""
         out = []
         for i, (row, label) in enumerate(zip(self._rows, self._labels)):
-            rel = os.path.relpath(self._file(row), self.base_dir) if row.path else ""
             kept = [str(v[i]) for v in self._kept.values()] if self._kept else ""
-            out.append(f"{row.path}|{files.get(rel)}|{row.values}|{_label_text(label)}|{row.error}{kept}")
+            out.append(f"{row.path}|{self._row_identity(i)}|{row.values}|{_label_text(label)}|{row.error}{kept}")
         return out
+
+    def _row_identity(self, index: int) -> Any:
+        """The identity of the files row ``index`` is read from: its file's alone for one file (as caches made before
+        volumes of several files were tracked recorded it), else every file's, sorted by path."""
+        row = self._rows[index]
+        if not row.path:
+            return None
+        path = self._file(row)
+        files = identity_files(path) if self._volumes[index] else [path]
+        found = file_identity(files, self.base_dir, content=self.content_hash)
+        if files == [path]:
+            return found[os.path.relpath(path, self.base_dir)]
+        return sorted(found.items())
 
     def describe(self) -> dict[str, Any]:
         """The table itself by content, the files it names by metadata (or content, see

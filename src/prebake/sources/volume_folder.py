@@ -68,7 +68,7 @@ class VolumeFolderSource(ClassFolderSource):
     def item_identities(self) -> list[str]:
         out = []
         for p, label in zip(self._paths, self._labels):
-            files = file_identity(identity_files(self.root / p), self.root)
+            files = file_identity(identity_files(self.root / p), self.root, content=self.content_hash)
             out.append(f"{p}|{sorted(files.items())}|{label}")
         return out
 

@@ -27,11 +27,17 @@ voxel grid) is refused per item.
 
 ``nan_fill`` (:func:`finite`): a float volume with NaN or infinite voxels (the background of a
 registered scan) is a bad item naming the option, unless ``nan_fill`` gives the value to put
-there; then they are filled and counted in the build's notes (:mod:`.notes`).
+there; then they are filled and counted in the build's notes (:mod:`.notes`). A fill value the
+volume's dtype cannot hold (``1e300`` in float32) is a bad item naming the dtype.
+
+A NIfTI is read as its content says, gzip-compressed (magic ``1f 8b``) or not, whatever its name
+(a gzipped ``.nii``, a plain ``.nii.gz``). Every file a volume is read from (:func:`pair_files`: a
+header's data halves, ``X.BRIK.gz`` as well as ``X.BRIK``) is part of the item's identity.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import warnings
@@ -45,7 +51,7 @@ import numpy as np
 from ..errors import BadItemError, SourceError, opt
 from .notes import note
 from .sniff import DATA_HALVES, FAMILY, VOLUME_NAMES, family, name_family, sniff
-from .volume_header import DEFAULT_MAX_VOXELS, check_declared
+from .volume_header import DEFAULT_MAX_VOXELS, check_declared, check_inflatable, is_gzip
 
 #: The formats :func:`read_nibabel` reads, as a message names them.
 NIBABEL_FORMATS = {"mgh": "MGH/MGZ", "minc1": "MINC-1", "minc2": "MINC-2", "parrec": "PAR/REC", "afni": "AFNI",
@@ -67,24 +73,35 @@ def _suffix(name: str, table: dict[str, Any]) -> str | None:
 
 
 def sibling(path: Path, suffixes: tuple[str, ...]) -> Path | None:
-    """The file beside ``path`` with the same stem and one of ``suffixes`` (any case), if there is one."""
+    """The file beside ``path`` with the same stem and one of ``suffixes``, each part in either case, if there is
+    one."""
     stem = path.name[: -len(_suffix(path.name, {**_PAIRS, **_HEADERS}) or "")] or path.name
     for suffix in suffixes:
-        for candidate in (suffix, suffix.upper()):
+        for candidate in _case_variants(suffix):
             other = path.with_name(stem + candidate)
             if other.is_file():
                 return other
     return None
 
 
+def _case_variants(suffix: str) -> list[str]:
+    """``.brik.gz`` -> ``.brik.gz``, ``.BRIK.gz``, ``.brik.GZ``, ``.BRIK.GZ``: each part lower or upper case, as
+    exports mix them (nibabel's own AFNI test file is ``example4d+orig.BRIK.gz``)."""
+    variants = [""]
+    for part in suffix.lstrip(".").split("."):
+        variants = [v + "." + p for v in variants for p in dict.fromkeys((part.lower(), part.upper()))]
+    return variants
+
+
 def pair_files(path: Path) -> list[Path]:
-    """``path`` and the other files of its pair that exist (a header's data half, a data half's header)."""
+    """``path`` and the other files of its pair that exist (a header's data halves, a data half's header and the
+    header's other halves): every file a volume item is read from, so each enters the item's identity."""
     header = _suffix(path.name, _PAIRS)
     if header is not None:
-        return [path, *(p for s in _PAIRS[header] if (p := sibling(path, (s,))) is not None)]
+        return [path, *dict.fromkeys(p for s in _PAIRS[header] if (p := sibling(path, (s,))) is not None)]
     data = _suffix(path.name, _HEADERS)
     if data is not None and (head := sibling(path, _HEADERS[data][0])) is not None:
-        return [head, path]
+        return [head, *dict.fromkeys([path, *pair_files(head)[1:]])]
     return [path]
 
 
@@ -123,8 +140,8 @@ def volume_reader(path: Path) -> str:
     if data is not None:
         return _HEADERS[data][1]
     found = sniff(path)
-    if found in ("nifti1", "nifti2") and lower.endswith(_NIFTI):
-        return "nifti"
+    if found in ("nifti1", "nifti2") and lower.endswith(".nii.gz" if is_gzip(path) else ".nii"):
+        return "nifti"  # else "nifti1"/"nifti2": read through a link named as its content is (a gzipped ".nii")
     if found in ("npy", "dicom") or found in NIBABEL_FORMATS:
         return str(found)
     if found is not None:
@@ -158,8 +175,16 @@ def finite(item: dict[str, Any], nan_fill: float | None) -> dict[str, Any]:
     if nan_fill is None:
         raise BadItemError(f"{count:,} of its {image.size:,} voxels are NaN or infinite (the background of a "
                            f"registered scan?); fill them with {opt('nan_fill', 0)}, or leave the file out")
+    with np.errstate(over="ignore"):  # a value the dtype cannot hold becomes inf: refused below, naming the dtype
+        fill = np.asarray(nan_fill, dtype=np.float64).astype(image.dtype)
+    if not np.isfinite(fill):
+        held = f"at most {float(np.finfo(image.dtype).max):g} in magnitude"
+        why = "is not a finite number; give a finite fill value, e.g. 0" if not np.isfinite(nan_fill) else \
+            (f"is beyond what this volume's {image.dtype} voxels hold ({held}): filled, they would be infinite; give "
+             "a fill value within that range")
+        raise BadItemError(f"{opt('nan_fill', nan_fill)} {why}")
     filled = np.array(image, copy=True)
-    filled[bad] = nan_fill
+    filled[bad] = fill
     note(f"NaN or infinite voxels set to {nan_fill:g} ({opt('nan_fill')})", count)
     return {**item, "image": filled}
 
@@ -180,6 +205,7 @@ def read_nibabel(path: Path, name: str, max_voxels: int = DEFAULT_MAX_VOXELS, fm
     img = _load(path, fmt, what)
     shape, stored = tuple(int(n) for n in img.shape), _stored_dtype(img)
     check_declared(shape, stored, max_voxels, name)
+    check_inflatable(math.prod(shape) * stored.itemsize, pair_files(path), name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)  # nibabel's PAR/REC reader leaves its file to GC
@@ -267,7 +293,7 @@ def _channels_first(values: np.ndarray, channel_axes: list[int], name: str) -> n
 @contextmanager
 def named_for_nibabel(path: Path, fmt: str) -> Iterator[Path]:
     """``path``, or a link to it named with the suffix nibabel needs to open ``fmt`` (a pair keeps its names)."""
-    needed = _needed_suffix(fmt, _is_gzip(path))
+    needed = _needed_suffix(fmt, is_gzip(path))
     if needed is None or path.name.lower().endswith(needed) or _suffix(path.name, _HEADERS) is not None:
         yield path
         return
@@ -290,11 +316,3 @@ def _needed_suffix(fmt: str, gz: bool) -> str | None:
     if plain is None or not gz:
         return plain
     return ".mgz" if plain == ".mgh" else plain + ".gz"
-
-
-def _is_gzip(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(2) == b"\x1f\x8b"
-    except OSError:
-        return False

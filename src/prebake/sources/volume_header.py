@@ -3,8 +3,10 @@
 An 8 KB header can declare 1200^3 voxels (3.3 GB to allocate before reading fails), an
 axis of length 0 (an all-padding volume after a crop/pad), or geometry that places the
 voxels nowhere (a singular or NaN affine; a NIfTI pixdim of 0 that nibabel quietly makes
-1 mm). Each is a :class:`~prebake.errors.BadItemError` naming the file, the value and the
-fix, so a build skips that item and says why; ``max_voxels`` raises the size limit.
+1 mm). A gzip file cannot hold more than 1032 x its size (:func:`check_inflatable`): an 81-byte
+``.nii.gz`` declaring 1 GB is refused before nibabel allocates it. Each is a
+:class:`~prebake.errors.BadItemError` naming the file, the value and the fix, so a build skips
+that item and says why; ``max_voxels`` raises the size limit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadItemError, opt
+from .sniff import read_head
 
 #: The default of ``max_voxels``: 1024^3, above a whole-body CT (512 x 512 x 2000 is half of it), far below
 #: what a lying header declares; raise it for larger scans.
@@ -72,25 +75,53 @@ def header_as_written(img: Any, path: Path) -> Any:
         return type(header).from_fileobj(f, check=False)
 
 
-def check_nifti_header(header: Any, path: Path, max_voxels: int) -> None:
-    """Shape, size and pixdim of a NIfTI header (any nibabel header for the shape), before its voxels are read."""
+def check_nifti_header(header: Any, path: Path, max_voxels: int, name: str | None = None) -> None:
+    """Shape, size and pixdim of a NIfTI header (any nibabel header for the shape), before its voxels are read
+    (``name``: the file's own name for messages, when ``path`` is a link named for nibabel)."""
     from nibabel import Nifti1Header
 
+    name = name or path.name
     shape, dtype = header.get_data_shape(), header.get_data_dtype()
-    check_declared(shape, dtype, max_voxels, path.name)
+    check_declared(shape, dtype, max_voxels, name)
     need = int(header.get_data_offset()) + math.prod(shape) * dtype.itemsize
     size = path.stat().st_size
-    if not path.name.lower().endswith(".gz") and size < need:
-        raise BadItemError(f"{path.name} is truncated: its header declares {need:,} bytes with the voxels, the file "
+    if is_gzip(path):
+        check_inflatable(need, [path], name)
+    elif size < need:
+        raise BadItemError(f"{name} is truncated: its header declares {need:,} bytes with the voxels, the file "
                            f"holds {size:,}; copy or export it again")
     if not isinstance(header, Nifti1Header) or int(header["sform_code"]) != 0:
         return  # the affine is the sform: pixdim does not enter it
     pixdim = [float(p) for p in header["pixdim"][1 : 1 + min(3, len(shape))]]
     for axis, (p, n) in enumerate(zip(pixdim, shape)):
         if n > 1 and not (math.isfinite(p) and p > 0):
-            raise BadItemError(f"{path.name}: pixdim[{axis + 1}] is {p:g}, but a voxel size is a number > 0 mm, and "
+            raise BadItemError(f"{name}: pixdim[{axis + 1}] is {p:g}, but a voxel size is a number > 0 mm, and "
                                "with no sform the affine is made from it; fix the header's pixdim or give it an "
                                "sform, or leave the file out")
+
+
+#: deflate's largest expansion: one compressed byte never stands for more than 1032 (https://zlib.net/zlib_tech.html).
+DEFLATE_MAX_RATIO = 1032
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether the file at ``path`` is gzip-compressed, by its magic bytes (1f 8b), whatever its name says."""
+    return read_head(path, 2) == b"\x1f\x8b"
+
+
+def check_inflatable(need: int, files: Sequence[Path], name: str) -> None:
+    """Refuse, before anything is allocated, ``need`` bytes declared by a volume whose ``files`` cannot hold them:
+    a gzip file at most 1032 x its size, a plain one its size. A 100-byte .nii.gz declaring 500^3 float64 would
+    otherwise allocate 1 GB before finding its stream short. Files that are not gzip are left to the other checks."""
+    sizes = [(f.stat().st_size, is_gzip(f)) for f in files]
+    if not any(gz for _, gz in sizes):
+        return
+    room = sum(size * (DEFLATE_MAX_RATIO if gz else 1) for size, gz in sizes)
+    if need > room:
+        held = " + ".join(f"{size:,} bytes{' of gzip' if gz else ''}" for size, gz in sizes)
+        raise BadItemError(f"{name} declares {need:,} bytes with its voxels, but its data is {held}, which inflate "
+                           f"to at most {room:,} (deflate expands at most {DEFLATE_MAX_RATIO}:1): its header is wrong "
+                           "or the file is truncated; copy or export it again")
 
 
 def check_npy_header(path: Path, max_voxels: int) -> None:

@@ -43,7 +43,11 @@ Headers are checked before any voxel is read: a zero-length axis, or more voxels
 ``max_voxels`` (default :data:`DEFAULT_MAX_VOXELS`; an 8 KB header can declare 1200^3
 voxels, 3.3 GB to allocate), is a bad item, and so is geometry that places the voxels
 nowhere: a NaN, infinite or singular affine, a NIfTI pixdim that is zero, negative or NaN
-where the affine is made from it (no sform), a DICOM PixelSpacing that is not > 0. nibabel and pydicom are optional
+where the affine is made from it (no sform), a DICOM PixelSpacing that is not > 0; a gzip file declaring more bytes
+than deflate can expand it to (1032:1, :func:`.volume_header.check_inflatable`) is refused from its header too.
+After decoding, DICOM pixels whose shape is not the header's Rows x Columns (x NumberOfFrames) are refused.
+In a series directory, a file that is not DICOM (no ``DICM`` mark, no ``.dcm`` name, unreadable by
+pydicom: a README.txt, a Thumbs.db) is left out and counted in the build's notes. nibabel and pydicom are optional
 (``pip install 'prebake[medical]'``) and imported on first use.
 """
 
@@ -58,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadItemError, SourceError
+from .notes import note
 from .volume_formats import finite, named_for_nibabel, pair_files, read_nibabel, volume_reader
 from .volume_geometry import (  # spacing_of: re-exported, the steps import it from here
     DICOM_FIX,
@@ -127,7 +132,7 @@ def _read_file(path: Path, max_voxels: int, reader: str) -> dict[str, Any]:
         return read_dicom_file(path, max_voxels)
     with named_for_nibabel(path, reader) as named:  # a link with the suffix nibabel needs, if the name lacks it
         if reader in ("nifti", "nifti1", "nifti2"):
-            return read_nifti(named, max_voxels)
+            return read_nifti(named, max_voxels, path.name)
         values, stored, affine = read_nibabel(named, path.name, max_voxels, reader)
     return volume_item(exact_dtype(values, stored), affine, path.name, "fix the header's geometry")
 
@@ -169,15 +174,18 @@ def _channels_first(a: np.ndarray, where: str) -> np.ndarray:
 
 # -- NIfTI ----------------------------------------------------------------------------------------
 
-def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, Any]:
+def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS, name: str | None = None) -> dict[str, Any]:
+    """A NIfTI file at ``path`` (``name``: the file's own name, for messages, when ``path`` is a link named for
+    nibabel)."""
     nib = require("nibabel")
+    name = name or path.name
     try:
         with np.errstate(invalid="ignore"):  # a NaN pixdim: refused below, with its reason
             img = nib.load(path)
         header = header_as_written(img, path)
     except Exception as e:  # noqa: BLE001 - nibabel raises ImageFileError, OSError, zlib.error, ValueError
         raise BadItemError(f"cannot read NIfTI: {type(e).__name__}: {e}") from None
-    check_nifti_header(header, path, max_voxels)
+    check_nifti_header(header, path, max_voxels, name)
     try:
         values = np.asanyarray(img.dataobj)
         stored = img.get_data_dtype()
@@ -186,9 +194,9 @@ def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> dict[str, An
     except Exception as e:  # noqa: BLE001 - nibabel raises ImageFileError, OSError, zlib.error, ValueError
         raise BadItemError(f"cannot read NIfTI: {type(e).__name__}: {e}") from None
     if getattr(img, "affine", None) is None:  # CIFTI-2: grayordinates, not a voxel grid
-        raise BadItemError(f"{path.name} is a {type(img).__name__}, whose values lie on no voxel grid (it has no "
+        raise BadItemError(f"{name} is a {type(img).__name__}, whose values lie on no voxel grid (it has no "
                            "affine): not a volume; leave the file out")
-    return volume_item(_channels_first(exact_dtype(values, stored), "the NIfTI image"), img.affine, path.name,
+    return volume_item(_channels_first(exact_dtype(values, stored), "the NIfTI image"), img.affine, name,
                        "fix the header's sform (or qform and pixdim)")
 
 
@@ -249,6 +257,7 @@ def _rescaled_pixels(ds: Any, name: str) -> np.ndarray:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         hint = f" (transfer syntax {syntax.name})" if syntax is not None else ""
         raise BadItemError(f"{name}: cannot decode the pixel data{hint}: {e}") from None
+    _check_pixel_shape(ds, raw, name)
     try:
         from pydicom.pixels import apply_rescale
     except ImportError:  # pydicom 2.x
@@ -266,6 +275,20 @@ def _rescaled_pixels(ds: Any, name: str) -> np.ndarray:
         raise BadItemError(f"{name}: DoseGridScaling is {scaling!r}, but it is a number > 0 (the dose of one "
                            "stored unit); fix the header, or leave the file out")
     return (values.astype(np.float64) * dose).astype(np.float32)
+
+
+def _check_pixel_shape(ds: Any, raw: np.ndarray, name: str) -> None:
+    """The decoded pixels hold what the header declares: a Rows too small makes pydicom return the surplus as extra
+    "frames", which would stack into an item of the wrong rank."""
+    frames, samples = _frames(ds, name), int(ds.get("SamplesPerPixel", 1) or 1)
+    declared = (*((frames,) if frames > 1 else ()), int(ds.Rows), int(ds.Columns), *((samples,) if samples > 1 else ()))
+    if raw.shape != declared:
+        said = f"Rows {int(ds.Rows)} x Columns {int(ds.Columns)}"
+        said += (f" x NumberOfFrames {frames}" if frames > 1 else "") + (f" x SamplesPerPixel {samples}" if samples > 1
+                                                                          else "")
+        raise BadItemError(f"{name}: its pixel data decodes to shape {raw.shape}, but the header declares {said} "
+                           f"{declared}: the header's size is wrong (or the pixel data belongs to another image); "
+                           "fix Rows/Columns/NumberOfFrames, or leave the file out")
 
 
 def _frame_rescale(ds: Any, raw: np.ndarray, name: str) -> np.ndarray | None:
@@ -332,9 +355,9 @@ def read_dicom_series(directory: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> 
     files = dicom_files(directory)
     if not files:
         raise BadItemError("empty directory: a DICOM series directory holds one file per slice")
-    slices = [_dcmread(f) for f in files]
+    slices, files = _read_slices(files)
     where = _series_name(directory, slices[0])
-    _check_series(slices, where)
+    _check_series(slices, files, where)
     planes = [frame_planes(s, 1, f.name) for s, f in zip(slices, files)]
     unplaced = [f.name for p, f in zip(planes, files) if p is None or p[0].position is None]
     if unplaced:
@@ -350,6 +373,29 @@ def read_dicom_series(directory: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> 
     return volume_item(image, affine, where, DICOM_FIX)
 
 
+def _read_slices(files: list[Path]) -> tuple[list[Any], list[Path]]:
+    """The datasets of a series directory's DICOM files, and those files. A file pydicom cannot read that has no
+    DICOM mark (no ``DICM`` preamble, no ``.dcm`` name: a README.txt, a Thumbs.db) is left out and noted; a
+    DICOM-looking one that cannot be read is a damaged slice, and refuses the series."""
+    slices, kept, others = [], [], []
+    for f in files:
+        try:
+            slices.append(_dcmread(f))
+            kept.append(f)
+        except BadItemError:
+            if is_dicom_file(f):
+                raise
+            others.append(f.name)
+    if others:
+        shown = ", ".join(sorted(set(others))[:3]) + (", ..." if len(set(others)) > 3 else "")
+        note(f"files that are not DICOM left out of DICOM series directories ({shown}); move them out of the series "
+             "directories to silence this", len(others))
+    if not slices:
+        raise BadItemError(f"none of its {len(files)} files is DICOM ({', '.join(others[:3])}): a DICOM series "
+                           "directory holds one file per slice")
+    return slices, kept
+
+
 def _series_name(directory: Path, ds: Any) -> str:
     """``CT2N/ (series 2 'SCOUT')``: the directory, with the series number and description its files give."""
     number, text = ds.get("SeriesNumber"), ds.get("SeriesDescription")
@@ -357,13 +403,30 @@ def _series_name(directory: Path, ds: Any) -> str:
     return f"{directory.name}/" + (f" (series {said})" if said else "")
 
 
-def _check_series(slices: list[Any], where: str) -> None:
-    shapes = {(int(s.Rows), int(s.Columns)) for s in slices}
+def _check_series(slices: list[Any], files: list[Path], where: str) -> None:
+    """One size for all slices, each a single frame; a file with no image (no Rows, Columns or pixel data: a report
+    or a DICOMDIR's record) is named."""
+    for s, f in zip(slices, files):
+        missing = [t for t in ("Rows", "Columns", "PixelData") if t not in s
+                   and not (t == "PixelData" and ("FloatPixelData" in s or "DoubleFloatPixelData" in s))]
+        if missing:
+            raise BadItemError(f"{where}: {f.name} has no {', '.join(missing)} in its header, so it is not an image "
+                               "slice; fix its header, or move it out of the series directory")
+    shapes = {(_header_size(s, "Rows", f.name), _header_size(s, "Columns", f.name)) for s, f in zip(slices, files)}
     if len(shapes) > 1:
         raise BadItemError(f"{where}: the slices have different sizes {sorted(shapes)}: not one series; "
                            f"{_SERIES_FIX}")
     if any(int(s.get("NumberOfFrames", 1) or 1) > 1 for s in slices):
         raise BadItemError(f"{where}: a series directory of multi-frame files; give each file its own CSV row")
+
+
+def _header_size(ds: Any, tag: str, name: str) -> int:
+    value = ds.get(tag)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadItemError(f"{name}: {tag} is {value!r}, not an integer; fix the header, or leave the file out") \
+            from None
 
 
 def _check_one_series(slices: list[Any], files: list[Path], where: str) -> None:

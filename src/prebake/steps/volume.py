@@ -18,7 +18,8 @@ Against MONAI 1.x on the same volume (``tests/bake/test_volume_transforms.py``):
   1e-4 of the value range on float data. 8- and 16-bit volumes are interpolated in float32
   and rounded back to their dtype (within 0.5 + 1e-3 of the float64 result), which keeps an
   int16 CT at 2 bytes a voxel.
-- :class:`Window` clips to ``[low, high]`` in the volume's dtype (exact for integers);
+- :class:`Window` clips to ``[low, high]`` in the volume's dtype (exact for integers; a window wholly outside
+  the dtype's range makes the volume its nearest bound, in the smallest dtype that holds it: :func:`clip_to`);
   with ``scale_to=(a, b)`` it maps ``[low, high]`` onto ``[a, b]`` as float32, which is
   ``ScaleIntensityRange(low, high, a, b, clip=True)`` (equal within 1e-6).
 - :class:`CropOrPad` is ``ResizeWithPadOrCrop``: a centred crop (start ``n // 2 - size // 2``)
@@ -34,6 +35,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from ..errors import BadItemError, opt
+from ..sources.notes import note
 from ..sources.volume_header import DEFAULT_MAX_VOXELS
 from .base import Step, number_field, refuse, size_field
 
@@ -187,16 +189,46 @@ class Window(Step):
     def __call__(self, item: Item) -> Item:
         img = np.asarray(item["image"])
         if self.scale_to is None:
-            lo, hi = self.low, self.high
-            if img.dtype.kind in "iu":
-                info = np.iinfo(img.dtype)
-                lo, hi = max(int(np.ceil(lo)), info.min), min(int(np.floor(hi)), info.max)
-            item["image"] = np.clip(img, lo, hi).astype(img.dtype, copy=False)
+            item["image"] = clip_to(img, self.low, self.high)
             return item
         a, b = self.scale_to
         x = np.clip(img.astype(np.float64), self.low, self.high)
         item["image"] = ((x - self.low) / (self.high - self.low) * (b - a) + a).astype(np.float32)
         return item
+
+
+def clip_to(img: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``img`` clipped to ``[low, high]`` in its own dtype (an integer volume to ``[ceil(low), floor(high)]``).
+
+    A window wholly outside the values the dtype can hold (``--window 300 400`` on a uint8 volume) sets every voxel
+    to the nearest bound, which that dtype cannot hold: the volume is then that constant in the smallest dtype that
+    holds it exactly (uint16 300; int16 -500 for ``-1000 -500``; float64 past float32's range), and noted.
+    """
+    least: float
+    most: float
+    lo: float
+    hi: float
+    if img.dtype.kind in "iu":
+        info = np.iinfo(img.dtype)
+        least, most, lo, hi = int(info.min), int(info.max), math.ceil(low), math.floor(high)
+    elif img.dtype.kind == "f":  # Python numbers: comparing with a float32 scalar casts 1e40 to inf, with a warning
+        least, most, lo, hi = float(np.finfo(img.dtype).min), float(np.finfo(img.dtype).max), low, high
+    else:
+        return np.clip(img, low, high)
+    if lo <= most and hi >= least:  # a bound outside the range is never reached: clip within it
+        return np.clip(img, np.asarray(max(lo, least), img.dtype), np.asarray(min(hi, most), img.dtype))
+    bound = lo if lo > most else hi
+    dtype = _holding(bound, img.dtype)
+    note(f"volumes set wholly to the nearest bound of {opt('window')}, which lies outside their dtype's range, and "
+         "stored in a wider dtype (a CT window on an 8-bit volume?); give a window within the volumes' range", 1)
+    return np.full(img.shape, bound, dtype=dtype)
+
+
+def _holding(value: float, dtype: np.dtype) -> np.dtype:
+    """The smallest dtype of ``dtype``'s kind promoted that holds ``value`` exactly (float64 when no integer does)."""
+    if dtype.kind in "iu" and -(2**63) <= value < 2**64:
+        return np.result_type(dtype, np.min_scalar_type(int(value)))
+    return np.dtype(np.float64)
 
 
 @dataclass(frozen=True)
