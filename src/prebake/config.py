@@ -103,10 +103,11 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("rgb", "bool", "every image as 8-bit RGB (16-bit grey PNG/TIFF are kept as uint16 otherwise)"),
     Key("orientation", "str", "volumes: reorient to these axis codes, e.g. RAS (nibabel's; as MONAI "
         "Orientation)", "CODES"),
-    Key("spacing", "float3", "volumes: resample to this voxel spacing in mm, trilinear (integer volumes are "
+    Key("spacing", "float3", "volumes: resample to this voxel spacing in mm along the stored axes, as MONAI "
+        "Spacing (after --orientation, so with --orientation RAS they are R, A, S), trilinear (integer volumes are "
         "rounded back to their dtype)", "X Y Z"),
-    Key("window", "pair", "volumes: clip intensities to [LOW, HIGH], e.g. CT HU -1000 1000 (the dtype is kept)",
-        "LOW HIGH"),
+    Key("window", "pair", "volumes: clip intensities to [LOW, HIGH], e.g. CT HU -1000 1000 (the dtype is kept; a "
+        "window wholly outside it sets the nearest bound, in a dtype that holds it)", "LOW HIGH"),
     Key("scale_to", "pair", "volumes: with --window, map [LOW, HIGH] onto [A, B] as float32 (as MONAI "
         "ScaleIntensityRange)", "A B"),
     Key("volume_shape", "int3", "volumes: centre-crop or pad the spatial axes to D H W (as MONAI "
@@ -128,8 +129,9 @@ BUILD_KEYS: tuple[Key, ...] = (
         "limit commits them) when more items than N, or than a FRACTION of them below 1, are skipped as bad",
         "N|FRACTION"),
     Key("dtypes", "strs", "cast every item of COLUMN to DTYPE, a numpy dtype such as int16 or float32 (repeatable); "
-        "a value it cannot hold exactly makes its item bad. Default: the items' one dtype, or numpy's promotion of "
-        "theirs when that holds every value exactly", "COLUMN=DTYPE"),
+        "a value it cannot hold exactly makes its item bad (a float to a narrower float rounds). Default: the "
+        "items' one dtype, or numpy's promotion of theirs when that holds every value of their dtypes exactly",
+        "COLUMN=DTYPE"),
     Key("allow_empty", "bool", "commit a cache even when every item is bad (default: that build fails)"),
     Key("chunk_rows", "int", "rows per unit of work (default: about 16 MB of rows)", "N"),
     Key("lock_timeout", "float", "give up after waiting SEC for another build of the same OUT "
