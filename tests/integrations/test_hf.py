@@ -213,3 +213,20 @@ def test_to_hf_refuses_what_datasets_cannot_hold(tmp_path):
     with pytest.raises(OptionError, match="'t'"):
         to_hf(odd)
     assert to_hf(odd, columns=["x"])["x"] == [0, 1]
+
+
+def test_a_16_bit_grey_pgm_keeps_its_depth(tmp_path):
+    """Pillow opens a 16-bit PGM as mode "I": its values were cut to 8 bits, where a 16-bit PNG keeps them."""
+    from PIL import Image
+
+    pixels = (np.arange(48, dtype=np.uint16).reshape(6, 8) * 1300).astype(np.uint16)
+    raw = []
+    for fmt in ("PPM", "PNG"):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format=fmt)
+        raw.append({"bytes": buf.getvalue(), "path": None})
+    ds = datasets.Dataset.from_dict({"image": raw}, features=F({"image": datasets.Image()}))
+    cache = prebake.build(ds, tmp_path / "c", workers=0, progress=False)
+    assert len(cache) == 2 and cache[0]["image"].dtype == np.uint16
+    for i in range(2):
+        np.testing.assert_array_equal(cache[i]["image"], pixels[None])

@@ -188,8 +188,8 @@ class ArraySource(Source):
                 item[name] = np.ascontiguousarray(x)
             elif name == "label":
                 item[name] = int(a[index])
-            else:
-                item[name] = a[index]
+            else:  # a[index, ...]: a 1-D column's value as a 0-d array, so its dtype (>i4 too) is kept, not a scalar's
+                item[name] = a[index, ...]
         return item
 
     def describe(self) -> dict[str, Any]:

@@ -33,7 +33,13 @@ Integer PCM is turned into float on the device (``prebake.crop_or_pad`` scales b
 
 - ``"mix"`` (default): the mean of the channels, ``(T,)``;
 - ``"0"``, ``"1"``, ...: that channel, ``(T,)``; a file with fewer channels is a bad item;
-- ``"all"``: ``(T, channels)``; every file must have the channel count of the first one.
+- ``"all"``: ``(T, channels)``; files may differ in channel count (the ``signal`` column is ragged in
+  every axis then, each item keeping its own ``channels``), so check them when a model needs one count.
+
+A WAV whose ``data`` chunk header says 0 bytes though audio follows it (a streaming writer stopped
+before it went back to write the size) is read to the end of the file, whole frames only, and
+counted in the build's notes, naming the file: libsndfile alone reads it as empty. When what follows
+the header is a chain of chunks ending at the end of the file (``LIST``, ...), the recording is empty.
 
 Bad items, with the reason in the manifest: a missing, empty, truncated (WAV: fewer
 frames than the header declares, counted with the frame size its channels and sample
@@ -44,6 +50,7 @@ file, NaN or Inf samples in a float file, and a channel that is not there.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import struct
 from pathlib import Path
@@ -124,19 +131,63 @@ def read_audio(path: Path, channel: str = "mix", dtype: str = "int16") -> tuple[
         raise BadItemError("file not found" if not path.exists() else "is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise BadItemError("empty file (0 bytes)")
-    import soundfile as sf
-
-    try:
-        with sf.SoundFile(str(path)) as f:
-            rate, channels = f.samplerate, f.channels
-            frames = -1 if f.seekable() else f.frames  # XI files are not seekable: soundfile needs the count
-            x = f.read(frames=frames, dtype="float64", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
-        raise BadItemError(f"not a readable audio file ({e}){_other_kind(path)}") from None
+    x, rate, channels = _decode(path, str(path))
+    if not len(x):
+        x = _read_unsized(path, x)
     _check_wav_length(path, len(x), channels)
     if not np.isfinite(x).all():
         raise BadItemError("contains NaN or Inf samples")
     return _convert(_channels(x, channel), dtype), int(rate)
+
+
+def _decode(path: Path, source: str | io.BytesIO) -> tuple[np.ndarray, int, int]:
+    """(samples ``(T, channels)`` float64, sample rate, channels) of ``source``: ``path`` or its bytes."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(source) as f:
+            rate, channels = f.samplerate, f.channels
+            frames = -1 if f.seekable() else f.frames  # XI files are not seekable: soundfile needs the count
+            return f.read(frames=frames, dtype="float64", always_2d=True), rate, channels
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise BadItemError(f"not a readable audio file ({e}){_other_kind(path)}") from None
+
+
+def _read_unsized(path: Path, empty: np.ndarray) -> np.ndarray:
+    """The frames after a WAV ``data`` chunk whose header says 0 bytes (see the module docstring), or ``empty``.
+
+    libsndfile reads the size it is told; the header is rewritten in memory with the size of the whole frames that
+    follow, and read again, so the decode is libsndfile's own, exactly."""
+    declared, frame_bytes, start = _wav_data_size(path)
+    size = path.stat().st_size
+    if declared != 0 or frame_bytes <= 0 or size - start < frame_bytes or _chunks_to_end(path, start, size):
+        return empty
+    whole = (size - start) // frame_bytes * frame_bytes
+    with open(path, "rb") as f:
+        data = bytearray(f.read(start + whole))
+    struct.pack_into("<I", data, start - 4, whole)
+    struct.pack_into("<I", data, 4, len(data) - 8)
+    x = _decode(path, io.BytesIO(bytes(data)))[0]
+    extra = size - start - whole
+    left = f"; the last {extra} byte{'s' if extra != 1 else ''}, less than a frame, left out" if extra else ""
+    note(f"frames read from {path.parent.name}/{path.name}, whose WAV data chunk header says 0 bytes though "
+         f"{size - start:,} bytes follow it (a writer stopped before it wrote the size){left}: check that the "
+         "recording is whole, or rewrite it", len(x))
+    return x
+
+
+def _chunks_to_end(path: Path, pos: int, size: int) -> bool:
+    """Whether the bytes from ``pos`` are RIFF chunks (a 4-character name, a size) that end at the file's end:
+    an empty recording followed by metadata, not audio (samples almost never chain so)."""
+    with open(path, "rb") as f:
+        while pos + 8 <= size:
+            f.seek(pos)
+            head = f.read(8)
+            if not all(32 <= c < 127 for c in head[:4]):
+                return False
+            end = pos + 8 + struct.unpack("<I", head[4:])[0]
+            pos = end + (end & 1) if end + (end & 1) <= size else end  # the pad byte may be missing at the end
+    return pos == size
 
 
 def _other_kind(path: Path) -> str:
@@ -177,30 +228,30 @@ def _check_wav_length(path: Path, frames: int, channels: int) -> None:
 
     The header's frame count is taken at the larger of two frame sizes, ``blockAlign`` and channels x
     bytes per sample (what libsndfile reads by), so a wrong ``blockAlign`` alone never looks like a cut."""
-    declared, frame_bytes = _wav_data_size(path)
+    declared, frame_bytes, _ = _wav_data_size(path)
     if declared is None or frame_bytes <= 0 or declared == 0xFFFFFFFF:  # unknown, or a streamed/RF64 size
         return
     if frames < declared // frame_bytes:
         raise BadItemError(f"truncated WAV: the header says {declared // frame_bytes} frames, the file holds {frames}")
 
 
-def _wav_data_size(path: Path) -> tuple[int | None, int]:
-    """(bytes the ``data`` chunk declares, bytes per frame) from the RIFF chunk headers; None if not found.
-    Bytes per frame: the larger of blockAlign and channels x whole bytes per sample."""
+def _wav_data_size(path: Path) -> tuple[int | None, int, int]:
+    """(bytes the ``data`` chunk declares, bytes per frame, offset of its first byte) from the RIFF chunk headers;
+    None, 0 if not found. Bytes per frame: the larger of blockAlign and channels x whole bytes per sample."""
     frame_bytes = 0
     with open(path, "rb") as f:
         if f.read(12)[:4] != b"RIFF":
-            return None, 0
+            return None, 0, 0
         while True:
             head = f.read(8)
             if len(head) < 8:
-                return None, frame_bytes
+                return None, frame_bytes, 0
             name, size = head[:4], struct.unpack("<I", head[4:])[0]
             if name == b"fmt ":
                 fmt = f.read(size + (size & 1))
                 frame_bytes = _frame_bytes(fmt)
             elif name == b"data":
-                return size, frame_bytes
+                return size, frame_bytes, f.tell()
             else:
                 f.seek(size + (size & 1), os.SEEK_CUR)
 

@@ -41,7 +41,7 @@ def decode_image(value: Any, feature: Any, max_pixels: int) -> np.ndarray:
                 im = ImageOps.exif_transpose(im)
             if feature.mode and feature.mode != im.mode:
                 im = im.convert(feature.mode)
-            if im.mode.startswith("I;16"):
+            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey PGM opens as "I": kept at full depth too
                 return full_depth(im)
             return np.ascontiguousarray(np.asarray(to_rgb(im)).transpose(2, 0, 1))
     except BadItemError:

@@ -13,8 +13,10 @@ Mode conversion rules (the cache stores 8-bit RGB):
 - 16-bit grey (``I;16*``, 16-bit PNG and TIFF): kept at full depth, a ``(1, H, W)`` uint16
   array, value for value. ``--rgb`` (:class:`~prebake.steps.base.ToRGB8`) asks for
   8-bit RGB instead, through :func:`to_rgb` (``value >> 8``).
-- 32-bit int (``I``): values in [0, 65535] are 16-bit data (16-bit PNG/TIFF open this
-  way in some Pillow versions) and get ``>> 8``; wider values are clipped at 0 and get ``>> 23``.
+- 32-bit int (``I``: 16-bit PGM/PNM, 32-bit integer TIFF, 16-bit PNG/TIFF in some Pillow versions):
+  kept at full depth too, as 16-bit grey is: a ``(1, H, W)`` uint16 array when every value fits
+  in [0, 65535], else int32, value for value (never cut to fit: a column mixing the two is int32).
+  ``--rgb`` gives values in [0, 65535] ``>> 8``; wider values are clipped at 0 and get ``>> 23``.
 - Float (``F``): values in [0, 1] are scaled by 255; others are clipped to [0, 255]; NaN is 0.
 - 16-bit colour (48-bit RGB, 64-bit RGBA PNG or TIFF): Pillow decodes it at 8 bits per
   channel; the image is kept so, and counted in the build's notes (:mod:`.notes`).
@@ -212,7 +214,7 @@ def with_channels(im: Image.Image, channels: str | None) -> Image.Image | np.nda
     every image RGB (16-bit grey repeated into three uint16 channels, every value kept); ``"keep"`` the file's own
     channels (grey 1, grey + alpha 2, RGB 3, RGBA 4; a palette image RGB, or RGBA when it has a transparent
     colour; CMYK, YCbCr, LAB and HSV as RGB)."""
-    if im.mode.startswith("I;16"):
+    if im.mode.startswith("I;16") or im.mode == "I":
         deep = full_depth(im)
         return np.ascontiguousarray(np.repeat(deep, 3, axis=0)) if channels == "3" else deep
     if channels is None or channels == "3":
@@ -224,13 +226,17 @@ def with_channels(im: Image.Image, channels: str | None) -> Image.Image | np.nda
     kept = _KEPT.get(im.mode)
     if kept is not None:
         return im if kept == im.mode else im.convert(kept)
-    rgb = to_rgb(im)  # I and F are grey: one channel, as the default rule scales them
-    return rgb.convert("L") if im.mode in ("I", "F") else rgb
+    rgb = to_rgb(im)  # F is grey: one channel, as the default rule scales it
+    return rgb.convert("L") if im.mode == "F" else rgb
 
 
 def full_depth(im: Image.Image) -> np.ndarray:
-    """A 16-bit grey image as a ``(1, H, W)`` native uint16 array, every value kept."""
-    return np.ascontiguousarray(np.asarray(im).astype(np.uint16))[None]
+    """A 16-bit grey image (or a 32-bit int one, mode ``I``) as a ``(1, H, W)`` native uint16 array, every value
+    kept; a mode ``I`` image with values outside [0, 65535] as int32 instead, never cut to 16 bits."""
+    a = np.asarray(im)
+    if im.mode == "I" and a.size and (a.min() < 0 or a.max() > 0xFFFF):
+        return np.ascontiguousarray(a.astype(np.int32))[None]
+    return np.ascontiguousarray(a.astype(np.uint16))[None]
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -242,10 +248,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
         a = np.asarray(im).astype(np.uint16) >> 8
         return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
     if mode == "I":
-        a = np.asarray(im).astype(np.int64)
-        shift = 8 if a.size == 0 or (a.min() >= 0 and a.max() <= 0xFFFF) else 23
-        a = np.clip(a, 0, 2**31 - 1) >> shift
-        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(_int_to_uint8(np.asarray(im)), "L").convert("RGB")
     if mode == "F":
         return Image.fromarray(_float_to_uint8(np.asarray(im)), "L").convert("RGB")
     if mode == "P" and "transparency" in im.info:
@@ -254,6 +257,32 @@ def to_rgb(im: Image.Image) -> Image.Image:
         return im.convert("RGB")
     except ValueError as e:
         raise BadItemError(f"unsupported image mode {mode!r}: {e}") from None
+
+
+def rgb8_array(img: np.ndarray) -> np.ndarray:
+    """A ``(C, H, W)`` image array as ``(3, H, W)`` uint8, by the rules of :func:`to_rgb`: uint16 ``>> 8``, other
+    integers as mode ``I``, floats as mode ``F``; one channel repeated, alpha (the 2nd of 2, the 4th of 4) dropped."""
+    if img.ndim != 3 or img.shape[0] not in (1, 2, 3, 4) or img.dtype.kind not in "uif":
+        raise BadItemError(f"image of shape {img.shape} and dtype {img.dtype} has no 8-bit RGB form: "
+                           "`prebake.steps.ToRGB8` takes (C, H, W) integer or float images of 1 to 4 channels (grey, "
+                           "grey + alpha, RGB, RGBA); leave it out for these images")
+    if img.dtype == np.uint8:
+        a = img
+    elif img.dtype == np.uint16:
+        a = (img >> 8).astype(np.uint8)
+    elif img.dtype.kind == "f":
+        a = _float_to_uint8(img)
+    else:
+        a = _int_to_uint8(img)
+    a = a[:1] if a.shape[0] <= 2 else a[:3]
+    return np.ascontiguousarray(np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a)
+
+
+def _int_to_uint8(a: np.ndarray) -> np.ndarray:
+    """Mode ``I`` to 8 bits: values in [0, 65535] are 16-bit data (``>> 8``); wider ones clipped at 0, ``>> 23``."""
+    a = a.astype(np.int64)
+    shift = 8 if a.size == 0 or (a.min() >= 0 and a.max() <= 0xFFFF) else 23
+    return (np.clip(a, 0, 2**31 - 1) >> shift).astype(np.uint8)
 
 
 def _float_to_uint8(a: np.ndarray) -> np.ndarray:

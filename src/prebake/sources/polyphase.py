@@ -19,7 +19,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import BadItemError
+from ..errors import BadItemError, opt
+from .notes import note
 
 #: Largest up or down factor (after dividing by the gcd): the filter has 20x as many taps, each in float64.
 MAX_FACTOR = 1 << 18
@@ -166,11 +167,17 @@ def _resample_rows(flat: np.ndarray, up: int, down: int, n_out: int) -> np.ndarr
 
 def samples_as(y: np.ndarray, x: np.ndarray, what: str = "resampling") -> np.ndarray:
     """Float64 result ``y`` back in the dtype of the signal ``x``: integers rounded and clipped (a filter's
-    overshoot saturates, never wraps), floats cast. A finite float signal whose result leaves its dtype (the
-    filter overshoots a step by ~10%, so a signal near the dtype's largest value can) is a BadItemError."""
+    overshoot saturates, never wraps), the clipped samples counted in the build's notes (:mod:`.notes`), as the
+    decode counts its own; floats cast. A finite float signal whose result leaves its dtype (the filter overshoots
+    a step by ~10%, so a signal near the dtype's largest value can) is a BadItemError."""
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
-        return np.clip(np.rint(y), info.min, info.max).astype(x.dtype)
+        y = np.rint(y)
+        over = int(np.count_nonzero((y < info.min) | (y > info.max)))
+        if over:
+            note(f"audio samples beyond {x.dtype} full scale after {what} clipped (the filter overshoots steep "
+                 f"edges); keep them with {opt('audio_dtype', 'float32')}, or scale the recordings down", over)
+        return np.clip(y, info.min, info.max).astype(x.dtype)
     top = np.finfo(x.dtype).max if x.dtype.kind == "f" else np.inf
     if np.isfinite(x).all() and not (np.isfinite(y).all() and np.abs(y).max(initial=0) <= top):
         peak = float(np.abs(x.astype(np.float64)).max())

@@ -64,6 +64,9 @@ Item = dict[str, Any]
 FRAME_RATE = 100.0  # envelope frames per second: 10 ms steps
 S1_SECONDS, S2_SECONDS = 0.122, 0.092  # mean sound durations (Schmidt et al. 2010)
 FALLBACKS = ("bad", "windows")
+#: Fewest samples the envelope's filters take: sosfiltfilt pads the 4th-order band-pass by 3 x 9 samples and needs
+#: more than that.
+FILTER_SAMPLES = 28
 #: The ragged columns segmentation adds; every one has a row per cycle.
 CYCLE_COLUMNS = ("cycles", "cycle_lengths", "cycle_bounds", "cycle_start")
 
@@ -176,10 +179,18 @@ def homomorphic_envelope(x: np.ndarray, rate: int) -> np.ndarray:
     high = min(400.0, 0.45 * rate)
     if high <= 30.0:
         raise BadItemError(f"sample rate {rate} Hz is too low to find heart sounds (needs at least 70 Hz)")
+    _check_length(len(x), FILTER_SAMPLES, "fewer than the envelope's band-pass filter takes")
     sos = sig.butter(4, [25.0, high], btype="bandpass", fs=rate, output="sos")
     y = sig.sosfiltfilt(sos, x - x.mean())
     lp = sig.butter(1, 8.0, btype="lowpass", fs=rate, output="sos")
     return np.exp(sig.sosfiltfilt(lp, np.log(np.abs(sig.hilbert(y)) + 1e-12)))
+
+
+def _check_length(n: int, needed: int, why: str) -> None:
+    """A recording shorter than ``needed`` samples is a bad item, said before a filter or a mean meets it (the
+    count after the colon, so a build's summary groups every short recording as one kind of reason)."""
+    if n < needed:
+        raise BadItemError(f"recording too short to segment: {n} samples, {why} (needs at least {needed})")
 
 
 def _autocorrelation(z: np.ndarray) -> np.ndarray:
@@ -228,10 +239,13 @@ def find_cycles(x: np.ndarray, rate: int, heart_rate: tuple[float, float] = (40.
     """S1 and S2 positions in recording ``x`` (``(T,)`` or ``(T, C)``, channels averaged) at ``rate`` Hz."""
     mono = np.asarray(x, dtype=np.float64)
     mono = mono.mean(axis=1) if mono.ndim == 2 else mono
+    min_lag, max_lag = int(FRAME_RATE * 60 / heart_rate[1]), int(math.ceil(FRAME_RATE * 60 / heart_rate[0]))
+    if rate > 0:  # else homomorphic_envelope says the rate is too low
+        _check_length(len(mono), math.ceil(2 * min_lag * rate / FRAME_RATE),
+                      f"shorter than two beats at {heart_rate[1]:g} bpm, {2 * min_lag / FRAME_RATE:g} s at {rate} Hz")
     env = homomorphic_envelope(mono, rate)
     frames = np.arange(int(len(mono) / rate * FRAME_RATE)) * (rate / FRAME_RATE)
     e = np.interp(frames, np.arange(len(env)), env)
-    min_lag, max_lag = int(FRAME_RATE * 60 / heart_rate[1]), int(math.ceil(FRAME_RATE * 60 / heart_rate[0]))
     if len(e) < 2 * min_lag or e.std() == 0:
         raise BadItemError(f"no cardiac cycle found: {len(mono) / rate:.2f} s is shorter than two beats at "
                            f"{heart_rate[1]:g} bpm")

@@ -150,17 +150,16 @@ def _bands(img: Image.Image) -> np.ndarray:
 @dataclass(frozen=True)
 class ToRGB8(Step):
     """Every image as 8-bit RGB: grey, palette and RGBA images to RGB, 16-bit grey to ``value >> 8`` in three
-    channels."""
+    channels. Arrays of 1 to 4 channels too, of any integer or float dtype (``--channels 3`` keeps 16-bit grey as
+    three uint16 channels; an array source may hold grey beside colour): see :func:`prebake.sources.images.rgb8_array`;
+    other arrays are bad items, with the reason."""
 
     needs: ClassVar[tuple[str, ...]] = ("image",)
     option: ClassVar[str] = "rgb"
 
     def __call__(self, item: Item) -> Item:
-        from ..sources.images import to_rgb
+        from ..sources.images import rgb8_array, to_rgb
 
         img = item["image"]
-        if isinstance(img, Image.Image):
-            item["image"] = to_rgb(img)
-        elif img.ndim == 3 and img.shape[0] == 1 and img.dtype == np.uint16:
-            item["image"] = np.repeat((img >> 8).astype(np.uint8), 3, axis=0)
+        item["image"] = to_rgb(img) if isinstance(img, Image.Image) else rgb8_array(np.asarray(img))
         return item
