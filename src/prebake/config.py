@@ -100,7 +100,7 @@ BUILD_KEYS: tuple[Key, ...] = (
     Key("channels", "str", "images: 1 (every image one grey channel), 3 (every image RGB) or keep (each file's "
         "own: grey 1, grey+alpha 2, RGB 3, RGBA 4); default: 8-bit images as RGB with alpha dropped, as "
         "torchvision's loader, 16-bit grey kept at full depth", "1|3|keep"),
-    Key("rgb", "bool", "every image as 8-bit RGB (16-bit grey PNG/TIFF are kept as uint16 otherwise)"),
+    Key("rgb", "bool", "every image as 8-bit RGB (16-bit grey PNG/TIFF/PGM are kept as uint16 otherwise)"),
     Key("orientation", "str", "volumes: reorient to these axis codes, e.g. RAS (nibabel's; as MONAI "
         "Orientation)", "CODES"),
     Key("spacing", "float3", "volumes: resample to this voxel spacing in mm along the stored axes, as MONAI "

@@ -187,3 +187,13 @@ def test_items_with_other_keys_refuse_the_build_in_any_order(tmp_path, order):
         _build(Items(items, np.array(order), f"keys{order}"), tmp_path / "c")
     with pytest.raises(SchemaError):
         _build(Items(items, np.array(order), f"keys{order}"), tmp_path / "d", workers=2)
+
+
+def test_a_group_left_out_names_the_option_that_reaches_it(tmp_path, caplog):
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f["x"], f["label"] = np.arange(4.0), np.arange(4)
+        f.create_group("train")["x"] = np.ones(3)
+    with caplog.at_level(logging.WARNING):
+        assert len(_build(tmp_path / "g.h5", tmp_path / "c")) == 4
+    assert "left out the group train; bake one group's datasets with `hdf5_group='train'`" in caplog.text
+    assert "not one row per item" not in caplog.text

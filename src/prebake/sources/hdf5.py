@@ -97,10 +97,15 @@ class Hdf5Source(Source):
         rows = {c.path: self._rows(f, c) for c in columns}
         exported = "num_items" in f.attrs  # its ragged columns are checked below, never left out
         kept = [c for c in columns if rows[c.path] == self.num_items or (c.kind == "ragged" and exported)]
-        left_out = sorted({c.path for c in columns if c not in kept} | {prefix + o for o in other})
+        h5py = h5py_module()
+        groups = sorted(prefix + o for o in other if isinstance(base.get(o), h5py.Group))
+        left_out = sorted({c.path for c in columns if c not in kept} | {prefix + o for o in other} - set(groups))
         if left_out:
             log.warning("%s: left out %s: not one row per item (%d items)", self.path, ", ".join(left_out),
                         self.num_items)
+        if groups:
+            log.warning("%s: left out the group%s %s; bake one group's datasets with %s", self.path,
+                        "s" if len(groups) > 1 else "", ", ".join(groups), opt("hdf5_group", groups[0]))
         order = _manifest_order(f)
         kept, self.renamed = named(sorted(kept, key=lambda c: order.get(c.name, len(order))))
         if not kept:
