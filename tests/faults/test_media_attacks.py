@@ -199,22 +199,39 @@ def _unsized(path, tail=b""):
     return len(data) - at - 8
 
 
-@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
-def test_a_wav_whose_data_chunk_says_zero_bytes_is_read_to_its_end_and_noted(tmp_path, subtype):
-    """libsndfile reads such a file as empty: it was baked as an empty signal, kept, with no word."""
+@pytest.mark.parametrize("subtype, tail", [("PCM_16", b"\x01"), ("FLOAT", b""),
+                                           ("PCM_16", b"LIST" + struct.pack("<I", 18) + b"INFOISFT" + bytes(10))])
+def test_a_wav_whose_data_chunk_says_zero_bytes_is_a_bad_item_that_says_so(tmp_path, subtype, tail):
+    """libsndfile reads such a file as empty: it was baked as an empty signal, kept, with no word. Where its audio
+    ends cannot be known (the frames, then a LIST chunk: reading to the end took the chunk for samples), so it is a
+    bad item naming the repair."""
     (tmp_path / "src" / "c").mkdir(parents=True)
     x = np.stack([np.linspace(-0.5, 0.5, 1000)] * 2, axis=1) * [1, -1]
     for name in ("ok.wav", "size0.wav"):
         sf.write(tmp_path / "src" / "c" / name, x, 8000, subtype=subtype)
-    follow = _unsized(tmp_path / "src" / "c" / "size0.wav", tail=b"\x01")  # plus a byte of a frame never finished
+    follow = _unsized(tmp_path / "src" / "c" / "size0.wav", tail=tail)
     cache = _build(tmp_path / "src", tmp_path / "out", source_options=SourceOptions(channel="all"))
-    ok, cut = (cache[cache.source_keys.index(f"c/{n}")]["signal"] for n in ("ok.wav", "size0.wav"))
-    assert cut.shape == (1000, 2)
-    np.testing.assert_array_equal(cut, ok)
-    notes = _notes(cache, "c/size0.wav")
-    assert [(n["count"], n["items"]) for n in notes] == [(1000, 1)]
-    assert f"data chunk header says 0 bytes though {follow + 1:,} bytes follow it" in notes[0]["what"]
-    assert "the last 1 byte, less than a frame, left out" in notes[0]["what"]
+    assert cache.source_keys == ["c/ok.wav"]
+    [skipped] = cache.manifest["skipped"]
+    assert skipped["key"] == "c/size0.wav"
+    assert f"says the audio is 0 bytes, but {follow + len(tail):,} bytes follow" in skipped["reason"]
+    assert "sox --ignore-length" in skipped["reason"]
+
+
+def test_an_rf64_whose_data_size_is_zero_is_a_bad_item(tmp_path):
+    """RF64 keeps the data size in its ds64 chunk: 0 there, with frames after the data chunk, was an empty signal."""
+    (tmp_path / "src" / "c").mkdir(parents=True)
+    path = tmp_path / "src" / "c" / "big.wav"
+    sf.write(path, np.linspace(-0.5, 0.5, 500), 8000, subtype="PCM_16", format="RF64")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"RF64"
+    at = data.find(b"ds64")
+    data[at + 16: at + 24] = struct.pack("<Q", 0)  # ds64: riff size (8 bytes), then the data size
+    path.write_bytes(bytes(data))
+    sf.write(tmp_path / "src" / "c" / "ok.wav", np.linspace(-0.5, 0.5, 500), 8000, subtype="PCM_16", format="RF64")
+    cache = _build(tmp_path / "src", tmp_path / "out")
+    assert cache.source_keys == ["c/ok.wav"] and "says the audio is 0 bytes" in cache.manifest["skipped"][0]["reason"]
+    np.testing.assert_array_equal(cache[0]["signal"], sf.read(tmp_path / "src" / "c" / "ok.wav", dtype="int16")[0])
 
 
 def test_an_empty_wav_followed_by_metadata_stays_empty_without_a_note(tmp_path):

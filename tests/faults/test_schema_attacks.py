@@ -197,3 +197,23 @@ def test_a_group_left_out_names_the_option_that_reaches_it(tmp_path, caplog):
         assert len(_build(tmp_path / "g.h5", tmp_path / "c")) == 4
     assert "left out the group train; bake one group's datasets with `hdf5_group='train'`" in caplog.text
     assert "not one row per item" not in caplog.text
+
+
+def test_the_root_group_by_option_and_items_named_so_that_disagree(tmp_path):
+    with h5py.File(tmp_path / "r.h5", "w") as f:
+        f["x"], f["label"] = np.arange(4.0), np.arange(4)
+    cache = _build(tmp_path / "r.h5", tmp_path / "c", source_options=prebake.SourceOptions(hdf5_group="/"))
+    assert len(cache) == 4  # "/" is the top level (it was "no group ''")
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["image"], f["label"] = np.zeros((10, 2, 2), np.uint8), np.arange(8)
+    with pytest.raises(SourceError, match="disagree on the number of items.*image has 10.*label has 8"):
+        _build(tmp_path / "d.h5", tmp_path / "d")  # 8 items were kept, the images left out
+
+
+def test_an_empty_cache_says_it_holds_no_items(tmp_path):
+    root = tmp_path / "p"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "zero.png").write_bytes(b"")
+    cache = _build(root, tmp_path / "c", allow_empty=True)
+    with pytest.raises(IndexError, match=r"of 0 items \(it holds none\)"):
+        cache[0]

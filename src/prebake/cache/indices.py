@@ -53,7 +53,8 @@ def item_index(index: Any, n: int, what: str) -> int:
     i = int(value)
     j = i + n if i < 0 else i
     if not 0 <= j < n:
-        raise IndicesError(f"index {i} out of range for {what} of {n} items (allowed: -{n}..{n - 1})")
+        allowed = f"allowed: -{n}..{n - 1}" if n else "it holds none"
+        raise IndicesError(f"index {i} out of range for {what} of {n} items ({allowed})")
     return j
 
 

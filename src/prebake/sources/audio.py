@@ -36,10 +36,11 @@ Integer PCM is turned into float on the device (``prebake.crop_or_pad`` scales b
 - ``"all"``: ``(T, channels)``; files may differ in channel count (the ``signal`` column is ragged in
   every axis then, each item keeping its own ``channels``), so check them when a model needs one count.
 
-A WAV whose ``data`` chunk header says 0 bytes though audio follows it (a streaming writer stopped
-before it went back to write the size) is read to the end of the file, whole frames only, and
-counted in the build's notes, naming the file: libsndfile alone reads it as empty. When what follows
-the header is a chain of chunks ending at the end of the file (``LIST``, ...), the recording is empty.
+A WAV (or RF64) whose ``data`` chunk header says 0 bytes though bytes follow it (a streaming
+writer stopped before it went back to write the size) is a bad item that says so and how to repair
+it: libsndfile alone reads it as empty, and where its audio ends cannot be known (a ``LIST`` chunk
+after the frames would be read as samples). When what follows the header is a chain of chunks
+ending at the end of the file (``LIST``, ...), the recording is empty.
 
 Bad items, with the reason in the manifest: a missing, empty, truncated (WAV: fewer
 frames than the header declares, counted with the frame size its channels and sample
@@ -133,7 +134,7 @@ def read_audio(path: Path, channel: str = "mix", dtype: str = "int16") -> tuple[
         raise BadItemError("empty file (0 bytes)")
     x, rate, channels = _decode(path, str(path))
     if not len(x):
-        x = _read_unsized(path, x)
+        _refuse_unsized(path)
     _check_wav_length(path, len(x), channels)
     if not np.isfinite(x).all():
         raise BadItemError("contains NaN or Inf samples")
@@ -153,27 +154,17 @@ def _decode(path: Path, source: str | io.BytesIO) -> tuple[np.ndarray, int, int]
         raise BadItemError(f"not a readable audio file ({e}){_other_kind(path)}") from None
 
 
-def _read_unsized(path: Path, empty: np.ndarray) -> np.ndarray:
-    """The frames after a WAV ``data`` chunk whose header says 0 bytes (see the module docstring), or ``empty``.
-
-    libsndfile reads the size it is told; the header is rewritten in memory with the size of the whole frames that
-    follow, and read again, so the decode is libsndfile's own, exactly."""
+def _refuse_unsized(path: Path) -> None:
+    """A BadItemError for a WAV (or RF64) whose ``data`` chunk says 0 bytes though bytes follow it that are not a
+    chain of chunks to the file's end (see the module docstring): where its audio ends cannot be known, so reading
+    to the end could take a trailing chunk for samples (a ``LIST`` after the frames: garbage at the end)."""
     declared, frame_bytes, start = _wav_data_size(path)
     size = path.stat().st_size
-    if declared != 0 or frame_bytes <= 0 or size - start < frame_bytes or _chunks_to_end(path, start, size):
-        return empty
-    whole = (size - start) // frame_bytes * frame_bytes
-    with open(path, "rb") as f:
-        data = bytearray(f.read(start + whole))
-    struct.pack_into("<I", data, start - 4, whole)
-    struct.pack_into("<I", data, 4, len(data) - 8)
-    x = _decode(path, io.BytesIO(bytes(data)))[0]
-    extra = size - start - whole
-    left = f"; the last {extra} byte{'s' if extra != 1 else ''}, less than a frame, left out" if extra else ""
-    note(f"frames read from {path.parent.name}/{path.name}, whose WAV data chunk header says 0 bytes though "
-         f"{size - start:,} bytes follow it (a writer stopped before it wrote the size){left}: check that the "
-         "recording is whole, or rewrite it", len(x))
-    return x
+    if declared != 0 or size - start < max(frame_bytes, 1) or _chunks_to_end(path, start, size):
+        return
+    raise BadItemError(f"unsized WAV data: its header says the audio is 0 bytes, but {size - start:,} bytes follow "
+                       "it (a writer stopped before it wrote the size?), so where the audio ends is unknown; rewrite "
+                       "the header (sox --ignore-length in.wav out.wav) or leave the file out")
 
 
 def _chunks_to_end(path: Path, pos: int, size: int) -> bool:
@@ -239,8 +230,9 @@ def _wav_data_size(path: Path) -> tuple[int | None, int, int]:
     """(bytes the ``data`` chunk declares, bytes per frame, offset of its first byte) from the RIFF chunk headers;
     None, 0 if not found. Bytes per frame: the larger of blockAlign and channels x whole bytes per sample."""
     frame_bytes = 0
+    wide = None  # RF64: the data size its ds64 chunk gives, where the data chunk's own says 0xFFFFFFFF
     with open(path, "rb") as f:
-        if f.read(12)[:4] != b"RIFF":
+        if f.read(12)[:4] not in (b"RIFF", b"RF64"):
             return None, 0, 0
         while True:
             head = f.read(8)
@@ -250,8 +242,11 @@ def _wav_data_size(path: Path) -> tuple[int | None, int, int]:
             if name == b"fmt ":
                 fmt = f.read(size + (size & 1))
                 frame_bytes = _frame_bytes(fmt)
+            elif name == b"ds64":
+                ds64 = f.read(size + (size & 1))
+                wide = struct.unpack("<Q", ds64[8:16])[0] if len(ds64) >= 16 else None
             elif name == b"data":
-                return size, frame_bytes, f.tell()
+                return (wide if size == 0xFFFFFFFF and wide is not None else size), frame_bytes, f.tell()
             else:
                 f.seek(size + (size & 1), os.SEEK_CUR)
 

@@ -64,7 +64,7 @@ class Hdf5Source(Source):
 
     def __init__(self, path: str | os.PathLike[str], group: str | None = None):
         self.path = Path(path).resolve()
-        self.group = group.strip("/") if group else None
+        self.group = (group.strip("/") or None) if group else None  # "/" is the file's top level
         h5py = h5py_module()
         try:
             f = h5py.File(self.path, "r")
@@ -178,9 +178,14 @@ class Hdf5Source(Source):
             groups = _data_groups(f)
             fix = f"; choose a group with {opt('hdf5_group')}: {', '.join(groups)}" if groups and not self.group else ""
             raise SourceError(f"{self.path} holds no datasets {where} to bake{fix}")
-        named = {self._rows(f, c) for c in columns if c.kind == "fixed" and c.name.lower() in _ITEM_NAMES}
-        if len(named) == 1:
-            return named.pop()
+        named = {c.path: self._rows(f, c) for c in columns if c.kind == "fixed" and c.name.lower() in _ITEM_NAMES}
+        if len(set(named.values())) > 1:  # image and label of different lengths: leaving either out loses items
+            shown = ", ".join(f"{p} has {n:,}" for p, n in sorted(named.items()))
+            raise SourceError(f"{self.path}: the datasets that hold one row per item by their names disagree on the "
+                              f"number of items ({shown} rows); make them the same length, or bake the ones that "
+                              "agree from a file of their own")
+        if named:
+            return next(iter(named.values()))
         size: Counter[int] = Counter()
         for c in columns:
             ds = f[c.path][VALUES] if c.kind == "ragged" else f[c.path]
