@@ -2,13 +2,15 @@
 
 Each trial makes a random set of items (a numeric column of several dtypes of one family and
 several shapes of one number of axes, a text column of random widths, a ragged column, a
-label, an ``id``) with a few planted bad ones (NaN), and builds it in two random row orders,
-with random worker counts and chunk sizes. A failure is: a kept set that depends on the
-order, a valid item skipped or a planted bad one kept, a value or dtype other than the
-stated rule's (the items' one dtype, else numpy's promotion), a column layout other than
-the rule's (fixed / rows / N-D), or any error that is not a PrebakeError. Some trials mix
-dtypes no dtype holds exactly (int64 beside uint64, text beside numbers): both orders must
-then refuse the build with a SchemaError that names the column and the fix.
+column of Python integer lists some of which are empty, a label, an ``id``) with a few planted
+bad ones (NaN), and builds it in two random row orders, with random worker counts and chunk
+sizes. A failure is: a kept set that depends on the order, a valid item skipped or a planted
+bad one kept, a value or dtype other than the stated rule's (the items' one dtype, else
+numpy's promotion; empty items never vote), a column layout other than the rule's (fixed /
+rows / N-D), or any error that is not a PrebakeError. Some trials mix dtypes no dtype holds
+exactly (int64 beside uint64, text beside numbers, an int64 beyond 2**53 beside floats): both
+orders must then refuse the build with a SchemaError that names the column and the fix;
+int64 beside floats with every value within 2**53 must build, as float64.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from prebake.errors import PrebakeError, SchemaError
 from . import Row
 
 _FAMILIES = [("i1", "i2", "u1", "u2", "i4"), ("f2", "f4", "u1", "i2"), ("u1",), ("f8", "i4", "u2"), ("i2", ">i2")]
-_REFUSED = [("i8", "u8"), ("i8", "f4"), ("u8", "i1")]
+_REFUSED = [("i8", "u8"), ("u8", "i1"), ("i8", "u8", "f8")]
+_BY_VALUE = [("i8", "f4"), ("u8", "f8"), ("i8", "f8", "i2")]  # float64 holds them when their values are within 2**53
 
 
 class Items:
@@ -51,8 +54,9 @@ class Items:
 def _make(rng: np.random.Generator) -> tuple[list[Any], set[int], dict[str, Any]]:
     """Random items, the ids of the planted bad ones, and what the rule says the columns must be."""
     n = int(rng.integers(4, 24))
-    refused = rng.random() < 0.2
-    dtypes = _REFUSED[int(rng.integers(len(_REFUSED)))] if refused else _FAMILIES[int(rng.integers(len(_FAMILIES)))]
+    refused, by_value = rng.random() < 0.2, rng.random() < 0.2
+    mixes = _REFUSED if refused else _BY_VALUE if by_value else _FAMILIES
+    dtypes = mixes[int(rng.integers(len(mixes)))]
     ndim = int(rng.integers(1, 4))
     vary = [bool(rng.random() < 0.4) for _ in range(ndim)]
     base = [int(rng.integers(1, 4)) for _ in range(ndim)]
@@ -62,8 +66,11 @@ def _make(rng: np.random.Generator) -> tuple[list[Any], set[int], dict[str, Any]
         dt = np.dtype(dtypes[int(rng.integers(len(dtypes)))])
         hi = 100 if dt.kind != "b" else 2
         x = rng.integers(0, hi, shape).astype(dt)
+        if by_value and dt.kind in "iu" and dt.itemsize == 8 and rng.random() < 0.1:
+            x.reshape(-1)[0] = 2**53 + int(rng.integers(0, 2))  # 2**53 + 1 is no float64
         ragged = np.arange(int(rng.integers(0, 4)), dtype=np.int16)
-        items.append({"x": x, "s": "t" * int(rng.integers(0, 12)), "r": ragged, "label": k % 3, "id": k})
+        lists = np.asarray([int(v) for v in rng.integers(-5, 5, int(rng.integers(0, 3)))])  # [] is float64 to numpy
+        items.append({"x": x, "s": "t" * int(rng.integers(0, 12)), "r": ragged, "e": lists, "label": k % 3, "id": k})
     bad = {k for k in range(n) if rng.random() < 0.15 and items[k]["x"].dtype.kind == "f"}
     for k in bad:
         items[k]["x"] = items[k]["x"].copy()
@@ -87,22 +94,32 @@ def _expected(items: list[dict[str, Any]], bad: set[int]) -> dict[str, Any]:
         shape = [None, *shapes[0, 1:].tolist()]
     else:
         shape = shapes[0].tolist()
-    return {"dtype": np.dtype(dtype).str, "shape": shape, "width": max(len(it["s"]) for it in good)}
+    lengths = {len(it["e"]) for it in good}
+    e_shape = [lengths.pop()] if len(lengths) == 1 else [None]
+    e_dtype = "<i8" if any(len(it["e"]) for it in good) else "<f8"  # empty items vote only when all are empty
+    return {"dtype": np.dtype(dtype).str, "shape": shape, "width": max(len(it["s"]) for it in good),
+            "e": (e_dtype, e_shape)}
 
 
 def _refused_mix(items: list[Any], bad: set[int]) -> bool:
-    """The stated rule, written out independently: one dtype, or numpy's promotion when it holds every dtype
-    exactly (an integer in a float only up to the float's mantissa), never text beside numbers."""
-    dts = {it["x"].dtype for k, it in enumerate(items) if k not in bad}
+    """The stated rule, written out independently: one dtype, or numpy's promotion when it holds every value
+    exactly, never text beside numbers. An integer dtype a float promotion holds only up to its mantissa is held
+    when the column has float items, the integer dtypes promote to an integer, and its values are within it."""
+    good = [it["x"] for k, it in enumerate(items) if k not in bad]
+    dts = {x.dtype for x in good}
     if len(dts) < 2:
         return False
     if len({d.kind == "U" for d in dts}) > 1:
         return True
     to = np.result_type(*dts)
+    ints = [d for d in dts if d.kind in "iu"]
+    by_value = to.kind == "f" and len(ints) < len(dts) and (not ints or np.result_type(*ints).kind in "iu")
     for d in dts:
         if d.kind in "iu" and to.kind == "f" and d.itemsize * 8 - (d.kind == "i") > np.finfo(to).nmant + 1:
-            return True
-        if not np.can_cast(d, to, "safe"):
+            top = max(abs(int(v)) for x in good if x.dtype == d for v in x.reshape(-1).tolist())
+            if not by_value or top > 2 ** (np.finfo(to).nmant + 1):
+                return True
+        elif not np.can_cast(d, to, "safe"):
             return True
     return False
 
@@ -121,11 +138,14 @@ def _check(row: Row, cache: Any, items: list[Any], bad: set[int], want: dict[str
               f"{tag}: x is {col['dtype']} {col['shape']}, the rule says {want['dtype']} {want['shape']}")
     row.check(cache.manifest["columns"]["s"]["dtype"] == f"<U{max(1, want['width'])}",
               f"{tag}: s is {cache.manifest['columns']['s']['dtype']}, the longest string has {want['width']}")
+    e = cache.manifest["columns"]["e"]
+    row.check((e["dtype"], e["shape"]) == want["e"],
+              f"{tag}: e is {e['dtype']} {e['shape']}, the rule says {want['e']}")
     for i in range(len(cache)):
         got = cache[i]
         ref = items[int(got["id"])]
         same = got["x"].dtype == np.dtype(want["dtype"]) and np.array_equal(got["x"], ref["x"].astype(want["dtype"]))
-        same &= str(got["s"]) == ref["s"] and np.array_equal(got["r"], ref["r"])
+        same &= str(got["s"]) == ref["s"] and np.array_equal(got["r"], ref["r"]) and np.array_equal(got["e"], ref["e"])
         row.check(bool(same), f"{tag}: item {int(got['id'])} differs from the reference")
     return kept
 

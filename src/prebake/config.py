@@ -130,7 +130,8 @@ BUILD_KEYS: tuple[Key, ...] = (
         "N|FRACTION"),
     Key("dtypes", "strs", "cast every item of COLUMN to DTYPE, a numpy dtype such as int16 or float32 (repeatable); "
         "a value it cannot hold exactly makes its item bad (a float to a narrower float rounds). Default: the "
-        "items' one dtype, or numpy's promotion of theirs when that holds every value of their dtypes exactly",
+        "items' one dtype, or numpy's promotion of theirs when that holds every value exactly (integers beside "
+        "floats: each within the float's exact range)",
         "COLUMN=DTYPE"),
     Key("allow_empty", "bool", "commit a cache even when every item is bad (default: that build fails)"),
     Key("chunk_rows", "int", "rows per unit of work (default: about 16 MB of rows)", "N"),

@@ -9,7 +9,17 @@ import re
 
 
 class PrebakeError(Exception):
-    """Base class of all prebake errors."""
+    """Base class of all prebake errors.
+
+    ``counts``: ``(kept, total, skipped)`` when the error ends a build whose items were counted (too many skipped,
+    every item bad), so the CLI can end it with ``kept K of N, skipped S`` as every build ends."""
+
+    counts: tuple[int, int, int] | None = None
+
+    def counted(self, kept: int, total: int, skipped: int) -> PrebakeError:
+        """This error with the build's ``counts``."""
+        self.counts = (kept, total, skipped)
+        return self
 
 
 class CacheNotFoundError(PrebakeError, FileNotFoundError):

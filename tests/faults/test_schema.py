@@ -166,9 +166,12 @@ def test_int16_beside_uint16_promotes_to_int32_exactly(tmp_path, order):
         {k: v.astype(np.int64).tolist() for k, v in enumerate(values)}
 
 
-@pytest.mark.parametrize("a, b, lost", [("i8", "u8", "float64"), ("i8", "f4", "float64"), ("u8", "i2", "float64")])
-def test_a_promotion_that_loses_precision_is_refused_with_the_fix(tmp_path, a, b, lost):
-    items = [{"v": np.array(3, a), "label": 0}, {"v": np.array(4, b), "label": 1}, {"v": np.array(5, a), "label": 2}]
+@pytest.mark.parametrize("a, b, lost, v", [("i8", "u8", "float64", 3), ("i8", "f4", "float64", 2**53 + 1),
+                                           ("u8", "i2", "float64", 3)])
+def test_a_promotion_that_loses_precision_is_refused_with_the_fix(tmp_path, a, b, lost, v):
+    """int64 beside float32 is refused when a value is beyond float64's exact integers (3 and 5 are held)."""
+    items = [{"v": np.array(v, a), "label": 0}, {"v": np.array(4, b), "label": 1},
+             {"v": np.array(v + 2, a), "label": 2}]
     out = tmp_path / "c"
     with pytest.raises(SchemaError) as e:
         prebake.build(Items(items, np.arange(3), f"{a}{b}"), out, workers=0)
@@ -178,7 +181,7 @@ def test_a_promotion_that_loses_precision_is_refused_with_the_fix(tmp_path, a, b
     assert "dtypes={'v': " in msg and "nothing was committed" in msg
     assert not out.exists() and partial_path(out).exists()  # kept for a re-run
     fixed = prebake.build(Items(items, np.arange(3), f"{a}{b}"), out, workers=0, dtypes={"v": "int64"})
-    assert [int(fixed[i]["v"]) for i in range(3)] == [3, 4, 5] and fixed[0]["v"].dtype == np.int64
+    assert [int(fixed[i]["v"]) for i in range(3)] == [v, 4, v + 2] and fixed[0]["v"].dtype == np.int64
 
 
 def test_a_refused_mix_stops_the_build_at_the_first_chunk_that_shows_it(tmp_path):

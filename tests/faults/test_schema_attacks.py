@@ -217,3 +217,17 @@ def test_an_empty_cache_says_it_holds_no_items(tmp_path):
     cache = _build(root, tmp_path / "c", allow_empty=True)
     with pytest.raises(IndexError, match=r"of 0 items \(it holds none\)"):
         cache[0]
+
+
+def test_a_float_that_rounds_into_a_narrower_floats_range_is_held(tmp_path):
+    items = [{"x": np.array([65504.1, 65519.0])}, {"x": np.array([65520.0])}, {"x": np.array([1.5])}]
+    cache = _build(Items(items, np.arange(3), "f16"), tmp_path / "c", dtypes={"x": "float16"}, ragged=["x"])
+    assert len(cache) == 2 and cache[0]["x"].tolist() == [65504.0, 65504.0]  # as np.float16 rounds them
+    assert "65520.0" in next(iter(_skipped(cache).values()))  # rounds to inf: out of range
+
+
+def test_strict_names_both_key_sets(tmp_path):
+    items: list[dict[str, Any]] = [{"x": np.float32(i), "y": np.int64(i)} for i in range(3)]
+    items[0]["first"] = np.int64(1)
+    with pytest.raises(StrictModeError, match=r"\['x', 'y'\] \(the first item that baked has \['first', 'x', 'y'\]"):
+        _build(Items(items, np.arange(3), "strict-keys"), tmp_path / "c", strict=True)

@@ -383,7 +383,7 @@ def _refuse_empty(partial: PartialCache, source: Source, allow_empty: bool) -> N
     remove_paths([partial.path])
     raise SourceError(f"all {len(bad):,} items of the source are bad, so no cache was written ({shown}"
                       f"{'; ...' if len(bad) > 3 else ''}); fix the inputs, or pass {opt('allow_empty')} "
-                      "to commit an empty cache")
+                      "to commit an empty cache").counted(0, len(bad), len(bad))
 
 
 def stale_reasons(out: Path, fp: dict[str, Any], force: bool) -> list[str] | None:

@@ -84,7 +84,11 @@ class ChunkResult:
     """What a worker reports for one chunk: skipped rows, column statistics, and the files its
     transforms and stages read (``{path: identity}``, identity/reads.py).
 
-    ``seen``: per column, the dtypes of the chunk's good items, ``{dtype: [count, first row]}``.
+    ``seen``: per column, the dtypes of the chunk's good items that have elements, ``{dtype: [count, first row]}``;
+    ``empty``: the same of those with none, which any dtype of their family holds (they vote only when every item
+    of the column is empty). ``ranges``: per column, ``{integer dtype: [min, max]}`` of the values of its items of
+    that dtype (those written into the provisional rows counted under the provisional dtype): what lets a float
+    promotion hold them (bake/schema.py); a chunk journaled without them holds values unknown.
     ``spills``: per column, the items that did not fit the column's provisional spec (another
     shape or dtype), ``[[row, dtype, shape], ...]`` in row order, whose bytes are in the chunk's
     spill shard (:func:`spill_shard`), or, for the rows in ``placed``, at their row's offset in the column's
@@ -99,10 +103,13 @@ class ChunkResult:
     spills: dict[str, list[list[Any]]] = field(default_factory=dict)
     notes: dict[str, list[int]] = field(default_factory=dict)  # what the readers kept only part of (sources/notes.py)
     placed: dict[str, list[int]] = field(default_factory=dict)  # per column, the spilled rows in its placed file
+    empty: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    ranges: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         extra = {k: v for k, v in (("reads", self.reads), ("seen", self.seen), ("spills", self.spills),
-                                   ("notes", self.notes), ("placed", self.placed)) if v}
+                                   ("notes", self.notes), ("placed", self.placed), ("empty", self.empty),
+                                   ("ranges", self.ranges)) if v}
         return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats, **extra})
 
     @classmethod
@@ -110,7 +117,8 @@ class ChunkResult:
         d = json.loads(line)
         return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"], dict(d.get("reads") or {}),
                    dict(d.get("seen") or {}), dict(d.get("spills") or {}), dict(d.get("notes") or {}),
-                   {str(k): [int(x) for x in v] for k, v in dict(d.get("placed") or {}).items()})
+                   {str(k): [int(x) for x in v] for k, v in dict(d.get("placed") or {}).items()},
+                   dict(d.get("empty") or {}), dict(d.get("ranges") or {}))
 
 
 def shard_files(path: Path, name: str, chunk: int) -> tuple[Path, Path]:

@@ -29,7 +29,7 @@ from ..errors import SchemaError
 from .npyfile import save_npy
 from .plan import BuildPlan, ChunkResult
 from .provisional import Provisional
-from .schema import check_ndims, layout, promote, schema_entry
+from .schema import check_families, check_ndims, layout, promote, schema_entry
 from .space import check_free
 from .streamed import HEAD, NpyStream, npy_header, read_checksum
 
@@ -55,11 +55,12 @@ def decide(path: Path, plan: BuildPlan, results: Sequence[ChunkResult], good: np
 def _decide(path: Path, plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkResult], good: np.ndarray,
             keys: Sequence[str]) -> Decision:
     source = Provisional(path, plan, c, results, good)
-    seen = _seen(plan, c, results, good, keys)
-    if not seen:  # no good item: nothing to decide from
+    seen, empty, ranges = _seen(plan, c, results, good, keys)
+    if not seen and not empty:  # no good item: nothing to decide from
         return Decision(c, schema_entry({}, "uniform", (), ()))
     given = plan.given.get(c.name)
-    dtype, rule = (np.dtype(given), "given") if given is not None else promote(c.name, seen)
+    dtype, rule = (np.dtype(given), "given") if given is not None else promote(c.name, seen, empty, ranges)
+    seen, empty = (seen, empty) if seen else (empty, {})  # the dtypes that voted, and the empty items that did not
     check_ndims(c.name, source.ndims(keys))
     if source.spilled == 0 and not c.ragged:
         lo = hi = tuple(s for s in c.shape if s is not None)  # every item fits the provisional rows: nothing to read
@@ -69,64 +70,99 @@ def _decide(path: Path, plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkR
         lo, hi = tuple(int(x) for x in shapes.min(axis=0)), tuple(int(x) for x in shapes.max(axis=0))
     shape, ragged = layout(lo, hi, declared=c.name in plan.declared or (c.ragged and c.name in plan.staged))
     spec = ColumnSpec.of(c.name, dtype, shape, ragged)
+    entry = schema_entry(seen, rule, lo, hi, empty)
     if spec == c and source.spilled == 0:
-        return Decision(spec, schema_entry(seen, rule, lo, hi))
-    return Decision(spec, schema_entry(seen, rule, lo, hi), True, source, source.shapes() if shapes is None else shapes)
+        return Decision(spec, entry)
+    return Decision(spec, entry, True, source, source.shapes() if shapes is None else shapes)
 
 
 def _seen(plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkResult], good: np.ndarray, keys: Sequence[str]
-          ) -> dict[str, tuple[int, str]]:
-    """``{dtype: (items, key of the first)}`` of column ``c``'s good items; a chunk that reported no dtypes
-    (a stage's output, a journal from an older prebake) holds the provisional dtype."""
-    acc: dict[str, list[int]] = {}
+          ) -> tuple[dict[str, tuple[int, str]], dict[str, tuple[int, str]], dict[str, tuple[int, int] | None]]:
+    """``{dtype: (items, key of the first)}`` of column ``c``'s good items with elements, the same of those with
+    none, and ``{integer dtype: (min, max) of its values, or None: unknown}``; a chunk that reported no dtypes (a
+    stage's output, a journal from an older prebake) holds the provisional dtype, its values unknown."""
+    seen: dict[str, list[int]] = {}
+    empty: dict[str, list[int]] = {}
+    ranges: dict[str, list[int] | None] = {}
     for r in results:
         got = None if c.name in plan.staged else r.seen.get(c.name)
         if got is None:
             rows = plan.chunk_range(r.chunk)
             kept = rows.start + np.flatnonzero(good[rows.start : rows.stop])
             got = {c.dtype: [len(kept), int(kept[0])]} if len(kept) else {}
-        for d, (n, first) in got.items():
-            entry = acc.setdefault(d, [0, first])
-            entry[0] += n
-            entry[1] = min(entry[1], first)
-    return {d: (n, keys[first]) for d, (n, first) in acc.items() if n}
+        _fold(seen, empty, ranges, got, r.empty.get(c.name, {}), r.ranges.get(c.name, {}))
+    ranked = {d: (n, keys[first]) for d, (n, first) in seen.items() if n}
+    return ranked, {d: (n, keys[first]) for d, (n, first) in empty.items() if n}, _spans(ranges)
+
+
+def _fold(seen: dict[str, list[int]], empty: dict[str, list[int]], ranges: dict[str, list[int] | None],
+          got: Mapping[str, list[int]], got_empty: Mapping[str, list[int]], got_ranges: Mapping[str, list[int]]
+          ) -> None:
+    """One chunk's dtypes, empty items and integer ranges added to the build's (an integer dtype the chunk saw
+    without a range makes that dtype's values unknown)."""
+    for d, (n, first) in got.items():
+        _merge(seen, d, n, first)
+        if n and np.dtype(d).kind in "iu":
+            span, was = got_ranges.get(d), ranges.get(d, [])
+            if span is None or was is None:
+                ranges[d] = None
+            else:
+                ranges[d] = [min(was[0], int(span[0])), max(was[1], int(span[1]))] if was else [int(x) for x in span]
+    for d, (n, first) in got_empty.items():
+        _merge(empty, d, n, first)
+
+
+def _spans(ranges: Mapping[str, list[int] | None]) -> dict[str, tuple[int, int] | None]:
+    return {d: None if span is None else (span[0], span[1]) for d, span in ranges.items()}
 
 
 class SchemaSoFar:
-    """The dtypes and axis counts of the chunks finished so far, checked by the rules :func:`decide` applies at
-    commit, so a build whose items cannot share a column stops at the first chunk that shows it instead of
-    baking to the end first (the rules are monotone: a refused set stays refused as items are added)."""
+    """The dtypes, integer ranges and axis counts of the chunks finished so far, checked by the rules :func:`decide`
+    applies at commit, so a build whose items cannot share a column stops at the first chunk that shows it instead of
+    baking to the end first. Only what stays refused as items are added refuses here: a mix of kinds, and the dtypes
+    of the items with elements (while every item so far is empty, their dtypes may still be outvoted)."""
 
     def __init__(self, plan: BuildPlan, keys: Any):
         self.keys = keys  # the source's keys(), called only to name items in a refusal
         names = [c for c in plan.kept if c.name not in plan.staged and c.name not in plan.given]
         self.ndim = {c.name: c.ndim for c in names}
         self.seen: dict[str, dict[str, list[int]]] = {c.name: {} for c in names}
+        self.empty: dict[str, dict[str, list[int]]] = {c.name: {} for c in names}
+        self.ranges: dict[str, dict[str, list[int] | None]] = {c.name: {} for c in names}
         self.ndims: dict[str, dict[int, list[int]]] = {c.name: {} for c in names}
 
     def add(self, r: ChunkResult) -> None:
         for name, seen in self.seen.items():
             spills = r.spills.get(name, [])
-            for d, (n, first) in r.seen.get(name, {}).items():
-                _merge(seen, d, n, first)
+            got, empty = r.seen.get(name, {}), r.empty.get(name, {})
+            _fold(seen, self.empty[name], self.ranges[name], got, empty, r.ranges.get(name, {}))
             for row, _, shape in spills:
                 _merge(self.ndims[name], len(shape), 1, row)
-            plain = sum(n for n, _ in r.seen.get(name, {}).values()) - len(spills)
+            counts = [*got.values(), *empty.values()]
+            plain = sum(n for n, _ in counts) - len(spills)
             if plain > 0:  # the chunk's first good row stands for the items that fit
-                _merge(self.ndims[name], self.ndim[name], plain, min(first for _, first in r.seen[name].values()))
-            if len(seen) > 1 or len(self.ndims[name]) > 1:
+                _merge(self.ndims[name], self.ndim[name], plain, min(first for _, first in counts))
+            if len(seen) + len(self.empty[name]) > 1 or len(self.ndims[name]) > 1:
                 self._check(name)
 
     def _check(self, name: str) -> None:
-        keys = None
         try:
-            promote(name, {d: (n, str(first)) for d, (n, first) in self.seen[name].items()})
-            check_ndims(name, {d: (n, str(first)) for d, (n, first) in self.ndims[name].items()})
+            self._refuse(name, str)
         except SchemaError:
-            keys = self.keys()
-        if keys is not None:  # again, naming the items by their keys
-            promote(name, {d: (n, keys[first]) for d, (n, first) in self.seen[name].items()})
-            check_ndims(name, {d: (n, keys[first]) for d, (n, first) in self.ndims[name].items()})
+            pass
+        else:
+            return
+        keys = self.keys()
+        self._refuse(name, lambda first: keys[first])  # again, naming the items by their keys
+
+    def _refuse(self, name: str, key: Any) -> None:
+        seen = {d: (n, key(first)) for d, (n, first) in self.seen[name].items()}
+        empty = {d: (n, key(first)) for d, (n, first) in self.empty[name].items()}
+        if seen:
+            promote(name, seen, empty, _spans(self.ranges[name]))
+        else:
+            check_families(name, seen, empty)
+        check_ndims(name, {d: (n, key(first)) for d, (n, first) in self.ndims[name].items()})
 
 
 def _merge(acc: dict[Any, list[int]], key: Any, n: int, first: int) -> None:

@@ -7,16 +7,35 @@ commit decides the column from every item:
 
 - **dtype**: the user's (``--dtype COL=DTYPE``: every item is cast to it, a value it cannot hold
   exactly is a bad item, while a float cast to a narrower float rounds to the nearest); else the
-  items' one dtype when they all agree (byte order kept); else ``numpy.result_type`` of them
-  all, refused when it cannot hold every value of their dtypes exactly (int64 beside uint64
-  gives float64; int64 beside float32 too) or when the items mix kinds (text, bytes, numbers,
-  dates): a :class:`SchemaError` naming the column, the dtypes, an item of each, and the
-  fix. Strings and bytes widen to the longest.
+  items' one dtype when they all agree (byte order kept); else ``numpy.result_type`` of them all
+  when it holds every value of the items exactly, checked per dtype:
+
+  - a dtype whose every value the promotion holds is held (int16 beside uint16: int32);
+  - an integer dtype that a float promotion holds only in part (int64 or uint64 in float64) is
+    held when the column has float items, its integer dtypes promote to an integer among
+    themselves, and each of its values lies within the float's exact range: ``|v| <= 2**53`` for
+    float64, ``2**24`` for float32, ``2**11`` for float16. So the Python numbers 1, 2.5, 3
+    (int64 and float64 to numpy) make a float64 column. The workers record each integer dtype's
+    min and max per chunk (:attr:`~prebake.bake.plan.ChunkResult.ranges`); a chunk journaled
+    without them (by an older prebake) leaves the values unknown, and the dtype alone decides;
+  - anything else is refused with a :class:`SchemaError` naming the column, the dtypes, an item of
+    each, the value that does not fit when there is one, and the fix: int64 beside uint64 (float64
+    with no float item; they share no integer dtype), an int64 of 2**53 + 1 beside floats, items
+    that mix kinds (text, bytes, numbers, dates).
+
+  An item with no elements (``np.asarray([])``, which numpy makes float64) holds no value: it
+  never votes, and any dtype of its family holds it, so it neither changes the dtype nor is
+  refused, wherever it comes; beside another family (an empty list among strings) the build is
+  refused as a mix of kinds. Only when every item of a column is empty do their dtypes vote.
+  Strings and bytes widen to the longest.
 - **shape**: fixed when every item agrees; a ragged column of rows when only axis 0 varies (or
   the column was declared ragged); a ragged N-D column when any other axis varies. Items with
   different numbers of axes are refused.
 
 The rules depend on the set of items only, so the order of the source never changes the result.
+A set of items with elements that they refuse stays refused as items are added (a longdouble
+item aside), so the build stops at the first chunk that shows it
+(:class:`~prebake.bake.rewrite.SchemaSoFar`, which leaves the dtypes of empty items to the end).
 """
 
 from __future__ import annotations
@@ -59,7 +78,7 @@ def cast_checked(value: np.ndarray, dtype: np.dtype, column: str) -> np.ndarray:
     """``value`` as ``dtype`` (the user's ``--dtype``), or a BadItemError naming the value the dtype cannot hold."""
     if value.dtype == dtype:
         return value
-    given = dtype_option(column, dtype.name)
+    given = dtype_option(column, dtype.str[1:] if dtype.kind in "US" else dtype.name)  # U5 as typed, not str160
     if family(value.dtype) != family(dtype):
         raise BadItemError(f"column {column!r} holds {family(value.dtype)} ({value.dtype}), which {given} cannot "
                            f"hold: give a {family(value.dtype)} dtype, or convert the values in a step")
@@ -86,8 +105,9 @@ def _check_range(value: np.ndarray, dtype: np.dtype, column: str, given: str) ->
             raise BadItemError(f"column {column!r} holds complex values, which {given} cannot hold; give a complex "
                                "dtype")
         value = value.real
-    if dtype.kind == "f":
-        big = np.abs(value) > np.finfo(dtype).max
+    if dtype.kind == "f":  # beyond the largest finite value once rounded (65504.1 rounds to float16's 65504: held)
+        with np.errstate(over="ignore"):
+            big = ~np.isfinite(value.astype(dtype)) & np.isfinite(value)
         if big.any():
             raise BadItemError(f"column {column!r} is out of {dtype}'s range ±{np.finfo(dtype).max:.4g}: it holds "
                                f"{_shown(value[big])} ({given}); give a wider dtype")
@@ -109,28 +129,75 @@ def _shown(values: Any) -> str:
     return repr(np.asarray(values).reshape(-1)[0].item())
 
 
-def promote(column: str, seen: Mapping[str, tuple[int, str]]) -> tuple[np.dtype, str]:
-    """The dtype of a column whose items had the dtypes ``seen`` (``{dtype: (count, key of an item)}``), and
-    the rule that gave it: "uniform" or "promoted". Raises :class:`SchemaError` (see the module docstring)."""
-    dtypes = [np.dtype(d) for d in seen]
-    if len(seen) == 1:
+Seen = Mapping[str, tuple[int, str]]  # {dtype: (items, key of an item)}
+Ranges = Mapping[str, tuple[int, int] | None]  # {integer dtype: (min, max) of its items' values, None: unknown}
+
+
+def promote(column: str, seen: Seen, empty: Seen | None = None, ranges: Ranges | None = None) -> tuple[np.dtype, str]:
+    """The dtype of a column whose items with elements had the dtypes ``seen`` and those with none ``empty``, and the
+    rule that gave it: "uniform" or "promoted". ``ranges``: the values of the integer items, which a float promotion
+    may hold even when it does not hold their dtype. Raises :class:`SchemaError` (see the module docstring)."""
+    check_families(column, seen, empty or {})
+    votes = seen or empty or {}  # items with no elements vote only when every item has none
+    dtypes = [np.dtype(d) for d in votes]
+    if len(votes) == 1:
         return dtypes[0], "uniform"
-    families = sorted({family(d) for d in dtypes})
-    if len(families) > 1:
-        raise refusal(column, seen, f"mix {' and '.join(families)}, which no dtype holds together",
-                      f"make the column one kind in a step (for example str(value)), or give {column!r} another name "
-                      "where it differs")
     try:
         dtype = np.result_type(*dtypes)
     except TypeError:
-        raise refusal(column, seen, "have no common dtype", f"give every item one dtype with "
+        raise refusal(column, votes, "have no common dtype", f"give every item one dtype with "
                       f"{dtype_option(column, 'DTYPE')}") from None
-    lost = [d for d in dtypes if not lossless(d, dtype)]
+    lost = _not_held(dtypes, dtype, {np.dtype(d): r for d, r in (ranges or {}).items()})
     if lost:
-        raise refusal(column, seen, f"promote to {dtype}, which does not hold every {lost[0]} value exactly",
-                      f"give the column a dtype with {dtype_option(column, _suggest(dtypes))} (a value it cannot "
-                      "hold is then a bad item, never wrapped)")
+        d, value = lost[0]
+        what = f"promote to {dtype}, which does not hold every {d} value exactly"
+        if value is not None:
+            what = (f"promote to {dtype}, which holds integers exactly only within ±2**{np.finfo(dtype).nmant + 1}, "
+                    f"and the {d} items include {value}")
+        elif _by_value(dtypes, dtype) and d.kind in "iu":
+            what += (f" (the values of {d} items baked by an older prebake are unknown: {opt('force')} bakes them "
+                     "again, and checks them)")
+        elif d.kind in "iu" and dtype.kind in "fc":
+            what += f" ({' and '.join(str(x) for x in dtypes if x.kind in 'iu')} share no integer dtype)"
+        raise refusal(column, votes, what, f"give the column a dtype with {dtype_option(column, _suggest(dtypes))} "
+                      "(a value it cannot hold exactly is then a bad item, never rounded or wrapped)")
     return dtype, "promoted"
+
+
+def check_families(column: str, seen: Seen, empty: Seen) -> None:
+    """A SchemaError when the items, those with no elements included, mix kinds of values (text beside numbers)."""
+    families = sorted({family(np.dtype(d)) for d in [*seen, *empty]})
+    if len(families) > 1:
+        raise refusal(column, {**empty, **seen}, f"mix {' and '.join(families)}, which no dtype holds together",
+                      f"make the column one kind in a step (for example str(value)), or give {column!r} another name "
+                      "where it differs")
+
+
+def _by_value(dtypes: list[np.dtype], dtype: np.dtype) -> bool:
+    """Whether a float promotion may hold integer dtypes by their values: the column has float items, and its
+    integer dtypes promote to an integer among themselves (int64 beside uint64 do not: float64, refused)."""
+    ints = [d for d in dtypes if d.kind in "biu"]
+    return dtype.kind in "fc" and len(ints) < len(dtypes) and (not ints or np.result_type(*ints).kind in "biu")
+
+
+def _not_held(dtypes: list[np.dtype], dtype: np.dtype, ranges: Mapping[np.dtype, tuple[int, int] | None]
+              ) -> list[tuple[np.dtype, int | None]]:
+    """The dtypes of ``dtypes`` whose values ``dtype`` may not hold exactly, each with a value it does not hold
+    (None: the dtype's rule, or values unknown)."""
+    by_value = _by_value(dtypes, dtype)
+    out: list[tuple[np.dtype, int | None]] = []
+    for d in dtypes:
+        if lossless(d, dtype):
+            continue
+        span = ranges.get(d) if by_value and d.kind in "iu" else None
+        if span is None:
+            out.append((d, None))
+            continue
+        limit = 2 ** (np.finfo(dtype).nmant + 1)
+        lo, hi = span
+        if hi > limit or lo < -limit:
+            out.append((d, hi if hi > limit else lo))
+    return sorted(out, key=lambda x: x[1] is None)  # a value named first
 
 
 def dtype_option(column: str, dtype: str) -> str:
@@ -142,7 +209,7 @@ def _suggest(dtypes: list[np.dtype]) -> str:
     return "float64" if any(d.kind in "fc" for d in dtypes) else "int64"
 
 
-def refusal(column: str, seen: Mapping[str, tuple[int, str]], what: str, fix: str) -> SchemaError:
+def refusal(column: str, seen: Seen, what: str, fix: str) -> SchemaError:
     """A SchemaError naming the column, each dtype with its count and an item that has it, and the fix."""
     shown = "; ".join(f"{np.dtype(d)} ({n:,} item{'s' if n != 1 else ''}, e.g. {key})"
                       for d, (n, key) in sorted(seen.items(), key=lambda kv: -kv[1][0]))
@@ -172,8 +239,12 @@ def layout(lo: tuple[int, ...], hi: tuple[int, ...], declared: bool) -> tuple[tu
     return tuple(lo), False
 
 
-def schema_entry(seen: Mapping[str, tuple[int, str]], rule: str, lo: tuple[int, ...], hi: tuple[int, ...]
+def schema_entry(seen: Seen, rule: str, lo: tuple[int, ...], hi: tuple[int, ...], empty: Seen | None = None
                  ) -> dict[str, Any]:
-    """The manifest's record of how a column was decided (``columns.<name>.schema``)."""
-    return {"dtypes": {d: n for d, (n, _) in sorted(seen.items())}, "rule": rule,
-            "shape_min": [int(x) for x in lo], "shape_max": [int(x) for x in hi]}
+    """The manifest's record of how a column was decided (``columns.<name>.schema``): the dtypes that voted, with
+    their counts, and ``empty``, those of the items with no elements, which did not vote."""
+    entry: dict[str, Any] = {"dtypes": {d: n for d, (n, _) in sorted(seen.items())}, "rule": rule,
+                             "shape_min": [int(x) for x in lo], "shape_max": [int(x) for x in hi]}
+    if empty:
+        entry["empty"] = {d: n for d, (n, _) in sorted(empty.items())}
+    return entry

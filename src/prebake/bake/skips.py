@@ -35,15 +35,17 @@ def check_skipped(out: Path, bad: Sequence[tuple[int, str]], total: int, limit: 
     share = f" ({limit:.1%} of {total:,} items)" if 0 < limit < 1 else ""
     head = (f"{out}: {len(bad):,} of {total:,} items were skipped as bad, more than "
             f"{opt('max_skipped', shown_limit)} allows{share} — {shown} (first: {first})")
+    counts = (total - len(bad), total, len(bad))
     if partial is None:
         raise TooManySkippedError(f"{head}; the cache there was built so and is up to date: fix those items and "
-                                  f"build again, or raise {opt('max_skipped')}")
+                                  f"build again, or raise {opt('max_skipped')}").counted(*counts)
     raise TooManySkippedError(f"{head}; nothing was committed, the baked items are kept in {partial}: fix those "
                               f"items and build again, or re-run with a higher {opt('max_skipped')} to commit them "
-                              "(that resumes: nothing is baked again)")
+                              "(that resumes: nothing is baked again)").counted(*counts)
 
 
 OTHER_COLUMNS = "other columns than the items':"  # the reason of an item whose keys are not the columns'
+FIRST_HAD = " (the first item that baked has "  # then the columns: what a strict build stops on, named
 
 
 def check_column_sets(bad: Sequence[tuple[int, str]], columns: Sequence[str], total: int,
@@ -51,7 +53,8 @@ def check_column_sets(bad: Sequence[tuple[int, str]], columns: Sequence[str], to
     """A SchemaError when some items have other keys than the columns (their reason starts with
     :data:`OTHER_COLUMNS`): the build is refused whatever the order of the items, rather than keeping those that
     happen to agree with the first."""
-    other = [(i, reason[len(OTHER_COLUMNS):].strip()) for i, reason in bad if reason.startswith(OTHER_COLUMNS)]
+    other = [(i, reason[len(OTHER_COLUMNS):].split(FIRST_HAD)[0].strip()) for i, reason in bad
+             if reason.startswith(OTHER_COLUMNS)]
     if not other:
         return
     sets: dict[str, list[int]] = {}

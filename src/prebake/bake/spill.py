@@ -11,6 +11,10 @@ chunk has spilled a column, the chunks handed out after it spill every item of t
 item is written once before it, never into the provisional rows as well.
 A uniform source spills nothing, and its items cost a dtype and shape comparison per column
 (a uniform CIFAR build, 60,000 items: 1.03x the time before, benchmarks/bake.py's data).
+An item with no elements is counted apart from the dtypes (it never votes one, bake/schema.py),
+and is written where the column's rows go when its dtype is of the column's family. Each chunk
+also reports the min and max of its values per integer dtype, which lets a float promotion hold
+them: taken from the statistics the chunk computes anyway, so they cost no pass of their own.
 
 The columns that stages read stay strict: a stage batches them in one shape, so an item that
 does not fit is a bad item, as it always was.
@@ -31,11 +35,11 @@ from ..errors import BadItemError, FormatError, opt
 from .direct import DirectWriter
 from .placed import PlacedWriter, placeable
 from .plan import placed_files, spill_shard
-from .schema import cast_checked, fits
-from .skips import OTHER_COLUMNS
+from .schema import cast_checked, family, fits
+from .skips import FIRST_HAD, OTHER_COLUMNS
 from .space import NO_ROOM
 
-Fitted = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.dtype]]
+Fitted = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.dtype], dict[str, np.dtype] | None]
 _INT64 = np.dtype(np.int64)
 
 
@@ -49,36 +53,45 @@ class Fitter:
                  varying: frozenset[str] = frozenset()):
         self.names = frozenset(c.name for c in specs)
         self.columns = [(c, np.dtype(c.dtype), None if given.get(c.name) is None else np.dtype(given[c.name]),
-                         c.name in strict, c.name in varying and c.name not in strict) for c in specs]
+                         c.name in strict, c.name in varying and c.name not in strict,
+                         c.ragged or 0 in c.shape or c.name in varying) for c in specs]
 
     def __call__(self, item: Mapping[str, Any]) -> Fitted:
-        """``(values that fit their column, values that spill, the dtype of each column whose value was not of its
-        provisional dtype, as the item had it)``; a BadItemError for an invalid item."""
+        """``(values that fit their column, values that spill, the dtype of each column whose value has elements and
+        was not of its provisional dtype, the dtype of each column whose value has none (None when no column's);
+        both as the item had them)``; a BadItemError for an invalid item."""
         if item.keys() != self.names:
             _check_names(item, self.names)
         placed, spilled, dtypes = {}, {}, {}
-        for c, dtype, given, strict, varies in self.columns:
+        empty: dict[str, np.dtype] | None = None  # rare: made when needed (this runs for every item)
+        for c, dtype, given, strict, varies, hollow in self.columns:
             raw = item[c.name]
             v = checked_value(c, raw, given)
             had = v.dtype if given is None else np.asarray(raw).dtype
-            if had is not dtype and had != dtype:
-                dtypes[c.name] = had
+            if had is not dtype and had != dtype or hollow and not v.size:
+                if v.size:
+                    dtypes[c.name] = had
+                else:  # no value to hold: any dtype of its family holds it (bake/schema.py)
+                    empty = {**(empty or {}), c.name: had}
             if varies:  # the commit rewrites this column anyway: its items are written once, to the spill shard
                 spilled[c.name] = v
-            elif (v.dtype is dtype or fits(v.dtype, dtype)) and _fits_shape(v.shape, c):
+            elif (v.dtype is dtype or fits(v.dtype, dtype) or empty and c.name in empty and
+                  family(v.dtype) == family(dtype)) and _fits_shape(v.shape, c):
                 placed[c.name] = v if v.dtype is dtype else v.astype(dtype)
             elif strict:
                 raise BadItemError(_unlike(c, v))
             else:
                 spilled[c.name] = v
-        return placed, spilled, dtypes
+                if not v.size:  # of the provisional dtype, in a fixed column of another shape
+                    empty = {**(empty or {}), c.name: had}
+        return placed, spilled, dtypes, empty
 
 
 def _check_names(item: Mapping[str, Any], names: frozenset[str]) -> None:
     """An item whose keys are not the columns': recorded as bad with :data:`OTHER_COLUMNS`, which the commit
     turns into a SchemaError for the whole build (skips.check_column_sets), so the order of the items never
     decides which of them are kept."""
-    raise BadItemError(f"{OTHER_COLUMNS} {sorted(item)!r}")
+    raise BadItemError(f"{OTHER_COLUMNS} {sorted(item)!r}{FIRST_HAD}{sorted(names)!r})")
 
 
 def fit_item(item: Mapping[str, Any], specs: Sequence[ColumnSpec], given: Mapping[str, str],
@@ -127,16 +140,31 @@ def _unlike(c: ColumnSpec, v: np.ndarray) -> str:
             f"{want} like the first item{hint}")
 
 
+def _count(acc: dict[np.dtype, list[int]], dtype: np.dtype, row: int) -> None:
+    entry = acc.get(dtype)
+    if entry is None:
+        acc[dtype] = [1, row]
+    else:
+        entry[0] += 1
+
+
+def _widen(acc: dict[np.dtype, list[int]], dtype: np.dtype, lo: int, hi: int) -> None:
+    span = acc.get(dtype)
+    acc[dtype] = [int(lo), int(hi)] if span is None else [min(span[0], int(lo)), max(span[1], int(hi))]
+
+
 class ChunkSink:
-    """What one chunk records beyond its rows: the dtypes of its items, and the values that spilled (each at its
-    row's place in the column's placed file when ``offsets`` lays the column out and the value is the size
-    predicted there, bake/placed.py; else to the chunk's spill shard)."""
+    """What one chunk records beyond its rows: the dtypes of its items, the range of its integer values, and the
+    values that spilled (each at its row's place in the column's placed file when ``offsets`` lays the column out and
+    the value is the size predicted there, bake/placed.py; else to the chunk's spill shard)."""
 
     def __init__(self, partial: Any, chunk: int, specs: Sequence[ColumnSpec],
                  offsets: Mapping[str, np.ndarray] | None = None):
         self.partial, self.chunk, self._offsets = partial, chunk, offsets or {}
         self._dtypes = {c.name: np.dtype(c.dtype) for c in specs}
         self._seen: dict[str, dict[np.dtype, list[int]]] = {c.name: {} for c in specs}  # other dtypes than the spec's
+        self._empty: dict[str, dict[np.dtype, list[int]]] = {}  # items with no elements, by dtype
+        self._ranges: dict[str, dict[np.dtype, list[int]]] = {}  # the spilled integer values' [min, max], by dtype
         self._good = 0
         self._first: dict[str, int] = {}  # per column, the first good row of the spec's dtype
         self._pending = set(self._dtypes)
@@ -146,20 +174,21 @@ class ChunkSink:
         self._files: dict[str, DirectWriter] = {}
         self._placers: dict[str, PlacedWriter] = {}
 
-    def add(self, row: int, spilled: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> None:
-        """Record a good item: the columns whose dtype was not the spec's (``dtypes``; the others are counted
-        without a per-column step), and its spilled values appended to their shards."""
+    def add(self, row: int, spilled: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype],
+            empty: Mapping[str, np.dtype] | None = None) -> None:
+        """Record a good item: the columns whose dtype was not the spec's (``dtypes``) and those whose value has no
+        elements (``empty``; the others are counted without a per-column step), and its spilled values appended to
+        their shards."""
         self._good += 1
         if self._pending:
-            for name in [n for n in self._pending if n not in dtypes]:
+            for name in [n for n in self._pending if n not in dtypes and not (empty and n in empty)]:
                 self._first[name] = row
                 self._pending.discard(name)
         for name, dtype in dtypes.items():
-            entry = self._seen[name].get(dtype)
-            if entry is None:
-                self._seen[name][dtype] = [1, row]
-            else:
-                entry[0] += 1
+            _count(self._seen[name], dtype, row)
+        if empty:
+            for name, dtype in empty.items():
+                _count(self._empty.setdefault(name, {}), dtype, row)
         for name, v in spilled.items():
             at = placeable(self._offsets, name, row, v, self._dtypes[name]) if self._offsets else -1
             self._write(name, v, at)
@@ -169,16 +198,34 @@ class ChunkSink:
             s = chunk_stats(v)
             if s is not None:
                 self.stats[name] = add_stats(self.stats.get(name), s)
+                if v.dtype.kind in "iu":
+                    _widen(self._ranges.setdefault(name, {}), v.dtype, s[0], s[1])
 
     @property
     def seen(self) -> dict[str, dict[str, list[int]]]:
-        """Per column, ``{dtype string: [items, first row]}`` (what :attr:`ChunkResult.seen` holds)."""
+        """Per column, ``{dtype string: [items, first row]}`` of the items with elements (what
+        :attr:`ChunkResult.seen` holds)."""
         out = {}
         for name, got in self._seen.items():
-            plain = self._good - sum(n for n, _ in got.values())
+            plain = self._good - sum(n for n, _ in got.values()) - sum(n for n, _ in self._empty.get(name, {}).values())
             first = {self._dtypes[name].str: [plain, self._first[name]]} if plain else {}
             out[name] = {**first, **{d.str: entry for d, entry in got.items()}}
         return out
+
+    @property
+    def empty(self) -> dict[str, dict[str, list[int]]]:
+        """Per column that had any, ``{dtype string: [items, first row]}`` of the items with no elements."""
+        return {name: {d.str: entry for d, entry in got.items()} for name, got in self._empty.items()}
+
+    def ranges(self, placed: Mapping[str, list[Any]]) -> dict[str, dict[str, list[int]]]:
+        """Per column, ``{integer dtype string: [min, max]}`` of the chunk's values (what :attr:`ChunkResult.ranges`
+        holds): the spilled ones by their dtype, and those in the provisional rows (``placed``: their
+        ``[min, max, sum, count]``) under the provisional dtype, which they were written as."""
+        out = {name: dict(got) for name, got in self._ranges.items()}
+        for name, s in placed.items():
+            if self._dtypes[name].kind in "iu":
+                _widen(out.setdefault(name, {}), self._dtypes[name], s[0], s[1])
+        return {name: {d.str: span for d, span in got.items()} for name, got in out.items()}
 
     def _write(self, name: str, v: np.ndarray, at: int = -1) -> None:
         """``v``'s bytes appended to the chunk's spill shard of column ``name`` (``at`` < 0), or at byte ``at`` of

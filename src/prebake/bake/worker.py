@@ -115,7 +115,8 @@ def probe(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None = Non
     shown = "; ".join(reasons[:3]) or "the source has no items"
     more = "; ..." if len(reasons) > 3 else ""
     fix = f"; fix the inputs, or pass {opt('allow_empty')} to commit an empty cache" if reasons else ""
-    raise SourceError(f"no item of the source could be baked ({shown}{more}){fix}")
+    raise SourceError(f"no item of the source could be baked ({shown}{more}){fix}").counted(
+        0, len(job.source), len(reasons))
 
 
 def spec_of(name: str, value: Any, ragged: bool, given: str | None = None) -> ColumnSpec:
@@ -160,16 +161,16 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None, varying: It
                 if reuse is not None and reuse[k] >= 0:  # as the old cache holds it, the stages' outputs too
                     placed = _old_row(job, plan.columns, int(reuse[k]))
                     spilled = {name: np.asarray(placed.pop(name)) for name in spill_all if name in placed}
-                    dtypes = _other_dtypes({**placed, **spilled}, item_columns)
+                    dtypes, empty = _other_dtypes({**placed, **spilled}, item_columns)
                 else:
-                    placed, spilled, dtypes = fit(bake_item(job, i))
+                    placed, spilled, dtypes, empty = fit(bake_item(job, i))
             except BadItemError as e:
                 if job.strict:
                     raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad "
                                           "item)") from e
                 result.bad.append((i, e.reason))
                 continue
-            sink.add(i, spilled, dtypes)
+            sink.add(i, spilled, dtypes, empty)
             for name, column in fixed:
                 if name in placed:
                     column[i] = placed[name]
@@ -186,17 +187,22 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None, varying: It
         if c.ragged:
             job.partial.write_shard(c, chunk, ragged[c.name])
     item_fixed = [c for c in item_columns if not c.ragged]
-    result.stats = _chunk_stats(cols, ragged, item_fixed, rows, result.bad, sink)
-    result.seen, result.spills, result.placed = sink.seen, sink.spills, sink.placed
+    placed_stats = _placed_stats(cols, ragged, item_fixed, rows, result.bad, sink)
+    result.stats = _chunk_stats(placed_stats, sink)
+    result.seen, result.empty, result.ranges = sink.seen, sink.empty, sink.ranges(placed_stats)
+    result.spills, result.placed = sink.spills, sink.placed
     result.reads = take()
     result.notes = take_notes()
     return result
 
 
-def _other_dtypes(row: Mapping[str, Any], columns: Sequence[ColumnSpec]) -> dict[str, np.dtype]:
-    """The columns of a reused row whose dtype is not the provisional spec's (see ChunkSink.add)."""
-    had = {c.name: (np.asarray(row[c.name]).dtype, np.dtype(c.dtype)) for c in columns if c.name in row}
-    return {name: got for name, (got, spec) in had.items() if got != spec}
+def _other_dtypes(row: Mapping[str, Any], columns: Sequence[ColumnSpec]) -> tuple[dict[str, np.dtype],
+                                                                                  dict[str, np.dtype] | None]:
+    """The columns of a reused row whose dtype is not the provisional spec's, and those whose value has no elements
+    (see ChunkSink.add)."""
+    values = {c.name: (np.asarray(row[c.name]), np.dtype(c.dtype)) for c in columns if c.name in row}
+    empty = {name: v.dtype for name, (v, _) in values.items() if not v.size}
+    return {name: v.dtype for name, (v, spec) in values.items() if v.dtype != spec and name not in empty}, empty or None
 
 
 def _old_row(job: Job, columns: Sequence[ColumnSpec], row: int) -> dict[str, Any]:
@@ -220,9 +226,10 @@ def _where(job: Job, index: int) -> str:
     return f"{key} (in {root})" if root else key
 
 
-def _chunk_stats(cols: dict[str, np.ndarray], ragged: dict[str, list[np.ndarray]], fixed: Sequence[ColumnSpec],
-                 rows: range, bad: list[tuple[int, str]], sink: ChunkSink) -> dict[str, list[Any]]:
-    """Each column's ``[min, max, sum, count]`` over the chunk's good items, spilled ones included."""
+def _placed_stats(cols: dict[str, np.ndarray], ragged: dict[str, list[np.ndarray]], fixed: Sequence[ColumnSpec],
+                  rows: range, bad: list[tuple[int, str]], sink: ChunkSink) -> dict[str, list[Any]]:
+    """Each column's ``[min, max, sum, count]`` over the chunk's good items in its provisional rows (not spilled):
+    the statistics, and the range of the provisional dtype's values (ChunkSink.ranges), in one pass."""
     good = np.ones(len(rows), dtype=bool)
     good[np.array([i - rows.start for i, _ in bad], dtype=np.int64)] = False
     out = {}
@@ -237,6 +244,12 @@ def _chunk_stats(cols: dict[str, np.ndarray], ragged: dict[str, list[np.ndarray]
         s = chunk_stats(np.concatenate([a.reshape(-1) for a in items])) if items else None
         if s is not None:
             out[name] = s
+    return out
+
+
+def _chunk_stats(placed: Mapping[str, list[Any]], sink: ChunkSink) -> dict[str, list[Any]]:
+    """Each column's ``[min, max, sum, count]`` over the chunk's good items, spilled ones included."""
+    out = dict(placed)
     for name, s in sink.stats.items():
         out[name] = add_stats(out.get(name), s)
     return out
