@@ -246,7 +246,7 @@ def dump(settings: dict[str, Any]) -> str:
     """Checked flat settings as the YAML a config file holds: the steps as a list, then the other settings."""
     import yaml
 
-    s = {k: v for k, v in settings.items() if v not in (None, [], False)}
+    s = {k: v for k, v in settings.items() if v is not None and v is not False and v != []}  # 0 is a setting
     rest = {k.name: s[k.name] for k in KEYS.values() if k.name in s and k.name not in STEP_KEYS and k.name != "steps"}
     steps = [step_to_config(x) for x in build_kwargs(s)["steps"]]
     return yaml.safe_dump({**rest, **({"steps": steps} if steps else {})}, sort_keys=False, default_flow_style=False)

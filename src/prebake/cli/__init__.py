@@ -10,9 +10,10 @@ import argparse
 import difflib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .._version import __version__
 from ..config import BUILD_KEYS, Key
@@ -36,16 +37,41 @@ KINDS = ("cifar", "cifar-bin", "imagefolder", "audio", "volumes", "video", "csv"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, plus a suggestion for a mistyped flag: the closest of every command's flags."""
+    """argparse, plus a suggestion for a mistyped flag: the closest of the parser's flags (a command's own, on a
+    command's parser); and negative numbers in any notation as values (``--nan-fill -1e3``, ``--window -1e3 1e3``),
+    where argparse's own pattern takes ``-1e3`` for an option."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):
             known = sorted({o for a in _actions(self) for o in a.option_strings if o.startswith("--")})
             typos = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
             close = {t: difflib.get_close_matches(t, known, n=1, cutoff=0.7) for t in typos}
-            hints = [f"{t}: did you mean {c[0]}?" for t, c in close.items() if c]
+            hints = [f"{t}: did you mean {c[0]}?" if c[0] != t else f"{t} comes after '--', which makes everything "
+                     "after it an argument: put the options before '--'" for t, c in close.items() if c]
             message += "".join(f"; {h}" for h in hints)
         super().error(message)
+
+
+class _Commands(argparse._SubParsersAction):
+    """The commands, each parsed with its options and arguments in any order, as users type them
+    (``prebake build SRC --workers 1 OUT``): argparse's plain parse fills build's optional SOURCE and OUT from the
+    arguments before the first option, so an OUT after one came back unrecognized. An argument the command does not
+    take is its own parser's error, so the usage printed with it is that command's, not the top level's."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        name, rest = values[0], values[1:]
+        command = self._name_parser_map[name]  # argparse has checked the name against the choices
+        setattr(namespace, self.dest, name)
+        parsed, extras = command.parse_known_intermixed_args(rest)
+        if extras:
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        for key, value in vars(parsed).items():
+            setattr(namespace, key, value)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
                                 "memory-mapped cache, and check that training is fed.", epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"prebake {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", action=_Commands)
     _build_parser(sub)
     c = _command(sub, "verify", "check every byte of a cache (or of every cache under a directory)")
     c.add_argument("path", metavar="PATH", help="a cache, or a directory that holds caches")
@@ -191,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Formatter("%(message)s"))  # the library's warnings name flags, as errors do
     logging.basicConfig(level=logging.WARNING if args.quiet or args.json else logging.INFO, handlers=[handler])
+    for reader in ("pydicom", "nibabel"):  # a decoder's traceback or a header's complaint per file: the item's own
+        logging.getLogger(reader).setLevel(logging.CRITICAL)  # reason (skip list, build.log) says what matters
     try:
         return _run(args)
     except StrictModeError as e:
@@ -199,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PrebakeError, OSError, ValueError) as e:
         if isinstance(e, BrokenPipeError):
             return _closed_stdout()
+        if isinstance(e, PrebakeError) and e.counts is not None:  # as every build ends, a failed one too
+            echo("kept {:,} of {:,}, skipped {:,}".format(*e.counts), file=sys.stderr)
         echo(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,7 +7,18 @@ import sys
 from typing import Any
 
 from ..config import BUILD_KEYS, check_settings, read_config
+from ..errors import OptionError, opt
 from ._echo import echo, echo_json
+
+#: The kinds of source that read each source option (sources.detect gives it to no other): with another kind it
+#: would be dropped without a word, so the build refuses it, as a step refuses a source without the columns it
+#: needs. A table of recordings is kind audio too, so the CSV options pass there (also for a folder of them).
+#: max_pixels and max_voxels are absent: they bound the steps' output sizes whatever the kind.
+ONLY_FOR: dict[str, tuple[str, ...]] = {
+    "hdf5_group": ("hdf5",), "fps": ("video",), "frame_size": ("video",), "nan_fill": ("volumes", "csv"),
+    "channels": ("imagefolder", "csv"), "channel": ("audio", "video", "csv"), "audio_dtype": ("audio", "video", "csv"),
+    **dict.fromkeys(("path_column", "label_columns", "base_dir", "delimiter", "keep_columns"), ("csv", "audio")),
+}
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -31,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(dump(s))
         return 0
     sources, out, options = prepare(**build_kwargs(s))
+    check_kind_options(s, {src.origin["kind"] if src.origin else src.kind for src in sources.values()})
     bars = ProgressBars(quiet=args.quiet or args.json)
     try:
         reports = build_all(sources, out, options, bars)
@@ -42,6 +54,18 @@ def run(args: argparse.Namespace) -> int:
         for r in reports:
             _print_report(r)
     return 0
+
+
+def check_kind_options(s: dict[str, Any], kinds: set[str]) -> None:
+    """An OptionError for a setting of :data:`ONLY_FOR` given for a source of another kind (``kinds``: the
+    detected or forced kinds of the sources to build)."""
+    for name, readers in ONLY_FOR.items():
+        other = sorted(kinds - set(readers))
+        if name in s and other:
+            what = s.get("dataset") or s.get("source")
+            kind = readers[0] if len(readers) == 1 else f"{', '.join(readers[:-1])} or {readers[-1]}"
+            raise OptionError(f"{opt(name, s[name])} applies only to sources of kind {kind}, and {what} is of kind "
+                              f"{other[0]}, which never reads it: drop {opt(name)}, or give a source of kind {kind}")
 
 
 def _report_json(r: Any) -> dict[str, Any]:

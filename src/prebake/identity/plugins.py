@@ -57,6 +57,8 @@ def _import(module_part: str, spec: str) -> Any:
         name = f"{_FILE_MODULE}{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
         if name in sys.modules and _LOADED.get(name) == _file_sha(path):
             return sys.modules[name]
+        if str(path.parent) not in sys.path:  # as `python path/to/file.py` does: the file imports the modules beside
+            sys.path.insert(0, str(path.parent))  # it, here and in the forked workers that import them lazily
         mod_spec = importlib.util.spec_from_file_location(name, path)
         assert mod_spec is not None and mod_spec.loader is not None
         module = importlib.util.module_from_spec(mod_spec)

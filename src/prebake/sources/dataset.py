@@ -93,7 +93,8 @@ class DatasetSource(Source):
 
     @classmethod
     def from_spec(cls, spec: str, name: str | None = None) -> DatasetSource:
-        """Build the dataset with ``module:function`` or ``path/to/file.py:function``."""
+        """Build the dataset with ``module:function`` or ``path/to/file.py:function`` (a file imports the modules
+        beside it: :func:`prebake.identity.plugins.load_object`)."""
         factory = load_object(spec)
         if not callable(factory):
             raise SourceError(f"{spec!r} is a {type(factory).__name__}, expected a function returning a dataset")
