@@ -118,9 +118,9 @@ class _Items:
         return {3: lambda: {"x": np.full((2, 4), None, dtype=object), "label": i},  # another shape is no fault
                 4: lambda: {"x": np.where(np.eye(2, 4) > 0, np.nan, x).astype(np.float32), "label": i},
                 5: lambda: _raise(OSError(f"cannot read record {i}")),
-                6: lambda: {"x": x, "label": i, "extra": 1},
+                6: lambda: {"x": x, "label": i, "refuse": True},  # (other keys than the items' stop the build)
                 7: lambda: {"x": np.zeros((2, 4), [("a", "<f4")]), "label": i},  # nor another dtype
-                8: lambda: {"x": x},
+                8: lambda: {"x": x, "label": 2**70},  # no integer dtype holds it: a Python object
                 9: lambda: {"x": x, "label": i, "drop": True}}[i]()
 
 
@@ -131,12 +131,14 @@ def _raise(e: Exception) -> Any:
 def _transform(item: dict[str, Any]) -> Any:
     if item.pop("drop", False):
         return "not a dict"
+    if item.pop("refuse", False):
+        raise ValueError("the transform refused it")
     return item
 
 
 def _datasets(d: Path) -> tuple[Any, Any, dict[str, str], dict[str, Any]]:
     bad = {"3": "which holds Python objects", "4": "NaN", "5": "OSError: cannot read record 5",
-           "6": "'extra'", "7": "has structured dtype", "8": "missing column 'label'",
+           "6": "ValueError: the transform refused it", "7": "has structured dtype", "8": "column 'label'",
            "9": "returned str, expected a dict"}
     return _Items(False), _Items(True), bad, {"steps": [_transform]}
 

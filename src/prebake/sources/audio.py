@@ -164,7 +164,8 @@ def _refuse_unsized(path: Path) -> None:
         return
     raise BadItemError(f"unsized WAV data: its header says the audio is 0 bytes, but {size - start:,} bytes follow "
                        "it (a writer stopped before it wrote the size?), so where the audio ends is unknown; rewrite "
-                       "the header (sox --ignore-length in.wav out.wav) or leave the file out")
+                       "it with a tool told to ignore the header's length (sox's ignore-length option) or leave the "
+                       "file out")
 
 
 def _chunks_to_end(path: Path, pos: int, size: int) -> bool:
