@@ -231,3 +231,13 @@ def test_strict_names_both_key_sets(tmp_path):
     items[0]["first"] = np.int64(1)
     with pytest.raises(StrictModeError, match=r"\['x', 'y'\] \(the first item that baked has \['first', 'x', 'y'\]"):
         _build(Items(items, np.arange(3), "strict-keys"), tmp_path / "c", strict=True)
+
+
+def test_text_and_bytes_ending_in_nul_are_counted_in_the_notes(tmp_path):
+    """numpy's fixed-width strings drop a trailing NUL: it was lost with no word."""
+    items = [{"s": "ab\x00", "b": b"\x00\x01\x00"}, {"s": "cd", "b": b"x"}, {"s": "e\x00", "b": b"y"}]
+    cache = _build(Items(items, np.arange(3), "nul"), tmp_path / "c")
+    assert [cache[i]["s"].item() for i in range(3)] == ["ab", "cd", "e"]
+    notes = {n["what"].split("'")[1]: (n["count"], n["items"]) for n in cache.manifest["notes"]}
+    assert notes == {"s": (2, 2), "b": (1, 1)}
+    assert "end in NUL" in cache.manifest["notes"][0]["what"]

@@ -32,6 +32,7 @@ import numpy as np
 from ..cache.format import ColumnSpec, validate_dtype
 from ..cache.stats import add_stats, chunk_stats
 from ..errors import BadItemError, FormatError, opt
+from ..sources.notes import note
 from .direct import DirectWriter
 from .placed import PlacedWriter, placeable
 from .plan import placed_files, spill_shard
@@ -104,6 +105,8 @@ def checked_value(c: ColumnSpec, value: Any, given: np.dtype | None) -> np.ndarr
     """The item's value of column ``c`` as an array: of the user's dtype when given, labels as int64."""
     v = np.asarray(value)
     dt = v.dtype
+    if dt.kind in "US":
+        _note_trailing_nul(value, c.name)
     if dt.hasobject or dt.fields is not None:
         try:
             validate_dtype(dt, c.name)
@@ -119,6 +122,16 @@ def checked_value(c: ColumnSpec, value: Any, given: np.dtype | None) -> np.ndarr
         raise BadItemError(f"column {c.name!r} is ragged, but this item's value is a scalar; give every item an "
                            "array of at least one axis")
     return v
+
+
+def _note_trailing_nul(value: Any, column: str) -> None:
+    """Count the Python strings or bytes that end in NUL: numpy's fixed-width ``U``/``S`` cannot hold a trailing
+    NUL (``np.asarray(b"ab\\x00")`` is ``b"ab"``), so each reads back without it; said, not silently lost."""
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    cut = sum(1 for x in values if isinstance(x, (str, bytes)) and x[-1:] in ("\x00", b"\x00"))
+    if cut:
+        note(f"values of column {column!r} that end in NUL (\\x00), which numpy's fixed-width strings cannot hold: "
+             "they read back without their trailing NULs; store such values as uint8 arrays to keep them", cut)
 
 
 def _fits_shape(shape: tuple[int, ...], c: ColumnSpec) -> bool:
