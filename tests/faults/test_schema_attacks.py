@@ -241,3 +241,14 @@ def test_text_and_bytes_ending_in_nul_are_counted_in_the_notes(tmp_path):
     notes = {n["what"].split("'")[1]: (n["count"], n["items"]) for n in cache.manifest["notes"]}
     assert notes == {"s": (2, 2), "b": (1, 1)}
     assert "end in NUL" in cache.manifest["notes"][0]["what"]
+
+
+def test_an_exported_empty_cache_builds_again_with_allow_empty(tmp_path):
+    root = tmp_path / "p"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "zero.png").write_bytes(b"")
+    prebake.export_hdf5(_build(root, tmp_path / "c", allow_empty=True).path, tmp_path / "e.h5")
+    with pytest.raises(SourceError, match="has no items.*allow_empty"):
+        _build(tmp_path / "e.h5", tmp_path / "n")
+    again = _build(tmp_path / "e.h5", tmp_path / "x", allow_empty=True)  # was 'holds no dataset ... of 0 rows'
+    assert len(again) == 0 and again.columns == []

@@ -110,11 +110,11 @@ def probe(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None = Non
                 raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad "
                                       "item)") from e
             reasons.append(f"{job.source.keys()[i]}: {e.reason}")
-    if allow_empty and len(job.source):
+    if allow_empty:
         return [], {}
     shown = "; ".join(reasons[:3]) or "the source has no items"
     more = "; ..." if len(reasons) > 3 else ""
-    fix = f"; fix the inputs, or pass {opt('allow_empty')} to commit an empty cache" if reasons else ""
+    fix = f"; {'fix the inputs, or ' if reasons else ''}pass {opt('allow_empty')} to commit an empty cache"
     raise SourceError(f"no item of the source could be baked ({shown}{more}){fix}").counted(
         0, len(job.source), len(reasons))
 

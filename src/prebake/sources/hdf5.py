@@ -108,7 +108,7 @@ class Hdf5Source(Source):
                         "s" if len(groups) > 1 else "", ", ".join(groups), opt("hdf5_group", groups[0]))
         order = _manifest_order(f)
         kept, self.renamed = named(sorted(kept, key=lambda c: order.get(c.name, len(order))))
-        if not kept:
+        if not kept and not (exported and self.num_items == 0 and not order):  # an exported cache of no items
             raise SourceError(f"{self.path} holds no dataset with a first axis of {self.num_items} rows to bake")
         self.columns = kept
         self.ragged_columns = tuple(c.name for c in kept if c.kind in ("ragged", "vlen"))  # type: ignore[misc]
