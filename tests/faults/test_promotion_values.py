@@ -101,17 +101,20 @@ def test_empty_items_never_refuse_early_and_all_empty_keeps_their_dtype(tmp_path
         _build(text, tmp_path / "t", tag="text")
 
 
-class DiesOnce(Items):
-    """Items whose item ``at`` ends its worker process (as the OOM killer would) while ``flag`` exists."""
+class FailsOnce(Items):
+    """Items whose item ``at`` fails once while ``flag`` exists: ``exit`` ends its worker process (as the OOM
+    killer would), else a KeyboardInterrupt stops the build (Ctrl-C); the chunks before it stay journaled."""
 
-    def __init__(self, items: list[Any], flag: Path, at: int):
-        super().__init__(items, np.arange(len(items)), "dies-once")
-        self.flag, self.at = flag, at
+    def __init__(self, items: list[Any], flag: Path, at: int, tag: str, exit: bool):
+        super().__init__(items, np.arange(len(items)), tag)
+        self.flag, self.at, self.exit = flag, at, exit
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if i == self.at and self.flag.exists():
             self.flag.unlink()
-            os._exit(9)
+            if self.exit:
+                os._exit(9)
+            raise KeyboardInterrupt
         return super().__getitem__(i)
 
 
@@ -138,11 +141,13 @@ def test_a_build_resumed_after_a_worker_died_commits_the_uninterrupted_cache(tmp
     out, flag = tmp_path / "c", tmp_path / "flag"
     flag.touch()
     with pytest.raises(PrebakeError, match="re-run the same command to resume"):
-        prebake.build(DiesOnce(items, flag, at=41), out, workers=2, chunk_rows=4, progress=False)
+        prebake.build(FailsOnce(items, flag, at=41, tag="dies-once", exit=True), out, workers=2, chunk_rows=4,
+                      progress=False)
     journal = partial_path(out) / JOURNAL
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     assert lines and all("ranges" in r for r in lines)  # each chunk journaled its integers' ranges
-    cache = prebake.build(DiesOnce(items, flag, at=41), out, workers=2, chunk_rows=4, progress=False)
+    cache = prebake.build(FailsOnce(items, flag, at=41, tag="dies-once", exit=True), out, workers=2, chunk_rows=4,
+                          progress=False)
     assert cache.build_report.action == "resumed"
     assert _files(Path(cache.path)) == _files(Path(plain.path))
     assert cache.manifest["columns"] == plain.manifest["columns"]
@@ -167,20 +172,8 @@ def test_a_journal_without_ranges_resumes_by_the_dtype_rule(tmp_path):
     assert _files(Path(cache.path)) == _files(Path(_build(items, tmp_path / "plain", chunk_rows=4).path))
 
 
-class StopsOnce(Items):
-    """Items whose item ``at`` interrupts the build (Ctrl-C) while ``flag`` exists: the chunks before it stay
-    journaled."""
-
-    def __init__(self, items: list[Any], flag: Path, at: int):
-        super().__init__(items, np.arange(len(items)), "old")
-        self.flag, self.at = flag, at
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if i == self.at and self.flag.exists():
-            self.flag.unlink()
-            raise KeyboardInterrupt
-        return super().__getitem__(i)
 
 
 def _stops(items: list[Any], flag: Path, out: Path, **kw: Any) -> Any:
-    return prebake.build(StopsOnce(items, flag, at=17), out, workers=0, chunk_rows=4, progress=False, **kw)
+    return prebake.build(FailsOnce(items, flag, at=17, tag="old", exit=False), out, workers=0, chunk_rows=4,
+                         progress=False, **kw)
