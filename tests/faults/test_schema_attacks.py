@@ -252,3 +252,35 @@ def test_an_exported_empty_cache_builds_again_with_allow_empty(tmp_path):
         _build(tmp_path / "e.h5", tmp_path / "n")
     again = _build(tmp_path / "e.h5", tmp_path / "x", allow_empty=True)  # was 'holds no dataset ... of 0 rows'
     assert len(again) == 0 and again.columns == []
+
+
+# -- a third outside run: the value-aware promotion --------------------------------------------------------------
+
+def test_dates_of_different_units_are_refused_never_wrapped(tmp_path):
+    """numpy calls days -> ns a safe cast: 9999-12-31 was stored as 1816-03-29."""
+    items = [{"t": np.datetime64("9999-12-31")}, {"t": np.datetime64("2020-01-01T00:00:00.123456789")}]
+    with pytest.raises(SchemaError, match=r"datetime64\[ns\]'\}"):
+        _build(Items(items, np.arange(2), "dates"), tmp_path / "c")
+    given = _build(Items(items, np.arange(2), "dates"), tmp_path / "g", dtypes={"t": "M8[ns]"})
+    assert len(given) == 1 and given[0]["t"] == items[1]["t"]  # the sentinel is a bad item, not 1816
+    with pytest.raises(prebake.OptionError, match="has no time unit"):
+        _build(Items(items, np.arange(2), "dates"), tmp_path / "m", dtypes={"t": "M8"})
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 0, 2]])
+def test_big_endian_integers_beside_floats_in_any_order(tmp_path, order):
+    items = [{"x": np.array([1, 2], "<i8")}, {"x": np.array([3, 4], ">i8")}, {"x": np.array([0.5, 1.5])}]
+    cache = _build(Items(items, np.array(order), f"bo{order}"), tmp_path / "c", ragged=["x"])
+    assert cache.manifest["columns"]["x"]["dtype"] == "<f8"
+    assert sorted(cache[i]["x"].tolist() for i in range(3)) == [[0.5, 1.5], [1.0, 2.0], [3.0, 4.0]]
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 0, 1], [0, 2, 1]])
+def test_long_doubles_bake_and_int64_beside_uint64_is_refused_in_any_order(tmp_path, order):
+    if np.finfo(np.longdouble).nmant <= np.finfo(np.float64).nmant:
+        pytest.skip("long double is float64 here")
+    alone = [{"x": np.longdouble(0.5)}, {"x": np.longdouble(1.5)}]
+    assert _build(Items(alone, np.arange(2), "ld"), tmp_path / "a")[1]["x"] == np.longdouble(1.5)  # was a JSON error
+    items = [{"x": np.int64(-1)}, {"x": np.uint64(2**64 - 1)}, {"x": np.longdouble(0.5)}]
+    with pytest.raises(SchemaError, match="int64 and uint64 share no integer dtype"):
+        _build(Items(items, np.array(order), f"ld{order}"), tmp_path / "c", chunk_rows=1)

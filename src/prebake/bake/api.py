@@ -176,6 +176,10 @@ def parse_dtypes(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
         if dt.itemsize == 0 or dt.kind in "OV":
             raise OptionError(f"{opt('dtypes')}: {text!r}: {dt} has no fixed size of values; give a number, bool, "
                               f"or a sized text dtype such as <U32, for example {example}")
+        if dt.kind in "Mm" and np.datetime_data(dt)[0] == "generic":  # M8 alone: values no reader can convert
+            unit = dt.str[1:3]
+            raise OptionError(f"{opt('dtypes')}: {text!r}: {dt} has no time unit; give one, for example "
+                              f"{dtype_option(name, f'{unit}[s]')} or {dtype_option(name, f'{unit}[ns]')}")
         if name in out and out[name] != dt.str:
             raise OptionError(f"{opt('dtypes')} gives column {name!r} two dtypes ({np.dtype(out[name])} and {dt}); "
                               "give one")

@@ -19,9 +19,11 @@ commit decides the column from every item:
     min and max per chunk (:attr:`~prebake.bake.plan.ChunkResult.ranges`); a chunk journaled
     without them (by an older prebake) leaves the values unknown, and the dtype alone decides;
   - anything else is refused with a :class:`SchemaError` naming the column, the dtypes, an item of
-    each, the value that does not fit when there is one, and the fix: int64 beside uint64 (float64
-    with no float item; they share no integer dtype), an int64 of 2**53 + 1 beside floats, items
-    that mix kinds (text, bytes, numbers, dates).
+    each, the value that does not fit when there is one, and the fix: int64 beside uint64 (they
+    share no integer dtype: refused whatever else the column holds, a long double included), an
+    int64 of 2**53 + 1 beside floats, dates or durations of different units (numpy calls days to
+    ns "safe", but 9999-12-31 in ns wraps to 1816), items that mix kinds (text, bytes, numbers,
+    dates).
 
   An item with no elements (``np.asarray([])``, which numpy makes float64) holds no value: it
   never votes, and any dtype of its family holds it, so it neither changes the dtype nor is
@@ -33,9 +35,9 @@ commit decides the column from every item:
   different numbers of axes are refused.
 
 The rules depend on the set of items only, so the order of the source never changes the result.
-A set of items with elements that they refuse stays refused as items are added (a longdouble
-item aside), so the build stops at the first chunk that shows it
-(:class:`~prebake.bake.rewrite.SchemaSoFar`, which leaves the dtypes of empty items to the end).
+A set of items with elements that they refuse stays refused as items are added, so the build
+stops at the first chunk that shows it (:class:`~prebake.bake.rewrite.SchemaSoFar`, which
+leaves the dtypes of empty items to the end).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def lossless(src: np.dtype, dst: np.dtype) -> bool:
         return True
     if family(src) != family(dst) or not np.can_cast(src, dst, "safe"):
         return False
+    if src.kind in "Mm" and np.datetime_data(src)[0] != np.datetime_data(dst)[0]:
+        return False  # numpy calls days -> ns "safe", but 9999-12-31 in ns wraps to 1816: a finer unit holds less
     if src.kind in "iu" and dst.kind in "fc":
         bits = src.itemsize * 8 - (src.kind == "i")
         return bits <= np.finfo(dst).nmant + 1
@@ -147,6 +151,12 @@ def promote(column: str, seen: Seen, empty: Seen | None = None, ranges: Ranges |
     except TypeError:
         raise refusal(column, votes, "have no common dtype", f"give every item one dtype with "
                       f"{dtype_option(column, 'DTYPE')}") from None
+    ints = [d for d in dtypes if d.kind in "iu"]
+    if len(ints) > 1 and np.result_type(*ints).kind not in "iu":  # whatever else comes: refused in any order
+        raise refusal(column, votes, f"promote to {dtype}, which does not hold every value exactly "
+                      f"({' and '.join(map(str, ints))} share no integer dtype)",
+                      f"give the column a dtype with {dtype_option(column, _suggest(dtypes))} (a value it cannot "
+                      "hold exactly is then a bad item, never rounded or wrapped)")
     lost = _not_held(dtypes, dtype, {np.dtype(d): r for d, r in (ranges or {}).items()})
     if lost:
         d, value = lost[0]
@@ -206,6 +216,10 @@ def dtype_option(column: str, dtype: str) -> str:
 
 
 def _suggest(dtypes: list[np.dtype]) -> str:
+    if any(d.kind in "Mm" for d in dtypes):  # the finest unit: an item it cannot hold is then a bad item
+        return str(np.result_type(*dtypes))
+    if any(d.kind == "c" for d in dtypes):
+        return "complex128"
     return "float64" if any(d.kind in "fc" for d in dtypes) else "int64"
 
 

@@ -61,4 +61,6 @@ def label_histogram(labels: np.ndarray, classes: Sequence[str] | None) -> dict[s
 
 def _py(x: Any) -> Any:
     v = x.item() if hasattr(x, "item") else x
+    if isinstance(v, np.floating):  # a long double's item() is itself, which JSON cannot write: its nearest float
+        return float(v)
     return bool(v) if isinstance(v, (bool, np.bool_)) else v
