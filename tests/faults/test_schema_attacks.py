@@ -284,3 +284,12 @@ def test_long_doubles_bake_and_int64_beside_uint64_is_refused_in_any_order(tmp_p
     items = [{"x": np.int64(-1)}, {"x": np.uint64(2**64 - 1)}, {"x": np.longdouble(0.5)}]
     with pytest.raises(SchemaError, match="int64 and uint64 share no integer dtype"):
         _build(Items(items, np.array(order), f"ld{order}"), tmp_path / "c", chunk_rows=1)
+
+
+def test_a_cast_to_an_integer_names_what_does_not_fit(tmp_path):
+    items = [{"x": np.array([2.0**64])}, {"x": np.array([np.nan])}, {"x": np.array([3.0])}]
+    cache = _build(Items(items, np.arange(3), "casts"), tmp_path / "c", dtypes={"x": "uint64"}, ragged=["x"])
+    reasons = _skipped(cache)
+    assert len(cache) == 1 and cache[0]["x"].tolist() == [3]
+    assert "out of uint64's range" in reasons["0"]  # 2.0**64 compared equal to 2**64 - 1: 'a finer time unit'
+    assert "holds NaN or Inf" in reasons["1"]  # was 'holds fractions ... nan'

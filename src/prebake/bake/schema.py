@@ -116,9 +116,14 @@ def _check_range(value: np.ndarray, dtype: np.dtype, column: str, given: str) ->
             raise BadItemError(f"column {column!r} is out of {dtype}'s range ±{np.finfo(dtype).max:.4g}: it holds "
                                f"{_shown(value[big])} ({given}); give a wider dtype")
         return
-    lo, hi = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    lo, hi = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise BadItemError(f"column {column!r} holds NaN or Inf, which {dtype} cannot hold ({given}); give a float "
+                           "dtype, or replace them in a step")
     low, high = value.min(), value.max()
-    if low < lo or high > hi:
+    # a float compared with 2**64 - 1 rounds it to 2**64, so 2.0**64 looked in range: compare past the rounding
+    over = high >= float(hi) if value.dtype.kind == "f" and float(hi) > hi else high > hi
+    if low < lo or over:
         bad = low if low < lo else high
         raise BadItemError(f"column {column!r} is out of {dtype}'s range {lo}..{hi}: it holds {_shown(bad)} "
                            f"({given}; never wrapped); give a wider dtype")
