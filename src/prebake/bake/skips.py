@@ -62,7 +62,9 @@ def check_column_sets(bad: Sequence[tuple[int, str]], columns: Sequence[str], to
         sets.setdefault(names, []).append(i)
     plain = total - len(bad)
     found = [(len(rows), names, f", e.g. {key(rows[0])}") for names, rows in sets.items()]
-    found += [(plain, repr(sorted(columns)), "")] if plain else []
+    if plain:  # the first item with the columns' keys: one that is not bad
+        skipped = {i for i, _ in bad}
+        found.append((plain, repr(sorted(columns)), f", e.g. {key(next(i for i in range(total) if i not in skipped))}"))
     shown = [f"{names} ({n:,} item{'s' if n != 1 else ''}{example})"
              for n, names, example in sorted(found, key=lambda f: (-f[0], f[1]))]  # the same in any item order
     raise SchemaError(f"the items have different keys: {'; '.join(shown)}; every item needs a value for every column, "

@@ -125,6 +125,9 @@ def read_column(path: Path, name: str) -> np.ndarray:
         raise CacheNotFoundError(f"no prebake cache at {path} (no {MANIFEST})")
     specs = column_specs(read_manifest(path))
     spec = specs.get(name)
+    if spec is None and not specs:  # every item of its build was skipped (allow_empty): nothing to split
+        raise OptionError(f"{path} holds no items and no columns (every item of its build was skipped), so there is "
+                          f"nothing to split by {name!r}; fix the inputs and build it again")
     if spec is None:
         raise OptionError(f"{path} has no column {name!r} to split by; its columns are {sorted(specs)} "
                           "(keep a CSV column with --keep-column when you build)")
