@@ -167,18 +167,50 @@ def test_a_build_of_only_bad_items_ends_with_the_kept_line(tmp_path, capsys):
 # -- 5. a source option for another kind of source ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flags, named, kind", [
-    (["--hdf5-group", "train"], "--hdf5-group train", "hdf5"),
-    (["--frame-size", "16"], "--frame-size 16", "video"),
-    (["--channel", "0"], "--channel 0", "audio, video or csv"),
-    (["--path-column", "file"], "--path-column file", "csv or audio"),
+@pytest.mark.parametrize("flags, named, where", [
+    (["--hdf5-group", "train"], "--hdf5-group train", "a source of kind hdf5"),
+    (["--frame-size", "16"], "--frame-size 16", "a source of kind video"),
+    (["--channel", "0"], "--channel 0", "a source of kind audio, a source of kind video or a table of recordings"),
+    (["--path-column", "file"], "--path-column file", "a CSV table"),
 ])
-def test_a_source_option_of_another_kind_is_refused(images, tmp_path, capsys, flags, named, kind):
+def test_a_source_option_of_another_kind_is_refused(images, tmp_path, capsys, flags, named, where):
     out = tmp_path / "c"
     assert main(["build", str(images), str(out), *flags, "--workers", "0"]) == 2
     err = capsys.readouterr().err
-    assert f"error: {named} applies only to sources of kind {kind}, and {images} is of kind imagefolder" in err
+    assert f"error: {named} applies only to {where}, and {images} is of kind imagefolder" in err
     assert not out.exists()
+
+
+def _recordings(root: Path) -> Path:
+    sf = pytest.importorskip("soundfile")
+    (root / "a").mkdir(parents=True)
+    for k in range(2):
+        sf.write(root / "a" / f"r{k}.wav", np.linspace(-0.5, 0.5, 100 + k), 8000, subtype="PCM_16")
+    (root / "t.csv").write_text("file,label\na/r0.wav,0\na/r1.wav,1\n")
+    return root
+
+
+@pytest.mark.parametrize("source, flags, refused", [
+    ("wavs.csv", ["--channels", "1"], "a table of audio rows"),  # an image option on a table of recordings
+    ("wavs", ["--path-column", "file"], "of kind audio"),  # a table's option on a folder of recordings
+    ("pngs.csv", ["--nan-fill", "0"], "a table of image rows"),
+    ("pngs.csv", ["--audio-dtype", "float32"], "a table of image rows"),
+    ("wavs.csv", ["--channel", "all", "--path-column", "file"], None),
+    ("pngs.csv", ["--channels", "1"], None),
+])
+def test_a_table_takes_the_options_of_what_its_rows_hold(images, tmp_path, capsys, source, flags, refused):
+    """A table was the kind csv (or audio) whatever its rows held: --channels on a table of recordings, or a CSV
+    option on a folder of recordings, was dropped without a word."""
+    rec = _recordings(tmp_path / "rec")
+    (images / "t.csv").write_text("file,label\n" + "".join(f"{p.relative_to(images)},0\n"
+                                                          for p in sorted(images.rglob("*.png"))))
+    path = {"wavs.csv": rec / "t.csv", "wavs": rec, "pngs.csv": images / "t.csv"}[source]
+    code = main(["build", str(path), str(tmp_path / "c"), *flags, "--workers", "0", "-q"])
+    err = capsys.readouterr().err
+    if refused is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and f"{path} is {refused}" in err, err
 
 
 def test_a_source_option_of_the_kind_it_reads_still_builds(images, tmp_path):

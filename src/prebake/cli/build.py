@@ -10,15 +10,19 @@ from ..config import BUILD_KEYS, check_settings, read_config
 from ..errors import OptionError, opt
 from ._echo import echo, echo_json
 
-#: The kinds of source that read each source option (sources.detect gives it to no other): with another kind it
-#: would be dropped without a word, so the build refuses it, as a step refuses a source without the columns it
-#: needs. A table of recordings is kind audio too, so the CSV options pass there (also for a folder of them).
-#: max_pixels and max_voxels are absent: they bound the steps' output sizes whatever the kind.
+#: The sources that read each source option (sources.detect gives it to no other): with another it would be
+#: dropped without a word, so the build refuses it, as a step refuses a source without the columns it needs. A
+#: table is ``csv`` with what its rows hold (``csv:image``: images among them; a table of recordings is kind audio
+#: to the sources, ``csv:audio`` here), so --channels on a table of recordings, or --path-column on a folder, is
+#: refused. max_pixels and max_voxels are absent: they bound the steps' output sizes whatever the kind.
 ONLY_FOR: dict[str, tuple[str, ...]] = {
-    "hdf5_group": ("hdf5",), "fps": ("video",), "frame_size": ("video",), "nan_fill": ("volumes", "csv"),
-    "channels": ("imagefolder", "csv"), "channel": ("audio", "video", "csv"), "audio_dtype": ("audio", "video", "csv"),
-    **dict.fromkeys(("path_column", "label_columns", "base_dir", "delimiter", "keep_columns"), ("csv", "audio")),
+    "hdf5_group": ("hdf5",), "fps": ("video",), "frame_size": ("video",), "nan_fill": ("volumes", "csv:volume"),
+    "channels": ("imagefolder", "csv:image"), "channel": ("audio", "video", "csv:audio"),
+    "audio_dtype": ("audio", "video", "csv:audio"),
+    **dict.fromkeys(("path_column", "label_columns", "base_dir", "delimiter", "keep_columns"), ("csv",)),
 }
+_SAID = {"csv": "a CSV table", "csv:image": "a table of images", "csv:volume": "a table of volumes",
+         "csv:audio": "a table of recordings"}
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(dump(s))
         return 0
     sources, out, options = prepare(**build_kwargs(s))
-    check_kind_options(s, {src.origin["kind"] if src.origin else src.kind for src in sources.values()})
+    check_kind_options(s, {_reads(src) for src in sources.values()})
     bars = ProgressBars(quiet=args.quiet or args.json)
     try:
         reports = build_all(sources, out, options, bars)
@@ -56,16 +60,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reads(src: Any) -> str:
+    """What a source reads, as :data:`ONLY_FOR` names it: its kind; a table is ``csv`` plus what its rows hold
+    (``csv:image``, ``csv:volume+image``, ``csv:audio``), so an image option on a table of recordings is seen."""
+    from ..sources.csvtable import CsvSource
+
+    if isinstance(src, CsvSource):
+        rows = {"audio"} if src.reads == "audio" else set(src.families) - {"audio"}
+        return "csv:" + "+".join(sorted(rows))
+    return str(src.origin["kind"] if src.origin else src.kind)
+
+
 def check_kind_options(s: dict[str, Any], kinds: set[str]) -> None:
-    """An OptionError for a setting of :data:`ONLY_FOR` given for a source of another kind (``kinds``: the
-    detected or forced kinds of the sources to build)."""
+    """An OptionError for a setting of :data:`ONLY_FOR` given for a source that never reads it (``kinds``: what the
+    sources to build read, :func:`_reads`)."""
     for name, readers in ONLY_FOR.items():
-        other = sorted(kinds - set(readers))
+        other = sorted(k for k in kinds if not _applies(k, readers))
         if name in s and other:
             what = s.get("dataset") or s.get("source")
-            kind = readers[0] if len(readers) == 1 else f"{', '.join(readers[:-1])} or {readers[-1]}"
-            raise OptionError(f"{opt(name, s[name])} applies only to sources of kind {kind}, and {what} is of kind "
-                              f"{other[0]}, which never reads it: drop {opt(name)}, or give a source of kind {kind}")
+            said = [_SAID.get(r, f"a source of kind {r}") for r in readers]
+            where = said[0] if len(said) == 1 else f"{', '.join(said[:-1])} or {said[-1]}"
+            kind = other[0]
+            shown = f"a table of {kind[4:].replace('+', ' and ')} rows" if kind.startswith("csv:") and kind[4:] else \
+                _SAID.get(kind, f"of kind {kind}")
+            raise OptionError(f"{opt(name, s[name])} applies only to {where}, and {what} is {shown}, which never "
+                              f"reads it: drop {opt(name)}, or give {said[0]}")
+
+
+def _applies(read: str, readers: tuple[str, ...]) -> bool:
+    """Whether a source that reads ``read`` uses an option of ``readers`` (``csv``: any table; ``csv:image``: a
+    table with image rows)."""
+    if read in readers:
+        return True
+    if not read.startswith("csv:"):
+        return False
+    rows = set(read[4:].split("+"))
+    return "csv" in readers or any(r.startswith("csv:") and r[4:] in rows for r in readers)
 
 
 def _report_json(r: Any) -> dict[str, Any]:

@@ -198,6 +198,7 @@ class CsvSource(Source):
         paths = [self._file(r) for r in self._rows if r.path]
         families = [row_family(p, k < SNIFFED_ROWS) for k, p in enumerate(paths)]
         self.reads = table_reads(families, forced)
+        self.families = frozenset(f for f in families if f)  # what its rows hold: image, volume, audio, ...
         require_readers(self.reads, paths, families)
         found = iter(families)
         self._volumes = [bool(r.path) and next(found) == "volume" for r in self._rows]
