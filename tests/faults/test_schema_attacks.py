@@ -303,3 +303,14 @@ def test_split_of_a_cache_of_no_items_says_why(tmp_path):
     cache = _build(root, tmp_path / "c", allow_empty=True)
     with pytest.raises(prebake.OptionError, match="holds no items and no columns"):
         prebake.split(cache.path, by="label", fractions={"train": 0.5, "val": 0.5})
+
+
+@pytest.mark.parametrize("rows", [["a.png", "v.nii.gz"], ["v.nii.gz", "a.png"]])
+def test_a_table_of_images_and_volumes_is_refused_with_the_fix_in_any_order(tmp_path, rows):
+    """A volume's row brings its geometry columns: the first row decided which kind was kept, the other skipped."""
+    nib = pytest.importorskip("nibabel")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    (tmp_path / "t.csv").write_text("path,label\n" + "".join(f"{r},{k}\n" for k, r in enumerate(rows)))
+    with pytest.raises(SchemaError, match="bake the images and the volumes of the table from a table each"):
+        _build(tmp_path / "t.csv", tmp_path / "c")
