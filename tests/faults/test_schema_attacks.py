@@ -305,12 +305,21 @@ def test_split_of_a_cache_of_no_items_says_why(tmp_path):
         prebake.split(cache.path, by="label", fractions={"train": 0.5, "val": 0.5})
 
 
-@pytest.mark.parametrize("rows", [["a.png", "v.nii.gz"], ["v.nii.gz", "a.png"]])
-def test_a_table_of_images_and_volumes_is_refused_with_the_fix_in_any_order(tmp_path, rows):
-    """A volume's row brings its geometry columns: the first row decided which kind was kept, the other skipped."""
+@pytest.mark.parametrize("rows, kept", [(["a.png", "v.nii.gz", "w.nii.gz"], "volume"),
+                                        (["v.nii.gz", "w.nii.gz", "a.png"], "volume"),
+                                        (["v.nii.gz", "a.png", "b.png"], "image"),
+                                        (["b.png", "a.png", "v.nii.gz"], "image")])
+def test_a_table_of_images_and_volumes_keeps_the_kind_most_rows_hold(tmp_path, rows, kept):
+    """A volume's row brings geometry columns an image's has not: the first row decided which kind was kept, the
+    other skipped. Now the kind most rows hold is kept in any order, each other row skipped saying why."""
     nib = pytest.importorskip("nibabel")
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
-    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    for name in ("v.nii.gz", "w.nii.gz"):
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / name)
     (tmp_path / "t.csv").write_text("path,label\n" + "".join(f"{r},{k}\n" for k, r in enumerate(rows)))
-    with pytest.raises(SchemaError, match="bake the images and the volumes of the table from a table each"):
-        _build(tmp_path / "t.csv", tmp_path / "c")
+    cache = _build(tmp_path / "t.csv", tmp_path / "c")
+    assert len(cache) == 2 and ("affine" in cache.columns) == (kept == "volume")
+    [skipped] = cache.manifest["skipped"]
+    assert f"in a table whose rows are mostly {kept}s" in skipped["reason"]
+    assert "from a table of their own" in skipped["reason"]

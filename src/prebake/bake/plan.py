@@ -86,9 +86,9 @@ class ChunkResult:
 
     ``seen``: per column, the dtypes of the chunk's good items that have elements, ``{dtype: [count, first row]}``;
     ``empty``: the same of those with none, which any dtype of their family holds (they vote only when every item
-    of the column is empty). ``ranges``: per column, ``{integer dtype: [min, max]}`` of the values of its items of
-    that dtype (those written into the provisional rows counted under the provisional dtype): what lets a float
-    promotion hold them (bake/schema.py); a chunk journaled without them holds values unknown.
+    of the column is empty). ``ranges``: per column, ``{integer dtype (native byte order): [min, max]}`` of the
+    values of its items of that dtype (those written into the provisional rows counted under the provisional
+    dtype): what lets a float promotion hold them (bake/schema.py); a chunk journaled without them holds values unknown.
     ``spills``: per column, the items that did not fit the column's provisional spec (another
     shape or dtype), ``[[row, dtype, shape], ...]`` in row order, whose bytes are in the chunk's
     spill shard (:func:`spill_shard`), or, for the rows in ``placed``, at their row's offset in the column's

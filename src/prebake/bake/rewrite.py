@@ -103,20 +103,13 @@ def _fold(seen: dict[str, list[int]], empty: dict[str, list[int]], ranges: dict[
     for d, (n, first) in got.items():
         _merge(seen, d, n, first)
         if n and np.dtype(d).kind in "iu":
-            span, was = got_ranges.get(d, _same_values(d, got_ranges)), ranges.get(d, [])
+            span, was = got_ranges.get(np.dtype(d).newbyteorder("=").str), ranges.get(d, [])  # ChunkSink.ranges
             if span is None or was is None:
                 ranges[d] = None
             else:
                 ranges[d] = [min(was[0], int(span[0])), max(was[1], int(span[1]))] if was else [int(x) for x in span]
     for d, (n, first) in got_empty.items():
         _merge(empty, d, n, first)
-
-
-def _same_values(d: str, got_ranges: Mapping[str, list[int]]) -> list[int] | None:
-    """The range recorded under ``d`` in another byte order: a ``>i8`` item placed in a ``<i8`` column's rows is
-    counted under its own dtype, and its values in the column's statistics (ChunkSink.ranges)."""
-    native = np.dtype(d).newbyteorder("=")
-    return next((span for k, span in got_ranges.items() if np.dtype(k).newbyteorder("=") == native), None)
 
 
 def _spans(ranges: Mapping[str, list[int] | None]) -> dict[str, tuple[int, int] | None]:
@@ -155,11 +148,9 @@ class SchemaSoFar:
     def _check(self, name: str) -> None:
         try:
             self._refuse(name, str)
-        except SchemaError:
-            pass
-        else:
             return
-        keys = self.keys()
+        except SchemaError:
+            keys = self.keys()
         self._refuse(name, lambda first: keys[first])  # again, naming the items by their keys
 
     def _refuse(self, name: str, key: Any) -> None:

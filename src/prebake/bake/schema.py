@@ -172,8 +172,6 @@ def promote(column: str, seen: Seen, empty: Seen | None = None, ranges: Ranges |
         elif _by_value(dtypes, dtype) and d.kind in "iu":
             what += (f" (the values of {d} items baked by an older prebake are unknown: {opt('force')} bakes them "
                      "again, and checks them)")
-        elif d.kind in "iu" and dtype.kind in "fc":
-            what += f" ({' and '.join(str(x) for x in dtypes if x.kind in 'iu')} share no integer dtype)"
         raise refusal(column, votes, what, f"give the column a dtype with {dtype_option(column, _suggest(dtypes))} "
                       "(a value it cannot hold exactly is then a bad item, never rounded or wrapped)")
     return dtype, "promoted"
@@ -189,10 +187,9 @@ def check_families(column: str, seen: Seen, empty: Seen) -> None:
 
 
 def _by_value(dtypes: list[np.dtype], dtype: np.dtype) -> bool:
-    """Whether a float promotion may hold integer dtypes by their values: the column has float items, and its
-    integer dtypes promote to an integer among themselves (int64 beside uint64 do not: float64, refused)."""
-    ints = [d for d in dtypes if d.kind in "biu"]
-    return dtype.kind in "fc" and len(ints) < len(dtypes) and (not ints or np.result_type(*ints).kind in "biu")
+    """Whether a float promotion may hold integer dtypes by their values: the column has float items (integer
+    dtypes that share no integer dtype, int64 beside uint64, are refused before: :func:`promote`)."""
+    return dtype.kind in "fc" and any(d.kind in "fc" for d in dtypes)
 
 
 def _not_held(dtypes: list[np.dtype], dtype: np.dtype, ranges: Mapping[np.dtype, tuple[int, int] | None]

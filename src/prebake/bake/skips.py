@@ -67,12 +67,9 @@ def check_column_sets(bad: Sequence[tuple[int, str]], columns: Sequence[str], to
         found.append((plain, repr(sorted(columns)), f", e.g. {key(next(i for i in range(total) if i not in skipped))}"))
     shown = [f"{names} ({n:,} item{'s' if n != 1 else ''}{example})"
              for n, names, example in sorted(found, key=lambda f: (-f[0], f[1]))]  # the same in any item order
-    volumes = [names for _, names, _ in found if "'affine'" in names]  # a volume's geometry columns
-    fix = ("bake the images and the volumes of the table from a table each" if volumes and len(volumes) < len(found)
-           else "return the same keys from every item (for a value only some items have, an empty array in the "
-           "others with the column declared ragged, or a flag column)")
     raise SchemaError(f"the items have different keys: {'; '.join(shown)}; every item needs a value for every column, "
-                      f"so nothing was committed — {fix}")
+                      "so nothing was committed — return the same keys from every item (for a value only some items "
+                      "have, an empty array in the others with the column declared ragged, or a flag column)")
 
 
 def check_dtypes(dtypes: Sequence[tuple[str, str]], specs: Sequence[Any], out: Path) -> None:

@@ -162,8 +162,11 @@ def _count(acc: dict[np.dtype, list[int]], dtype: np.dtype, row: int) -> None:
 
 
 def _widen(acc: dict[np.dtype, list[int]], dtype: np.dtype, lo: int, hi: int) -> None:
-    span = acc.get(dtype)
-    acc[dtype] = [int(lo), int(hi)] if span is None else [min(span[0], int(lo)), max(span[1], int(hi))]
+    """``[lo, hi]`` into the range of ``dtype``'s values, kept under its native byte order: a ``>i8`` item placed in
+    a ``<i8`` column's rows is among that column's statistics."""
+    key = dtype.newbyteorder("=")
+    span = acc.get(key)
+    acc[key] = [int(lo), int(hi)] if span is None else [min(span[0], int(lo)), max(span[1], int(hi))]
 
 
 class ChunkSink:
@@ -231,9 +234,9 @@ class ChunkSink:
         return {name: {d.str: entry for d, entry in got.items()} for name, got in self._empty.items()}
 
     def ranges(self, placed: Mapping[str, list[Any]]) -> dict[str, dict[str, list[int]]]:
-        """Per column, ``{integer dtype string: [min, max]}`` of the chunk's values (what :attr:`ChunkResult.ranges`
-        holds): the spilled ones by their dtype, and those in the provisional rows (``placed``: their
-        ``[min, max, sum, count]``) under the provisional dtype, which they were written as."""
+        """Per column, ``{integer dtype string, native byte order: [min, max]}`` of the chunk's values (what
+        :attr:`ChunkResult.ranges` holds): the spilled ones by their dtype, and those in the provisional rows
+        (``placed``: their ``[min, max, sum, count]``) under the provisional dtype, which they were written as."""
         out = {name: dict(got) for name, got in self._ranges.items()}
         for name, s in placed.items():
             if self._dtypes[name].kind in "iu":

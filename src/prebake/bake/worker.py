@@ -107,8 +107,7 @@ def probe(job: Job, ragged: Sequence[str], given: Mapping[str, str] | None = Non
             return specs, fit_item(item, specs, given)[0]
         except BadItemError as e:
             if job.strict:
-                raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad "
-                                      "item)") from e
+                raise _strict_stop(job, i, e) from e
             reasons.append(f"{job.source.keys()[i]}: {e.reason}")
     if allow_empty:
         return [], {}
@@ -166,8 +165,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None, varying: It
                     placed, spilled, dtypes, empty = fit(bake_item(job, i))
             except BadItemError as e:
                 if job.strict:
-                    raise StrictModeError(f"{_where(job, i)}: {e.reason} ({opt('strict')} stops at the first bad "
-                                          "item)") from e
+                    raise _strict_stop(job, i, e) from e
                 result.bad.append((i, e.reason))
                 continue
             sink.add(i, spilled, dtypes, empty)
@@ -217,6 +215,10 @@ def _old_row(job: Job, columns: Sequence[ColumnSpec], row: int) -> dict[str, Any
         elif c.ragged:
             item[c.name] = np.empty((0, *c.shape), dtype=np.dtype(c.dtype))
     return item
+
+
+def _strict_stop(job: Job, index: int, e: BadItemError) -> StrictModeError:
+    return StrictModeError(f"{_where(job, index)}: {e.reason} ({opt('strict')} stops at the first bad item)")
 
 
 def _where(job: Job, index: int) -> str:

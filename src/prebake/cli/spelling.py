@@ -29,8 +29,6 @@ STEP_FIELDS = {"SegmentCycles.length": "cycle_length", "SegmentCycles.heart_rate
 _MARKED = re.compile(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)")  # a Markdown code span on one line: `x`, ``a`b``
 _OPTION = re.compile(r"([a-z][a-z0-9_]*)(?:=(.*))?", re.S)
 _STEP = re.compile(r"(?:prebake\.steps\.)?([A-Z]\w*)(?:\(.*\)|\.(\w+))?", re.S)
-#: numpy's name of a sized text dtype, which counts bits ('<U5'.name is 'str160') and which ``--dtype`` does not take
-_TEXT_DTYPE = re.compile(r"(str|bytes)(\d+)")
 
 
 def flag_table(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -121,20 +119,10 @@ def _option(name: str, value: str | None, table: Mapping[str, str]) -> str | Non
         # not a literal (nan, an object's repr): shown as Python wrote it, unless it reaches past the span
         return None if "`" in value else f"{flag} {value}"
     if name in REPEATED and isinstance(parsed, dict):
-        return " ".join(f"{flag} {k}={_typed(v) if name == 'dtypes' else v}" for k, v in parsed.items())
+        return " ".join(f"{flag} {k}={v}" for k, v in parsed.items())
     if name in REPEATED and isinstance(parsed, (list, tuple)):
         return " ".join(f"{flag} {v}" for v in parsed)
     return f"{flag} {parsed}"
-
-
-def _typed(dtype: object) -> object:
-    """A dtype as ``--dtype`` takes it, so a message repeats what the user typed: numpy's 'str160' (5 characters of
-    32 bits) is 'U5', 'bytes40' is 'S5'; any other name (int16, float32) numpy reads back as it is."""
-    text = _TEXT_DTYPE.fullmatch(str(dtype))
-    if text is None:
-        return dtype
-    bits = int(text.group(2))
-    return f"U{bits // 32}" if text.group(1) == "str" else f"S{bits // 8}"
 
 
 def _step(cls: str, field: str | None, table: Mapping[str, str]) -> str | None:

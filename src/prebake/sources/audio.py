@@ -51,7 +51,6 @@ file, NaN or Inf samples in a float file, and a channel that is not there.
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
 import struct
 from pathlib import Path
@@ -132,7 +131,7 @@ def read_audio(path: Path, channel: str = "mix", dtype: str = "int16") -> tuple[
         raise BadItemError("file not found" if not path.exists() else "is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise BadItemError("empty file (0 bytes)")
-    x, rate, channels = _decode(path, str(path))
+    x, rate, channels = _decode(path)
     if not len(x):
         _refuse_unsized(path)
     _check_wav_length(path, len(x), channels)
@@ -141,12 +140,12 @@ def read_audio(path: Path, channel: str = "mix", dtype: str = "int16") -> tuple[
     return _convert(_channels(x, channel), dtype), int(rate)
 
 
-def _decode(path: Path, source: str | io.BytesIO) -> tuple[np.ndarray, int, int]:
-    """(samples ``(T, channels)`` float64, sample rate, channels) of ``source``: ``path`` or its bytes."""
+def _decode(path: Path) -> tuple[np.ndarray, int, int]:
+    """(samples ``(T, channels)`` float64, sample rate, channels) of ``path``."""
     import soundfile as sf
 
     try:
-        with sf.SoundFile(source) as f:
+        with sf.SoundFile(str(path)) as f:
             rate, channels = f.samplerate, f.channels
             frames = -1 if f.seekable() else f.frames  # XI files are not seekable: soundfile needs the count
             return f.read(frames=frames, dtype="float64", always_2d=True), rate, channels

@@ -201,7 +201,12 @@ class CsvSource(Source):
         self.families = frozenset(f for f in families if f)  # what its rows hold: image, volume, audio, ...
         require_readers(self.reads, paths, families)
         found = iter(families)
-        self._volumes = [bool(r.path) and next(found) == "volume" for r in self._rows]
+        self._families = [next(found) if r.path else None for r in self._rows]
+        self._volumes = [f == "volume" for f in self._families]
+        self._kind: str | None = None  # of a media table with images and volumes: the kind most rows hold
+        images, volumes = self._mixed = families.count("image"), families.count("volume")
+        if self.reads == "media" and images and volumes:
+            self._kind = "image" if images > volumes else "volume"
         if self.reads == "audio":
             self.ragged_columns = ("signal",)  # type: ignore[misc]
 
@@ -292,6 +297,12 @@ class CsvSource(Source):
         row = self._rows[index]
         if row.error is not None:
             raise BadItemError(row.error)
+        if self._kind is not None and self._families[index] in ("image", "volume") \
+                and self._families[index] != self._kind:  # a volume's row has geometry columns an image's has not
+            images, volumes = self._mixed
+            raise BadItemError(f"an {self._families[index]} in a table whose rows are mostly {self._kind}s ({images:,} "
+                               f"images, {volumes:,} volumes): a table bakes one kind into its columns; bake the "
+                               f"{self._families[index]}s from a table of their own")
         path = self._file(row)
         try:
             item: dict[str, Any] = read_file(path, self.reads, self.readers)

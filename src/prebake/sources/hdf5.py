@@ -88,11 +88,11 @@ class Hdf5Source(Source):
             links.follow(base, member, prefix + member)
         columns, other = group_columns(base, prefix)
         columns = [c for c in columns if self._usable(f, c, links)]
-        unstorable = {c.path if c.field is None else f"{c.path}.{c.field}": why for c in columns
-                      if (why := _unstorable(f[c.path], c))}
+        unstorable = {c: why for c in columns if (why := _unstorable(f[c.path], c))}
         if unstorable:
-            log.warning("%s: left out %s", self.path, "; ".join(f"{p} ({why})" for p, why in unstorable.items()))
-            columns = [c for c in columns if not _unstorable(f[c.path], c)]
+            log.warning("%s: left out %s", self.path, "; ".join(
+                f"{c.path if c.field is None else f'{c.path}.{c.field}'} ({why})" for c, why in unstorable.items()))
+            columns = [c for c in columns if c not in unstorable]
         self.num_items = self._item_count(f, columns)
         rows = {c.path: self._rows(f, c) for c in columns}
         exported = "num_items" in f.attrs  # its ragged columns are checked below, never left out
