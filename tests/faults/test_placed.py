@@ -13,6 +13,7 @@ import pytest
 
 import prebake
 from benchmarks.trials.crash import install_kill, join_forked
+from benchmarks.trials.mixed_writes import stored_checksum
 from benchmarks.trials.placed import counting_read_backs, trial_placed
 from prebake.cache.format import partial_path
 from prebake.errors import CacheCorruptError
@@ -107,10 +108,9 @@ def test_a_fresh_build_takes_the_placed_file_without_reading_it_back(tmp_path: P
     with counting_read_backs() as reads:
         cache = prebake.build(str(src), tmp_path / "out", workers=2, chunk_rows=3, progress=False)
     assert not reads and prebake.verify(tmp_path / "out").ok
-    from prebake.cache.files import file_checksum
-
     meta = cache.manifest["columns"]["image"]["files"]["image.values.npy"]
-    assert meta["xxh3_64"] == file_checksum(tmp_path / "out" / "image.values.npy")
+    assert meta["span_rows"] == 3  # hashed by the workers as they wrote, by spans of a chunk's rows
+    assert meta["xxh3_64"] == stored_checksum(tmp_path / "out", cache.manifest["columns"]["image"], "image.values.npy")
     assert not [p for p in (tmp_path / "out").rglob("*") if ".placed." in p.name]
     _same_as_pillow(cache, src)
 

@@ -32,7 +32,7 @@ import filelock
 import numpy as np
 
 from ..cache.files import lock_holder, read_manifest, remove_paths, write_lock_holder
-from ..cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFIX, partial_path
+from ..cache.format import LOCK_SUFFIX, MANIFEST, PARTIAL_SUFFIX, REPLACED_SUFFIX, ColumnSpec, partial_path
 from ..cache.ownership import check_output, owned_cache, remove_cache, remove_partial
 from ..cache.splits import check_splits
 from ..errors import BuildLockedError, DiskFullError, FormatError, PrebakeError, SourceError, WorkerDiedError, opt
@@ -248,6 +248,7 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
         (specs, item), reuse = ((list(prior.columns), None) if prior else probe(job, ragged, dict(opts.dtypes),
                                                                                    opts.allow_empty)), None
     check_dtypes(opts.dtypes, specs, out)
+    sizes = _Predicted(job, specs)
     rows = opts.chunk_rows or (prior.chunk_rows if prior else _chunk_rows(specs, item, opts.stages))
     plan = BuildPlan(fp["digest"], len(job.source), rows, tuple(specs), staged, dropped, ragged, opts.dtypes)
     partial = PartialCache.start(out, plan, fresh=opts.force)
@@ -262,10 +263,10 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     runner = StageRunner(opts.stages, partial, progress, split) if opts.stages else None
     if runner is not None and opts.executor == "ray":
         pool.adopt_stages(runner)  # Ray actors run them, inside pool.imap_unordered; runner keeps the totals
-    # worker processes only: baking in this process, the thread contends for the GIL (workers=1, realdata.py's
-    # photos: 15.4 s against 10.4 s); a resumed build rewrites at commit
-    fresh = pool is not None and not partial.done
-    with write_ahead(partial.path, plan, fresh, _lay_out(job, partial) if fresh else None) as stream:
+    # a resumed build rewrites at commit; one in this process places, but streams nothing (write_ahead)
+    fresh = not partial.done
+    with write_ahead(partial.path, plan, fresh, _lay_out(partial, sizes()) if fresh else None,
+                     streams=pool is not None) as stream:
         _run(job, partial, pool, progress, split, reuse, None if opts.executor == "ray" else runner, stream)
         if stream is not None:
             stream.finish()
@@ -284,17 +285,34 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     return manifest, action, 0 if reuse is None else int((reuse >= 0).sum())
 
 
-def _lay_out(job: Job, partial: PartialCache) -> dict[str, np.ndarray]:
-    """The byte offsets of the columns laid out for the workers to place (bake/placed.py): those whose item sizes
-    the source can tell (:meth:`Source.predicted_sizes`), where the steps keep every item's elements as read (only
-    ``ToCHW``) and no stage runs."""
-    if job.steps.stages or not all(isinstance(s, ToCHW) for s in job.steps.items):
-        return {}
+class _Predicted:
+    """``()``: the elements of each item of the columns the workers can place (bake/placed.py), read once when first
+    asked: those whose item sizes the source can tell (:meth:`Source.predicted_sizes`) and differ, where the steps
+    keep every item's elements as read (only ``ToCHW``) and no stage runs."""
+
+    def __init__(self, job: Job, specs: Sequence[ColumnSpec]):
+        self.job, self.specs = job, specs
+        self.sizes: dict[str, np.ndarray] | None = None
+
+    def __call__(self) -> dict[str, np.ndarray]:
+        if self.sizes is None:
+            self.sizes = {}
+            job = self.job
+            if not job.steps.stages and all(isinstance(s, ToCHW) for s in job.steps.items):
+                for c in self.specs:
+                    sizes = job.source.predicted_sizes(c.name)
+                    if sizes is not None and len(sizes) == len(job.source) and len(sizes) and (sizes != sizes[0]).any():
+                        self.sizes[c.name] = np.asarray(sizes, np.int64)
+        return self.sizes
+
+
+def _lay_out(partial: PartialCache, sizes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The byte offsets of the columns laid out for the workers to place (bake/placed.py), from ``sizes``
+    (:class:`_Predicted`)."""
     out = {}
     for c in partial.plan.item_columns:
-        sizes = job.source.predicted_sizes(c.name)
-        if sizes is not None and len(sizes) == partial.plan.num_keys:
-            offsets = lay_out(partial.path, c, sizes)
+        if c.name in sizes and len(sizes[c.name]) == partial.plan.num_keys:
+            offsets = lay_out(partial.path, c, sizes[c.name])
             if offsets is not None:
                 out[c.name] = offsets
     return out

@@ -187,13 +187,15 @@ def _write_item_keys(path: Path, keys: list[str]) -> dict[str, Any]:
     return {"bytes": file.stat().st_size, "xxh3_64": file_checksum(file)}
 
 
-def _column_entry(path: Path, c: ColumnSpec, schema: dict[str, Any], known: Mapping[str, str]) -> dict[str, Any]:
-    """The manifest's entry of column ``c``; ``known``: checksums of files hashed as they were written."""
+def _column_entry(path: Path, c: ColumnSpec, schema: dict[str, Any], known: Mapping[str, Mapping[str, Any]]
+                  ) -> dict[str, Any]:
+    """The manifest's entry of column ``c``; ``known``: the checksum entries of files hashed as they were written
+    (a placed file's by spans, cache/spans.py)."""
     files = {}
     for name in c.files:
         file = path / name
         fsync_path(file)
-        files[name] = {"bytes": file.stat().st_size, "xxh3_64": known.get(name) or file_checksum(file)}
+        files[name] = {"bytes": file.stat().st_size, **(known.get(name) or {"xxh3_64": file_checksum(file)})}
     return {**c.to_json(), "files": files, "schema": schema}
 
 

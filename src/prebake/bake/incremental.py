@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from ..cache.files import file_checksum, read_manifest
+from ..cache.files import read_manifest
 from ..cache.format import ITEM_IDS, MANIFEST, ColumnSpec, column_specs, committed_files
-from ..errors import FormatError
+from ..cache.spans import member_checksum
+from ..errors import CacheCorruptError, FormatError
 
 log = logging.getLogger("prebake")
 
@@ -68,11 +69,20 @@ def _same_but_files(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return strip(old) == strip(new)
 
 
+def _checksum(out: Path, manifest: dict[str, Any], name: str, meta: dict[str, Any]) -> str | None:
+    """The file's checksum as its manifest entry takes it (cache/spans.py), None when its offsets cannot cut it."""
+    try:
+        return member_checksum(out, manifest, name, meta)
+    except CacheCorruptError:
+        return None
+
+
 def _intact(out: Path, manifest: dict[str, Any]) -> bool:
     """Reused rows must be right: check every file of the old cache against its checksum."""
     for name, meta in committed_files(manifest).items():
         f = out / name
-        if not f.is_file() or f.stat().st_size != meta["bytes"] or file_checksum(f) != meta["xxh3_64"]:
+        if not f.is_file() or f.stat().st_size != meta["bytes"] or \
+                _checksum(out, manifest, name, meta) != meta["xxh3_64"]:
             log.warning("not reusing rows of %s: %s does not match its checksum", out, f)
             return False
     return True

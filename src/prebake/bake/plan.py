@@ -93,6 +93,8 @@ class ChunkResult:
     shape or dtype), ``[[row, dtype, shape], ...]`` in row order, whose bytes are in the chunk's
     spill shard (:func:`spill_shard`), or, for the rows in ``placed``, at their row's offset in the column's
     placed file (:func:`placed_files`, bake/placed.py). The commit decides every column from these (bake/schema.py).
+    ``spans``: per column whose every row of the chunk was placed, the xxh3-64 (16 hex digits) of the chunk's bytes
+    in the placed file, hashed by the worker as it wrote them: the span checksum's digest (cache/spans.py).
     """
 
     chunk: int
@@ -105,11 +107,12 @@ class ChunkResult:
     placed: dict[str, list[int]] = field(default_factory=dict)  # per column, the spilled rows in its placed file
     empty: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     ranges: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    spans: dict[str, str] = field(default_factory=dict)  # per column, the xxh3-64 of its placed bytes (cache/spans.py)
 
     def to_json(self) -> str:
         extra = {k: v for k, v in (("reads", self.reads), ("seen", self.seen), ("spills", self.spills),
                                    ("notes", self.notes), ("placed", self.placed), ("empty", self.empty),
-                                   ("ranges", self.ranges)) if v}
+                                   ("ranges", self.ranges), ("spans", self.spans)) if v}
         return json.dumps({"chunk": self.chunk, "bad": self.bad, "stats": self.stats, **extra})
 
     @classmethod
@@ -118,7 +121,8 @@ class ChunkResult:
         return cls(int(d["chunk"]), [(int(i), str(r)) for i, r in d["bad"]], d["stats"], dict(d.get("reads") or {}),
                    dict(d.get("seen") or {}), dict(d.get("spills") or {}), dict(d.get("notes") or {}),
                    {str(k): [int(x) for x in v] for k, v in dict(d.get("placed") or {}).items()},
-                   dict(d.get("empty") or {}), dict(d.get("ranges") or {}))
+                   dict(d.get("empty") or {}), dict(d.get("ranges") or {}),
+                   {str(k): str(v) for k, v in dict(d.get("spans") or {}).items()})
 
 
 def shard_files(path: Path, name: str, chunk: int) -> tuple[Path, Path]:

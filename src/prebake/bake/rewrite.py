@@ -25,6 +25,7 @@ import numpy as np
 
 from ..cache.files import fsync_path
 from ..cache.format import REWRITE, REWRITTEN, ColumnSpec
+from ..cache.spans import SPAN_ROWS
 from ..errors import SchemaError
 from .npyfile import save_npy
 from .plan import BuildPlan, ChunkResult
@@ -170,15 +171,16 @@ def _merge(acc: dict[Any, list[int]], key: Any, n: int, first: int) -> None:
 
 
 def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decision], stream: Any = None
-                    ) -> dict[str, str]:
+                    ) -> dict[str, dict[str, Any]]:
     """Write every column that must change into ``_rewrite/``, mark it done, then move it into place.
 
     ``stream`` (bake/stream.py): the columns written ahead during the build; one that holds exactly this
     column's values is moved in, its header written, instead of writing the values again.
-    Returns ``{file name: xxh3-64}`` of the values files written by this call (none when a resumed commit
-    finds them written already): the manifest takes them without reading the files again."""
+    Returns ``{file name: its checksum entry}`` (``xxh3_64``, and ``span_rows`` for a placed file checksummed by
+    spans, cache/spans.py) of the values files written by this call (none when a resumed commit finds them written
+    already): the manifest takes them without reading the files again."""
     todo = [d for d in decisions.values() if d.rewrite]
-    checksums: dict[str, str] = {}
+    checksums: dict[str, dict[str, Any]] = {}
     if not todo:
         return checksums
     tmp, marker = path / REWRITE, path / REWRITTEN
@@ -190,7 +192,8 @@ def rewrite_columns(path: Path, plan: BuildPlan, decisions: Mapping[str, Decisio
         check_free(tmp, sum(_final_bytes(d) for d in todo if ahead[d.spec.name] is None), what)
         for d in todo:
             written = ahead[d.spec.name]
-            checksums[d.spec.files[0]] = write_column(tmp, d, what) if written is None else take_stream(tmp, d, written)
+            checksums[d.spec.files[0]] = ({"xxh3_64": write_column(tmp, d, what)} if written is None
+                                          else take_stream(tmp, d, written))
         fsync_path(tmp)
         marker.touch()
         fsync_path(path)
@@ -243,7 +246,7 @@ def _save_layout(tmp: Path, d: Decision, offsets: np.ndarray) -> None:
         _save(tmp / d.spec.files[2], np.ascontiguousarray(d.shapes, dtype=np.int64))
 
 
-def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None] | None:
+def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None, int | None] | None:
     """The file written ahead for column ``d`` when it holds exactly the values :func:`write_column` would write,
     and its checksum when it already begins with this header (a placed file, bake/stream.py)."""
     if stream is None:
@@ -256,24 +259,28 @@ def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None] | None:
     return stream.take(d.spec.name, dtype, dtype.itemsize * int(np.prod(shape, dtype=np.int64)), header)
 
 
-def take_stream(tmp: Path, d: Decision, written: tuple[Path, str | None]) -> str:
-    """Column ``d``'s files in ``tmp`` from the values written ahead (bake/stream.py): unless the file came
-    checksummed with this header (a placed file), the header goes in front and the whole file is made durable and
-    checksummed in one read; then it gets the column's name as a second one. The first stays until the partial
+def take_stream(tmp: Path, d: Decision, written: tuple[Path, str | None, int | None]) -> dict[str, Any]:
+    """Column ``d``'s files in ``tmp`` from the values written ahead (bake/stream.py), and the values file's checksum
+    entry. A placed file comes checksummed by spans of ``span rows`` (cache/spans.py), its header in the sum: the
+    header is written where it is another. A stream gets its header in front, and the whole file is made durable and
+    checksummed in one read. Then the file gets the column's name as a second one. The first stays until the partial
     directory goes: a commit killed before its marker reads a placed column's items from it again."""
-    file, checksum = written
+    file, checksum, span_rows = written
     offsets, shape = _layout(d)
-    if checksum is None:
+    header = npy_header(np.dtype(d.spec.dtype), shape)
+    if checksum is None or span_rows is not None:
         fd = os.open(file, os.O_RDWR)
         try:
-            os.pwrite(fd, npy_header(np.dtype(d.spec.dtype), shape), 0)
-            os.fsync(fd)
+            if checksum is None or os.pread(fd, len(header), 0) != header:
+                os.pwrite(fd, header, 0)
+                os.fsync(fd)
         finally:
             os.close(fd)
+    if checksum is None:
         checksum = read_checksum(file)
     os.link(file, tmp / d.spec.files[0])  # into the rewrite's directory, whose marker makes it the column's file
     _save_layout(tmp, d, offsets)
-    return checksum
+    return {"xxh3_64": checksum} if span_rows is None else {"xxh3_64": checksum, SPAN_ROWS: span_rows}
 
 
 def _save(file: Path, arr: np.ndarray) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from ..cache.format import ColumnSpec, validate_dtype
 from ..cache.stats import add_stats, chunk_stats
@@ -189,6 +190,7 @@ class ChunkSink:
         self.stats: dict[str, list[Any]] = {}
         self._files: dict[str, DirectWriter] = {}
         self._placers: dict[str, PlacedWriter] = {}
+        self._hashes: dict[str, xxhash.xxh3_64] = {}  # per placed column, its bytes written so far, in row order
 
     def add(self, row: int, spilled: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype],
             empty: Mapping[str, np.dtype] | None = None) -> None:
@@ -255,6 +257,7 @@ class ChunkSink:
                 placer = self._placer(name)
                 placer.seek(at)
                 placer.write(payload)
+                self._hashes[name].update(payload)
         except OSError as e:
             self.abandon()
             if e.errno in NO_ROOM:
@@ -269,9 +272,15 @@ class ChunkSink:
             f = self._files[name] = DirectWriter(lambda flags: os.open(tmp, flags, 0o644, dir_fd=fd))
         return f
 
+    def span_digests(self, rows: int) -> dict[str, str]:
+        """Per column whose ``rows`` rows (all of the chunk's) were placed, the xxh3-64 of their bytes in row order:
+        the chunk's span of the placed file, hashed from memory as it was written (cache/spans.py)."""
+        return {name: h.hexdigest() for name, h in self._hashes.items() if len(self.placed.get(name, ())) == rows}
+
     def _placer(self, name: str) -> PlacedWriter:
         f = self._placers.get(name)
         if f is None:
+            self._hashes[name] = xxhash.xxh3_64()
             f = self._placers[name] = PlacedWriter(placed_files(self.partial.path, name)[0].name,
                                                    self.partial.shards_fd())
         return f

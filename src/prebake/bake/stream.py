@@ -13,15 +13,17 @@ commit, a full disk, an error) leaves the rewrite as it was: the stream is an op
 the record. The spill shards stay the durable copy.
 
 A column the workers place (bake/placed.py) needs no copy while every chunk so far placed all its
-rows: the thread only reads each finished chunk's bytes back, in order, and checksums them, so the
-commit takes the placed file as it is. At the first chunk with a skipped row or an item the guess
-missed, it turns into a stream like the others, caught up from chunk 0.
+rows: the thread only collects each finished chunk's digest, which the worker hashed as it wrote
+the rows (cache/spans.py), so the commit takes the placed file as it is, never reading it back (a
+chunk that came without a digest is read back to hash it). At the first chunk
+with a skipped row or an item the guess missed, it turns into a stream like the others, caught up
+from chunk 0; in a build in this process it is rewritten at commit instead.
 
 It reads and writes past the page cache (bake/direct.py). Through the page cache it cost more CPU
 than it saved wall time, and was once backed out for that; past it, 2,400 mixed photos with 2
 workers commit in 0.66-0.82 s instead of 2.07-2.32 s (benchmarks/realdata.py's data, load
-1.2-1.8). It runs beside worker processes only: in a build in this process its thread would take
-the GIL from the baking thread.
+1.2-1.8). In a build in this process its writes would take the GIL from the baking thread, so there
+it only collects the placed columns' digests (:func:`write_ahead`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 import xxhash
 
 from ..cache.format import SHARDS, ColumnSpec
+from ..cache.spans import combine
 from .direct import DirectReader, DirectWriter
 from .plan import BuildPlan, ChunkResult, placed_files
 from .provisional import Provisional
@@ -79,26 +82,40 @@ class _Column:
 
 
 class _Placed:
-    """A placed column (bake/placed.py) while every chunk so far placed all its rows: its file checksummed up to
-    the end of the last such chunk, read back past the page cache."""
+    """A placed column (bake/placed.py) while every chunk so far placed all its rows: the xxh3-64 of each chunk's
+    span of its file (cache/spans.py), as the worker hashed it from memory, or read back past the page cache where
+    the chunk came without one."""
 
     def __init__(self, path: Path, spec: ColumnSpec, offsets: np.ndarray):
         self.spec, self.offsets, self.file = spec, offsets, placed_files(path, spec.name)[0]
         dtype = np.dtype(spec.dtype)
         self.header = npy_header(dtype, (int(offsets[-1] - offsets[0]) // dtype.itemsize,))  # as lay_out wrote it
-        self.hash = xxhash.xxh3_64()
+        self.digests: list[int] = []  # each chunk's span, in order (the header's comes at take)
         self.reader: DirectReader | None = None
-        self.pos = self.chunks = 0
+        self.pos = int(offsets[0])
+        self.chunks = 0
 
-    def hash_to(self, end: int) -> None:
+    def hash_to(self, end: int, digest: str | None = None) -> None:
+        """The next chunk's span, up to byte ``end``: its ``digest`` (hex) as the worker took it, else read back."""
+        if digest is not None:
+            self.digests.append(int(digest, 16))
+            self.pos = end
+            self.chunks += 1
+            return
         if self.reader is None:
             self.reader = DirectReader(lambda flags: os.open(self.file, flags))
+        h = xxhash.xxh3_64()
         for view in self.reader.span(self.pos, end):
-            self.hash.update(view)
+            h.update(view)
             self.pos += len(view)
         if self.pos != end:
             raise OSError(f"{self.file} ends at {self.pos:,} bytes, before {end:,}")
+        self.digests.append(h.intdigest())
         self.chunks += 1
+
+    def checksum(self, header: bytes) -> str:
+        """The span checksum of the file once ``header`` is its header (cache/spans.py)."""
+        return combine([xxhash.xxh3_64_intdigest(header), *self.digests])
 
     def close(self) -> None:
         if self.reader is not None:
@@ -110,8 +127,9 @@ class StreamAhead:
     """Streams the columns that spill, chunk by chunk in order, in a thread; :meth:`add` each finished chunk,
     :meth:`finish` after the last, :meth:`take` at commit."""
 
-    def __init__(self, path: Path, plan: BuildPlan, placed: Mapping[str, np.ndarray] | None = None):
-        self.path, self.plan = path, plan
+    def __init__(self, path: Path, plan: BuildPlan, placed: Mapping[str, np.ndarray] | None = None,
+                 streams: bool = True):
+        self.path, self.plan, self.streams = path, plan, streams
         self.specs = {c.name: c for c in plan.item_columns if c.name in {k.name for k in plan.kept}}
         self.placed = {n: _Placed(path, self.specs[n], t) for n, t in (placed or {}).items() if n in self.specs}
         self.good = np.ones(plan.num_keys, dtype=bool)
@@ -165,16 +183,18 @@ class StreamAhead:
             self.good[row] = False
         self.results[r.chunk] = r
         for name in r.spills:
-            if name in self.specs and name not in self.columns and name not in self.placed:
+            if self.streams and name in self.specs and name not in self.columns and name not in self.placed:
                 self.columns[name] = _Column(self.path, self.specs[name])  # caught up from chunk 0 below
         while (self.columns or self.placed) and self._next in self.results:
             for name, p in list(self.placed.items()):
-                if self._clean(self.results[self._next], name):
-                    p.hash_to(int(p.offsets[self.plan.chunk_range(self._next).stop]))
+                r = self.results[self._next]
+                if self._clean(r, name):
+                    p.hash_to(int(p.offsets[self.plan.chunk_range(self._next).stop]), r.spans.get(name))
                 else:  # a hole in the placed file: this column is streamed too, from chunk 0
                     p.close()
                     del self.placed[name]
-                    self.columns[name] = _Column(self.path, self.specs[name])
+                    if self.streams:
+                        self.columns[name] = _Column(self.path, self.specs[name])
             for c in self.columns.values():
                 self._write_chunks(c, self._next)
             self._next += 1
@@ -191,16 +211,18 @@ class StreamAhead:
                 c.write(item)
             c.chunks += 1
 
-    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b"") -> tuple[Path, str | None] | None:
+    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b""
+             ) -> tuple[Path, str | None, int | None] | None:
         """The stream (or placed file) of column ``name``, flushed, when it holds the rewrite's bytes for ``dtype``
-        and ``data_bytes``, with its xxh3-64 when it begins with ``header`` already (else None: the caller writes
-        the header and reads the file back); None when it is not the column (and a stream's file is removed)."""
+        and ``data_bytes``: ``(file, checksum, span rows)``. A placed file comes with its span checksum once
+        ``header`` is written (cache/spans.py) and the rows of each span; a stream with None (the caller writes the
+        header and reads the file back). None when it is not the column (and a stream's file is removed)."""
         p = self.placed.pop(name, None)
         if p is not None:
             p.close()
             whole = p.chunks == self.plan.num_chunks and int(p.offsets[-1] - p.offsets[0]) == data_bytes
             if not self.broken and whole and np.dtype(dtype) == np.dtype(p.spec.dtype):
-                return p.file, p.hash.hexdigest() if p.header == header else None
+                return p.file, p.checksum(header), self.plan.chunk_rows
             return None
         c = self.columns.pop(name, None)
         if c is None:
@@ -211,7 +233,7 @@ class StreamAhead:
         if not ok:
             c.file.unlink(missing_ok=True)
             return None
-        return c.file, None
+        return c.file, None, None
 
     def discard(self) -> None:
         """Remove every stream not taken (a placed file stays: the rewrite may read items from it)."""
@@ -225,12 +247,14 @@ class StreamAhead:
 
 
 @contextmanager
-def write_ahead(path: Path, plan: BuildPlan, fresh: bool, placed: Mapping[str, np.ndarray] | None = None
-                ) -> Iterator[StreamAhead | None]:
-    """A :class:`StreamAhead` for a build from its first chunk by worker processes (``fresh``; else None), its
-    thread ended and the streams the commit did not take removed on the way out, whatever happened. ``placed``:
-    the byte offsets of the columns the workers place (bake/placed.py)."""
-    stream = StreamAhead(path, plan, placed) if fresh else None
+def write_ahead(path: Path, plan: BuildPlan, fresh: bool, placed: Mapping[str, np.ndarray] | None = None,
+                streams: bool = True) -> Iterator[StreamAhead | None]:
+    """A :class:`StreamAhead` for a build from its first chunk (``fresh``; else None), its thread ended and the
+    streams the commit did not take removed on the way out, whatever happened. ``placed``: the byte offsets of the
+    columns the workers place (bake/placed.py). ``streams``: False for a build in this process, whose baking thread
+    the stream's writes would take the GIL from (workers=1, realdata.py's photos: 15.4 s against 10.4 s): its
+    placed columns are taken when whole (their digests cost the thread nothing), the others rewritten at commit."""
+    stream = StreamAhead(path, plan, placed, streams) if fresh else None
     try:
         yield stream
     finally:

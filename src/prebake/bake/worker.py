@@ -189,6 +189,7 @@ def run_chunk(job: Job, chunk: int, reuse: np.ndarray | None = None, varying: It
     result.stats = _chunk_stats(placed_stats, sink)
     result.seen, result.empty, result.ranges = sink.seen, sink.empty, sink.ranges(placed_stats)
     result.spills, result.placed = sink.spills, sink.placed
+    result.spans = sink.span_digests(len(rows))
     result.reads = take()
     result.notes = take_notes()
     return result

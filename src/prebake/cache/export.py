@@ -48,6 +48,7 @@ from ..errors import CacheCorruptError, ForeignOutputError, FormatError, OptionE
 from .export_file import Sink, check_room, export_bytes, write_failed
 from .files import fsync_path, map_npy, npy_layout, open_dir, open_member, read_manifest
 from .format import ColumnSpec, column_specs
+from .spans import SPAN_ROWS, mapped_span_checksum
 
 log = logging.getLogger(__name__)
 HDF5_FORMAT = "prebake-hdf5"
@@ -203,8 +204,10 @@ def is_export(path: Path) -> bool:
 class _ColumnFile:
     """One column file of the cache, mapped; :meth:`blocks` copies it in row blocks and hashes the copies."""
 
-    def __init__(self, dir_fd: int, shown: Path, meta: dict[str, Any], dtype: np.dtype, shape: tuple[int, ...]):
-        self.shown, self.meta = shown, meta
+    def __init__(self, dir_fd: int, shown: Path, meta: dict[str, Any], dtype: np.dtype, shape: tuple[int, ...],
+                 offsets: _ColumnFile | None = None):
+        """``offsets``: the column's offsets file, which cuts a span-checksummed values file (cache/spans.py)."""
+        self.shown, self.meta, self.offsets = shown, meta, offsets
         fd = open_member(dir_fd, shown.name, shown)
         try:
             size = os.fstat(fd).st_size
@@ -228,8 +231,11 @@ class _ColumnFile:
             # numpy declares the buffer protocol to type checkers only from Python 3.12
             h.update(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
             yield start, block
-        if h.hexdigest() != self.meta["xxh3_64"]:
-            raise CacheCorruptError(f"{self.shown} checksum is {h.hexdigest()}, manifest says {self.meta['xxh3_64']}: "
+        digest = h.hexdigest()
+        if SPAN_ROWS in self.meta and self.offsets is not None:
+            digest = mapped_span_checksum(self.header, data, self.offsets.array, int(self.meta[SPAN_ROWS]))
+        if digest != self.meta["xxh3_64"]:
+            raise CacheCorruptError(f"{self.shown} checksum is {digest}, manifest says {self.meta['xxh3_64']}: "
                                     f"the bytes changed on disk since the build; nothing was exported: run "
                                     f"'prebake verify {self.shown.parent}' and rebuild the cache with {opt('force')}")
 
@@ -241,8 +247,8 @@ def _column_files(dir_fd: int, cache: Path, manifest: dict[str, Any], spec: Colu
         [name] = spec.files
         return [_ColumnFile(dir_fd, cache / name, table[name], dtype, (n, *spec.row_shape))]
     values, offsets = spec.files[:2]
-    files = [_ColumnFile(dir_fd, cache / values, table[values], dtype, (-1, *spec.row_shape)),
-             _ColumnFile(dir_fd, cache / offsets, table[offsets], np.dtype(np.int64), (n + 1,))]
+    cuts = _ColumnFile(dir_fd, cache / offsets, table[offsets], np.dtype(np.int64), (n + 1,))
+    files = [_ColumnFile(dir_fd, cache / values, table[values], dtype, (-1, *spec.row_shape), cuts), cuts]
     if spec.shaped:
         shapes = spec.files[2]
         files.append(_ColumnFile(dir_fd, cache / shapes, table[shapes], np.dtype(np.int64), (n, spec.ndim)))

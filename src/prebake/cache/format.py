@@ -363,12 +363,17 @@ def _check_column(name: Any, col: Any, at: _Where) -> None:
     schema = col.get("schema")
     _expect(schema is None or isinstance(schema, dict), at, f"{entry}.schema", schema, "an object")
     files = col.get("files")
-    spec_files = ColumnSpec(name, dtype.str, dims, col["ragged"]).files
+    spec = ColumnSpec(name, dtype.str, dims, col["ragged"])
+    spec_files = spec.files
     ok = isinstance(files, dict) and sorted(files) == sorted(spec_files)
     _expect(ok, at, f"{entry}.files", sorted(files) if isinstance(files, dict) else files,
             f"exactly the files {list(spec_files)} that the format names for column {name!r}")
     for fname, meta in files.items():
         _file_meta(meta, at, f"{entry}.files.{fname}")
+        spanned = isinstance(meta, dict) and "span_rows" in meta
+        _expect(not spanned or spec.shaped and fname == spec_files[0], at, f"{entry}.files.{fname}.span_rows",
+                meta.get("span_rows") if spanned else None, "absent: only a ragged N-D column's values file is "
+                "checksummed by spans")
 
 
 def _spec_shape(shape: Any, ragged: bool) -> tuple[int | None, ...] | None:
@@ -386,6 +391,9 @@ def _file_meta(meta: Any, at: _Where, entry: str) -> None:
     ok = isinstance(meta, dict) and _is_count(meta.get("bytes")) and isinstance(meta.get("xxh3_64"), str)
     ok = ok and bool(_HEX16_RE.match(meta["xxh3_64"]))
     _expect(ok, at, entry, meta, 'an object with an integer "bytes" and 16 hex digits "xxh3_64"')
+    if "span_rows" in meta:  # checksummed by spans of rows (cache/spans.py)
+        rows = meta["span_rows"]
+        _expect(_is_count(rows) and rows > 0, at, f"{entry}.span_rows", rows, "a positive integer")
 
 
 def _check_stats(stats: Any, at: _Where) -> None:

@@ -30,6 +30,7 @@ from .format import (
     offsets_problem,
     shapes_problem,
 )
+from .spans import SPAN_ROWS, fd_span_checksum, spans_of
 from .stats import label_histogram
 
 _BLOCK_ROWS_BYTES = 64 << 20
@@ -101,8 +102,11 @@ def _check_column(report: VerifyReport, dir_fd: int, manifest: dict[str, Any], s
     """True when the column's files match the manifest byte for byte and their headers agree."""
     files = manifest["columns"][spec.name]["files"]
     intact = True
-    for fname in spec.files:
-        intact &= _check_file(report, dir_fd, fname, files[fname])
+    spanned = SPAN_ROWS in files[spec.files[0]]
+    for fname in (*spec.files[1:], spec.files[0]) if spanned else spec.files:  # the offsets cut the values' spans
+        spans = _spans(report, dir_fd, manifest, spec, int(files[fname][SPAN_ROWS])) if SPAN_ROWS in files[fname] \
+            else None
+        intact &= _check_file(report, dir_fd, fname, files[fname], spans)
     if not intact:
         return False
     arrays = _arrays(report, dir_fd, spec)
@@ -134,7 +138,25 @@ def _arrays(report: VerifyReport, dir_fd: int, spec: ColumnSpec) -> list[np.ndar
     return out
 
 
-def _check_file(report: VerifyReport, dir_fd: int, fname: str, meta: dict[str, Any]) -> bool:
+def _spans(report: VerifyReport, dir_fd: int, manifest: dict[str, Any], spec: ColumnSpec, span_rows: int
+           ) -> Callable[[int], list[int]]:
+    """The span bounds of column ``spec``'s values file, given it open (cache/spans.py), from its offsets file."""
+    def cut(fd: int) -> list[int]:
+        shown = report.path / spec.files[1]
+        ofd = open_member(dir_fd, spec.files[1], shown)
+        try:
+            shape, dtype, _ = npy_layout(ofd, shown)
+            offsets = map_npy(ofd, shown, dtype, shape)
+        finally:
+            os.close(ofd)
+        return spans_of(fd, report.path / spec.files[0], offsets, shown, int(manifest["num_items"]), span_rows)
+    return cut
+
+
+def _check_file(report: VerifyReport, dir_fd: int, fname: str, meta: dict[str, Any],
+                spans: Callable[[int], list[int]] | None = None) -> bool:
+    """``fname`` against its manifest entry: a regular file of the cache, its size, its checksum (whole, or by
+    ``spans``: the bounds of a span-checksummed values file, cache/spans.py)."""
     f = report.path / fname
     try:
         fd = open_member(dir_fd, fname, f)
@@ -148,7 +170,11 @@ def _check_file(report: VerifyReport, dir_fd: int, fname: str, meta: dict[str, A
             report.problems.append(f"{f} is {size:,} bytes, manifest says {meta['bytes']:,}: truncated or replaced; "
                                    f"rebuild with {opt('force')}")
             return False
-        digest = fd_checksum(fd)
+        try:
+            digest = fd_checksum(fd) if spans is None else fd_span_checksum(fd, spans(fd))
+        except CacheCorruptError as e:
+            report.problems.append(str(e))
+            return False
     finally:
         os.close(fd)
     report.bytes_checked += size
