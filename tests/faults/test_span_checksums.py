@@ -207,3 +207,16 @@ def test_a_build_killed_midway_resumes_to_a_cache_that_verifies(tmp_path):
     meta = cache.manifest["columns"]["image"]["files"][VALUES]
     assert meta["xxh3_64"] == stored_checksum(out, cache.manifest["columns"]["image"], VALUES)
     assert prebake.verify(out).ok and len(cache) == 26
+
+
+@pytest.mark.parametrize("workers,rows", [(1, 7), (2, 4), (3, 3), (None, -1)])
+def test_a_placed_build_cuts_at_least_4_chunks_per_worker_and_a_given_chunk_rows_wins(tmp_path, workers, rows):
+    """About 64 MB of rows a chunk (bake/build.py: _placed_rows), but never fewer than 4 chunks per worker:
+    26 small photos give 26 / (4 x workers) rows, rounded up."""
+    src = _photos(tmp_path / "photos")
+    want = rows if rows > 0 else -(-26 // (4 * (os.cpu_count() or 1)))
+    cache = prebake.build(str(src), tmp_path / "out", workers=workers, progress=False)
+    assert cache.manifest["columns"]["image"]["files"][VALUES]["span_rows"] == want
+    given = prebake.build(str(src), tmp_path / "given", workers=workers, chunk_rows=5, progress=False)
+    assert given.manifest["columns"]["image"]["files"][VALUES]["span_rows"] == 5
+    assert prebake.verify(tmp_path / "out").ok and prebake.verify(tmp_path / "given").ok
