@@ -33,10 +33,14 @@ def file_identity(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLi
     compares the bytes instead, at the cost of reading every file once per build.
     """
     root = Path(root)
+    under = os.fspath(root) + os.sep
     out: dict[str, Identity] = {}
     for p in paths:
-        p = Path(p)
-        out[os.path.relpath(p, root)] = _identity(p, content)
+        name = os.fspath(p)
+        rel = name[len(under):] if name.startswith(under) else ""  # what relpath gives a path joined under root,
+        if not rel or rel.startswith(os.sep) or ".." in rel.split(os.sep):  # without its cost per file
+            rel = os.path.relpath(p, root)
+        out[rel] = _identity(name, content)
     return out
 
 
@@ -50,11 +54,11 @@ def _is_content(identity: Any) -> bool:
     return isinstance(identity, list) and len(identity) == 2 and str(identity[1]).startswith(_CONTENT)
 
 
-def _identity(p: Path, content: bool) -> Identity:
+def _identity(p: str | os.PathLike[str], content: bool) -> Identity:
     try:
         if content:
-            return [p.stat().st_size, _CONTENT + file_checksum(p)]
-        st = p.stat()
+            return [os.stat(p).st_size, _CONTENT + file_checksum(p)]
+        st = os.stat(p)
         return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
     except OSError:
         return [-1, _CONTENT + "missing"] if content else [-1, -1, -1]
