@@ -177,3 +177,27 @@ def test_a_journal_without_ranges_resumes_by_the_dtype_rule(tmp_path):
 def _stops(items: list[Any], flag: Path, out: Path, **kw: Any) -> Any:
     return prebake.build(FailsOnce(items, flag, at=17, tag="old", exit=False), out, workers=0, chunk_rows=4,
                          progress=False, **kw)
+
+
+@pytest.mark.parametrize("workers, chunk_rows", [(0, None), (0, 1), (2, 2)])
+@pytest.mark.parametrize("at", [0, 3, 6])
+def test_the_refusal_names_the_item_that_holds_the_value(tmp_path, workers, chunk_rows, at):
+    """The workers record each chunk's [min, max] per integer dtype, not where they are: the refusal reads the
+    chunks whose range ends at the value to name its item, whether it sits in the first item's rows (at 0: the
+    provisional int64 column) or spilled, alone or inside an array, at either end of the range."""
+    for big, vector in ((2**53 + 5, False), (-(2**53) - 5, True)):
+        values: list[Any] = [np.array([k, k + 1]) if vector else k for k in range(8)]
+        values[5] = np.array([0.5, 1.5]) if vector else 0.5  # a float item: the column is promoted to float64
+        values[at] = np.array([1, big]) if vector else big
+        items = [{"score": v, "id": k} for k, v in enumerate(values)]
+        out = tmp_path / f"c{big}"
+        with pytest.raises(SchemaError) as e:
+            _build(items, out, workers=workers, chunk_rows=chunk_rows)
+        assert f"the int64 items include {big} (item {at})" in str(e.value), str(e.value)
+        assert not out.exists()
+
+
+def test_the_refusal_names_the_item_of_a_uint64_value_too(tmp_path):
+    items = [{"v": np.array(k + 0.5) if k != 2 else np.array(2**60, np.uint64), "id": k} for k in range(5)]
+    with pytest.raises(SchemaError, match=r"the uint64 items include 1152921504606846976 \(item 2\)"):
+        _build(items, tmp_path / "u", workers=2, chunk_rows=1)

@@ -357,7 +357,7 @@ def _run(job: Job, partial: PartialCache, pool: Any, progress: ProgressFn | None
     else:
         results = pool.imap_unordered(_pool_chunk, tasks, describe=_describe_task)
     buffer: list[ChunkResult] = []
-    last, schema = time.monotonic(), SchemaSoFar(plan, job.source.keys)
+    last, schema = time.monotonic(), SchemaSoFar(plan, job.source.keys, partial.path)
     for r in partial.done.values():
         schema.add(r)
     try:

@@ -16,7 +16,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 from ..cache.files import fsync_path
 from ..cache.format import REWRITE, REWRITTEN, ColumnSpec
 from ..cache.spans import SPAN_ROWS
-from ..errors import SchemaError
+from ..errors import PrebakeError, SchemaError
 from .npyfile import save_npy
 from .plan import BuildPlan, ChunkResult
 from .provisional import Provisional
@@ -60,7 +60,8 @@ def _decide(path: Path, plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkR
     if not seen and not empty:  # no good item: nothing to decide from
         return Decision(c, schema_entry({}, "uniform", (), ()))
     given = plan.given.get(c.name)
-    dtype, rule = (np.dtype(given), "given") if given is not None else promote(c.name, seen, empty, ranges)
+    dtype, rule = (np.dtype(given), "given") if given is not None else promote(
+        c.name, seen, empty, ranges, holder(path, plan, c, results, good, lambda: keys))
     seen, empty = (seen, empty) if seen else (empty, {})  # the dtypes that voted, and the empty items that did not
     check_ndims(c.name, source.ndims(keys))
     if source.spilled == 0 and not c.ragged:
@@ -117,14 +118,40 @@ def _spans(ranges: Mapping[str, list[int] | None]) -> dict[str, tuple[int, int] 
     return {d: None if span is None else (span[0], span[1]) for d, span in ranges.items()}
 
 
+def holder(path: Path, plan: BuildPlan, c: ColumnSpec, results: Sequence[ChunkResult], good: np.ndarray,
+           keys: Callable[[], Sequence[str]]) -> Callable[[np.dtype, int], str | None]:
+    """``(dtype, value) -> key`` of the first good item of column ``c`` of that dtype that holds the integer
+    ``value``, or None: what a refusal for a value names. It reads only the chunks whose recorded range of that
+    dtype ends at the value (the workers record each chunk's [min, max], not where they are), and only when a
+    refusal asks; a file it cannot read makes it None, never another error."""
+    def find(dtype: np.dtype, value: int) -> str | None:
+        native = np.dtype(dtype).newbyteorder("=")
+        for r in results:
+            span = r.ranges.get(c.name, {}).get(native.str)
+            if span is None or value not in (int(span[0]), int(span[1])):
+                continue
+            rows = plan.chunk_range(r.chunk)
+            kept = rows.start + np.flatnonzero(good[rows.start : rows.stop])
+            try:
+                for row, item in zip(kept, Provisional(path, plan, c, [r], good).items()):
+                    if item.dtype.newbyteorder("=") == native and bool((item == value).any()):
+                        return str(keys()[int(row)])
+            except (OSError, ValueError, PrebakeError):
+                return None
+        return None
+    return find
+
+
 class SchemaSoFar:
     """The dtypes, integer ranges and axis counts of the chunks finished so far, checked by the rules :func:`decide`
     applies at commit, so a build whose items cannot share a column stops at the first chunk that shows it instead of
     baking to the end first. Only what stays refused as items are added refuses here: a mix of kinds, and the dtypes
     of the items with elements (while every item so far is empty, their dtypes may still be outvoted)."""
 
-    def __init__(self, plan: BuildPlan, keys: Any):
+    def __init__(self, plan: BuildPlan, keys: Any, path: Path | None = None):
         self.keys = keys  # the source's keys(), called only to name items in a refusal
+        self.path, self.plan = path, plan  # the partial build, where a refusal finds the item that holds a value
+        self.results: list[ChunkResult] = []
         names = [c for c in plan.kept if c.name not in plan.staged and c.name not in plan.given]
         self.ndim = {c.name: c.ndim for c in names}
         self.seen: dict[str, dict[str, list[int]]] = {c.name: {} for c in names}
@@ -133,6 +160,7 @@ class SchemaSoFar:
         self.ndims: dict[str, dict[int, list[int]]] = {c.name: {} for c in names}
 
     def add(self, r: ChunkResult) -> None:
+        self.results.append(r)
         for name, seen in self.seen.items():
             spills = r.spills.get(name, [])
             got, empty = r.seen.get(name, {}), r.empty.get(name, {})
@@ -152,16 +180,27 @@ class SchemaSoFar:
             return
         except SchemaError:
             keys = self.keys()
-        self._refuse(name, lambda first: keys[first])  # again, naming the items by their keys
+        self._refuse(name, lambda first: keys[first], _holder_of(self, name))  # again, naming the items
 
-    def _refuse(self, name: str, key: Any) -> None:
+    def _refuse(self, name: str, key: Any, holder: Callable[[np.dtype, int], str | None] | None = None) -> None:
         seen = {d: (n, key(first)) for d, (n, first) in self.seen[name].items()}
         empty = {d: (n, key(first)) for d, (n, first) in self.empty[name].items()}
         if seen:
-            promote(name, seen, empty, _spans(self.ranges[name]))
+            promote(name, seen, empty, _spans(self.ranges[name]), holder)
         else:
             check_families(name, seen, empty)
         check_ndims(name, {d: (n, key(first)) for d, (n, first) in self.ndims[name].items()})
+
+
+def _holder_of(schema: SchemaSoFar, name: str) -> Callable[[np.dtype, int], str | None] | None:
+    if schema.path is None:
+        return None
+    good = np.ones(schema.plan.num_keys, dtype=bool)
+    for r in schema.results:
+        for row, _ in r.bad:
+            good[row] = False
+    spec = next(c for c in schema.plan.columns if c.name == name)
+    return holder(schema.path, schema.plan, spec, sorted(schema.results, key=lambda r: r.chunk), good, schema.keys)
 
 
 def _merge(acc: dict[Any, list[int]], key: Any, n: int, first: int) -> None:

@@ -42,7 +42,7 @@ leaves the dtypes of empty items to the end).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -142,10 +142,12 @@ Seen = Mapping[str, tuple[int, str]]  # {dtype: (items, key of an item)}
 Ranges = Mapping[str, tuple[int, int] | None]  # {integer dtype: (min, max) of its items' values, None: unknown}
 
 
-def promote(column: str, seen: Seen, empty: Seen | None = None, ranges: Ranges | None = None) -> tuple[np.dtype, str]:
+def promote(column: str, seen: Seen, empty: Seen | None = None, ranges: Ranges | None = None,
+            holder: Callable[[np.dtype, int], str | None] | None = None) -> tuple[np.dtype, str]:
     """The dtype of a column whose items with elements had the dtypes ``seen`` and those with none ``empty``, and the
     rule that gave it: "uniform" or "promoted". ``ranges``: the values of the integer items, which a float promotion
-    may hold even when it does not hold their dtype. Raises :class:`SchemaError` (see the module docstring)."""
+    may hold even when it does not hold their dtype; ``holder(dtype, value)``: the key of an item of that dtype that
+    holds the value, for the refusal to name. Raises :class:`SchemaError` (see the module docstring)."""
     check_families(column, seen, empty or {})
     votes = seen or empty or {}  # items with no elements vote only when every item has none
     dtypes = [np.dtype(d) for d in votes]
@@ -167,8 +169,9 @@ def promote(column: str, seen: Seen, empty: Seen | None = None, ranges: Ranges |
         d, value = lost[0]
         what = f"promote to {dtype}, which does not hold every {d} value exactly"
         if value is not None:
+            key = holder(d, value) if holder is not None else None
             what = (f"promote to {dtype}, which holds integers exactly only within ±2**{np.finfo(dtype).nmant + 1}, "
-                    f"and the {d} items include {value}")
+                    f"and the {d} items include {value}" + (f" (item {key})" if key is not None else ""))
         elif _by_value(dtypes, dtype) and d.kind in "iu":
             what += (f" (the values of {d} items baked by an older prebake are unknown: {opt('force')} bakes them "
                      "again, and checks them)")
