@@ -295,7 +295,8 @@ def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None, int | None] |
     header = npy_header(dtype, shape)
     if len(header) != HEAD:
         return stream.take(d.spec.name, dtype, -1)  # not a header the stream left room for: removed, not taken
-    return stream.take(d.spec.name, dtype, dtype.itemsize * int(np.prod(shape, dtype=np.int64)), header)
+    return stream.take(d.spec.name, dtype, dtype.itemsize * int(np.prod(shape, dtype=np.int64)), header,
+                       spans=d.spec.shaped)
 
 
 def take_stream(tmp: Path, d: Decision, written: tuple[Path, str | None, int | None]) -> dict[str, Any]:

@@ -57,7 +57,8 @@ def stream_file(path: Path, name: str) -> Path:
 
 
 class _Column:
-    """One column's stream: the file, how far it got, the dtypes it wrote."""
+    """One column's stream: the file, how far it got, the dtypes it wrote, and the xxh3-64 of each chunk's bytes (the
+    spans of a span checksum, cache/spans.py, when no row was skipped)."""
 
     def __init__(self, path: Path, spec: ColumnSpec):
         self.spec, self.file = spec, stream_file(path, spec.name)
@@ -65,13 +66,21 @@ class _Column:
         self.out.write(bytes(HEAD))  # the header's room
         self.chunks = self.data = 0
         self.dtypes: set[str] = set()
+        self.digests: list[int] = []
+        self.hash = xxhash.xxh3_64()
 
     def write(self, item: np.ndarray) -> None:
         self.dtypes.add(item.dtype.str)
         data = np.ascontiguousarray(item).reshape(-1).view(np.uint8)
         if data.size:
             self.out.write(data.data)
+            self.hash.update(data.data)
             self.data += data.size
+
+    def end_chunk(self) -> None:
+        self.digests.append(self.hash.intdigest())
+        self.hash.reset()
+        self.chunks += 1
 
     def sync(self) -> None:
         self.out.sync()
@@ -209,20 +218,23 @@ class StreamAhead:
             chunk = [self.results[c.chunks]]
             for item in Provisional(self.path, self.plan, c.spec, chunk, self.good).items():
                 c.write(item)
-            c.chunks += 1
+            c.end_chunk()
 
-    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b""
+    def take(self, name: str, dtype: np.dtype, data_bytes: int, header: bytes = b"", spans: bool = False
              ) -> tuple[Path, str | None, int | None] | None:
         """The stream (or placed file) of column ``name``, flushed, when it holds the rewrite's bytes for ``dtype``
-        and ``data_bytes``: ``(file, checksum, span rows)``. A placed file comes with its span checksum once
-        ``header`` is written (cache/spans.py) and the rows of each span; a stream with None (the caller writes the
-        header and reads the file back). None when it is not the column (and a stream's file is removed)."""
+        and ``data_bytes``: ``(file, checksum, span rows)``. Where the column may be checksummed by ``spans`` (a
+        ragged N-D column, cache/spans.py) and no row was skipped, so that the chunks are the spans, the file comes
+        with its span checksum once ``header`` is written, and the rows of each span; else with None (the caller
+        writes the header and reads the file back). None when it is not the column (and a stream's file is
+        removed)."""
+        spanned = spans and bool(self.good.all())
         p = self.placed.pop(name, None)
         if p is not None:
             p.close()
             whole = p.chunks == self.plan.num_chunks and int(p.offsets[-1] - p.offsets[0]) == data_bytes
             if not self.broken and whole and np.dtype(dtype) == np.dtype(p.spec.dtype):
-                return p.file, p.checksum(header), self.plan.chunk_rows
+                return p.file, p.checksum(header) if spanned else None, self.plan.chunk_rows if spanned else None
             return None
         c = self.columns.pop(name, None)
         if c is None:
@@ -233,6 +245,8 @@ class StreamAhead:
         if not ok:
             c.file.unlink(missing_ok=True)
             return None
+        if spanned:
+            return c.file, combine([xxhash.xxh3_64_intdigest(header), *c.digests]), self.plan.chunk_rows
         return c.file, None, None
 
     def discard(self) -> None:
