@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,16 @@ def _read_table(csv_path: Path, delimiter: str) -> tuple[list[str], list[_Row], 
     return header, rows, fields
 
 
+_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as the surrogateescape decoding keeps it
+
+
 def _undecodable(record: list[str]) -> str | None:
-    """The reason a row holds bytes that are not UTF-8, or None."""
+    """The reason a row holds bytes that are not UTF-8, or None (ASCII fields skipped, the rest searched in C: a
+    character loop cost 150 us a row, 0.09 s before the first item of a table of 600 volumes)."""
     for k, field in enumerate(record):
-        bad = next((ch for ch in field if "\udc80" <= ch <= "\udcff"), None)
+        bad = None if field.isascii() else _ESCAPED.search(field)
         if bad is not None:
-            return (f"row is not valid UTF-8 (byte 0x{ord(bad) - 0xDC00:02x} in field {k + 1}); "
+            return (f"row is not valid UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} in field {k + 1}); "
                     "re-save the table as UTF-8")
     return None
 
