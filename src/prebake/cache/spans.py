@@ -5,13 +5,15 @@ items the workers write straight to their place in the values file (bake/placed.
 every size) would then have to be read back once, in order, by one process, to hash it: on the
 benchmark's 2,400 photos that read-back was 1.47 GB and a fifth of the build's time
 (benchmarks/realdata.py). Such a file is checksummed by spans instead, and its manifest entry
-says so with ``"span_rows": R``:
+says so with ``"span_rows": R`` (R: the build's rows per chunk). So is a column the build streams
+in row order while the workers bake (bake/stream.py), when no row was skipped:
 
 - the spans are the file's ``.npy`` header, then rows ``[0, R)``, ``[R, 2R)``, ... to the last
   row, each span the bytes of its rows as the column's offsets file places them;
 - ``xxh3_64`` is the xxh3-64 of every span's xxh3-64, in order, as 8 bytes little-endian each.
 
-Each worker hashes the rows it writes from memory, and the building process combines the digests.
+Each worker (or the stream) hashes the rows it writes from memory, and the building process combines
+the digests.
 Checking such a file (``prebake verify``, an export, an incremental build reusing rows) reads it
 the same way, with the column's offsets file (checked on its own first). A changed byte anywhere
 in the file changes its span's digest, so the file's checksum, as a whole-file checksum would.
