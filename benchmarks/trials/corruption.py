@@ -25,9 +25,21 @@ from . import Row
 
 
 def sample_caches(workdir: Path) -> list[Path]:
-    """Two small committed caches that use every part of the format: an image folder with a
-    skipped item (classes, item ids, label histogram) and arrays with a ragged float column."""
-    folder, arrays = workdir / "cache-folder", workdir / "cache-arrays"
+    """Three small committed caches that use every part of the format: an image folder with a
+    skipped item (classes, item ids, label histogram), arrays with a ragged float column, and photos
+    of many sizes that the workers placed, whose values file is checksummed by spans (cache/spans.py)."""
+    folder, arrays, placed = workdir / "cache-folder", workdir / "cache-arrays", workdir / "cache-placed"
+    if not (placed / MANIFEST).exists():
+        from PIL import Image
+
+        rng = np.random.default_rng(1)
+        src = workdir / "src-placed"
+        for k in range(9):
+            (src / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+            h, w = (int(v) for v in rng.integers(3, 9, 2))
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(src / f"c{k % 2}" / f"{k}.png")
+        made = prebake.build(src, placed, workers=0, chunk_rows=2)
+        assert made.manifest["columns"]["image"]["files"]["image.values.npy"].get("span_rows") == 2
     if not (folder / MANIFEST).exists():
         src = write_image_folder(workdir / "src-folder", classes=("cat", "dog"), per_class=5, size=(12, 10))
         (src / "dog" / "zz_bad.png").write_bytes(b"not a png")
@@ -39,7 +51,7 @@ def sample_caches(workdir: Path) -> list[Path]:
             "label": np.arange(9) % 3,
             "sig": [rng.integers(-100, 100, (k % 4, 2)).astype(np.int16) for k in range(9)],
         }, classes=["a", "b", "c"])
-    return [folder, arrays]
+    return [folder, arrays, placed]
 
 
 def judge(path: Path) -> tuple[bool, bool, str | None]:
