@@ -118,6 +118,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("stream-ahead", lambda d: stream_ahead(d, n(60, 3), seed=30)),
         ("resample", lambda d: resample(d, n(200, 10), seed=31)),
         ("mixed-faults", lambda d: trial_mixed_faults(d, n(200, 4), seed=32)),
+        ("mixed-faults-1", lambda d: trial_mixed_faults(d, n(100, 4), seed=35, workers=0)),
         ("placed", lambda d: trial_placed(d, n(150, 3), seed=33)),
     ]
 

@@ -45,14 +45,14 @@ def _files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix == ".npy"}
 
 
-def _child(src: Path, out: Path, report: Path, limit: int) -> None:  # pragma: no cover - runs forked
+def _child(src: Path, out: Path, report: Path, limit: int, workers: int) -> None:  # pragma: no cover - runs forked
     code = 1
     try:
         os.setpgid(0, 0)
         if limit:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         try:
-            prebake.build(str(src), out, workers=2, chunk_rows=8, progress=False)
+            prebake.build(str(src), out, workers=workers, chunk_rows=8, progress=False)
             got: dict[str, Any] = {"error": None}
         except Exception as e:  # noqa: BLE001 - reported to the parent, which judges it
             got = {"error": type(e).__name__, "message": str(e)[:500]}
@@ -80,16 +80,18 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def trial_mixed_faults(work_dir: Path, trials: int, seed: int | None = 0) -> Row:
-    row = Row("kill -9 or a file size limit during a build of photos of every size with 2 workers; the build again: "
+def trial_mixed_faults(work_dir: Path, trials: int, seed: int | None = 0, workers: int = 2) -> Row:
+    """``workers`` 0: the build in its own process, which places the photos itself (bake/stream.py's write_ahead)."""
+    who = f"with {workers} workers" if workers > 1 else "in one process"
+    row = Row(f"kill -9 or a file size limit during a build of photos of every size {who}; the build again: "
               "the same bytes")
     rng = np.random.default_rng(seed)
     work_dir.mkdir(parents=True, exist_ok=True)
     src = photos(work_dir / "photos")
     ref = work_dir / "ref"
-    prebake.build(str(src), ref, workers=2, chunk_rows=8, progress=False)
+    prebake.build(str(src), ref, workers=2, chunk_rows=8, progress=False)  # the bytes every build must give
     t0 = time.perf_counter()  # a second, warm build: how long the kill window is
-    prebake.build(str(src), work_dir / "warm", workers=2, chunk_rows=8, progress=False)
+    prebake.build(str(src), work_dir / "warm", workers=workers, chunk_rows=8, progress=False)
     took = time.perf_counter() - t0
     shutil.rmtree(work_dir / "warm")
     want = _files(ref)
@@ -101,7 +103,7 @@ def trial_mixed_faults(work_dir: Path, trials: int, seed: int | None = 0) -> Row
         limit = 0 if kill else int(rng.integers(4096, column + 1))
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
-            _child(src, out, report, limit)
+            _child(src, out, report, limit, workers)
         if kill:
             time.sleep(float(rng.uniform(0, took * 1.2)))
             _kill_group(pid)
@@ -117,13 +119,13 @@ def trial_mixed_faults(work_dir: Path, trials: int, seed: int | None = 0) -> Row
             row.notes["killed before the commit"] += 1
         elif limit and report.exists() and json.loads(report.read_text())["error"] == "DiskFullError":
             row.notes["refused for the limit"] += 1
-        _judge(row, k, out, report, limit, want)
+        _judge(row, k, out, report, limit, want, workers)
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(partial_path(out), ignore_errors=True)
     return row
 
 
-def _judge(row: Row, k: int, out: Path, report: Path, limit: int, want: dict[str, bytes]) -> None:
+def _judge(row: Row, k: int, out: Path, report: Path, limit: int, want: dict[str, bytes], workers: int = 2) -> None:
     if limit:
         got = json.loads(report.read_text()) if report.exists() else None
         if got is None:
@@ -133,7 +135,7 @@ def _judge(row: Row, k: int, out: Path, report: Path, limit: int, want: dict[str
             row.fail(f"trial {k}: a limit of {limit:,} bytes raised {got['error']}: {got['message']}")
             return
     try:
-        prebake.build(str(out.parent / "photos"), out, workers=2, chunk_rows=8, progress=False)
+        prebake.build(str(out.parent / "photos"), out, workers=workers, chunk_rows=8, progress=False)
     except Exception as e:  # noqa: BLE001 - any exception here is the failure being counted
         row.fail(f"trial {k}: the build after {'a limit' if limit else 'kill -9'} raised {type(e).__name__}: {e}")
         return

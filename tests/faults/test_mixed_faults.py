@@ -17,3 +17,10 @@ def test_kills_and_limits_during_a_mixed_build(tmp_path):
     row = trial_mixed_faults(tmp_path, trials=6, seed=os.getpid() % 1000)
     assert row.failures == 0, row.examples
     assert row.notes["refused for the limit"] >= 1  # a limit under the column's size stops the build
+
+
+def test_kills_and_limits_during_a_mixed_build_in_one_process(tmp_path):
+    """The build in its own process places the photos too (its stream thread only collects the digests)."""
+    row = trial_mixed_faults(tmp_path, trials=6, seed=os.getpid() % 1000 + 1, workers=0)
+    assert row.failures == 0, row.examples
+    assert row.notes["refused for the limit"] >= 1
