@@ -287,7 +287,7 @@ def _save_layout(tmp: Path, d: Decision, offsets: np.ndarray) -> None:
 
 def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None, int | None] | None:
     """The file written ahead for column ``d`` when it holds exactly the values :func:`write_column` would write,
-    and its checksum when it already begins with this header (a placed file, bake/stream.py)."""
+    with its span checksum and rows when it was hashed as it was written (:meth:`StreamAhead.take`)."""
     if stream is None:
         return None
     _, shape = _layout(d)
@@ -301,10 +301,11 @@ def _streamed(stream: Any, d: Decision) -> tuple[Path, str | None, int | None] |
 
 def take_stream(tmp: Path, d: Decision, written: tuple[Path, str | None, int | None]) -> dict[str, Any]:
     """Column ``d``'s files in ``tmp`` from the values written ahead (bake/stream.py), and the values file's checksum
-    entry. A placed file comes checksummed by spans of ``span rows`` (cache/spans.py), its header in the sum: the
-    header is written where it is another. A stream gets its header in front, and the whole file is made durable and
-    checksummed in one read. Then the file gets the column's name as a second one. The first stays until the partial
-    directory goes: a commit killed before its marker reads a placed column's items from it again."""
+    entry. A file hashed as it was written (a placed file, or the stream of a ragged N-D column with no row skipped)
+    comes checksummed by spans of ``span rows`` (cache/spans.py), its header in the sum: the header is written where
+    it is another. Any other gets its header in front, and the whole file is made durable and checksummed in one
+    read. Then the file gets the column's name as a second one. The first stays until the partial directory goes:
+    a commit killed before its marker reads a placed column's items from it again."""
     file, checksum, span_rows = written
     offsets, shape = _layout(d)
     header = npy_header(np.dtype(d.spec.dtype), shape)

@@ -196,9 +196,9 @@ class StreamAhead:
                 self.columns[name] = _Column(self.path, self.specs[name])  # caught up from chunk 0 below
         while (self.columns or self.placed) and self._next in self.results:
             for name, p in list(self.placed.items()):
-                r = self.results[self._next]
-                if self._clean(r, name):
-                    p.hash_to(int(p.offsets[self.plan.chunk_range(self._next).stop]), r.spans.get(name))
+                done = self.results[self._next]
+                if self._clean(done, name):
+                    p.hash_to(int(p.offsets[self.plan.chunk_range(self._next).stop]), done.spans.get(name))
                 else:  # a hole in the placed file: this column is streamed too, from chunk 0
                     p.close()
                     del self.placed[name]
