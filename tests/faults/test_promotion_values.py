@@ -201,3 +201,33 @@ def test_the_refusal_names_the_item_of_a_uint64_value_too(tmp_path):
     items = [{"v": np.array(k + 0.5) if k != 2 else np.array(2**60, np.uint64), "id": k} for k in range(5)]
     with pytest.raises(SchemaError, match=r"the uint64 items include 1152921504606846976 \(item 2\)"):
         _build(items, tmp_path / "u", workers=2, chunk_rows=1)
+
+
+def test_the_refusal_reads_the_build_s_files_one_thread_at_a_time(tmp_path):
+    """Naming the item reads .npy files while the write-ahead thread may read others: a .npy header is parsed
+    with Python's AST, which in CPython 3.11 fails when two threads parse at once ("AST constructor recursion depth
+    mismatch", seen in CI), so every such read takes one lock (bake/placed.py: load_npy). Held here, the refusal
+    waits for it."""
+    import threading
+
+    from prebake.bake import placed
+
+    values: list[Any] = [k for k in range(6)]
+    values[2], values[4] = 0.5, 2**53 + 7
+    items = [{"score": v, "id": k} for k, v in enumerate(values)]
+    got: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            _build(items, tmp_path / "c", workers=0, chunk_rows=2)
+        except BaseException as e:  # noqa: BLE001 - judged below
+            got.append(e)
+
+    with placed._HEADERS:
+        t = threading.Thread(target=build)
+        t.start()
+        t.join(3.0)
+        assert t.is_alive() and not got  # the refusal is waiting to read the chunk that holds the value
+    t.join(60)
+    assert len(got) == 1 and isinstance(got[0], SchemaError)
+    assert f"the int64 items include {2**53 + 7} (item 4)" in str(got[0])

@@ -29,6 +29,7 @@ import contextlib
 import errno
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -80,6 +81,19 @@ def lay_out(path: Path, spec: ColumnSpec, sizes: np.ndarray) -> np.ndarray | Non
     return offsets
 
 
+_HEADERS = threading.Lock()
+
+
+def load_npy(file: Path, mmap: bool = False) -> np.ndarray:
+    """``np.load`` of a file of the partial build, one thread at a time. A .npy header is parsed with Python's
+    AST, whose constructor in CPython 3.11 keeps its recursion depth per interpreter: two threads parsing at once
+    can fail with "AST constructor recursion depth mismatch", as the write-ahead thread (bake/stream.py) did beside
+    a refusal that read a chunk to name the item holding a value (bake/rewrite.py: holder). Every read of the
+    build's own .npy files from two threads goes through here."""
+    with _HEADERS:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
 def load_offsets(path: Path, specs: Sequence[ColumnSpec], rows: int) -> dict[str, np.ndarray]:
     """``{column: byte offsets}`` of the columns of ``specs`` the partial directory ``path`` lays out for ``rows``
     rows (:func:`read_offsets`)."""
@@ -91,7 +105,7 @@ def read_offsets(path: Path, name: str, rows: int) -> np.ndarray:
     two rows' bytes overlap); a CacheCorruptError naming the file otherwise."""
     table = placed_files(path, name)[1]
     try:
-        offsets = np.load(table, allow_pickle=False)
+        offsets = load_npy(table)
     except FileNotFoundError:
         raise damaged(table, "is missing, and the journal names rows placed by it") from None
     except (OSError, ValueError) as e:

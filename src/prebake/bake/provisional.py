@@ -18,7 +18,7 @@ import numpy as np
 
 from ..cache.format import ColumnSpec
 from .direct import DirectReader, drop_pages, enabled, read_ahead
-from .placed import damaged, read_offsets
+from .placed import damaged, load_npy, read_offsets
 from .plan import BuildPlan, ChunkResult, placed_files, shapes_shard, shard_files, spill_shard
 
 
@@ -71,15 +71,15 @@ class Provisional:
         """The shapes of the chunk's ``n`` items that fit the provisional spec."""
         s = self.spec
         if s.shaped:
-            return np.load(shapes_shard(self.path, s.name, chunk), allow_pickle=False)
+            return load_npy(shapes_shard(self.path, s.name, chunk))
         if not s.ragged:
             return np.broadcast_to(np.array(s.shape, dtype=np.int64), (n, s.ndim))
-        lengths = np.load(shard_files(self.path, s.name, chunk)[1], allow_pickle=False)
+        lengths = load_npy(shard_files(self.path, s.name, chunk)[1])
         return np.column_stack([lengths, np.broadcast_to(np.array(s.shape, np.int64), (len(lengths), len(s.shape)))])
 
     def items(self) -> Iterator[np.ndarray]:
         """Every good item's value in row order, as the workers stored it (its own dtype if it spilled)."""
-        fixed = np.load(self.path / self.spec.files[0], mmap_mode="r") if not self.spec.ragged else None
+        fixed = load_npy(self.path / self.spec.files[0], mmap=True) if not self.spec.ragged else None
         name = self.spec.name
         placed = placed_files(self.path, name)[0]
         placed_rows = any(r.placed.get(name) for r in self.results)
@@ -105,9 +105,9 @@ class Provisional:
             skip = {int(x[0]) for x in spills}
             return (fixed[int(row)] for row in rows if int(row) not in skip)
         values_file, lengths_file = shard_files(self.path, s.name, chunk)
-        values = np.load(values_file, mmap_mode="r", allow_pickle=False)
-        ends = np.cumsum(np.load(lengths_file, allow_pickle=False))
-        shapes = np.load(shapes_shard(self.path, s.name, chunk), allow_pickle=False) if s.shaped else None
+        values = load_npy(values_file, mmap=True)
+        ends = np.cumsum(load_npy(lengths_file))
+        shapes = load_npy(shapes_shard(self.path, s.name, chunk)) if s.shaped else None
         return _cut(values, ends, shapes)
 
 
