@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import OptionError
 from ..identity.reads import merge, recording, take
 from ..steps.stage import Columns, Stage
+from .placed import load_npy
 
 
 def plan_stages(stages: Sequence[Stage], item_specs: Sequence[Any], probe_item: Mapping[str, Any]
@@ -111,8 +112,8 @@ class StageRunner:
                 continue
             if spec.ragged:
                 values_file, lengths_file = self.partial.shard_files(spec.name, chunk)
-                values = np.load(values_file, mmap_mode="r", allow_pickle=False)
-                lengths = np.load(lengths_file, allow_pickle=False)
+                values = load_npy(values_file, mmap=True)  # beside the write-ahead thread's reads (load_npy)
+                lengths = load_npy(lengths_file)
                 items = np.split(np.asarray(values), np.cumsum(lengths)[:-1]) if len(lengths) else []
                 out[spec.name] = [a for a, f in zip(items, fresh) if f]
             else:
