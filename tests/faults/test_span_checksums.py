@@ -252,3 +252,33 @@ def test_a_streamed_column_is_checksummed_by_spans_as_it_is_written_unless_a_row
     assert len(cache) == 26 and len(cache.manifest["skipped"]) == 1 and reads and "span_rows" not in meta
     assert meta["xxh3_64"] == stored_checksum(tmp_path / "skipped", cache.manifest["columns"]["image"], VALUES)
     assert prebake.verify(tmp_path / "skipped").ok
+
+
+def test_a_build_in_one_process_whose_guess_missed_rewrites_the_column_at_commit(tmp_path, monkeypatch):
+    """In one process nothing is streamed (its writes would take the GIL from the baking): a photo whose header
+    told a wrong size leaves a hole in the placed file, and the commit writes the column again, checksummed whole
+    as it writes it, with every value Pillow's."""
+    from PIL import Image
+
+    from benchmarks.trials.placed import counting_read_backs
+    from prebake.sources.folder import ImageFolderSource
+
+    predicted = ImageFolderSource.predicted_sizes
+
+    def off_by_one(self, column):
+        sizes = predicted(self, column)
+        if sizes is not None:
+            sizes[5] += 3
+        return sizes
+
+    monkeypatch.setattr(ImageFolderSource, "predicted_sizes", off_by_one)
+    src = _photos(tmp_path / "photos")
+    with counting_read_backs() as reads:
+        cache = prebake.build(str(src), tmp_path / "out", workers=1, chunk_rows=4, progress=False)
+    meta = cache.manifest["columns"]["image"]["files"][VALUES]
+    assert not reads and "span_rows" not in meta and len(cache) == 26
+    assert meta["xxh3_64"] == stored_checksum(tmp_path / "out", cache.manifest["columns"]["image"], VALUES)
+    assert prebake.verify(tmp_path / "out").ok
+    for i, key in enumerate(cache.source_keys or ()):
+        want = np.asarray(Image.open(src / key).convert("RGB")).transpose(2, 0, 1)
+        assert np.array_equal(cache[i]["image"], want), key
