@@ -226,7 +226,7 @@ def test_the_refusal_reads_the_build_s_files_one_thread_at_a_time(tmp_path):
     with placed._HEADERS:
         t = threading.Thread(target=build)
         t.start()
-        t.join(3.0)
+        t.join(1.0)
         assert t.is_alive() and not got  # the refusal is waiting to read the chunk that holds the value
     t.join(60)
     assert len(got) == 1 and isinstance(got[0], SchemaError)
