@@ -222,22 +222,28 @@ def test_a_placed_build_cuts_at_least_4_chunks_per_worker_and_a_given_chunk_rows
     assert prebake.verify(tmp_path / "out").ok and prebake.verify(tmp_path / "given").ok
 
 
+def _header_lies(monkeypatch: pytest.MonkeyPatch, row: int) -> None:
+    """The image folder's header of item ``row`` tells a size 3 elements off, as a lying header would."""
+    from prebake.sources.folder import ImageFolderSource
+
+    predicted = ImageFolderSource.predicted_sizes
+
+    def off(self, column):
+        sizes = predicted(self, column)
+        if sizes is not None:
+            sizes[row] += 3
+        return sizes
+
+    monkeypatch.setattr(ImageFolderSource, "predicted_sizes", off)
+
+
 def test_a_streamed_column_is_checksummed_by_spans_as_it_is_written_unless_a_row_was_skipped(tmp_path, monkeypatch):
     """A photo whose size its header told wrong sends the column down the stream (bake/stream.py), which hashes
     each chunk as it writes it: nothing is read back. A skipped file shifts the rows off the chunks, so that
     column is read back once and checksummed whole."""
     from benchmarks.trials.placed import counting_read_backs
-    from prebake.sources.folder import ImageFolderSource
 
-    predicted = ImageFolderSource.predicted_sizes
-
-    def off_by_one(self, column):  # the header of item 9 lies: a guess missed, the worker spills it
-        sizes = predicted(self, column)
-        if sizes is not None:
-            sizes[9] += 3
-        return sizes
-
-    monkeypatch.setattr(ImageFolderSource, "predicted_sizes", off_by_one)
+    _header_lies(monkeypatch, 9)  # a guess missed: the worker spills that photo
     src = _photos(tmp_path / "photos")
     with counting_read_backs() as reads:
         cache = prebake.build(str(src), tmp_path / "out", workers=2, chunk_rows=4, progress=False)
@@ -261,17 +267,8 @@ def test_a_build_in_one_process_whose_guess_missed_rewrites_the_column_at_commit
     from PIL import Image
 
     from benchmarks.trials.placed import counting_read_backs
-    from prebake.sources.folder import ImageFolderSource
 
-    predicted = ImageFolderSource.predicted_sizes
-
-    def off_by_one(self, column):
-        sizes = predicted(self, column)
-        if sizes is not None:
-            sizes[5] += 3
-        return sizes
-
-    monkeypatch.setattr(ImageFolderSource, "predicted_sizes", off_by_one)
+    _header_lies(monkeypatch, 5)
     src = _photos(tmp_path / "photos")
     with counting_read_backs() as reads:
         cache = prebake.build(str(src), tmp_path / "out", workers=1, chunk_rows=4, progress=False)

@@ -48,7 +48,7 @@ from ..errors import CacheCorruptError, ForeignOutputError, FormatError, OptionE
 from .export_file import Sink, check_room, export_bytes, write_failed
 from .files import fsync_path, map_npy, npy_layout, open_dir, open_member, read_manifest
 from .format import ColumnSpec, column_specs
-from .spans import SPAN_ROWS, mapped_span_checksum
+from .spans import SPAN_ROWS, fd_span_checksum, spans_of
 
 log = logging.getLogger(__name__)
 HDF5_FORMAT = "prebake-hdf5"
@@ -207,7 +207,8 @@ class _ColumnFile:
     def __init__(self, dir_fd: int, shown: Path, meta: dict[str, Any], dtype: np.dtype, shape: tuple[int, ...],
                  offsets: _ColumnFile | None = None):
         """``offsets``: the column's offsets file, which cuts a span-checksummed values file (cache/spans.py)."""
-        self.shown, self.meta, self.offsets = shown, meta, offsets
+        self.shown, self.meta = shown, meta
+        self.spanned: str | None = None  # a span-checksummed file's checksum, taken from the file as opened
         fd = open_member(dir_fd, shown.name, shown)
         try:
             size = os.fstat(fd).st_size
@@ -217,23 +218,25 @@ class _ColumnFile:
             rows = shape[0] if shape[0] >= 0 else (npy_layout(fd, shown)[0][:1] or (-1,))[0]
             self.array = map_npy(fd, shown, dtype, (rows, *shape[1:]))
             self.header = os.pread(fd, size - self.array.nbytes, 0)
+            if SPAN_ROWS in meta and offsets is not None:
+                cuts = spans_of(fd, shown, offsets.array, offsets.shown, len(offsets.array) - 1, int(meta[SPAN_ROWS]))
+                self.spanned = fd_span_checksum(fd, cuts)
         finally:
             os.close(fd)
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(first row, rows copied out of the map)``; then a CacheCorruptError if the bytes hashed do not
         match the manifest's checksum."""
-        h = xxhash.xxh3_64(self.header)
+        h = xxhash.xxh3_64(self.header) if self.spanned is None else None
         data = self.array
         step = max(1, _COPY_BYTES // max(1, data[:1].nbytes))
         for start in range(0, len(data), step):
             block = np.array(data[start : start + step])
-            # numpy declares the buffer protocol to type checkers only from Python 3.12
-            h.update(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+            if h is not None:
+                # numpy declares the buffer protocol to type checkers only from Python 3.12
+                h.update(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
             yield start, block
-        digest = h.hexdigest()
-        if SPAN_ROWS in self.meta and self.offsets is not None:
-            digest = mapped_span_checksum(self.header, data, self.offsets.array, int(self.meta[SPAN_ROWS]))
+        digest = self.spanned if h is None else h.hexdigest()
         if digest != self.meta["xxh3_64"]:
             raise CacheCorruptError(f"{self.shown} checksum is {digest}, manifest says {self.meta['xxh3_64']}: "
                                     f"the bytes changed on disk since the build; nothing was exported: run "

@@ -116,17 +116,3 @@ def spans_of(fd: int, shown: Path, offsets: np.ndarray, offsets_file: Path, rows
     _, dtype, data_offset = npy_layout(fd, shown)
     return bounds(data_offset, offsets, dtype.itemsize, span_rows)
 
-
-def mapped_span_checksum(header: bytes, data: np.ndarray, offsets: np.ndarray, span_rows: int) -> str:
-    """The span checksum of a values file read as its ``header`` bytes and its ``data`` (mapped), cut by its column's
-    element ``offsets``: what :func:`fd_span_checksum` gives for the file itself."""
-    flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    cut = bounds(len(header), np.asarray(offsets), data.dtype.itemsize, span_rows)
-    digests = [xxhash.xxh3_64_intdigest(header)]
-    for a, b in zip(cut[1:], cut[2:]):
-        h = xxhash.xxh3_64()
-        for start in range(a, b, _BLOCK):
-            # numpy declares the buffer protocol to type checkers only from Python 3.12
-            h.update(memoryview(flat[start - len(header) : min(start + _BLOCK, b) - len(header)]))  # type: ignore[arg-type]
-        digests.append(h.intdigest())
-    return combine(digests)

@@ -109,8 +109,8 @@ _ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as the sur
 
 
 def _undecodable(record: list[str]) -> str | None:
-    """The reason a row holds bytes that are not UTF-8, or None (ASCII fields skipped, the rest searched in C: a
-    character loop cost 150 us a row, 0.09 s before the first item of a table of 600 volumes)."""
+    """The reason a row holds bytes that are not UTF-8, or None (ASCII fields skipped, the rest searched in C: 0.08 ms
+    for benchmarks/realdata.py's table of 600 volume rows, against 0.47 ms looping over every character)."""
     for k, field in enumerate(record):
         bad = None if field.isascii() else _ESCAPED.search(field)
         if bad is not None:
