@@ -31,7 +31,7 @@ import numpy as np
 import xxhash
 
 from ..cache.format import ColumnSpec, validate_dtype
-from ..cache.stats import add_stats, chunk_stats
+from ..cache.stats import add_stats, chunk_stats, spans_dtype
 from ..errors import BadItemError, FormatError, opt
 from ..sources.notes import note
 from .direct import DirectWriter
@@ -182,6 +182,7 @@ class ChunkSink:
         self._seen: dict[str, dict[np.dtype, list[int]]] = {c.name: {} for c in specs}  # other dtypes than the spec's
         self._empty: dict[str, dict[np.dtype, list[int]]] = {}  # items with no elements, by dtype
         self._ranges: dict[str, dict[np.dtype, list[int]]] = {}  # the spilled integer values' [min, max], by dtype
+        self._held: set[tuple[str, np.dtype]] = set()  # (column, dtype) whose range spans the dtype: chunk_stats
         self._good = 0
         self._first: dict[str, int] = {}  # per column, the first good row of the spec's dtype
         self._pending = set(self._dtypes)
@@ -213,11 +214,15 @@ class ChunkSink:
             if at >= 0:
                 self.placed.setdefault(name, []).append(row)
             self.spills.setdefault(name, []).append([row, v.dtype.str, list(v.shape)])
-            s = chunk_stats(v)
+            held = (name, v.dtype) in self._held
+            s = chunk_stats(v, held)
             if s is not None:
                 self.stats[name] = add_stats(self.stats.get(name), s)
-                if v.dtype.kind in "iu":
-                    _widen(self._ranges.setdefault(name, {}), v.dtype, s[0], s[1])
+                if v.dtype.kind in "iu" and not held:
+                    ranges = self._ranges.setdefault(name, {})
+                    _widen(ranges, v.dtype, s[0], s[1])
+                    if spans_dtype(ranges[v.dtype.newbyteorder("=")], v.dtype):
+                        self._held.add((name, v.dtype))
 
     @property
     def seen(self) -> dict[str, dict[str, list[int]]]:

@@ -15,12 +15,28 @@ import numpy as np
 _NUMERIC = "biuf"
 
 
-def chunk_stats(values: np.ndarray) -> list[Any] | None:
-    """``[min, max, sum, count]`` of all elements, or None for non-numeric or empty data."""
+def chunk_stats(values: np.ndarray, bounds_held: bool = False) -> list[Any] | None:
+    """``[min, max, sum, count]`` of all elements, or None for non-numeric or empty data.
+
+    ``bounds_held``: the caller's running ``[min, max]`` of this integer dtype already spans the whole dtype, which
+    no value can widen, so the dtype's bounds stand in for this array's (the fold, :func:`add_stats`, is the same):
+    only the sum is taken. Photos reach 0 and 255 in their first item: 51 us for a 600 KB photo's statistics against
+    69 (benchmarks/realdata.py's photos: 0.07 s of a worker's, against 0.09)."""
     if values.dtype.kind not in _NUMERIC or values.size == 0:
         return None
     acc: Any = {"f": np.float64, "u": np.uint64}.get(values.dtype.kind, np.int64)
+    if bounds_held and values.dtype.kind in "iu":
+        info = np.iinfo(values.dtype)
+        return [int(info.min), int(info.max), _py(_sum(values, acc)), int(values.size)]
     return [_py(values.min()), _py(values.max()), _py(_sum(values, acc)), int(values.size)]
+
+
+def spans_dtype(span: Sequence[int] | None, dtype: np.dtype) -> bool:
+    """Whether the integer range ``span`` (``[lo, hi]``) already covers every value of ``dtype``."""
+    if span is None or dtype.kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    return span[0] <= info.min and span[1] >= info.max
 
 
 def _sum(values: np.ndarray, acc: Any) -> Any:
