@@ -382,7 +382,36 @@ def crops(d: dict[str, Any]) -> str:
                       "", machine(d.get("machine"))])
 
 
+def realdata(d: dict[str, Any]) -> str:
+    parts = []
+    for r in d["rows"]:
+        med, cpu, per_s, ratios = r["median_s"], r["median_cpu_s"], r["items_per_s"], r["ratio_vs_prebake"]
+        rows = [[name, f"{med[name]:.2f}", f"{cpu[name]:.2f}", num(per_s[name]),
+                 "1.00x" if name == "prebake" else ratio(ratios.get(name))] for name in med]
+        lines = [f"**{r['source']}**: {num(r['items'])} items, prebake with {r['workers']} workers; medians of "
+                 f"{len(r['seconds']['prebake'])} interleaved rounds.", "",
+                 table(["pipeline", "seconds", "CPU s", "items/s", "its time over prebake's"], rows,
+                       right=(1, 2, 3, 4))]
+        loop = ratios.get("reference loop")
+        if r.get("target"):
+            lines += ["", f"- prebake against the one-process reference loop: {ratio(loop)} "
+                      f"(target {target(loop, r['target'])})"]
+            floor = med.get(f"reference loop, {r['workers']} processes + write")
+            if floor:
+                lines.append(f"- the split loop that stores the values, the floor of any pipeline of "
+                             f"{r['workers']} workers that keeps them: {ratio(med['reference loop'] / floor)} the "
+                             f"reference loop; prebake takes {ratio(med['prebake'] / floor)} its time")
+        elif loop is not None:
+            lines += ["", f"- prebake against the one-process reference loop: {ratio(loop)} (no target)"]
+        if r.get("monai_read_unreadable"):
+            read, failed = r["monai_read_unreadable"]
+            lines.append(f"- MONAI's LoadImage read {num(read)} files and had no reader for {num(failed)}")
+        parts.append("\n".join(lines))
+    return "\n\n".join([*parts, machine(d.get("machine"))])
+
+
 RENDERERS = {"bake": bake, "bake-vs-main": bake_vs_main,
              "loader": loader, "views": views, "augment": augment, "federated": federated, "pcg": pcg,
              "medical3d": medical3d, "talking-head": talking_head, "startup": startup, "scale": scale,
-             "faults": faults, "integrations": integrations, "reads": reads, "patches": patches, "crops": crops}
+             "faults": faults, "integrations": integrations, "reads": reads, "patches": patches, "crops": crops,
+             "realdata": realdata}
