@@ -401,6 +401,9 @@ def print_row(row: dict[str, Any]) -> None:
             verdict = "out of reach here for any pipeline that stores them" if most < row["target"] else "within reach"
             print(f"  the split loop that stores the values: {most:.2f}x the reference loop ({verdict}); prebake takes "
                   f"{row['median_s']['prebake'] / floor:.2f}x its time")
+        bound = row["median_s"]["reference loop"] / (row["median_cpu_s"]["prebake"] / row["workers"])
+        print(f"  prebake's CPU seconds over {row['workers']} cores with no idle moment: {bound:.2f}x the reference "
+              "loop (the most its present work allows)")
 
 
 if __name__ == "__main__":

@@ -401,6 +401,9 @@ def realdata(d: dict[str, Any]) -> str:
                 lines.append(f"- the split loop that stores the values, the floor of any pipeline of "
                              f"{r['workers']} workers that keeps them: {ratio(med['reference loop'] / floor)} the "
                              f"reference loop; prebake takes {ratio(med['prebake'] / floor)} its time")
+            lines.append(f"- prebake's CPU seconds spread over {r['workers']} cores with no idle moment would be "
+                         f"{ratio(med['reference loop'] / (cpu['prebake'] / r['workers']))} the reference loop: the "
+                         "most its present work allows")
         elif loop is not None:
             lines += ["", f"- prebake against the one-process reference loop: {ratio(loop)} (no target)"]
         if r.get("monai_read_unreadable"):
