@@ -1,7 +1,8 @@
 """Attacks on the schema and the skip policy from an outside run (issue 26), each failing on the code before:
 HDF5 tables whose field names collide with datasets, bytes that are not text, datasets no column holds, small
 metadata arrays beside the items; a build over ``max_skipped`` with worker processes; ``dtypes=`` to a float
-that rounds integers; an incremental build after the item that widened a column is gone; every item bad with
+that rounds integers; an incremental build after the item that widened a column is gone, or after the items that
+decided a column of empty ones are; every item bad with
 ``allow_empty``; a strict build whose first item is bad; items with different keys, in either order."""
 
 from __future__ import annotations
@@ -149,6 +150,57 @@ def test_an_incremental_build_decides_a_promoted_dtype_again(tmp_path):
     assert again.manifest["columns"]["image"]["dtype"] == fresh.manifest["columns"]["image"]["dtype"] == "|u1"
     for i in range(4):
         np.testing.assert_array_equal(again[i]["image"], fresh[i]["image"])
+
+
+class _NpyFiles(prebake.Source):
+    """Items ``{"x": np.load(file)}`` of every ``.npy`` under a folder, with file identities (so a rebuild copies the
+    rows of unchanged files)."""
+
+    kind = "npy-files"
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.files = sorted(p.name for p in root.glob("*.npy"))
+
+    def keys(self) -> list[str]:
+        return self.files
+
+    def read(self, index: int) -> dict[str, Any]:
+        return {"x": np.load(self.root / self.files[index])}
+
+    def describe(self) -> dict[str, Any]:
+        return self.describe_files(self.root, {}, [self.root / f for f in self.files])
+
+    def item_identities(self) -> list[str]:
+        files = self.describe()["files"]
+        return [f"{f}|{files[f]}" for f in self.files]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_incremental_build_after_the_items_that_decided_a_column_of_empty_ones_are_gone(tmp_path, workers, caplog):
+    """Items with no elements never vote while one item has elements: once those are gone, a rebuild that copied
+    the empty rows would keep the old column's dtype, where a fresh build of the items left gives theirs."""
+    root = tmp_path / "npy"
+    root.mkdir()
+    np.save(root / "a.npy", np.arange(5, dtype=np.int64))
+    for k in range(3):
+        np.save(root / f"e{k}.npy", np.zeros(0, np.float32))
+    first = _build(_NpyFiles(root), tmp_path / "c", workers=workers)
+    col = first.manifest["columns"]["x"]
+    assert col["dtype"] == "<i8" and col["schema"]["empty"] == {"<f4": 3} and len(first) == 4
+    (root / "a.npy").unlink()
+    with caplog.at_level(logging.INFO, logger="prebake"):
+        again = _build(_NpyFiles(root), tmp_path / "c", workers=workers)
+    assert "baking every item again: column x holds items with no elements of another dtype" in caplog.text
+    caplog.clear()
+    fresh = _build(_NpyFiles(root), tmp_path / "f", workers=workers)
+    assert again.manifest["columns"]["x"]["dtype"] == fresh.manifest["columns"]["x"]["dtype"] == "<f4"
+    assert len(again) == len(fresh) == 3 and all(again[i]["x"].size == 0 for i in range(3))
+    np.save(root / "b.npy", np.zeros(0, np.float32))  # only empty items of the column's dtype: rows are copied
+    with caplog.at_level(logging.INFO, logger="prebake"):
+        third = _build(_NpyFiles(root), tmp_path / "c", workers=workers)
+    assert third.manifest["columns"]["x"]["dtype"] == "<f4" and len(third) == 4
+    assert "copying 3 unchanged items" in caplog.text
 
 
 def test_allow_empty_commits_a_cache_of_no_items_when_every_item_is_bad(tmp_path):

@@ -52,6 +52,13 @@ def reuse_plan(out: Path, fp: dict[str, Any], ids: np.ndarray | None) -> tuple[n
     if promoted:  # a copied row holds the promoted dtype, not its item's own: the set of items left decides again
         log.info("%s: baking every item again: column %s was promoted from several dtypes", out, ", ".join(promoted))
         return None
+    hollow = sorted(n for n, c in old.get("columns", {}).items()
+                    if set((c.get("schema") or {}).get("empty") or {}) - {c.get("dtype")})
+    if hollow:  # likewise an item with no elements: copied, it has the column's dtype, which a fresh build of the
+        # items left without the ones that decided it would not give it (only when every item is empty do they vote)
+        log.info("%s: baking every item again: column %s holds items with no elements of another dtype", out,
+                 ", ".join(hollow))
+        return None
     if not _intact(out, old):
         return None
     rows = {int(h): r for r, h in enumerate(np.load(out / ITEM_IDS, allow_pickle=False))}
