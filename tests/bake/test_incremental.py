@@ -163,3 +163,64 @@ def test_a_killed_incremental_build_resumes_to_the_same_bytes(tmp_path, counting
     calls()
     _build(root, tmp_path / "fresh", [fn])
     _same_files(tmp_path / "c", tmp_path / "fresh")
+
+
+def _sources_with_files(tmp_path):
+    """An image folder, a volume folder (a NIfTI, an Analyze .hdr/.img pair, a DICOM series folder) and, with PyAV,
+    a video folder: each source whose items are identified by the files describe() lists."""
+    from prebake.sources.folder import ImageFolderSource
+    from prebake.sources.volume_folder import VolumeFolderSource
+
+    write_image_folder(tmp_path / "img", classes=("a", "b"), per_class=3, size=(8, 8))
+    out = [ImageFolderSource(tmp_path / "img")]
+    nib = pytest.importorskip("nibabel")
+    pytest.importorskip("pydicom")
+    from benchmarks.trials.geometry_files import series_planes, write_series
+
+    vol = tmp_path / "vol" / "ct"
+    vol.mkdir(parents=True)
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), vol / "a.nii.gz")
+    nib.save(nib.AnalyzeImage(data, np.eye(4)), vol / "b.hdr")
+    rng = np.random.default_rng(0)
+    write_series(vol / "series", series_planes(3, rng), rng)
+    out.append(VolumeFolderSource(tmp_path / "vol"))
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return out
+    from prebake.sources.video import VideoFolderSource, write_video
+
+    clips = tmp_path / "clips"
+    (clips / "b").mkdir(parents=True)
+    frames = np.zeros((3, 3, 16, 16), np.uint8)
+    write_video(clips / "a.mp4", frames, 25)
+    write_video(clips / "b" / "video.mp4", frames, 25)
+    out.append(VideoFolderSource(clips))
+    return out
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_identities_from_the_described_files_equal_the_sources_own(tmp_path, content):
+    """A build names each item from the file table its fingerprint took (Source.item_identities_from), not by
+    taking every file's identity again: the same strings as item_identities, so old caches still match."""
+    for src in _sources_with_files(tmp_path):
+        src = src.with_content_hash() if content else src
+        files = src.describe()["files"]
+        assert src.item_identities_from(files) == src.item_identities(), type(src).__name__
+        assert src.item_identities_from({}) is None  # a table without the item's files: the source's own way
+
+
+def test_a_content_hashed_build_reads_every_file_once(tmp_path, monkeypatch):
+    import prebake.identity.files as identity_files
+
+    root = write_image_folder(tmp_path / "img", classes=("a", "b"), per_class=4, size=(8, 8))
+    read: list[str] = []
+    checksum = identity_files.file_checksum
+    monkeypatch.setattr(identity_files, "file_checksum", lambda p: read.append(os.fspath(p)) or checksum(p))
+    _build(root, tmp_path / "c", content_hash=True)
+    assert len(read) == 8 and len(set(read)) == 8  # before: 16, the identities hashed every file again
+    (root / "a" / os.listdir(root / "a")[0]).write_bytes(b"")  # incremental: still once a file
+    read.clear()
+    _build(root, tmp_path / "c", content_hash=True)
+    assert len(read) == len(set(read)) == 8

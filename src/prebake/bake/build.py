@@ -231,7 +231,7 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
         publish(sealed.parent, out)  # a crash hit between seal and publish
         return read_manifest(out), "resumed", 0
     reads.forget()  # what this process opened before this build is not this build's
-    ids = hash_identities(job.source.item_identities())
+    ids = hash_identities(_identities(job.source, fp))
     reusable = None if opts.force or reads.stale_at(out) else reuse_plan(out, fp, ids)
     staged: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
@@ -285,6 +285,15 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
         manifest = partial.seal(list(job.source.keys()), job.source.classes, fp, ids, stream)
     partial.publish()
     return manifest, action, 0 if reuse is None else int((reuse >= 0).sum())
+
+
+def _identities(source: Source, fp: dict[str, Any]) -> list[str] | None:
+    """The items' identities from the file table the fingerprint already holds (:meth:`Source.item_identities_from`),
+    else from the source again: every file's identity taken once a build, not twice (with ``--content-hash``, every
+    byte read once, not twice)."""
+    files = fp["inputs"]["source"].get("files")
+    listed = source.item_identities_from(files) if isinstance(files, dict) else None
+    return listed if listed is not None else source.item_identities()
 
 
 class _Predicted:

@@ -92,6 +92,12 @@ class Source(abc.ABC):
         """
         return None
 
+    def item_identities_from(self, files: dict[str, Any]) -> list[str] | None:
+        """Optional: :meth:`item_identities` from ``files``, the file table :meth:`describe` just gave (relative path
+        -> identity), instead of taking every file's identity again; None (the default): the build calls
+        :meth:`item_identities`. It must return exactly what :meth:`item_identities` returns for those files."""
+        return None
+
     def describe_files(self, root: str | os.PathLike[str], params: dict[str, Any],
                       files: Iterable[str | os.PathLike[str]], content: bool | None = None) -> dict[str, Any]:
         """The usual :meth:`describe` of a source made of files under ``root``.

@@ -142,7 +142,12 @@ class ClassFolderSource(Source):
         return {**self.read_file(self.root / self._paths[index]), "label": self._labels[index]}
 
     def item_identities(self) -> list[str]:
-        files = file_identity(self._files_under_root(), self.root, content=self.content_hash)
+        return self._identities(file_identity(self._files_under_root(), self.root, content=self.content_hash))
+
+    def item_identities_from(self, files: dict[str, Any]) -> list[str] | None:
+        return self._identities(files) if all(p in files for p in self._paths) else None
+
+    def _identities(self, files: dict[str, Any]) -> list[str]:
         return [f"{p}|{files[p]}|{label}" for p, label in zip(self._paths, self._labels)]
 
     def describe(self) -> dict[str, Any]:

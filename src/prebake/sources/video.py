@@ -200,8 +200,13 @@ class VideoFolderSource(Source):
         return {"fps": self.fps, "frame_size": self.frame_size, "channel": self.channel, "dtype": self.dtype}
 
     def item_identities(self) -> list[str]:
-        files = file_identity([self.root / f for c in self.clips for f in c.files()], self.root,
-                              content=self.content_hash)
+        return self._identities(file_identity([self.root / f for c in self.clips for f in c.files()], self.root,
+                                              content=self.content_hash))
+
+    def item_identities_from(self, files: dict[str, Any]) -> list[str] | None:
+        return self._identities(files) if all(f in files for c in self.clips for f in c.files()) else None
+
+    def _identities(self, files: dict[str, Any]) -> list[str]:
         return [f"{c.name}|" + "|".join(f"{f}:{files[f]}" for f in c.files()) for c in self.clips]
 
     def describe(self) -> dict[str, Any]:

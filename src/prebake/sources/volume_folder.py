@@ -72,6 +72,15 @@ class VolumeFolderSource(ClassFolderSource):
             out.append(f"{p}|{sorted(files.items())}|{label}")
         return out
 
+    def item_identities_from(self, files: dict[str, Any]) -> list[str] | None:
+        out = []
+        for p, label in zip(self._paths, self._labels):
+            names = [os.path.relpath(f, self.root) for f in identity_files(self.root / p)]
+            if not all(n in files for n in names):
+                return None
+            out.append(f"{p}|{sorted((n, files[n]) for n in dict.fromkeys(names))}|{label}")
+        return out
+
     def describe(self) -> dict[str, Any]:
         files = [f for p in self._paths for f in identity_files(self.root / p)]
         # the default limit stays out of the identity, so caches made before the limit existed stay fresh
