@@ -34,14 +34,18 @@ def file_identity(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLi
     """
     root = Path(root)
     under = os.fspath(root) + os.sep
-    out: dict[str, Identity] = {}
-    for p in paths:
-        name = os.fspath(p)
-        rel = name[len(under):] if name.startswith(under) else ""  # what relpath gives a path joined under root,
-        if not rel or rel.startswith(os.sep) or ".." in rel.split(os.sep):  # without its cost per file
-            rel = os.path.relpath(p, root)
-        out[rel] = _identity(name, content)
-    return out
+    return {relative_key(p, root, under): _identity(os.fspath(p), content) for p in paths}
+
+
+def relative_key(p: str | os.PathLike[str], root: str | os.PathLike[str], under: str | None = None) -> str:
+    """The key of ``p`` in a :func:`file_identity` table of ``root`` (``under``: ``root`` and a separator, when the
+    caller has it): what ``os.path.relpath`` gives, without its cost for a path joined under ``root``."""
+    name = os.fspath(p)
+    under = under if under is not None else os.fspath(Path(root)) + os.sep
+    rel = name[len(under):] if name.startswith(under) else ""
+    if not rel or rel.startswith(os.sep) or ".." in rel.split(os.sep):
+        rel = os.path.relpath(p, root)
+    return rel
 
 
 def refresh_identity(recorded: dict[str, Identity], root: str | os.PathLike[str]) -> dict[str, Identity]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import numpy as np
 
 from ..cache.format import validate_column_name
 from ..errors import BadItemError, FormatError, OptionError, SourceError, opt
-from ..identity.files import file_identity
+from ..identity.files import file_identity, relative_key
 from .audio import check_channel, check_dtype
 from .base import Source
 from .by_content import READS, SNIFFED_ROWS, Readers, read_file, require_readers, row_family, table_reads
@@ -325,23 +326,36 @@ class CsvSource(Source):
 
         A volume read from several files (a DICOM series' slices, the ``.img`` of a ``.hdr``, the ``.BRIK.gz`` of a
         ``.HEAD``) is identified by all of them: by its row's path alone, a changed slice kept its stale voxels."""
+        return self._identities(self._row_identity)
+
+    def item_identities_from(self, files: dict[str, Any]) -> list[str] | None:
+        table = relative_key(self.csv_path, self.base_dir)  # in ``files`` by content, whatever content_hash says
+        known = {k: v for k, v in files.items() if k != table}
+        return self._identities(lambda i: self._row_identity(i, known))
+
+    def _identities(self, identity: Callable[[int], Any]) -> list[str]:
         out = []
         for i, (row, label) in enumerate(zip(self._rows, self._labels)):
             kept = [str(v[i]) for v in self._kept.values()] if self._kept else ""
-            out.append(f"{row.path}|{self._row_identity(i)}|{row.values}|{_label_text(label)}|{row.error}{kept}")
+            out.append(f"{row.path}|{identity(i)}|{row.values}|{_label_text(label)}|{row.error}{kept}")
         return out
 
-    def _row_identity(self, index: int) -> Any:
+    def _row_identity(self, index: int, known: dict[str, Any] | None = None) -> Any:
         """The identity of the files row ``index`` is read from: its file's alone for one file (as caches made before
-        volumes of several files were tracked recorded it), else every file's, sorted by path."""
+        volumes of several files were tracked recorded it), else every file's, sorted by path. ``known``: identities
+        already taken (:meth:`describe`'s), used for the files it holds."""
         row = self._rows[index]
         if not row.path:
             return None
         path = self._file(row)
         files = identity_files(path) if self._volumes[index] else [path]
-        found = file_identity(files, self.base_dir, content=self.content_hash)
+        keys = [relative_key(f, self.base_dir) for f in files]
+        if known is not None and all(k in known for k in keys):
+            found = {k: known[k] for k in keys}
+        else:
+            found = file_identity(files, self.base_dir, content=self.content_hash)
         if files == [path]:
-            return found[os.path.relpath(path, self.base_dir)]
+            return found[keys[0]]
         return sorted(found.items())
 
     def describe(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..identity.files import file_identity
+from ..identity.files import file_identity, relative_key
 from .folder import ClassFolderSource, is_cache_tree
 from .sniff import VOLUME_NAMES
 from .volume_formats import is_volume_file
@@ -75,7 +75,7 @@ class VolumeFolderSource(ClassFolderSource):
     def item_identities_from(self, files: dict[str, Any]) -> list[str] | None:
         out = []
         for p, label in zip(self._paths, self._labels):
-            names = [os.path.relpath(f, self.root) for f in identity_files(self.root / p)]
+            names = [relative_key(f, self.root) for f in identity_files(self.root / p)]
             if not all(n in files for n in names):
                 return None
             out.append(f"{p}|{sorted((n, files[n]) for n in dict.fromkeys(names))}|{label}")
