@@ -71,6 +71,7 @@ def _hostile(d: Path) -> dict[str, bytes]:
         "scan before any frame": b"\xff\xd8\xff\xda\x00\x02",
         "height 0 (DNL)": jpeg[: sof + 5] + b"\x00\x00" + jpeg[sof + 7:],
         "endless segments": b"\xff\xd8" + b"\xff\xe2\x00\x02" * 10000,
+        "longest segments past the limit": b"\xff\xd8" + (b"\xff\xe2\xff\xff" + b"\0" * 65533) * 257 + jpeg[2:],
         "png cut": png.getvalue()[:20],
         "png width 0": png.getvalue()[:16] + b"\0\0\0\0" + png.getvalue()[20:],
         "png without IHDR": png.getvalue()[:12] + b"XXXX" + png.getvalue()[16:],

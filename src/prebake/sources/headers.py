@@ -3,16 +3,16 @@
 A build of photos of every size lays their column out from each photo's size before the workers
 start (bake/placed.py), so the sizes are read one file after another in the building process.
 Pillow's ``Image.open`` parses a JPEG's markers in Python: 0.066 s for benchmarks/realdata.py's
-2,400 photos (their files in the page cache); reading only the marker lengths, 0.021 s. Anything
-else (another format, a JPEG whose height comes later, a damaged header) is None, and the caller
-asks Pillow. A wrong size is only a guess the build does not use: the worker finds the item's
-real size and spills it.
+2,400 photos (their files in the page cache); reading only the marker lengths, 0.014 s (0.018 s
+through a file object per photo). Anything else (another format, a JPEG whose height comes later,
+a damaged header) is None, and the caller asks Pillow. A wrong size is only a guess the build does
+not use: the worker finds the item's real size and spills it.
 """
 
 from __future__ import annotations
 
+import os
 import struct
-from typing import BinaryIO
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 # start-of-frame markers: every JPEG coding process except the DHT/JPG/DAC markers that share the range
@@ -24,16 +24,42 @@ _MAX_SEGMENTS = 256  # a header that goes on longer is not one this reader needs
 def image_size(path: str) -> tuple[int, int] | None:
     """``(width, height)`` from a PNG's or a JPEG's header; None when this reader cannot tell."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(32)
-            if head.startswith(_PNG):
-                return _png(head)
-            if head[:2] == b"\xff\xd8":
-                f.seek(2)
-                return _jpeg(f)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
+    try:  # os.read, not open(): a file object per photo cost more than its reads (2,400 photos: 18 ms against 14)
+        head = os.read(fd, _FIRST)
+        if head.startswith(_PNG):
+            return _png(head)
+        if head[:2] == b"\xff\xd8":
+            return _jpeg(_Bytes(fd, head))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return None
+
+
+_FIRST = 4096  # what one read takes from the file's start: a PNG's IHDR, most JPEGs' frame header
+
+
+class _Bytes:
+    """A window on the file's bytes for :func:`_jpeg`: the first read's, then a block read where the walk goes past
+    it (a segment skipped is never read)."""
+
+    def __init__(self, fd: int, head: bytes):
+        self.fd, self.data, self.base, self.at = fd, head, 0, 2
+
+    def read(self, n: int) -> bytes:
+        start = self.at - self.base
+        if start + n > len(self.data):
+            self.data, self.base, start = os.pread(self.fd, max(n, _FIRST), self.at), self.at, 0
+        out = self.data[start : start + n]
+        self.at += len(out)
+        return out
+
+    def skip(self, n: int) -> None:
+        self.at += n
 
 
 def _png(head: bytes) -> tuple[int, int] | None:
@@ -43,7 +69,7 @@ def _png(head: bytes) -> tuple[int, int] | None:
     return (w, h) if w and h else None
 
 
-def _jpeg(f: BinaryIO) -> tuple[int, int] | None:
+def _jpeg(f: _Bytes) -> tuple[int, int] | None:
     for _ in range(_MAX_SEGMENTS):
         if f.read(1) != b"\xff":  # a marker, or something this reader does not know
             return None
@@ -69,5 +95,5 @@ def _jpeg(f: BinaryIO) -> tuple[int, int] | None:
                 return None
             h, w = struct.unpack(">HH", frame[1:5])
             return (w, h) if w and h else None  # a height of 0 comes later (DNL): Pillow's to tell
-        f.seek(length - 2, 1)
+        f.skip(length - 2)
     return None
