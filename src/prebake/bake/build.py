@@ -270,6 +270,8 @@ def _bake(job: Job, out: Path, fp: dict[str, Any], opts: BuildOptions, pool: Any
     with write_ahead(partial.path, plan, fresh, _lay_out(partial, sizes()) if fresh else None,
                      streams=pool is not None) as stream:
         _run(job, partial, pool, progress, split, reuse, None if opts.executor == "ray" else runner, stream)
+        if isinstance(pool, WorkerPool):
+            pool.release()  # every chunk is in: the workers exit while this process commits
         if stream is not None:
             stream.finish()
         if runner is not None and runner.items:

@@ -141,6 +141,13 @@ class WorkerPool:
         err.exitcode = code
         return err
 
+    def release(self) -> None:
+        """Stop every worker (SIGTERM) without waiting: the build's last chunk is in, and the workers' exit (their
+        memory given back) overlaps the commit; :meth:`close` reaps them."""
+        for w in self.workers:
+            if w.process.is_alive():
+                w.process.terminate()
+
     def close(self) -> None:
         """Stop every worker (SIGTERM, then SIGKILL after a grace period) and reap them."""
         for w in self.workers:
