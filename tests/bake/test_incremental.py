@@ -230,3 +230,32 @@ def test_a_content_hashed_build_reads_every_file_once(tmp_path, monkeypatch):
     read.clear()
     _build(root, tmp_path / "c", content_hash=True)
     assert len(read) == len(set(read)) == 8
+
+
+def test_a_subclass_with_its_own_identities_or_description_is_asked_its_own_way(tmp_path):
+    """A user's subclass that changes item_identities (or describe) never has its identities taken from the file
+    table by the inherited item_identities_from: the build asks the subclass."""
+    from prebake.bake.incremental import hash_identities
+    from prebake.sources.folder import ImageFolderSource
+
+    class Tagged(ImageFolderSource):
+        def item_identities(self):
+            return [f"{s}|v2" for s in super().item_identities()]
+
+    class Described(ImageFolderSource):
+        asked = 0
+
+        def describe(self):
+            return {**super().describe(), "mine": 1}
+
+        def item_identities(self):
+            Described.asked += 1
+            return super().item_identities()
+
+    root = write_image_folder(tmp_path / "img", classes=("a", "b"), per_class=2, size=(8, 8))
+    prebake.build(Tagged(root), tmp_path / "t", workers=0, progress=False)
+    stored = np.load(tmp_path / "t" / "_item_ids.npy")
+    assert np.array_equal(stored, hash_identities(Tagged(root).item_identities()))
+    assert not np.array_equal(stored, hash_identities(ImageFolderSource(root).item_identities()))
+    prebake.build(Described(root), tmp_path / "d", workers=0, progress=False)
+    assert Described.asked == 1

@@ -294,8 +294,18 @@ def _identities(source: Source, fp: dict[str, Any]) -> list[str] | None:
     else from the source again: every file's identity taken once a build, not twice (with ``--content-hash``, every
     byte read once, not twice)."""
     files = fp["inputs"]["source"].get("files")
-    listed = source.item_identities_from(files) if isinstance(files, dict) else None
+    listed = source.item_identities_from(files) if isinstance(files, dict) and _derives(source) else None
     return listed if listed is not None else source.item_identities()
+
+
+def _derives(source: Source) -> bool:
+    """Whether ``source``'s identities may come from its file table: the class that gives its ``item_identities``
+    gives ``item_identities_from`` too, and its ``describe`` is prebake's. A subclass that changes either (a user's
+    identities, a table of other identities) is asked its own way."""
+    cls = type(source)
+    owner = next((c for c in cls.__mro__ if "item_identities" in c.__dict__), None)
+    return owner is not None and "item_identities_from" in owner.__dict__ and \
+        getattr(cls.describe, "__module__", "").startswith("prebake.")
 
 
 class _Predicted:
