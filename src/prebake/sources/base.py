@@ -95,7 +95,9 @@ class Source(abc.ABC):
     def item_identities_from(self, files: dict[str, Any]) -> list[str] | None:
         """Optional: :meth:`item_identities` from ``files``, the file table :meth:`describe` just gave (relative path
         -> identity), instead of taking every file's identity again; None (the default): the build calls
-        :meth:`item_identities`. It must return exactly what :meth:`item_identities` returns for those files."""
+        :meth:`item_identities`. It must return exactly what :meth:`item_identities` returns for those files. The
+        build uses it only where the class that defines :meth:`item_identities` defines it too and :meth:`describe`
+        is prebake's: a subclass that changes either is asked :meth:`item_identities`."""
         return None
 
     def describe_files(self, root: str | os.PathLike[str], params: dict[str, Any],
