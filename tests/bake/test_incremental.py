@@ -166,14 +166,18 @@ def test_a_killed_incremental_build_resumes_to_the_same_bytes(tmp_path, counting
 
 
 def _sources_with_files(tmp_path):
-    """An image folder, a volume folder (a NIfTI, an Analyze .hdr/.img pair, a DICOM series folder), CSV tables of
-    those volumes and of images (with rows naming a missing file, no file, or the table itself) and, with PyAV, a
-    video folder: each source whose items are identified by the files describe() lists."""
+    """An image folder, an audio folder, a volume folder (a NIfTI, an Analyze .hdr/.img pair, a DICOM series
+    folder), CSV tables of those volumes and of images (with rows naming a missing file, no file, or the table
+    itself) and, with PyAV, a video folder: each source whose items are identified by the files describe() lists."""
     from prebake.sources.folder import ImageFolderSource
     from prebake.sources.volume_folder import VolumeFolderSource
 
     write_image_folder(tmp_path / "img", classes=("a", "b"), per_class=3, size=(8, 8))
     out = [ImageFolderSource(tmp_path / "img")]
+    from prebake.sources.audio import AudioFolderSource
+    from prebake.synthetic import write_audio_folder
+
+    out.append(AudioFolderSource(write_audio_folder(tmp_path / "audio")))
     nib = pytest.importorskip("nibabel")
     pytest.importorskip("pydicom")
     from benchmarks.trials.geometry_files import series_planes, write_series
