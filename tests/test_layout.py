@@ -21,9 +21,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "prebake"
 #: running a build; then loading, device augmentation, measuring and the command line.
 STAGES = ("cache", "identity", "sources", "steps", "bake", "load", "augment", "measure", "cli")
 #: The top-level modules that are not package faces.
-MODULES = ("errors", "_version", "_lazy", "progress", "configfile", "config", "settings", "synthetic",
+MODULES = ("errors", "_version", "_lazy", "native", "progress", "configfile", "config", "settings", "synthetic",
            "synthetic_volumes", "demo", "__main__")
-GROUND = {"errors", "_version", "_lazy"}  # any package or module may import these
+GROUND = {"errors", "_version", "_lazy", "native"}  # any package or module may import these (native: C loops)
 _EVERYTHING = set(STAGES) | set(MODULES) | {"integrations"}
 
 #: What each package, and each top-level module, may import from prebake besides itself and GROUND.
@@ -38,7 +38,7 @@ ALLOWED = {
     "measure": {"load", "cache", "bake", "augment"},
     "cli": _EVERYTHING - {"__main__"},  # prebake export --format hf runs integrations.hf (which never imports cli)
     "integrations": _EVERYTHING - {"__main__", "cli", "demo"},  # adapters to other libraries, at the top
-    "errors": set(), "_version": set(), "_lazy": set(), "progress": set(), "configfile": set(),
+    "errors": set(), "_version": set(), "_lazy": set(), "native": set(), "progress": set(), "configfile": set(),
     "config": {"configfile"},  # the settings' names, types and ranges, and reading a config file
     "settings": {"config", "steps", "sources", "identity"},  # flags and config files compile to steps
     "synthetic": {"synthetic_volumes", "sources"},

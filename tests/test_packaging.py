@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from .test_readme import quickstart_blocks
 
@@ -44,14 +45,20 @@ def _clean_env(path: str = "") -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
-    """sdist and wheel, built from a copy of the sources (the checkout gets no build/ or egg-info)."""
+def sources(tmp_path_factory) -> Path:
+    """A copy of what the release is built from (the checkout gets no build/ or egg-info)."""
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "CHANGELOG.md"):
         shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.so"))
+    return src
+
+
+@pytest.fixture(scope="module")
+def dist(sources, tmp_path_factory) -> Path:
+    """sdist and wheel, built from :func:`sources`."""
     out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", out, src], src, _clean_env())
+    _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", out, sources], sources, _clean_env())
     return out
 
 
@@ -84,12 +91,14 @@ def test_the_sdist_and_the_wheel_carry_one_version_and_the_license(dist):
         meta = email.message_from_bytes(z.read(f"prebake-{version}.dist-info/METADATA"))
         assert "Apache License" in z.read(f"prebake-{version}.dist-info/licenses/LICENSE").decode()
         assert "prebake/py.typed" in z.namelist()
+        assert any(re.fullmatch(r"prebake/_native\..*\.so", n) for n in z.namelist())  # the C loops, built
     assert meta["Version"] == version and meta["License-Expression"] == "Apache-2.0"
     torch = [r for r in meta.get_all("Requires-Dist") if re.match(r"torch\b(?!-|data|vision|audio)", r)]
     assert torch and all(">=" in r and "==" not in r and "<" not in r for r in torch), torch  # a range, no pin
     with tarfile.open(sdist) as t:
         names = t.getnames()
     assert f"prebake-{version}/LICENSE" in names and f"prebake-{version}/PKG-INFO" in names
+    assert {f"prebake-{version}/setup.py", f"prebake-{version}/src/prebake/_native.c"} <= set(names)
     assert f"## {version}" in (ROOT / "CHANGELOG.md").read_text()
 
 
@@ -97,10 +106,40 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(env, tmp_path):
     version, bin_dir = _version(), env / "bin"
     shell = _clean_env(str(bin_dir))
     assert _run([bin_dir / "prebake", "--version"], tmp_path, shell).strip() == f"prebake {version}"
-    where = _run([bin_dir / "python", "-c", "import importlib.metadata as m, prebake; "
-                  "print(prebake.__version__, m.version('prebake'), prebake.__file__)"], tmp_path, shell).split()
-    assert where[:2] == [version, version]
+    where = _run([bin_dir / "python", "-c", "import importlib.metadata as m, prebake, prebake.native as n; "
+                  "print(prebake.__version__, m.version('prebake'), prebake.__file__, n.NATIVE)"], tmp_path,
+                 shell).split()
+    assert where[:2] == [version, version] and where[3] == "True"
     assert Path(where[2]).is_relative_to(env) and not Path(where[2]).is_relative_to(ROOT)  # the wheel, no checkout
+
+
+def test_a_wheel_built_without_a_c_compiler_installs_and_bakes(sources, tmp_path):
+    """The extension is optional: where the compiler fails, the build goes on and prebake does the same work with
+    numpy and Pillow (src/prebake/native.py)."""
+    src = tmp_path / "src"
+    shutil.copytree(sources, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "*.so"))  # nothing built
+    out = tmp_path / "dist"
+    _run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", out, src], src,
+         {**_clean_env(), "CC": "false"})
+    wheel = next(out.glob("prebake-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        assert not any("_native" in n and n.endswith(".so") for n in z.namelist())
+    home = tmp_path / "v"
+    venv.create(home, with_pip=False, symlinks=True)
+    site = Path(_run([home / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                     home, _clean_env()).strip())
+    (site / "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _run([sys.executable, "-m", "pip", "--python", home / "bin" / "python", "install", "--no-deps", "--no-index",
+          "--quiet", "--disable-pip-version-check", wheel], home, _clean_env())
+    photos = tmp_path / "photos" / "a"
+    photos.mkdir(parents=True)
+    for k, size in enumerate(((17, 9), (40, 33))):
+        Image.new("RGB", size, (k, 2 * k, 3 * k)).save(photos / f"{k}.png")
+    code = ("import sys, prebake, prebake.native as n; c = prebake.build(sys.argv[1], sys.argv[2], workers=0, "
+            "progress=False); print(n.NATIVE, len(c), tuple(c[1]['image'].shape), int(c[1]['image'][2].max()))")
+    got = _run([home / "bin" / "python", "-c", code, tmp_path / "photos", tmp_path / "cache"], tmp_path,
+               _clean_env()).split()
+    assert got == ["False", "2", "(3,", "33,", "40)", "3"]
 
 
 @pytest.mark.release
