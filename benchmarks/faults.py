@@ -54,6 +54,7 @@ from benchmarks.trials.messages import messages  # noqa: E402
 from benchmarks.trials.mixed_faults import trial_mixed_faults  # noqa: E402
 from benchmarks.trials.mixed_writes import mixed_writes  # noqa: E402
 from benchmarks.trials.monai import monai  # noqa: E402
+from benchmarks.trials.native import native_loops  # noqa: E402
 from benchmarks.trials.options_resources import options_resources  # noqa: E402
 from benchmarks.trials.output_safety import output_safety  # noqa: E402
 from benchmarks.trials.patches import patches  # noqa: E402
@@ -120,6 +121,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[Path], Row]]]:
         ("mixed-faults", lambda d: trial_mixed_faults(d, n(200, 4), seed=32)),
         ("mixed-faults-1", lambda d: trial_mixed_faults(d, n(100, 4), seed=35, workers=0)),
         ("placed", lambda d: trial_placed(d, n(150, 3), seed=33)),
+        ("native", lambda d: native_loops(d, n(20000, 30), seed=36)),
     ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "faults.py"
-ROWS = 41
+ROWS = 42
 
 
 def test_a_quick_run_prints_the_table_and_writes_its_rows(tmp_path):
