@@ -396,11 +396,11 @@ def realdata(d: dict[str, Any]) -> str:
         if r.get("target"):
             lines += ["", f"- prebake against the one-process reference loop: {ratio(loop)} "
                       f"(target {target(loop, r['target'])})"]
-            floor = med.get(f"reference loop, {r['workers']} processes + write")
-            if floor:
-                lines.append(f"- the split loop that stores the values, the floor of any pipeline of "
-                             f"{r['workers']} workers that keeps them: {ratio(med['reference loop'] / floor)} the "
-                             f"reference loop; prebake takes {ratio(med['prebake'] / floor)} its time")
+            stored = med.get(f"reference loop, {r['workers']} processes + write")
+            if stored:
+                lines.append(f"- the split loop that stores the reference reader's values, in {r['workers']} "
+                             f"processes: {ratio(med['reference loop'] / stored)} the reference loop; prebake takes "
+                             f"{ratio(med['prebake'] / stored)} its time")
             lines.append(f"- prebake's CPU seconds spread over {r['workers']} cores with no idle moment would be "
                          f"{ratio(med['reference loop'] / (cpu['prebake'] / r['workers']))} the reference loop: the "
                          "most its present work allows")
