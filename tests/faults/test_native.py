@@ -3,6 +3,7 @@ ways they stand in for, hostile calls refused, and a build that writes the same 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,7 +20,9 @@ from prebake.cache.stats import chunk_stats
 from prebake.steps.image import ToCHW
 
 ROOT = Path(__file__).resolve().parents[2]
-needs_native = pytest.mark.skipif(not native.NATIVE, reason="prebake was built without its C extension")
+BUILT = importlib.util.find_spec("prebake._native") is not None  # NATIVE may be off here: PREBAKE_NATIVE=0
+needs_native = pytest.mark.skipif(not native.NATIVE, reason="prebake was built without its C extension, or "
+                                  "PREBAKE_NATIVE=0")
 
 
 @needs_native
@@ -48,6 +51,13 @@ def test_planes_of_edge_sizes_and_both_modes() -> None:
             assert np.array_equal(got, bands_of(img)), (mode, h, w)
 
 
+def test_an_image_of_no_pixels_has_empty_planes() -> None:
+    for mode in ("RGB", "RGBA"):
+        for size in ((0, 0), (0, 5), (7, 0)):
+            got = ToCHW()({"image": Image.new(mode, size)})["image"]
+            assert got.shape == (len(mode), size[1], size[0]) and got.dtype == np.uint8
+
+
 def test_other_modes_and_arrays_take_the_other_way() -> None:
     assert native.image_planes(Image.new("L", (4, 3))) is None
     assert native.byte_stats(np.arange(10, dtype=np.uint16)) is None
@@ -71,10 +81,11 @@ def _build(folder: Path, out: Path, native_on: bool) -> dict:
     proc = subprocess.run([sys.executable, "-c", code, str(folder), str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) is (native_on and native.NATIVE)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) is native_on
     return json.loads((out / "manifest.json").read_text())
 
 
+@pytest.mark.skipif(not BUILT, reason="prebake was built without its C extension")
 def test_a_build_writes_the_same_bytes_with_and_without_the_c_loops(tmp_path: Path) -> None:
     """Photos of every size and 8-bit mode (RGB, RGBA kept as RGB, grey, palette), JPEG and PNG: every data file
     and the statistics equal, with the extension and with ``PREBAKE_NATIVE=0``."""
@@ -91,3 +102,16 @@ def test_a_build_writes_the_same_bytes_with_and_without_the_c_loops(tmp_path: Pa
     assert names == sorted(p.name for p in (tmp_path / "off").iterdir() if p.suffix == ".npy") and names
     for name in names:
         assert (tmp_path / "on" / name).read_bytes() == (tmp_path / "off" / name).read_bytes(), name
+
+
+@needs_native
+def test_the_other_way_gives_what_the_c_loops_give(monkeypatch) -> None:
+    """The Pillow and numpy way (no extension) against the C loops, in this process: planes and statistics."""
+    rng = np.random.default_rng(9)
+    images = [random_image(rng, mode, 90) for mode in ("RGB", "RGBA") for _ in range(6)]
+    arrays = [rng.integers(0, 256, n, dtype=np.uint8) for n in (1, 255, 4096, 4097, 50_000)]
+    with_c = [ToCHW()({"image": im})["image"] for im in images], [chunk_stats(a) for a in arrays]
+    monkeypatch.setattr(native, "_native", None)
+    without = [ToCHW()({"image": im})["image"] for im in images], [chunk_stats(a) for a in arrays]
+    assert all(np.array_equal(a, b) for a, b in zip(with_c[0], without[0])) and with_c[1] == without[1]
+    assert native.image_planes(images[0]) is None and native.byte_stats(arrays[0]) is None
