@@ -3,8 +3,9 @@
 - planes: random RGB and RGBA images of odd sizes, read from Pillow's memory (its Arrow export) and from a copy of
   its bytes, against Pillow's own band packer, band by band;
 - byte stats: random, constant and extreme uint8 arrays at every alignment, against numpy's min, max and sum;
-- hostile calls to the extension: wrong sizes, wrong band counts, read-only or strided outputs, capsules that are
-  not 4-byte pixels, objects that are no buffer. Each must raise ValueError, TypeError or BufferError.
+- hostile calls to the extension: wrong sizes (pixel counts whose byte counts overflow among them), wrong band
+  counts, read-only or strided outputs, capsules that are not 4-byte pixels, objects that are no buffer. Each must
+  raise ValueError, TypeError or BufferError.
 
 A trial fails on a differing value, on another exception, or on no exception where one is due (a crash ends the
 run, which fails it too). Without the extension (no compiler, ``PREBAKE_NATIVE=0``) the row is empty.
@@ -47,6 +48,8 @@ def _hostile(rng: np.random.Generator) -> tuple[str, Any]:
         ("out one byte short", lambda: ext.planes(raw, np.empty(3 * n - 1, np.uint8), n, 3)),
         ("in one byte short", lambda: ext.planes(raw[:-1], np.empty(3 * n, np.uint8), n, 3)),
         ("pixels negative", lambda: ext.planes(raw, np.empty(0, np.uint8), -n, 3)),
+        ("pixels whose byte count wraps to 0", lambda: ext.planes(b"", np.empty(0, np.uint8), 2**62, 4)),
+        ("pixels whose byte count wraps", lambda: ext.planes(raw, np.empty(3 * n, np.uint8), 2**62 + n, 3)),
         ("pixels over the input", lambda: ext.planes(raw, np.empty(3 * (n + 16), np.uint8), n + 16, 3)),
         ("5 bands", lambda: ext.planes(raw, np.empty(5 * n, np.uint8), n, 5)),
         ("0 bands", lambda: ext.planes(raw, np.empty(0, np.uint8), n, 0)),

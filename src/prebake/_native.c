@@ -78,13 +78,13 @@ static const uint8_t *arrow_pixels(PyObject *capsule, Py_ssize_t pixels) {
         return NULL;
     }
     if (a->release == NULL || a->n_children != 1 || a->children == NULL || a->length != pixels
-        || a->null_count != 0) {
+        || a->null_count != 0 || a->offset < 0 || a->offset > PY_SSIZE_T_MAX / 4 - pixels) {
         PyErr_SetString(PyExc_ValueError, "the Arrow array is not one list of 4 bytes per pixel");
         return NULL;
     }
     struct ArrowArray *c = a->children[0];
     if (c == NULL || c->n_buffers != 2 || c->buffers == NULL || c->buffers[1] == NULL || c->null_count != 0
-        || a->offset < 0 || c->offset < 0 || c->length < 4 * (a->offset + pixels)) {
+        || c->offset < 0 || c->length < 4 * (a->offset + pixels)) {
         PyErr_SetString(PyExc_ValueError, "the Arrow array's values are not 4 bytes per pixel");
         return NULL;
     }
@@ -100,7 +100,8 @@ static PyObject *planes(PyObject *self, PyObject *args) {
         return NULL;
     }
     const uint8_t *px = NULL;
-    if (pixels < 0 || bands < 1 || bands > 4 || out.len != pixels * bands) {
+    /* pixels * 4 must not overflow: every length below is checked against it */
+    if (pixels < 0 || pixels > PY_SSIZE_T_MAX / 4 || bands < 1 || bands > 4 || out.len != pixels * bands) {
         PyErr_Format(PyExc_ValueError, "planes: %zd bytes out for %zd pixels of %d bands", out.len, pixels, bands);
         goto fail;
     }
