@@ -7,7 +7,8 @@
  *
  * `src` is a bytes-like object of pixels * 4 bytes, or the "arrow_array" capsule of an Arrow C data interface
  * export of such pixels (Pillow's Image.__arrow_c_array__: a fixed-size list of 4 uint8 per pixel), read in
- * place. benchmarks/realdata.py measures what they save against Pillow's band packer and numpy's sums.
+ * place. What they save: a build of benchmarks/realdata.py's photos against the tree before them (--baseline),
+ * in docs/getting-started.md.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
