@@ -43,15 +43,14 @@ def image_planes(img: Any) -> np.ndarray | None:
     out = np.empty((bands, h, w), np.uint8)
     if w * h == 0:  # no pixels: nothing to lay out (an empty image has no Arrow buffer)
         return out
-    src: Any = None
     if hasattr(img, "__arrow_c_array__"):  # Pillow 11.2.1 and newer
         try:
-            src = img.__arrow_c_array__()[1]
-        except (ValueError, TypeError, OSError, NotImplementedError):  # rows in more than one block (an image over
-            src = None  # Pillow's block size, 16 MB by default), or memory it does not export: a copy of its rows
-    if src is None:
-        src = img.tobytes("raw", raw)
-    _native.planes(src, out, w * h, bands)
+            _native.planes(img.__arrow_c_array__()[1], out, w * h, bands)
+            return out
+        except (ValueError, TypeError, OSError, NotImplementedError):
+            pass  # rows in more than one block (an image over Pillow's block size, 16 MB by default), or an export
+            # that is not 4 bytes a pixel (the C loop checks its layout): a copy of the rows instead
+    _native.planes(img.tobytes("raw", raw), out, w * h, bands)
     return out
 
 

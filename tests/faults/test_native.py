@@ -41,6 +41,24 @@ def test_an_image_over_pillows_block_is_copied_out_then_laid_out() -> None:
 
 
 @needs_native
+def test_an_arrow_export_of_another_layout_is_not_read_as_pixels() -> None:
+    """An export that is not 4 bytes a pixel (here a grey image's, standing in for a Pillow that exports otherwise)
+    is refused by the C loop's checks, and the planes come from a copy of the rows."""
+    rgb = random_image(np.random.default_rng(10), "RGB", 60)
+
+    class Exported:
+        mode, size = rgb.mode, rgb.size
+
+        def __arrow_c_array__(self):
+            return rgb.convert("L").__arrow_c_array__()
+
+        def tobytes(self, *args):
+            return rgb.tobytes(*args)
+
+    assert np.array_equal(native.image_planes(Exported()), bands_of(rgb))
+
+
+@needs_native
 def test_planes_of_edge_sizes_and_both_modes() -> None:
     rng = np.random.default_rng(6)
     for mode in ("RGB", "RGBA"):
