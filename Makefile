@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test docs-test lint docs release-check bench faults faults-quick integrations clean
+.PHONY: demo test test-slow docs-test lint docs release-check bench faults faults-quick integrations clean
 
 $(VENV)/.torch:
 	@echo "creating $(VENV) with torch ($(or $(TORCH_INDEX),PyPI)): a minute or two on a first run"
@@ -33,7 +33,12 @@ demo: $(VENV)/.demo
 	$(VENV)/bin/prebake demo --workdir prebake-demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -m "not release and not docs_pages"
+	$(PY) -m pytest -m "not release and not docs_pages and not slow"
+
+# the slowest end-to-end tests (benchmarks and examples run as scripts, two-process DDP, a local Ray): .ci/run runs
+# them after make test, so that make test stays under 6 minutes
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -m slow
 
 # every block of the docs pages that train or bake a workload, run as written (.ci/run runs it after make test)
 docs-test: $(VENV)/.installed

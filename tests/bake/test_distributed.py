@@ -159,6 +159,7 @@ def _train_worker(rank: int, world: int, tmp: str, mode: str) -> None:
     _finish()
 
 
+@pytest.mark.slow
 def test_ddp_training_sees_each_item_once_per_epoch_and_resumes_exactly(tmp_path):
     (tmp_path / "ds.py").write_text(DATASET)
     for mode in ("full", "stop", "resume"):

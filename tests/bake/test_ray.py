@@ -25,6 +25,7 @@ from prebake.steps import CropOrPad, Resize
 from prebake.synthetic import write_audio_folder, write_cifar10_python, write_csv_table, write_image_folder, write_npz
 
 SKIP = "ray is not installed: pip install 'prebake[ray]' (the dev extra has it)"
+pytestmark = pytest.mark.slow  # a local Ray starts for the module: make test-slow
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,7 @@ def test_a_tiny_run_learns_and_writes_its_epoch_csv(tmp_path):
     assert cache.column("image").dtype == np.int16
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_and_every_pipeline_agrees(tmp_path):
     pytest.importorskip("monai", reason="monai is not installed: the benchmark's MONAI rows cannot run")
     pytest.importorskip("h5py")

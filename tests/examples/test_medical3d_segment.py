@@ -11,6 +11,7 @@ pytest.importorskip("nibabel")
 from examples.medical3d.segment import main  # noqa: E402
 
 
+@pytest.mark.slow
 def test_a_tiny_run_learns_the_lesions_and_logs_dice_per_volume(tmp_path):
     assert main(["--out", str(tmp_path / "seg"), "--volumes", "8", "--epochs", "3", "--workers", "0"]) == 0
     with (tmp_path / "seg" / "dice.csv").open() as f:

@@ -133,6 +133,7 @@ def test_the_augmentation_is_the_same_on_the_loop_or_on_the_loader_threads(prepa
     assert not torch.equal(a[0]["view1"], a[0]["view2"])
 
 
+@pytest.mark.slow
 def test_the_bench_compares_every_path_in_one_run(tmp_path):
     import json
 

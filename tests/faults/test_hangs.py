@@ -19,6 +19,7 @@ def test_torch_scipy_and_blas_transforms_and_a_stage_after_the_parent_used_threa
     assert got == dict.fromkeys(variants, "ok"), got
 
 
+@pytest.mark.slow
 def test_a_monai_transform_after_four_parent_threads(tmp_path):
     pytest.importorskip("monai")
     assert run_variants(tmp_path, ("monai",), threads=4, timeout=120) == {"monai": "ok"}

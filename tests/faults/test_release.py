@@ -204,6 +204,7 @@ def test_every_example_and_its_benchmark_runs_by_path_from_the_demo_folder(tmp_p
         assert got.returncode == 0 and got.stdout.startswith("usage:"), got.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_benchmark_writes_its_run_folder_and_the_results_only_when_saved(tmp_path):
     before = {p.name: p.read_bytes() for p in RESULTS.glob("*.json")}
     got = _python([str(ROOT / "benchmarks" / "views.py"), "--quick", "--workdir", str(tmp_path)], tmp_path)

@@ -32,6 +32,7 @@ def _torchrun(cache: Path, out: Path, *extra: str) -> list[dict]:
     return [json.loads((out / f"{phase}-rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow
 def test_two_processes_see_each_item_once_and_resume_from_save_state(tmp_path):
     small_cache(tmp_path / "c", 23)
     full = _torchrun(tmp_path / "c", tmp_path, "--save-at", "2")

@@ -167,6 +167,7 @@ def _ddp(cache_arg: str, out: Path, *extra: str) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_bake_once_and_see_each_item_once_per_epoch(tmp_path):
     """prepare_data bakes on rank 0 while rank 1 waits (no collective inside the build), then 23 items over 2 ranks."""
     np.savez(tmp_path / "data.npz", x=np.ones((23, 4), np.float32), y=np.arange(23, dtype=np.float32) + 0.5,

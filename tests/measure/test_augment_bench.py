@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "augment.py"
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_suite_from_fresh_processes(tmp_path):
     out = tmp_path / "augment.json"
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--repeat", "2", "--out", str(out)],

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "views.py"
 
 
+@pytest.mark.slow
 def test_quick_run_compares_every_pipeline_and_writes_the_results(tmp_path):
     out = tmp_path / "views.json"
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--workdir", str(tmp_path), "--out", str(out)],
