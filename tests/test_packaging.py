@@ -65,13 +65,16 @@ def dist(sources, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def env(dist, tmp_path_factory) -> Path:
     """A fresh venv holding only the wheel; the test environment's site-packages for its dependencies."""
-    home = tmp_path_factory.mktemp("venv") / "v"
+    return _venv_with(next(dist.glob("prebake-*.whl")), tmp_path_factory.mktemp("venv") / "v")
+
+
+def _venv_with(wheel: Path, home: Path) -> Path:
+    """A fresh venv at ``home`` holding only ``wheel``; the test environment's site-packages for its dependencies."""
     venv.create(home, with_pip=False, symlinks=True)
     python = home / "bin" / "python"
     site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], home,
                      _clean_env()).strip())
     (site / "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    wheel = next(dist.glob("prebake-*.whl"))
     _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet",
           "--disable-pip-version-check", wheel], home, _clean_env())
     return home
@@ -124,13 +127,7 @@ def test_a_wheel_built_without_a_c_compiler_installs_and_bakes(sources, tmp_path
     wheel = next(out.glob("prebake-*.whl"))
     with zipfile.ZipFile(wheel) as z:
         assert not any("_native" in n and n.endswith(".so") for n in z.namelist())
-    home = tmp_path / "v"
-    venv.create(home, with_pip=False, symlinks=True)
-    site = Path(_run([home / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     home, _clean_env()).strip())
-    (site / "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([sys.executable, "-m", "pip", "--python", home / "bin" / "python", "install", "--no-deps", "--no-index",
-          "--quiet", "--disable-pip-version-check", wheel], home, _clean_env())
+    home = _venv_with(wheel, tmp_path / "v")
     photos = tmp_path / "photos" / "a"
     photos.mkdir(parents=True)
     for k, size in enumerate(((17, 9), (40, 33))):
